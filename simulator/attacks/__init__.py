@@ -1,0 +1,52 @@
+"""Attacks, one module per family, and the registry that builds them by kind.
+
+>>> from simulator.config import AttackConfig
+>>> build_attack(AttackConfig(kind="label-flip", rate=0.3, flip="cyclic"))
+LabelFlip(flip='cyclic')
+"""
+
+from __future__ import annotations
+
+from simulator.attacks.base import Attack, AttackerKnowledge
+from simulator.attacks.centroid_shift import CentroidShift
+from simulator.attacks.label_flip import LabelFlip
+from simulator.attacks.schedule import Schedule
+from simulator.attacks.targeted import Targeted
+from simulator.config import AttackConfig
+
+
+class NoAttack(Attack):
+    """The clean baseline: the attacker never gets a turn."""
+
+    def poison(self, x, y, rng):
+        raise RuntimeError("no attack: poison() is never called")
+
+
+def build_attack(config: AttackConfig) -> Attack:
+    """The attack a scenario's ``[attack]`` section names."""
+    if config.kind == "none":
+        return NoAttack()
+    if config.kind == "label-flip":
+        return LabelFlip(flip=config.flip)
+    if config.kind == "targeted":
+        return Targeted(config.target_class, config.target_point, config.target_count, config.spread)
+    if config.kind == "centroid-shift":
+        return CentroidShift(config.target_point, config.target_distance)
+    raise ValueError(f"attack.kind: unknown attack {config.kind!r}")
+
+
+def build_schedule(config: AttackConfig) -> Schedule:
+    return Schedule(config.rate, config.start, config.budget, config.schedule, config.burst_length)
+
+
+__all__ = [
+    "Attack",
+    "AttackerKnowledge",
+    "CentroidShift",
+    "LabelFlip",
+    "NoAttack",
+    "Schedule",
+    "Targeted",
+    "build_attack",
+    "build_schedule",
+]

@@ -1,0 +1,57 @@
+"""The attacker's side: what it knows, and the shape every attack takes.
+
+An attack is batch in, batch out: :meth:`Attack.poison` turns clean samples
+the attacker drew itself into poison, and copies its input. What the threat
+model grants the attacker (its own draws from the data distribution, the
+detector's initial centroid and radius for a perfect-knowledge attacker, the
+held-out pool it picks targets from) comes in an :class:`AttackerKnowledge`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from simulator.base import Estimator
+
+
+@dataclass(frozen=True)
+class AttackerKnowledge:
+    """What the attacker knows before it starts."""
+
+    draw: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
+    n_classes: int
+    scale: float
+    pool_x: np.ndarray  # events the attacker may pick targets X' from
+    pool_y: np.ndarray
+    center: np.ndarray | None = None  # detector: initial centroid c0
+    radius: float | None = None  # detector: radius r
+
+
+class Attack(Estimator):
+    """Base: no targets, no adaptivity; subclasses override :meth:`poison`."""
+
+    adaptive: bool = False  # True: a white-box attacker fills in x when delivered
+
+    target_x_: np.ndarray | None = None  # X' (targeted) or A (centroid-shift), one per row
+    target_class_: int | None = None
+
+    def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> Attack:
+        """Choose targets from what the attacker knows; returns ``self``."""
+        return self
+
+    def poison(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Turn the attacker's clean draws ``(x, y)`` into poison (copies)."""
+        raise NotImplementedError
+
+
+def check_batch(x: np.ndarray, y: np.ndarray) -> None:
+    """Refuse a batch that is not ``(m, d)`` finite numbers with ``m`` labels."""
+    if np.ndim(x) != 2:
+        raise ValueError(f"x: expected a 2-d array (events x features), got shape {np.shape(x)}")
+    if np.shape(y) != (np.shape(x)[0],):
+        raise ValueError(f"y: expected {np.shape(x)[0]} labels, got shape {np.shape(y)}")
+    if not np.isfinite(x).all():
+        raise ValueError("x: contains NaN or infinity")

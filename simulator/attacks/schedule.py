@@ -1,0 +1,61 @@
+"""When the attacker gets a turn in the merged stream.
+
+The attacker begins at stream index ``start`` and takes a share ``rate`` (rho)
+of the events from there, constantly (each event is the attacker's with
+probability ``rate``) or in bursts of ``burst_length`` consecutive events
+spaced so that the share is still ``rate``; it stops after ``budget`` events.
+
+>>> import numpy as np
+>>> s = Schedule(rate=0.5, start=2, schedule="bursts", burst_length=2)
+>>> s.turns(np.random.default_rng(0), first=0, m=10, used=0).astype(int).tolist()
+[0, 0, 1, 1, 0, 0, 1, 1, 0, 0]
+>>> Schedule(rate=1.0, budget=3).turns(np.random.default_rng(0), 0, 5, used=1).astype(int).tolist()
+[1, 1, 0, 0, 0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.base import Estimator
+
+
+class Schedule(Estimator):
+    def __init__(
+        self,
+        rate: float,
+        start: int = 0,
+        budget: int | None = None,
+        schedule: str = "constant",
+        burst_length: int = 100,
+    ):
+        if not 0 <= rate <= 1:
+            raise ValueError(f"rate: expected a number in [0, 1], got {rate!r}")
+        if schedule not in ("constant", "bursts"):
+            raise ValueError(f'schedule: expected "constant" or "bursts", got {schedule!r}')
+        self.rate = rate
+        self.start = start
+        self.budget = budget
+        self.schedule = schedule
+        self.burst_length = burst_length
+
+    def turns(self, rng: np.random.Generator, first: int, m: int, used: int) -> np.ndarray:
+        """Mask of the attacker's turns among stream positions ``first .. first+m``.
+
+        ``used`` is how many attacker events came before; the same draws are
+        consumed whatever the outcome, so results do not depend on chunking.
+        """
+        positions = np.arange(first, first + m)
+        draws = rng.random(m)
+        if self.rate == 0:
+            return np.zeros(m, dtype=bool)
+        if self.schedule == "constant":
+            mask = draws < self.rate
+        else:
+            period = self.burst_length / self.rate
+            offset = np.maximum(positions - self.start, 0)
+            mask = offset - np.floor(offset / period) * period < self.burst_length
+        mask &= positions >= self.start
+        if self.budget is not None:
+            mask &= np.cumsum(mask) + used <= self.budget
+        return mask

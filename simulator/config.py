@@ -1,0 +1,276 @@
+"""Scenario configuration: frozen dataclasses, TOML in, clear errors out.
+
+A scenario is one TOML file with ``seed`` and the sections ``[stream]``,
+``[model]``, ``[attack]`` and ``[evaluation]``. Any key can be overridden
+with ``--set section.key=value``. An unknown key, a wrong type or an
+out-of-range value raises :class:`ConfigError` naming the key, what was given
+and what is allowed, before anything runs.
+
+>>> s = Scenario.from_dict({"seed": 3, "attack": {"kind": "label-flip", "rate": 0.2}})
+>>> s.attack.rate, s.model.kind
+(0.2, 'centroid-detector')
+>>> Scenario.from_dict({"model": {"window_size": -3}})
+Traceback (most recent call last):
+...
+simulator.config.ConfigError: model.window_size: expected an integer >= 1, got -3
+>>> apply_overrides({}, ["attack.rate=0.3", "model.window_policy=random-out"])
+{'attack': {'rate': 0.3}, 'model': {'window_policy': 'random-out'}}
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import tomli_w
+
+WINDOW_POLICIES = ("fifo", "average-out", "random-out", "nearest-out", "infinite")
+MODEL_KINDS = ("centroid-detector", "centroid-classifier")
+ATTACK_KINDS = ("none", "label-flip", "targeted", "centroid-shift")
+BUNDLED_RIVER_SETS = ("Bananas", "ImageSegments", "Phishing", "Shuttle")
+
+
+class ConfigError(ValueError):
+    """A scenario value was refused; the message names the key."""
+
+
+def _opt(default: Any, doc: str, **check: Any) -> Any:
+    """A dataclass field with its documentation and its allowed values."""
+    return field(default=default, metadata={"doc": doc, **check})
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    source: str = _opt("blobs", 'benign source: "blobs", "digits" or "river:<bundled set>"')
+    n_events: int = _opt(20_000, "events in the merged stream (benign + attacker)", ge=1)
+    n_features: int = _opt(2, "blobs: dimensions", ge=1, le=4096)
+    n_classes: int = _opt(1, "blobs: number of classes", ge=1, le=1000)
+    cluster_std: float = _opt(1.0, "blobs: standard deviation of each class", gt=0)
+    separation: float = _opt(8.0, "blobs: spread of the class means (a box of this half-width)", ge=0)
+    n_test: int = _opt(2_000, "held-out clean events for the evaluator", ge=1)
+    augment: bool = _opt(True, "digits: shift by one pixel and add light noise to drawn images")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: str = _opt("centroid-detector", "model family", choices=MODEL_KINDS)
+    window_size: int = _opt(100, "n: points per window (per class for the classifier)", ge=1, le=1_000_000)
+    window_policy: str = _opt("average-out", "which point leaves a full window", choices=WINDOW_POLICIES)
+    radius: float | None = _opt(None, "detector: alarm radius r (else calibrated)", gt=0)
+    radius_quantile: float = _opt(0.95, "detector: r = this quantile of warm-up distances", gt=0, le=1)
+    learn: str = _opt("accepted", "detector: learn accepted points only, or all", choices=("accepted", "all"))
+    warmup: int | None = _opt(None, "clean events that fill the window first (default window_size)", ge=1)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    kind: str = _opt("none", "attack family", choices=ATTACK_KINDS)
+    rate: float = _opt(0.0, "rho: share of attacker events in the merged stream", ge=0, le=1)
+    budget: int | None = _opt(None, "most attacker events (default: no limit)", ge=0)
+    start: int = _opt(0, "stream index where the attacker begins", ge=0)
+    schedule: str = _opt("constant", "constant share, or bursts", choices=("constant", "bursts"))
+    burst_length: int = _opt(100, "bursts: consecutive attacker events per burst", ge=1)
+    target_class: int = _opt(0, "targeted / label-flip: class c", ge=0)
+    target_point: tuple[float, ...] | None = _opt(None, "attack point A (centroid-shift) or X' (targeted)")
+    target_count: int = _opt(10, "targeted: X' drawn from held-out events of other classes", ge=1)
+    target_distance: float = _opt(3.0, "centroid-shift: A this many radii from c0 when not given", gt=0)
+    spread: float = _opt(0.05, "targeted: noise around X', as a share of the data's scale", ge=0)
+    flip: str = _opt("farthest", "label-flip: new label rule", choices=("cyclic", "random", "farthest"))
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    every: int = _opt(1_000, "evaluate every k events", ge=1)
+
+
+SECTIONS: dict[str, type] = {
+    "stream": StreamConfig,
+    "model": ModelConfig,
+    "attack": AttackConfig,
+    "evaluation": EvaluationConfig,
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    seed: int = 0
+    name: str = "scenario"
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Scenario:
+        """Validate a parsed TOML document and build the scenario."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"scenario: expected a table, got {raw!r}")
+        allowed = {"seed", "name", *SECTIONS}
+        for key in raw:
+            if key not in allowed:
+                raise ConfigError(f"{key}: unknown key; allowed: {', '.join(sorted(allowed))}")
+        seed = _coerce("seed", raw.get("seed", 0), "int")
+        if seed < 0:
+            raise ConfigError(f"seed: expected an integer >= 0, got {seed}")
+        name = _coerce("name", raw.get("name", "scenario"), "str")
+        parts = {}
+        for section, klass in SECTIONS.items():
+            table = raw.get(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{section}: expected a table, got {table!r}")
+            parts[section] = _build_section(section, klass, table)
+        scenario = cls(seed=seed, name=name, **parts)
+        _check_combination(scenario)
+        return scenario
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: list[str] = (), seed: int | None = None) -> Scenario:
+        """Read a scenario file, apply ``--set`` overrides and an optional seed."""
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such scenario file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        raw = apply_overrides(raw, overrides)
+        if seed is not None:
+            raw["seed"] = seed
+        return cls.from_dict(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every value, defaults included (unset optional values left out)."""
+        return _drop_none(dataclasses.asdict(self))
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def replace(self, overrides: list[str]) -> Scenario:
+        """A copy with ``section.key=value`` overrides applied and validated."""
+        return Scenario.from_dict(apply_overrides(self.to_dict(), overrides))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings; values parse as TOML, else as plain strings."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        *parents, leaf = key.split(".")
+        table = raw
+        for part in parents:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"--set {key}: {part} is not a table")
+        table[leaf] = value
+    return raw
+
+
+def describe_options() -> str:
+    """One line per scenario key: name, default and meaning (for ``--help``)."""
+    lines = []
+    for section, klass in SECTIONS.items():
+        for f in dataclasses.fields(klass):
+            meta = f.metadata
+            allowed = f" ({' | '.join(meta['choices'])})" if "choices" in meta else ""
+            lines.append(f"{section}.{f.name} = {f.default!r}: {meta['doc']}{allowed}")
+    return "\n".join(lines)
+
+
+def _build_section(section: str, klass: type, table: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(klass)}
+    hints = typing.get_type_hints(klass)
+    values = {}
+    for key, value in table.items():
+        path = f"{section}.{key}"
+        if key not in fields:
+            raise ConfigError(f"{path}: unknown key; allowed: {', '.join(fields)}")
+        value = _coerce(path, value, _type_name(hints[key]))
+        _check_value(path, value, fields[key].metadata)
+        values[key] = value
+    return klass(**values)
+
+
+def _type_name(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if args else hint
+    if typing.get_origin(base) is tuple:
+        return "floats"
+    return base.__name__
+
+
+def _coerce(path: str, value: Any, kind: str) -> Any:
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind == "str" and isinstance(value, str):
+        return value
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "floats" and isinstance(value, (list, tuple)):
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return tuple(float(v) for v in value)
+    expected = {
+        "int": "an integer",
+        "float": "a number",
+        "str": "a string",
+        "bool": "true or false",
+        "floats": "a list of numbers",
+    }[kind]
+    raise ConfigError(f"{path}: expected {expected}, got {value!r}")
+
+
+def _check_value(path: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{path}: expected one of {', '.join(meta['choices'])}; got {value!r}")
+    noun = "an integer" if isinstance(value, int) else "a number"
+    if "ge" in meta and not value >= meta["ge"]:
+        raise ConfigError(f"{path}: expected {noun} >= {meta['ge']}, got {value!r}")
+    if "gt" in meta and not value > meta["gt"]:
+        raise ConfigError(f"{path}: expected {noun} > {meta['gt']}, got {value!r}")
+    if "le" in meta and not value <= meta["le"]:
+        raise ConfigError(f"{path}: expected {noun} <= {meta['le']}, got {value!r}")
+
+
+def _check_combination(s: Scenario) -> None:
+    """Rules that involve more than one key."""
+    source = s.stream.source
+    if source not in ("blobs", "digits") and not source.startswith("river:"):
+        raise ConfigError(f'stream.source: expected "blobs", "digits" or "river:<name>", got {source!r}')
+    if source.startswith("river:") and source[6:] not in BUNDLED_RIVER_SETS:
+        raise ConfigError(
+            f"stream.source: {source!r} is not a river data set bundled with the package; "
+            f"bundled: {', '.join('river:' + n for n in BUNDLED_RIVER_SETS)}"
+        )
+    if s.attack.kind == "centroid-shift" and s.model.kind != "centroid-detector":
+        raise ConfigError(
+            f"attack.kind: centroid-shift moves a detector's centroid; it needs "
+            f'model.kind = "centroid-detector", got {s.model.kind!r}'
+        )
+    if s.attack.kind == "none" and s.attack.rate > 0:
+        raise ConfigError(f'attack.rate: attack.kind is "none", so the rate must be 0, got {s.attack.rate}')
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, tuple):
+        return list(value)
+    return value

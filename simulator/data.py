@@ -1,0 +1,137 @@
+"""Benign sources: Gaussian blobs, scikit-learn's 8x8 digits, river's bundled sets.
+
+Every source splits into a part the stream samples from and a held-out clean
+test set for the evaluator. Nothing is downloaded: the digits ship with
+scikit-learn and the river sets with river.
+
+>>> import numpy as np
+>>> from simulator.config import StreamConfig
+>>> src = make_source(StreamConfig(source="blobs", n_features=3, n_classes=2), np.random.default_rng(0))
+>>> X, y = src.sample(np.random.default_rng(1), 5)
+>>> X.shape, X.dtype.name, sorted(set(y.tolist())) <= [0, 1]
+((5, 3), 'float32', True)
+>>> src.test_x.shape
+(2000, 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from simulator.config import ConfigError, StreamConfig
+
+DIGITS_SIDE = 8
+HELD_OUT_SHARE = 0.3  # at most this share of a finite data set is held out
+
+
+@dataclass
+class Source:
+    """A benign distribution to draw from, and its held-out clean test set."""
+
+    name: str
+    test_x: np.ndarray
+    test_y: np.ndarray
+    n_classes: int
+    image_side: int | None = None  # square images (digits), else None
+    _train_x: np.ndarray | None = field(default=None, repr=False)
+    _train_y: np.ndarray | None = field(default=None, repr=False)
+    _means: np.ndarray | None = field(default=None, repr=False)
+    _std: float = 1.0
+    _augment: bool = False
+
+    @property
+    def n_features(self) -> int:
+        return int(self.test_x.shape[1])
+
+    @property
+    def scale(self) -> float:
+        """Typical spread of one feature (for noise given as a share of it)."""
+        return float(self.test_x.std(axis=0).mean()) or 1.0
+
+    def sample(self, rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``m`` benign events ``(X float32, y int64)``."""
+        if self._means is not None:
+            y = rng.integers(0, self.n_classes, size=m)
+            x = self._means[y] + self._std * rng.standard_normal((m, self._means.shape[1]))
+            return x.astype(np.float32), y.astype(np.int64)
+        idx = rng.integers(0, self._train_x.shape[0], size=m)
+        x, y = self._train_x[idx], self._train_y[idx]
+        if self._augment:
+            x = augment_images(x, rng, self.image_side)
+        return x, y.copy()
+
+
+def make_source(config: StreamConfig, rng: np.random.Generator) -> Source:
+    """Build the benign source a scenario names; ``rng`` fixes its split."""
+    if config.source == "blobs":
+        return _blobs(config, rng)
+    if config.source == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x = (digits.data / 16.0).astype(np.float32)
+        src = _split("digits", x, digits.target.astype(np.int64), config.n_test, rng)
+        src.image_side = DIGITS_SIDE
+        src._augment = config.augment
+        return src
+    if config.source.startswith("river:"):
+        x, y = _load_river(config.source[len("river:") :])
+        return _split(config.source, x, y, config.n_test, rng)
+    raise ConfigError(f"stream.source: unknown source {config.source!r}")
+
+
+def augment_images(x: np.ndarray, rng: np.random.Generator, side: int) -> np.ndarray:
+    """Shift each square image by at most one pixel and add light noise (a copy)."""
+    m = x.shape[0]
+    images = x.reshape(m, side, side)
+    out = np.zeros_like(images)
+    shifts = rng.integers(-1, 2, size=(m, 2))
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            rows = np.flatnonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx))
+            if rows.size:
+                out[rows] = _shift(images[rows], dy, dx)
+    out += rng.normal(0.0, 0.02, size=out.shape).astype(np.float32)
+    return np.clip(out, 0.0, 1.0).reshape(m, side * side)
+
+
+def _shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    out = np.zeros_like(images)
+    h, w = images.shape[1:]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
+        :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+def _blobs(config: StreamConfig, rng: np.random.Generator) -> Source:
+    d, k = config.n_features, config.n_classes
+    means = rng.uniform(-config.separation, config.separation, size=(k, d)) if k > 1 else np.zeros((1, d))
+    y = rng.integers(0, k, size=config.n_test)
+    x = (means[y] + config.cluster_std * rng.standard_normal((config.n_test, d))).astype(np.float32)
+    return Source("blobs", x, y.astype(np.int64), k, _means=means, _std=config.cluster_std)
+
+
+def _split(name: str, x: np.ndarray, y: np.ndarray, n_test: int, rng: np.random.Generator) -> Source:
+    n_test = min(n_test, int(HELD_OUT_SHARE * len(y)))
+    order = rng.permutation(len(y))
+    test, train = order[:n_test], order[n_test:]
+    return Source(name, x[test], y[test], int(y.max()) + 1, _train_x=x[train], _train_y=y[train])
+
+
+def _load_river(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A bundled river data set as standardised float32 features and int labels."""
+    from river import datasets
+
+    dataset = getattr(datasets, name)()
+    rows = list(dataset)
+    keys = sorted(rows[0][0])
+    x = np.array([[float(r[0][k]) for k in keys] for r in rows], dtype=np.float64)
+    labels = sorted({r[1] for r in rows}, key=str)
+    code = {label: i for i, label in enumerate(labels)}
+    y = np.array([code[r[1]] for r in rows], dtype=np.int64)
+    std = x.std(axis=0)
+    x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    return x.astype(np.float32), y

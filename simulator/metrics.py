@@ -1,0 +1,181 @@
+"""The evaluator: the one place that reads ground truth.
+
+It follows the stream batch by batch (predictions, the slots the model wrote,
+which events were poison) and, at each evaluation step, measures the model
+on held-out clean data and on the attacker's targets:
+
+- ``clean_accuracy``: classifier accuracy on held-out clean events; for a
+  detector, the share of them it accepts (1 - false alarm rate);
+- ``prequential_accuracy``: test-then-train accuracy on the stream so far
+  (benign events against their labels; for a detector, benign accepted and
+  poison flagged);
+- ``attack_success_rate``: targeted, the share of X' classified as c;
+  centroid-shift, 1.0 when A is accepted;
+- ``displacement_radii``: ``D = (c - c0).(A - c0) / (r ||A - c0||)``;
+- ``window_contamination``: share of poison in the window(s);
+- ``observed_poisoning_rate``: poison events / events.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from simulator.attacks import Attack
+from simulator.data import Source
+from simulator.events import EventBatch, Truth
+from simulator.models import CentroidDetector
+from simulator.models.window import INFINITE, MERGED, NOT_LEARNED, POLICY_CODES
+
+TIMESERIES_COLUMNS = (
+    "events",
+    "poison_events",
+    "observed_poisoning_rate",
+    "prequential_accuracy",
+    "clean_accuracy",
+    "attack_success_rate",
+    "displacement_radii",
+    "centroid_displacement",
+    "window_contamination",
+    "stream_alarm_rate",
+)
+
+
+class Evaluator:
+    """Scores one run against ground truth; the model never sees what it reads."""
+
+    def __init__(self, model, source: Source, attack: Attack):
+        self.model = model
+        self.source = source
+        self.attack = attack
+        self.is_detector = isinstance(model, CentroidDetector)
+        self.initial_centers = self._centers().copy()
+        self.events = 0
+        self.poison_events = 0
+        self.correct = 0
+        self.judged = 0
+        self.alarms = 0
+        n_windows, n = self.initial_centers.shape[0], model.window_size
+        self._policy = POLICY_CODES[model.window_policy]
+        self._window_size = n
+        self._slot_poison = np.zeros((n_windows, n), dtype=np.bool_)
+        self._poison_share = np.zeros(n_windows)
+        # the warm-up filled the windows with clean points
+        self._counts = model.window_counts.copy()
+        self.rows: list[dict] = []
+
+    def observe(self, batch: EventBatch, truth: Truth, predictions: np.ndarray, slots: np.ndarray) -> None:
+        """Account for one processed batch."""
+        m = len(batch)
+        self.events += m
+        self.poison_events += int(truth.is_poison.sum())
+        benign = ~truth.is_poison
+        if self.is_detector:
+            self.correct += int((predictions == truth.is_poison).sum())
+            self.judged += m
+            self.alarms += int(predictions.sum())
+            windows = np.zeros(m, dtype=np.int64)
+        else:
+            self.correct += int((predictions[benign] == batch.y[benign]).sum())
+            self.judged += int(benign.sum())
+            windows = batch.y
+        _follow_contamination(
+            slots, windows, truth.is_poison, self._slot_poison, self._poison_share, self._counts,
+            self._policy, self._window_size,
+        )  # fmt: skip
+
+    def evaluate(self) -> dict:
+        """Measure now; the row is kept for the timeseries and returned."""
+        row = {
+            "events": self.events,
+            "poison_events": self.poison_events,
+            "observed_poisoning_rate": _ratio(self.poison_events, self.events),
+            "prequential_accuracy": _ratio(self.correct, self.judged),
+            "clean_accuracy": self._clean_accuracy(),
+            "attack_success_rate": self._attack_success(),
+            "displacement_radii": self._displacement_radii(),
+            "centroid_displacement": float(self._shifts().max()),
+            "window_contamination": self._contamination(),
+            "stream_alarm_rate": _ratio(self.alarms, self.events) if self.is_detector else None,
+        }
+        self.rows.append(row)
+        return row
+
+    def summary(self) -> dict:
+        """Final figures: the last row plus totals and per-class displacement."""
+        last = self.rows[-1] if self.rows else self.evaluate()
+        summary = {
+            "events_total": self.events,
+            "poison_events_total": self.poison_events,
+            **{k: v for k, v in last.items() if k not in ("events", "poison_events")},
+            "centroid_displacement_by_class": {str(k): float(v) for k, v in enumerate(self._shifts())},
+        }
+        if self.is_detector:
+            summary["radius"] = float(self.model.radius_)
+            summary["first_success_poison_events"] = next(
+                (r["poison_events"] for r in self.rows if r["attack_success_rate"] == 1.0), None
+            )
+        return summary
+
+    def _centers(self) -> np.ndarray:
+        return self.model.center[None, :] if self.is_detector else self.model.centers
+
+    def _shifts(self) -> np.ndarray:
+        return np.linalg.norm(self._centers() - self.initial_centers, axis=1)
+
+    def _clean_accuracy(self) -> float:
+        predictions = self.model.predict_many(self.source.test_x)
+        if self.is_detector:
+            return float(1.0 - predictions.mean())
+        return float((predictions == self.source.test_y).mean())
+
+    def _attack_success(self) -> float | None:
+        targets = self.attack.target_x_
+        if targets is None:
+            return None
+        predictions = self.model.predict_many(targets)
+        if self.is_detector:
+            return float((~predictions).mean())
+        return float((predictions == self.attack.target_class_).mean())
+
+    def _displacement_radii(self) -> float | None:
+        if not self.is_detector or self.attack.target_x_ is None:
+            return None
+        c0, target = self.initial_centers[0], self.attack.target_x_[0]
+        direction = target - c0
+        return float((self.model.center - c0) @ direction / (self.model.radius_ * np.linalg.norm(direction)))
+
+    def _contamination(self) -> float:
+        weights = self._counts if self._policy == INFINITE else np.minimum(self._counts, self._window_size)
+        total = weights.sum()
+        return float((self._poison_share * weights).sum() / total) if total else 0.0
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+@njit(cache=True)
+def _follow_contamination(slots, windows, is_poison, slot_poison, share, counts, policy, n):
+    """Mirror the model's window writes with poison flags (same policy arithmetic)."""
+    for i in range(slots.shape[0]):
+        slot = slots[i]
+        if slot == NOT_LEARNED:
+            continue
+        k = windows[i]
+        flag = 1.0 if is_poison[i] else 0.0
+        count = counts[k]
+        if slot == MERGED:
+            if policy == INFINITE:
+                counts[k] = count + 1
+                share[k] += (flag - share[k]) / (count + 1)
+            else:  # average-out: the mean absorbs the point, the centroid leaves
+                share[k] += (flag - share[k]) / n
+            continue
+        if count < n:
+            counts[k] = count + 1
+            share[k] += (flag - share[k]) / (count + 1)
+        else:
+            old = 1.0 if slot_poison[k, slot] else 0.0
+            share[k] += (flag - old) / n
+        slot_poison[k, slot] = is_poison[i]

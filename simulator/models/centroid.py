@@ -1,0 +1,277 @@
+"""Online centroid models: an anomaly detector and a nearest-centroid classifier.
+
+Both learn test-then-train, event by event, with exact per-event semantics
+in a compiled inner loop (see :mod:`simulator.models.window`).
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> det = CentroidDetector(window_size=50, window_policy="fifo", radius_quantile=0.9)
+>>> det.learn_many(rng.normal(size=(50, 2)))
+>>> round(det.radius_, 2) > 0, bool(det.predict_one(np.array([10.0, 10.0])))
+(True, True)
+>>> clf = CentroidClassifier(n_classes=2, window_size=20)
+>>> clf.learn_many(np.r_[rng.normal(-3, 1, (20, 2)), rng.normal(3, 1, (20, 2))], [0] * 20 + [1] * 20)
+>>> clf.predict_many(np.array([[-3.0, -3.0], [3.0, 3.0]])).tolist()
+[0, 1]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from simulator.attacks.centroid_shift import ATTACKER_MARGIN, boundary_point
+from simulator.base import Estimator
+from simulator.models.window import (
+    COUNT,
+    NOT_LEARNED,
+    POLICY_CODES,
+    learn,
+    new_window,
+    squared_distance,
+)
+
+_NO_ROWS = np.zeros(0, dtype=np.bool_)
+
+
+@dataclass(frozen=True)
+class WhiteBoxResponder:
+    """A white-box attacker's turn: rows it fills in when they are delivered.
+
+    For ``mask`` rows, the attacker sees the detector's centroid at that
+    moment and places its point on the boundary toward ``target`` (the greedy
+    attack of Kloft & Laskov). The detector never reads ``mask``.
+    """
+
+    mask: np.ndarray
+    target: np.ndarray
+
+
+class CentroidModel(Estimator):
+    """Shared input checks and the window policy of both centroid models."""
+
+    n_features_: int | None = None
+
+    def _check_x(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"X: expected a 2-d array (events x features), got shape {X.shape}")
+        if self.n_features_ is not None and X.shape[1] != self.n_features_:
+            raise ValueError(f"X: expected {self.n_features_} features, got {X.shape[1]}")
+        if not np.issubdtype(X.dtype, np.number):
+            raise ValueError(f"X: expected numbers, got dtype {X.dtype}")
+        if not np.isfinite(X).all():
+            raise ValueError("X: contains NaN or infinity")
+        return X
+
+    def _check_policy(self) -> int:
+        if self.window_policy not in POLICY_CODES:
+            raise ValueError(f"window_policy: expected one of {', '.join(POLICY_CODES)}; got {self.window_policy!r}")
+        if not isinstance(self.window_size, int) or self.window_size < 1:
+            raise ValueError(f"window_size: expected an integer >= 1, got {self.window_size!r}")
+        return POLICY_CODES[self.window_policy]
+
+    def predict_one(self, x: np.ndarray):
+        return self.predict_many(np.asarray(x)[None, :])[0]
+
+    def learn_one(self, x: np.ndarray, y: int | None = None) -> None:
+        self.learn_many(np.asarray(x)[None, :], None if y is None else [y])
+
+
+class CentroidDetector(CentroidModel):
+    """Alarm when ``||x - c|| > r``; learn accepted points (or all) into one window.
+
+    With ``radius=None`` the radius is calibrated once the window first fills:
+    ``r`` is the ``radius_quantile`` of the stored points' distances to ``c``.
+    Until then every point is accepted.
+    """
+
+    def __init__(
+        self,
+        window_size: int = 100,
+        window_policy: str = "average-out",
+        radius: float | None = None,
+        radius_quantile: float = 0.95,
+        learn: str = "accepted",
+        seed: int = 0,
+    ):
+        self.window_size = window_size
+        self.window_policy = window_policy
+        self.radius = radius
+        self.radius_quantile = radius_quantile
+        self.learn = learn
+        self.seed = seed
+        self._policy = self._check_policy()
+        if learn not in ("accepted", "all"):
+            raise ValueError(f'learn: expected "accepted" or "all", got {learn!r}')
+        self._rng = np.random.default_rng(seed)
+        self.radius_ = 0.0 if radius is None else float(radius)
+        self._center = self._window = self._state = None
+
+    @property
+    def center(self) -> np.ndarray:
+        """The current centroid (a copy)."""
+        return np.array(self._center)
+
+    @property
+    def window_counts(self) -> np.ndarray:
+        """Points learned so far, per window (one window here)."""
+        return np.array([0 if self._state is None else self._state[COUNT]], dtype=np.int64)
+
+    @property
+    def is_ready(self) -> bool:
+        """True once the window is full and the radius known."""
+        return self.radius_ > 0
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        """Alarms: True where a point lies outside the sphere."""
+        X = self._check_x(X)
+        if self._center is None or not self.is_ready:
+            return np.zeros(X.shape[0], dtype=bool)
+        return ((X - self._center) ** 2).sum(axis=1) > self.radius_**2
+
+    def learn_many(self, X: np.ndarray, Y=None) -> None:
+        self.process_many(X)
+
+    def process_many(
+        self, X: np.ndarray, Y=None, responder: WhiteBoxResponder | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Test-then-train each event in order; returns ``(alarms, slots)``.
+
+        ``X`` rows a white-box ``responder`` fills in are written back into
+        ``X``, so the caller sees what was delivered.
+        """
+        X = self._check_x(X)
+        if self._center is None:
+            self.n_features_ = X.shape[1]
+            self._center, self._window, self._state = new_window(self.window_size, X.shape[1])
+        m = X.shape[0]
+        alarms = np.zeros(m, dtype=bool)
+        slots = np.full(m, NOT_LEARNED, dtype=np.int64)
+        uniforms = self._rng.random(m)
+        respond = _NO_ROWS if responder is None else responder.mask
+        target = np.zeros(X.shape[1]) if responder is None else responder.target
+        start = 0
+        if not self.is_ready:  # accept everything until the window is full, then calibrate
+            start = min(m, self.window_size - int(self._state[COUNT]))
+            self._run(X, uniforms, respond, target, alarms, slots, 0, start)
+            if self._state[COUNT] >= self.window_size:
+                self._calibrate()
+        self._run(X, uniforms, respond, target, alarms, slots, start, m)
+        return alarms, slots
+
+    def _run(self, X, uniforms, respond, target, alarms, slots, lo, hi) -> None:
+        if hi > lo:
+            _detector_kernel(
+                X, lo, hi, self._center, self._window, self._state, self._policy,
+                self.radius_, self.learn == "all", uniforms, respond, target, alarms, slots,
+            )  # fmt: skip
+
+    def _calibrate(self) -> None:
+        if self.radius is not None:
+            return
+        dist = np.sqrt(((self._window - self._center) ** 2).sum(axis=1))
+        self.radius_ = float(np.quantile(dist, self.radius_quantile))
+        if self.radius_ <= 0:
+            raise ValueError("radius: calibration gave r = 0 (all warm-up points identical); set model.radius")
+
+
+class CentroidClassifier(CentroidModel):
+    """Nearest centroid over one sliding window per class."""
+
+    def __init__(self, n_classes: int = 2, window_size: int = 100, window_policy: str = "fifo", seed: int = 0):
+        self.n_classes = n_classes
+        self.window_size = window_size
+        self.window_policy = window_policy
+        self.seed = seed
+        self._policy = self._check_policy()
+        if not isinstance(n_classes, int) or n_classes < 1:
+            raise ValueError(f"n_classes: expected an integer >= 1, got {n_classes!r}")
+        self._rng = np.random.default_rng(seed)
+        self._centers = self._windows = self._states = None
+
+    @property
+    def centers(self) -> np.ndarray:
+        """Centroids, one row per class (a copy)."""
+        return np.array(self._centers)
+
+    @property
+    def window_counts(self) -> np.ndarray:
+        """Points learned so far, per class window."""
+        if self._states is None:
+            return np.zeros(self.n_classes, dtype=np.int64)
+        return self._states[:, COUNT].copy()
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        X = self._check_x(X)
+        if self._centers is None:
+            return np.zeros(X.shape[0], dtype=np.int64)
+        d2 = (X**2).sum(1)[:, None] - 2 * X @ self._centers.T + (self._centers**2).sum(1)[None, :]
+        d2[:, self._states[:, COUNT] == 0] = np.inf  # a class never seen is never predicted
+        return d2.argmin(axis=1)
+
+    def learn_many(self, X: np.ndarray, Y=None) -> None:
+        self.process_many(X, Y)
+
+    def process_many(self, X: np.ndarray, Y, responder=None) -> tuple[np.ndarray, np.ndarray]:
+        """Test-then-train each event in order; returns ``(predictions, slots)``."""
+        if responder is not None:
+            raise ValueError("responder: the classifier has no white-box attacker hook")
+        X = self._check_x(X)
+        Y = np.asarray(Y) if Y is not None else None
+        if Y is None or Y.shape != (X.shape[0],) or not np.issubdtype(Y.dtype, np.integer):
+            raise ValueError(f"Y: expected {X.shape[0]} integer labels, got {None if Y is None else Y.shape}")
+        if Y.size and (Y.min() < 0 or Y.max() >= self.n_classes):
+            raise ValueError(f"Y: labels must lie in [0, {self.n_classes}), got {Y.min()}..{Y.max()}")
+        if self._centers is None:
+            self.n_features_ = X.shape[1]
+            self._centers = np.zeros((self.n_classes, X.shape[1]))
+            self._windows = np.zeros((self.n_classes, self.window_size, X.shape[1]))
+            self._states = np.zeros((self.n_classes, 3), dtype=np.int64)
+        m = X.shape[0]
+        predictions = np.zeros(m, dtype=np.int64)
+        slots = np.full(m, NOT_LEARNED, dtype=np.int64)
+        _classifier_kernel(
+            X, Y.astype(np.int64), self._centers, self._windows, self._states, self._policy,
+            self._rng.random(m), predictions, slots,
+        )  # fmt: skip
+        return predictions, slots
+
+
+@njit(cache=True)
+def _detector_kernel(X, lo, hi, center, window, state, policy, radius, learn_all, uniforms, respond, target, alarms, slots):
+    d = X.shape[1]
+    x = np.empty(d)
+    for i in range(lo, hi):
+        if respond.shape[0] > 0 and respond[i]:
+            # the white-box attacker's turn: it sees the centroid now
+            boundary_point(center, target, radius * (1.0 - ATTACKER_MARGIN), x)
+            for j in range(d):
+                X[i, j] = x[j]
+        for j in range(d):
+            x[j] = X[i, j]
+        alarm = radius > 0 and squared_distance(x, center) > radius * radius
+        alarms[i] = alarm
+        if alarm and not learn_all:
+            continue
+        slots[i] = learn(center, window, state, policy, x, uniforms[i])
+
+
+@njit(cache=True)
+def _classifier_kernel(X, Y, centers, windows, states, policy, uniforms, predictions, slots):
+    k, d = centers.shape
+    x = np.empty(d)
+    for i in range(X.shape[0]):
+        for j in range(d):
+            x[j] = X[i, j]
+        best, best_d2 = 0, np.inf
+        for c in range(k):
+            if states[c, COUNT] > 0:
+                d2 = squared_distance(x, centers[c])
+                if d2 < best_d2:
+                    best, best_d2 = c, d2
+        predictions[i] = best
+        c = Y[i]
+        slots[i] = learn(centers[c], windows[c], states[c], policy, x, uniforms[i])

@@ -1,0 +1,109 @@
+"""Sliding-window centroid updates (Kloft & Laskov, JMLR 2012), compiled.
+
+A window holds ``n`` points and its centroid ``c`` is their mean. While it
+fills, a point is appended. Once full, learning ``x`` removes ``x_out`` and
+updates ``c' = c + (x - x_out) / n``, where the policy picks ``x_out``:
+
+- ``fifo``: the oldest stored point;
+- ``average-out``: the centroid itself (``c' = c + (x - c) / n``);
+- ``random-out``: a stored point drawn uniformly;
+- ``nearest-out``: the stored point nearest ``x``;
+- ``infinite``: nothing leaves; ``c_{k+1} = c_k + (x - c_k) / (n + k + 1)``.
+
+The kernels work on one window given as arrays, so a detector (one window)
+and a classifier (one window per class) share them. Each learn returns the
+slot written (``MERGED`` when the point only entered the mean), which the
+evaluator uses to follow window contamination without the model ever
+seeing ground truth.
+
+>>> import numpy as np
+>>> center, window, state = new_window(n=2, d=1)
+>>> [learn(center, window, state, AVERAGE_OUT, np.array([v]), 0.0) for v in (1.0, 3.0, 5.0)]
+[0, 1, -2]
+>>> center.tolist()
+[3.5]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+FIFO, AVERAGE_OUT, RANDOM_OUT, NEAREST_OUT, INFINITE = 0, 1, 2, 3, 4
+POLICY_CODES = {
+    "fifo": FIFO,
+    "average-out": AVERAGE_OUT,
+    "random-out": RANDOM_OUT,
+    "nearest-out": NEAREST_OUT,
+    "infinite": INFINITE,
+}
+NOT_LEARNED = -1
+MERGED = -2
+
+# state vector of a window: number learned, fifo head, replacements since the
+# centroid was last recomputed from the stored points
+COUNT, HEAD, SINCE_RECOMPUTE = 0, 1, 2
+
+
+def new_window(n: int, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Empty window arrays: centroid ``(d,)``, storage ``(n, d)``, state ``(3,)``."""
+    return np.zeros(d), np.zeros((n, d)), np.zeros(3, dtype=np.int64)
+
+
+@njit(cache=True)
+def learn(
+    center: np.ndarray, window: np.ndarray, state: np.ndarray, policy: int, x: np.ndarray, u: float
+) -> int:
+    """Learn ``x`` into one window in place; ``u`` in [0, 1) drives random-out."""
+    n, d = window.shape
+    count = state[COUNT]
+    if count < n or policy == INFINITE:
+        if count < n:
+            window[count] = x
+        state[COUNT] = count + 1
+        for j in range(d):
+            center[j] += (x[j] - center[j]) / (count + 1)
+        return count if count < n else MERGED
+    if policy == AVERAGE_OUT:
+        for j in range(d):
+            center[j] += (x[j] - center[j]) / n
+        return MERGED
+    if policy == FIFO:
+        slot = state[HEAD]
+        state[HEAD] = (slot + 1) % n
+    elif policy == RANDOM_OUT:
+        slot = min(int(u * n), n - 1)
+    else:
+        slot = nearest(window, x)
+    for j in range(d):
+        center[j] += (x[j] - window[slot, j]) / n
+        window[slot, j] = x[j]
+    state[SINCE_RECOMPUTE] += 1
+    if state[SINCE_RECOMPUTE] >= n:  # keep rounding error from piling up: O(d) amortised
+        state[SINCE_RECOMPUTE] = 0
+        for j in range(d):
+            center[j] = window[:, j].mean()
+    return slot
+
+
+@njit(cache=True)
+def nearest(points: np.ndarray, x: np.ndarray) -> int:
+    """Index of the row of ``points`` nearest ``x`` (squared Euclidean)."""
+    best, best_d2 = 0, np.inf
+    for i in range(points.shape[0]):
+        d2 = 0.0
+        for j in range(points.shape[1]):
+            diff = points[i, j] - x[j]
+            d2 += diff * diff
+        if d2 < best_d2:
+            best, best_d2 = i, d2
+    return best
+
+
+@njit(cache=True)
+def squared_distance(a: np.ndarray, b: np.ndarray) -> float:
+    total = 0.0
+    for j in range(a.shape[0]):
+        diff = a[j] - b[j]
+        total += diff * diff
+    return total

@@ -1,0 +1,41 @@
+"""How batches of events move from producers to consumers.
+
+The embedded run uses :class:`InMemoryTransport`; the Kafka transport has the
+same two verbs. Ground truth travels beside each batch (a Kafka header there),
+never inside it.
+
+>>> from simulator.events import EventBatch, Truth
+>>> import numpy as np
+>>> t = InMemoryTransport()
+>>> t.send("events", EventBatch.from_arrays(np.zeros((2, 1)), [0, 0]), Truth.clean(2))
+>>> batch, truth = t.receive("events")
+>>> len(batch), t.receive("events")
+(2, None)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from typing import Protocol
+
+from simulator.events import EventBatch, Truth
+
+
+class Transport(Protocol):
+    def send(self, topic: str, batch: EventBatch, truth: Truth) -> None: ...
+
+    def receive(self, topic: str) -> tuple[EventBatch, Truth] | None: ...
+
+
+class InMemoryTransport:
+    """A FIFO queue per topic, in one process."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, deque] = defaultdict(deque)
+
+    def send(self, topic: str, batch: EventBatch, truth: Truth) -> None:
+        self._queues[topic].append((batch, truth))
+
+    def receive(self, topic: str) -> tuple[EventBatch, Truth] | None:
+        queue = self._queues[topic]
+        return queue.popleft() if queue else None
