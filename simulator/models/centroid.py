@@ -83,9 +83,9 @@ class CentroidModel(Estimator):
 class CentroidDetector(CentroidModel):
     """Alarm when ``||x - c|| > r``; learn accepted points (or all) into one window.
 
-    With ``radius=None`` the radius is calibrated once the window first fills:
-    ``r`` is the ``radius_quantile`` of the stored points' distances to ``c``.
-    Until then every point is accepted.
+    Until the window has filled (the trusted warm-up) every point is accepted.
+    Then ``r`` is ``radius``, or with ``radius=None`` the ``radius_quantile``
+    of the stored points' distances to ``c``.
     """
 
     def __init__(
@@ -107,7 +107,7 @@ class CentroidDetector(CentroidModel):
         if learn not in ("accepted", "all"):
             raise ValueError(f'learn: expected "accepted" or "all", got {learn!r}')
         self._rng = np.random.default_rng(seed)
-        self.radius_ = 0.0 if radius is None else float(radius)
+        self.radius_ = 0.0  # known once the window has filled
         self._center = self._window = self._state = None
 
     @property
@@ -122,8 +122,8 @@ class CentroidDetector(CentroidModel):
 
     @property
     def is_ready(self) -> bool:
-        """True once the window is full and the radius known."""
-        return self.radius_ > 0
+        """True once the window has filled and the radius is known."""
+        return self._state is not None and self._state[COUNT] >= self.window_size and self.radius_ > 0
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """Alarms: True where a point lies outside the sphere."""
@@ -154,23 +154,24 @@ class CentroidDetector(CentroidModel):
         respond = _NO_ROWS if responder is None else responder.mask
         target = np.zeros(X.shape[1]) if responder is None else responder.target
         start = 0
-        if not self.is_ready:  # accept everything until the window is full, then calibrate
-            start = min(m, self.window_size - int(self._state[COUNT]))
-            self._run(X, uniforms, respond, target, alarms, slots, 0, start)
+        if not self.is_ready:  # a filling window accepts everything; then the radius is calibrated
+            start = min(m, max(self.window_size - int(self._state[COUNT]), 0))
+            self._run(X, uniforms, respond, target, alarms, slots, 0, start, radius=0.0)
             if self._state[COUNT] >= self.window_size:
                 self._calibrate()
-        self._run(X, uniforms, respond, target, alarms, slots, start, m)
+        self._run(X, uniforms, respond, target, alarms, slots, start, m, radius=self.radius_)
         return alarms, slots
 
-    def _run(self, X, uniforms, respond, target, alarms, slots, lo, hi) -> None:
+    def _run(self, X, uniforms, respond, target, alarms, slots, lo, hi, radius) -> None:
         if hi > lo:
             _detector_kernel(
                 X, lo, hi, self._center, self._window, self._state, self._policy,
-                self.radius_, self.learn == "all", uniforms, respond, target, alarms, slots,
+                radius, self.learn == "all", uniforms, respond, target, alarms, slots,
             )  # fmt: skip
 
     def _calibrate(self) -> None:
         if self.radius is not None:
+            self.radius_ = float(self.radius)
             return
         dist = np.sqrt(((self._window - self._center) ** 2).sum(axis=1))
         self.radius_ = float(np.quantile(dist, self.radius_quantile))

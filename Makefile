@@ -1,0 +1,30 @@
+# Set-up and the two everyday commands. `make demo` and `make test` create the
+# virtual environment on first use (torch pinned to the local CPU wheel).
+VENV   ?= .venv
+PYTHON ?= python3
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed-stamp
+TORCH   = torch==2.13.0
+
+.PHONY: demo test bench setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test,neural,kafka]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/poisonsim run scenarios/centroid_shift.toml --out results/demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/centroid_throughput.py
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,70 @@
+"""Scenario files: every value checked before anything runs, with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simulator.config import ConfigError, Scenario
+
+SCENARIOS = sorted(Path(__file__).parent.parent.joinpath("scenarios").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
+def test_ready_scenarios_load_and_round_trip(path):
+    scenario = Scenario.from_toml(path)
+    again = Scenario.from_dict(__import__("tomllib").loads(scenario.to_toml()))
+    assert again == scenario
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"model": {"window_size": 0}}, "model.window_size: expected an integer >= 1, got 0"),
+        ({"model": {"window_size": 2.5}}, "model.window_size: expected an integer, got 2.5"),
+        ({"model": {"window_policy": "lifo"}}, "model.window_policy: expected one of fifo, average-out"),
+        ({"model": {"windowsize": 3}}, "model.windowsize: unknown key; allowed: kind, window_size"),
+        ({"attack": {"rate": 1.5}}, "attack.rate: expected a number <= 1, got 1.5"),
+        ({"attack": {"rate": "high"}}, "attack.rate: expected a number, got 'high'"),
+        ({"attack": {"kind": "none", "rate": 0.1}}, 'attack.rate: attack.kind is "none"'),
+        ({"attack": {"target_point": [1, "a"]}}, "attack.target_point: expected a list of numbers"),
+        ({"stream": {"source": "mnist"}}, 'stream.source: expected "blobs", "digits" or "river:<name>"'),
+        ({"stream": {"source": "river:Elec2"}}, "not a river data set bundled with the package"),
+        ({"stream": {"augment": 1}}, "stream.augment: expected true or false, got 1"),
+        ({"evaluation": {"every": -1}}, "evaluation.every: expected an integer >= 1, got -1"),
+        ({"sed": 3}, "sed: unknown key"),
+        ({"seed": -1}, "seed: expected an integer >= 0"),
+        ({"model": 3}, "model: expected a table"),
+        (
+            {"model": {"kind": "centroid-classifier"}, "attack": {"kind": "centroid-shift", "rate": 0.1}},
+            'attack.kind: centroid-shift moves a detector\'s centroid; it needs model.kind = "centroid-detector"',
+        ),
+    ],
+)
+def test_bad_values_are_refused_with_the_key_and_the_allowed_values(raw, message):
+    with pytest.raises(ConfigError) as info:
+        Scenario.from_dict(raw)
+    assert message in str(info.value)
+
+
+def test_overrides_apply_and_are_validated(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('seed = 1\n[attack]\nkind = "label-flip"\nrate = 0.1\n')
+    scenario = Scenario.from_toml(path, ["attack.rate=0.3", "model.window_policy=random-out", "name=x"], seed=9)
+    assert (scenario.attack.rate, scenario.model.window_policy, scenario.name, scenario.seed) == (
+        0.3, "random-out", "x", 9,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="attack.budget: expected an integer >= 0, got -5"):
+        Scenario.from_toml(path, ["attack.budget=-5"])
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        Scenario.from_toml(path, ["attack.rate"])
+
+
+def test_unreadable_files_say_so(tmp_path):
+    with pytest.raises(ConfigError, match="no such scenario file"):
+        Scenario.from_toml(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("seed = = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        Scenario.from_toml(broken)

@@ -1,0 +1,105 @@
+"""Kloft & Laskov (JMLR 2012), reproduced through the whole embedded pipeline.
+
+A greedy attacker places each point on the detector's boundary toward A.
+With the attacker alone (rho = 1) and window size n, the displacement in
+radii after i attack points is:
+- average-out: D_i = i / n, exactly;
+- infinite window: D_i = sum_{k=1..i} 1 / (n + k) <= ln(1 + i / n);
+- random-out: i / n in expectation (the point removed is, on average, c);
+- fifo: for i <= n the point removed is a clean warm-up point, whose
+  projection is 0 on average, so E[D_i] = E[D_{i-1}] + (E[D_{i-1}] + 1) / n,
+  i.e. (1 + 1/n)^i - 1 >= i / n; later it removes the attacker's own points.
+With a share nu of the traffic and every benign point learned, average-out
+settles at D = nu / (1 - nu).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from simulator.attacks.centroid_shift import ATTACKER_MARGIN
+from simulator.config import Scenario
+from simulator.engine import run
+
+N = 50
+
+
+def _attacker_only(policy: str, seed: int = 0, n_events: int = 2 * N) -> tuple[np.ndarray, np.ndarray]:
+    scenario = Scenario.from_dict({
+        "seed": seed,
+        "stream": {"n_events": n_events, "n_features": 3},
+        "model": {"window_size": N, "window_policy": policy, "radius": 2.0},
+        "attack": {"kind": "centroid-shift", "rate": 1.0, "target_distance": 20.0},
+        "evaluation": {"every": 1},
+    })  # fmt: skip
+    rows = run(scenario).timeseries
+    return np.array([r["poison_events"] for r in rows]), np.array([r["displacement_radii"] for r in rows])
+
+
+def test_average_out_moves_exactly_i_over_n():
+    i, d = _attacker_only("average-out")
+    np.testing.assert_allclose(d, i / N * (1 - ATTACKER_MARGIN), rtol=1e-6)
+
+
+def test_infinite_window_follows_the_harmonic_sum_below_log():
+    i, d = _attacker_only("infinite", n_events=4 * N)
+    harmonic = np.cumsum(1.0 / (N + np.arange(1, len(i) + 1)))
+    np.testing.assert_allclose(d, harmonic * (1 - ATTACKER_MARGIN), rtol=1e-6)
+    assert (d <= np.log1p(i / N)).all()
+    # what an infinite window costs the attacker: at i = 2n it is ln 3 ~ 1.10 radii, not 2
+    assert d[2 * N - 1] == pytest.approx(sum(1 / (N + k) for k in range(1, 2 * N + 1)), rel=1e-4)
+
+
+def test_random_out_reaches_i_over_n_in_expectation():
+    runs = [_attacker_only("random-out", seed)[1] for seed in range(20)]
+    mean = np.mean(runs, axis=0)
+    i = np.arange(1, len(mean) + 1)
+    np.testing.assert_allclose(mean[N - 1 :], i[N - 1 :] / N, rtol=0.10)
+
+
+def test_fifo_reaches_at_least_i_over_n_and_follows_its_expectation():
+    runs = [_attacker_only("fifo", seed)[1] for seed in range(20)]
+    mean = np.mean(runs, axis=0)
+    expected = [0.0]
+    for step in range(1, len(mean) + 1):
+        removed = 0.0 if step <= N else expected[step - N - 1] + 1.0
+        expected.append(expected[-1] + (expected[-1] + 1.0 - removed) / N)
+    expected = np.array(expected[1:])
+    i = np.arange(1, len(mean) + 1)
+    np.testing.assert_allclose(mean[9:], expected[9:], rtol=0.10)
+    assert (mean[9:] >= 0.95 * i[9:] / N).all()
+    assert expected[N - 1] == pytest.approx(math.e - 1, rel=0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nu", [0.2, 0.3, 0.5])
+def test_share_nu_against_average_out_settles_at_nu_over_one_minus_nu(nu):
+    settled = []
+    for seed in range(12):
+        scenario = Scenario.from_dict({
+            "seed": seed,
+            "stream": {"n_events": 20_000, "n_features": 2},
+            "model": {"window_size": N, "learn": "all", "warmup": 500},
+            "attack": {"kind": "centroid-shift", "rate": nu, "target_distance": 10.0},
+            "evaluation": {"every": 100},
+        })  # fmt: skip
+        rows = run(scenario).timeseries
+        settled.append(np.mean([r["displacement_radii"] for r in rows[50:]]))
+    assert np.mean(settled) == pytest.approx(nu / (1 - nu), rel=0.10)
+
+
+def test_learning_only_accepted_points_lets_a_30_percent_attacker_capture_the_detector():
+    """Benign points left outside the moved sphere stop pulling it back."""
+    scenario = Scenario.from_dict({
+        "seed": 4,
+        "stream": {"n_events": 20_000},
+        "model": {"window_size": N, "learn": "accepted", "warmup": 500},
+        "attack": {"kind": "centroid-shift", "rate": 0.3, "target_distance": 3.0},
+        "evaluation": {"every": 500},
+    })  # fmt: skip
+    summary = run(scenario).summary
+    assert summary["attack_success_rate"] == 1.0
+    assert summary["window_contamination"] > 0.9
