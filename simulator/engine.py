@@ -24,9 +24,10 @@ from typing import Callable
 
 import numpy as np
 
-from simulator.attacks import build_attack, build_schedule
+from simulator.attacks import Attack, build_attack, build_schedule
 from simulator.config import Scenario
-from simulator.data import make_source
+from simulator.data import Source, make_source
+from simulator.events import EventBatch, Truth
 from simulator.metrics import TIMESERIES_COLUMNS, Evaluator
 from simulator.models import CentroidDetector, WhiteBoxResponder, build_model, warmup_size
 from simulator.stream import MergedStream, attacker_knowledge
@@ -43,49 +44,103 @@ class RunResult:
     timeseries: list[dict]
 
 
+@dataclass
+class World:
+    """Everything a scenario's seed fixes before the first event."""
+
+    scenario: Scenario
+    source: Source
+    model: object
+    attack: Attack
+
+    @classmethod
+    def build(cls, scenario: Scenario) -> World:
+        """Source, warmed-up model and fitted attack, reproducibly from the seed."""
+        rng_source, rng_warmup, rng_model, rng_attacker, _ = _seeds(scenario)
+        source = make_source(scenario.stream, np.random.default_rng(rng_source))
+        model = build_model(scenario.model, source.n_classes, seed=_seed_int(rng_model))
+        warmup = warmup_size(scenario.model, source.n_classes)
+        model.learn_many(*source.sample(np.random.default_rng(rng_warmup), warmup))
+        knowledge = attacker_knowledge(source)
+        if isinstance(model, CentroidDetector):
+            knowledge = attacker_knowledge(source, model.center, model.radius_)
+        attack = build_attack(scenario.attack).fit(knowledge, np.random.default_rng(rng_attacker))
+        return cls(scenario, source, model, attack)
+
+    def stream(self) -> MergedStream:
+        """The producer side: the merged stream, batch by batch."""
+        return MergedStream(self.source, self.attack, build_schedule(self.scenario.attack), _seeds(self.scenario)[4])
+
+    def batch_sizes(self):
+        """Batch sizes a producer uses: they end on every evaluation step."""
+        return _batches(self.scenario.stream.n_events, self.scenario.evaluation.every)
+
+
+class Learner:
+    """The consumer side: test-then-train the model on batches, evaluate on schedule.
+
+    Batches of any size are split at evaluation steps, so the timeseries does
+    not depend on how a transport cut the stream.
+    """
+
+    def __init__(self, world: World):
+        self.world = world
+        self.model = world.model
+        self.evaluator = Evaluator(world.model, world.source, world.attack)
+        self.every = world.scenario.evaluation.every
+        self.n_events = world.scenario.stream.n_events
+
+    @property
+    def events(self) -> int:
+        return self.evaluator.events
+
+    def feed(self, batch: EventBatch, truth: Truth) -> None:
+        """Process one batch in order (ground truth goes to the evaluator only)."""
+        done = 0
+        while done < len(batch):
+            until_eval = self.every - self.events % self.every
+            part = slice(done, min(len(batch), done + until_eval))
+            self._process(batch.select(part), truth.select(part))
+            done = part.stop
+            if self.events % self.every == 0 or self.events == self.n_events:
+                self.evaluator.evaluate()
+
+    def _process(self, batch: EventBatch, truth: Truth) -> None:
+        attack = self.world.attack
+        responder = WhiteBoxResponder(truth.is_adaptive, attack.target_x_[0]) if attack.adaptive else None
+        predictions, slots = self.model.process_many(batch.x, batch.y, responder)
+        self.evaluator.observe(batch, truth, predictions, slots)
+
+    def summary(self, elapsed: float) -> dict:
+        scenario = self.world.scenario
+        return {
+            "scenario": scenario.name,
+            "seed": scenario.seed,
+            "model": scenario.model.kind,
+            "attack": scenario.attack.kind,
+            **self.evaluator.summary(),
+            "elapsed_seconds": elapsed,
+            "events_per_second": self.events / elapsed if elapsed > 0 else None,
+        }
+
+
 def run(
     scenario: Scenario,
     on_progress: Callable[[int], None] | None = None,
     transport: Transport | None = None,
 ) -> RunResult:
     """Run ``scenario`` to the end and return its summary and timeseries."""
-    rng_source, rng_warmup, rng_model, rng_attacker, stream_seed = np.random.SeedSequence(scenario.seed).spawn(5)
-    source = make_source(scenario.stream, np.random.default_rng(rng_source))
-    model = build_model(scenario.model, source.n_classes, seed=_seed_int(rng_model))
-    warm_x, warm_y = source.sample(np.random.default_rng(rng_warmup), warmup_size(scenario.model, source.n_classes))
-    model.learn_many(warm_x, warm_y)
-
-    knowledge = attacker_knowledge(source)
-    if isinstance(model, CentroidDetector):
-        knowledge = attacker_knowledge(source, model.center, model.radius_)
-    attack = build_attack(scenario.attack).fit(knowledge, np.random.default_rng(rng_attacker))
-    stream = MergedStream(source, attack, build_schedule(scenario.attack), stream_seed)
-    evaluator = Evaluator(model, source, attack)
+    world = World.build(scenario)
+    stream, learner = world.stream(), Learner(world)
     transport = transport or InMemoryTransport()
-
     started = time.perf_counter()
-    for size, evaluate in _batches(scenario.stream.n_events, scenario.evaluation.every):
+    for size in world.batch_sizes():
         transport.send(TOPIC, *stream.next_batch(size))
-        batch, truth = transport.receive(TOPIC)
-        responder = WhiteBoxResponder(truth.is_adaptive, attack.target_x_[0]) if attack.adaptive else None
-        predictions, slots = model.process_many(batch.x, batch.y, responder)
-        evaluator.observe(batch, truth, predictions, slots)
-        if evaluate:
-            evaluator.evaluate()
+        learner.feed(*transport.receive(TOPIC))
         if on_progress:
-            on_progress(evaluator.events)
+            on_progress(learner.events)
     elapsed = time.perf_counter() - started
-
-    summary = {
-        "scenario": scenario.name,
-        "seed": scenario.seed,
-        "model": scenario.model.kind,
-        "attack": scenario.attack.kind,
-        **evaluator.summary(),
-        "elapsed_seconds": elapsed,
-        "events_per_second": evaluator.events / elapsed if elapsed > 0 else None,
-    }
-    return RunResult(summary=summary, timeseries=evaluator.rows)
+    return RunResult(summary=learner.summary(elapsed), timeseries=learner.evaluator.rows)
 
 
 def write_results(result: RunResult, scenario: Scenario, out: str | Path) -> Path:
@@ -102,13 +157,18 @@ def write_results(result: RunResult, scenario: Scenario, out: str | Path) -> Pat
 
 
 def _batches(n_events: int, every: int):
-    """Batch sizes that end on every evaluation step, and whether one ends there."""
+    """Batch sizes that end on every evaluation step."""
     done = 0
     while done < n_events:
         next_eval = min((done // every + 1) * every, n_events)
         size = min(next_eval - done, MAX_BATCH)
         done += size
-        yield size, done == next_eval
+        yield size
+
+
+def _seeds(scenario: Scenario) -> list[np.random.SeedSequence]:
+    """Independent streams: source, warm-up, model, attacker, merged stream."""
+    return np.random.SeedSequence(scenario.seed).spawn(5)
 
 
 def _seed_int(seq: np.random.SeedSequence) -> int:

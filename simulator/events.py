@@ -41,6 +41,10 @@ class EventBatch:
     def n_features(self) -> int:
         return int(self.x.shape[1])
 
+    def select(self, rows: slice | np.ndarray) -> EventBatch:
+        """The events at ``rows`` (views for a slice)."""
+        return EventBatch(self.ids[rows], self.ts[rows], self.x[rows], self.y[rows], self.source[rows])
+
     @classmethod
     def from_arrays(
         cls,
@@ -71,6 +75,9 @@ class Truth:
 
     is_poison: np.ndarray  # bool, shape (m,)
     is_adaptive: np.ndarray  # bool, shape (m,)
+
+    def select(self, rows: slice | np.ndarray) -> Truth:
+        return Truth(self.is_poison[rows], self.is_adaptive[rows])
 
     @classmethod
     def clean(cls, m: int) -> Truth:
