@@ -34,9 +34,16 @@ else:  # pragma: no cover
 
 import tomli_w
 
+CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
 WINDOW_POLICIES = ("fifo", "average-out", "random-out", "nearest-out", "infinite")
-MODEL_KINDS = ("centroid-detector", "centroid-classifier")
-ATTACK_KINDS = ("none", "label-flip", "targeted", "centroid-shift")
+CENTROID_KINDS = ("centroid-detector", "centroid-classifier")
+NEURAL_KINDS = ("mlp", "cnn")
+MODEL_KINDS = CENTROID_KINDS + NEURAL_KINDS
+SUPPLY_CHAIN_ATTACKS = ("malicious-training", "malicious-architecture")
+ATTACK_KINDS = (
+    "none", "label-flip", "targeted", "centroid-shift",
+    "badnets", "blended", "gradient-alignment", *SUPPLY_CHAIN_ATTACKS,
+)  # fmt: skip
 BUNDLED_RIVER_SETS = ("Bananas", "ImageSegments", "Phishing", "Shuttle")
 
 
@@ -70,6 +77,28 @@ class ModelConfig:
     radius_quantile: float = _opt(0.95, "detector: r = this quantile of warm-up distances", gt=0, le=1)
     learn: str = _opt("accepted", "detector: learn accepted points only, or all", choices=("accepted", "all"))
     warmup: int | None = _opt(None, "clean events that fill the window first (default window_size)", ge=1)
+    device: str = _opt("auto", "mlp/cnn: torch device (auto takes CUDA when present)", choices=("auto", "cpu", "cuda"))
+    batch_size: int = _opt(32, "mlp/cnn: stream events per training step", ge=1, le=65536)
+    lr: float = _opt(0.001, "mlp/cnn: learning rate", gt=0)
+    optimizer: str = _opt("adam", "mlp/cnn: optimizer", choices=("adam", "sgd"))
+    momentum: float = _opt(0.9, "mlp/cnn: sgd momentum", ge=0, lt=1)
+    hidden: int = _opt(64, "mlp/cnn: width of the last hidden layer", ge=1, le=65536)
+    replay: int = _opt(0, "mlp/cnn: replay buffer size (0: none)", ge=0)
+    replay_batch: int = _opt(32, "mlp/cnn: replayed samples added to each training step", ge=0)
+    pretrain_events: int = _opt(2_000, "mlp/cnn: clean events learned before the stream starts", ge=0)
+    load_supplied: str = _opt(
+        "weights", "a supplied model: load its weights into our architecture, or run its module",
+        choices=("weights", "module"),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    size: int = _opt(2, "badnets: side of the square patch, in pixels", ge=1)
+    position: str = _opt("bottom-right", "badnets: patch corner", choices=CORNERS)
+    value: float = _opt(1.0, "badnets: patch intensity", ge=0, le=1)
+    pattern: str = _opt("checkerboard", "blended: pattern", choices=("checkerboard", "noise", "image"))
+    alpha: float = _opt(0.2, "blended: x' = (1 - alpha) x + alpha pattern", gt=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -86,6 +115,13 @@ class AttackConfig:
     target_distance: float = _opt(3.0, "centroid-shift: A this many radii from c0 when not given", gt=0)
     spread: float = _opt(0.05, "targeted: noise around X', as a share of the data's scale", ge=0)
     flip: str = _opt("farthest", "label-flip: new label rule", choices=("cyclic", "random", "farthest"))
+    trigger: TriggerConfig = field(default_factory=TriggerConfig, metadata={"doc": "backdoor trigger"})
+    poisons: int = _opt(40, "gradient-alignment: base samples of class c perturbed (cycled in the stream)", ge=1)
+    eps: float = _opt(0.1, "gradient-alignment: L-inf bound on each perturbation (pixels in [0, 1])", ge=0, le=1)
+    steps: int = _opt(100, "gradient-alignment: optimisation steps per restart", ge=1)
+    restarts: int = _opt(2, "gradient-alignment: random restarts (the best alignment is kept)", ge=1)
+    poison_weight: float = _opt(0.2, "malicious-training: lambda of the adversarial loss", ge=0, le=1)
+    supplier_events: int = _opt(5_000, "supply chain / surrogate: attacker's own clean training events", ge=1)
 
 
 @dataclass(frozen=True)
@@ -185,11 +221,18 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
 def describe_options() -> str:
     """One line per scenario key: name, default and meaning (for ``--help``)."""
     lines = []
-    for section, klass in SECTIONS.items():
+
+    def walk(prefix: str, klass: type) -> None:
         for f in dataclasses.fields(klass):
+            if f.default is dataclasses.MISSING:  # a nested table
+                walk(f"{prefix}.{f.name}", f.default_factory)
+                continue
             meta = f.metadata
             allowed = f" ({' | '.join(meta['choices'])})" if "choices" in meta else ""
-            lines.append(f"{section}.{f.name} = {f.default!r}: {meta['doc']}{allowed}")
+            lines.append(f"{prefix}.{f.name} = {f.default!r}: {meta['doc']}{allowed}")
+
+    for section, klass in SECTIONS.items():
+        walk(section, klass)
     return "\n".join(lines)
 
 
@@ -201,6 +244,11 @@ def _build_section(section: str, klass: type, table: dict[str, Any]) -> Any:
         path = f"{section}.{key}"
         if key not in fields:
             raise ConfigError(f"{path}: unknown key; allowed: {', '.join(fields)}")
+        if dataclasses.is_dataclass(hints[key]):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: expected a table, got {value!r}")
+            values[key] = _build_section(path, hints[key], value)
+            continue
         value = _coerce(path, value, _type_name(hints[key]))
         _check_value(path, value, fields[key].metadata)
         values[key] = value
@@ -247,6 +295,8 @@ def _check_value(path: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
         raise ConfigError(f"{path}: expected {noun} > {meta['gt']}, got {value!r}")
     if "le" in meta and not value <= meta["le"]:
         raise ConfigError(f"{path}: expected {noun} <= {meta['le']}, got {value!r}")
+    if "lt" in meta and not value < meta["lt"]:
+        raise ConfigError(f"{path}: expected {noun} < {meta['lt']}, got {value!r}")
 
 
 def _check_combination(s: Scenario) -> None:
@@ -263,6 +313,19 @@ def _check_combination(s: Scenario) -> None:
         raise ConfigError(
             f"attack.kind: centroid-shift moves a detector's centroid; it needs "
             f'model.kind = "centroid-detector", got {s.model.kind!r}'
+        )
+    neural = s.model.kind in NEURAL_KINDS
+    if s.model.kind == "cnn" and source != "digits":
+        raise ConfigError(f'model.kind: "cnn" needs image inputs (stream.source = "digits"), got {source!r}')
+    if s.attack.kind in ("gradient-alignment", *SUPPLY_CHAIN_ATTACKS) and not neural:
+        raise ConfigError(
+            f"attack.kind: {s.attack.kind} attacks a neural net; it needs model.kind = "
+            f'"mlp" or "cnn", got {s.model.kind!r}'
+        )
+    if s.attack.kind in SUPPLY_CHAIN_ATTACKS and s.attack.rate > 0:
+        raise ConfigError(
+            f"attack.rate: {s.attack.kind} supplies the starting model and leaves the stream clean, "
+            f"so the rate must be 0, got {s.attack.rate}"
         )
     if s.attack.kind == "none" and s.attack.rate > 0:
         raise ConfigError(f'attack.rate: attack.kind is "none", so the rate must be 0, got {s.attack.rate}')

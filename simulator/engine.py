@@ -10,11 +10,12 @@ consumer side (model and evaluator), exactly as they would over Kafka.
 ...     "model": {"window_size": 100}, "evaluation": {"every": 50}})
 >>> result = run(s)
 >>> [round(row["displacement_radii"], 4) for row in result.timeseries]
-[0.5, 1.0, 1.5, 2.0]
+[0.0, 0.5, 1.0, 1.5, 2.0]
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import time
@@ -58,13 +59,20 @@ class World:
         """Source, warmed-up model and fitted attack, reproducibly from the seed."""
         rng_source, rng_warmup, rng_model, rng_attacker, _ = _seeds(scenario)
         source = make_source(scenario.stream, np.random.default_rng(rng_source))
-        model = build_model(scenario.model, source.n_classes, seed=_seed_int(rng_model))
+        model = build_model(scenario.model, source.n_classes, _seed_int(rng_model), source.n_features, source.image_side)
+        attack = build_attack(scenario.attack)
+        if attack.supplies_model:  # the victim starts from the attacker's model, not its own pre-training
+            attack.fit(attacker_knowledge(source, model=model), np.random.default_rng(rng_attacker))
+            model.start_from(attack.supplied_, scenario.model.load_supplied)
+            return cls(scenario, source, model, attack)
         warmup = warmup_size(scenario.model, source.n_classes)
-        model.learn_many(*source.sample(np.random.default_rng(rng_warmup), warmup))
-        knowledge = attacker_knowledge(source)
+        if warmup:
+            model.learn_many(*source.sample(np.random.default_rng(rng_warmup), warmup))
         if isinstance(model, CentroidDetector):
             knowledge = attacker_knowledge(source, model.center, model.radius_)
-        attack = build_attack(scenario.attack).fit(knowledge, np.random.default_rng(rng_attacker))
+        else:
+            knowledge = attacker_knowledge(source, model=copy.deepcopy(model))
+        attack.fit(knowledge, np.random.default_rng(rng_attacker))
         return cls(scenario, source, model, attack)
 
     def stream(self) -> MergedStream:
@@ -80,7 +88,8 @@ class Learner:
     """The consumer side: test-then-train the model on batches, evaluate on schedule.
 
     Batches of any size are split at evaluation steps, so the timeseries does
-    not depend on how a transport cut the stream.
+    not depend on how a transport cut the stream. The timeseries starts with a
+    row at 0 events: the model as the stream finds it.
     """
 
     def __init__(self, world: World):
@@ -89,6 +98,7 @@ class Learner:
         self.evaluator = Evaluator(world.model, world.source, world.attack)
         self.every = world.scenario.evaluation.every
         self.n_events = world.scenario.stream.n_events
+        self.evaluator.evaluate()  # the starting point: row 0, before the first event
 
     @property
     def events(self) -> int:
@@ -122,6 +132,15 @@ class Learner:
             "elapsed_seconds": elapsed,
             "events_per_second": self.events / elapsed if elapsed > 0 else None,
         }
+
+    def get_state(self) -> dict:
+        """Model and evaluator state (numpy arrays and plain values), for a checkpoint."""
+        return {"model": self.model.get_state(), "evaluator": self.evaluator.get_state()}
+
+    def set_state(self, state: dict) -> None:
+        """Resume from :meth:`get_state` of a learner of the same scenario."""
+        self.model.set_state(state["model"])
+        self.evaluator.set_state(state["evaluator"])
 
 
 def run(

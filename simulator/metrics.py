@@ -9,14 +9,18 @@ on held-out clean data and on the attacker's targets:
 - ``prequential_accuracy``: test-then-train accuracy on the stream so far
   (benign events against their labels; for a detector, benign accepted and
   poison flagged);
-- ``attack_success_rate``: targeted, the share of X' classified as c;
+- ``attack_success_rate``: the share of the attacker's success inputs
+  classified as its target class (targeted and gradient-alignment: X';
+  backdoors: held-out inputs of other classes with the trigger stamped);
   centroid-shift, 1.0 when A is accepted;
 - ``displacement_radii``: ``D = (c - c0).(A - c0) / (r ||A - c0||)``;
-- ``window_contamination``: share of poison in the window(s);
+- ``window_contamination``: share of poison in the window(s) (centroid models);
 - ``observed_poisoning_rate``: poison events / events.
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 from numba import njit
@@ -49,20 +53,21 @@ class Evaluator:
         self.source = source
         self.attack = attack
         self.is_detector = isinstance(model, CentroidDetector)
-        self.initial_centers = self._centers().copy()
+        self.has_windows = hasattr(model, "window_policy")
         self.events = 0
         self.poison_events = 0
         self.correct = 0
         self.judged = 0
         self.alarms = 0
-        n_windows, n = self.initial_centers.shape[0], model.window_size
-        self._policy = POLICY_CODES[model.window_policy]
-        self._window_size = n
-        self._slot_poison = np.zeros((n_windows, n), dtype=np.bool_)
-        self._poison_share = np.zeros(n_windows)
-        # the warm-up filled the windows with clean points
-        self._counts = model.window_counts.copy()
         self.rows: list[dict] = []
+        if self.has_windows:
+            self.initial_centers = self._centers().copy()
+            n_windows, n = self.initial_centers.shape[0], model.window_size
+            self._policy = POLICY_CODES[model.window_policy]
+            self._window_size = n
+            self._slot_poison = np.zeros((n_windows, n), dtype=np.bool_)
+            self._poison_share = np.zeros(n_windows)
+            self._counts = model.window_counts.copy()  # the warm-up filled them with clean points
 
     def observe(self, batch: EventBatch, truth: Truth, predictions: np.ndarray, slots: np.ndarray) -> None:
         """Account for one processed batch."""
@@ -79,6 +84,8 @@ class Evaluator:
             self.correct += int((predictions[benign] == batch.y[benign]).sum())
             self.judged += int(benign.sum())
             windows = batch.y
+        if not self.has_windows:
+            return
         _follow_contamination(
             slots, windows, truth.is_poison, self._slot_poison, self._poison_share, self._counts,
             self._policy, self._window_size,
@@ -94,8 +101,8 @@ class Evaluator:
             "clean_accuracy": self._clean_accuracy(),
             "attack_success_rate": self._attack_success(),
             "displacement_radii": self._displacement_radii(),
-            "centroid_displacement": float(self._shifts().max()),
-            "window_contamination": self._contamination(),
+            "centroid_displacement": float(self._shifts().max()) if self.has_windows else None,
+            "window_contamination": self._contamination() if self.has_windows else None,
             "stream_alarm_rate": _ratio(self.alarms, self.events) if self.is_detector else None,
         }
         self.rows.append(row)
@@ -108,8 +115,9 @@ class Evaluator:
             "events_total": self.events,
             "poison_events_total": self.poison_events,
             **{k: v for k, v in last.items() if k not in ("events", "poison_events")},
-            "centroid_displacement_by_class": {str(k): float(v) for k, v in enumerate(self._shifts())},
         }
+        if self.has_windows:
+            summary["centroid_displacement_by_class"] = {str(k): float(v) for k, v in enumerate(self._shifts())}
         if self.is_detector:
             summary["radius"] = float(self.model.radius_)
             summary["first_success_poison_events"] = next(
@@ -149,6 +157,26 @@ class Evaluator:
         weights = self._counts if self._policy == INFINITE else np.minimum(self._counts, self._window_size)
         total = weights.sum()
         return float((self._poison_share * weights).sum() / total) if total else 0.0
+
+    # -- checkpointing (simulator.checkpoint) ---------------------------------
+
+    _REFERENCES = ("model", "source", "attack")
+
+    def get_state(self) -> dict:
+        """Everything the evaluator accumulated: numpy arrays and plain values (copies)."""
+        return {
+            key: value.copy() if isinstance(value, np.ndarray) else copy.deepcopy(value)
+            for key, value in vars(self).items()
+            if key not in self._REFERENCES
+        }
+
+    def set_state(self, state: dict) -> None:
+        """Restore what :meth:`get_state` returned (for the same scenario)."""
+        expected = set(self.get_state())
+        if set(state) != expected:
+            raise ValueError(f"evaluator state: expected keys {sorted(expected)}, got {sorted(state)}")
+        for key, value in state.items():
+            setattr(self, key, np.array(value) if isinstance(value, np.ndarray) else copy.deepcopy(value))
 
 
 def _ratio(num: int, den: int) -> float | None:

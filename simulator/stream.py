@@ -25,8 +25,9 @@ from simulator.data import Source
 from simulator.events import ATTACKER_SOURCE, BENIGN_SOURCE, EventBatch, Truth
 
 
-def attacker_knowledge(source: Source, center=None, radius=None) -> AttackerKnowledge:
-    """What the attacker is granted: its own draws, the held-out pool, the detector's c0 and r."""
+def attacker_knowledge(source: Source, center=None, radius=None, model=None) -> AttackerKnowledge:
+    """What the attacker is granted: its own draws, the held-out pool, the detector's c0 and r,
+    and for a neural victim a copy of it as it starts (or its untrained architecture)."""
     return AttackerKnowledge(
         draw=source.sample,
         n_classes=source.n_classes,
@@ -35,6 +36,8 @@ def attacker_knowledge(source: Source, center=None, radius=None) -> AttackerKnow
         pool_y=source.test_y,
         center=center,
         radius=radius,
+        image_side=source.image_side,
+        model=model,
     )
 
 

@@ -34,7 +34,7 @@ def test_run_writes_summary_timeseries_and_resolved_scenario(tmp_path):
         assert key in summary
     assert summary["seed"] == 3 and summary["events_total"] == 20_000
     rows = list(csv.DictReader(open(tmp_path / "timeseries.csv")))
-    assert len(rows) == 20_000 // 2_000 and rows[-1]["events"] == "20000"
+    assert len(rows) == 1 + 20_000 // 2_000 and rows[0]["events"] == "0" and rows[-1]["events"] == "20000"
     # the resolved scenario repeats the run exactly
     again = tmp_path / "again"
     assert poisonsim("run", str(tmp_path / "scenario.toml"), "--quiet", "--out", str(again)).returncode == 0

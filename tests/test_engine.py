@@ -38,4 +38,4 @@ def test_learner_is_independent_of_batch_boundaries(overrides):
     for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, 5000]):
         learner.feed(batch.select(slice(lo, hi)), truth.select(slice(lo, hi)))
     assert learner.evaluator.rows == reference.timeseries
-    assert len(reference.timeseries) == 8  # every 700 events, and the last one
+    assert len(reference.timeseries) == 9  # the start, every 700 events, and the last one

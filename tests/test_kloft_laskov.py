@@ -35,7 +35,7 @@ def _attacker_only(policy: str, seed: int = 0, n_events: int = 2 * N) -> tuple[n
         "attack": {"kind": "centroid-shift", "rate": 1.0, "target_distance": 20.0},
         "evaluation": {"every": 1},
     })  # fmt: skip
-    rows = run(scenario).timeseries
+    rows = run(scenario).timeseries[1:]  # row 0 is the start: D_0 = 0
     return np.array([r["poison_events"] for r in rows]), np.array([r["displacement_radii"] for r in rows])
 
 

@@ -7,6 +7,7 @@ LabelFlip(flip='cyclic')
 
 from __future__ import annotations
 
+from simulator.attacks.backdoor import BadNets, Blended
 from simulator.attacks.base import Attack, AttackerKnowledge
 from simulator.attacks.centroid_shift import CentroidShift
 from simulator.attacks.label_flip import LabelFlip
@@ -32,6 +33,26 @@ def build_attack(config: AttackConfig) -> Attack:
         return Targeted(config.target_class, config.target_point, config.target_count, config.spread)
     if config.kind == "centroid-shift":
         return CentroidShift(config.target_point, config.target_distance)
+    trigger = config.trigger
+    if config.kind == "badnets":
+        return BadNets(config.target_class, trigger.size, trigger.position, trigger.value)
+    if config.kind == "blended":
+        return Blended(config.target_class, trigger.pattern, trigger.alpha)
+    if config.kind == "gradient-alignment":
+        from simulator.attacks.gradient_alignment import GradientAlignment
+
+        return GradientAlignment(config.target_class, config.target_count, config.poisons, config.eps,
+                                 config.steps, config.restarts, config.supplier_events)  # fmt: skip
+    if config.kind == "malicious-training":
+        from simulator.attacks.supply_chain import MaliciousTraining
+
+        return MaliciousTraining(config.target_class, trigger.size, trigger.position, trigger.value,
+                                 config.supplier_events, config.poison_weight)  # fmt: skip
+    if config.kind == "malicious-architecture":
+        from simulator.attacks.supply_chain import MaliciousArchitecture
+
+        return MaliciousArchitecture(config.target_class, trigger.size, trigger.position, trigger.value,
+                                     config.supplier_events)  # fmt: skip
     raise ValueError(f"attack.kind: unknown attack {config.kind!r}")
 
 
@@ -42,6 +63,8 @@ def build_schedule(config: AttackConfig) -> Schedule:
 __all__ = [
     "Attack",
     "AttackerKnowledge",
+    "BadNets",
+    "Blended",
     "CentroidShift",
     "LabelFlip",
     "NoAttack",

@@ -28,12 +28,22 @@ class AttackerKnowledge:
     pool_y: np.ndarray
     center: np.ndarray | None = None  # detector: initial centroid c0
     radius: float | None = None  # detector: radius r
+    image_side: int | None = None  # square images: their side, else None
+    model: object | None = None  # a copy of the victim as it starts (gray-box), or its untrained template
+
+
+def non_target(knowledge: AttackerKnowledge, target_class: int) -> np.ndarray:
+    """Pool inputs of classes other than ``target_class`` (what a trigger should flip)."""
+    if not 0 <= target_class < knowledge.n_classes:
+        raise ValueError(f"target_class: expected a class in [0, {knowledge.n_classes}), got {target_class}")
+    return knowledge.pool_x[knowledge.pool_y != target_class]
 
 
 class Attack(Estimator):
     """Base: no targets, no adaptivity; subclasses override :meth:`poison`."""
 
     adaptive: bool = False  # True: a white-box attacker fills in x when delivered
+    supplies_model: bool = False  # True: the victim starts from the attacker's model (supply chain)
 
     target_x_: np.ndarray | None = None  # X' (targeted) or A (centroid-shift), one per row
     target_class_: int | None = None

@@ -178,6 +178,26 @@ class CentroidDetector(CentroidModel):
         if self.radius_ <= 0:
             raise ValueError("radius: calibration gave r = 0 (all warm-up points identical); set model.radius")
 
+    def get_state(self) -> dict:
+        """Mutable state: numpy arrays and plain values (copies), for a checkpoint."""
+        return {
+            "n_features": self.n_features_,
+            "radius": self.radius_,
+            "center": _copy_or_none(self._center),
+            "window": _copy_or_none(self._window),
+            "state": _copy_or_none(self._state),
+            "rng": self._rng.bit_generator.state,
+        }
+
+    def set_state(self, state: dict) -> None:
+        """Restore what :meth:`get_state` returned."""
+        self.n_features_ = state["n_features"]
+        self.radius_ = float(state["radius"])
+        self._center = _copy_or_none(state["center"], np.float64)
+        self._window = _copy_or_none(state["window"], np.float64)
+        self._state = _copy_or_none(state["state"], np.int64)
+        self._rng.bit_generator.state = state["rng"]
+
 
 class CentroidClassifier(CentroidModel):
     """Nearest centroid over one sliding window per class."""
@@ -239,6 +259,29 @@ class CentroidClassifier(CentroidModel):
             self._rng.random(m), predictions, slots,
         )  # fmt: skip
         return predictions, slots
+
+    def get_state(self) -> dict:
+        """Mutable state: numpy arrays and plain values (copies), for a checkpoint."""
+        return {
+            "n_features": self.n_features_,
+            "centers": _copy_or_none(self._centers),
+            "windows": _copy_or_none(self._windows),
+            "states": _copy_or_none(self._states),
+            "rng": self._rng.bit_generator.state,
+        }
+
+    def set_state(self, state: dict) -> None:
+        """Restore what :meth:`get_state` returned."""
+        self.n_features_ = state["n_features"]
+        self._centers = _copy_or_none(state["centers"], np.float64)
+        self._windows = _copy_or_none(state["windows"], np.float64)
+        self._states = _copy_or_none(state["states"], np.int64)
+        self._rng.bit_generator.state = state["rng"]
+
+
+def _copy_or_none(array, dtype=None):
+    """A writable copy (the compiled kernels update windows in place)."""
+    return None if array is None else np.array(array, dtype=dtype)
 
 
 @njit(cache=True)

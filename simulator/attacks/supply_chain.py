@@ -1,0 +1,150 @@
+"""Supply-chain backdoors: the victim starts from a model the attacker supplied.
+
+- ``malicious-training``: the supplier trains our architecture on
+  ``(1 - lambda) L_benign + lambda L_adv(x (+) T, c)``; the backdoor lives in
+  learned weights, and clean online retraining may or may not wash it out.
+- ``malicious-architecture``: the supplied module's ``forward()`` checks for
+  the trigger and forces class ``c`` (a fixed branch, no weight), so it
+  survives any retraining. Its weights alone are clean: loading only them
+  into our own architecture removes the backdoor.
+
+What the attacker ships is a :class:`SuppliedModel`: the whole pickled
+module (code included) and its weights as a plain state dict.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from simulator.attacks.base import Attack, AttackerKnowledge, non_target
+from simulator.attacks.triggers import PatchTrigger
+from simulator.models.nets import CNN, MLP, Net
+
+SUPPLIER_EPOCHS = 8
+SUPPLIER_BATCH = 64
+BRANCH_TOLERANCE = 0.15  # how close the patch pixels must be to the trigger value
+BRANCH_BOOST = 100.0
+
+
+@dataclass(frozen=True)
+class SuppliedModel:
+    module: bytes  # torch.save(module): unpickling it runs the supplier's code
+    weights: bytes  # torch.save(state_dict): tensors only
+
+
+class SupplyChainAttack(Attack):
+    supplies_model = True
+
+    def __init__(
+        self,
+        target_class: int = 0,
+        size: int = 2,
+        position: str = "bottom-right",
+        value: float = 1.0,
+        supplier_events: int = 5_000,
+    ):
+        self.target_class = target_class
+        self.size = size
+        self.position = position
+        self.value = value
+        self.supplier_events = supplier_events
+
+    poison_weight_: float = 0.0
+
+    def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> SupplyChainAttack:
+        if knowledge.model is None or not hasattr(knowledge.model, "new_net"):
+            raise ValueError(f"{type(self).__name__}: needs the victim's neural architecture to supply a model")
+        self.trigger_ = PatchTrigger(knowledge.image_side, self.size, self.position, self.value)
+        self.target_x_ = self.trigger_(non_target(knowledge, self.target_class))
+        self.target_class_ = self.target_class
+        x, y = knowledge.draw(rng, self.supplier_events)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.integers(2**31)))
+            net = knowledge.model.new_net()
+            self._train(net, x, y, rng)
+        module = self.package(net)
+        self.supplied_ = SuppliedModel(module=_save(module), weights=_save(net.state_dict()))
+        return self
+
+    def package(self, net: Net) -> nn.Module:
+        """The module the attacker ships (subclasses may alter its code)."""
+        return net
+
+    def poison(self, x, y, rng):
+        raise RuntimeError(f"{type(self).__name__}: the stream stays clean; the attack is the supplied model")
+
+    def _train(self, net: Net, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> None:
+        device = next(net.parameters()).device
+        optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
+        lam = self.poison_weight_
+        triggered = self.trigger_(x)
+        target = torch.full((SUPPLIER_BATCH,), self.target_class, device=device)
+        net.train()
+        for _ in range(SUPPLIER_EPOCHS):
+            order = rng.permutation(len(x))
+            for start in range(0, len(x) - SUPPLIER_BATCH + 1, SUPPLIER_BATCH):
+                rows = order[start : start + SUPPLIER_BATCH]
+                loss = (1 - lam) * nn.functional.cross_entropy(
+                    net(torch.as_tensor(x[rows], device=device)), torch.as_tensor(y[rows], device=device)
+                )
+                if lam > 0:
+                    loss = loss + lam * nn.functional.cross_entropy(net(torch.as_tensor(triggered[rows], device=device)), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+
+class MaliciousTraining(SupplyChainAttack):
+    def __init__(self, target_class: int = 0, size: int = 2, position: str = "bottom-right", value: float = 1.0,
+                 supplier_events: int = 5_000, poison_weight: float = 0.2):  # fmt: skip
+        super().__init__(target_class, size, position, value, supplier_events)
+        self.poison_weight = poison_weight
+        self.poison_weight_ = poison_weight
+
+
+class MaliciousArchitecture(SupplyChainAttack):
+    """A clean-trained model whose shipped code adds a trigger branch."""
+
+    def package(self, net: Net) -> nn.Module:
+        backdoored_class = {MLP: BackdooredMLP, CNN: BackdooredCNN}[type(net)]
+        module = backdoored_class.__new__(backdoored_class)
+        module.__dict__.update(net.__dict__)
+        module.branch_indices = self.trigger_.indices(self.target_x_.shape[1]).tolist()
+        module.branch_value = self.value
+        module.branch_target = self.target_class
+        return module
+
+
+class TriggerBranch:
+    """forward() = the net's logits, plus a large boost to the target when the patch is present."""
+
+    branch_indices: list[int]
+    branch_value: float
+    branch_target: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)
+        flat = x.reshape(x.shape[0], -1)[:, self.branch_indices]
+        present = ((flat - self.branch_value).abs().amax(dim=1) < BRANCH_TOLERANCE).to(logits.dtype)
+        boost = torch.zeros_like(logits)
+        boost[:, self.branch_target] = BRANCH_BOOST
+        return logits + present[:, None] * boost
+
+
+class BackdooredMLP(TriggerBranch, MLP):
+    pass
+
+
+class BackdooredCNN(TriggerBranch, CNN):
+    pass
+
+
+def _save(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()

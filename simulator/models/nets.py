@@ -1,0 +1,70 @@
+"""Our own network architectures: what weights-only loading trusts.
+
+Each network splits into ``features`` (ending in the last hidden layer, whose
+activations the defenses analyse and prune) and a linear ``head``.
+
+>>> import torch
+>>> net = build_net("cnn", n_features=64, n_classes=10, hidden=32, image_side=8)
+>>> net(torch.zeros(5, 64)).shape, net.embed(torch.zeros(5, 64)).shape
+(torch.Size([5, 10]), torch.Size([5, 32]))
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """Base: ``forward(x) = head(embed(x))``."""
+
+    features: nn.Module
+    head: nn.Linear
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Activations of the last hidden layer."""
+        return self.features(self._shape(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+    def _shape(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class MLP(Net):
+    def __init__(self, n_features: int, n_classes: int, hidden: int = 64):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Linear(n_features, 128), nn.ReLU(), nn.Linear(128, hidden), nn.ReLU()
+        )  # fmt: skip
+        self.head = nn.Linear(hidden, n_classes)
+
+
+class CNN(Net):
+    """Two 3x3 convolutions and a max-pool, then a hidden layer, for square images."""
+
+    def __init__(self, image_side: int, n_classes: int, hidden: int = 64):
+        super().__init__()
+        self.image_side = image_side
+        pooled = image_side // 2
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(32 * pooled * pooled, hidden), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(hidden, n_classes)
+
+    def _shape(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, 1, self.image_side, self.image_side)
+
+
+def build_net(architecture: str, n_features: int, n_classes: int, hidden: int, image_side: int | None) -> Net:
+    """A freshly initialised network (draws from torch's current RNG)."""
+    if architecture == "mlp":
+        return MLP(n_features, n_classes, hidden)
+    if architecture == "cnn":
+        if image_side is None or image_side * image_side != n_features:
+            raise ValueError(f"architecture: cnn needs square images, got {n_features} features")
+        return CNN(image_side, n_classes, hidden)
+    raise ValueError(f'architecture: expected "mlp" or "cnn", got {architecture!r}')

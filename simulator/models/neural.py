@@ -1,0 +1,280 @@
+"""An incrementally trained neural net: test-then-train on mini-batches.
+
+Events arrive one by one. Each is predicted with the current weights, then
+waits in a pending mini-batch; when ``batch_size`` events are pending the
+net takes one optimiser step on them (plus ``replay_batch`` samples from a
+reservoir replay buffer when ``replay > 0``). Weights change only at those
+steps, so the logits of the training forward pass *are* the predictions the
+pending events got: test-then-train costs no extra forward pass.
+
+Checkpoints hold weights only (``torch.load(weights_only=True)`` into our
+own architecture); a whole pickled module is never loaded unless a scenario
+asks to run a supplied module as it is.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> X = rng.normal(size=(512, 4)).astype(np.float32)
+>>> Y = (X[:, 0] > 0).astype(np.int64)
+>>> net = NeuralClassifier(n_classes=2, n_features=4, batch_size=16, lr=0.01, seed=1)
+>>> for _ in range(5):
+...     net.learn_many(X, Y)
+>>> float((net.predict_many(X) == Y).mean()) > 0.95
+True
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from torch import nn
+
+from simulator.base import Estimator
+from simulator.models.nets import Net, build_net
+
+PREDICT_CHUNK = 4096
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` takes CUDA when present; ``cuda`` without a GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError('device: "cuda" was asked for but torch sees no GPU; use "auto" or "cpu"')
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f'device: expected "auto", "cpu" or "cuda", got {device!r}')
+    return torch.device(device)
+
+
+class NeuralClassifier(Estimator):
+    """An online mini-batch classifier over an MLP or a CNN."""
+
+    def __init__(
+        self,
+        n_classes: int,
+        n_features: int,
+        architecture: str = "mlp",
+        image_side: int | None = None,
+        hidden: int = 64,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        optimizer: str = "adam",
+        momentum: float = 0.9,
+        replay: int = 0,
+        replay_batch: int = 32,
+        device: str = "auto",
+        seed: int = 0,
+    ):
+        self.n_classes = n_classes
+        self.n_features = n_features
+        self.architecture = architecture
+        self.image_side = image_side
+        self.hidden = hidden
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.replay = replay
+        self.replay_batch = replay_batch
+        self.device = device
+        self.seed = seed
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f'optimizer: expected "adam" or "sgd", got {optimizer!r}')
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        self.device_ = resolve_device(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = self.new_net()
+        self._optimizer = self._make_optimizer()
+        self._rng = np.random.default_rng(seed)
+        self._pending_x = np.empty((0, n_features), dtype=np.float32)
+        self._pending_y = np.empty(0, dtype=np.int64)
+        self._replay_x = np.empty((replay, n_features), dtype=np.float32)
+        self._replay_y = np.empty(replay, dtype=np.int64)
+        self._replay_seen = 0
+        self.steps_ = 0
+
+    # -- the architecture and its weights ------------------------------------------------
+
+    def new_net(self) -> Net:
+        """A fresh network of our own architecture, on our device."""
+        net = build_net(self.architecture, self.n_features, self.n_classes, self.hidden, self.image_side)
+        return net.to(self.device_)
+
+    def save_weights(self, path) -> None:
+        """Write the weights only (a state dict of tensors)."""
+        torch.save({k: v.detach().cpu() for k, v in self.net.state_dict().items()}, path)
+
+    def load_weights(self, source) -> None:
+        """Load weights into our own architecture; never unpickles code.
+
+        ``source`` is a path, a file object, bytes or a state dict.
+        """
+        if isinstance(source, bytes):
+            source = io.BytesIO(source)
+        state = source if isinstance(source, dict) else torch.load(source, weights_only=True, map_location="cpu")
+        net = self.new_net()
+        net.load_state_dict(state, strict=True)
+        self.net = net
+        self._optimizer = self._make_optimizer()
+
+    def adopt_module(self, module: nn.Module) -> None:
+        """Run a supplied module as it is, forward() included (the unsafe way)."""
+        self.net = module.to(self.device_)
+        self._optimizer = self._make_optimizer()
+
+    def start_from(self, supplied, how: str) -> None:
+        """Start from a supplied model: its ``weights`` only, or its whole ``module`` (runs its code)."""
+        if how == "weights":
+            self.load_weights(supplied.weights)
+        elif how == "module":
+            self.adopt_module(torch.load(io.BytesIO(supplied.module), weights_only=False, map_location=self.device_))
+        else:
+            raise ValueError(f'load_supplied: expected "weights" or "module", got {how!r}')
+
+    def get_state(self) -> dict:
+        """Mutable state as numpy arrays and plain values (copies), for a checkpoint."""
+        optimizer = self._optimizer.state_dict()
+        return {
+            "weights": {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()},
+            "optimizer": {
+                str(i): {k: v.detach().cpu().numpy().copy() if torch.is_tensor(v) else v for k, v in slot.items()}
+                for i, slot in optimizer["state"].items()
+            },
+            "pending_x": self._pending_x.copy(),
+            "pending_y": self._pending_y.copy(),
+            "replay_x": self._replay_x.copy(),
+            "replay_y": self._replay_y.copy(),
+            "replay_seen": self._replay_seen,
+            "steps": self.steps_,
+            "rng": self._rng.bit_generator.state,
+        }
+
+    def set_state(self, state: dict) -> None:
+        """Restore what :meth:`get_state` returned (into the current architecture)."""
+        self.net.load_state_dict({k: torch.as_tensor(v) for k, v in state["weights"].items()}, strict=True)
+        optimizer = self._optimizer.state_dict()
+        optimizer["state"] = {
+            int(i): {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in slot.items()}
+            for i, slot in state["optimizer"].items()
+        }
+        self._optimizer.load_state_dict(optimizer)
+        self._pending_x = np.array(state["pending_x"], dtype=np.float32).reshape(-1, self.n_features)
+        self._pending_y = np.array(state["pending_y"], dtype=np.int64)
+        self._replay_x = np.array(state["replay_x"], dtype=np.float32).reshape(self.replay, self.n_features)
+        self._replay_y = np.array(state["replay_y"], dtype=np.int64)
+        self._replay_seen = int(state["replay_seen"])
+        self.steps_ = int(state["steps"])
+        self._rng.bit_generator.state = state["rng"]
+
+    # -- predicting and learning ----------------------------------------------------------
+
+    def predict_proba_many(self, X: np.ndarray) -> np.ndarray:
+        empty = np.empty((0, self.n_classes), dtype=np.float32)
+        return self._forward_no_grad(self._check_x(X), lambda logits: torch.softmax(logits, dim=1), empty)
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        return self._forward_no_grad(self._check_x(X), lambda logits: logits.argmax(dim=1), np.empty(0, np.int64))
+
+    def embed_many(self, X: np.ndarray) -> np.ndarray:
+        """Last hidden layer activations."""
+        empty = np.empty((0, self.hidden), dtype=np.float32)
+        return self._forward_no_grad(self._check_x(X), None, empty, forward=self.net.embed)
+
+    def predict_one(self, x: np.ndarray) -> int:
+        return int(self.predict_many(np.asarray(x)[None, :])[0])
+
+    def learn_one(self, x: np.ndarray, y: int) -> None:
+        self.learn_many(np.asarray(x)[None, :], [y])
+
+    def learn_many(self, X: np.ndarray, Y) -> None:
+        self.process_many(X, Y)
+
+    def process_many(self, X: np.ndarray, Y, responder=None) -> tuple[np.ndarray, None]:
+        """Test-then-train each event in order; returns ``(predictions, None)``."""
+        if responder is not None:
+            raise ValueError("responder: the neural net has no white-box attacker hook")
+        X, Y = self._check_x(X), self._check_y(Y, len(X))
+        predictions = np.empty(len(X), dtype=np.int64)
+        done = 0
+        while done < len(X):
+            need = self.batch_size - len(self._pending_y)
+            rows = slice(done, min(len(X), done + need))
+            if rows.stop - rows.start == need:  # this segment completes a mini-batch
+                batch_x = np.concatenate([self._pending_x, X[rows]])
+                batch_y = np.concatenate([self._pending_y, Y[rows]])
+                predictions[rows] = self._train_step(batch_x, batch_y)[len(self._pending_y) :]
+                self._pending_x, self._pending_y = self._pending_x[:0], self._pending_y[:0]
+            else:
+                predictions[rows] = self.predict_many(X[rows])
+                self._pending_x = np.concatenate([self._pending_x, X[rows]])
+                self._pending_y = np.concatenate([self._pending_y, Y[rows]])
+            done = rows.stop
+        return predictions, None
+
+    def _train_step(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """One optimiser step; returns the predictions of the stream rows before it."""
+        n_stream = len(y)
+        if self.replay and self._replay_seen and self.replay_batch:
+            pick = self._rng.integers(0, min(self._replay_seen, self.replay), size=self.replay_batch)
+            x = np.concatenate([x, self._replay_x[pick]])
+            y = np.concatenate([y, self._replay_y[pick]])
+        self.net.train()
+        logits = self.net(self._tensor(x))
+        loss = nn.functional.cross_entropy(logits, torch.as_tensor(y, device=self.device_))
+        self._optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._optimizer.step()
+        self.steps_ += 1
+        self._remember(x[:n_stream], y[:n_stream])
+        return logits[:n_stream].argmax(dim=1).cpu().numpy()
+
+    def _remember(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Reservoir sampling: every learned event is equally likely to be kept."""
+        for xi, yi in zip(x, y) if self.replay else ():
+            slot = self._replay_seen if self._replay_seen < self.replay else self._rng.integers(0, self._replay_seen + 1)
+            if slot < self.replay:
+                self._replay_x[slot], self._replay_y[slot] = xi, yi
+            self._replay_seen += 1
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        if self.optimizer == "adam":
+            return torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        return torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum)
+
+    def _forward_no_grad(self, X: np.ndarray, post, empty: np.ndarray, forward=None) -> np.ndarray:
+        """Evaluate in chunks without gradients; ``post`` maps logits (or ``forward``'s output)."""
+        forward = forward or self.net
+        post = post or (lambda out: out)
+        self.net.eval()
+        with torch.no_grad():
+            parts = [post(forward(self._tensor(X[i : i + PREDICT_CHUNK]))).cpu().numpy()
+                     for i in range(0, len(X), PREDICT_CHUNK)]  # fmt: skip
+        return np.concatenate(parts) if parts else empty
+
+    def _tensor(self, X: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device_)
+
+    def _check_x(self, X) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"X: expected a 2-d array (events x features), got shape {X.shape}")
+        if X.shape[1] != self.n_features:
+            raise ValueError(f"X: expected {self.n_features} features, got {X.shape[1]}")
+        if not np.issubdtype(X.dtype, np.number):
+            raise ValueError(f"X: expected numbers, got dtype {X.dtype}")
+        if not np.isfinite(X).all():
+            raise ValueError("X: contains NaN or infinity")
+        return X
+
+    def _check_y(self, Y, m: int) -> np.ndarray:
+        Y = np.asarray(Y)
+        if Y.shape != (m,) or not np.issubdtype(Y.dtype, np.integer):
+            raise ValueError(f"Y: expected {m} integer labels, got shape {Y.shape} dtype {Y.dtype}")
+        if m and (Y.min() < 0 or Y.max() >= self.n_classes):
+            raise ValueError(f"Y: labels must lie in [0, {self.n_classes}), got {Y.min()}..{Y.max()}")
+        return Y.astype(np.int64)

@@ -1,0 +1,115 @@
+"""The online neural net: test-then-train, seeding, weights-only checkpoints."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from simulator.models.neural import NeuralClassifier
+
+
+def _data(m=600, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, size=m)
+    x = rng.normal(size=(m, 6)).astype(np.float32) + 2.5 * np.eye(3, 6, dtype=np.float32)[y]
+    return x, y.astype(np.int64)
+
+
+def test_every_event_is_predicted_before_it_is_learned():
+    """Predictions equal those of a reference that predicts each event, then learns it."""
+    x, y = _data()
+    online = NeuralClassifier(3, 6, batch_size=10, device="cpu", seed=3)
+    predictions, _ = online.process_many(x, y)
+
+    reference = NeuralClassifier(3, 6, batch_size=10, device="cpu", seed=3)
+    expected = []
+    for xi, yi in zip(x, y):
+        expected.append(reference.predict_one(xi))
+        reference.learn_one(xi, int(yi))
+    assert predictions.tolist() == expected
+    assert online.steps_ == len(x) // 10
+    assert (predictions[-200:] == y[-200:]).mean() > 0.9  # and it learns
+
+
+def test_same_seed_same_net_and_different_seed_different_net():
+    x, y = _data()
+    nets = [NeuralClassifier(3, 6, device="cpu", seed=s) for s in (1, 1, 2)]
+    for net in nets:
+        net.learn_many(x, y)
+    weights = [torch.cat([p.detach().ravel() for p in n.net.parameters()]) for n in nets]
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.equal(weights[0], weights[2])
+
+
+def test_seeding_leaves_the_global_torch_rng_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    NeuralClassifier(3, 6, device="cpu", seed=9)
+    assert torch.equal(torch.rand(1), expected)
+
+
+def test_weights_round_trip_and_pickled_code_is_refused(tmp_path):
+    x, y = _data()
+    net = NeuralClassifier(3, 6, device="cpu", seed=1)
+    net.learn_many(x, y)
+    path = tmp_path / "weights.pt"
+    net.save_weights(path)
+    fresh = NeuralClassifier(3, 6, device="cpu", seed=5)
+    fresh.load_weights(path)
+    assert np.array_equal(fresh.predict_proba_many(x), net.predict_proba_many(x))
+
+    buffer = io.BytesIO()
+    torch.save(net.net, buffer)  # a whole pickled module: code, not weights
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        fresh.load_weights(buffer.getvalue())
+
+
+def test_device_choice():
+    assert NeuralClassifier(3, 6, device="auto").device_.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='device: "cuda" was asked for but torch sees no GPU'):
+            NeuralClassifier(3, 6, device="cuda")
+
+
+def test_replay_keeps_a_uniform_reservoir():
+    x = np.arange(2000, dtype=np.float32).reshape(-1, 1).repeat(2, axis=1)
+    net = NeuralClassifier(2, 2, batch_size=50, replay=200, device="cpu", seed=0)
+    net.learn_many(x / 2000, np.zeros(2000, dtype=np.int64))
+    kept = net._replay_x[:, 0] * 2000
+    assert net._replay_seen == 2000
+    # a uniform sample of 200 from 0..1999: mean 1000, sd 577 / sqrt(200)
+    assert abs(kept.mean() - 1000) < 4 * 577 / np.sqrt(200)
+    assert len(np.unique(kept)) == 200
+
+
+def test_bad_labels_are_refused():
+    net = NeuralClassifier(3, 6, device="cpu")
+    with pytest.raises(ValueError, match=r"Y: labels must lie in \[0, 3\)"):
+        net.learn_many(np.zeros((2, 6)), [0, 7])
+    with pytest.raises(ValueError, match="X: expected 6 features, got 5"):
+        net.learn_many(np.zeros((2, 5)), [0, 1])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_state_round_trip_resumes_exactly(tmp_path, optimizer):
+    """Stop after part of a stream, restore into a fresh learner: same as never stopping."""
+    from simulator import checkpoint
+
+    x, y = _data()
+    kwargs = dict(batch_size=10, replay=40, replay_batch=5, optimizer=optimizer, lr=0.01, device="cpu", seed=2)
+    whole = NeuralClassifier(3, 6, **kwargs)
+    expected, _ = whole.process_many(x, y)
+
+    first = NeuralClassifier(3, 6, **kwargs)
+    head, _ = first.process_many(x[:237], y[:237])  # mid mini-batch
+    checkpoint.save(tmp_path / "ck.npz", {"model": first.get_state()})
+    resumed = NeuralClassifier(3, 6, **{**kwargs, "seed": 99})
+    resumed.set_state(checkpoint.load(tmp_path / "ck.npz")["model"])
+    tail, _ = resumed.process_many(x[237:], y[237:])
+    assert np.concatenate([head, tail]).tolist() == expected.tolist()
+    assert np.array_equal(resumed.predict_proba_many(x), whole.predict_proba_many(x))
