@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[test,neural,kafka]'
+	$(PY) -m pip install --quiet -e '.[test,neural,kafka,distributed]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -25,6 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/centroid_throughput.py
+	$(PY) benchmarks/neural_throughput.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -2,6 +2,8 @@
 
     poisonsim run scenarios/centroid_shift.toml --out results/demo
     poisonsim run SCENARIO --set attack.rate=0.3 --set model.window_policy=random-out --seed 3
+    poisonsim sweep sweeps/rho_targeted.toml --out results/rho --workers 2
+    poisonsim report results/rho
 """
 
 from __future__ import annotations
@@ -58,6 +60,30 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="directory for summary.json, timeseries.csv, scenario.toml")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     run.set_defaults(handler=_run)
+    from consumers.process import add_parser as add_consume  # the Kafka processes (producers/, consumers/)
+    from producers.process import add_parser as add_produce
+
+    add_produce(commands)
+    add_consume(commands)
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a grid of scenarios (local process pool or dask cluster); resumable",
+        description="Run every point of a grid file under every seed and write results.csv, results.parquet, "
+        "timeseries.parquet and one directory per run. Started again, it skips finished runs.",
+    )
+    sweep.add_argument("grid", type=Path, help="grid TOML file (base, seeds, mode, [axes], [set]; see sweeps/)")
+    sweep.add_argument("--out", type=Path, required=True, help="results directory")
+    sweep.add_argument("--workers", type=int, help="local worker processes (default: CPU count; 1: in-process)")
+    sweep.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on this dask.distributed scheduler")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.set_defaults(handler=_sweep)
+    report = commands.add_parser(
+        "report", help="figures (PNG) and report.md from a sweep's results",
+        description="Write figures/*.png and report.md into a sweep's results directory.",
+    )  # fmt: skip
+    report.add_argument("results", type=Path, help="results directory of `poisonsim sweep`")
+    report.add_argument("--run", help="run id for the over-time figure, e.g. p0003-s1 (default: strongest attacker)")
+    report.set_defaults(handler=_report)
     return parser
 
 
@@ -84,6 +110,54 @@ def _run_with_progress(scenario: Scenario, run):
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task(scenario.name, total=scenario.stream.n_events)
         return run(scenario, on_progress=lambda done: progress.update(task, completed=done))
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from simulator.sweep import Grid, run_sweep
+
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers: expected an integer >= 1, got {args.workers}")
+    grid = Grid.from_toml(args.grid)
+    try:
+        done = _sweep_with_progress(grid, args, run_sweep)
+    except KeyboardInterrupt:
+        print(f"poisonsim: interrupted; finished runs are kept in {args.out}/, the same command resumes",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    if not args.quiet:
+        print(f"{done.done} runs done, {done.failed} failed, {done.skipped} already finished; "
+              f"tables written to {args.out}/")  # fmt: skip
+    return 1 if done.failed else 0
+
+
+def _sweep_with_progress(grid, args: argparse.Namespace, run_sweep):
+    if args.quiet:
+        return run_sweep(grid, args.out, args.workers, args.scheduler)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("[red]{task.fields[failed]} failed"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, transient=False) as progress:
+        tasks = []
+
+        def show(p):  # runs finished before this start count as done, not as speed
+            if not tasks:
+                tasks.append(progress.add_task(args.grid.stem, total=p.total, completed=p.skipped, failed=0))
+            progress.update(tasks[0], completed=p.skipped + p.done + p.failed, failed=p.failed)
+
+        return run_sweep(grid, args.out, args.workers, args.scheduler, on_progress=show)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from simulator.report import write_report
+
+    report = write_report(args.results, args.run)
+    for name, path in report.figures.items():
+        print(f"{name}: {path}")
+    for name, reason in report.skipped.items():
+        print(f"{name}: skipped, {reason}")
+    print(f"summary: {report.markdown}")
+    return 0
 
 
 def _print_summary(scenario: Scenario, summary: dict) -> None:

@@ -13,6 +13,8 @@ on held-out clean data and on the attacker's targets:
   classified as its target class (targeted and gradient-alignment: X';
   backdoors: held-out inputs of other classes with the trigger stamped);
   centroid-shift, 1.0 when A is accepted;
+- ``target_class_probability``: for a neural net, the mean probability it
+  gives the target class on those inputs (how close the attack is);
 - ``displacement_radii``: ``D = (c - c0).(A - c0) / (r ||A - c0||)``;
 - ``window_contamination``: share of poison in the window(s) (centroid models);
 - ``observed_poisoning_rate``: poison events / events.
@@ -38,6 +40,7 @@ TIMESERIES_COLUMNS = (
     "prequential_accuracy",
     "clean_accuracy",
     "attack_success_rate",
+    "target_class_probability",
     "displacement_radii",
     "centroid_displacement",
     "window_contamination",
@@ -100,6 +103,7 @@ class Evaluator:
             "prequential_accuracy": _ratio(self.correct, self.judged),
             "clean_accuracy": self._clean_accuracy(),
             "attack_success_rate": self._attack_success(),
+            "target_class_probability": self._target_probability(),
             "displacement_radii": self._displacement_radii(),
             "centroid_displacement": float(self._shifts().max()) if self.has_windows else None,
             "window_contamination": self._contamination() if self.has_windows else None,
@@ -116,6 +120,8 @@ class Evaluator:
             "poison_events_total": self.poison_events,
             **{k: v for k, v in last.items() if k not in ("events", "poison_events")},
         }
+        if self.attack.report_:
+            summary["attack_details"] = dict(self.attack.report_)
         if self.has_windows:
             summary["centroid_displacement_by_class"] = {str(k): float(v) for k, v in enumerate(self._shifts())}
         if self.is_detector:
@@ -136,6 +142,14 @@ class Evaluator:
         if self.is_detector:
             return float(1.0 - predictions.mean())
         return float((predictions == self.source.test_y).mean())
+
+    def _target_probability(self) -> float | None:
+        """Mean probability the model gives the target class on the success inputs (neural nets)."""
+        if self.attack.target_x_ is None or self.attack.target_class_ is None:
+            return None
+        if not hasattr(self.model, "predict_proba_many"):
+            return None
+        return float(self.model.predict_proba_many(self.attack.target_x_)[:, self.attack.target_class_].mean())
 
     def _attack_success(self) -> float | None:
         targets = self.attack.target_x_

@@ -59,3 +59,17 @@ def test_malicious_training_starts_backdoored_and_the_timeseries_shows_its_decay
     assert rows[0]["clean_accuracy"] > 0.9  # a model a victim would accept
     assert len(rows) == 7 and all(row["attack_success_rate"] is not None for row in rows)
     assert result.summary["poison_events_total"] == 0  # the stream itself is clean
+
+
+@pytest.mark.slow
+def test_gradient_alignment_beats_the_same_budget_of_unperturbed_base_samples():
+    """Ten targets X' (seeds 0-9), rho ~ 0.02, eps = 0.3: crafted poisons vs the bare base images."""
+    targets = range(10)
+    crafted = _runs("gradient_alignment.toml", ["attack.eps=0.3"], seeds=targets)
+    unperturbed = _runs("gradient_alignment.toml", ["attack.eps=0.0"], seeds=targets)
+    assert _mean(crafted, "observed_poisoning_rate") <= 0.02
+    assert [r.summary["poison_events_total"] for r in crafted] == [r.summary["poison_events_total"] for r in unperturbed]
+    assert _mean(unperturbed, "attack_success_rate") == 0.0
+    assert _mean(crafted, "attack_success_rate") >= 0.2
+    assert _mean(crafted, "target_class_probability") >= _mean(unperturbed, "target_class_probability") + 0.1
+    assert all(r.summary["attack_details"]["eps"] == 0.3 for r in crafted)

@@ -47,6 +47,7 @@ class Attack(Estimator):
 
     target_x_: np.ndarray | None = None  # X' (targeted) or A (centroid-shift), one per row
     target_class_: int | None = None
+    report_: dict | None = None  # what the attack reports of itself (plain values), for the summary
 
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> Attack:
         """Choose targets from what the attacker knows; returns ``self``."""

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from simulator.attacks.base import Attack, AttackerKnowledge, check_batch, non_target
+from simulator.models.nets import train_offline
 
 SURROGATE_EPOCHS = 6
-SURROGATE_BATCH = 64
 STEP_SIZE = 0.01  # signed Adam step on delta, in pixel units
 
 
@@ -65,15 +65,15 @@ class GradientAlignment(Attack):
             torch.manual_seed(int(rng.integers(2**31)))
             if self.surrogate == "victim":
                 surrogate = copy.deepcopy(knowledge.model.net)
-                _train(surrogate, x, y, rng, epochs=1)
+                train_offline(surrogate, x, y, rng, epochs=1)
             else:
                 surrogate = knowledge.model.new_net()
-                _train(surrogate, x, y, rng)
+                train_offline(surrogate, x, y, rng, epochs=SURROGATE_EPOCHS)
             bases = _hardest(surrogate, candidates, self.target_class, self.n_poisons)
             deltas, alignment = self._craft(surrogate, bases)
         self.poisons_ = np.clip(bases + deltas, 0.0, 1.0).astype(np.float32)
         self.report_ = {"eps": self.eps, "poisons": len(bases), "targets": len(self.target_x_),
-                        "alignment": alignment}  # fmt: skip
+                        "alignment": round(alignment, 6)}  # fmt: skip
         self._next = 0
         return self
 
@@ -128,20 +128,3 @@ def _flat_grad(net, params, x, label: int, device, create_graph: bool) -> torch.
     loss = nn.functional.cross_entropy(net(x), y)
     grads = torch.autograd.grad(loss, params, create_graph=create_graph)
     return torch.cat([g.reshape(-1) for g in grads])
-
-
-def _train(net: nn.Module, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, epochs: int = SURROGATE_EPOCHS) -> None:
-    """The attacker's surrogate: plain mini-batch training on its own draws."""
-    device = next(net.parameters()).device
-    optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
-    net.train()
-    for _ in range(epochs):
-        order = rng.permutation(len(x))
-        for start in range(0, len(x) - SURROGATE_BATCH + 1, SURROGATE_BATCH):
-            rows = order[start : start + SURROGATE_BATCH]
-            loss = nn.functional.cross_entropy(
-                net(torch.as_tensor(x[rows], device=device)), torch.as_tensor(y[rows], device=device)
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()

@@ -23,7 +23,7 @@ from torch import nn
 
 from simulator.attacks.base import Attack, AttackerKnowledge, non_target
 from simulator.attacks.triggers import PatchTrigger
-from simulator.models.nets import CNN, MLP, Net
+from simulator.models.nets import CNN, MLP, Net, train_offline
 
 SUPPLIER_EPOCHS = 8
 SUPPLIER_BATCH = 64
@@ -79,24 +79,20 @@ class SupplyChainAttack(Attack):
         raise RuntimeError(f"{type(self).__name__}: the stream stays clean; the attack is the supplied model")
 
     def _train(self, net: Net, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> None:
+        """(1 - lambda) L(x, y) + lambda L(T(x), c) over the attacker's draws."""
         device = next(net.parameters()).device
-        optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
         lam = self.poison_weight_
-        triggered = self.trigger_(x)
-        target = torch.full((SUPPLIER_BATCH,), self.target_class, device=device)
-        net.train()
-        for _ in range(SUPPLIER_EPOCHS):
-            order = rng.permutation(len(x))
-            for start in range(0, len(x) - SUPPLIER_BATCH + 1, SUPPLIER_BATCH):
-                rows = order[start : start + SUPPLIER_BATCH]
-                loss = (1 - lam) * nn.functional.cross_entropy(
-                    net(torch.as_tensor(x[rows], device=device)), torch.as_tensor(y[rows], device=device)
-                )
-                if lam > 0:
-                    loss = loss + lam * nn.functional.cross_entropy(net(torch.as_tensor(triggered[rows], device=device)), target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+        xt, yt = torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
+        triggered = torch.as_tensor(self.trigger_(x), device=device)
+        target = torch.full((len(x),), self.target_class, device=device)
+
+        def loss(model: nn.Module, rows: np.ndarray) -> torch.Tensor:
+            benign = nn.functional.cross_entropy(model(xt[rows]), yt[rows])
+            if lam == 0:
+                return benign
+            return (1 - lam) * benign + lam * nn.functional.cross_entropy(model(triggered[rows]), target[rows])
+
+        train_offline(net, x, y, rng, SUPPLIER_EPOCHS, SUPPLIER_BATCH, loss_fn=loss)
 
 
 class MaliciousTraining(SupplyChainAttack):

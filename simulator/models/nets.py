@@ -11,6 +11,9 @@ activations the defenses analyse and prune) and a linear ``head``.
 
 from __future__ import annotations
 
+from typing import Callable
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -68,3 +71,32 @@ def build_net(architecture: str, n_features: int, n_classes: int, hidden: int, i
             raise ValueError(f"architecture: cnn needs square images, got {n_features} features")
         return CNN(image_side, n_classes, hidden)
     raise ValueError(f'architecture: expected "mlp" or "cnn", got {architecture!r}')
+
+
+def train_offline(
+    net: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    rng: np.random.Generator,
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    loss_fn: Callable[[nn.Module, np.ndarray], torch.Tensor] | None = None,
+) -> None:
+    """Plain shuffled mini-batch training with Adam (the attacker's own models).
+
+    ``loss_fn(net, rows)`` gives a batch's loss from the row indices of ``x``;
+    the default is the cross-entropy of ``net(x[rows])`` against ``y[rows]``.
+    """
+    device = next(net.parameters()).device
+    xt, yt = torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
+    loss_fn = loss_fn or (lambda model, rows: nn.functional.cross_entropy(model(xt[rows]), yt[rows]))
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    net.train()
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for start in range(0, len(x) - batch_size + 1, batch_size):
+            loss = loss_fn(net, order[start : start + batch_size])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()

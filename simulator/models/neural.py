@@ -197,43 +197,51 @@ class NeuralClassifier(Estimator):
         if responder is not None:
             raise ValueError("responder: the neural net has no white-box attacker hook")
         X, Y = self._check_x(X), self._check_y(Y, len(X))
-        predictions = np.empty(len(X), dtype=np.int64)
+        xt, yt = self._tensor(X), torch.as_tensor(Y, device=self.device_)
+        predicted = []  # argmax tensors in event order, brought to the host once
         done = 0
         while done < len(X):
-            need = self.batch_size - len(self._pending_y)
-            rows = slice(done, min(len(X), done + need))
-            if rows.stop - rows.start == need:  # this segment completes a mini-batch
-                batch_x = np.concatenate([self._pending_x, X[rows]])
-                batch_y = np.concatenate([self._pending_y, Y[rows]])
-                predictions[rows] = self._train_step(batch_x, batch_y)[len(self._pending_y) :]
+            pending = len(self._pending_y)
+            rows = slice(done, min(len(X), done + self.batch_size - pending))
+            if rows.stop - rows.start == self.batch_size - pending:  # this segment completes a mini-batch
+                batch_x, batch_y = xt[rows], yt[rows]
+                if pending:
+                    batch_x = torch.cat([self._tensor(self._pending_x), batch_x])
+                    batch_y = torch.cat([torch.as_tensor(self._pending_y, device=self.device_), batch_y])
+                predicted.append(self._train_step(batch_x, batch_y)[pending:])
+                self._remember(X[rows], Y[rows], self._pending_x, self._pending_y)
                 self._pending_x, self._pending_y = self._pending_x[:0], self._pending_y[:0]
             else:
-                predictions[rows] = self.predict_many(X[rows])
+                self.net.eval()
+                with torch.no_grad():
+                    predicted.append(self.net(xt[rows]).argmax(dim=1))
                 self._pending_x = np.concatenate([self._pending_x, X[rows]])
                 self._pending_y = np.concatenate([self._pending_y, Y[rows]])
             done = rows.stop
+        predictions = torch.cat(predicted).cpu().numpy() if predicted else np.empty(0, dtype=np.int64)
         return predictions, None
 
-    def _train_step(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimiser step; returns the predictions of the stream rows before it."""
         n_stream = len(y)
         if self.replay and self._replay_seen and self.replay_batch:
             pick = self._rng.integers(0, min(self._replay_seen, self.replay), size=self.replay_batch)
-            x = np.concatenate([x, self._replay_x[pick]])
-            y = np.concatenate([y, self._replay_y[pick]])
+            x = torch.cat([x, self._tensor(self._replay_x[pick])])
+            y = torch.cat([y, torch.as_tensor(self._replay_y[pick], device=self.device_)])
         self.net.train()
-        logits = self.net(self._tensor(x))
-        loss = nn.functional.cross_entropy(logits, torch.as_tensor(y, device=self.device_))
+        logits = self.net(x)
+        loss = nn.functional.cross_entropy(logits, y)
         self._optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._optimizer.step()
         self.steps_ += 1
-        self._remember(x[:n_stream], y[:n_stream])
-        return logits[:n_stream].argmax(dim=1).cpu().numpy()
+        return logits[:n_stream].detach().argmax(dim=1)
 
-    def _remember(self, x: np.ndarray, y: np.ndarray) -> None:
+    def _remember(self, x: np.ndarray, y: np.ndarray, pending_x: np.ndarray, pending_y: np.ndarray) -> None:
         """Reservoir sampling: every learned event is equally likely to be kept."""
-        for xi, yi in zip(x, y) if self.replay else ():
+        if not self.replay:
+            return
+        for xi, yi in zip(np.concatenate([pending_x, x]), np.concatenate([pending_y, y])):
             slot = self._replay_seen if self._replay_seen < self.replay else self._rng.integers(0, self._replay_seen + 1)
             if slot < self.replay:
                 self._replay_x[slot], self._replay_y[slot] = xi, yi

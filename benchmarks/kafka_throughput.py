@@ -1,0 +1,198 @@
+"""Events/s end to end over a real broker, next to raw kafka-python moving the same bytes.
+
+For one event per message and for batched messages, the centroid-shift
+scenario's two streams go through the broker twice, in the same run:
+
+- raw: kafka-python sends the already-encoded messages (same values, keys,
+  headers, topics and partition) and a consumer reads them back, doing nothing;
+- poisonsim: the producers' code generates, encodes and sends both streams,
+  and the learner's code reads, decodes, merges, learns, evaluates and
+  checkpoints until the stream is complete (each timed from its first event
+  to its last, as its own log reports; one-time set-up, such as connecting
+  and building the scenario, is not counted, as raw's clients are not).
+
+Phases run one after the other in this process, so each has the machine to
+itself, raw and poisonsim alternating (``--repeat`` times; the best time of
+each phase is kept, to see through other load on the machine); end to end is
+events / (produce time + consume time). Then producers
+at a fixed rate run as processes beside a consumer process, and the
+consumer's lag (its own metric) is sampled while they run.
+
+    .venv/bin/python benchmarks/kafka_throughput.py            # starts a Tansu broker
+    .venv/bin/python benchmarks/kafka_throughput.py --bootstrap-servers HOST:PORT
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from simulator.codec import TRUTH_HEADER, Codec  # noqa: E402
+from simulator.config import Scenario  # noqa: E402
+from simulator.engine import World  # noqa: E402
+from simulator.kafka import KafkaSettings, ensure_topics, scenario_key  # noqa: E402
+
+
+def scenario(n_events: int) -> Scenario:
+    return Scenario.from_toml(ROOT / "scenarios/centroid_shift.toml",
+                              [f"stream.n_events={n_events}", "attack.start=2000", "evaluation.every=10000"])  # fmt: skip
+
+
+def encoded(s: Scenario, per_message: int) -> dict[str, list[tuple[bytes, bytes]]]:
+    world = World.build(s)
+    codec = Codec(world.source.n_features, world.source.n_classes, s.stream.n_events)
+    stream, out = world.stream(), {"benign": [], "attack": []}
+    for size in world.batch_sizes():
+        batch, truth = stream.next_batch(size)
+        for role, rows in (("benign", ~truth.is_poison), ("attack", truth.is_poison)):
+            if rows.any():
+                out[role] += codec.encode(batch.select(rows), truth.select(rows), per_message)
+    return out
+
+
+def raw(settings: KafkaSettings, s: Scenario, per_message: int) -> tuple[float, float]:
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    messages, key, tag = encoded(s, per_message), scenario_key(s), uuid.uuid4().hex[:8]
+    topics = {role: f"raw{tag}.{role}" for role in messages}
+    ensure_topics(settings, list(topics.values()))
+    producer = KafkaProducer(**settings.client_config(), acks="all", linger_ms=5, batch_size=256 * 1024,
+                             max_request_size=1_004_096)  # fmt: skip
+    started = time.perf_counter()
+    for role, items in messages.items():
+        for value, bits in items:
+            producer.send(topics[role], value, key=key, partition=0, headers=[(TRUTH_HEADER, bits)])
+    producer.flush()
+    produced = time.perf_counter() - started
+    producer.close()
+    consumer = KafkaConsumer(**settings.client_config(), enable_auto_commit=False, max_poll_records=20_000,
+                             fetch_max_bytes=1024 * 1024, max_partition_fetch_bytes=1_000_000)  # fmt: skip
+    partitions = [TopicPartition(t, 0) for t in topics.values()]
+    consumer.assign(partitions)
+    for tp in partitions:
+        consumer.seek(tp, 0)
+    total, seen = sum(map(len, messages.values())), 0
+    started = time.perf_counter()
+    while seen < total:
+        for records in consumer.poll(timeout_ms=500).values():
+            for record in records:
+                seen += record.value is not None
+    consumed = time.perf_counter() - started
+    consumer.close()
+    return produced, consumed
+
+
+def ours(settings: KafkaSettings, s: Scenario, per_message: int, state: Path) -> tuple[float, float]:
+    from prometheus_client import CollectorRegistry
+
+    from consumers.learner import LearnerOptions, LearnerProcess
+    from producers.process import produce
+
+    tag = uuid.uuid4().hex[:8]
+    args = SimpleNamespace(benign_topic=f"ps{tag}.benign", attack_topic=f"ps{tag}.attack", partitions=1, rate=0.0,
+                           events_per_message=per_message)  # fmt: skip
+    log, never = logging.getLogger("bench"), lambda: False
+    # each process's own figure: from its first event to its last (set-up and connections excluded,
+    # as for raw, whose clients exist before its clock starts)
+    produced = sum(produce(s, role, settings, args, CollectorRegistry(), log, never)[1] for role in ("benign", "attack"))
+    options = LearnerOptions((args.benign_topic, args.attack_topic), f"ps{tag}.dead", None,
+                             state / f"{tag}.npz", checkpoint_interval_s=5.0)  # fmt: skip
+    result = LearnerProcess(s, settings, options, CollectorRegistry(), never).run()
+    assert result.summary["events_total"] == s.stream.n_events
+    return produced, result.summary["elapsed_seconds"]
+
+
+def lag_under_load(bootstrap: str, n_events: int, rate: float, state: Path) -> list[float]:
+    """Producers at ``rate`` merged events/s beside a consumer; its lag metric sampled each 0.5 s."""
+    tag, port = uuid.uuid4().hex[:8], _free_port()
+    common = ["scenarios/centroid_shift.toml", "--set", f"stream.n_events={n_events}", "--set", "attack.start=2000",
+              "--bootstrap-servers", bootstrap, "--benign-topic", f"lag{tag}.benign", "--attack-topic",
+              f"lag{tag}.attack", "--dead-letter-topic", f"lag{tag}.dead"]  # fmt: skip
+    run = lambda *a: subprocess.Popen([sys.executable, "-m", "simulator.cli", *a], cwd=ROOT,  # noqa: E731
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    consumer = run("consume", *common, "--checkpoint-dir", str(state), "--metrics-port", str(port), "--keep-serving")
+    time.sleep(3)
+    producers = [run("produce", role, *common, "--rate", str(rate)) for role in ("benign", "attack")]
+    lags = []
+    try:
+        while any(p.poll() is None for p in producers):
+            time.sleep(0.5)
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                continue
+            lags.append(sum(float(v) for v in re.findall(r"poisonsim_consumer_lag_messages\{[^}]*\} (\S+)", text)))
+    finally:
+        for p in [*producers, consumer]:
+            p.terminate()
+            p.wait(timeout=30)
+    return lags
+
+
+def _free_port() -> int:
+    from conftest import free_port
+
+    return free_port()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap-servers", help="use this broker instead of starting Tansu")
+    parser.add_argument("--events", type=int, default=200_000, help="events, one per message (default %(default)s)")
+    parser.add_argument("--batched-events", type=int, default=2_000_000, help="events, batched (default %(default)s)")
+    parser.add_argument("--per-message", type=int, default=1000, help="events per batched message (default %(default)s)")
+    parser.add_argument("--lag-rate", type=float, default=10_000, help="merged events/s for the lag run (default %(default)s)")
+    parser.add_argument("--lag-events", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each phase, alternating; the best is shown")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    broker = None
+    if args.bootstrap_servers is None:
+        from conftest import tansu_binary
+
+        port = _free_port()
+        url = f"tcp://127.0.0.1:{port}"
+        broker = subprocess.Popen([tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        args.bootstrap_servers = f"127.0.0.1:{port}"
+        time.sleep(0.5)
+    settings, state = KafkaSettings(args.bootstrap_servers), Path(tempfile.mkdtemp())
+    try:
+        print("| events per message | events | raw produce ev/s | raw consume ev/s | raw end to end ev/s | "
+              "poisonsim produce ev/s | poisonsim consume ev/s | poisonsim end to end ev/s | ratio |")  # fmt: skip
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for per_message, n in ((1, args.events), (args.per_message, args.batched_events)):
+            s = scenario(n)
+            runs = [(raw(settings, s, per_message), ours(settings, s, per_message, state)) for _ in range(args.repeat)]
+            rp, rc = min(r[0][0] for r in runs), min(r[0][1] for r in runs)
+            pp, pc = min(r[1][0] for r in runs), min(r[1][1] for r in runs)
+            print(f"| {per_message} | {n:,} | {n / rp:,.0f} | {n / rc:,.0f} | {n / (rp + rc):,.0f} | {n / pp:,.0f} | "
+                  f"{n / pc:,.0f} | {n / (pp + pc):,.0f} | {(rp + rc) / (pp + pc):.2f}x |", flush=True)  # fmt: skip
+        lags = lag_under_load(args.bootstrap_servers, args.lag_events, args.lag_rate, state)
+        if lags:
+            print(f"\nconsumer lag with producers at {args.lag_rate:,.0f} merged events/s (one per message), "
+                  f"{len(lags)} samples: max {max(lags):,.0f} messages, last {lags[-1]:,.0f}, "
+                  f"median {sorted(lags)[len(lags) // 2]:,.0f}")  # fmt: skip
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+        if broker is not None:
+            broker.terminate()
+            broker.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Sweep scaling: the same CPU-bound grid with 1 worker and with 2, side by side.
+
+    .venv/bin/python benchmarks/sweep_scaling.py [--runs 16] [--events 1000000] [--repeat 3]
+
+The grid is the greedy centroid-shift attack on a 64-feature detector, one run
+per (rate, seed). numba kernels are compiled (and cached on disk) by a warm-up
+run before any timing, so each worker process only loads them from the cache.
+``--workers 1`` runs in this process; ``--workers 2`` spawns a process pool,
+whose start-up is inside the timing. The two sides alternate, ``--repeat``
+rounds, and the best time of each is kept (the machine may be shared). The
+two tables are checked equal (timing fields aside) and the speed-up is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from simulator.config import Scenario  # noqa: E402
+from simulator.engine import TIMING_FIELDS, run  # noqa: E402
+from simulator.sweep import Grid, run_sweep  # noqa: E402
+
+BASE = {
+    "stream": {"n_features": 64},
+    "model": {"window_size": 100, "window_policy": "average-out"},
+    "attack": {"kind": "centroid-shift", "start": 1000},
+    "evaluation": {"every": 100_000},
+}
+
+
+def grid(runs: int, events: int) -> Grid:
+    rates = [0.05, 0.1, 0.15, 0.2]
+    seeds = list(range(1, max(1, runs // len(rates)) + 1))
+    base = {**BASE, "stream": {**BASE["stream"], "n_events": events}}
+    return Grid.from_dict({"base": base, "seeds": seeds, "axes": {"attack.rate": rates}})
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the pool's workers, once joined)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=16, help="runs in the grid (a multiple of 4)")
+    parser.add_argument("--events", type=int, default=1_000_000, help="events per run")
+    parser.add_argument("--repeat", type=int, default=3, help="time each side this many times, keep the best")
+    args = parser.parse_args()
+    sweep = grid(args.runs, args.events)
+    run(Scenario.from_dict({**BASE, "stream": {"n_features": 64, "n_events": 5000}, "attack": {"kind": "centroid-shift",
+        "rate": 0.1}}))  # fmt: skip  # warm-up: numba compiles once and caches on disk
+    print(f"grid: {len(sweep.runs())} runs of {args.events:,} events (centroid-shift, 64 features); "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    timings: dict[int, list[float]] = {1: [], 2: []}
+    tables = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for attempt in range(args.repeat):  # alternate, so a busy moment hits both sides alike
+            for workers in (1, 2):
+                out = Path(tmp) / f"w{workers}-{attempt}"
+                cpu, started = _cpu_seconds(), time.perf_counter()
+                run_sweep(sweep, out, workers=workers)
+                timings[workers].append(time.perf_counter() - started)
+                cores = (_cpu_seconds() - cpu) / timings[workers][-1]
+                tables[workers] = pd.read_parquet(out / "results.parquet").drop(columns=list(TIMING_FIELDS))
+                shutil.rmtree(out)
+                # fewer cores busy than workers means other processes had the machine
+                print(f"round {attempt + 1}, workers={workers}: {timings[workers][-1]:6.2f} s, {cores:.2f} cores busy")
+    pd.testing.assert_frame_equal(tables[1], tables[2])
+    best = {workers: min(times) for workers, times in timings.items()}
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"best of {args.repeat}: 1 worker {best[1]:.2f} s, 2 workers {best[2]:.2f} s; "
+          f"speed-up {best[1] / best[2]:.2f}x (tables identical, timing fields aside)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

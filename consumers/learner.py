@@ -1,0 +1,245 @@
+"""The learner process: merge the two topics, learn test-then-train, evaluate, export, checkpoint.
+
+It rebuilds the scenario's :class:`~simulator.engine.World` from the scenario
+file (so it knows the model's warm-up and the white-box attacker's target),
+reads the scenario's partition of the benign and attack topics, merges them
+back into the embedded order (:class:`~simulator.merge.Merger`) and feeds a
+:class:`~simulator.engine.Learner`. Messages that do not decode go to the
+dead-letter topic.
+
+Delivery is at least once and learning exactly once: a checkpoint holds the
+model and evaluator state together with the offsets it reflects (per topic,
+the first message holding an event not yet learned); it is written atomically
+every ``--checkpoint-interval`` seconds and on SIGTERM, and only then are the
+offsets committed to the consumer group. A restart (after a crash or kill -9)
+loads the checkpoint, seeks to its offsets and drops redelivered events it has
+already learned, so it ends with the same model and metrics as a run that was
+never interrupted.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from simulator import checkpoint, kafka as kafka_io
+from simulator.codec import Codec
+from simulator.engine import Learner, RunResult, World
+from simulator.exporter import STREAMS, ConsumerMetrics, LearnerCollector, scenario_info
+from simulator.merge import Merger
+
+log = logging.getLogger("consume")
+
+
+@dataclass
+class LearnerOptions:
+    topics: tuple[str, str]  # benign, attack
+    dead_letter_topic: str
+    group_id: str | None
+    checkpoint_path: Path
+    checkpoint_interval_s: float = 5.0
+    fresh: bool = False
+    stall_s: float = 5.0
+    gap_timeout_s: float = 0.0  # 0: wait for a missing event forever
+    max_buffered: int = 2_000_000
+    partitions: int = 1
+
+
+class LearnerProcess:
+    """One scenario's learner over Kafka."""
+
+    def __init__(self, scenario, settings: kafka_io.KafkaSettings, options: LearnerOptions, registry, stop):
+        self.scenario, self.settings, self.options, self.stop = scenario, settings, options, stop
+        self.key = kafka_io.scenario_key(scenario)
+        self.world = World.build(scenario)
+        self.learner = Learner(self.world)
+        self.n_events = scenario.stream.n_events
+        self.codec = Codec(self.world.source.n_features, self.world.source.n_classes, self.n_events)
+        self.metrics = ConsumerMetrics(registry)
+        self.collector = LearnerCollector(scenario.model.kind, registry)
+        scenario_info(registry, scenario, self.key.decode(), "learner")
+        self.merger = Merger(2)
+        self.counts = {"events": [0, 0], "dead_letters": {}}  # what the checkpoint carries over to the metrics
+        self.dead_letters: kafka_io.DeadLetters | None = None
+        self._started: float | None = None
+        self._restore()
+        self.collector.update(self.learner)
+
+    # -- checkpoint ---------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        path = self.options.checkpoint_path
+        if self.options.fresh and path.exists():
+            log.info("--fresh: ignoring the checkpoint %s", path)
+            return
+        if not path.exists():
+            log.info("no checkpoint at %s: starting from the beginning of the topics", path)
+            return
+        state = checkpoint.load(path)
+        if state.get("scenario_key") != self.key.decode() or list(state.get("topics", [])) != list(self.options.topics):
+            raise checkpoint.CheckpointError(
+                f"{path} is for scenario {state.get('scenario_key')} on topics {state.get('topics')}, not "
+                f"{self.key.decode()} on {list(self.options.topics)}; use --fresh or another --checkpoint-dir"
+            )
+        self.learner.set_state(state["learner"])
+        self.merger = Merger(2, next_id=int(state["next_id"]), consumed=[int(o) for o in state["offsets"]])
+        self.counts = state["counters"]
+        for stream, n in zip(STREAMS, self.counts["events"]):
+            self.metrics.events.labels(stream=stream).inc(n)
+        for reason, n in self.counts["dead_letters"].items():
+            self.metrics.dead_letters.labels(reason=reason).inc(n)
+        log.info("resumed from %s: stream position %d, offsets %s", path, self.merger.next_id, state["offsets"])
+
+    def save_checkpoint(self) -> None:
+        if self.dead_letters is not None:
+            self.dead_letters.flush()  # what the offsets skip must be in the dead-letter topic first
+        offsets = self.merger.resume_offsets()
+        state = {
+            "scenario_key": self.key.decode(),
+            "topics": list(self.options.topics),
+            "next_id": self.merger.next_id,
+            "offsets": offsets,
+            "learner": self.learner.get_state(),
+            "counters": self.counts,
+        }
+        checkpoint.save(self.options.checkpoint_path, state)
+        self.metrics.checkpoints.inc()
+        self.metrics.checkpoint_time.set_to_current_time()
+        self.receiver.commit(offsets, metadata=f"{self.key.decode()}@{self.merger.next_id}")
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> RunResult | None:
+        """Consume until the stream is complete (returns the result) or a stop (returns None)."""
+        options = self.options
+        if self.merger.next_id < self.n_events:
+            counts = kafka_io.ensure_topics(self.settings, [*options.topics, options.dead_letter_topic],
+                                            options.partitions, self.stop)  # fmt: skip
+            self.dead_letters = kafka_io.DeadLetters(self.settings, options.dead_letter_topic)
+            self.receiver = kafka_io.EventReceiver(self.settings, list(options.topics), self.key, self.codec, counts,
+                                                   self.dead_letters, options.group_id)  # fmt: skip
+            self.receiver.seek(self.merger.resume_offsets())
+            where = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in self.receiver.partitions)
+            log.info("%s: consuming %s from stream position %d", self.key.decode(), where, self.merger.next_id)
+            try:
+                self._loop()
+                self.save_checkpoint()
+            finally:
+                self.receiver.close()
+                self.dead_letters.close()
+        if self.merger.next_id < self.n_events:
+            log.info("stopped at stream position %d; checkpoint written", self.merger.next_id)
+            return None
+        evaluator = self.learner.evaluator
+        if not evaluator.rows or evaluator.rows[-1]["events"] != evaluator.events:
+            evaluator.evaluate()  # events were skipped over a gap: the last step still gets a row
+        elapsed = time.monotonic() - self._started if self._started is not None else 0.0
+        return RunResult(summary=self.learner.summary(elapsed), timeseries=evaluator.rows)
+
+    def _loop(self) -> None:
+        options, merger = self.options, self.merger
+        gc.freeze()  # what lives for the whole run (world, clients) is kept out of the collector's way
+        self._started = last_checkpoint = last_arrival = last_release = last_lag = time.monotonic()
+        stalled_since: float | None = None
+        paused = [False, False]
+        while merger.next_id < self.n_events and not self.stop():
+            received = self.receiver.poll(timeout_ms=200)
+            now = time.monotonic()
+            if received:
+                began = time.perf_counter()
+                arrived = self._ingest(received)
+                released = self._feed()
+                self.metrics.processing.observe(time.perf_counter() - began)
+                if arrived:
+                    last_arrival = now
+                    if stalled_since is not None:
+                        log.warning("events arriving again after %.1f s", now - stalled_since)
+                        stalled_since = None
+                        self.metrics.stalled.set(0)
+                if released:
+                    last_release = now
+                paused = self._flow_control(paused)
+            elif now - last_arrival > options.stall_s and stalled_since is None:
+                stalled_since = last_arrival
+                self.metrics.stalled.set(1)
+                log.warning("no events for %.0f s at stream position %d of %d: waiting (broker unreachable "
+                            "or producers not running)", now - last_arrival, merger.next_id, self.n_events)  # fmt: skip
+            if merger.buffered and now - last_release > max(options.gap_timeout_s, 10.0):
+                self._gap(now - last_release, paused)
+                last_release = now
+            if now - last_lag > 1.0:
+                self._update_lag()
+                last_lag = now
+            if now - last_checkpoint > options.checkpoint_interval_s:
+                self.save_checkpoint()
+                last_checkpoint = now
+        self._update_lag()
+
+    def _update_lag(self) -> None:
+        for stream, lag in zip(STREAMS, self.receiver.lag()):
+            if lag is not None:
+                self.metrics.lag.labels(stream=stream).set(lag)
+
+    def _ingest(self, received: list[kafka_io.Received]) -> int:
+        arrived = 0
+        for part in received:
+            batch, truth = part.decoded.batch, part.decoded.truth
+            before = self.merger.duplicates
+            self.merger.add(part.stream, batch, truth, part.offsets)
+            self.merger.mark_consumed(part.stream, part.next_offset)
+            self.metrics.duplicates.inc(self.merger.duplicates - before)
+            if part.ignored:
+                self.metrics.ignored.inc(part.ignored)
+            for reason in part.dead:
+                self.metrics.dead_letters.labels(reason=reason).inc()
+                self.counts["dead_letters"][reason] = self.counts["dead_letters"].get(reason, 0) + 1
+            arrived += len(batch)
+        return arrived
+
+    def _feed(self) -> int:
+        released = 0
+        before = self.merger.duplicates
+        while (ready := self.merger.pop()) is not None:
+            batch, truth, streams = ready
+            self.learner.feed(batch, truth)
+            for i, n in enumerate(np.bincount(streams, minlength=2).tolist()):
+                if n:
+                    self.metrics.events.labels(stream=STREAMS[i]).inc(n)
+                    self.counts["events"][i] += n
+            released += len(batch)
+        self.metrics.duplicates.inc(self.merger.duplicates - before)
+        self.metrics.buffered.set(self.merger.buffered)
+        if released:
+            self.collector.update(self.learner)
+        return released
+
+    def _flow_control(self, paused: list[bool]) -> list[bool]:
+        """Pause the topic that runs too far ahead of the other; resume when the buffer drains."""
+        ahead = self.merger.ahead() if self.merger.buffered > self.options.max_buffered else None
+        for stream in range(2):
+            should = bool(ahead) and ahead[stream] > ahead[1 - stream]
+            if should != paused[stream] and (should or self.merger.buffered < self.options.max_buffered // 2):
+                self.receiver.pause(stream, should)
+                log.info("%s %s: %d events buffered", "pausing" if should else "resuming",
+                         self.options.topics[stream], self.merger.buffered)  # fmt: skip
+                paused[stream] = should
+        return paused
+
+    def _gap(self, waited: float, paused: list[bool]) -> None:
+        """The next event has not come for a while although later ones have."""
+        lags = self.receiver.lag()
+        caught_up = all(p or lag == 0 for p, lag in zip(paused, lags))
+        if self.options.gap_timeout_s and caught_up:
+            skipped = self.merger.skip_gap()
+            self.metrics.skipped.inc(skipped)
+            log.error("gave up on %d missing event(s) before id %d after %.0f s (--gap-timeout)", skipped,
+                      self.merger.next_id, waited)  # fmt: skip
+            self._feed()
+        else:
+            log.warning("waiting %.0f s for event %d (%d later events buffered; lag %s)", waited,
+                        self.merger.next_id, self.merger.buffered, lags)  # fmt: skip

