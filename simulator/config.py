@@ -124,6 +124,49 @@ class AttackConfig:
     supplier_events: int = _opt(5_000, "supply chain / surrogate: attacker's own clean training events", ge=1)
 
 
+DEFENSE_KINDS = (
+    "outlier-rejection", "robust-centroid", "source-quota", "fpr-reset", "drift-reset",
+    "strip", "isolation", "fine-pruning", "activation-analysis",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DefenseConfig:
+    """One ``[[defense]]`` table; each kind reads the keys that concern it."""
+
+    kind: str = _opt("outlier-rejection", "defense family", choices=DEFENSE_KINDS)
+    every: int = _opt(500, "events between a defense's checks (fpr-reset, drift-reset, isolation, pruning)", ge=1)
+    # window defenses
+    radius_factor: float = _opt(1.0, "outlier-rejection: learn only points within this many radii", gt=0)
+    estimator: str = _opt("median", "robust-centroid: centroid estimate", choices=("median", "trimmed-mean"))
+    trim: float = _opt(0.1, "robust-centroid: share cut from each end for the trimmed mean", ge=0, lt=0.5)
+    quota: float = _opt(0.2, "source-quota: most share of a window one source may hold", gt=0, le=1)
+    alpha: float = _opt(0.1, "fpr-reset: false alarm budget on trusted clean traffic", gt=0, lt=1)
+    detector: str = _opt("adwin", "drift-reset: river drift detector", choices=("adwin", "page-hinkley", "kswin"))
+    signal: str = _opt("distance", "drift-reset: watched signal", choices=("distance", "confidence"))
+    action: str = _opt("reset", "drift-reset: on alarm", choices=("reset", "freeze"))
+    # runtime detection
+    overlays: int = _opt(16, "strip: clean inputs each input is superimposed on (N)", ge=1, le=1024)
+    superimpose: str = _opt("blend", "strip: how inputs are superimposed", choices=("blend", "additive"))
+    frr: float = _opt(0.01, "strip: false rejection rate the threshold is calibrated for", gt=0, lt=1)
+    mode: str = _opt("flag", "strip: flag inputs only, or drop them before the model", choices=("flag", "drop"))
+    # training-time isolation and unlearning
+    rule: str = _opt(
+        "mixture", "isolation: loss cutoff rule",
+        choices=("fraction", "threshold", "percentile", "mixture"),
+    )  # fmt: skip
+    fraction: float = _opt(0.05, "isolation: share isolated by the fraction rule", gt=0, lt=1)
+    gamma: float = _opt(0.5, "isolation: loss threshold gamma (flooding, as in ABL)", gt=0)
+    percentile: float = _opt(5.0, "isolation: loss percentile cutoff", gt=0, lt=100)
+    unlearn: bool = _opt(True, "isolation: gradient ascent on isolated samples, fine-tune on the rest")
+    unlearn_weight: float = _opt(1.0, "isolation: lambda of the unlearning (ascent) loss", gt=0)
+    # model analysis and repair
+    margin: float = _opt(0.03, "fine-pruning: clean accuracy drop allowed while pruning", gt=0, lt=1)
+    when: str = _opt("once", "fine-pruning: run once at the end of the attack window, or on drift alarms",
+                     choices=("once", "drift"))  # fmt: skip
+    at: int | None = _opt(None, "fine-pruning / activation-analysis: event index to run at (default: the end)", ge=0)
+
+
 @dataclass(frozen=True)
 class EvaluationConfig:
     every: int = _opt(1_000, "evaluate every k events", ge=1)
@@ -145,13 +188,14 @@ class Scenario:
     model: ModelConfig = field(default_factory=ModelConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    defense: tuple[DefenseConfig, ...] = ()
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Scenario:
         """Validate a parsed TOML document and build the scenario."""
         if not isinstance(raw, dict):
             raise ConfigError(f"scenario: expected a table, got {raw!r}")
-        allowed = {"seed", "name", *SECTIONS}
+        allowed = {"seed", "name", "defense", *SECTIONS}
         for key in raw:
             if key not in allowed:
                 raise ConfigError(f"{key}: unknown key; allowed: {', '.join(sorted(allowed))}")
@@ -165,6 +209,13 @@ class Scenario:
             if not isinstance(table, dict):
                 raise ConfigError(f"{section}: expected a table, got {table!r}")
             parts[section] = _build_section(section, klass, table)
+        defenses = raw.get("defense", [])
+        if not isinstance(defenses, list) or not all(isinstance(d, dict) for d in defenses):
+            raise ConfigError(f"defense: expected a list of tables ([[defense]]), got {defenses!r}")
+        parts["defense"] = tuple(_build_section(f"defense[{i}]", DefenseConfig, d) for i, d in enumerate(defenses))
+        kinds = [d.kind for d in parts["defense"]]
+        if len(set(kinds)) != len(kinds):
+            raise ConfigError(f"defense: each kind at most once, got {', '.join(kinds)}")
         scenario = cls(seed=seed, name=name, **parts)
         _check_combination(scenario)
         return scenario
@@ -233,6 +284,7 @@ def describe_options() -> str:
 
     for section, klass in SECTIONS.items():
         walk(section, klass)
+    walk("[[defense]]", DefenseConfig)
     return "\n".join(lines)
 
 
@@ -334,6 +386,6 @@ def _check_combination(s: Scenario) -> None:
 def _drop_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, tuple):
-        return list(value)
+    if isinstance(value, (tuple, list)):
+        return [_drop_none(v) for v in value]
     return value

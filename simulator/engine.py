@@ -19,7 +19,7 @@ import copy
 import csv
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +28,7 @@ import numpy as np
 from simulator.attacks import Attack, build_attack, build_schedule
 from simulator.config import Scenario
 from simulator.data import Source, make_source
+from simulator.defenses import TRUSTED_EVENTS, Defense, DefenderKnowledge, build_defenses
 from simulator.events import EventBatch, Truth
 from simulator.metrics import TIMESERIES_COLUMNS, Evaluator
 from simulator.models import CentroidDetector, WhiteBoxResponder, build_model, warmup_size
@@ -35,6 +36,7 @@ from simulator.stream import MergedStream, attacker_knowledge
 from simulator.transport import InMemoryTransport, Transport
 
 TOPIC = "events"
+DEFENSE_UNIT = 64  # events a defense judges at a time
 MAX_BATCH = 16_384
 TIMING_FIELDS = ("elapsed_seconds", "events_per_second")
 
@@ -53,18 +55,19 @@ class World:
     source: Source
     model: object
     attack: Attack
+    defenses: list[Defense] = field(default_factory=list)
 
     @classmethod
     def build(cls, scenario: Scenario) -> World:
         """Source, warmed-up model and fitted attack, reproducibly from the seed."""
-        rng_source, rng_warmup, rng_model, rng_attacker, _ = _seeds(scenario)
+        rng_source, rng_warmup, rng_model, rng_attacker, *_ = _seeds(scenario)
         source = make_source(scenario.stream, np.random.default_rng(rng_source))
         model = build_model(scenario.model, source.n_classes, _seed_int(rng_model), source.n_features, source.image_side)
         attack = build_attack(scenario.attack)
         if attack.supplies_model:  # the victim starts from the attacker's model, not its own pre-training
             attack.fit(attacker_knowledge(source, model=model), np.random.default_rng(rng_attacker))
             model.start_from(attack.supplied_, scenario.model.load_supplied)
-            return cls(scenario, source, model, attack)
+            return cls(scenario, source, model, attack, _defenses(scenario, source, model))
         warmup = warmup_size(scenario.model, source.n_classes)
         if warmup:
             model.learn_many(*source.sample(np.random.default_rng(rng_warmup), warmup))
@@ -73,7 +76,7 @@ class World:
         else:
             knowledge = attacker_knowledge(source, model=copy.deepcopy(model))
         attack.fit(knowledge, np.random.default_rng(rng_attacker))
-        return cls(scenario, source, model, attack)
+        return cls(scenario, source, model, attack, _defenses(scenario, source, model))
 
     def stream(self) -> MergedStream:
         """The producer side: the merged stream, batch by batch."""
@@ -95,9 +98,16 @@ class Learner:
     def __init__(self, world: World):
         self.world = world
         self.model = world.model
+        self.defenses = world.defenses
         self.evaluator = Evaluator(world.model, world.source, world.attack)
+        for defense in self.defenses:
+            self.evaluator.defense_counts[defense.kind] = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
+            if hasattr(defense, "flag"):  # a runtime detector: FAR / FRR measured on held-out inputs
+                self.evaluator.detectors[defense.kind] = defense
         self.every = world.scenario.evaluation.every
         self.n_events = world.scenario.stream.n_events
+        # defenses judge whole units of events, so their verdicts do not depend on batch cuts either
+        self.unit = DEFENSE_UNIT if self.defenses else self.every
         self.evaluator.evaluate()  # the starting point: row 0, before the first event
 
     @property
@@ -109,17 +119,32 @@ class Learner:
         done = 0
         while done < len(batch):
             until_eval = self.every - self.events % self.every
-            part = slice(done, min(len(batch), done + until_eval))
+            until_unit = self.unit - self.events % self.unit
+            part = slice(done, min(len(batch), done + until_eval, done + until_unit))
             self._process(batch.select(part), truth.select(part))
             done = part.stop
             if self.events % self.every == 0 or self.events == self.n_events:
                 self.evaluator.evaluate()
 
     def _process(self, batch: EventBatch, truth: Truth) -> None:
+        flags = {}
+        admitted = np.ones(len(batch), dtype=bool)
+        for defense in self.defenses:  # before the model: runtime detection, gates
+            flagged = defense.inspect(batch, self.model)
+            flags[defense.kind] = np.zeros(len(batch), dtype=bool) if flagged is None else flagged
+            if defense.drops and flagged is not None:
+                admitted &= ~flagged
+        let_in, let_in_truth = (batch, truth) if admitted.all() else (batch.select(admitted), truth.select(admitted))
         attack = self.world.attack
-        responder = WhiteBoxResponder(truth.is_adaptive, attack.target_x_[0]) if attack.adaptive else None
-        predictions, slots = self.model.process_many(batch.x, batch.y, responder)
-        self.evaluator.observe(batch, truth, predictions, slots)
+        responder = WhiteBoxResponder(let_in_truth.is_adaptive, attack.target_x_[0]) if attack.adaptive else None
+        predictions, slots = self.model.process_many(let_in.x, let_in.y, responder)
+        self.evaluator.observe(batch, truth, predictions, slots, None if admitted.all() else admitted)
+        position = self.events
+        for defense in self.defenses:  # after the model: verdicts on what it saw, repairs
+            flagged = defense.update(let_in, predictions, slots, self.model, position)
+            if flagged is not None:
+                flags[defense.kind][admitted] |= flagged
+            self.evaluator.observe_flags(defense.kind, flags[defense.kind], truth)
 
     def summary(self, elapsed: float) -> dict:
         scenario = self.world.scenario
@@ -168,7 +193,8 @@ def write_results(result: RunResult, scenario: Scenario, out: str | Path) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
     with open(out / "timeseries.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TIMESERIES_COLUMNS, lineterminator="\n")
+        extra = [k for k in (result.timeseries[0] if result.timeseries else {}) if k not in TIMESERIES_COLUMNS]
+        writer = csv.DictWriter(handle, fieldnames=[*TIMESERIES_COLUMNS, *extra], lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in result.timeseries)
     (out / "scenario.toml").write_text(scenario.to_toml())
@@ -186,8 +212,19 @@ def _batches(n_events: int, every: int):
 
 
 def _seeds(scenario: Scenario) -> list[np.random.SeedSequence]:
-    """Independent streams: source, warm-up, model, attacker, merged stream."""
-    return np.random.SeedSequence(scenario.seed).spawn(5)
+    """Independent streams: source, warm-up, model, attacker, merged stream, defender."""
+    return np.random.SeedSequence(scenario.seed).spawn(6)
+
+
+def _defenses(scenario: Scenario, source: Source, model) -> list[Defense]:
+    """The scenario's defenses, fitted on a trusted clean sample the defender owns."""
+    defenses = build_defenses(scenario.defense)
+    if not defenses:
+        return defenses
+    rng = np.random.default_rng(_seeds(scenario)[5])
+    clean_x, clean_y = source.sample(rng, TRUSTED_EVENTS)
+    knowledge = DefenderKnowledge(clean_x, clean_y, source.n_classes, source.image_side)
+    return [defense.fit(knowledge, model, rng) for defense in defenses]
 
 
 def _seed_int(seq: np.random.SeedSequence) -> int:

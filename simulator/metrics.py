@@ -45,6 +45,7 @@ TIMESERIES_COLUMNS = (
     "centroid_displacement",
     "window_contamination",
     "stream_alarm_rate",
+    "dropped_events",
 )
 
 
@@ -62,6 +63,9 @@ class Evaluator:
         self.correct = 0
         self.judged = 0
         self.alarms = 0
+        self.dropped = 0  # events a defense kept from the model
+        self.defense_counts: dict[str, dict[str, int]] = {}  # kind -> tp/fp/tn/fn
+        self.detectors: dict[str, object] = {}  # kind -> defense with flag(X, model): FAR/FRR on held-out
         self.rows: list[dict] = []
         if self.has_windows:
             self.initial_centers = self._centers().copy()
@@ -72,11 +76,22 @@ class Evaluator:
             self._poison_share = np.zeros(n_windows)
             self._counts = model.window_counts.copy()  # the warm-up filled them with clean points
 
-    def observe(self, batch: EventBatch, truth: Truth, predictions: np.ndarray, slots: np.ndarray) -> None:
-        """Account for one processed batch."""
-        m = len(batch)
-        self.events += m
+    def observe(
+        self,
+        batch: EventBatch,
+        truth: Truth,
+        predictions: np.ndarray,
+        slots: np.ndarray | None,
+        admitted: np.ndarray | None = None,
+    ) -> None:
+        """Account for one batch; ``predictions`` and ``slots`` cover its ``admitted`` rows
+        (all rows by default: defenses that drop events leave the others)."""
+        self.events += len(batch)
         self.poison_events += int(truth.is_poison.sum())
+        if admitted is not None:
+            self.dropped += int((~admitted).sum())
+            batch, truth = batch.select(admitted), truth.select(admitted)
+        m = len(batch)
         benign = ~truth.is_poison
         if self.is_detector:
             self.correct += int((predictions == truth.is_poison).sum())
@@ -94,6 +109,15 @@ class Evaluator:
             self._policy, self._window_size,
         )  # fmt: skip
 
+    def observe_flags(self, kind: str, flagged: np.ndarray, truth: Truth) -> None:
+        """A defense's verdicts on a batch, against ground truth (flagged = judged poison)."""
+        counts = self.defense_counts.setdefault(kind, {"tp": 0, "fp": 0, "tn": 0, "fn": 0})
+        poison = truth.is_poison
+        counts["tp"] += int((flagged & poison).sum())
+        counts["fp"] += int((flagged & ~poison).sum())
+        counts["tn"] += int((~flagged & ~poison).sum())
+        counts["fn"] += int((~flagged & poison).sum())
+
     def evaluate(self) -> dict:
         """Measure now; the row is kept for the timeseries and returned."""
         row = {
@@ -108,7 +132,12 @@ class Evaluator:
             "centroid_displacement": float(self._shifts().max()) if self.has_windows else None,
             "window_contamination": self._contamination() if self.has_windows else None,
             "stream_alarm_rate": _ratio(self.alarms, self.events) if self.is_detector else None,
+            "dropped_events": self.dropped,
         }
+        for kind, counts in self.defense_counts.items():
+            row.update({f"defense.{kind}.{k}": v for k, v in counts.items()})
+        for kind, detector in self.detectors.items():
+            row.update({f"defense.{kind}.{k}": v for k, v in self._runtime_rates(detector).items()})
         self.rows.append(row)
         return row
 
@@ -122,6 +151,9 @@ class Evaluator:
         }
         if self.attack.report_:
             summary["attack_details"] = dict(self.attack.report_)
+        if self.defense_counts or self.detectors:
+            summary["defenses"] = {kind: self._defense_summary(kind, last) for kind in
+                                   {**self.defense_counts, **self.detectors}}  # fmt: skip
         if self.has_windows:
             summary["centroid_displacement_by_class"] = {str(k): float(v) for k, v in enumerate(self._shifts())}
         if self.is_detector:
@@ -142,6 +174,22 @@ class Evaluator:
         if self.is_detector:
             return float(1.0 - predictions.mean())
         return float((predictions == self.source.test_y).mean())
+
+    def _defense_summary(self, kind: str, last: dict) -> dict:
+        prefix = f"defense.{kind}."
+        figures = {k[len(prefix) :]: v for k, v in last.items() if k.startswith(prefix)}
+        tp, fp, fn = figures.get("tp", 0), figures.get("fp", 0), figures.get("fn", 0)
+        if kind in self.defense_counts:
+            figures["precision"] = _ratio(tp, tp + fp)
+            figures["recall"] = _ratio(tp, tp + fn)
+        return figures
+
+    def _runtime_rates(self, detector) -> dict:
+        """A runtime detector on held-out inputs: FRR on clean ones, FAR on the attacker's success inputs."""
+        rates = {"frr": float(detector.flag(self.source.test_x, self.model).mean())}
+        if self.attack.target_x_ is not None and self.attack.target_class_ is not None:
+            rates["far"] = float(1.0 - detector.flag(self.attack.target_x_, self.model).mean())
+        return rates
 
     def _target_probability(self) -> float | None:
         """Mean probability the model gives the target class on the success inputs (neural nets)."""
@@ -174,7 +222,7 @@ class Evaluator:
 
     # -- checkpointing (simulator.checkpoint) ---------------------------------
 
-    _REFERENCES = ("model", "source", "attack")
+    _REFERENCES = ("model", "source", "attack", "detectors")  # rebuilt from the scenario, not saved
 
     def get_state(self) -> dict:
         """Everything the evaluator accumulated: numpy arrays and plain values (copies)."""

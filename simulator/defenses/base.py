@@ -1,0 +1,63 @@
+"""The defender's side: what it knows, and the two hooks every defense has.
+
+A defense sees each batch twice, in stream order:
+
+- :meth:`Defense.inspect`, *before* the model: it returns the events it
+  flags (``None``: none). A gating defense (``drops = True``) keeps its
+  flagged events from the model altogether: they are neither predicted nor
+  learned, and the evaluator counts them as dropped.
+- :meth:`Defense.update`, *after* the model has processed what was let
+  through: it sees the predictions and, for centroid models, the slots
+  written (``NOT_LEARNED`` where the model refused a point), may flag events
+  then (returning a mask over the batch it was given), and may change the
+  model (reset a window, unlearn, prune).
+
+A defense never reads ground truth: the evaluator alone holds the flags
+against it (tp/fp/tn/fn). What a defense knows is a :class:`DefenderKnowledge`:
+a trusted clean sample it owns, drawn from the benign distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.base import Estimator
+from simulator.events import EventBatch
+
+TRUSTED_EVENTS = 1_000
+
+
+@dataclass(frozen=True)
+class DefenderKnowledge:
+    """What the defender owns before the stream starts."""
+
+    clean_x: np.ndarray  # a trusted clean sample (float32, (m, d))
+    clean_y: np.ndarray
+    n_classes: int
+    image_side: int | None = None
+
+
+class Defense(Estimator):
+    """Base: flags nothing, changes nothing."""
+
+    kind: str = ""
+    drops: bool = False  # True: events flagged by inspect() never reach the model
+
+    def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> Defense:
+        """Prepare from what the defender owns (may configure the model); returns ``self``."""
+        return self
+
+    def inspect(self, batch: EventBatch, model) -> np.ndarray | None:
+        """Events flagged before the model sees the batch."""
+        return None
+
+    def update(self, batch: EventBatch, predictions: np.ndarray, slots: np.ndarray | None, model,
+               position: int) -> np.ndarray | None:  # fmt: skip
+        """After the model processed ``batch``; ``position`` = events processed so far in the stream."""
+        return None
+
+    def report(self) -> dict:
+        """Extra figures of this defense for the summary (plain values)."""
+        return {}
