@@ -223,14 +223,7 @@ class Scenario:
     @classmethod
     def from_toml(cls, path: str | Path, overrides: list[str] = (), seed: int | None = None) -> Scenario:
         """Read a scenario file, apply ``--set`` overrides and an optional seed."""
-        path = Path(path)
-        try:
-            raw = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such scenario file") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-        raw = apply_overrides(raw, overrides)
+        raw = apply_overrides(read_toml(Path(path), "scenario"), overrides)
         if seed is not None:
             raw["seed"] = seed
         return cls.from_dict(raw)
@@ -259,14 +252,29 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             value = tomllib.loads(f"v = {text.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = text.strip()
-        *parents, leaf = key.split(".")
-        table = raw
-        for part in parents:
-            table = table.setdefault(part, {})
-            if not isinstance(table, dict):
-                raise ConfigError(f"--set {key}: {part} is not a table")
-        table[leaf] = value
+        set_key(raw, key, value)
     return raw
+
+
+def set_key(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted key in a parsed scenario, creating tables on the way."""
+    *parents, leaf = key.split(".")
+    table = raw
+    for part in parents:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{key}: {part} is not a table")
+    table[leaf] = value
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file as a table; a missing or malformed file is a ConfigError naming it."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {what} file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
 def describe_options() -> str:

@@ -57,7 +57,7 @@ def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
     for name, default in DEFAULT_TOPICS.items():
         flag = name.replace("_", "-")
         kafka.add_argument(f"--{flag}-topic", default=_env(f"{name.upper()}_TOPIC", default), metavar="TOPIC",
-                           help=f"default %(default)s")  # fmt: skip
+                           help="default %(default)s")  # fmt: skip
     kafka.add_argument("--partitions", type=int, default=int(_env("PARTITIONS", "1")),
                        help="partitions of topics this process creates when missing (default %(default)s)")  # fmt: skip
 
