@@ -8,9 +8,13 @@ scenario's rebuilt world. Verdicts are scored against the ground-truth header
 into ``poisonsim_detections_total{detector,outcome}``; offsets are committed
 after each poll is scored.
 
-Detectors are looked up by name in :data:`DETECTORS` (``flag(model, X)``
-returns one boolean per row). A white-box attacker's events are placeholders
-until the learner fills them in, so they are not judged here.
+Detectors are looked up by name in :data:`DETECTORS`: each builds, from the
+scenario's world, a ``flag(model, X)`` returning one boolean per row and a
+``refresh(model)`` run whenever a new snapshot is loaded. ``strip`` uses the
+scenario's ``[[defense]] kind = "strip"`` (its trusted sample, overlays and
+target false rejection rate) and recalibrates its threshold on each snapshot.
+A white-box attacker's events are placeholders until the learner fills them
+in, so they are not judged here.
 """
 
 from __future__ import annotations
@@ -28,16 +32,28 @@ from simulator.config import ConfigError
 from simulator.engine import World
 from simulator.exporter import DetectorMetrics, scenario_info
 from simulator.models import CentroidDetector
+from simulator.models.neural import NeuralClassifier
 
 log = logging.getLogger("detect")
 
 
-def centroid_alarm(model, X: np.ndarray) -> np.ndarray:
+def centroid_alarm(world: World) -> tuple[Callable, Callable]:
     """The centroid detector's own alarm (``||x - c|| > r``) on the snapshot."""
-    return model.predict_many(X)
+    return (lambda model, X: model.predict_many(X)), (lambda model: None)
 
 
-DETECTORS: dict[str, tuple[Callable, type]] = {"centroid": (centroid_alarm, CentroidDetector)}
+def strip(world: World) -> tuple[Callable, Callable]:
+    """STRIP with the scenario's own strip defense, recalibrated on each snapshot."""
+    defense = next((d for d in world.defenses if d.kind == "strip"), None)
+    if defense is None:
+        raise ConfigError('--detector strip: the scenario has no [[defense]] with kind = "strip"')
+    return (lambda model, X: defense.flag(X, model)), defense.calibrate
+
+
+DETECTORS: dict[str, tuple[Callable, type]] = {
+    "centroid": (centroid_alarm, CentroidDetector),
+    "strip": (strip, NeuralClassifier),
+}
 
 
 class DetectorProcess:
@@ -45,17 +61,19 @@ class DetectorProcess:
                  registry, stop, snapshot_interval_s: float = 5.0):  # fmt: skip
         if detector not in DETECTORS:
             raise ConfigError(f"--detector: expected one of {', '.join(DETECTORS)}; got {detector!r}")
-        self.flag, model_type = DETECTORS[detector]
+        make, model_type = DETECTORS[detector]
         self.world = World.build(scenario)
         if not isinstance(self.world.model, model_type):
             raise ConfigError(f"--detector {detector}: needs a {model_type.__name__} model, "
                               f"the scenario has {scenario.model.kind}")  # fmt: skip
+        self.flag, self.refresh = make(self.world)
         self.scenario, self.settings, self.topics, self.group_id = scenario, settings, topics, group_id
         self.snapshot, self.snapshot_interval_s = snapshot, snapshot_interval_s
         self.detector, self.stop = detector, stop
         self.key = kafka_io.scenario_key(scenario)
         n_events = scenario.stream.n_events
-        self.codec = Codec(self.world.source.n_features, self.world.source.n_classes, n_events)
+        self.codec = Codec(self.world.source.n_features, self.world.source.n_classes, n_events,
+                           pinned=self.world.scenario.attack.channel == "split-view")  # fmt: skip
         self.metrics = DetectorMetrics(registry, detector)
         scenario_info(registry, scenario, self.key.decode(), "detector")
         self._mtime: float | None = None
@@ -78,6 +96,7 @@ class DetectorProcess:
                         self.key.decode())  # fmt: skip
             return
         self.world.model.set_state(state["learner"]["model"])
+        self.refresh(self.world.model)
         self._mtime = mtime
         self.metrics.snapshot_events.set(state["next_id"])
         log.info("model snapshot at stream position %d loaded from %s", state["next_id"], self.snapshot)

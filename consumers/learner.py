@@ -59,7 +59,8 @@ class LearnerProcess:
         self.world = World.build(scenario)
         self.learner = Learner(self.world)
         self.n_events = scenario.stream.n_events
-        self.codec = Codec(self.world.source.n_features, self.world.source.n_classes, self.n_events)
+        self.codec = Codec(self.world.source.n_features, self.world.source.n_classes, self.n_events,
+                           pinned=scenario.attack.channel == "split-view")  # fmt: skip
         self.metrics = ConsumerMetrics(registry)
         self.collector = LearnerCollector(scenario.model.kind, registry)
         scenario_info(registry, scenario, self.key.decode(), "learner")

@@ -3,9 +3,12 @@
 A message value is a 12-byte header followed by ``m`` packed event records::
 
     header  magic b"PS" | version u8 | flags u8 | n_features u32 | n_events u32
-    record  id i64 | ts i64 | y i32 | source i16 | x float32[n_features]
+    record  id i64 | ts i64 | y i32 | source i16 | x float32[n_features] [| pin u64]
 
-all little-endian. Ground truth never enters the value: it travels in the
+all little-endian. Bit 0 of ``flags`` (:data:`PINNED`) says the records end
+with ``pin``, the content hash seen at vetting (split-view references); a
+codec built with ``pinned=True`` reads and writes only such messages, the
+others only messages without. Ground truth never enters the value: it travels in the
 ``truth`` header as a version byte and a bitmap, two bits per event
 (``is_poison``, ``is_adaptive``), least significant bit first.
 
@@ -44,6 +47,7 @@ MAGIC = b"PS"
 VERSION = 1
 TRUTH_VERSION = 1
 TRUTH_HEADER = "truth"
+PINNED = 1  # header flag: records carry the vetted content hash
 HEADER = np.dtype([("magic", "S2"), ("version", "u1"), ("flags", "u1"), ("n_features", "<u4"), ("n_events", "<u4")])
 DEFAULT_MAX_BYTES = 1_000_000  # Kafka's default message.max.bytes
 
@@ -72,9 +76,10 @@ class DecodeError(ValueError):
         self.detail = detail
 
 
-def record_dtype(n_features: int) -> np.dtype:
-    """One packed event record."""
-    return np.dtype([("id", "<i8"), ("ts", "<i8"), ("y", "<i4"), ("source", "<i2"), ("x", "<f4", (n_features,))])
+def record_dtype(n_features: int, pinned: bool = False) -> np.dtype:
+    """One packed event record (with the vetted content hash when ``pinned``)."""
+    fields = [("id", "<i8"), ("ts", "<i8"), ("y", "<i4"), ("source", "<i2"), ("x", "<f4", (n_features,))]
+    return np.dtype(fields + [("pin", "<u8")] if pinned else fields)
 
 
 @dataclass(frozen=True)
@@ -96,17 +101,22 @@ class Codec:
     """Encoder and validating decoder for one scenario's events.
 
     ``n_classes`` and ``n_events`` bound labels and ids (``None``: unchecked);
-    ``max_bytes`` bounds a message.
+    ``max_bytes`` bounds a message; ``pinned``: events carry their vetted content hash.
     """
 
     n_features: int
     n_classes: int | None = None
     n_events: int | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
+    pinned: bool = False
 
     @property
     def record(self) -> np.dtype:
-        return record_dtype(self.n_features)
+        return record_dtype(self.n_features, self.pinned)
+
+    @property
+    def flags(self) -> int:
+        return PINNED if self.pinned else 0
 
     def message_dtype(self, m: int) -> np.dtype:
         return np.dtype([("header", HEADER), ("records", self.record, (m,))])
@@ -120,6 +130,9 @@ class Codec:
         """``(value, truth header)`` per message, ``events_per_message`` events each."""
         if batch.n_features != self.n_features:
             raise ValueError(f"batch: expected {self.n_features} features, got {batch.n_features}")
+        if (batch.pin is not None) != self.pinned:
+            raise ValueError(f"batch: {'no' if batch.pin is None else 'a'} content pin, but the codec was built "
+                             f"with pinned={self.pinned}")  # fmt: skip
         k, n = int(events_per_message), len(batch)
         if not 1 <= k <= self.max_events_per_message():
             raise ValueError(
@@ -139,12 +152,14 @@ class Codec:
             return []
         messages = np.zeros(n_messages, dtype=self.message_dtype(m))
         header = messages["header"]
-        header["magic"], header["version"] = MAGIC, VERSION
+        header["magic"], header["version"], header["flags"] = MAGIC, VERSION, self.flags
         header["n_features"], header["n_events"] = self.n_features, m
         records, shape = messages["records"], (n_messages, m)  # a strided view: assign, never reshape
         records["id"], records["ts"] = batch.ids.reshape(shape), batch.ts.reshape(shape)
         records["y"], records["source"] = batch.y.reshape(shape), batch.source.reshape(shape)
         records["x"] = batch.x.reshape(n_messages, m, self.n_features)
+        if self.pinned:
+            records["pin"] = batch.pin.reshape(shape)
         size = messages.dtype.itemsize
         values = messages.tobytes()
         bits = _pack_truth(truth, n_messages, m)
@@ -171,6 +186,9 @@ class Codec:
             raise DecodeError("bad_version", f"version {header['version']}, this consumer reads {VERSION}")
         if header["n_features"] != self.n_features:
             raise DecodeError("dimension", f"{header['n_features']} features, expected {self.n_features}")
+        if header["flags"] != self.flags:
+            raise DecodeError("dimension", f"flags {header['flags']}: records {'without' if self.pinned else 'with'} "
+                                           f"content pins, expected flags {self.flags}")  # fmt: skip
         m = int(header["n_events"])
         if m == 0:
             raise DecodeError("empty", "header says 0 events")
@@ -232,7 +250,7 @@ class Codec:
         header, records = messages["header"], messages["records"]
         good = (
             (header["magic"] == MAGIC) & (header["version"] == VERSION) & (header["n_features"] == self.n_features)
-            & (header["n_events"] == m) & (bits[:, 0] == TRUTH_VERSION)
+            & (header["n_events"] == m) & (bits[:, 0] == TRUTH_VERSION) & (header["flags"] == self.flags)
             & np.isfinite(records["x"]).reshape(len(index), -1).all(axis=1)
         )  # fmt: skip
         if self.n_classes is not None:
@@ -257,13 +275,16 @@ def _batch(records: np.ndarray, n_features: int) -> EventBatch:
         x=x.copy() if not x.flags.writeable else x,
         y=records["y"].astype(np.int64),
         source=records["source"].astype(np.int16),
+        pin=records["pin"].astype(np.uint64) if "pin" in records.dtype.names else None,
     )
 
 
 def _records_of(batch: EventBatch) -> np.ndarray:
-    records = np.empty(len(batch), dtype=record_dtype(batch.n_features))
+    records = np.empty(len(batch), dtype=record_dtype(batch.n_features, batch.pin is not None))
     records["id"], records["ts"], records["y"] = batch.ids, batch.ts, batch.y
     records["source"], records["x"] = batch.source, batch.x
+    if batch.pin is not None:
+        records["pin"] = batch.pin
     return records
 
 

@@ -44,6 +44,7 @@ ATTACK_KINDS = (
     "none", "label-flip", "targeted", "centroid-shift",
     "badnets", "blended", "gradient-alignment", *SUPPLY_CHAIN_ATTACKS,
 )  # fmt: skip
+CHANNELS = ("stream", "front-running", "split-view")
 BUNDLED_RIVER_SETS = ("Bananas", "ImageSegments", "Phishing", "Shuttle")
 
 
@@ -90,6 +91,13 @@ class ModelConfig:
         "weights", "a supplied model: load its weights into our architecture, or run its module",
         choices=("weights", "module"),
     )  # fmt: skip
+    # deployment: snapshots served in place of the live model (front-running)
+    snapshot_every: int = _opt(0, "events between published snapshots K (0: none, serving = live model)", ge=0)
+    snapshot_jitter: float = _opt(0.0, "each snapshot interval drawn uniformly in [K(1-j), K(1+j)]", ge=0, lt=1)
+    quarantine: int = _opt(0, "events a snapshot waits before deployment, open to a veto (0: deploy at once)", ge=0)
+    veto_flags: int = _opt(0, "quarantine: veto a snapshot when defenses flagged more events than this "
+                              "since the previous snapshot", ge=0)  # fmt: skip
+    pin_content: bool = _opt(False, "split-view: refuse content whose hash differs from the one seen at vetting")
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,11 @@ class AttackConfig:
     restarts: int = _opt(2, "gradient-alignment: random restarts (the best alignment is kept)", ge=1)
     poison_weight: float = _opt(0.2, "malicious-training: lambda of the adversarial loss", ge=0, le=1)
     supplier_events: int = _opt(5_000, "supply chain / surrogate: attacker's own clean training events", ge=1)
+    channel: str = _opt("stream", "how poison gets in: mixed into the stream, bursts before snapshots, "
+                                  "or content swapped after vetting", choices=CHANNELS)  # fmt: skip
+    burst_size: int = _opt(50, "front-running: attacker events in the burst before each snapshot", ge=1)
+    lead: int = _opt(0, "front-running: events between the end of a burst and the snapshot", ge=0)
+    controlled_share: float = _opt(0.0, "split-view: share of references the attacker controls", ge=0, le=1)
 
 
 DEFENSE_KINDS = (
@@ -389,6 +402,38 @@ def _check_combination(s: Scenario) -> None:
         )
     if s.attack.kind == "none" and s.attack.rate > 0:
         raise ConfigError(f'attack.rate: attack.kind is "none", so the rate must be 0, got {s.attack.rate}')
+    _check_channel(s)
+
+
+def _check_channel(s: Scenario) -> None:
+    """Front-running and split-view: the keys of one channel need the others."""
+    a, m = s.attack, s.model
+    if a.channel != "stream" and a.kind in SUPPLY_CHAIN_ATTACKS:
+        raise ConfigError(f"attack.channel: {a.kind} supplies the model and uses no stream channel; "
+                          f'attack.channel must be "stream", got {a.channel!r}')  # fmt: skip
+    if a.channel != "stream" and a.rate > 0:
+        raise ConfigError(f"attack.rate: the {a.channel} channel sets the attacker's turns "
+                          f"({'attack.burst_size, attack.lead' if a.channel == 'front-running' else 'attack.controlled_share'}"
+                          f"), so the rate must be 0, got {a.rate}")  # fmt: skip
+    if a.channel != "split-view" and a.controlled_share > 0:
+        raise ConfigError(f'attack.controlled_share: only the split-view channel uses it; attack.channel is {a.channel!r}')
+    if a.channel == "split-view" and a.kind == "none":
+        raise ConfigError('attack.channel: split-view swaps in a payload; set attack.kind (e.g. "targeted")')
+    if m.pin_content and a.channel != "split-view":
+        raise ConfigError(f'model.pin_content: pins the content of split-view references; needs attack.channel = '
+                          f'"split-view", got {a.channel!r}')  # fmt: skip
+    if a.channel == "front-running":
+        if a.kind == "none":
+            raise ConfigError('attack.channel: front-running times bursts of a payload; set attack.kind (e.g. "targeted")')
+        if m.snapshot_every == 0:
+            raise ConfigError("attack.channel: front-running needs snapshots to run ahead of; set model.snapshot_every")
+        if a.burst_size + a.lead > m.snapshot_every:
+            raise ConfigError(f"attack.burst_size: burst ({a.burst_size}) plus lead ({a.lead}) must fit in one "
+                              f"snapshot interval (model.snapshot_every = {m.snapshot_every})")  # fmt: skip
+    if m.snapshot_every == 0:
+        for key in ("snapshot_jitter", "quarantine", "veto_flags"):
+            if getattr(m, key):
+                raise ConfigError(f"model.{key}: applies to snapshots; set model.snapshot_every > 0 first")
 
 
 def _drop_none(value: Any) -> Any:

@@ -27,8 +27,10 @@ import numpy as np
 
 from simulator.attacks import Attack, build_attack, build_schedule
 from simulator.config import Scenario
+from simulator.content import mismatched
 from simulator.data import Source, make_source
 from simulator.defenses import TRUSTED_EVENTS, Defense, DefenderKnowledge, build_defenses
+from simulator.deployment import Deployment
 from simulator.events import EventBatch, Truth
 from simulator.metrics import TIMESERIES_COLUMNS, Evaluator
 from simulator.models import CentroidDetector, WhiteBoxResponder, build_model, warmup_size
@@ -80,7 +82,9 @@ class World:
 
     def stream(self) -> MergedStream:
         """The producer side: the merged stream, batch by batch."""
-        return MergedStream(self.source, self.attack, build_schedule(self.scenario.attack), _seeds(self.scenario)[4])
+        attack, model = self.scenario.attack, self.scenario.model
+        schedule = build_schedule(attack, model.snapshot_every)
+        return MergedStream(self.source, self.attack, schedule, _seeds(self.scenario)[4], attack.channel == "split-view")
 
     def batch_sizes(self):
         """Batch sizes a producer uses: they end on every evaluation step."""
@@ -104,10 +108,16 @@ class Learner:
             self.evaluator.defense_counts[defense.kind] = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
             if hasattr(defense, "flag"):  # a runtime detector: FAR / FRR measured on held-out inputs
                 self.evaluator.detectors[defense.kind] = defense
+            for name in getattr(defense, "extra_flag_names", ()):  # alternative verdicts, scored apart
+                self.evaluator.defense_counts[f"{defense.kind}/{name}"] = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
         self.every = world.scenario.evaluation.every
         self.n_events = world.scenario.stream.n_events
         # defenses judge whole units of events, so their verdicts do not depend on batch cuts either
         self.unit = DEFENSE_UNIT if self.defenses else self.every
+        self.deployment = _deployment(world)  # snapshots served in place of the live model (None: the live one)
+        self.evaluator.deployment = self.deployment
+        self.pin_content = world.scenario.model.pin_content
+        self.evaluator.split_view = world.scenario.attack.channel == "split-view"
         self.evaluator.evaluate()  # the starting point: row 0, before the first event
 
     @property
@@ -120,11 +130,24 @@ class Learner:
         while done < len(batch):
             until_eval = self.every - self.events % self.every
             until_unit = self.unit - self.events % self.unit
-            part = slice(done, min(len(batch), done + until_eval, done + until_unit))
-            self._process(batch.select(part), truth.select(part))
+            until_snapshot = self.deployment.until_next(self.events) if self.deployment else until_eval
+            part = slice(done, min(len(batch), done + until_eval, done + until_unit, done + until_snapshot))
+            self._resolve(batch.select(part), truth.select(part))
             done = part.stop
+            if self.deployment:
+                self.deployment.advance(self.model, self.events)
             if self.events % self.every == 0 or self.events == self.n_events:
                 self.evaluator.evaluate()
+
+    def _resolve(self, batch: EventBatch, truth: Truth) -> None:
+        """Content pinning: refuse (and count) content whose hash differs from the one pinned at vetting."""
+        if self.pin_content and batch.pin is not None:
+            refused = mismatched(batch.x, batch.y, batch.pin)
+            if refused.any():
+                self.evaluator.refuse(truth.select(refused))
+                batch, truth = batch.select(~refused), truth.select(~refused)
+        if len(batch):
+            self._process(batch, truth)
 
     def _process(self, batch: EventBatch, truth: Truth) -> None:
         flags = {}
@@ -137,7 +160,8 @@ class Learner:
         let_in, let_in_truth = (batch, truth) if admitted.all() else (batch.select(admitted), truth.select(admitted))
         attack = self.world.attack
         responder = WhiteBoxResponder(let_in_truth.is_adaptive, attack.target_x_[0]) if attack.adaptive else None
-        predictions, slots = self.model.process_many(let_in.x, let_in.y, responder)
+        extra = {"sources": let_in.source} if getattr(self.model, "needs_sources", False) else {}  # source-quota
+        predictions, slots = self.model.process_many(let_in.x, let_in.y, responder, **extra)
         self.evaluator.observe(batch, truth, predictions, slots, None if admitted.all() else admitted)
         position = self.events
         for defense in self.defenses:  # after the model: verdicts on what it saw, repairs
@@ -145,10 +169,20 @@ class Learner:
             if flagged is not None:
                 flags[defense.kind][admitted] |= flagged
             self.evaluator.observe_flags(defense.kind, flags[defense.kind], truth)
+            for name, verdicts in (defense.extra_flags() if hasattr(defense, "extra_flags") else {}).items():
+                full = np.zeros(len(batch), dtype=bool)  # verdicts on let-in events; dropped ones count as not flagged
+                full[admitted] = verdicts
+                self.evaluator.observe_flags(f"{defense.kind}/{name}", full, truth)
+            if getattr(defense, "saved_at_", None) is not None:  # window resets: the evaluator's mirror follows
+                self.evaluator.save_windows(defense.kind, defense.saved_at_)
+            if getattr(defense, "restored_from_", None) is not None:
+                self.evaluator.restore_windows(defense.kind, defense.restored_from_)
+        if self.deployment and flags:  # evidence that may veto a snapshot in quarantine
+            self.deployment.observe_flags(int(np.logical_or.reduce(list(flags.values())).sum()))
 
     def summary(self, elapsed: float) -> dict:
         scenario = self.world.scenario
-        return {
+        summary = {
             "scenario": scenario.name,
             "seed": scenario.seed,
             "model": scenario.model.kind,
@@ -157,15 +191,25 @@ class Learner:
             "elapsed_seconds": elapsed,
             "events_per_second": self.events / elapsed if elapsed > 0 else None,
         }
+        for defense in self.defenses:  # each defense's own figures join its section
+            figures = defense.report()
+            if figures:
+                summary.setdefault("defenses", {}).setdefault(defense.kind, {}).update(figures)
+        return summary
 
     def get_state(self) -> dict:
         """Model and evaluator state (numpy arrays and plain values), for a checkpoint."""
-        return {"model": self.model.get_state(), "evaluator": self.evaluator.get_state()}
+        state = {"model": self.model.get_state(), "evaluator": self.evaluator.get_state()}
+        if self.deployment:
+            state["deployment"] = self.deployment.get_state()
+        return state
 
     def set_state(self, state: dict) -> None:
         """Resume from :meth:`get_state` of a learner of the same scenario."""
         self.model.set_state(state["model"])
         self.evaluator.set_state(state["evaluator"])
+        if self.deployment:
+            self.deployment.set_state(state["deployment"], self.model)
 
 
 def run(
@@ -223,8 +267,17 @@ def _defenses(scenario: Scenario, source: Source, model) -> list[Defense]:
         return defenses
     rng = np.random.default_rng(_seeds(scenario)[5])
     clean_x, clean_y = source.sample(rng, TRUSTED_EVENTS)
-    knowledge = DefenderKnowledge(clean_x, clean_y, source.n_classes, source.image_side)
+    knowledge = DefenderKnowledge(clean_x, clean_y, source.n_classes, source.image_side, scenario.stream.n_events)
     return [defense.fit(knowledge, model, rng) for defense in defenses]
+
+
+def _deployment(world: World) -> Deployment | None:
+    """The scenario's snapshot schedule; jitter is drawn from a defender-side stream the attacker never sees."""
+    m = world.scenario.model
+    if not m.snapshot_every:
+        return None
+    rng = np.random.default_rng(_seeds(world.scenario)[5].spawn(2)[1])
+    return Deployment(world.model, m.snapshot_every, rng, m.snapshot_jitter, m.quarantine, m.veto_flags)
 
 
 def _seed_int(seq: np.random.SeedSequence) -> int:

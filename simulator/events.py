@@ -33,6 +33,7 @@ class EventBatch:
     x: np.ndarray  # float32, shape (m, d)
     y: np.ndarray  # int64, shape (m,)
     source: np.ndarray  # int16 producer id, shape (m,)
+    pin: np.ndarray | None = None  # split-view: uint64 content hash seen at vetting (None: not vetted)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -43,7 +44,8 @@ class EventBatch:
 
     def select(self, rows: slice | np.ndarray) -> EventBatch:
         """The events at ``rows`` (views for a slice)."""
-        return EventBatch(self.ids[rows], self.ts[rows], self.x[rows], self.y[rows], self.source[rows])
+        pin = None if self.pin is None else self.pin[rows]
+        return EventBatch(self.ids[rows], self.ts[rows], self.x[rows], self.y[rows], self.source[rows], pin)
 
     @classmethod
     def from_arrays(
@@ -53,13 +55,15 @@ class EventBatch:
         *,
         first_id: int = 0,
         source: np.ndarray | int = BENIGN_SOURCE,
+        pin: np.ndarray | None = None,
     ) -> EventBatch:
         """Build a batch with consecutive ids starting at ``first_id``."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         m = x.shape[0]
         ids = np.arange(first_id, first_id + m, dtype=np.int64)
         src = np.broadcast_to(np.asarray(source, dtype=np.int16), (m,)).copy()
-        return cls(ids=ids, ts=ids.copy(), x=x, y=np.asarray(y, dtype=np.int64), source=src)
+        pin = None if pin is None else np.asarray(pin, dtype=np.uint64)
+        return cls(ids=ids, ts=ids.copy(), x=x, y=np.asarray(y, dtype=np.int64), source=src, pin=pin)
 
 
 @dataclass(frozen=True)

@@ -206,7 +206,13 @@ class LearnerCollector(Collector):
             family = GaugeMetricFamily(name, doc, labels=["model"])
             if row.get(key) is not None:
                 family.add_metric(model, row[key])
+            if row.get(f"deployed_{key}") is not None:  # snapshots: the model serving uses, next to the live one
+                family.add_metric([f"{self.model_kind}/deployed"], row[f"deployed_{key}"])
             families.append(family)
+        refused = CounterMetricFamily("poisonsim_refused_content", "Split-view: resolved content refused by pinning")
+        if row.get("refused_content") is not None:
+            refused.add_metric([], row["refused_content"])
+        families.append(refused)
         rho = GaugeMetricFamily("poisonsim_poisoning_rate_ratio", "Observed poisoning rate rho (poison / events)")
         if row.get("observed_poisoning_rate") is not None:
             rho.add_metric([], row["observed_poisoning_rate"])

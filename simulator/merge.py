@@ -124,7 +124,8 @@ class Merger:
             batch, truth, offsets, streams = self._parts[0]
         else:
             batches, truths, offsets_list, streams_list = zip(*self._parts)
-            batch = EventBatch(*(np.concatenate([getattr(b, f) for b in batches]) for f in _FIELDS))
+            batch = EventBatch(*(np.concatenate([getattr(b, f) for b in batches]) for f in _FIELDS),
+                               pin=None if batches[0].pin is None else np.concatenate([b.pin for b in batches]))
             truth = Truth(
                 np.concatenate([t.is_poison for t in truths]), np.concatenate([t.is_adaptive for t in truths])
             )

@@ -64,6 +64,11 @@ class Evaluator:
         self.judged = 0
         self.alarms = 0
         self.dropped = 0  # events a defense kept from the model
+        self.poison_reached = 0  # poison events the model processed (not dropped, not refused)
+        self.refused = 0  # split-view: content refused by pinning (hash differs from the vetted one)
+        self.refused_poison = 0
+        self.split_view = False  # set by the learner: report vetting and pinning figures
+        self.deployment = None  # set by the learner: a Deployment whose snapshot serving uses
         self.defense_counts: dict[str, dict[str, int]] = {}  # kind -> tp/fp/tn/fn
         self.detectors: dict[str, object] = {}  # kind -> defense with flag(X, model): FAR/FRR on held-out
         self.rows: list[dict] = []
@@ -75,6 +80,8 @@ class Evaluator:
             self._slot_poison = np.zeros((n_windows, n), dtype=np.bool_)
             self._poison_share = np.zeros(n_windows)
             self._counts = model.window_counts.copy()  # the warm-up filled them with clean points
+            self._saved_windows: dict[str, dict[str, list]] = {}  # defense kind -> str(position) -> mirror
+            self._initial_windows = [self._slot_poison.copy(), self._poison_share.copy(), self._counts.copy()]
 
     def observe(
         self,
@@ -91,6 +98,7 @@ class Evaluator:
         if admitted is not None:
             self.dropped += int((~admitted).sum())
             batch, truth = batch.select(admitted), truth.select(admitted)
+        self.poison_reached += int(truth.is_poison.sum())
         m = len(batch)
         benign = ~truth.is_poison
         if self.is_detector:
@@ -109,6 +117,13 @@ class Evaluator:
             self._policy, self._window_size,
         )  # fmt: skip
 
+    def refuse(self, truth: Truth) -> None:
+        """Events the learner refused before anything saw them (pinned content that did not match)."""
+        self.events += len(truth.is_poison)
+        self.poison_events += int(truth.is_poison.sum())
+        self.refused += len(truth.is_poison)
+        self.refused_poison += int(truth.is_poison.sum())
+
     def observe_flags(self, kind: str, flagged: np.ndarray, truth: Truth) -> None:
         """A defense's verdicts on a batch, against ground truth (flagged = judged poison)."""
         counts = self.defense_counts.setdefault(kind, {"tp": 0, "fp": 0, "tn": 0, "fn": 0})
@@ -117,6 +132,24 @@ class Evaluator:
         counts["fp"] += int((flagged & ~poison).sum())
         counts["tn"] += int((~flagged & ~poison).sum())
         counts["fn"] += int((~flagged & poison).sum())
+
+    def save_windows(self, key: str, position: int) -> None:
+        """A defense saved the model's windows at ``position``: keep the contamination mirror's state too."""
+        if self.has_windows:
+            saved = self._saved_windows.setdefault(key, {})  # string keys: a checkpoint stores it
+            saved[str(position)] = [self._slot_poison.copy(), self._poison_share.copy(), self._counts.copy()]
+            for old in sorted(saved, key=int)[:-3]:  # defenses restore one of their last few states
+                del saved[old]
+
+    def restore_windows(self, key: str, position: int) -> None:
+        """A defense put the model's windows back to the state saved at ``position`` (0: the start)."""
+        if not self.has_windows:
+            return
+        saved = self._saved_windows.get(key, {}).get(str(position))
+        if saved is None and position == 0:
+            saved = self._initial_windows
+        if saved is not None:
+            self._slot_poison, self._poison_share, self._counts = (a.copy() for a in saved)
 
     def evaluate(self) -> dict:
         """Measure now; the row is kept for the timeseries and returned."""
@@ -134,6 +167,14 @@ class Evaluator:
             "stream_alarm_rate": _ratio(self.alarms, self.events) if self.is_detector else None,
             "dropped_events": self.dropped,
         }
+        if self.split_view:
+            row.update(refused_content=self.refused, poison_reached_model=self.poison_reached)
+        if self.deployment is not None:
+            row.update(
+                deployed_clean_accuracy=self._clean_accuracy(self.deployment.model),
+                deployed_attack_success_rate=self._attack_success(self.deployment.model),
+                **self.deployment.counts(),
+            )  # fmt: skip
         for kind, counts in self.defense_counts.items():
             row.update({f"defense.{kind}.{k}": v for k, v in counts.items()})
         for kind, detector in self.detectors.items():
@@ -149,6 +190,12 @@ class Evaluator:
             "poison_events_total": self.poison_events,
             **{k: v for k, v in last.items() if k not in ("events", "poison_events")},
         }
+        if self.split_view:  # vetting saw the attacker's clean content: every swapped reference passed it
+            summary.update(poison_passed_vetting=self.poison_events, refused_poison=self.refused_poison)
+        if self.deployment is not None:  # time averages over the rows after the first (the stream's start)
+            for key in ("attack_success_rate", "deployed_attack_success_rate"):
+                values = [r[key] for r in self.rows[1:] if r[key] is not None]
+                summary[f"{key}_mean"] = float(np.mean(values)) if values else None
         if self.attack.report_:
             summary["attack_details"] = dict(self.attack.report_)
         if self.defense_counts or self.detectors:
@@ -169,8 +216,8 @@ class Evaluator:
     def _shifts(self) -> np.ndarray:
         return np.linalg.norm(self._centers() - self.initial_centers, axis=1)
 
-    def _clean_accuracy(self) -> float:
-        predictions = self.model.predict_many(self.source.test_x)
+    def _clean_accuracy(self, model=None) -> float:
+        predictions = (self.model if model is None else model).predict_many(self.source.test_x)
         if self.is_detector:
             return float(1.0 - predictions.mean())
         return float((predictions == self.source.test_y).mean())
@@ -199,11 +246,11 @@ class Evaluator:
             return None
         return float(self.model.predict_proba_many(self.attack.target_x_)[:, self.attack.target_class_].mean())
 
-    def _attack_success(self) -> float | None:
+    def _attack_success(self, model=None) -> float | None:
         targets = self.attack.target_x_
         if targets is None:
             return None
-        predictions = self.model.predict_many(targets)
+        predictions = (self.model if model is None else model).predict_many(targets)
         if self.is_detector:
             return float((~predictions).mean())
         return float((predictions == self.attack.target_class_).mean())
@@ -222,7 +269,7 @@ class Evaluator:
 
     # -- checkpointing (simulator.checkpoint) ---------------------------------
 
-    _REFERENCES = ("model", "source", "attack", "detectors")  # rebuilt from the scenario, not saved
+    _REFERENCES = ("model", "source", "attack", "detectors", "deployment")  # rebuilt from the scenario, not saved
 
     def get_state(self) -> dict:
         """Everything the evaluator accumulated: numpy arrays and plain values (copies)."""

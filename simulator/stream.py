@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.attacks import Attack, AttackerKnowledge, Schedule
+from simulator.content import content_hash
 from simulator.data import Source
 from simulator.events import ATTACKER_SOURCE, BENIGN_SOURCE, EventBatch, Truth
 
@@ -44,10 +45,12 @@ def attacker_knowledge(source: Source, center=None, radius=None, model=None) -> 
 class MergedStream:
     """Produces consecutive batches of the merged stream, reproducibly from ``seed``."""
 
-    def __init__(self, source: Source, attack: Attack, schedule: Schedule, seed: int | np.random.SeedSequence):
+    def __init__(self, source: Source, attack: Attack, schedule: Schedule, seed: int | np.random.SeedSequence,
+                 split_view: bool = False):  # fmt: skip
         self.source = source
         self.attack = attack
         self.schedule = schedule
+        self.split_view = split_view  # events carry the content hash seen at vetting; turns swap content after it
         benign, mix, attacker = np.random.SeedSequence(seed).spawn(3) if isinstance(seed, int) else seed.spawn(3)
         self._benign_rng = np.random.default_rng(benign)
         self._mix_rng = np.random.default_rng(mix)
@@ -61,11 +64,15 @@ class MergedStream:
         x = np.empty((m, self.source.n_features), dtype=np.float32)
         y = np.empty(m, dtype=np.int64)
         x[~turns], y[~turns] = self.source.sample(self._benign_rng, m - n_attack)
+        vetted_x, vetted_y = x.copy(), y.copy()  # split-view: what the vetting stage saw (filled below)
         if n_attack:
             clean_x, clean_y = self.source.sample(self._attacker_rng, n_attack)
+            vetted_x[turns], vetted_y[turns] = clean_x, clean_y
             x[turns], y[turns] = self.attack.poison(clean_x, clean_y, self._attacker_rng)
-        source = np.where(turns, ATTACKER_SOURCE, BENIGN_SOURCE)
-        batch = EventBatch.from_arrays(x, y, first_id=self.position, source=source)
+        # a split-view attacker's references sit in the benign list: nothing marks them apart
+        source = np.where(turns & ~self.split_view, ATTACKER_SOURCE, BENIGN_SOURCE)
+        pin = content_hash(vetted_x, vetted_y) if self.split_view else None
+        batch = EventBatch.from_arrays(x, y, first_id=self.position, source=source, pin=pin)
         adaptive = turns if self.attack.adaptive else np.zeros(m, dtype=bool)
         self.position += m
         self.attacker_events += n_attack

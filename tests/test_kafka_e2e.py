@@ -23,6 +23,8 @@ from simulator.kafka import KafkaSettings, ensure_topics, scenario_key
 
 CENTROID = ["scenarios/centroid_shift.toml", "--set", "stream.n_events=20000", "--set", "attack.start=2000"]
 LABEL_FLIP = ["scenarios/label_flip.toml", "--set", "stream.n_events=10000", "--set", "attack.start=1000"]
+FRONT_RUNNING = ["scenarios/front_running.toml", "--set", "stream.n_events=8000", "--set", "model.quarantine=50"]
+SPLIT_VIEW = ["scenarios/split_view.toml", "--set", "stream.n_events=8000", "--set", "model.pin_content=true"]
 
 
 def embedded(args: list[str]) -> tuple[dict, list[dict]]:
@@ -45,7 +47,11 @@ def produce_both(broker, topics, scenario_args, tmp_path, *extra) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scenario_args, per_message", [(CENTROID, 1), (LABEL_FLIP, 7)], ids=["centroid-shift", "label-flip"])
+@pytest.mark.parametrize(
+    "scenario_args, per_message",
+    [(CENTROID, 1), (LABEL_FLIP, 7), (FRONT_RUNNING, 5), (SPLIT_VIEW, 9)],
+    ids=["centroid-shift", "label-flip", "front-running", "split-view"],
+)
 def test_kafka_run_equals_embedded_run(broker, topics, tmp_path, scenario_args, per_message):
     producers = produce_both(broker, topics, scenario_args, tmp_path, "--events-per-message", per_message)
     consumer = poisonsim_process(

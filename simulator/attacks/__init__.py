@@ -11,7 +11,7 @@ from simulator.attacks.backdoor import BadNets, Blended
 from simulator.attacks.base import Attack, AttackerKnowledge
 from simulator.attacks.centroid_shift import CentroidShift
 from simulator.attacks.label_flip import LabelFlip
-from simulator.attacks.schedule import Schedule
+from simulator.attacks.schedule import FrontRunning, Schedule
 from simulator.attacks.targeted import Targeted
 from simulator.config import AttackConfig
 
@@ -56,7 +56,12 @@ def build_attack(config: AttackConfig) -> Attack:
     raise ValueError(f"attack.kind: unknown attack {config.kind!r}")
 
 
-def build_schedule(config: AttackConfig) -> Schedule:
+def build_schedule(config: AttackConfig, snapshot_every: int = 0) -> Schedule | FrontRunning:
+    """The attacker's turns: by rate, bursts before each snapshot, or at the share of references it controls."""
+    if config.channel == "front-running":
+        return FrontRunning(snapshot_every, config.burst_size, config.lead, config.start, config.budget)
+    if config.channel == "split-view":
+        return Schedule(config.controlled_share, config.start, config.budget)
     return Schedule(config.rate, config.start, config.budget, config.schedule, config.burst_length)
 
 
@@ -66,6 +71,7 @@ __all__ = [
     "BadNets",
     "Blended",
     "CentroidShift",
+    "FrontRunning",
     "LabelFlip",
     "NoAttack",
     "Schedule",

@@ -59,3 +59,41 @@ class Schedule(Estimator):
         if self.budget is not None:
             mask &= np.cumsum(mask) + used <= self.budget
         return mask
+
+
+class FrontRunning(Estimator):
+    """Bursts timed to end ``lead`` events before each nominal snapshot.
+
+    The attacker knows the published period ``every`` (K) but not the
+    defender's jitter: its turns are the ``burst_size`` positions ending
+    ``lead`` events before each event count ``j K`` (a snapshot taken once
+    ``j K`` events were processed), from ``start`` on, within ``budget``.
+
+    >>> import numpy as np
+    >>> s = FrontRunning(every=5, burst_size=2, lead=1)
+    >>> s.turns(np.random.default_rng(0), first=0, m=12, used=0).astype(int).tolist()
+    [0, 0, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0]
+    >>> FrontRunning(5, 2, budget=3).turns(np.random.default_rng(0), 0, 12, used=0).astype(int).tolist()
+    [0, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0]
+    """
+
+    def __init__(self, every: int, burst_size: int, lead: int = 0, start: int = 0, budget: int | None = None):
+        if every < 1:
+            raise ValueError(f"snapshot_every: expected an integer >= 1, got {every!r}")
+        if burst_size < 1 or lead < 0 or burst_size + lead > every:
+            raise ValueError(f"burst_size, lead: expected burst_size >= 1, lead >= 0 and their sum <= {every}, "
+                             f"got {burst_size}, {lead}")  # fmt: skip
+        self.every = every
+        self.burst_size = burst_size
+        self.lead = lead
+        self.start = start
+        self.budget = budget
+
+    def turns(self, rng: np.random.Generator, first: int, m: int, used: int) -> np.ndarray:
+        """Mask of the attacker's turns among stream positions ``first .. first+m`` (no draws needed)."""
+        shifted = np.arange(first, first + m) + self.lead + self.burst_size
+        mask = (shifted % self.every < self.burst_size) & (shifted >= self.every)
+        mask &= np.arange(first, first + m) >= self.start
+        if self.budget is not None:
+            mask &= np.cumsum(mask) + used <= self.budget
+        return mask

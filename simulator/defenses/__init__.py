@@ -28,4 +28,15 @@ def build_defenses(configs: tuple[DefenseConfig, ...]) -> list[Defense]:
     return defenses
 
 
+# neural-net defenses: runtime detection, isolation and unlearning, model analysis and repair
+from simulator.defenses import analysis as _analysis  # noqa: E402
+from simulator.defenses import drift as _drift  # noqa: E402  (window defenses and drift alarms)
+from simulator.defenses import isolation as _isolation  # noqa: E402
+from simulator.defenses import pruning as _pruning  # noqa: E402
+from simulator.defenses import strip as _strip  # noqa: E402
+from simulator.defenses import window as _window  # noqa: E402
+
+for _module in (_strip, _isolation, _pruning, _analysis, _window, _drift):
+    _module.register(REGISTRY)
+
 __all__ = ["REGISTRY", "TRUSTED_EVENTS", "Defense", "DefenderKnowledge", "build_defenses"]

@@ -37,6 +37,7 @@ class DefenderKnowledge:
     clean_y: np.ndarray
     n_classes: int
     image_side: int | None = None
+    n_events: int | None = None  # the stream's length, when known (defenses that act at its end)
 
 
 class Defense(Estimator):

@@ -24,14 +24,9 @@ from numba import njit
 
 from simulator.attacks.centroid_shift import ATTACKER_MARGIN, boundary_point
 from simulator.base import Estimator
-from simulator.models.window import (
-    COUNT,
-    NOT_LEARNED,
-    POLICY_CODES,
-    learn,
-    new_window,
-    squared_distance,
-)
+from simulator.models.inputs import check_features, check_labels
+from simulator.models.options import FROZEN, LEARNED, OUTSIDE, OVER_QUOTA, WindowOptions, copy_or_none
+from simulator.models.window import COUNT, NOT_LEARNED, POLICY_CODES, guarded_learn, new_window, squared_distance
 
 _NO_ROWS = np.zeros(0, dtype=np.bool_)
 
@@ -49,22 +44,16 @@ class WhiteBoxResponder:
     target: np.ndarray
 
 
-class CentroidModel(Estimator):
-    """Shared input checks and the window policy of both centroid models."""
+class CentroidModel(WindowOptions, Estimator):
+    """Shared input checks, the window policy and the window defenses' options of both centroid models.
+
+    The options (:meth:`configure`, see :class:`~simulator.models.options.WindowOptions`)
+    act inside the compiled per-event loop.
+    """
 
     n_features_: int | None = None
-
     def _check_x(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim != 2:
-            raise ValueError(f"X: expected a 2-d array (events x features), got shape {X.shape}")
-        if self.n_features_ is not None and X.shape[1] != self.n_features_:
-            raise ValueError(f"X: expected {self.n_features_} features, got {X.shape[1]}")
-        if not np.issubdtype(X.dtype, np.number):
-            raise ValueError(f"X: expected numbers, got dtype {X.dtype}")
-        if not np.isfinite(X).all():
-            raise ValueError("X: contains NaN or infinity")
-        return X
+        return check_features(X, self.n_features_)
 
     def _check_policy(self) -> int:
         if self.window_policy not in POLICY_CODES:
@@ -108,7 +97,28 @@ class CentroidDetector(CentroidModel):
             raise ValueError(f'learn: expected "accepted" or "all", got {learn!r}')
         self._rng = np.random.default_rng(seed)
         self.radius_ = 0.0  # known once the window has filled
+        self._learn_radius: float | None = None  # outlier rejection: learn within this many radii
         self._center = self._window = self._state = None
+
+    def configure(self, *, learn_radius: float | None = None, **options) -> None:
+        """As :meth:`CentroidModel.configure`; ``learn_radius``: learn only points within this many radii
+        (1.0 is ``learn="accepted"``; it overrides ``learn="all"``)."""
+        if learn_radius is not None:
+            if not learn_radius > 0:
+                raise ValueError(f"learn_radius: expected a number > 0, got {learn_radius!r}")
+            self._learn_radius = float(learn_radius)
+        super().configure(**options)
+
+    def _window_arrays(self):
+        if self._center is None:
+            return None, None, None
+        return self._window[None], self._center[None], self._state[None]
+
+    @property
+    def _learn_factor(self) -> float:
+        if self._learn_radius is not None:
+            return self._learn_radius
+        return -1.0 if self.learn == "all" else 1.0
 
     @property
     def center(self) -> np.ndarray:
@@ -136,18 +146,22 @@ class CentroidDetector(CentroidModel):
         self.process_many(X)
 
     def process_many(
-        self, X: np.ndarray, Y=None, responder: WhiteBoxResponder | None = None
+        self, X: np.ndarray, Y=None, responder: WhiteBoxResponder | None = None, sources=None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Test-then-train each event in order; returns ``(alarms, slots)``.
 
         ``X`` rows a white-box ``responder`` fills in are written back into
-        ``X``, so the caller sees what was delivered.
+        ``X``, so the caller sees what was delivered. ``sources``: the events'
+        public producer ids (a source quota reads them; default 0).
         """
         X = self._check_x(X)
         if self._center is None:
             self.n_features_ = X.shape[1]
             self._center, self._window, self._state = new_window(self.window_size, X.shape[1])
+            self._new_guard(1)
         m = X.shape[0]
+        self._sources = self._check_sources(sources, m)
+        self.refusals_ = np.zeros(m, dtype=np.int8)
         alarms = np.zeros(m, dtype=bool)
         slots = np.full(m, NOT_LEARNED, dtype=np.int64)
         uniforms = self._rng.random(m)
@@ -166,7 +180,8 @@ class CentroidDetector(CentroidModel):
         if hi > lo:
             _detector_kernel(
                 X, lo, hi, self._center, self._window, self._state, self._policy,
-                radius, self.learn == "all", uniforms, respond, target, alarms, slots,
+                radius, self._learn_factor, uniforms, respond, target, alarms, slots,
+                self._sources, self._slot_sources[0], self._shares[0], *self._guard_args(), self.refusals_,
             )  # fmt: skip
 
     def _calibrate(self) -> None:
@@ -183,19 +198,23 @@ class CentroidDetector(CentroidModel):
         return {
             "n_features": self.n_features_,
             "radius": self.radius_,
-            "center": _copy_or_none(self._center),
-            "window": _copy_or_none(self._window),
-            "state": _copy_or_none(self._state),
+            "center": copy_or_none(self._center),
+            "window": copy_or_none(self._window),
+            "state": copy_or_none(self._state),
             "rng": self._rng.bit_generator.state,
+            "learn_radius": self._learn_radius,
+            **self._guard_state(),
         }
 
     def set_state(self, state: dict) -> None:
         """Restore what :meth:`get_state` returned."""
         self.n_features_ = state["n_features"]
+        self._learn_radius = state.get("learn_radius")
+        self._set_guard_state(state)
         self.radius_ = float(state["radius"])
-        self._center = _copy_or_none(state["center"], np.float64)
-        self._window = _copy_or_none(state["window"], np.float64)
-        self._state = _copy_or_none(state["state"], np.int64)
+        self._center = copy_or_none(state["center"], np.float64)
+        self._window = copy_or_none(state["window"], np.float64)
+        self._state = copy_or_none(state["state"], np.int64)
         self._rng.bit_generator.state = state["rng"]
 
 
@@ -211,7 +230,21 @@ class CentroidClassifier(CentroidModel):
         if not isinstance(n_classes, int) or n_classes < 1:
             raise ValueError(f"n_classes: expected an integer >= 1, got {n_classes!r}")
         self._rng = np.random.default_rng(seed)
+        self._radii = np.zeros(n_classes)  # outlier rejection: learn within radii[c] of centroid c (0: all)
         self._centers = self._windows = self._states = None
+
+    def configure(self, *, learn_radii: np.ndarray | None = None, **options) -> None:
+        """As :meth:`CentroidModel.configure`; ``learn_radii``: learn a point of class c only within
+        ``learn_radii[c]`` of centroid c (0: no limit)."""
+        if learn_radii is not None:
+            radii = np.asarray(learn_radii, dtype=np.float64)
+            if radii.shape != (self.n_classes,) or not (np.isfinite(radii) & (radii >= 0)).all():
+                raise ValueError(f"learn_radii: expected {self.n_classes} finite numbers >= 0")
+            self._radii = radii.copy()
+        super().configure(**options)
+
+    def _window_arrays(self):
+        return self._windows, self._centers, self._states
 
     @property
     def centers(self) -> np.ndarray:
@@ -236,27 +269,27 @@ class CentroidClassifier(CentroidModel):
     def learn_many(self, X: np.ndarray, Y=None) -> None:
         self.process_many(X, Y)
 
-    def process_many(self, X: np.ndarray, Y, responder=None) -> tuple[np.ndarray, np.ndarray]:
+    def process_many(self, X: np.ndarray, Y, responder=None, sources=None) -> tuple[np.ndarray, np.ndarray]:
         """Test-then-train each event in order; returns ``(predictions, slots)``."""
         if responder is not None:
             raise ValueError("responder: the classifier has no white-box attacker hook")
         X = self._check_x(X)
-        Y = np.asarray(Y) if Y is not None else None
-        if Y is None or Y.shape != (X.shape[0],) or not np.issubdtype(Y.dtype, np.integer):
-            raise ValueError(f"Y: expected {X.shape[0]} integer labels, got {None if Y is None else Y.shape}")
-        if Y.size and (Y.min() < 0 or Y.max() >= self.n_classes):
-            raise ValueError(f"Y: labels must lie in [0, {self.n_classes}), got {Y.min()}..{Y.max()}")
+        Y = check_labels(Y, X.shape[0], self.n_classes)
         if self._centers is None:
             self.n_features_ = X.shape[1]
             self._centers = np.zeros((self.n_classes, X.shape[1]))
             self._windows = np.zeros((self.n_classes, self.window_size, X.shape[1]))
             self._states = np.zeros((self.n_classes, 3), dtype=np.int64)
+            self._new_guard(self.n_classes)
         m = X.shape[0]
+        sources = self._check_sources(sources, m)
+        self.refusals_ = np.zeros(m, dtype=np.int8)
         predictions = np.zeros(m, dtype=np.int64)
         slots = np.full(m, NOT_LEARNED, dtype=np.int64)
         _classifier_kernel(
-            X, Y.astype(np.int64), self._centers, self._windows, self._states, self._policy,
-            self._rng.random(m), predictions, slots,
+            X, Y, self._centers, self._windows, self._states, self._policy,
+            self._rng.random(m), predictions, slots, self._radii, sources, self._slot_sources, self._shares,
+            *self._guard_args(), self.refusals_,
         )  # fmt: skip
         return predictions, slots
 
@@ -264,28 +297,31 @@ class CentroidClassifier(CentroidModel):
         """Mutable state: numpy arrays and plain values (copies), for a checkpoint."""
         return {
             "n_features": self.n_features_,
-            "centers": _copy_or_none(self._centers),
-            "windows": _copy_or_none(self._windows),
-            "states": _copy_or_none(self._states),
+            "centers": copy_or_none(self._centers),
+            "windows": copy_or_none(self._windows),
+            "states": copy_or_none(self._states),
             "rng": self._rng.bit_generator.state,
+            "learn_radii": self._radii.copy(),
+            **self._guard_state(),
         }
 
     def set_state(self, state: dict) -> None:
         """Restore what :meth:`get_state` returned."""
         self.n_features_ = state["n_features"]
-        self._centers = _copy_or_none(state["centers"], np.float64)
-        self._windows = _copy_or_none(state["windows"], np.float64)
-        self._states = _copy_or_none(state["states"], np.int64)
+        self._centers = copy_or_none(state["centers"], np.float64)
+        self._windows = copy_or_none(state["windows"], np.float64)
+        self._states = copy_or_none(state["states"], np.int64)
         self._rng.bit_generator.state = state["rng"]
-
-
-def _copy_or_none(array, dtype=None):
-    """A writable copy (the compiled kernels update windows in place)."""
-    return None if array is None else np.array(array, dtype=dtype)
+        self._radii = np.array(state.get("learn_radii", np.zeros(self.n_classes)), dtype=np.float64)
+        self._set_guard_state(state)
 
 
 @njit(cache=True)
-def _detector_kernel(X, lo, hi, center, window, state, policy, radius, learn_all, uniforms, respond, target, alarms, slots):
+def _detector_kernel(
+    X, lo, hi, center, window, state, policy, radius, learn_factor, uniforms, respond, target, alarms, slots,
+    sources, slot_source, shares, estimator, trim, quota, frozen, refusals,
+):  # fmt: skip
+    """``learn_factor``: learn only points within this many radii (< 0: learn all)."""
     d = X.shape[1]
     x = np.empty(d)
     for i in range(lo, hi):
@@ -296,15 +332,24 @@ def _detector_kernel(X, lo, hi, center, window, state, policy, radius, learn_all
                 X[i, j] = x[j]
         for j in range(d):
             x[j] = X[i, j]
-        alarm = radius > 0 and squared_distance(x, center) > radius * radius
-        alarms[i] = alarm
-        if alarm and not learn_all:
-            continue
-        slots[i] = learn(center, window, state, policy, x, uniforms[i])
+        d2 = squared_distance(x, center)
+        alarms[i] = radius > 0 and d2 > radius * radius
+        if frozen:
+            refusals[i] = FROZEN
+        elif radius > 0 and learn_factor >= 0 and d2 > (learn_factor * radius) ** 2:
+            refusals[i] = OUTSIDE
+        else:
+            slots[i] = guarded_learn(
+                center, window, state, policy, x, uniforms[i], estimator, trim, sources[i], quota, slot_source, shares
+            )
+            refusals[i] = OVER_QUOTA if slots[i] == NOT_LEARNED else LEARNED
 
 
 @njit(cache=True)
-def _classifier_kernel(X, Y, centers, windows, states, policy, uniforms, predictions, slots):
+def _classifier_kernel(
+    X, Y, centers, windows, states, policy, uniforms, predictions, slots, radii, sources, slot_sources, shares,
+    estimator, trim, quota, frozen, refusals,
+):  # fmt: skip
     k, d = centers.shape
     x = np.empty(d)
     for i in range(X.shape[0]):
@@ -318,4 +363,13 @@ def _classifier_kernel(X, Y, centers, windows, states, policy, uniforms, predict
                     best, best_d2 = c, d2
         predictions[i] = best
         c = Y[i]
-        slots[i] = learn(centers[c], windows[c], states[c], policy, x, uniforms[i])
+        if frozen:
+            refusals[i] = FROZEN
+        elif radii[c] > 0 and squared_distance(x, centers[c]) > radii[c] * radii[c]:
+            refusals[i] = OUTSIDE
+        else:
+            slots[i] = guarded_learn(
+                centers[c], windows[c], states[c], policy, x, uniforms[i], estimator, trim, sources[i], quota,
+                slot_sources[c], shares[c],
+            )  # fmt: skip
+            refusals[i] = OVER_QUOTA if slots[i] == NOT_LEARNED else LEARNED

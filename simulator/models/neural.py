@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from simulator.base import Estimator
+from simulator.models.inputs import check_features, check_labels
 from simulator.models.nets import Net, build_net
 
 PREDICT_CHUNK = 4096
@@ -95,6 +96,7 @@ class NeuralClassifier(Estimator):
         self._replay_y = np.empty(replay, dtype=np.int64)
         self._replay_seen = 0
         self.steps_ = 0
+        self.flood_level: float | None = None  # flooding (|L - b| + b) on training steps, set by a defense
 
     # -- the architecture and its weights ------------------------------------------------
 
@@ -183,6 +185,16 @@ class NeuralClassifier(Estimator):
         empty = np.empty((0, self.hidden), dtype=np.float32)
         return self._forward_no_grad(self._check_x(X), None, empty, forward=self.net.embed)
 
+    def losses_many(self, X: np.ndarray, Y) -> np.ndarray:
+        """Per-sample cross-entropy of the current weights (no gradients)."""
+        X = self._check_x(X)
+        Y = self._check_y(Y, len(X))
+        self.net.eval()
+        with torch.no_grad():
+            logits = self.net(self._tensor(X))
+            loss = nn.functional.cross_entropy(logits, torch.as_tensor(Y, device=self.device_), reduction="none")
+        return loss.cpu().numpy().astype(np.float64)
+
     def predict_one(self, x: np.ndarray) -> int:
         return int(self.predict_many(np.asarray(x)[None, :])[0])
 
@@ -231,6 +243,8 @@ class NeuralClassifier(Estimator):
         self.net.train()
         logits = self.net(x)
         loss = nn.functional.cross_entropy(logits, y)
+        if self.flood_level is not None:  # ABL's local gradient ascent: the loss floats at b
+            loss = (loss - self.flood_level).abs() + self.flood_level
         self._optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._optimizer.step()
@@ -268,21 +282,7 @@ class NeuralClassifier(Estimator):
         return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device_)
 
     def _check_x(self, X) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim != 2:
-            raise ValueError(f"X: expected a 2-d array (events x features), got shape {X.shape}")
-        if X.shape[1] != self.n_features:
-            raise ValueError(f"X: expected {self.n_features} features, got {X.shape[1]}")
-        if not np.issubdtype(X.dtype, np.number):
-            raise ValueError(f"X: expected numbers, got dtype {X.dtype}")
-        if not np.isfinite(X).all():
-            raise ValueError("X: contains NaN or infinity")
-        return X
+        return check_features(X, self.n_features)
 
     def _check_y(self, Y, m: int) -> np.ndarray:
-        Y = np.asarray(Y)
-        if Y.shape != (m,) or not np.issubdtype(Y.dtype, np.integer):
-            raise ValueError(f"Y: expected {m} integer labels, got shape {Y.shape} dtype {Y.dtype}")
-        if m and (Y.min() < 0 or Y.max() >= self.n_classes):
-            raise ValueError(f"Y: labels must lie in [0, {self.n_classes}), got {Y.min()}..{Y.max()}")
-        return Y.astype(np.int64)
+        return check_labels(Y, m, self.n_classes)

@@ -10,6 +10,13 @@ updates ``c' = c + (x - x_out) / n``, where the policy picks ``x_out``:
 - ``nearest-out``: the stored point nearest ``x``;
 - ``infinite``: nothing leaves; ``c_{k+1} = c_k + (x - c_k) / (n + k + 1)``.
 
+Window defenses switch on options of the same kernels (:func:`guarded_learn`):
+a robust estimate of the centroid (coordinate median or trimmed mean of the
+stored points, recomputed after every learn; average-out then keeps the last
+``n`` points, as it stores none of its own) and a per-source quota (a point
+is refused while its source holds ``quota`` of the window or more; the
+shares follow the policy's arithmetic, as the evaluator's contamination does).
+
 The kernels work on one window given as arrays, so a detector (one window)
 and a classifier (one window per class) share them. Each learn returns the
 slot written (``MERGED`` when the point only entered the mean), which the
@@ -39,6 +46,9 @@ POLICY_CODES = {
 }
 NOT_LEARNED = -1
 MERGED = -2
+MEAN, MEDIAN, TRIMMED_MEAN = 0, 1, 2
+ESTIMATOR_CODES = {"mean": MEAN, "median": MEDIAN, "trimmed-mean": TRIMMED_MEAN}
+MAX_SOURCES = 64  # source ids a quota can follow (ids are small producer numbers)
 
 # state vector of a window: number learned, fifo head, replacements since the
 # centroid was last recomputed from the stored points
@@ -107,3 +117,64 @@ def squared_distance(a: np.ndarray, b: np.ndarray) -> float:
         diff = a[j] - b[j]
         total += diff * diff
     return total
+
+
+@njit(cache=True)
+def robust_center(center: np.ndarray, window: np.ndarray, count: int, estimator: int, trim: float) -> None:
+    """Set ``center`` to the coordinate median or trimmed mean of the stored points.
+
+    >>> c = np.zeros(1)
+    >>> robust_center(c, np.array([[0.0], [1.0], [100.0]]), 3, MEDIAN, 0.0); c.tolist()
+    [1.0]
+    """
+    m = min(count, window.shape[0])
+    if m == 0 or estimator == MEAN:
+        return
+    cut = int(trim * m) if estimator == TRIMMED_MEAN else 0
+    for j in range(window.shape[1]):
+        column = np.sort(window[:m, j])
+        if estimator == MEDIAN:
+            center[j] = 0.5 * (column[(m - 1) // 2] + column[m // 2])
+        else:
+            center[j] = column[cut : m - cut].mean()
+
+
+@njit(cache=True)
+def guarded_learn(
+    center: np.ndarray, window: np.ndarray, state: np.ndarray, policy: int, x: np.ndarray, u: float,
+    estimator: int, trim: float, source: int, quota: float, slot_source: np.ndarray, shares: np.ndarray,
+) -> int:  # fmt: skip
+    """:func:`learn` with the window defenses' options; ``NOT_LEARNED`` when the quota refuses ``x``.
+
+    >>> center, window, state = new_window(n=3, d=1)
+    >>> slot_source, shares = np.zeros(3, dtype=np.int64), np.zeros(MAX_SOURCES)
+    >>> [guarded_learn(center, window, state, FIFO, np.array([v]), 0.0, MEDIAN, 0.0, s, 0.6, slot_source,
+    ...                shares) for v, s in ((0.0, 0), (1.0, 1), (9.0, 1), (5.0, 1), (2.0, 0))]
+    [0, 1, 2, -1, 0]
+    >>> center.tolist(), np.round(shares[:2], 3).tolist()
+    ([2.0], [0.333, 0.667])
+    """
+    n = window.shape[0]
+    count = state[COUNT]
+    if quota < 1.0 and count > 0 and shares[source] >= quota:
+        return NOT_LEARNED
+    if estimator != MEAN and policy == AVERAGE_OUT:
+        policy = FIFO  # a robust estimate needs stored points: keep the last n
+    slot = learn(center, window, state, policy, x, u)
+    if estimator != MEAN:
+        robust_center(center, window, state[COUNT], estimator, trim)
+    if slot == MERGED:
+        weight = n if policy == AVERAGE_OUT else count + 1
+        for s in range(shares.shape[0]):
+            shares[s] -= shares[s] / weight
+        shares[source] += 1.0 / weight
+    elif count < n:
+        for s in range(shares.shape[0]):
+            shares[s] -= shares[s] / (count + 1)
+        shares[source] += 1.0 / (count + 1)
+        slot_source[slot] = source
+    else:
+        shares[slot_source[slot]] -= 1.0 / n
+        shares[source] += 1.0 / n
+        slot_source[slot] = source
+    return slot

@@ -1,0 +1,148 @@
+"""``drift-reset``: a river drift detector over a per-event signal resets or freezes learning on alarm.
+
+Signals, per event as delivered (a white-box attacker fills its points in
+while the model runs, so they are read after it), against the centroids as
+they were when the unit started:
+
+- ``distance``: detector, ``||x - c|| / r``; classifier, distance to the
+  centroid of the event's label over that class's median trusted distance;
+- ``confidence``: detector, ``max(0, 1 - ||x - c|| / r)``; classifier,
+  ``(d2 - d1) / (d2 + d1)`` with ``d1 <= d2`` the two nearest centroids.
+
+Detectors: river's ``ADWIN``, ``PageHinkley`` and ``KSWIN`` (river's defaults,
+fresh after each alarm). Actions, taken at the end of the unit (64 events)
+in which the alarm fires:
+
+- ``reset``: the windows go back to the last trusted state, one that is at
+  least ``every`` events old (states are promoted every ``every`` events
+  without an alarm; the first is the state the stream found);
+- ``freeze``: the model stops learning (it still predicts) until ``every``
+  events pass without an alarm.
+
+Flags: the events from an alarm to the end of its unit, and every event
+seen while frozen. ``report()`` gives the alarms and where they fired
+(events into the stream), so delay after an attack starts and false alarms on
+a clean stream can be read against the schedule.
+
+>>> from simulator.config import DefenseConfig
+>>> registry = {}
+>>> register(registry)
+>>> registry["drift-reset"](DefenseConfig(kind="drift-reset", detector="page-hinkley"))
+DriftReset(detector='page-hinkley', signal='distance', action='reset', every=500)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from river import drift
+
+from simulator.defenses.base import Defense, DefenderKnowledge
+from simulator.defenses.window import centroid_model, restore_window
+from simulator.events import EventBatch
+from simulator.models.centroid import CentroidDetector
+
+DETECTORS = {"adwin": drift.ADWIN, "page-hinkley": drift.PageHinkley, "kswin": drift.KSWIN}
+MAX_ALARMS_REPORTED = 100
+
+
+class DriftReset(Defense):
+    """Reset or freeze the window when a drift detector fires on the chosen signal."""
+
+    def __init__(self, detector: str = "adwin", signal: str = "distance", action: str = "reset", every: int = 500):
+        self.detector = detector
+        self.signal = signal
+        self.action = action
+        self.every = every
+        for key, value, allowed in (("detector", detector, DETECTORS), ("signal", signal, ("distance", "confidence")),
+                                    ("action", action, ("reset", "freeze"))):  # fmt: skip
+            if value not in allowed:
+                raise ValueError(f"defense.{key}: expected one of {', '.join(allowed)}; got {value!r}")
+
+    def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> DriftReset:
+        model = centroid_model(model, "drift-reset")
+        self.scale_ = np.ones(1)
+        if not isinstance(model, CentroidDetector):  # per-class scale: median trusted distance to the centroid
+            d = np.linalg.norm(knowledge.clean_x - model.centers[knowledge.clean_y], axis=1)
+            self.scale_ = np.array([np.median(d[knowledge.clean_y == c]) if (knowledge.clean_y == c).any() else 1.0
+                                    for c in range(knowledge.n_classes)])  # fmt: skip
+            self.scale_[~(self.scale_ > 0)] = 1.0
+        self.alarm_events_: list[int] = []
+        self.seed_ = int(rng.integers(2**31))  # KSWIN samples its reference window: seeded from the defender's stream
+        self.detector_ = self._new_detector()
+        self.trusted_state_ = self.candidate_state_ = model.get_state()
+        self.trusted_at_ = self.candidate_at_ = 0
+        self.resets_ = self.frozen_events_ = 0
+        self.quiet_since_ = 0  # events into the stream at the last alarm (or the start)
+        self.saved_at_ = self.restored_from_ = None  # for the evaluator's window mirror
+        return self
+
+    def _new_detector(self):
+        if self.detector == "kswin":
+            return drift.KSWIN(seed=self.seed_ + len(self.alarm_events_))
+        return DETECTORS[self.detector]()
+
+    def signal_values(self, batch: EventBatch, model, centers: np.ndarray | None = None) -> np.ndarray:
+        """The watched signal for each event of ``batch``, against ``centers`` (default: the model's now)."""
+        x = np.asarray(batch.x, dtype=np.float64)
+        if isinstance(model, CentroidDetector):
+            center = model.center if centers is None else centers[0]
+            ratio = np.linalg.norm(x - center, axis=1) / (model.radius_ if model.radius_ > 0 else 1.0)
+            return ratio if self.signal == "distance" else np.maximum(0.0, 1.0 - ratio)
+        centers = model.centers if centers is None else centers
+        d = np.sqrt(np.maximum(((x[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2), 0.0))
+        d[:, model.window_counts == 0] = np.inf
+        if self.signal == "distance":
+            own = d[np.arange(len(x)), batch.y]
+            return np.where(np.isfinite(own), own / self.scale_[batch.y], 0.0)
+        two = np.sort(d, axis=1)[:, :2] if d.shape[1] > 1 else np.c_[d, d]
+        total = two[:, 0] + two[:, 1]
+        return np.where(np.isfinite(total) & (total > 0), (two[:, 1] - two[:, 0]) / np.where(total > 0, total, 1), 0.0)
+
+    def inspect(self, batch: EventBatch, model) -> np.ndarray | None:
+        """Keep the centroids as the unit finds them (the signal is read in :meth:`update`)."""
+        self._centers = model.center[None] if isinstance(model, CentroidDetector) else model.centers
+        self._was_frozen = model.frozen
+        return None
+
+    def update(self, batch: EventBatch, predictions, slots, model, position: int) -> np.ndarray | None:
+        self.saved_at_ = self.restored_from_ = None
+        first = position - len(batch)  # events into the stream before this unit
+        alarm = None
+        for i, value in enumerate(self.signal_values(batch, model, self._centers)):
+            self.detector_.update(float(value))
+            if self.detector_.drift_detected:
+                alarm = i if alarm is None else alarm
+                self.alarm_events_.append(first + i + 1)
+        flags = np.full(len(batch), self._was_frozen)
+        self.frozen_events_ += int(flags.sum())
+        if alarm is not None:
+            flags[alarm:] = True
+            self.quiet_since_ = position
+            self.detector_ = self._new_detector()
+            if self.action == "reset":
+                restore_window(model, self.trusted_state_)
+                self.candidate_state_, self.candidate_at_ = self.trusted_state_, self.trusted_at_
+                self.resets_ += 1
+                self.restored_from_ = self.trusted_at_
+            else:
+                model.configure(frozen=True)
+        elif model.frozen and position - self.quiet_since_ >= self.every:
+            model.configure(frozen=False)
+        if position // self.every != (position - len(batch)) // self.every and position - self.quiet_since_ >= self.every:
+            self.trusted_state_, self.trusted_at_ = self.candidate_state_, self.candidate_at_
+            self.candidate_state_, self.candidate_at_ = model.get_state(), position
+            self.saved_at_ = position
+        return flags
+
+    def report(self) -> dict:
+        return {
+            "alarms": len(self.alarm_events_),
+            "alarm_events": self.alarm_events_[:MAX_ALARMS_REPORTED],
+            "resets": self.resets_,
+            "frozen_events": self.frozen_events_,
+        }
+
+
+def register(registry: dict) -> None:
+    """Add this module's kind to a defense registry."""
+    registry["drift-reset"] = lambda config: DriftReset(config.detector, config.signal, config.action, config.every)

@@ -1,0 +1,39 @@
+"""The detector process's STRIP: the scenario's strip defense on a learner snapshot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from consumers.detector import DETECTORS
+from simulator.config import ConfigError, Scenario
+from simulator.engine import Learner, World
+
+SCENARIO = Path(__file__).parent.parent / "scenarios" / "strip_badnets.toml"
+
+
+@pytest.mark.slow
+def test_strip_detector_judges_with_a_snapshot_of_the_learners_model():
+    scenario = Scenario.from_toml(SCENARIO, ["stream.n_events=4000", "evaluation.every=4000"])
+    learner_world = World.build(scenario)  # the learner's side: trains on the poisoned stream
+    learner, stream = Learner(learner_world), learner_world.stream()
+    for size in learner_world.batch_sizes():
+        learner.feed(*stream.next_batch(size))
+
+    detector_world = World.build(scenario)  # the detector process rebuilds the world, then loads the snapshot
+    make, model_type = DETECTORS["strip"]
+    flag, refresh = make(detector_world)
+    assert isinstance(detector_world.model, model_type)
+    detector_world.model.set_state(learner_world.model.get_state())
+    refresh(detector_world.model)
+    triggered = flag(detector_world.model, learner_world.attack.target_x_)
+    clean = flag(detector_world.model, learner_world.source.test_x)
+    assert triggered.mean() >= 0.9  # the snapshot carries the backdoor, STRIP sees it
+    assert clean.mean() <= 0.05
+
+
+def test_strip_detector_needs_a_strip_defense_in_the_scenario():
+    scenario = Scenario.from_toml(SCENARIO, ["stream.n_events=100", "defense=[]", "model.pretrain_events=0"])
+    with pytest.raises(ConfigError, match='no \\[\\[defense\\]\\] with kind = "strip"'):
+        DETECTORS["strip"][0](World.build(scenario))

@@ -1,0 +1,99 @@
+"""Split-view: content swapped after vetting reaches the model unless it is pinned to the vetted hash."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulator.config import ConfigError, Scenario
+from simulator.engine import World, run
+from simulator.events import BENIGN_SOURCE
+
+SEEDS = range(1, 6)
+SHARE = 0.2
+N_EVENTS = 6_000
+
+
+def _scenario(seed: int, pin: bool, kind: str = "targeted") -> Scenario:
+    return Scenario.from_dict({
+        "seed": seed,
+        "stream": {"source": "digits", "n_events": N_EVENTS, "n_test": 500},
+        "model": {"kind": "centroid-classifier", "window_size": 50, "window_policy": "fifo", "pin_content": pin},
+        "attack": {"kind": kind, "channel": "split-view", "controlled_share": SHARE, "start": 1_000,
+                   "target_class": 3, "target_count": 1},
+        "evaluation": {"every": 1_000},
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["targeted", "label-flip"])
+def test_without_pinning_swapped_content_reaches_the_model_at_the_attackers_share(kind):
+    success = []
+    for seed in SEEDS:
+        s = run(_scenario(seed, pin=False, kind=kind)).summary
+        assert s["refused_content"] == 0
+        assert s["poison_passed_vetting"] == s["poison_events_total"] == s["poison_reached_model"]
+        # 5,000 references after start at share 0.2: 1,000 expected, binomial sd ~28
+        assert abs(s["poison_reached_model"] - SHARE * 5_000) < 4 * 28, s["poison_reached_model"]
+        success.append(s["attack_success_rate"])
+    if kind == "targeted":
+        assert np.mean(success) >= 0.8, success
+
+
+@pytest.mark.parametrize("kind", ["targeted", "label-flip"])
+def test_with_pinning_no_swapped_content_reaches_the_model_and_every_refusal_is_counted(kind):
+    for seed in SEEDS:
+        open_ = run(_scenario(seed, pin=False, kind=kind)).summary
+        pinned = run(_scenario(seed, pin=True, kind=kind)).summary
+        assert pinned["poison_passed_vetting"] == open_["poison_passed_vetting"] > 0  # same stream, same swaps
+        assert pinned["poison_reached_model"] == 0
+        assert pinned["refused_content"] == pinned["refused_poison"] == pinned["poison_passed_vetting"]
+        assert pinned["events_total"] == N_EVENTS  # refused events still count as stream events
+        assert pinned["dropped_events"] == 0  # refused is not dropped by a defense: counted apart
+        if kind == "targeted":
+            assert pinned["attack_success_rate"] == 0.0
+
+
+def test_vetting_saw_clean_content_and_nothing_marks_the_attackers_references():
+    world = World.build(_scenario(1, pin=False))
+    batch, truth = world.stream().next_batch(N_EVENTS)
+    from simulator.content import content_hash
+
+    swapped = content_hash(batch.x, batch.y) != batch.pin
+    assert np.array_equal(swapped, truth.is_poison)  # exactly the attacker's references changed after vetting
+    assert (batch.source == BENIGN_SOURCE).all()
+
+
+def test_split_view_without_pinning_is_the_stream_attack_at_the_same_share():
+    split = World.build(_scenario(2, pin=False)).stream().next_batch(3_000)[0]
+    stream = Scenario.from_dict({**_scenario(2, pin=False).to_dict(), "attack": {
+        "kind": "targeted", "rate": SHARE, "start": 1_000, "target_class": 3, "target_count": 1}})  # fmt: skip
+    mixed = World.build(stream).stream().next_batch(3_000)[0]
+    assert np.array_equal(split.x, mixed.x) and np.array_equal(split.y, mixed.y)
+    assert mixed.pin is None
+
+
+def test_split_view_keys_are_checked():
+    with pytest.raises(ConfigError, match="model.pin_content"):
+        Scenario.from_dict({"model": {"pin_content": True}})
+    with pytest.raises(ConfigError, match="attack.controlled_share"):
+        Scenario.from_dict({"attack": {"kind": "targeted", "controlled_share": 0.2}})
+    with pytest.raises(ConfigError, match="attack.rate"):
+        Scenario.from_dict({"attack": {"kind": "targeted", "channel": "split-view", "rate": 0.2}})
+
+
+def test_the_codec_carries_the_pins_and_refuses_a_layout_it_was_not_built_for():
+    from simulator.codec import Codec, DecodeError
+
+    world = World.build(_scenario(1, pin=True))
+    batch, truth = world.stream().next_batch(2_000)
+    codec = Codec(world.source.n_features, world.source.n_classes, N_EVENTS, pinned=True)
+    messages = codec.encode(batch, truth, events_per_message=7)
+    decoded = codec.decode_many(*zip(*messages))
+    assert not decoded.errors and np.array_equal(decoded.batch.pin, batch.pin)
+    assert np.array_equal(decoded.batch.x, batch.x) and np.array_equal(decoded.truth.is_poison, truth.is_poison)
+    plain = Codec(world.source.n_features, world.source.n_classes, N_EVENTS)
+    with pytest.raises(DecodeError, match="content pins"):
+        plain.decode(*messages[0])
+    assert {e.reason for _, e in plain.decode_many(*zip(*messages)).errors} == {"dimension"}
+    with pytest.raises(ValueError, match="pinned"):
+        plain.encode(batch, truth)
