@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 from simulator.config import DefenseConfig
@@ -28,15 +29,25 @@ def build_defenses(configs: tuple[DefenseConfig, ...]) -> list[Defense]:
     return defenses
 
 
-# neural-net defenses: runtime detection, isolation and unlearning, model analysis and repair
-from simulator.defenses import analysis as _analysis  # noqa: E402
-from simulator.defenses import drift as _drift  # noqa: E402  (window defenses and drift alarms)
-from simulator.defenses import isolation as _isolation  # noqa: E402
-from simulator.defenses import pruning as _pruning  # noqa: E402
-from simulator.defenses import strip as _strip  # noqa: E402
-from simulator.defenses import window as _window  # noqa: E402
+def _on_first_use(module: str, kind: str) -> Callable[[DefenseConfig], Defense]:
+    """Build ``kind`` from ``simulator.defenses.<module>``, imported only then (the neural ones need torch)."""
 
-for _module in (_strip, _isolation, _pruning, _analysis, _window, _drift):
-    _module.register(REGISTRY)
+    def build(config: DefenseConfig) -> Defense:
+        registry: dict = {}
+        importlib.import_module(f"simulator.defenses.{module}").register(registry)
+        return registry[kind](config)
+
+    return build
+
+
+for _module, _kinds in (
+    ("window", ("outlier-rejection", "robust-centroid", "source-quota", "fpr-reset")),
+    ("drift", ("drift-reset",)),
+    ("strip", ("strip",)),
+    ("isolation", ("isolation",)),
+    ("pruning", ("fine-pruning",)),
+    ("analysis", ("activation-analysis",)),
+):
+    REGISTRY.update({kind: _on_first_use(_module, kind) for kind in _kinds})
 
 __all__ = ["REGISTRY", "TRUSTED_EVENTS", "Defense", "DefenderKnowledge", "build_defenses"]

@@ -60,7 +60,7 @@ def new_window(n: int, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.zeros(d), np.zeros((n, d)), np.zeros(3, dtype=np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def learn(
     center: np.ndarray, window: np.ndarray, state: np.ndarray, policy: int, x: np.ndarray, u: float
 ) -> int:
@@ -110,7 +110,7 @@ def nearest(points: np.ndarray, x: np.ndarray) -> int:
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def squared_distance(a: np.ndarray, b: np.ndarray) -> float:
     total = 0.0
     for j in range(a.shape[0]):
@@ -139,7 +139,7 @@ def robust_center(center: np.ndarray, window: np.ndarray, count: int, estimator:
             center[j] = column[cut : m - cut].mean()
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")  # inlined: a call passing five arrays costs more than the update
 def guarded_learn(
     center: np.ndarray, window: np.ndarray, state: np.ndarray, policy: int, x: np.ndarray, u: float,
     estimator: int, trim: float, source: int, quota: float, slot_source: np.ndarray, shares: np.ndarray,
@@ -154,6 +154,8 @@ def guarded_learn(
     >>> center.tolist(), np.round(shares[:2], 3).tolist()
     ([2.0], [0.333, 0.667])
     """
+    if estimator == MEAN and quota >= 1.0:  # no window defense: the plain update
+        return learn(center, window, state, policy, x, u)
     n = window.shape[0]
     count = state[COUNT]
     if quota < 1.0 and count > 0 and shares[source] >= quota:
@@ -163,6 +165,8 @@ def guarded_learn(
     slot = learn(center, window, state, policy, x, u)
     if estimator != MEAN:
         robust_center(center, window, state[COUNT], estimator, trim)
+    if quota >= 1.0:  # no quota: source shares are not followed (they cost O(sources) per event)
+        return slot
     if slot == MERGED:
         weight = n if policy == AVERAGE_OUT else count + 1
         for s in range(shares.shape[0]):
