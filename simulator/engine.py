@@ -47,6 +47,7 @@ TIMING_FIELDS = ("elapsed_seconds", "events_per_second")
 class RunResult:
     summary: dict
     timeseries: list[dict]
+    strip_scores: list[dict] | None = None  # STRIP's entropy of held-out clean and triggered inputs, at the end
 
 
 @dataclass
@@ -228,11 +229,12 @@ def run(
         if on_progress:
             on_progress(learner.events)
     elapsed = time.perf_counter() - started
-    return RunResult(summary=learner.summary(elapsed), timeseries=learner.evaluator.rows)
+    return RunResult(learner.summary(elapsed), learner.evaluator.rows, learner.evaluator.strip_scores())
 
 
 def write_results(result: RunResult, scenario: Scenario, out: str | Path) -> Path:
-    """Write ``summary.json``, ``timeseries.csv`` and the resolved ``scenario.toml``."""
+    """Write ``summary.json``, ``timeseries.csv``, the resolved ``scenario.toml`` and, with STRIP,
+    ``strip_scores.csv``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
@@ -242,6 +244,11 @@ def write_results(result: RunResult, scenario: Scenario, out: str | Path) -> Pat
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in result.timeseries)
     (out / "scenario.toml").write_text(scenario.to_toml())
+    if result.strip_scores:
+        with open(out / "strip_scores.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["score", "is_triggered"], lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(result.strip_scores)
     return out
 
 

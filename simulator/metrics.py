@@ -231,6 +231,15 @@ class Evaluator:
             figures["recall"] = _ratio(tp, tp + fn)
         return figures
 
+    def strip_scores(self) -> list[dict] | None:
+        """STRIP's scores of the held-out clean inputs and of the triggered ones (for ROC curves)."""
+        strip = self.detectors.get("strip")
+        if strip is None or self.attack.target_x_ is None:
+            return None
+        rows = [{"score": float(v), "is_triggered": 0} for v in strip.score(self.source.test_x, self.model)]
+        rows += [{"score": float(v), "is_triggered": 1} for v in strip.score(self.attack.target_x_, self.model)]
+        return rows
+
     def _runtime_rates(self, detector) -> dict:
         """A runtime detector on held-out inputs: FRR on clean ones, FAR on the attacker's success inputs."""
         rates = {"frr": float(detector.flag(self.source.test_x, self.model).mean())}

@@ -91,3 +91,18 @@ def test_activation_analysis_points_at_the_backdoored_class_and_not_on_a_clean_s
         assert max(v for c, v in scores.items() if c != "0") <= 0.1
     clean = run(_scenario("badnets_cnn.toml", [*analysis, "attack.kind=none", "attack.rate=0"])).summary
     assert max(clean["defenses"]["activation-analysis"]["class_scores"].values()) <= 0.1
+
+
+@pytest.mark.slow
+def test_a_strip_run_writes_the_scores_the_report_draws(tmp_path):
+    from simulator.engine import write_results
+
+    scenario = _scenario("strip_badnets.toml", ["stream.n_events=2000", "evaluation.every=2000"])
+    result = run(scenario)
+    write_results(result, scenario, tmp_path)
+    lines = (tmp_path / "strip_scores.csv").read_text().splitlines()
+    assert lines[0] == "score,is_triggered"
+    triggered = [float(line.split(",")[0]) for line in lines[1:] if line.endswith(",1")]
+    clean = [float(line.split(",")[0]) for line in lines[1:] if line.endswith(",0")]
+    assert len(clean) > 0 and len(triggered) > 0
+    assert np.median(triggered) < np.median(clean)  # triggered inputs keep their prediction under overlays
