@@ -4,7 +4,7 @@ Every event is predicted before it is learned (test-then-train). Batches go
 through the transport between the producer side (the merged stream) and the
 consumer side (model and evaluator), exactly as they would over Kafka.
 
->>> from simulator.config import Scenario
+>>> from simulator.config import ConfigError, Scenario
 >>> s = Scenario.from_dict({"seed": 1, "stream": {"n_events": 200},
 ...     "attack": {"kind": "centroid-shift", "rate": 1.0},
 ...     "model": {"window_size": 100}, "evaluation": {"every": 50}})
@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from simulator.attacks import Attack, build_attack, build_schedule
-from simulator.config import Scenario
+from simulator.config import ConfigError, Scenario
 from simulator.content import mismatched
 from simulator.data import Source, make_source
 from simulator.defenses import TRUSTED_EVENTS, Defense, DefenderKnowledge, build_defenses
@@ -62,7 +62,20 @@ class World:
 
     @classmethod
     def build(cls, scenario: Scenario) -> World:
-        """Source, warmed-up model and fitted attack, reproducibly from the seed."""
+        """Source, warmed-up model and fitted attack, reproducibly from the seed.
+
+        A model, attack or defense that refuses what the scenario asks of it
+        (a ``ValueError`` naming the key) is reported as a :class:`ConfigError`.
+        """
+        try:
+            return cls._build(scenario)
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    @classmethod
+    def _build(cls, scenario: Scenario) -> World:
         rng_source, rng_warmup, rng_model, rng_attacker, *_ = _seeds(scenario)
         source = make_source(scenario.stream, np.random.default_rng(rng_source))
         model = build_model(scenario.model, source.n_classes, _seed_int(rng_model), source.n_features, source.image_side)

@@ -75,3 +75,9 @@ def test_help_lists_commands_and_scenario_keys():
     assert "run" in poisonsim("--help").stdout
     text = poisonsim("run", "--help").stdout
     assert "--set" in text and "model.window_policy" in text and "attack.rate" in text
+
+
+def test_a_defense_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
+    done = poisonsim("run", str(SCENARIO), "--set", 'defense=[{kind="strip"}]', "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "strip needs a neural model" in done.stderr
