@@ -188,6 +188,10 @@ class LearnerCollector(Collector):
             snapshot["by_class"] = evaluator.summary().get("centroid_displacement_by_class", {})
             self.drift.update(evaluator.rows, evaluator.is_detector)
         snapshot["drift_alarms"] = self.drift.alarms
+        snapshot["defense_counts"] = {kind: dict(counts) for kind, counts in evaluator.defense_counts.items()}
+        snapshot["defense_alarms"] = {  # drift-reset defenses: their alarms, by detector
+            f"drift-reset/{d.detector}": len(d.alarm_events_) for d in learner.defenses if d.kind == "drift-reset"
+        }
         with self._lock:
             self._snapshot = snapshot
 
@@ -230,9 +234,14 @@ class LearnerCollector(Collector):
         if s.get("is_detector"):
             for outcome, n in zip(OUTCOMES, _confusion(s)):
                 detections.add_metric(["centroid", outcome], n)
+        for kind, counts in s.get("defense_counts", {}).items():  # each defense's verdicts
+            for outcome in OUTCOMES:
+                detections.add_metric([kind, outcome], counts.get(outcome, 0))
         drift = CounterMetricFamily("poisonsim_drift_alarms", "Drift alarms on the prequential error, by detector",
                                     labels=["detector"])  # fmt: skip
         drift.add_metric([self.drift.name], s.get("drift_alarms", 0))
+        for name, alarms in s.get("defense_alarms", {}).items():
+            drift.add_metric([name], alarms)
         return [*families, rho, shift, position, length, detections, drift]
 
 

@@ -170,3 +170,24 @@ def test_drift_monitor_alarms_when_the_prequential_error_jumps_and_not_before():
         monitor.update(rows[:end], is_detector=True)
     monitor.update(rows, is_detector=True)
     assert early.alarms == 0 and monitor.alarms >= 1
+
+
+def test_defenses_verdicts_and_drift_alarms_are_exported():
+    from pathlib import Path
+
+    scenario = Scenario.from_toml(Path(__file__).parent.parent / "scenarios" / "centroid_defended.toml",
+                                  ["stream.n_events=6000", "attack.start=3000"])  # fmt: skip
+    world = World.build(scenario)
+    learner, stream = Learner(world), world.stream()
+    for size in world.batch_sizes():
+        learner.feed(*stream.next_batch(size))
+    registry = CollectorRegistry()
+    LearnerCollector(scenario.model.kind, registry).update(learner)
+    counts = learner.evaluator.defense_counts
+    for kind in ("outlier-rejection", "robust-centroid", "drift-reset"):
+        for outcome in ("tp", "fp", "tn", "fn"):
+            value = registry.get_sample_value("poisonsim_detections_total", {"detector": kind, "outcome": outcome})
+            assert value == counts[kind][outcome]
+    drift = next(d for d in learner.defenses if d.kind == "drift-reset")
+    exported = registry.get_sample_value("poisonsim_drift_alarms_total", {"detector": "drift-reset/adwin"})
+    assert exported == len(drift.alarm_events_) >= 1  # the attack from event 3,000 sets it off
