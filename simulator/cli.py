@@ -88,13 +88,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from simulator.engine import run, write_results
+    from functools import partial
+
+    from simulator.engine import World, run, write_results
 
     scenario = Scenario.from_toml(args.scenario, args.overrides, args.seed)
     if args.quiet:
         result = run(scenario)
     else:
-        result = _run_with_progress(scenario, run)
+        world = World.build(scenario)  # a scenario the model, attack or defenses refuse fails before the bar
+        result = _run_with_progress(scenario, partial(run, world=world))
         _print_summary(scenario, result.summary)
     if args.out:
         out = write_results(result, scenario, args.out)

@@ -230,9 +230,10 @@ def run(
     scenario: Scenario,
     on_progress: Callable[[int], None] | None = None,
     transport: Transport | None = None,
+    world: World | None = None,
 ) -> RunResult:
-    """Run ``scenario`` to the end and return its summary and timeseries."""
-    world = World.build(scenario)
+    """Run ``scenario`` to the end and return its summary and timeseries (from ``world`` when built already)."""
+    world = world or World.build(scenario)
     stream, learner = world.stream(), Learner(world)
     transport = transport or InMemoryTransport()
     started = time.perf_counter()
