@@ -116,7 +116,8 @@ def _run_with_progress(scenario: Scenario, run):
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from simulator.sweep import Grid, run_sweep
+    from simulator.grid import Grid
+    from simulator.sweep import run_sweep
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers: expected an integer >= 1, got {args.workers}")

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from simulator import engine
 from simulator.config import ConfigError
-from simulator.grid import Grid, Run, flatten_keys  # noqa: F401  (re-exported: the sweep's public names)
+from simulator.grid import Grid, Run, flatten_keys
 
 POINTS_DIR = "points"
 MANIFEST = "sweep.json"

@@ -110,6 +110,12 @@ def topics() -> Topics:
     return Topics(f"t{tag}.benign", f"t{tag}.attack", f"t{tag}.dead")
 
 
+def consume_command(scenario_args: list, broker, topics: Topics, tmp_path: Path, *extra) -> list:
+    """``consume`` for one test: its broker and topics, checkpoints in ``tmp_path/ck``, results in ``tmp_path/out``."""
+    return ["consume", *scenario_args, "--bootstrap-servers", broker.bootstrap, *topics.flags(),
+            "--checkpoint-dir", tmp_path / "ck", "--out", tmp_path / "out", *extra]  # fmt: skip
+
+
 def poisonsim_process(args: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
     """``poisonsim ARGS`` as a real subprocess, its output in ``log_path``."""
     with open(log_path, "ab") as log:

@@ -11,7 +11,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import free_port, poisonsim_process, stop, wait_all, wait_for_log
+from conftest import consume_command, free_port, poisonsim_process, stop, wait_all, wait_for_log
 from prometheus_client import CollectorRegistry, generate_latest
 from test_kafka_e2e import produce_both, read_summary
 
@@ -122,8 +122,7 @@ def test_a_real_prometheus_scrapes_the_consumer(broker, topics, tmp_path):
     metrics_port, prometheus_port = free_port(), free_port()
     producers = produce_both(broker, topics, scenario, tmp_path)
     consumer = poisonsim_process(
-        ["consume", *scenario, "--bootstrap-servers", broker.bootstrap, *topics.flags(), "--checkpoint-dir",
-         tmp_path / "ck", "--out", tmp_path / "out", "--metrics-port", metrics_port, "--keep-serving"],
+        consume_command(scenario, broker, topics, tmp_path, "--metrics-port", metrics_port, "--keep-serving"),
         tmp_path / "consume.log",
     )  # fmt: skip
     config = tmp_path / "prometheus.yml"

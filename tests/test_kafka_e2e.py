@@ -14,7 +14,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import ROOT, free_port, poisonsim_process, stop, wait_all, wait_for_log
+from conftest import ROOT, consume_command, free_port, poisonsim_process, stop, wait_all, wait_for_log
 
 from simulator.codec import HEADER, REASONS, TRUTH_HEADER, Codec
 from simulator.config import Scenario
@@ -55,8 +55,7 @@ def produce_both(broker, topics, scenario_args, tmp_path, *extra) -> list:
 def test_kafka_run_equals_embedded_run(broker, topics, tmp_path, scenario_args, per_message):
     producers = produce_both(broker, topics, scenario_args, tmp_path, "--events-per-message", per_message)
     consumer = poisonsim_process(
-        ["consume", *scenario_args, "--bootstrap-servers", broker.bootstrap, *topics.flags(),
-         "--checkpoint-dir", tmp_path / "ck", "--out", tmp_path / "out", "--no-metrics"],
+        consume_command(scenario_args, broker, topics, tmp_path, "--no-metrics"),
         tmp_path / "consume.log",
     )  # fmt: skip
     logs = [tmp_path / n for n in ("produce-benign.log", "produce-attack.log", "consume.log")]
@@ -125,8 +124,7 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_the_run_goes_on(brok
     port = free_port()
     producers = produce_both(broker, topics, CENTROID, tmp_path)
     consumer = poisonsim_process(
-        ["consume", *CENTROID, "--bootstrap-servers", broker.bootstrap, *topics.flags(), "--checkpoint-dir",
-         tmp_path / "ck", "--out", tmp_path / "out", "--metrics-port", port, "--keep-serving"],
+        consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port, "--keep-serving"),
         tmp_path / "consume.log",
     )  # fmt: skip
     try:

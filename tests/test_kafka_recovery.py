@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import poisonsim_process, stop, wait_all, wait_for_log
+from conftest import consume_command, poisonsim_process, stop, wait_all, wait_for_log
 from test_kafka_e2e import embedded, produce_both, read_summary
 
 from simulator import checkpoint
@@ -31,8 +31,7 @@ def _position(directory) -> int:
 def test_consumer_killed_at_random_points_ends_like_an_uninterrupted_run(broker, topics, tmp_path):
     producers = produce_both(broker, topics, LONG, tmp_path)
     wait_all(producers, timeout=120, logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"])
-    command = ["consume", *LONG, "--bootstrap-servers", broker.bootstrap, *topics.flags(), "--checkpoint-dir",
-               tmp_path / "ck", "--checkpoint-interval", "0.02", "--out", tmp_path / "out", "--no-metrics"]  # fmt: skip
+    command = consume_command(LONG, broker, topics, tmp_path, "--checkpoint-interval", "0.02", "--no-metrics")
     rng = np.random.default_rng(11)
     positions = []
     for kill, target in enumerate(np.sort(rng.uniform(0.05, 0.9, size=4)) * N_LONG):
@@ -60,8 +59,7 @@ def test_consumer_killed_at_random_points_ends_like_an_uninterrupted_run(broker,
 def test_a_paused_broker_loses_nothing(broker, topics, tmp_path):
     producers = produce_both(broker, topics, PACED, tmp_path, "--rate", "4000")
     consumer = poisonsim_process(
-        ["consume", *PACED, "--bootstrap-servers", broker.bootstrap, *topics.flags(), "--checkpoint-dir",
-         tmp_path / "ck", "--out", tmp_path / "out", "--no-metrics", "--stall-seconds", "2"],
+        consume_command(PACED, broker, topics, tmp_path, "--no-metrics", "--stall-seconds", "2"),
         tmp_path / "consume.log",
     )  # fmt: skip
     logs = [tmp_path / n for n in ("produce-benign.log", "produce-attack.log", "consume.log")]
@@ -81,8 +79,7 @@ def test_a_paused_broker_loses_nothing(broker, topics, tmp_path):
 @pytest.mark.slow
 def test_sigterm_stops_cleanly_and_a_restart_finishes(broker, topics, tmp_path):
     producers = produce_both(broker, topics, PACED, tmp_path, "--rate", "8000")
-    command = ["consume", *PACED, "--bootstrap-servers", broker.bootstrap, *topics.flags(), "--checkpoint-dir",
-               tmp_path / "ck", "--out", tmp_path / "out", "--no-metrics"]  # fmt: skip
+    command = consume_command(PACED, broker, topics, tmp_path, "--no-metrics")
     consumer = poisonsim_process(command, tmp_path / "consume-1.log")
     wait_for_log(tmp_path / "consume-1.log", "consuming", timeout=60, process=consumer)
     time.sleep(1.0)

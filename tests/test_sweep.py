@@ -16,7 +16,8 @@ import pytest
 from simulator import engine
 from simulator.config import ConfigError
 from simulator.engine import TIMING_FIELDS
-from simulator.sweep import Grid, read_journal, run_sweep
+from simulator.grid import Grid
+from simulator.sweep import read_journal, run_sweep
 
 ROOT = Path(__file__).parent.parent
 BASE = {
