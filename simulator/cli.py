@@ -60,11 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="directory for summary.json, timeseries.csv, scenario.toml")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     run.set_defaults(handler=_run)
-    from consumers.process import add_parser as add_consume  # the Kafka processes (producers/, consumers/)
-    from producers.process import add_parser as add_produce
-
-    add_produce(commands)
-    add_consume(commands)
+    for command in _plugged_commands():  # produce, consume: the Kafka processes register themselves
+        command.load()(commands)
     sweep = commands.add_parser(
         "sweep",
         help="run a grid of scenarios (local process pool or dask cluster); resumable",
@@ -85,6 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--run", help="run id for the over-time figure, e.g. p0003-s1 (default: strongest attacker)")
     report.set_defaults(handler=_report)
     return parser
+
+
+def _plugged_commands() -> list:
+    """Subcommands other packages add (entry points ``poisonsim.commands``: a function of the subparsers).
+
+    producers/ and consumers/ plug ``produce`` and ``consume`` in this way, so simulator/ never imports them.
+    """
+    from importlib.metadata import entry_points
+
+    return sorted(entry_points(group="poisonsim.commands"), key=lambda entry: entry.name, reverse=True)
 
 
 def _run(args: argparse.Namespace) -> int:

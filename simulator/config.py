@@ -155,8 +155,9 @@ class DefenseConfig:
     trim: float = _opt(0.1, "robust-centroid: share cut from each end for the trimmed mean", ge=0, lt=0.5)
     quota: float = _opt(0.2, "source-quota: most share of a window one source may hold", gt=0, le=1)
     alpha: float = _opt(0.1, "fpr-reset: false alarm budget on trusted clean traffic", gt=0, lt=1)
-    detector: str = _opt("adwin", "drift-reset: river drift detector", choices=("adwin", "page-hinkley", "kswin"))
-    signal: str = _opt("distance", "drift-reset: watched signal", choices=("distance", "confidence"))
+    detector: str = _opt("adwin", "drift-reset, fine-pruning on drift: river drift detector",
+                         choices=("adwin", "page-hinkley", "kswin"))  # fmt: skip
+    signal: str = _opt("distance", "drift-reset, fine-pruning on drift: watched signal", choices=("distance", "confidence"))
     action: str = _opt("reset", "drift-reset: on alarm", choices=("reset", "freeze"))
     # runtime detection
     overlays: int = _opt(16, "strip: clean inputs each input is superimposed on (N)", ge=1, le=1024)
@@ -168,9 +169,14 @@ class DefenseConfig:
         "mixture", "isolation: loss cutoff rule",
         choices=("fraction", "threshold", "percentile", "mixture"),
     )  # fmt: skip
+    score: str = _opt(
+        "gain", "isolation: loss (ABL: the net's loss after its step) or gain (a clean reference's loss minus it)",
+        choices=("loss", "gain"),
+    )  # fmt: skip
     fraction: float = _opt(0.05, "isolation: share isolated by the fraction rule", gt=0, lt=1)
-    gamma: float = _opt(0.5, "isolation: loss threshold gamma (flooding, as in ABL)", gt=0)
-    percentile: float = _opt(5.0, "isolation: loss percentile cutoff", gt=0, lt=100)
+    gamma: float = _opt(0.5, "isolation: threshold gamma (score loss: below it, with flooding as in ABL; gain: above)",
+                        gt=0)  # fmt: skip
+    percentile: float = _opt(5.0, "isolation: share (%) of unseen clean samples scoring above the cutoff", gt=0, lt=100)
     unlearn: bool = _opt(True, "isolation: gradient ascent on isolated samples, fine-tune on the rest")
     unlearn_weight: float = _opt(1.0, "isolation: lambda of the unlearning (ascent) loss", gt=0)
     # model analysis and repair

@@ -212,10 +212,12 @@ class Learner:
         return summary
 
     def get_state(self) -> dict:
-        """Model and evaluator state (numpy arrays and plain values), for a checkpoint."""
+        """Model, evaluator and defense state (numpy arrays and plain values), for a checkpoint."""
         state = {"model": self.model.get_state(), "evaluator": self.evaluator.get_state()}
         if self.deployment:
             state["deployment"] = self.deployment.get_state()
+        if self.defenses:
+            state["defenses"] = {defense.kind: defense.get_state() for defense in self.defenses}
         return state
 
     def set_state(self, state: dict) -> None:
@@ -224,6 +226,12 @@ class Learner:
         self.evaluator.set_state(state["evaluator"])
         if self.deployment:
             self.deployment.set_state(state["deployment"], self.model)
+        saved = state.get("defenses", {})
+        if set(saved) != {defense.kind for defense in self.defenses}:
+            raise ValueError(f"defenses: the checkpoint holds {sorted(saved)}, the scenario has "
+                             f"{sorted(d.kind for d in self.defenses)}")  # fmt: skip
+        for defense in self.defenses:
+            defense.set_state(saved[defense.kind], self.model)
 
 
 def run(

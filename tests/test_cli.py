@@ -72,7 +72,8 @@ def test_bad_override_is_refused_before_running(tmp_path):
 
 
 def test_help_lists_commands_and_scenario_keys():
-    assert "run" in poisonsim("--help").stdout
+    commands = poisonsim("--help").stdout
+    assert all(f"    {command} " in commands for command in ("run", "produce", "consume", "sweep", "report"))
     text = poisonsim("run", "--help").stdout
     assert "--set" in text and "model.window_policy" in text and "attack.rate" in text
 

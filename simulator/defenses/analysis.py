@@ -23,6 +23,8 @@ True
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from simulator.defenses.base import DefenderKnowledge, Defense
@@ -52,6 +54,13 @@ class ActivationAnalysis(Defense):
         self._y = np.empty(0, dtype=np.int64)
         self.figures_: dict = {}
         return self
+
+    def get_state(self) -> dict:
+        return {"x": self._x.copy(), "y": self._y.copy(), "figures": copy.deepcopy(self.figures_)}
+
+    def set_state(self, state: dict, model) -> None:
+        self._x = np.asarray(state["x"], dtype=np.float32).reshape(-1, self.clean_x_.shape[1])
+        self._y, self.figures_ = np.asarray(state["y"], dtype=np.int64), copy.deepcopy(state["figures"])
 
     def update(self, batch, predictions, slots, model, position: int):
         if self.figures_:

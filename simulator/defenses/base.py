@@ -12,6 +12,9 @@ A defense sees each batch twice, in stream order:
   then (returning a mask over the batch it was given), and may change the
   model (reset a window, unlearn, prune).
 
+A checkpoint holds what a defense learned from the stream (:meth:`Defense.get_state`);
+what it fitted before the stream is fitted again, identically, from the seed.
+
 A defense never reads ground truth: the evaluator alone holds the flags
 against it (tp/fp/tn/fn). What a defense knows is a :class:`DefenderKnowledge`:
 a trusted clean sample it owns, drawn from the benign distribution.
@@ -62,3 +65,10 @@ class Defense(Estimator):
     def report(self) -> dict:
         """Extra figures of this defense for the summary (plain values)."""
         return {}
+
+    def get_state(self) -> dict:
+        """What changed since :meth:`fit` (numpy arrays and plain values, copies), for a checkpoint."""
+        return {}
+
+    def set_state(self, state: dict, model) -> None:
+        """Resume from :meth:`get_state` of the same defense, fitted on the same scenario."""

@@ -33,6 +33,8 @@ DriftReset(detector='page-hinkley', signal='distance', action='reset', every=500
 
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 from river import drift
 
@@ -77,6 +79,8 @@ class DriftReset(Defense):
         return self
 
     def _new_detector(self):
+        """A fresh river detector; what it is fed is kept, so a checkpoint can replay it."""
+        self.fed_ = array("d")
         if self.detector == "kswin":
             return drift.KSWIN(seed=self.seed_ + len(self.alarm_events_))
         return DETECTORS[self.detector]()
@@ -110,6 +114,7 @@ class DriftReset(Defense):
         alarm = None
         for i, value in enumerate(self.signal_values(batch, model, self._centers)):
             self.detector_.update(float(value))
+            self.fed_.append(float(value))
             if self.detector_.drift_detected:
                 alarm = i if alarm is None else alarm
                 self.alarm_events_.append(first + i + 1)
@@ -133,6 +138,26 @@ class DriftReset(Defense):
             self.candidate_state_, self.candidate_at_ = model.get_state(), position
             self.saved_at_ = position
         return flags
+
+    def get_state(self) -> dict:
+        """The detector as the values it was fed since it was made (river's detectors hold no plain state)."""
+        return {
+            "fed": np.frombuffer(self.fed_, dtype=np.float64).copy(),
+            "alarm_events": list(self.alarm_events_),
+            "trusted": [self.trusted_state_, self.trusted_at_],
+            "candidate": [self.candidate_state_, self.candidate_at_],
+            "counts": [self.resets_, self.frozen_events_, self.quiet_since_],
+        }
+
+    def set_state(self, state: dict, model) -> None:
+        self.alarm_events_ = list(state["alarm_events"])
+        self.detector_ = self._new_detector()
+        for value in np.asarray(state["fed"], dtype=np.float64).tolist():
+            self.detector_.update(value)
+            self.fed_.append(value)
+        self.trusted_state_, self.trusted_at_ = state["trusted"]
+        self.candidate_state_, self.candidate_at_ = state["candidate"]
+        self.resets_, self.frozen_events_, self.quiet_since_ = state["counts"]
 
     def report(self) -> dict:
         return {

@@ -1,30 +1,40 @@
-"""Training-time isolation and anti-backdoor unlearning (Li et al. 2021, ABL) for the online net.
+"""Training-time isolation and anti-backdoor unlearning (after Li et al. 2021, ABL) for the online net.
 
-Backdoor samples are learned faster than clean ones: right after the net has
-taken its step on an event, a triggered event's loss is already far lower.
-Each event's loss after its first update is its score; where to cut is an
-open question, so several rules judge the same scores:
+Each event gets a suspicion score right after the net has taken its step on
+it (``score``):
 
-- ``fraction``: the lowest ``fraction`` of the recent scores (a rolling quantile);
-- ``threshold``: loss below ``gamma``; the net trains with flooding at gamma
-  (ABL's local gradient ascent) so clean losses float at gamma while
-  backdoor losses sink below it;
-- ``percentile``: below the ``percentile``-th percentile of the defender's
-  trusted clean samples' losses (recomputed every ``every`` events);
-- ``mixture``: a two-component Gaussian mixture on the recent log-losses;
-  flagged when the low component is the more likely.
+- ``loss`` (ABL's own signal): backdoor samples are learned faster than clean
+  ones, so a low loss is suspect (suspicion = -log loss). It holds for a net
+  trained from scratch on a hard task; a pre-trained net learning easy digits
+  online fits clean events as fast (see the README's measured precision).
+- ``gain``: how much better the live net fits the event than a reference net
+  trained on the defender's own clean sample (reference loss - live loss).
+  An event the stream taught the net, but clean data would not, is suspect:
+  a dirty-label backdoor event carries a label its image does not support.
+  A clean-label attack gives no gain; this score does not see it.
+
+Where to cut is an open question, so several rules judge the same scores:
+
+- ``fraction``: the top ``fraction`` of the recent scores (a rolling quantile);
+- ``threshold``: loss below ``gamma``, the net training with flooding at gamma
+  (ABL's local gradient ascent); with ``gain``: gain above ``gamma`` nats;
+- ``percentile``: above the ``100 - percentile``-th percentile of the scores of
+  trusted clean samples the reference never saw (recomputed every ``every``);
+- ``mixture``: a two-component Gaussian mixture on the recent scores (gain:
+  on ``log(1 + max(gain, 0))``); flagged when the high component is the more
+  likely.
 
 The configured rule's verdicts are the defense's flags; every rule's
 verdicts are scored apart by the evaluator (``isolation/<rule>``), so each
 rule's precision and recall sit side by side. With ``unlearn = true``, at
 event ``at`` (default: the stream's end) the net takes gradient ascent
 steps on the isolated events (``-lambda * L``, capped) while fine-tuning on
-the recent events not isolated.
+the recent events not isolated and the defender's clean sample.
 
 >>> import numpy as np
->>> z = np.r_[np.full(50, -6.0), np.full(950, -1.0)] + np.random.default_rng(0).normal(0, 0.3, 1000)
->>> low = mixture_low(z)
->>> bool(low[:50].all()), int(low[50:].sum())
+>>> z = np.r_[np.full(50, 6.0), np.full(950, 1.0)] + np.random.default_rng(0).normal(0, 0.3, 1000)
+>>> high = mixture_high(z)
+>>> bool(high[:50].all()), int(high[50:].sum())
 (True, 0)
 """
 
@@ -39,11 +49,14 @@ from torch import nn
 from simulator.config import DefenseConfig
 from simulator.defenses.base import DefenderKnowledge, Defense
 from simulator.events import EventBatch
+from simulator.models.nets import train_offline
 
 RULES = ("fraction", "threshold", "percentile", "mixture")
+SCORES = ("loss", "gain")
 HISTORY = 2_000  # recent scores the rolling rules cut
 MIN_HISTORY = 200  # rolling rules flag nothing before this many scores
 KEEP = 4_000  # isolated / kept events remembered for unlearning
+REFERENCE_EPOCHS = 30  # the gain score's reference net, on half the trusted sample
 UNLEARN_STEPS = 200
 UNLEARN_BATCH = 64
 UNLEARN_LR = 5e-4
@@ -51,31 +64,35 @@ ASCENT_CAP = 6.0  # isolated loss above this gives no more ascent gradient
 EPS = 1e-6
 
 
-def mixture_low(z: np.ndarray, iterations: int = 50) -> np.ndarray:
-    """Two-Gaussian EM on ``z``; True where the lower-mean component is the more likely."""
+def mixture_high(z: np.ndarray, iterations: int = 50) -> np.ndarray:
+    """Two-Gaussian EM on ``z``; True where the higher-mean component is the more likely."""
     z = np.asarray(z, dtype=np.float64)
-    lo, hi = np.quantile(z, [0.05, 0.5])
-    mu, var, w = np.array([lo, hi]), np.full(2, z.var() + EPS), np.array([0.1, 0.9])
+    lo, hi = np.quantile(z, [0.5, 0.95])
+    mu, var, w = np.array([lo, hi]), np.full(2, z.var() + EPS), np.array([0.9, 0.1])
     for _ in range(iterations):
         dens = w * np.exp(-0.5 * (z[:, None] - mu) ** 2 / var) / np.sqrt(var)
         resp = dens / (dens.sum(axis=1, keepdims=True) + 1e-300)
         nk = resp.sum(axis=0) + EPS
         w, mu = nk / len(z), (resp * z[:, None]).sum(axis=0) / nk
         var = (resp * (z[:, None] - mu) ** 2).sum(axis=0) / nk + 1e-4
-    low = int(np.argmin(mu))
-    return resp[:, low] > 0.5
+    high = int(np.argmax(mu))
+    return resp[:, high] > 0.5
 
 
 class Isolation(Defense):
-    """Flag events learned too fast; optionally unlearn them (ABL)."""
+    """Flag events the net learned suspiciously well; optionally unlearn them (ABL)."""
 
     extra_flag_names = RULES
 
-    def __init__(self, rule: str = "mixture", fraction: float = 0.05, gamma: float = 0.5, percentile: float = 5.0,
-                 unlearn: bool = True, unlearn_weight: float = 1.0, every: int = 500, at: int | None = None):  # fmt: skip
+    def __init__(self, rule: str = "mixture", score: str = "gain", fraction: float = 0.05, gamma: float = 0.5,
+                 percentile: float = 5.0, unlearn: bool = True, unlearn_weight: float = 1.0, every: int = 500,
+                 at: int | None = None):  # fmt: skip
         if rule not in RULES:
             raise ValueError(f"rule: expected one of {', '.join(RULES)}, got {rule!r}")
+        if score not in SCORES:
+            raise ValueError(f"score: expected one of {', '.join(SCORES)}, got {score!r}")
         self.rule = rule
+        self.score = score
         self.fraction = fraction
         self.gamma = gamma
         self.percentile = percentile
@@ -88,8 +105,11 @@ class Isolation(Defense):
         if not hasattr(model, "losses_many"):
             raise ValueError("defense.kind: isolation needs a neural model (model.kind = mlp or cnn)")
         self.clean_x_, self.clean_y_ = knowledge.clean_x, knowledge.clean_y
+        # the reference learns on one half of the trusted sample; the percentile rule calibrates on the other
+        self._calibration = (knowledge.clean_x[1::2], knowledge.clean_y[1::2])
         self.at_ = self.at if self.at is not None else knowledge.n_events
         self._rng = rng
+        self.reference_ = self._train_reference(model, knowledge.clean_x[::2], knowledge.clean_y[::2], rng)
         self._history: deque[float] = deque(maxlen=HISTORY)
         self._isolated: deque[tuple[np.ndarray, int]] = deque(maxlen=KEEP)
         self._kept: deque[tuple[np.ndarray, int]] = deque(maxlen=KEEP)
@@ -97,35 +117,56 @@ class Isolation(Defense):
         self._clean_cut = self._next_clean = 0
         self.unlearned_at_: int | None = None
         self.unlearn_figures_: dict = {}
-        if self.rule == "threshold":
+        if self.rule == "threshold" and self.score == "loss":
             model.flood_level = self.gamma
         return self
 
-    def _verdicts(self, losses: np.ndarray, model, position: int) -> dict[str, np.ndarray]:
-        if position >= self._next_clean:  # the clean reference moves with the net
-            self._clean_cut = float(np.percentile(model.losses_many(self.clean_x_, self.clean_y_), self.percentile))
+    def _train_reference(self, model, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> nn.Module | None:
+        """A net of the model's architecture trained on clean data only (the ``gain`` score's yardstick)."""
+        if self.score != "gain":
+            return None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.integers(2**63)))
+            reference = model.new_net()
+        train_offline(reference, x, y, rng, epochs=REFERENCE_EPOCHS)
+        return reference.eval()
+
+    def suspicion(self, model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Each event's score: higher is more suspect."""
+        live = model.losses_many(x, y)
+        if self.score == "loss":
+            return -np.log(live + 1e-12)
+        with torch.no_grad():
+            logits = self.reference_(torch.as_tensor(x, dtype=torch.float32, device=model.device_))
+            reference = nn.functional.cross_entropy(logits, torch.as_tensor(y, device=model.device_), reduction="none")
+        return reference.cpu().numpy().astype(np.float64) - live
+
+    def _verdicts(self, scores: np.ndarray, model, position: int) -> dict[str, np.ndarray]:
+        if position >= self._next_clean:  # the clean reference point moves with the net
+            clean = self.suspicion(model, *self._calibration)
+            self._clean_cut = float(np.percentile(clean, 100 - self.percentile))
             self._next_clean = (position // self.every + 1) * self.every
         history = np.fromiter(self._history, dtype=np.float64)
         warm = len(history) >= MIN_HISTORY
-        verdicts = {
-            "threshold": losses < self.gamma,
-            "percentile": losses < self._clean_cut,
-            "fraction": losses < np.quantile(history, self.fraction) if warm else np.zeros(len(losses), bool),
+        nothing = np.zeros(len(scores), bool)
+        return {
+            "threshold": scores > (-np.log(self.gamma) if self.score == "loss" else self.gamma),
+            "percentile": scores > self._clean_cut,
+            "fraction": scores > np.quantile(history, 1 - self.fraction) if warm else nothing,
+            "mixture": mixture_high(self._spread(np.r_[history, scores]))[len(history) :] if warm else nothing,
         }
-        if warm:
-            z = np.log(np.r_[history, losses] + 1e-12)
-            verdicts["mixture"] = mixture_low(z)[len(history) :]
-        else:
-            verdicts["mixture"] = np.zeros(len(losses), bool)
-        return verdicts
+
+    def _spread(self, scores: np.ndarray) -> np.ndarray:
+        """What the mixture is fitted on: only a positive gain is evidence, on a log scale."""
+        return scores if self.score == "loss" else np.log1p(np.maximum(scores, 0.0))
 
     def update(self, batch: EventBatch, predictions, slots, model, position: int) -> np.ndarray | None:
         if self.unlearned_at_ is not None or len(batch) == 0:
             self._extra = {rule: np.zeros(len(batch), bool) for rule in RULES}
             return None
-        losses = model.losses_many(batch.x, batch.y)  # after the net's step(s) on these events
-        self._extra = self._verdicts(losses, model, position)
-        self._history.extend(losses.tolist())
+        scores = self.suspicion(model, batch.x, batch.y)  # after the net's step(s) on these events
+        self._extra = self._verdicts(scores, model, position)
+        self._history.extend(scores.tolist())
         flagged = self._extra[self.rule]
         for x, y, is_flagged in zip(batch.x, batch.y, flagged):
             (self._isolated if is_flagged else self._kept).append((x, int(y)))
@@ -163,13 +204,32 @@ class Isolation(Defense):
         self.unlearn_figures_ = {"unlearn_steps": UNLEARN_STEPS, "unlearned_events": len(iy),
                                  "fine_tuned_events": len(ky)}  # fmt: skip
 
+    def get_state(self) -> dict:
+        pairs = lambda events: (np.array([x for x, _ in events], dtype=np.float32).reshape(len(events), -1),
+                                np.array([y for _, y in events], dtype=np.int64))  # fmt: skip
+        (iso_x, iso_y), (keep_x, keep_y) = pairs(self._isolated), pairs(self._kept)
+        return {"history": np.fromiter(self._history, dtype=np.float64), "isolated_x": iso_x, "isolated_y": iso_y,
+                "kept_x": keep_x, "kept_y": keep_y, "clean_cut": self._clean_cut, "next_clean": self._next_clean,
+                "unlearned_at": self.unlearned_at_, "unlearn_figures": dict(self.unlearn_figures_),
+                "rng": self._rng.bit_generator.state}  # fmt: skip
+
+    def set_state(self, state: dict, model) -> None:
+        self._history = deque(np.asarray(state["history"]).tolist(), maxlen=HISTORY)
+        self._isolated = deque(zip(state["isolated_x"], state["isolated_y"].tolist()), maxlen=KEEP)
+        self._kept = deque(zip(state["kept_x"], state["kept_y"].tolist()), maxlen=KEEP)
+        self._clean_cut, self._next_clean = state["clean_cut"], state["next_clean"]
+        self.unlearned_at_, self.unlearn_figures_ = state["unlearned_at"], dict(state["unlearn_figures"])
+        self._rng.bit_generator.state = state["rng"]
+        if self.unlearned_at_ is not None:
+            model.flood_level = None
+
     def report(self) -> dict:
-        return {"rule": self.rule, "isolated_events": len(self._isolated), "unlearned_at": self.unlearned_at_,
-                **self.unlearn_figures_}  # fmt: skip
+        return {"rule": self.rule, "score": self.score, "isolated_events": len(self._isolated),
+                "unlearned_at": self.unlearned_at_, **self.unlearn_figures_}  # fmt: skip
 
 
 def _build(config: DefenseConfig) -> Isolation:
-    return Isolation(config.rule, config.fraction, config.gamma, config.percentile, config.unlearn,
+    return Isolation(config.rule, config.score, config.fraction, config.gamma, config.percentile, config.unlearn,
                      config.unlearn_weight, config.every, config.at)  # fmt: skip
 
 

@@ -6,9 +6,10 @@ the target class, so the mean entropy of their predictions stays low. An
 input is flagged when that entropy falls below a threshold calibrated on
 clean inputs for a target false rejection rate (``frr``).
 
-All overlays of a batch go through the net in one forward pass
-(:func:`strip_entropy`); :func:`strip_entropy_loop` is the per-input loop of
-the reference code, kept for the benchmark and as a check.
+All overlays of a batch are judged together (:func:`strip_entropy`: the net
+runs in cache-sized chunks, our CNN as :func:`channels_last_logits`);
+:func:`strip_entropy_loop` is the per-input loop of the reference code, kept
+for the benchmark and as a check.
 
 >>> import numpy as np
 >>> overlay = superimpose(np.array([[0.2, 1.0]]), np.array([[0.6, 0.5]]), "additive")
@@ -18,15 +19,21 @@ the reference code, kept for the benchmark and as a check.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+from torch import nn
 
 from simulator.config import DefenseConfig
 from simulator.defenses.base import DefenderKnowledge, Defense
 from simulator.events import EventBatch
+from simulator.models.nets import CNN
 
-CALIBRATION_SHARE = 0.5  # of the trusted sample: the rest are the overlays
-FORWARD_ROWS = 65_536  # overlay rows per forward pass (memory bound)
+CALIBRATION_DRAWS = 2  # overlay sets per trusted input at calibration: less overlay luck in the threshold
+CALIBRATION_CONFIDENCE = 0.9  # P(false rejection rate <= frr) the threshold is chosen for
+CPU_FORWARD_ROWS = 256  # overlay rows per forward pass and CPU thread: the activations stay in cache
+DEVICE_FORWARD_ROWS = 65_536  # on an accelerator (memory bound)
 
 
 def superimpose(x: np.ndarray, backgrounds: np.ndarray, how: str) -> np.ndarray:
@@ -45,6 +52,27 @@ def superimpose(x: np.ndarray, backgrounds: np.ndarray, how: str) -> np.ndarray:
     raise ValueError(f'superimpose: expected "blend" or "additive", got {how!r}')
 
 
+def order_statistic(n: int, frr: float, confidence: float) -> int:
+    """The largest k such that the k-th smallest of n clean scores, as threshold, keeps the false rejection rate
+    under ``frr`` with probability ``confidence`` (0: no k does).
+
+    Inputs strictly below the k-th smallest of n exchangeable scores make up a
+    Beta(k, n + 1 - k) share of their distribution, so P(FRR > frr) =
+    P(Binomial(n, frr) < k); a plain ``frr`` quantile (k ~ n * frr) exceeds
+    ``frr`` about half the time.
+
+    >>> order_statistic(1000, 0.01, 0.9), order_statistic(1000, 0.01, 0.5), order_statistic(100, 0.01, 0.9)
+    (6, 10, 0)
+    """
+    log_pmf, below = n * math.log1p(-frr), 0.0  # log P(Binomial(n, frr) = k), P(Binomial(n, frr) <= k)
+    for k in range(n):
+        below += math.exp(log_pmf)
+        if below > 1 - confidence:
+            return k
+        log_pmf += math.log((n - k) / (k + 1) * frr / (1 - frr))
+    return n
+
+
 def _entropy(proba: torch.Tensor) -> torch.Tensor:
     """Shannon entropy (bits) of each row of class probabilities."""
     return -(proba * torch.log2(proba.clamp_min(1e-12))).sum(dim=-1)
@@ -54,17 +82,76 @@ def strip_entropy(model, x: np.ndarray, backgrounds: np.ndarray, how: str) -> np
     """Mean prediction entropy over each input's overlays, all inputs batched.
 
     ``backgrounds`` is ``(m, N, d)``: input i is superimposed on ``backgrounds[i]``.
+    Overlays go through the net in cache-sized chunks; our CNN runs as
+    :func:`channels_last_logits`.
     """
     m, n = len(x), backgrounds.shape[1]
+    out = np.empty(m)
     if m == 0:
-        return np.empty(0)
-    rows = superimpose(x, backgrounds, how).reshape(m * n, -1)
+        return out
     net, device = model.net, model.device_
     net.eval()
-    with torch.no_grad():
-        parts = [_entropy(torch.softmax(net(torch.as_tensor(rows[i : i + FORWARD_ROWS], device=device)), dim=1))
-                 for i in range(0, len(rows), FORWARD_ROWS)]  # fmt: skip
-    return torch.cat(parts).reshape(m, n).mean(dim=1).cpu().numpy().astype(np.float64)
+    per_pass = CPU_FORWARD_ROWS * torch.get_num_threads() if device.type == "cpu" else DEVICE_FORWARD_ROWS
+    step = max(1, per_pass // n)  # inputs per forward pass
+    x = np.asarray(x, dtype=np.float32)
+    with torch.inference_mode():
+        forward = channels_last_logits(net) or net
+        for i in range(0, m, step):
+            rows = torch.as_tensor(superimpose(x[i : i + step], backgrounds[i : i + step], how), device=device)
+            proba = torch.softmax(forward(rows.reshape(-1, x.shape[1])), dim=1)
+            out[i : i + step] = _entropy(proba).reshape(-1, n).mean(dim=1).cpu().numpy()
+    return out
+
+
+def channels_last_logits(net):
+    """Our CNN's logits for many small images, or ``None`` for any other net.
+
+    The same function as ``net(x)`` (up to float rounding), laid out for
+    inference: channels-last convolutions, max-pool before the ReLU (they
+    commute), pooling by reshapes, and the hidden layer's weights permuted to
+    the channels-last order, so no activation is copied between layers. A net
+    with hooks (fine-pruning's unit masks) or its own ``forward`` gets ``None``.
+
+    >>> from simulator.models.nets import build_net
+    >>> net = build_net("cnn", n_features=64, n_classes=10, hidden=32, image_side=8).eval()
+    >>> x = torch.rand(5, 64)
+    >>> bool(torch.allclose(channels_last_logits(net)(x), net(x), atol=1e-5))
+    True
+    >>> handle = net.features[6].register_forward_pre_hook(lambda layer, args: (args[0] * 0,))
+    >>> channels_last_logits(net) is None
+    True
+    """
+    if type(net) is not CNN or "forward" in vars(net) or any(m._forward_hooks or m._forward_pre_hooks
+                                                                for m in net.modules()):  # fmt: skip
+        return None  # a supplied module, or a hook: their own code runs
+    layers = list(net.features)
+    kinds = [nn.Conv2d, nn.ReLU, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear, nn.ReLU]
+    if [type(layer) for layer in layers] != kinds or net.image_side % 2:
+        return None
+    conv1, _, conv2, _, pool, _, hidden, _ = layers
+    same_size = ((3, 3), (1, 1), (1, 1), (1, 1), 1)  # kernel, stride, padding, dilation, groups
+    keep_size = all((c.kernel_size, c.stride, c.padding, c.dilation, c.groups) == same_size for c in (conv1, conv2))
+    halves = (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode) == (2, 2, 0, 1, False)
+    if not (keep_size and halves):
+        return None
+    side, channels = net.image_side, conv2.out_channels
+    half = side // 2
+    w1, w2 = (conv.weight.contiguous(memory_format=torch.channels_last) for conv in (conv1, conv2))
+    w3 = hidden.weight.reshape(-1, channels, half, half).permute(0, 2, 3, 1).reshape(hidden.out_features, -1).t()
+    w3 = w3.contiguous()
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        b = len(x)
+        image = x.contiguous().as_strided((b, 1, side, side), (side * side, 1, side, 1))  # channels last
+        h = nn.functional.conv2d(image, w1, conv1.bias, padding=1).relu_()
+        h = nn.functional.conv2d(h, w2, conv2.bias, padding=1).permute(0, 2, 3, 1)  # (b, side, side, channels)
+        h = h.reshape(b, half, 2, half, 2 * channels)  # rows in pairs; a column pair's channels side by side
+        h = torch.maximum(h[:, :, 0], h[:, :, 1])
+        h = torch.maximum(h[..., :channels], h[..., channels:]).relu_()
+        h = torch.addmm(hidden.bias, h.reshape(b, -1), w3).relu_()
+        return net.head(h)
+
+    return logits
 
 
 def strip_entropy_loop(model, x: np.ndarray, backgrounds: np.ndarray, how: str) -> np.ndarray:
@@ -80,8 +167,12 @@ def strip_entropy_loop(model, x: np.ndarray, backgrounds: np.ndarray, how: str) 
 class Strip(Defense):
     """Flag (or drop, ``mode = "drop"``) inputs whose overlays' mean entropy is below the calibrated threshold.
 
-    The threshold is recalibrated on the defender's clean calibration inputs
-    every ``every`` stream events, since the online model keeps changing.
+    Overlays are drawn from the defender's whole trusted sample. Calibration
+    cross-fits: each half of the sample is overlaid on the other half only (an
+    input never meets itself), ``CALIBRATION_DRAWS`` overlay sets per input,
+    and the threshold is the order statistic that keeps the FRR under ``frr``
+    with probability ``CALIBRATION_CONFIDENCE`` (:func:`order_statistic`). It
+    is recalibrated every ``every`` stream events, as the online model changes.
     """
 
     def __init__(self, overlays: int = 16, superimpose: str = "blend", frr: float = 0.01, mode: str = "flag",
@@ -100,10 +191,11 @@ class Strip(Defense):
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> Strip:
         if not hasattr(model, "net"):
             raise ValueError("defense.kind: strip needs a neural model (model.kind = mlp or cnn)")
-        order = rng.permutation(len(knowledge.clean_x))
-        cut = int(len(order) * CALIBRATION_SHARE)
-        self.calibration_x_ = knowledge.clean_x[order[:cut]].astype(np.float32)
-        self.pool_x_ = knowledge.clean_x[order[cut:]].astype(np.float32)
+        self.pool_x_ = knowledge.clean_x[rng.permutation(len(knowledge.clean_x))].astype(np.float32)
+        self.rank_ = order_statistic(len(self.pool_x_), self.frr, CALIBRATION_CONFIDENCE)
+        if self.rank_ == 0:
+            raise ValueError(f"frr: {len(self.pool_x_)} trusted clean inputs cannot bound a false rejection rate "
+                             f"of {self.frr} with {CALIBRATION_CONFIDENCE:.0%} confidence; raise frr")  # fmt: skip
         stream_seed, flag_seed = rng.spawn(2)
         self._stream_rng, self._flag_seed = stream_seed, int(flag_seed.integers(2**63))
         self.calibrations_ = 0
@@ -111,23 +203,27 @@ class Strip(Defense):
         self.calibrate(model)
         return self
 
-    def backgrounds(self, m: int, rng: np.random.Generator) -> np.ndarray:
-        """N clean overlay inputs for each of ``m`` inputs, drawn without replacement per input."""
-        pool = len(self.pool_x_)
-        picks = np.argsort(rng.random((m, pool)), axis=1)[:, : self.overlays] if self.overlays <= pool \
-            else rng.integers(0, pool, size=(m, self.overlays))  # fmt: skip
-        return self.pool_x_[picks]
+    def picks(self, m: int, pool: int, rng: np.random.Generator) -> np.ndarray:
+        """``(m, N)`` indices into a pool of ``pool`` inputs, without replacement per row (if N <= pool)."""
+        if self.overlays > pool:
+            return rng.integers(0, pool, size=(m, self.overlays))
+        return np.argpartition(rng.random((m, pool)), self.overlays - 1, axis=1)[:, : self.overlays]
 
     def score(self, X: np.ndarray, model, rng: np.random.Generator | None = None) -> np.ndarray:
         """Mean overlay entropy of each input (low: likely triggered)."""
         rng = rng or np.random.default_rng(self._flag_seed)
         X = np.asarray(X, dtype=np.float32)
-        return strip_entropy(model, X, self.backgrounds(len(X), rng), self.superimpose)
+        return strip_entropy(model, X, self.pool_x_[self.picks(len(X), len(self.pool_x_), rng)], self.superimpose)
 
     def calibrate(self, model) -> float:
-        """Threshold = the ``frr`` quantile of the clean calibration inputs' entropies."""
-        entropies = self.score(self.calibration_x_, model, np.random.default_rng(self._flag_seed + 1))
-        self.threshold_ = float(np.quantile(entropies, self.frr))
+        """Threshold from the trusted sample, each half overlaid on the other (see the class)."""
+        rng, n = np.random.default_rng(self._flag_seed + 1), len(self.pool_x_)
+        half = n // 2
+        draws = [np.concatenate([half + self.picks(half, n - half, rng), self.picks(n - half, half, rng)])
+                 for _ in range(CALIBRATION_DRAWS)]  # fmt: skip
+        x = np.tile(self.pool_x_, (CALIBRATION_DRAWS, 1))
+        entropies = np.sort(strip_entropy(model, x, self.pool_x_[np.concatenate(draws)], self.superimpose))
+        self.threshold_ = float(entropies[self.rank_ * CALIBRATION_DRAWS - 1])  # as many per input as one draw's rank_
         self.calibrations_ += 1
         return self.threshold_
 
@@ -145,6 +241,15 @@ class Strip(Defense):
 
     def report(self) -> dict:
         return {"threshold": self.threshold_, "overlays": self.overlays, "calibrations": self.calibrations_}
+
+    def get_state(self) -> dict:
+        return {"threshold": self.threshold_, "calibrations": self.calibrations_,
+                "next_calibration": self._next_calibration, "rng": self._stream_rng.bit_generator.state}  # fmt: skip
+
+    def set_state(self, state: dict, model) -> None:
+        self.threshold_, self.calibrations_ = state["threshold"], state["calibrations"]
+        self._next_calibration = state["next_calibration"]
+        self._stream_rng.bit_generator.state = state["rng"]
 
 
 def _build(config: DefenseConfig) -> Strip:

@@ -154,6 +154,14 @@ class FprReset(Defense):
     def report(self) -> dict:
         return {"resets": self.resets_, "checks": self.checks_, "last_false_alarm_rate": self.last_rate_}
 
+    def get_state(self) -> dict:
+        return {"trusted_state": self.trusted_state_, "trusted_at": self.trusted_at_, "resets": self.resets_,
+                "checks": self.checks_, "last_rate": self.last_rate_}  # fmt: skip
+
+    def set_state(self, state: dict, model) -> None:
+        self.trusted_state_, self.trusted_at_ = state["trusted_state"], state["trusted_at"]
+        self.resets_, self.checks_, self.last_rate_ = state["resets"], state["checks"], state["last_rate"]
+
 
 def restore_window(model, state: dict) -> None:
     """Put a model's windows back to ``state``; its options (set by any defense since) and random
