@@ -47,6 +47,42 @@ DETECTORS = {"adwin": drift.ADWIN, "page-hinkley": drift.PageHinkley, "kswin": d
 MAX_ALARMS_REPORTED = 100
 
 
+class Detector:
+    """A river drift detector that keeps what it was fed, so a checkpoint can replay it
+    (river's detectors hold no plain state to save).
+
+    >>> detector = Detector("page-hinkley", seed=0)
+    >>> alarms = [detector.update(v) for v in [0.0] * 200 + [5.0] * 50]
+    >>> any(alarms[:200]), any(alarms[200:])
+    (False, True)
+    >>> again = Detector.replayed("page-hinkley", 0, detector.fed())
+    >>> again.fed().tolist() == detector.fed().tolist()
+    True
+    """
+
+    def __init__(self, kind: str, seed: int):
+        self._river = drift.KSWIN(seed=seed) if kind == "kswin" else DETECTORS[kind]()
+        self._fed = array("d")
+
+    @classmethod
+    def replayed(cls, kind: str, seed: int, values: np.ndarray) -> Detector:
+        """A fresh detector fed ``values`` again: the one that was saved."""
+        detector = cls(kind, seed)
+        for value in np.asarray(values, dtype=np.float64).tolist():
+            detector.update(value)
+        return detector
+
+    def update(self, value: float) -> bool:
+        """Feed one value; True when drift is detected."""
+        self._river.update(value)
+        self._fed.append(value)
+        return self._river.drift_detected
+
+    def fed(self) -> np.ndarray:
+        """Every value fed so far (a copy)."""
+        return np.frombuffer(self._fed, dtype=np.float64).copy()
+
+
 class DriftReset(Defense):
     """Reset or freeze the window when a drift detector fires on the chosen signal."""
 
@@ -78,12 +114,8 @@ class DriftReset(Defense):
         self.saved_at_ = self.restored_from_ = None  # for the evaluator's window mirror
         return self
 
-    def _new_detector(self):
-        """A fresh river detector; what it is fed is kept, so a checkpoint can replay it."""
-        self.fed_ = array("d")
-        if self.detector == "kswin":
-            return drift.KSWIN(seed=self.seed_ + len(self.alarm_events_))
-        return DETECTORS[self.detector]()
+    def _new_detector(self) -> Detector:
+        return Detector(self.detector, self.seed_ + len(self.alarm_events_))
 
     def signal_values(self, batch: EventBatch, model, centers: np.ndarray | None = None) -> np.ndarray:
         """The watched signal for each event of ``batch``, against ``centers`` (default: the model's now)."""
@@ -113,9 +145,7 @@ class DriftReset(Defense):
         first = position - len(batch)  # events into the stream before this unit
         alarm = None
         for i, value in enumerate(self.signal_values(batch, model, self._centers)):
-            self.detector_.update(float(value))
-            self.fed_.append(float(value))
-            if self.detector_.drift_detected:
+            if self.detector_.update(float(value)):
                 alarm = i if alarm is None else alarm
                 self.alarm_events_.append(first + i + 1)
         flags = np.full(len(batch), self._was_frozen)
@@ -140,9 +170,8 @@ class DriftReset(Defense):
         return flags
 
     def get_state(self) -> dict:
-        """The detector as the values it was fed since it was made (river's detectors hold no plain state)."""
         return {
-            "fed": np.frombuffer(self.fed_, dtype=np.float64).copy(),
+            "fed": self.detector_.fed(),
             "alarm_events": list(self.alarm_events_),
             "trusted": [self.trusted_state_, self.trusted_at_],
             "candidate": [self.candidate_state_, self.candidate_at_],
@@ -151,10 +180,7 @@ class DriftReset(Defense):
 
     def set_state(self, state: dict, model) -> None:
         self.alarm_events_ = list(state["alarm_events"])
-        self.detector_ = self._new_detector()
-        for value in np.asarray(state["fed"], dtype=np.float64).tolist():
-            self.detector_.update(value)
-            self.fed_.append(value)
+        self.detector_ = Detector.replayed(self.detector, self.seed_ + len(self.alarm_events_), state["fed"])
         self.trusted_state_, self.trusted_at_ = state["trusted"]
         self.candidate_state_, self.candidate_at_ = state["candidate"]
         self.resets_, self.frozen_events_, self.quiet_since_ = state["counts"]

@@ -40,7 +40,6 @@ after pruning and after fine-tuning.
 from __future__ import annotations
 
 import copy
-from array import array
 from collections import deque
 
 import numpy as np
@@ -49,7 +48,7 @@ from torch import nn
 
 from simulator.config import DefenseConfig
 from simulator.defenses.base import DefenderKnowledge, Defense
-from simulator.defenses.drift import DETECTORS
+from simulator.defenses.drift import DETECTORS, Detector
 from simulator.events import EventBatch
 from simulator.models.nets import train_offline
 
@@ -182,12 +181,11 @@ class FinePruning(Defense):
         if len(ids) != len(batch):  # a gate before us kept some events from the net
             values = values[np.isin(ids, batch.ids)]
         for i, value in enumerate(values):
-            self.detector_.update(float(value))
-            self._fed.append(float(value))
+            alarm = self.detector_.update(float(value))
             self._recent.append(float(value))
             self._total += float(value)
             self._count += 1
-            if self.detector_.drift_detected:
+            if alarm:
                 if self._got_worse():
                     self.due_ = True
                     self.alarm_events_.append(first + i + 1)
@@ -207,10 +205,9 @@ class FinePruning(Defense):
 
     def _restart_detector(self) -> None:
         seed, self.restarts_ = self.seed_ + self.restarts_, self.restarts_ + 1
-        self.detector_ = DETECTORS[self.detector](seed=seed) if self.detector == "kswin" else DETECTORS[self.detector]()
+        self.detector_ = Detector(self.detector, seed)
         self._recent: deque = deque(maxlen=RECENT)
         self._total, self._count = 0.0, 0
-        self._fed = array("d")  # what the detector was fed, so a checkpoint can replay it
 
     def repair(self, model, position: int) -> dict:
         """Prune and fine-tune ``model`` in place; returns (and keeps) what it did, on the trusted sample."""
@@ -249,7 +246,7 @@ class FinePruning(Defense):
                  "alarm_events": list(self.alarm_events_), "rng": self.rng_.bit_generator.state}  # fmt: skip
         if self.when == "drift":
             state["drift"] = {
-                "fed": np.frombuffer(self._fed, dtype=np.float64).copy(), "recent": list(self._recent),
+                "fed": self.detector_.fed(), "recent": list(self._recent),
                 "total": self._total, "count": self._count, "due": self.due_, "restarts": self.restarts_,
             }  # fmt: skip
         return state
@@ -265,9 +262,7 @@ class FinePruning(Defense):
             saved = state["drift"]
             self.restarts_ = saved["restarts"] - 1
             self._restart_detector()
-            for value in np.asarray(saved["fed"], dtype=np.float64).tolist():
-                self.detector_.update(value)
-                self._fed.append(value)
+            self.detector_ = Detector.replayed(self.detector, self.seed_ + saved["restarts"] - 1, saved["fed"])
             self._recent.extend(saved["recent"])
             self._total, self._count, self.due_ = saved["total"], saved["count"], saved["due"]
 
