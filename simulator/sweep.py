@@ -109,11 +109,13 @@ def _sweep(
 
 
 def _on_pool(runs: list[Run], workers: int) -> Iterator[Outcome]:
-    """A local process pool; workers are spawned (each loads numba's disk cache once)."""
+    """A local process pool; workers are spawned (each loads numba's disk cache once) and share the cores."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint)
+    threads = max(1, _cpu_count() // workers)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                               initargs=(threads,))  # fmt: skip
     try:
         yield from _drain({pool.submit(execute, run): run.id for run in runs}, as_completed)
     except BaseException:  # Ctrl-C (or the sweep stopped): stop the workers now; their runs stay unfinished
@@ -124,9 +126,11 @@ def _on_pool(runs: list[Run], workers: int) -> Iterator[Outcome]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the sweep, which stops them."""
+def _start_worker(threads: int) -> None:
+    """Workers leave Ctrl-C to the sweep, which stops them, and run torch on their share of the cores
+    (torch reads ``OMP_NUM_THREADS`` when a run first imports it; a value already set is kept)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 def _on_dask(runs: list[Run], address: str) -> Iterator[Outcome]:
