@@ -241,10 +241,14 @@ class Evaluator:
         return rows
 
     def _runtime_rates(self, detector) -> dict:
-        """A runtime detector on held-out inputs: FRR on clean ones, FAR on the attacker's success inputs."""
+        """A runtime detector on held-out inputs: FRR on clean ones, FAR on the attacker's success inputs, and
+        the attack success behind the detector (success inputs it accepts that reach the target class)."""
         rates = {"frr": float(detector.flag(self.source.test_x, self.model).mean())}
         if self.attack.target_x_ is not None and self.attack.target_class_ is not None:
-            rates["far"] = float(1.0 - detector.flag(self.attack.target_x_, self.model).mean())
+            flagged = detector.flag(self.attack.target_x_, self.model)
+            reached = self.model.predict_many(self.attack.target_x_) == self.attack.target_class_
+            rates["far"] = float(1.0 - flagged.mean())
+            rates["attack_success_behind"] = float((reached & ~flagged).mean())
         return rates
 
     def _target_probability(self) -> float | None:

@@ -109,13 +109,11 @@ def _sweep(
 
 
 def _on_pool(runs: list[Run], workers: int) -> Iterator[Outcome]:
-    """A local process pool; workers are spawned (each loads numba's disk cache once) and share the cores."""
+    """A local process pool; workers are spawned (each loads numba's disk cache once)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    threads = max(1, _cpu_count() // workers)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                               initargs=(threads,))  # fmt: skip
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker)
     try:
         yield from _drain({pool.submit(execute, run): run.id for run in runs}, as_completed)
     except BaseException:  # Ctrl-C (or the sweep stopped): stop the workers now; their runs stay unfinished
@@ -126,11 +124,16 @@ def _on_pool(runs: list[Run], workers: int) -> Iterator[Outcome]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _start_worker(threads: int) -> None:
-    """Workers leave Ctrl-C to the sweep, which stops them, and run torch on their share of the cores
-    (torch reads ``OMP_NUM_THREADS`` when a run first imports it; a value already set is kept)."""
+def _start_worker() -> None:
+    """Workers leave Ctrl-C to the sweep, which stops them, and their torch threads sleep while they wait.
+
+    Each worker's torch keeps its default thread count (a net's results depend on it, so a sweep's run
+    equals ``poisonsim run`` of its scenario on the same machine); with several workers those threads
+    outnumber the cores, and OpenMP's default of spinning while waiting makes them fight for them.
+    Torch reads ``OMP_WAIT_POLICY`` when a run first imports it; a value already set is kept.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _on_dask(runs: list[Run], address: str) -> Iterator[Outcome]:

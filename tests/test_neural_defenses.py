@@ -39,6 +39,8 @@ def test_strip_on_badnets_accepts_at_most_5_percent_of_triggered_inputs_at_1_per
         assert tally["overlays"] <= 32 and {"tp", "fp", "tn", "fn", "far", "frr"} <= set(tally)
         far.append(tally["far"])
         frr.append(tally["frr"])
+        # behind STRIP, the backdoor reaches its target only on triggered inputs STRIP accepted
+        assert tally["attack_success_behind"] <= min(tally["far"], summary["attack_success_rate"])
     assert np.mean(far) <= 0.05
     # FRR is measured on 2 x 539 = 1,078 held-out clean digits; at a true 1% that count has a binomial standard
     # error of sqrt(0.01 * 0.99 / 1078) = 0.003, so two of them (0.006) are allowed for the measurement alone
