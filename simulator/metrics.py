@@ -153,13 +153,14 @@ class Evaluator:
 
     def evaluate(self) -> dict:
         """Measure now; the row is kept for the timeseries and returned."""
+        on_targets = self._target_predictions()
         row = {
             "events": self.events,
             "poison_events": self.poison_events,
             "observed_poisoning_rate": _ratio(self.poison_events, self.events),
             "prequential_accuracy": _ratio(self.correct, self.judged),
             "clean_accuracy": self._clean_accuracy(),
-            "attack_success_rate": self._attack_success(),
+            "attack_success_rate": self._attack_success(on_targets),
             "target_class_probability": self._target_probability(),
             "displacement_radii": self._displacement_radii(),
             "centroid_displacement": float(self._shifts().max()) if self.has_windows else None,
@@ -172,13 +173,13 @@ class Evaluator:
         if self.deployment is not None:
             row.update(
                 deployed_clean_accuracy=self._clean_accuracy(self.deployment.model),
-                deployed_attack_success_rate=self._attack_success(self.deployment.model),
+                deployed_attack_success_rate=self._attack_success(self._target_predictions(self.deployment.model)),
                 **self.deployment.counts(),
             )  # fmt: skip
         for kind, counts in self.defense_counts.items():
             row.update({f"defense.{kind}.{k}": v for k, v in counts.items()})
         for kind, detector in self.detectors.items():
-            row.update({f"defense.{kind}.{k}": v for k, v in self._runtime_rates(detector).items()})
+            row.update({f"defense.{kind}.{k}": v for k, v in self._runtime_rates(detector, on_targets).items()})
         self.rows.append(row)
         return row
 
@@ -240,13 +241,14 @@ class Evaluator:
         rows += [{"score": float(v), "is_triggered": 1} for v in strip.score(self.attack.target_x_, self.model)]
         return rows
 
-    def _runtime_rates(self, detector) -> dict:
+    def _runtime_rates(self, detector, on_targets: np.ndarray | None) -> dict:
         """A runtime detector on held-out inputs: FRR on clean ones, FAR on the attacker's success inputs, and
-        the attack success behind the detector (success inputs it accepts that reach the target class)."""
+        the attack success behind the detector (success inputs it accepts that reach the target class);
+        ``on_targets``: the model's predictions on the success inputs."""
         rates = {"frr": float(detector.flag(self.source.test_x, self.model).mean())}
-        if self.attack.target_x_ is not None and self.attack.target_class_ is not None:
+        if on_targets is not None and self.attack.target_class_ is not None:
             flagged = detector.flag(self.attack.target_x_, self.model)
-            reached = self.model.predict_many(self.attack.target_x_) == self.attack.target_class_
+            reached = on_targets == self.attack.target_class_
             rates["far"] = float(1.0 - flagged.mean())
             rates["attack_success_behind"] = float((reached & ~flagged).mean())
         return rates
@@ -259,11 +261,14 @@ class Evaluator:
             return None
         return float(self.model.predict_proba_many(self.attack.target_x_)[:, self.attack.target_class_].mean())
 
-    def _attack_success(self, model=None) -> float | None:
+    def _target_predictions(self, model=None) -> np.ndarray | None:
+        """The (live, or given) model's predictions on the attacker's success inputs, if it has any."""
         targets = self.attack.target_x_
-        if targets is None:
+        return None if targets is None else (self.model if model is None else model).predict_many(targets)
+
+    def _attack_success(self, predictions: np.ndarray | None) -> float | None:
+        if predictions is None:
             return None
-        predictions = (self.model if model is None else model).predict_many(targets)
         if self.is_detector:
             return float((~predictions).mean())
         return float((predictions == self.attack.target_class_).mean())

@@ -43,6 +43,20 @@ class DefenderKnowledge:
     n_events: int | None = None  # the stream's length, when known (defenses that act at its end)
 
 
+def check_choices(**choices: tuple[str, object]) -> None:
+    """Each ``key=(value, allowed)``: a clear error naming ``defense.<key>`` when value is not allowed.
+
+    >>> check_choices(mode=("drop", ("flag", "drop")))
+    >>> check_choices(mode=("keep", ("flag", "drop")))
+    Traceback (most recent call last):
+    ...
+    ValueError: defense.mode: expected one of flag, drop; got 'keep'
+    """
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"defense.{key}: expected one of {', '.join(allowed)}; got {value!r}")
+
+
 class Defense(Estimator):
     """Base: flags nothing, changes nothing."""
 

@@ -38,7 +38,7 @@ from array import array
 import numpy as np
 from river import drift
 
-from simulator.defenses.base import Defense, DefenderKnowledge
+from simulator.defenses.base import Defense, DefenderKnowledge, check_choices
 from simulator.defenses.window import centroid_model, restore_window
 from simulator.events import EventBatch
 from simulator.models.centroid import CentroidDetector
@@ -55,22 +55,16 @@ class Detector:
     >>> alarms = [detector.update(v) for v in [0.0] * 200 + [5.0] * 50]
     >>> any(alarms[:200]), any(alarms[200:])
     (False, True)
-    >>> again = Detector.replayed("page-hinkley", 0, detector.fed())
+    >>> again = Detector("page-hinkley", 0, detector.fed())  # the saved one, fed again
     >>> again.fed().tolist() == detector.fed().tolist()
     True
     """
 
-    def __init__(self, kind: str, seed: int):
+    def __init__(self, kind: str, seed: int, fed=()):
         self._river = drift.KSWIN(seed=seed) if kind == "kswin" else DETECTORS[kind]()
         self._fed = array("d")
-
-    @classmethod
-    def replayed(cls, kind: str, seed: int, values: np.ndarray) -> Detector:
-        """A fresh detector fed ``values`` again: the one that was saved."""
-        detector = cls(kind, seed)
-        for value in np.asarray(values, dtype=np.float64).tolist():
-            detector.update(value)
-        return detector
+        for value in np.asarray(fed, dtype=np.float64).tolist():
+            self.update(value)
 
     def update(self, value: float) -> bool:
         """Feed one value; True when drift is detected."""
@@ -91,10 +85,8 @@ class DriftReset(Defense):
         self.signal = signal
         self.action = action
         self.every = every
-        for key, value, allowed in (("detector", detector, DETECTORS), ("signal", signal, ("distance", "confidence")),
-                                    ("action", action, ("reset", "freeze"))):  # fmt: skip
-            if value not in allowed:
-                raise ValueError(f"defense.{key}: expected one of {', '.join(allowed)}; got {value!r}")
+        check_choices(detector=(detector, DETECTORS), signal=(signal, ("distance", "confidence")),
+                      action=(action, ("reset", "freeze")))  # fmt: skip
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> DriftReset:
         model = centroid_model(model, "drift-reset")
@@ -114,8 +106,8 @@ class DriftReset(Defense):
         self.saved_at_ = self.restored_from_ = None  # for the evaluator's window mirror
         return self
 
-    def _new_detector(self) -> Detector:
-        return Detector(self.detector, self.seed_ + len(self.alarm_events_))
+    def _new_detector(self, fed=()) -> Detector:
+        return Detector(self.detector, self.seed_ + len(self.alarm_events_), fed)
 
     def signal_values(self, batch: EventBatch, model, centers: np.ndarray | None = None) -> np.ndarray:
         """The watched signal for each event of ``batch``, against ``centers`` (default: the model's now)."""
@@ -180,7 +172,7 @@ class DriftReset(Defense):
 
     def set_state(self, state: dict, model) -> None:
         self.alarm_events_ = list(state["alarm_events"])
-        self.detector_ = Detector.replayed(self.detector, self.seed_ + len(self.alarm_events_), state["fed"])
+        self.detector_ = self._new_detector(state["fed"])
         self.trusted_state_, self.trusted_at_ = state["trusted"]
         self.candidate_state_, self.candidate_at_ = state["candidate"]
         self.resets_, self.frozen_events_, self.quiet_since_ = state["counts"]

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from simulator.config import DefenseConfig
-from simulator.defenses.base import DefenderKnowledge, Defense
+from simulator.defenses.base import DefenderKnowledge, Defense, check_choices
 from simulator.events import EventBatch
 from simulator.models.nets import train_offline
 
@@ -87,10 +87,7 @@ class Isolation(Defense):
     def __init__(self, rule: str = "mixture", score: str = "gain", fraction: float = 0.05, gamma: float = 0.5,
                  percentile: float = 5.0, unlearn: bool = True, unlearn_weight: float = 1.0, every: int = 500,
                  at: int | None = None):  # fmt: skip
-        if rule not in RULES:
-            raise ValueError(f"rule: expected one of {', '.join(RULES)}, got {rule!r}")
-        if score not in SCORES:
-            raise ValueError(f"score: expected one of {', '.join(SCORES)}, got {score!r}")
+        check_choices(rule=(rule, RULES), score=(score, SCORES))
         self.rule = rule
         self.score = score
         self.fraction = fraction

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from simulator.config import DefenseConfig
-from simulator.defenses.base import DefenderKnowledge, Defense
+from simulator.defenses.base import DefenderKnowledge, Defense, check_choices
 from simulator.defenses.drift import DETECTORS, Detector
 from simulator.events import EventBatch
 from simulator.models.nets import train_offline
@@ -136,10 +136,7 @@ class FinePruning(Defense):
         self.detector = detector
         self.signal = signal
         self.every = every
-        for key, value, allowed in (("when", when, ("once", "drift")), ("detector", detector, DETECTORS),
-                                    ("signal", signal, SIGNALS)):  # fmt: skip
-            if value not in allowed:
-                raise ValueError(f"defense.{key}: expected one of {', '.join(allowed)}; got {value!r}")
+        check_choices(when=(when, ("once", "drift")), detector=(detector, DETECTORS), signal=(signal, SIGNALS))
         if when == "drift" and at is not None:
             raise ValueError('defense.at: fine-pruning repairs at drift alarms with when = "drift"; leave `at` unset')
 
@@ -203,9 +200,9 @@ class FinePruning(Defense):
         before = (self._total - recent * len(self._recent)) / (self._count - len(self._recent))
         return SIGNALS[self.signal] * (recent - before) > 0
 
-    def _restart_detector(self) -> None:
+    def _restart_detector(self, fed=()) -> None:
         seed, self.restarts_ = self.seed_ + self.restarts_, self.restarts_ + 1
-        self.detector_ = Detector(self.detector, seed)
+        self.detector_ = Detector(self.detector, seed, fed)
         self._recent: deque = deque(maxlen=RECENT)
         self._total, self._count = 0.0, 0
 
@@ -261,8 +258,7 @@ class FinePruning(Defense):
         if self.when == "drift":
             saved = state["drift"]
             self.restarts_ = saved["restarts"] - 1
-            self._restart_detector()
-            self.detector_ = Detector.replayed(self.detector, self.seed_ + saved["restarts"] - 1, saved["fed"])
+            self._restart_detector(saved["fed"])
             self._recent.extend(saved["recent"])
             self._total, self._count, self.due_ = saved["total"], saved["count"], saved["due"]
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from simulator.config import DefenseConfig
-from simulator.defenses.base import DefenderKnowledge, Defense
+from simulator.defenses.base import DefenderKnowledge, Defense, check_choices
 from simulator.events import EventBatch
 from simulator.models.nets import CNN
 
@@ -182,10 +182,7 @@ class Strip(Defense):
         self.frr = frr
         self.mode = mode
         self.every = every
-        if mode not in ("flag", "drop"):
-            raise ValueError(f'mode: expected "flag" or "drop", got {mode!r}')
-        if superimpose not in ("blend", "additive"):
-            raise ValueError(f'superimpose: expected "blend" or "additive", got {superimpose!r}')
+        check_choices(mode=(mode, ("flag", "drop")), superimpose=(superimpose, ("blend", "additive")))
         self.drops = mode == "drop"
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> Strip:
