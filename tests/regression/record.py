@@ -1,0 +1,31 @@
+"""Write the regression corpus: ``python tests/regression/record.py [CASE ...]`` (all cases by default)."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from cases import CASES, CORPUS, ROOT, TORCH_THREADS
+
+from simulator.config import Scenario
+from simulator.engine import TIMING_FIELDS, run, write_results
+
+
+def run_case(name: str):
+    """The case's result with the timing fields removed."""
+    torch.set_num_threads(TORCH_THREADS)
+    path, overrides = CASES[name]
+    scenario = Scenario.from_toml(ROOT / "scenarios" / path, overrides)
+    result = run(scenario)
+    for key in TIMING_FIELDS:
+        result.summary.pop(key, None)
+    return scenario, result
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or CASES:
+        scenario, result = run_case(name)
+        out = write_results(result, scenario, CORPUS / name)
+        (out / "scenario.toml").unlink()
+        print(name, "written")
