@@ -1,10 +1,14 @@
-"""Scenario configuration: frozen dataclasses, TOML in, clear errors out.
+"""Scenario configuration: TOML in, clear errors out.
 
-A scenario is one TOML file with ``seed`` and the sections ``[stream]``,
-``[model]``, ``[attack]`` and ``[evaluation]``. Any key can be overridden
-with ``--set section.key=value``. An unknown key, a wrong type or an
-out-of-range value raises :class:`ConfigError` naming the key, what was given
-and what is allowed, before anything runs.
+A scenario is one TOML file with ``seed``, optional ``name`` and ``plugins``,
+and the sections ``[stream]``, ``[model]``, ``[attack]``, ``[[defense]]`` and
+``[evaluation]``. Each section selects a registered kind (``stream.source``,
+``model.kind``, ``attack.kind`` and ``attack.channel``, ``defense.kind``) and
+takes exactly the keys of that kind's constructor plus the section's own
+(see :mod:`simulator.registry`). Any key can be overridden with
+``--set section.key=value``. A key the selected kind does not take, a wrong
+type, a value out of range or not finite raises :class:`ConfigError` naming
+the key, before anything runs.
 
 >>> s = Scenario.from_dict({"seed": 3, "attack": {"kind": "label-flip", "rate": 0.2}})
 >>> s.attack.rate, s.model.kind
@@ -13,6 +17,10 @@ and what is allowed, before anything runs.
 Traceback (most recent call last):
 ...
 simulator.config.ConfigError: model.window_size: expected an integer >= 1, got -3
+>>> Scenario.from_dict({"attack": {"kind": "badnets", "flip": "cyclic"}})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+simulator.config.ConfigError: attack.flip: not a key of attack kind "badnets" (its keys: target_class, ...)
 >>> apply_overrides({}, ["attack.rate=0.3", "model.window_policy=random-out"])
 {'attack': {'rate': 0.3}, 'model': {'window_policy': 'random-out'}}
 """
@@ -20,12 +28,11 @@ simulator.config.ConfigError: model.window_size: expected an integer >= 1, got -
 from __future__ import annotations
 
 import copy
-import dataclasses
 import sys
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Annotated, Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,209 +41,213 @@ else:  # pragma: no cover
 
 import tomli_w
 
-CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
-WINDOW_POLICIES = ("fifo", "average-out", "random-out", "nearest-out", "infinite")
-CENTROID_KINDS = ("centroid-detector", "centroid-classifier")
-NEURAL_KINDS = ("mlp", "cnn")
-MODEL_KINDS = CENTROID_KINDS + NEURAL_KINDS
-SUPPLY_CHAIN_ATTACKS = ("malicious-training", "malicious-architecture")
-ATTACK_KINDS = (
-    "none", "label-flip", "targeted", "centroid-shift",
-    "badnets", "blended", "gradient-alignment", *SUPPLY_CHAIN_ATTACKS,
-)  # fmt: skip
-CHANNELS = ("stream", "front-running", "split-view")
-BUNDLED_RIVER_SETS = ("Bananas", "ImageSegments", "Phishing", "Shuttle")
+from simulator.registry import ATTACKS, CHANNELS, DEFENSES, MODELS, SOURCES, Key, Kind, Param, Registry, UnknownKind
+from simulator.registry import check_value, import_plugins, schema
 
 
 class ConfigError(ValueError):
     """A scenario value was refused; the message names the key."""
 
 
-def _opt(default: Any, doc: str, **check: Any) -> Any:
-    """A dataclass field with its documentation and its allowed values."""
-    return field(default=default, metadata={"doc": doc, **check})
+class StreamKeys:
+    """Keys of ``[stream]`` whatever the source."""
+
+    def __init__(self, n_events: Annotated[int, Key("events in the merged stream (benign + attacker)", ge=1,
+                                                    le=10**10)] = 20_000):  # fmt: skip
+        self.n_events = n_events
+
+
+class ModelKeys:
+    """Keys of ``[model]`` whatever the kind: how the learner serves snapshots and vets content."""
+
+    def __init__(
+        self,
+        snapshot_every: Annotated[int, Key("events between published snapshots K (0: none, serving = live model)",
+                                           ge=0)] = 0,
+        snapshot_jitter: Annotated[float, Key("each snapshot interval drawn uniformly in [K(1-j), K(1+j)]",
+                                              ge=0, lt=1)] = 0.0,
+        quarantine: Annotated[int, Key("events a snapshot waits before deployment, open to a veto "
+                                       "(0: deploy at once)", ge=0)] = 0,
+        veto_flags: Annotated[int, Key("quarantine: veto a snapshot when defenses flagged more events than "
+                                       "this since the previous snapshot", ge=0)] = 0,
+        pin_content: Annotated[bool, Key("split-view: refuse content whose hash differs from the one seen at "
+                                         "vetting")] = False,
+    ):  # fmt: skip
+        self.snapshot_every = snapshot_every
+        self.snapshot_jitter = snapshot_jitter
+        self.quarantine = quarantine
+        self.veto_flags = veto_flags
+        self.pin_content = pin_content
+
+
+class EvaluationKeys:
+    """Keys of ``[evaluation]``."""
+
+    def __init__(self, every: Annotated[int, Key("evaluate every k events", ge=1)] = 1_000):
+        self.every = every
 
 
 @dataclass(frozen=True)
-class StreamConfig:
-    source: str = _opt("blobs", 'benign source: "blobs", "digits" or "river:<bundled set>"')
-    n_events: int = _opt(20_000, "events in the merged stream (benign + attacker)", ge=1)
-    n_features: int = _opt(2, "blobs: dimensions", ge=1, le=4096)
-    n_classes: int = _opt(1, "blobs: number of classes", ge=1, le=1000)
-    cluster_std: float = _opt(1.0, "blobs: standard deviation of each class", gt=0)
-    separation: float = _opt(8.0, "blobs: spread of the class means (a box of this half-width)", ge=0)
-    n_test: int = _opt(2_000, "held-out clean events for the evaluator", ge=1)
-    augment: bool = _opt(True, "digits: vary ink intensity and add light noise to drawn images")
+class SectionSpec:
+    """How one section is read: its kind selectors (key, registry, default) and its own keys."""
+
+    name: str
+    selectors: tuple[tuple[str, Registry, str | None], ...] = ()
+    own: type | None = None
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    kind: str = _opt("centroid-detector", "model family", choices=MODEL_KINDS)
-    window_size: int = _opt(100, "n: points per window (per class for the classifier)", ge=1, le=1_000_000)
-    window_policy: str = _opt("average-out", "which point leaves a full window", choices=WINDOW_POLICIES)
-    radius: float | None = _opt(None, "detector: alarm radius r (else calibrated)", gt=0)
-    radius_quantile: float = _opt(0.95, "detector: r = this quantile of warm-up distances", gt=0, le=1)
-    learn: str = _opt("accepted", "detector: learn accepted points only, or all", choices=("accepted", "all"))
-    warmup: int | None = _opt(None, "clean events that fill the window first (default window_size)", ge=1)
-    device: str = _opt("auto", "mlp/cnn: torch device (auto takes CUDA when present)", choices=("auto", "cpu", "cuda"))
-    batch_size: int = _opt(32, "mlp/cnn: stream events per training step", ge=1, le=65536)
-    lr: float = _opt(0.001, "mlp/cnn: learning rate", gt=0)
-    optimizer: str = _opt("adam", "mlp/cnn: optimizer", choices=("adam", "sgd"))
-    momentum: float = _opt(0.9, "mlp/cnn: sgd momentum", ge=0, lt=1)
-    hidden: int = _opt(64, "mlp/cnn: width of the last hidden layer", ge=1, le=65536)
-    replay: int = _opt(0, "mlp/cnn: replay buffer size (0: none)", ge=0)
-    replay_batch: int = _opt(32, "mlp/cnn: replayed samples added to each training step", ge=0)
-    pretrain_events: int = _opt(2_000, "mlp/cnn: clean events learned before the stream starts", ge=0)
-    load_supplied: str = _opt(
-        "weights", "a supplied model: load its weights into our architecture, or run its module",
-        choices=("weights", "module"),
-    )  # fmt: skip
-    # deployment: snapshots served in place of the live model (front-running)
-    snapshot_every: int = _opt(0, "events between published snapshots K (0: none, serving = live model)", ge=0)
-    snapshot_jitter: float = _opt(0.0, "each snapshot interval drawn uniformly in [K(1-j), K(1+j)]", ge=0, lt=1)
-    quarantine: int = _opt(0, "events a snapshot waits before deployment, open to a veto (0: deploy at once)", ge=0)
-    veto_flags: int = _opt(0, "quarantine: veto a snapshot when defenses flagged more events than this "
-                              "since the previous snapshot", ge=0)  # fmt: skip
-    pin_content: bool = _opt(False, "split-view: refuse content whose hash differs from the one seen at vetting")
-
-
-@dataclass(frozen=True)
-class TriggerConfig:
-    size: int = _opt(2, "badnets: side of the square patch, in pixels", ge=1)
-    position: str = _opt("bottom-right", "badnets: patch corner", choices=CORNERS)
-    value: float = _opt(1.0, "badnets: patch intensity", ge=0, le=1)
-    pattern: str = _opt("checkerboard", "blended: pattern", choices=("checkerboard", "noise", "image"))
-    alpha: float = _opt(0.2, "blended: x' = (1 - alpha) x + alpha pattern", gt=0, le=1)
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    kind: str = _opt("none", "attack family", choices=ATTACK_KINDS)
-    rate: float = _opt(0.0, "rho: share of attacker events in the merged stream", ge=0, le=1)
-    budget: int | None = _opt(None, "most attacker events (default: no limit)", ge=0)
-    start: int = _opt(0, "stream index where the attacker begins", ge=0)
-    schedule: str = _opt("constant", "constant share, or bursts", choices=("constant", "bursts"))
-    burst_length: int = _opt(100, "bursts: consecutive attacker events per burst", ge=1)
-    target_class: int = _opt(0, "targeted / label-flip: class c", ge=0)
-    target_point: tuple[float, ...] | None = _opt(None, "attack point A (centroid-shift) or X' (targeted)")
-    target_count: int = _opt(10, "targeted: X' drawn from held-out events of other classes", ge=1)
-    target_distance: float = _opt(3.0, "centroid-shift: A this many radii from c0 when not given", gt=0)
-    spread: float = _opt(0.05, "targeted: noise around X', as a share of the data's scale", ge=0)
-    flip: str = _opt("farthest", "label-flip: new label rule", choices=("cyclic", "random", "farthest"))
-    trigger: TriggerConfig = field(default_factory=TriggerConfig, metadata={"doc": "backdoor trigger"})
-    poisons: int = _opt(40, "gradient-alignment: base samples of class c perturbed (cycled in the stream)", ge=1)
-    eps: float = _opt(0.1, "gradient-alignment: L-inf bound on each perturbation (pixels in [0, 1])", ge=0, le=1)
-    steps: int = _opt(100, "gradient-alignment: optimisation steps per restart", ge=1)
-    restarts: int = _opt(2, "gradient-alignment: random restarts (the best alignment is kept)", ge=1)
-    poison_weight: float = _opt(0.2, "malicious-training: lambda of the adversarial loss", ge=0, le=1)
-    supplier_events: int = _opt(5_000, "supply chain / surrogate: attacker's own clean training events", ge=1)
-    channel: str = _opt("stream", "how poison gets in: mixed into the stream, bursts before snapshots, "
-                                  "or content swapped after vetting", choices=CHANNELS)  # fmt: skip
-    burst_size: int = _opt(50, "front-running: attacker events in the burst before each snapshot", ge=1)
-    lead: int = _opt(0, "front-running: events between the end of a burst and the snapshot", ge=0)
-    controlled_share: float = _opt(0.0, "split-view: share of references the attacker controls", ge=0, le=1)
-
-
-DEFENSE_KINDS = (
-    "outlier-rejection", "robust-centroid", "source-quota", "fpr-reset", "drift-reset",
-    "strip", "isolation", "fine-pruning", "activation-analysis",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class DefenseConfig:
-    """One ``[[defense]]`` table; each kind reads the keys that concern it."""
-
-    kind: str = _opt("outlier-rejection", "defense family", choices=DEFENSE_KINDS)
-    every: int = _opt(500, "events between a defense's checks (fpr-reset, drift-reset, isolation, pruning)", ge=1)
-    # window defenses
-    radius_factor: float = _opt(1.0, "outlier-rejection: learn only points within this many radii", gt=0)
-    estimator: str = _opt("median", "robust-centroid: centroid estimate", choices=("median", "trimmed-mean"))
-    trim: float = _opt(0.1, "robust-centroid: share cut from each end for the trimmed mean", ge=0, lt=0.5)
-    quota: float = _opt(0.2, "source-quota: most share of a window one source may hold", gt=0, le=1)
-    alpha: float = _opt(0.1, "fpr-reset: false alarm budget on trusted clean traffic", gt=0, lt=1)
-    detector: str = _opt("adwin", "drift-reset, fine-pruning on drift: river drift detector",
-                         choices=("adwin", "page-hinkley", "kswin"))  # fmt: skip
-    signal: str = _opt("distance", "drift-reset, fine-pruning on drift: watched signal", choices=("distance", "confidence"))
-    action: str = _opt("reset", "drift-reset: on alarm", choices=("reset", "freeze"))
-    # runtime detection
-    overlays: int = _opt(16, "strip: clean inputs each input is superimposed on (N)", ge=1, le=1024)
-    superimpose: str = _opt("blend", "strip: how inputs are superimposed", choices=("blend", "additive"))
-    frr: float = _opt(0.01, "strip: false rejection rate the threshold is calibrated for", gt=0, lt=1)
-    mode: str = _opt("flag", "strip: flag inputs only, or drop them before the model", choices=("flag", "drop"))
-    # training-time isolation and unlearning
-    rule: str = _opt(
-        "mixture", "isolation: loss cutoff rule",
-        choices=("fraction", "threshold", "percentile", "mixture"),
-    )  # fmt: skip
-    score: str = _opt(
-        "gain", "isolation: loss (ABL: the net's loss after its step) or gain (a clean reference's loss minus it)",
-        choices=("loss", "gain"),
-    )  # fmt: skip
-    fraction: float = _opt(0.05, "isolation: share isolated by the fraction rule", gt=0, lt=1)
-    gamma: float = _opt(0.5, "isolation: threshold gamma (score loss: below it, with flooding as in ABL; gain: above)",
-                        gt=0)  # fmt: skip
-    percentile: float = _opt(5.0, "isolation: share (%) of unseen clean samples scoring above the cutoff", gt=0, lt=100)
-    unlearn: bool = _opt(True, "isolation: gradient ascent on isolated samples, fine-tune on the rest")
-    unlearn_weight: float = _opt(1.0, "isolation: lambda of the unlearning (ascent) loss", gt=0)
-    # model analysis and repair
-    margin: float = _opt(0.03, "fine-pruning: clean accuracy drop allowed while pruning", gt=0, lt=1)
-    when: str = _opt("once", "fine-pruning: run once at the end of the attack window, or on drift alarms",
-                     choices=("once", "drift"))  # fmt: skip
-    at: int | None = _opt(None, "fine-pruning / activation-analysis: event index to run at (default: the end)", ge=0)
-
-
-@dataclass(frozen=True)
-class EvaluationConfig:
-    every: int = _opt(1_000, "evaluate every k events", ge=1)
-
-
-SECTIONS: dict[str, type] = {
-    "stream": StreamConfig,
-    "model": ModelConfig,
-    "attack": AttackConfig,
-    "evaluation": EvaluationConfig,
+SPECS = {
+    "stream": SectionSpec("stream", (("source", SOURCES, "blobs"),), StreamKeys),
+    "model": SectionSpec("model", (("kind", MODELS, "centroid-detector"),), ModelKeys),
+    "attack": SectionSpec("attack", (("kind", ATTACKS, "none"), ("channel", CHANNELS, "stream"))),
+    "evaluation": SectionSpec("evaluation", (), EvaluationKeys),
 }
+DEFENSE_SPEC = SectionSpec("defense", (("kind", DEFENSES, None),))
+
+
+class Section:
+    """A validated section: the selected kinds and every key's value, defaults filled in.
+
+    Attribute access reads a value (``section.rate``, ``section.trigger.size``);
+    a key the selected kinds do not take is an AttributeError naming them.
+    """
+
+    def __init__(self, path: str, kinds: dict[str, Kind], params: dict[str, Param], values: dict[str, Any]):
+        self._path, self._kinds, self._params, self._values = path, kinds, params, values
+
+    def __getattr__(self, name: str) -> Any:
+        values, kinds = self.__dict__.get("_values", {}), self.__dict__.get("_kinds", {})
+        if name in kinds:
+            return kinds[name].name
+        if name in values:
+            return values[name]
+        tables = {p.key.table for p in self.__dict__.get("_params", {}).values() if p.key.table}
+        if name in tables:
+            return SimpleNamespace(**{p.name: values[p.name] for p in self._params.values() if p.key.table == name})
+        raise AttributeError(f"{self.__dict__.get('_path', 'section')}.{name}: not a key of this section")
+
+    def kind_of(self, selector: str = "kind") -> Kind:
+        """The registered kind a selector chose."""
+        return self._kinds[selector]
+
+    def args(self, selector: str = "kind") -> dict[str, Any]:
+        """Constructor arguments of the kind a selector chose."""
+        return {name: self._values[name] for name in self._kinds[selector].keys}
+
+    def build(self, selector: str = "kind", **context: Any):
+        """The kind a selector chose, built from this section's values and the world's ``context``."""
+        return self._kinds[selector].build(self._values, **context)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Selectors and every key (nested tables as tables), unset optional values left out."""
+        out: dict[str, Any] = {s: k.name for s, k in self._kinds.items()}
+        for name, param in self._params.items():
+            value = self._values[name]
+            if value is None:
+                continue
+            value = list(value) if isinstance(value, tuple) else value
+            (out.setdefault(param.key.table, {}) if param.key.table else out)[name] = value
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Section) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+    def __repr__(self) -> str:
+        return f"Section({self._path}: {self.to_dict()!r})"
+
+
+def build_section(path: str, spec: SectionSpec, table: Any) -> Section:
+    """Validate one section's table against the kinds it selects and its own keys."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: expected a table, got {table!r}")
+    kinds: dict[str, Kind] = {}
+    params: dict[str, Param] = dict(schema(spec.own)) if spec.own else {}
+    for selector, registry, default in spec.selectors:
+        name = table.get(selector, default)
+        if name is None:
+            raise ConfigError(f"{path}.{selector}: required (one of {', '.join(registry.load_all())})")
+        if not isinstance(name, str):
+            raise ConfigError(f"{path}.{selector}: expected a string, got {name!r}")
+        try:
+            kinds[selector] = registry.get(name)
+        except UnknownKind as exc:
+            raise ConfigError(f"{path}.{selector}: {exc}") from None
+        params.update(kinds[selector].keys)
+    by_path = {p.path: p for p in params.values()}
+    values = {name: p.default for name, p in params.items()}
+    for key, value in _flatten(table, {p.key.table for p in params.values() if p.key.table}):
+        if key in kinds:
+            continue
+        if key not in by_path:
+            raise ConfigError(f"{path}.{key}: {_not_a_key(spec, kinds, by_path)}")
+        try:
+            values[by_path[key].name] = check_value(f"{path}.{key}", by_path[key], value)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return Section(path, kinds, params, values)
+
+
+def _flatten(table: dict[str, Any], tables: set[str]):
+    for key, value in table.items():
+        if key in tables and isinstance(value, dict):
+            yield from ((f"{key}.{k}", v) for k, v in value.items())
+        else:
+            yield key, value
+
+
+def _not_a_key(spec: SectionSpec, kinds: dict[str, Kind], by_path: dict[str, Param]) -> str:
+    chosen = " and ".join(f'{k.concept} kind "{k.name}"' for k in kinds.values()) or f"[{spec.name}]"
+    return f"not a key of {chosen} (its keys: {', '.join(by_path) or 'none'})"
 
 
 @dataclass(frozen=True)
 class Scenario:
     seed: int = 0
     name: str = "scenario"
-    stream: StreamConfig = field(default_factory=StreamConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    attack: AttackConfig = field(default_factory=AttackConfig)
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    defense: tuple[DefenseConfig, ...] = ()
+    stream: Section = field(default_factory=lambda: build_section("stream", SPECS["stream"], {}))
+    model: Section = field(default_factory=lambda: build_section("model", SPECS["model"], {}))
+    attack: Section = field(default_factory=lambda: build_section("attack", SPECS["attack"], {}))
+    evaluation: Section = field(default_factory=lambda: build_section("evaluation", SPECS["evaluation"], {}))
+    defense: tuple[Section, ...] = ()
+    plugins: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Scenario:
         """Validate a parsed TOML document and build the scenario."""
         if not isinstance(raw, dict):
             raise ConfigError(f"scenario: expected a table, got {raw!r}")
-        allowed = {"seed", "name", "defense", *SECTIONS}
+        allowed = {"seed", "name", "defense", "plugins", *SPECS}
         for key in raw:
             if key not in allowed:
                 raise ConfigError(f"{key}: unknown key; allowed: {', '.join(sorted(allowed))}")
-        seed = _coerce("seed", raw.get("seed", 0), "int")
-        if seed < 0:
-            raise ConfigError(f"seed: expected an integer >= 0, got {seed}")
-        name = _coerce("name", raw.get("name", "scenario"), "str")
-        parts = {}
-        for section, klass in SECTIONS.items():
-            table = raw.get(section, {})
-            if not isinstance(table, dict):
-                raise ConfigError(f"{section}: expected a table, got {table!r}")
-            parts[section] = _build_section(section, klass, table)
+        seed = raw.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+            raise ConfigError(f"seed: expected an integer >= 0, got {seed!r}")
+        name = raw.get("name", "scenario")
+        if not isinstance(name, str):
+            raise ConfigError(f"name: expected a string, got {name!r}")
+        plugins = raw.get("plugins", [])
+        if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+            raise ConfigError(f"plugins: expected a list of module names, got {plugins!r}")
+        try:
+            import_plugins(plugins)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        parts = {s: build_section(s, spec, raw.get(s, {})) for s, spec in SPECS.items()}
         defenses = raw.get("defense", [])
         if not isinstance(defenses, list) or not all(isinstance(d, dict) for d in defenses):
             raise ConfigError(f"defense: expected a list of tables ([[defense]]), got {defenses!r}")
-        parts["defense"] = tuple(_build_section(f"defense[{i}]", DefenseConfig, d) for i, d in enumerate(defenses))
+        parts["defense"] = tuple(build_section(f"defense[{i}]", DEFENSE_SPEC, d) for i, d in enumerate(defenses))
         kinds = [d.kind for d in parts["defense"]]
         if len(set(kinds)) != len(kinds):
             raise ConfigError(f"defense: each kind at most once, got {', '.join(kinds)}")
-        scenario = cls(seed=seed, name=name, **parts)
-        _check_combination(scenario)
+        scenario = cls(seed=seed, name=name, plugins=tuple(plugins), **parts)
+        from simulator.combinations import check_combination
+
+        check_combination(scenario)
         return scenario
 
     @classmethod
@@ -249,7 +260,12 @@ class Scenario:
 
     def to_dict(self) -> dict[str, Any]:
         """Every value, defaults included (unset optional values left out)."""
-        return _drop_none(dataclasses.asdict(self))
+        out: dict[str, Any] = {"seed": self.seed, "name": self.name}
+        if self.plugins:
+            out["plugins"] = list(self.plugins)
+        out.update({s: getattr(self, s).to_dict() for s in SPECS})
+        out["defense"] = [d.to_dict() for d in self.defense]
+        return out
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
@@ -287,164 +303,28 @@ def set_key(raw: dict[str, Any], key: str, value: Any) -> None:
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
-    """A TOML file as a table; a missing or malformed file is a ConfigError naming it."""
+    """A TOML file as a table; a missing, unreadable or malformed file is a ConfigError naming it."""
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a {what} file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (UTF-8 expected)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
 def describe_options() -> str:
-    """One line per scenario key: name, default and meaning (for ``--help``)."""
+    """The keys every section takes whatever its kind (for ``--help``); kinds' keys: ``poisonsim kinds``."""
     lines = []
-
-    def walk(prefix: str, klass: type) -> None:
-        for f in dataclasses.fields(klass):
-            if f.default is dataclasses.MISSING:  # a nested table
-                walk(f"{prefix}.{f.name}", f.default_factory)
-                continue
-            meta = f.metadata
-            allowed = f" ({' | '.join(meta['choices'])})" if "choices" in meta else ""
-            lines.append(f"{prefix}.{f.name} = {f.default!r}: {meta['doc']}{allowed}")
-
-    for section, klass in SECTIONS.items():
-        walk(section, klass)
-    walk("[[defense]]", DefenseConfig)
+    for section, spec in SPECS.items():
+        selectors = ", ".join(f"{s} (default {d!r})" for s, _, d in spec.selectors)
+        if selectors:
+            lines.append(f"{section}: selects {selectors}")
+        lines += [f"{section}.{p.describe()}" for p in (schema(spec.own) if spec.own else {}).values()]
+    lines.append("[[defense]]: selects kind (a list of tables, each kind at most once)")
     return "\n".join(lines)
-
-
-def _build_section(section: str, klass: type, table: dict[str, Any]) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(klass)}
-    hints = typing.get_type_hints(klass)
-    values = {}
-    for key, value in table.items():
-        path = f"{section}.{key}"
-        if key not in fields:
-            raise ConfigError(f"{path}: unknown key; allowed: {', '.join(fields)}")
-        if dataclasses.is_dataclass(hints[key]):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{path}: expected a table, got {value!r}")
-            values[key] = _build_section(path, hints[key], value)
-            continue
-        value = _coerce(path, value, _type_name(hints[key]))
-        _check_value(path, value, fields[key].metadata)
-        values[key] = value
-    return klass(**values)
-
-
-def _type_name(hint: Any) -> str:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    base = args[0] if args else hint
-    if typing.get_origin(base) is tuple:
-        return "floats"
-    return base.__name__
-
-
-def _coerce(path: str, value: Any, kind: str) -> Any:
-    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if kind == "str" and isinstance(value, str):
-        return value
-    if kind == "bool" and isinstance(value, bool):
-        return value
-    if kind == "floats" and isinstance(value, (list, tuple)):
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            return tuple(float(v) for v in value)
-    expected = {
-        "int": "an integer",
-        "float": "a number",
-        "str": "a string",
-        "bool": "true or false",
-        "floats": "a list of numbers",
-    }[kind]
-    raise ConfigError(f"{path}: expected {expected}, got {value!r}")
-
-
-def _check_value(path: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{path}: expected one of {', '.join(meta['choices'])}; got {value!r}")
-    noun = "an integer" if isinstance(value, int) else "a number"
-    if "ge" in meta and not value >= meta["ge"]:
-        raise ConfigError(f"{path}: expected {noun} >= {meta['ge']}, got {value!r}")
-    if "gt" in meta and not value > meta["gt"]:
-        raise ConfigError(f"{path}: expected {noun} > {meta['gt']}, got {value!r}")
-    if "le" in meta and not value <= meta["le"]:
-        raise ConfigError(f"{path}: expected {noun} <= {meta['le']}, got {value!r}")
-    if "lt" in meta and not value < meta["lt"]:
-        raise ConfigError(f"{path}: expected {noun} < {meta['lt']}, got {value!r}")
-
-
-def _check_combination(s: Scenario) -> None:
-    """Rules that involve more than one key."""
-    source = s.stream.source
-    if source not in ("blobs", "digits") and not source.startswith("river:"):
-        raise ConfigError(f'stream.source: expected "blobs", "digits" or "river:<name>", got {source!r}')
-    if source.startswith("river:") and source[6:] not in BUNDLED_RIVER_SETS:
-        raise ConfigError(
-            f"stream.source: {source!r} is not a river data set bundled with the package; "
-            f"bundled: {', '.join('river:' + n for n in BUNDLED_RIVER_SETS)}"
-        )
-    if s.attack.kind == "centroid-shift" and s.model.kind != "centroid-detector":
-        raise ConfigError(
-            f"attack.kind: centroid-shift moves a detector's centroid; it needs "
-            f'model.kind = "centroid-detector", got {s.model.kind!r}'
-        )
-    neural = s.model.kind in NEURAL_KINDS
-    if s.model.kind == "cnn" and source != "digits":
-        raise ConfigError(f'model.kind: "cnn" needs image inputs (stream.source = "digits"), got {source!r}')
-    if s.attack.kind in ("gradient-alignment", *SUPPLY_CHAIN_ATTACKS) and not neural:
-        raise ConfigError(
-            f"attack.kind: {s.attack.kind} attacks a neural net; it needs model.kind = "
-            f'"mlp" or "cnn", got {s.model.kind!r}'
-        )
-    if s.attack.kind in SUPPLY_CHAIN_ATTACKS and s.attack.rate > 0:
-        raise ConfigError(
-            f"attack.rate: {s.attack.kind} supplies the starting model and leaves the stream clean, "
-            f"so the rate must be 0, got {s.attack.rate}"
-        )
-    if s.attack.kind == "none" and s.attack.rate > 0:
-        raise ConfigError(f'attack.rate: attack.kind is "none", so the rate must be 0, got {s.attack.rate}')
-    _check_channel(s)
-
-
-def _check_channel(s: Scenario) -> None:
-    """Front-running and split-view: the keys of one channel need the others."""
-    a, m = s.attack, s.model
-    if a.channel != "stream" and a.kind in SUPPLY_CHAIN_ATTACKS:
-        raise ConfigError(f"attack.channel: {a.kind} supplies the model and uses no stream channel; "
-                          f'attack.channel must be "stream", got {a.channel!r}')  # fmt: skip
-    if a.channel != "stream" and a.rate > 0:
-        raise ConfigError(f"attack.rate: the {a.channel} channel sets the attacker's turns "
-                          f"({'attack.burst_size, attack.lead' if a.channel == 'front-running' else 'attack.controlled_share'}"
-                          f"), so the rate must be 0, got {a.rate}")  # fmt: skip
-    if a.channel != "split-view" and a.controlled_share > 0:
-        raise ConfigError(f'attack.controlled_share: only the split-view channel uses it; attack.channel is {a.channel!r}')
-    if a.channel == "split-view" and a.kind == "none":
-        raise ConfigError('attack.channel: split-view swaps in a payload; set attack.kind (e.g. "targeted")')
-    if m.pin_content and a.channel != "split-view":
-        raise ConfigError(f'model.pin_content: pins the content of split-view references; needs attack.channel = '
-                          f'"split-view", got {a.channel!r}')  # fmt: skip
-    if a.channel == "front-running":
-        if a.kind == "none":
-            raise ConfigError('attack.channel: front-running times bursts of a payload; set attack.kind (e.g. "targeted")')
-        if m.snapshot_every == 0:
-            raise ConfigError("attack.channel: front-running needs snapshots to run ahead of; set model.snapshot_every")
-        if a.burst_size + a.lead > m.snapshot_every:
-            raise ConfigError(f"attack.burst_size: burst ({a.burst_size}) plus lead ({a.lead}) must fit in one "
-                              f"snapshot interval (model.snapshot_every = {m.snapshot_every})")  # fmt: skip
-    if m.snapshot_every == 0:
-        for key in ("snapshot_jitter", "quarantine", "veto_flags"):
-            if getattr(m, key):
-                raise ConfigError(f"model.{key}: applies to snapshots; set model.snapshot_every > 0 first")
-
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, (tuple, list)):
-        return [_drop_none(v) for v in value]
-    return value

@@ -5,8 +5,7 @@ test set for the evaluator. Nothing is downloaded: the digits ship with
 scikit-learn and the river sets with river.
 
 >>> import numpy as np
->>> from simulator.config import StreamConfig
->>> src = make_source(StreamConfig(source="blobs", n_features=3, n_classes=2), np.random.default_rng(0))
+>>> src = Blobs(n_features=3, n_classes=2).load(np.random.default_rng(0))
 >>> X, y = src.sample(np.random.default_rng(1), 5)
 >>> X.shape, X.dtype.name, sorted(set(y.tolist())) <= [0, 1]
 ((5, 3), 'float32', True)
@@ -17,12 +16,14 @@ scikit-learn and the river sets with river.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 
-from simulator.config import ConfigError, StreamConfig
+from simulator.registry import SOURCES, Key
 
 DIGITS_SIDE = 8
+BUNDLED_RIVER_SETS = ("Bananas", "ImageSegments", "Phishing", "Shuttle")
 HELD_OUT_SHARE = 0.3  # at most this share of a finite data set is held out
 
 
@@ -63,23 +64,76 @@ class Source:
         return x, y.copy()
 
 
-def make_source(config: StreamConfig, rng: np.random.Generator) -> Source:
-    """Build the benign source a scenario names; ``rng`` fixes its split."""
-    if config.source == "blobs":
-        return _blobs(config, rng)
-    if config.source == "digits":
+def make_source(section, rng: np.random.Generator) -> Source:
+    """Build the benign source a scenario's ``[stream]`` section names; ``rng`` fixes its split."""
+    return section.build("source").load(rng)
+
+
+@SOURCES.register("blobs", examples=[{"n_features": 3, "n_classes": 2, "n_test": 50}])
+class Blobs:
+    """Gaussian blobs: one isotropic Gaussian per class, means drawn in a box."""
+
+    def __init__(
+        self,
+        n_features: Annotated[int, Key("dimensions", ge=1, le=4096)] = 2,
+        n_classes: Annotated[int, Key("number of classes", ge=1, le=1000)] = 1,
+        cluster_std: Annotated[float, Key("standard deviation of each class", gt=0)] = 1.0,
+        separation: Annotated[float, Key("spread of the class means (a box of this half-width)", ge=0)] = 8.0,
+        n_test: Annotated[int, Key("held-out clean events for the evaluator", ge=1, le=1_000_000)] = 2_000,
+    ):
+        self.n_features, self.n_classes, self.cluster_std = n_features, n_classes, cluster_std
+        self.separation, self.n_test = separation, n_test
+
+    def load(self, rng: np.random.Generator) -> Source:
+        d, k = self.n_features, self.n_classes
+        means = rng.uniform(-self.separation, self.separation, size=(k, d)) if k > 1 else np.zeros((1, d))
+        y = rng.integers(0, k, size=self.n_test)
+        x = (means[y] + self.cluster_std * rng.standard_normal((self.n_test, d))).astype(np.float32)
+        return Source("blobs", x, y.astype(np.int64), k, _means=means, _std=self.cluster_std)
+
+
+@SOURCES.register("digits", examples=[{"n_test": 100}, {"augment": False, "n_test": 100}])
+class Digits:
+    """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package)."""
+
+    offers = frozenset({"images"})
+
+    def __init__(
+        self,
+        augment: Annotated[bool, Key("vary ink intensity and add light noise to drawn images")] = True,
+        n_test: Annotated[int, Key("held-out clean events for the evaluator (at most 30% of the set)",
+                                   ge=1, le=1_000_000)] = 2_000,
+    ):  # fmt: skip
+        self.augment, self.n_test = augment, n_test
+
+    def load(self, rng: np.random.Generator) -> Source:
         from sklearn.datasets import load_digits
 
         digits = load_digits()
         x = (digits.data / 16.0).astype(np.float32)
-        src = _split("digits", x, digits.target.astype(np.int64), config.n_test, rng)
+        src = _split("digits", x, digits.target.astype(np.int64), self.n_test, rng)
         src.image_side = DIGITS_SIDE
-        src._augment = config.augment
+        src._augment = self.augment
         return src
-    if config.source.startswith("river:"):
-        x, y = _load_river(config.source[len("river:") :])
-        return _split(config.source, x, y, config.n_test, rng)
-    raise ConfigError(f"stream.source: unknown source {config.source!r}")
+
+
+class RiverSet:
+    """A data set bundled with river, standardised."""
+
+    dataset = ""
+
+    def __init__(self, n_test: Annotated[int, Key("held-out clean events for the evaluator (at most 30% of the set)",
+                                                  ge=1, le=1_000_000)] = 2_000):  # fmt: skip
+        self.n_test = n_test
+
+    def load(self, rng: np.random.Generator) -> Source:
+        x, y = _load_river(self.dataset)
+        return _split(f"river:{self.dataset}", x, y, self.n_test, rng)
+
+
+for _name in BUNDLED_RIVER_SETS:
+    _cls = type(f"River{_name}", (RiverSet,), {"dataset": _name, "__doc__": f"river's bundled {_name} set, standardised."})
+    SOURCES.register(f"river:{_name}", examples=[{"n_test": 50}])(_cls)
 
 
 def augment_images(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -92,14 +146,6 @@ def augment_images(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     gain = rng.uniform(0.9, 1.1, size=(x.shape[0], 1))
     noisy = x * gain + rng.normal(0.0, 0.03, size=x.shape)
     return np.clip(noisy, 0.0, 1.0).astype(np.float32)
-
-
-def _blobs(config: StreamConfig, rng: np.random.Generator) -> Source:
-    d, k = config.n_features, config.n_classes
-    means = rng.uniform(-config.separation, config.separation, size=(k, d)) if k > 1 else np.zeros((1, d))
-    y = rng.integers(0, k, size=config.n_test)
-    x = (means[y] + config.cluster_std * rng.standard_normal((config.n_test, d))).astype(np.float32)
-    return Source("blobs", x, y.astype(np.int64), k, _means=means, _std=config.cluster_std)
 
 
 def _split(name: str, x: np.ndarray, y: np.ndarray, n_test: int, rng: np.random.Generator) -> Source:

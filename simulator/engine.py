@@ -33,7 +33,7 @@ from simulator.defenses import TRUSTED_EVENTS, Defense, DefenderKnowledge, build
 from simulator.deployment import Deployment
 from simulator.events import EventBatch, Truth
 from simulator.metrics import TIMESERIES_COLUMNS, Evaluator
-from simulator.models import CentroidDetector, WhiteBoxResponder, build_model, warmup_size
+from simulator.models import build_model
 from simulator.stream import MergedStream, attacker_knowledge
 from simulator.transport import InMemoryTransport, Transport
 
@@ -47,7 +47,7 @@ TIMING_FIELDS = ("elapsed_seconds", "events_per_second")
 class RunResult:
     summary: dict
     timeseries: list[dict]
-    strip_scores: list[dict] | None = None  # STRIP's entropy of held-out clean and triggered inputs, at the end
+    scores: dict[str, list[dict]] = field(default_factory=dict)  # runtime detector -> scores of held-out inputs
 
 
 @dataclass
@@ -82,12 +82,12 @@ class World:
         attack = build_attack(scenario.attack)
         if attack.supplies_model:  # the victim starts from the attacker's model, not its own pre-training
             attack.fit(attacker_knowledge(source, model=model), np.random.default_rng(rng_attacker))
-            model.start_from(attack.supplied_, scenario.model.load_supplied)
+            model.start_from(attack.supplied_)
             return cls(scenario, source, model, attack, _defenses(scenario, source, model))
-        warmup = warmup_size(scenario.model, source.n_classes)
+        warmup = model.warmup_events
         if warmup:
             model.learn_many(*source.sample(np.random.default_rng(rng_warmup), warmup))
-        if isinstance(model, CentroidDetector):
+        if "centroid-state" in model.offers:
             knowledge = attacker_knowledge(source, model.center, model.radius_)
         else:
             knowledge = attacker_knowledge(source, model=copy.deepcopy(model))
@@ -120,9 +120,9 @@ class Learner:
         self.evaluator = Evaluator(world.model, world.source, world.attack)
         for defense in self.defenses:
             self.evaluator.defense_counts[defense.kind] = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
-            if hasattr(defense, "flag"):  # a runtime detector: FAR / FRR measured on held-out inputs
+            if defense.judges_inputs:  # a runtime detector: FAR / FRR measured on held-out inputs
                 self.evaluator.detectors[defense.kind] = defense
-            for name in getattr(defense, "extra_flag_names", ()):  # alternative verdicts, scored apart
+            for name in defense.extra_flag_names:  # alternative verdicts, scored apart
                 self.evaluator.defense_counts[f"{defense.kind}/{name}"] = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
         self.every = world.scenario.evaluation.every
         self.n_events = world.scenario.stream.n_events
@@ -173,9 +173,10 @@ class Learner:
                 admitted &= ~flagged
         let_in, let_in_truth = (batch, truth) if admitted.all() else (batch.select(admitted), truth.select(admitted))
         attack = self.world.attack
-        responder = WhiteBoxResponder(let_in_truth.is_adaptive, attack.target_x_[0]) if attack.adaptive else None
-        extra = {"sources": let_in.source} if getattr(self.model, "needs_sources", False) else {}  # source-quota
-        predictions, slots = self.model.process_many(let_in.x, let_in.y, responder, **extra)
+        # a white-box attacker's own turns: it writes them from the model's public state when delivered
+        hook = attack.hook(let_in_truth.is_adaptive) if attack.adaptive else None
+        sources = let_in.source if self.model.needs_sources else None  # source-quota
+        predictions, slots = self.model.process_many(let_in.x, let_in.y, hook, sources)
         self.evaluator.observe(batch, truth, predictions, slots, None if admitted.all() else admitted)
         position = self.events
         for defense in self.defenses:  # after the model: verdicts on what it saw, repairs
@@ -183,13 +184,13 @@ class Learner:
             if flagged is not None:
                 flags[defense.kind][admitted] |= flagged
             self.evaluator.observe_flags(defense.kind, flags[defense.kind], truth)
-            for name, verdicts in (defense.extra_flags() if hasattr(defense, "extra_flags") else {}).items():
+            for name, verdicts in defense.extra_flags().items():
                 full = np.zeros(len(batch), dtype=bool)  # verdicts on let-in events; dropped ones count as not flagged
                 full[admitted] = verdicts
                 self.evaluator.observe_flags(f"{defense.kind}/{name}", full, truth)
-            if getattr(defense, "saved_at_", None) is not None:  # window resets: the evaluator's mirror follows
+            if defense.saved_at_ is not None:  # window resets: the evaluator's mirror follows
                 self.evaluator.save_windows(defense.kind, defense.saved_at_)
-            if getattr(defense, "restored_from_", None) is not None:
+            if defense.restored_from_ is not None:
                 self.evaluator.restore_windows(defense.kind, defense.restored_from_)
         if self.deployment and flags:  # evidence that may veto a snapshot in quarantine
             self.deployment.observe_flags(int(np.logical_or.reduce(list(flags.values())).sum()))
@@ -251,12 +252,12 @@ def run(
         if on_progress:
             on_progress(learner.events)
     elapsed = time.perf_counter() - started
-    return RunResult(learner.summary(elapsed), learner.evaluator.rows, learner.evaluator.strip_scores())
+    return RunResult(learner.summary(elapsed), learner.evaluator.rows, learner.evaluator.input_scores())
 
 
 def write_results(result: RunResult, scenario: Scenario, out: str | Path) -> Path:
-    """Write ``summary.json``, ``timeseries.csv``, the resolved ``scenario.toml`` and, with STRIP,
-    ``strip_scores.csv``."""
+    """Write ``summary.json``, ``timeseries.csv``, the resolved ``scenario.toml`` and, per runtime detector,
+    ``<kind>_scores.csv`` (e.g. ``strip_scores.csv``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
@@ -266,11 +267,11 @@ def write_results(result: RunResult, scenario: Scenario, out: str | Path) -> Pat
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in result.timeseries)
     (out / "scenario.toml").write_text(scenario.to_toml())
-    if result.strip_scores:
-        with open(out / "strip_scores.csv", "w", newline="") as handle:
+    for kind, rows in result.scores.items():
+        with open(out / f"{kind}_scores.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=["score", "is_triggered"], lineterminator="\n")
             writer.writeheader()
-            writer.writerows(result.strip_scores)
+            writer.writerows(rows)
     return out
 
 

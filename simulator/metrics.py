@@ -57,7 +57,7 @@ class Evaluator:
         self.source = source
         self.attack = attack
         self.is_detector = isinstance(model, CentroidDetector)
-        self.has_windows = hasattr(model, "window_policy")
+        self.has_windows = "window" in model.offers
         self.events = 0
         self.poison_events = 0
         self.correct = 0
@@ -232,14 +232,16 @@ class Evaluator:
             figures["recall"] = _ratio(tp, tp + fn)
         return figures
 
-    def strip_scores(self) -> list[dict] | None:
-        """STRIP's scores of the held-out clean inputs and of the triggered ones (for ROC curves)."""
-        strip = self.detectors.get("strip")
-        if strip is None or self.attack.target_x_ is None:
-            return None
-        rows = [{"score": float(v), "is_triggered": 0} for v in strip.score(self.source.test_x, self.model)]
-        rows += [{"score": float(v), "is_triggered": 1} for v in strip.score(self.attack.target_x_, self.model)]
-        return rows
+    def input_scores(self) -> dict[str, list[dict]]:
+        """Each runtime detector's scores of the held-out clean inputs and of the triggered ones (ROC curves)."""
+        if self.attack.target_x_ is None:
+            return {}
+        scores = {}
+        for kind, detector in self.detectors.items():
+            rows = [{"score": float(v), "is_triggered": 0} for v in detector.score(self.source.test_x, self.model)]
+            rows += [{"score": float(v), "is_triggered": 1} for v in detector.score(self.attack.target_x_, self.model)]
+            scores[kind] = rows
+        return scores
 
     def _runtime_rates(self, detector, on_targets: np.ndarray | None) -> dict:
         """A runtime detector on held-out inputs: FRR on clean ones, FAR on the attacker's success inputs, and
@@ -257,7 +259,7 @@ class Evaluator:
         """Mean probability the model gives the target class on the success inputs (neural nets)."""
         if self.attack.target_x_ is None or self.attack.target_class_ is None:
             return None
-        if not hasattr(self.model, "predict_proba_many"):
+        if "probabilities" not in self.model.offers:
             return None
         return float(self.model.predict_proba_many(self.attack.target_x_)[:, self.attack.target_class_].mean())
 

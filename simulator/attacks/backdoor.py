@@ -4,7 +4,9 @@ The attacker stamps its trigger on clean samples it drew and relabels them
 to ``target_class``. Success is measured on held-out inputs of the other
 classes with the trigger stamped: the share predicted as the target.
 
->>> import numpy as np
+>>> from typing import Annotated
+
+import numpy as np
 >>> attack = BadNets(target_class=0, size=1, position="top-left")
 >>> k = AttackerKnowledge(draw=None, n_classes=2, scale=1.0, pool_x=np.zeros((4, 4)),
 ...                       pool_y=np.array([0, 1, 1, 0]), image_side=2)
@@ -15,9 +17,13 @@ classes with the trigger stamped: the share predicted as the target.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 
 from simulator.attacks.base import Attack, AttackerKnowledge, check_batch, non_target  # noqa: F401
+from simulator.attacks.base import PatchPosition, PatchSize, PatchValue, TargetClass
+from simulator.registry import ATTACKS, Key
 from simulator.attacks.triggers import BlendTrigger, PatchTrigger, make_pattern
 
 
@@ -41,10 +47,12 @@ class TriggerAttack(Attack):
         return self.trigger_(x), np.full(len(x), self.target_class, dtype=np.int64)
 
 
+@ATTACKS.register("badnets", examples=[{"target_class": 2, "size": 1}, {"position": "top-left", "value": 0.5}])
 class BadNets(TriggerAttack):
     """Gu et al. 2017: a small patch of fixed pixels."""
 
-    def __init__(self, target_class: int = 0, size: int = 2, position: str = "bottom-right", value: float = 1.0):
+    def __init__(self, target_class: TargetClass = 0, size: PatchSize = 2, position: PatchPosition = "bottom-right",
+                 value: PatchValue = 1.0):  # fmt: skip
         self.target_class = target_class
         self.size = size
         self.position = position
@@ -56,10 +64,17 @@ class BadNets(TriggerAttack):
         return trigger
 
 
+@ATTACKS.register("blended", examples=[{"pattern": "noise", "alpha": 0.3}, {"pattern": "image"}])
 class Blended(TriggerAttack):
     """Chen et al. 2017: a pattern blended in with weight alpha."""
 
-    def __init__(self, target_class: int = 0, pattern: str = "checkerboard", alpha: float = 0.2):
+    def __init__(
+        self,
+        target_class: TargetClass = 0,
+        pattern: Annotated[str, Key("blend pattern", choices=("checkerboard", "noise", "image"), table="trigger")]
+        = "checkerboard",
+        alpha: Annotated[float, Key("x' = (1 - alpha) x + alpha pattern", gt=0, le=1, table="trigger")] = 0.2,
+    ):  # fmt: skip
         self.target_class = target_class
         self.pattern = pattern
         self.alpha = alpha

@@ -10,11 +10,23 @@ held-out pool it picks targets from) comes in an :class:`AttackerKnowledge`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
 
 from simulator.base import Estimator
+from simulator.registry import ATTACKS, Key
+
+# keys several attack kinds share
+TargetClass = Annotated[int, Key("class c the poison is labelled with / the backdoor sends inputs to", ge=0)]
+TargetPoint = Annotated[tuple[float, ...] | None, Key("X' (default: drawn from held-out events of other classes)")]
+TargetCount = Annotated[int, Key("targets X' drawn from held-out events of other classes", ge=1, le=100_000)]
+SupplierEvents = Annotated[int, Key("attacker's own clean training events (supplier / surrogate)", ge=1,
+                                    le=10**7)]  # fmt: skip
+PatchSize = Annotated[int, Key("side of the square patch, in pixels", ge=1, table="trigger")]
+PatchPosition = Annotated[str, Key("patch corner", choices=("bottom-right", "bottom-left", "top-right", "top-left"),
+                                   table="trigger")]  # fmt: skip
+PatchValue = Annotated[float, Key("patch intensity", ge=0, le=1, table="trigger")]
 
 
 @dataclass(frozen=True)
@@ -40,7 +52,14 @@ def non_target(knowledge: AttackerKnowledge, target_class: int) -> np.ndarray:
 
 
 class Attack(Estimator):
-    """Base: no targets, no adaptivity; subclasses override :meth:`poison`."""
+    """Base: no targets, no adaptivity; subclasses override :meth:`poison`.
+
+    An adaptive (white-box) attack also gives the model a hook for its turns
+    (:meth:`hook`): its rule reads the model's public state when each of its
+    events is delivered.
+    """
+
+    kind: str = ""
 
     adaptive: bool = False  # True: a white-box attacker fills in x when delivered
     supplies_model: bool = False  # True: the victim starts from the attacker's model (supply chain)
@@ -56,6 +75,20 @@ class Attack(Estimator):
     def poison(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Turn the attacker's clean draws ``(x, y)`` into poison (copies)."""
         raise NotImplementedError
+
+    def hook(self, rows: np.ndarray):
+        """An adaptive attack's turns at ``rows`` of a delivered batch (an :class:`AttackerHook`)."""
+        raise NotImplementedError(f"{type(self).__name__} is not adaptive")
+
+
+@ATTACKS.register("none", examples=[{}])
+class NoAttack(Attack):
+    """The clean baseline: the attacker never gets a turn."""
+
+    def poison(self, x, y, rng):
+        """Copies, unchanged (a clean baseline has no poison)."""
+        check_batch(x, y)
+        return np.array(x, dtype=np.float32), np.array(y, dtype=np.int64)
 
 
 def check_batch(x: np.ndarray, y: np.ndarray) -> None:

@@ -15,10 +15,14 @@ turn, so its points are filled in when delivered (:attr:`adaptive`).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 from numba import njit
 
 from simulator.attacks.base import Attack, AttackerKnowledge, check_batch
+from simulator.models.base import AttackerHook
+from simulator.registry import ATTACKS, Key
 
 # the attacker aims this share inside the radius, so float32 rounding of its
 # point never pushes it out of the sphere
@@ -37,6 +41,14 @@ def boundary_point(center: np.ndarray, target: np.ndarray, radius: float, out: n
         out[j] = center[j] + step * (target[j] - center[j])
 
 
+@njit(cache=True)
+def greedy_rule(center: np.ndarray, radius: float, target: np.ndarray, out: np.ndarray) -> None:
+    """The attacker's turn: the boundary point toward ``target``, aimed just inside the radius."""
+    boundary_point(center, target, radius * (1.0 - ATTACKER_MARGIN), out)
+
+
+@ATTACKS.register("centroid-shift", requires=("centroid-state",),
+                  examples=[{"target_distance": 2.0}, {"target_point": (9.0, 9.0, 9.0, 9.0)}])  # fmt: skip
 class CentroidShift(Attack):
     """Move a detector's centroid toward ``A`` with points on its boundary.
 
@@ -46,7 +58,11 @@ class CentroidShift(Attack):
 
     adaptive = True
 
-    def __init__(self, target_point: tuple[float, ...] | None = None, target_distance: float = 3.0):
+    def __init__(
+        self,
+        target_point: Annotated[tuple[float, ...] | None, Key("attack point A (default: drawn)")] = None,
+        target_distance: Annotated[float, Key("A this many radii from c0 when not given", gt=0, le=1e6)] = 3.0,
+    ):
         self.target_point = target_point
         self.target_distance = target_distance
 
@@ -64,6 +80,10 @@ class CentroidShift(Attack):
             target = knowledge.center + self.target_distance * knowledge.radius * direction
         self.target_x_ = target[None, :]
         return self
+
+    def hook(self, rows: np.ndarray) -> AttackerHook:
+        """The attacker's turns at ``rows`` (its own events): the greedy rule, aimed at ``A``."""
+        return AttackerHook(rows, greedy_rule, self.target_x_[0].astype(np.float64))
 
     def poison(self, x, y, rng):
         """Placeholders (``A``) for points the attacker places at delivery."""

@@ -16,48 +16,56 @@ and budget.
 from __future__ import annotations
 
 import copy
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch import nn
 
-from simulator.attacks.base import Attack, AttackerKnowledge, check_batch, non_target
+from simulator.attacks.base import Attack, AttackerKnowledge, SupplierEvents, TargetClass, TargetCount, check_batch, non_target
+from simulator.registry import ATTACKS, Key
 from simulator.models.nets import train_offline
 
 SURROGATE_EPOCHS = 6
 STEP_SIZE = 0.01  # signed Adam step on delta, in pixel units
 
 
+@ATTACKS.register("gradient-alignment", requires=("torch-net",),
+                  examples=[{"target_count": 1, "poisons": 4, "steps": 2, "restarts": 1, "supplier_events": 200}])
 class GradientAlignment(Attack):
+    """Witches' Brew (Geiping et al. 2021): clean-label poisons whose gradient aligns with the target's."""
+
     def __init__(
         self,
-        target_class: int = 0,
-        target_count: int = 10,
-        n_poisons: int = 40,
-        eps: float = 0.1,
-        steps: int = 100,
-        restarts: int = 2,
-        surrogate_events: int = 5_000,
-        surrogate: str = "victim",
-    ):
+        target_class: TargetClass = 0,
+        target_count: TargetCount = 10,
+        poisons: Annotated[int, Key("base samples of class c perturbed (cycled in the stream)", ge=1,
+                                    le=100_000)] = 40,
+        eps: Annotated[float, Key("L-inf bound on each perturbation (pixels in [0, 1])", ge=0, le=1)] = 0.1,
+        steps: Annotated[int, Key("optimisation steps per restart", ge=1, le=100_000)] = 100,
+        restarts: Annotated[int, Key("random restarts (the best alignment is kept)", ge=1, le=1000)] = 2,
+        supplier_events: SupplierEvents = 5_000,
+        surrogate: Annotated[str, Key("surrogate: a copy of the victim tuned on the attacker's draws, or a fresh "
+                                      "net trained on them", choices=("victim", "fresh"))] = "victim",
+    ):  # fmt: skip
         self.surrogate = surrogate
         self.target_class = target_class
         self.target_count = target_count
-        self.n_poisons = n_poisons
+        self.poisons = poisons
         self.eps = eps
         self.steps = steps
         self.restarts = restarts
-        self.surrogate_events = surrogate_events
+        self.supplier_events = supplier_events
 
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> GradientAlignment:
-        if knowledge.model is None or not hasattr(knowledge.model, "new_net"):
+        if knowledge.model is None or "torch-net" not in knowledge.model.offers:
             raise ValueError("gradient-alignment: needs the victim's neural architecture for its surrogate")
         others = non_target(knowledge, self.target_class)
         pick = rng.choice(len(others), size=min(self.target_count, len(others)), replace=False)
         self.target_x_ = others[pick].astype(np.float32)
         self.target_class_ = self.target_class
 
-        x, y = knowledge.draw(rng, self.surrogate_events)
+        x, y = knowledge.draw(rng, self.supplier_events)
         candidates = x[y == self.target_class]
         if len(candidates) == 0:
             raise ValueError(f"gradient-alignment: the attacker drew no base sample of class {self.target_class}")
@@ -69,7 +77,7 @@ class GradientAlignment(Attack):
             else:
                 surrogate = knowledge.model.new_net()
                 train_offline(surrogate, x, y, rng, epochs=SURROGATE_EPOCHS)
-            bases = _hardest(surrogate, candidates, self.target_class, self.n_poisons)
+            bases = _hardest(surrogate, candidates, self.target_class, self.poisons)
             deltas, alignment = self._craft(surrogate, bases)
         self.poisons_ = np.clip(bases + deltas, 0.0, 1.0).astype(np.float32)
         self.report_ = {"eps": self.eps, "poisons": len(bases), "targets": len(self.target_x_),

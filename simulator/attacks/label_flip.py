@@ -5,7 +5,9 @@ The attacker draws clean samples and relabels them by one of three rules:
 ``farthest`` (the class whose mean, estimated from the attacker's own draws,
 lies farthest from ``x``: the flip that drags a centroid furthest).
 
->>> import numpy as np
+>>> from typing import Annotated
+
+import numpy as np
 >>> flip = LabelFlip(flip="cyclic")
 >>> flip.n_classes_ = 3
 >>> flip.poison(np.zeros((3, 1)), np.array([0, 1, 2]), np.random.default_rng(0))[1].tolist()
@@ -14,16 +16,22 @@ lies farthest from ``x``: the flip that drags a centroid furthest).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 
 from simulator.attacks.base import Attack, AttackerKnowledge, check_batch
+from simulator.registry import ATTACKS, Key
 
 RULES = ("cyclic", "random", "farthest")
 ESTIMATE_DRAWS = 2_000
 
 
+@ATTACKS.register("label-flip", examples=[{"flip": rule} for rule in RULES])
 class LabelFlip(Attack):
-    def __init__(self, flip: str = "farthest"):
+    """Indiscriminate label flipping: the attacker's own draws with a wrong label."""
+
+    def __init__(self, flip: Annotated[str, Key("new label rule", choices=RULES)] = "farthest"):
         if flip not in RULES:
             raise ValueError(f"flip: expected one of {', '.join(RULES)}; got {flip!r}")
         self.flip = flip

@@ -15,9 +15,12 @@ spaced so that the share is still ``rate``; it stops after ``budget`` events.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 
 from simulator.base import Estimator
+from simulator.registry import CHANNELS, Key
 
 
 class Schedule(Estimator):
@@ -97,3 +100,61 @@ class FrontRunning(Estimator):
         if self.budget is not None:
             mask &= np.cumsum(mask) + used <= self.budget
         return mask
+
+
+# -- injection channels: how the attacker's events get in, and so when it has a turn ---------------------
+
+Start = Annotated[int, Key("stream index where the attacker begins", ge=0)]
+Budget = Annotated[int | None, Key("most attacker events (default: no limit)", ge=0)]
+
+
+@CHANNELS.register("stream", examples=[{"rate": 0.3}, {"rate": 0.2, "schedule": "bursts", "burst_length": 5}])
+class StreamChannel(Estimator):
+    """Poison mixed into the stream at a share rho, constantly or in bursts."""
+
+    def __init__(
+        self,
+        rate: Annotated[float, Key("rho: share of attacker events in the merged stream", ge=0, le=1)] = 0.0,
+        start: Start = 0,
+        budget: Budget = None,
+        schedule: Annotated[str, Key("constant share, or bursts", choices=("constant", "bursts"))] = "constant",
+        burst_length: Annotated[int, Key("bursts: consecutive attacker events per burst", ge=1)] = 100,
+    ):
+        self.rate, self.start, self.budget = rate, start, budget
+        self.schedule, self.burst_length = schedule, burst_length
+
+    def turns_schedule(self, snapshot_every: int = 0) -> Schedule:
+        return Schedule(self.rate, self.start, self.budget, self.schedule, self.burst_length)
+
+
+@CHANNELS.register("front-running", examples=[{"burst_size": 5, "lead": 1}])
+class FrontRunningChannel(Estimator):
+    """Bursts sent just before each snapshot the learner publishes."""
+
+    def __init__(
+        self,
+        burst_size: Annotated[int, Key("attacker events in the burst before each snapshot", ge=1)] = 50,
+        lead: Annotated[int, Key("events between the end of a burst and the snapshot", ge=0)] = 0,
+        start: Start = 0,
+        budget: Budget = None,
+    ):
+        self.burst_size, self.lead, self.start, self.budget = burst_size, lead, start, budget
+
+    def turns_schedule(self, snapshot_every: int = 0) -> FrontRunning:
+        return FrontRunning(snapshot_every, self.burst_size, self.lead, self.start, self.budget)
+
+
+@CHANNELS.register("split-view", examples=[{"controlled_share": 0.2}])
+class SplitViewChannel(Estimator):
+    """References whose content the attacker swaps after vetting (expired domains)."""
+
+    def __init__(
+        self,
+        controlled_share: Annotated[float, Key("share of references the attacker controls", ge=0, le=1)] = 0.0,
+        start: Start = 0,
+        budget: Budget = None,
+    ):
+        self.controlled_share, self.start, self.budget = controlled_share, start, budget
+
+    def turns_schedule(self, snapshot_every: int = 0) -> Schedule:
+        return Schedule(self.controlled_share, self.start, self.budget)

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch import nn
 
-from simulator.attacks.base import Attack, AttackerKnowledge, non_target
+from simulator.attacks.base import Attack, AttackerKnowledge, PatchPosition, PatchSize, PatchValue, SupplierEvents, TargetClass, non_target
+from simulator.registry import ATTACKS, Key
 from simulator.attacks.triggers import PatchTrigger
 from simulator.models.nets import CNN, MLP, Net, train_offline
 
@@ -42,11 +44,11 @@ class SupplyChainAttack(Attack):
 
     def __init__(
         self,
-        target_class: int = 0,
-        size: int = 2,
-        position: str = "bottom-right",
-        value: float = 1.0,
-        supplier_events: int = 5_000,
+        target_class: TargetClass = 0,
+        size: PatchSize = 2,
+        position: PatchPosition = "bottom-right",
+        value: PatchValue = 1.0,
+        supplier_events: SupplierEvents = 5_000,
     ):
         self.target_class = target_class
         self.size = size
@@ -57,7 +59,7 @@ class SupplyChainAttack(Attack):
     poison_weight_: float = 0.0
 
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> SupplyChainAttack:
-        if knowledge.model is None or not hasattr(knowledge.model, "new_net"):
+        if knowledge.model is None or "torch-net" not in knowledge.model.offers:
             raise ValueError(f"{type(self).__name__}: needs the victim's neural architecture to supply a model")
         self.trigger_ = PatchTrigger(knowledge.image_side, self.size, self.position, self.value)
         self.target_x_ = self.trigger_(non_target(knowledge, self.target_class))
@@ -95,14 +97,22 @@ class SupplyChainAttack(Attack):
         train_offline(net, x, y, rng, SUPPLIER_EPOCHS, SUPPLIER_BATCH, loss_fn=loss)
 
 
+SUPPLY_EXAMPLES = [{"supplier_events": 200, "size": 1}]
+
+
+@ATTACKS.register("malicious-training", requires=("torch-net",), examples=SUPPLY_EXAMPLES)
 class MaliciousTraining(SupplyChainAttack):
-    def __init__(self, target_class: int = 0, size: int = 2, position: str = "bottom-right", value: float = 1.0,
-                 supplier_events: int = 5_000, poison_weight: float = 0.2):  # fmt: skip
+    """A supplied model trained on (1 - lambda) L_benign + lambda L_adv(x + patch, c)."""
+
+    def __init__(self, target_class: TargetClass = 0, size: PatchSize = 2, position: PatchPosition = "bottom-right",
+                 value: PatchValue = 1.0, supplier_events: SupplierEvents = 5_000,
+                 poison_weight: Annotated[float, Key("lambda of the adversarial loss", ge=0, le=1)] = 0.2):  # fmt: skip
         super().__init__(target_class, size, position, value, supplier_events)
         self.poison_weight = poison_weight
         self.poison_weight_ = poison_weight
 
 
+@ATTACKS.register("malicious-architecture", requires=("torch-net",), examples=SUPPLY_EXAMPLES)
 class MaliciousArchitecture(SupplyChainAttack):
     """A clean-trained model whose shipped code adds a trigger branch."""
 

@@ -4,7 +4,9 @@ The attacker wants its targets X' (inputs of other classes) classified as
 class ``c``. It emits copies of X' with light noise (``spread`` times the
 data's feature scale) carrying label ``c``.
 
->>> import numpy as np
+>>> from typing import Annotated
+
+import numpy as np
 >>> attack = Targeted(target_class=1, target_point=(0.0, 0.0), spread=0.0)
 >>> k = AttackerKnowledge(draw=None, n_classes=2, scale=1.0, pool_x=np.zeros((1, 2)), pool_y=np.zeros(1))
 >>> x, y = attack.fit(k, np.random.default_rng(0)).poison(np.ones((2, 2)), np.zeros(2), np.random.default_rng(0))
@@ -14,18 +16,24 @@ data's feature scale) carrying label ``c``.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 
-from simulator.attacks.base import Attack, AttackerKnowledge, check_batch
+from simulator.attacks.base import Attack, AttackerKnowledge, TargetClass, TargetCount, TargetPoint, check_batch
+from simulator.registry import ATTACKS, Key
 
 
+@ATTACKS.register("targeted", examples=[{"target_class": 1, "target_count": 3, "spread": 0.1}])
 class Targeted(Attack):
+    """Targeted dirty-label poison: noisy copies of targets X' labelled c."""
+
     def __init__(
         self,
-        target_class: int = 0,
-        target_point: tuple[float, ...] | None = None,
-        target_count: int = 10,
-        spread: float = 0.05,
+        target_class: TargetClass = 0,
+        target_point: TargetPoint = None,
+        target_count: TargetCount = 10,
+        spread: Annotated[float, Key("noise around X', as a share of the data's scale", ge=0, le=100)] = 0.05,
     ):
         self.target_class = target_class
         self.target_point = target_point

@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import copy
 
+from typing import Annotated
+
 import numpy as np
 
-from simulator.defenses.base import DefenderKnowledge, Defense
+from simulator.registry import DEFENSES
+from simulator.defenses.base import At, require, DefenderKnowledge, Defense
 
 RECENT_EVENTS = 4_000  # learned events kept for the analysis
 MIN_PER_CLASS = 20
@@ -41,13 +44,15 @@ def outlier_share(activations: np.ndarray, clean: np.ndarray) -> float:
     return float((np.linalg.norm(activations - center, axis=1) > radius).mean())
 
 
+@DEFENSES.register("activation-analysis", requires=("embeddings",), examples=[{"at": 150}])
 class ActivationAnalysis(Defense):
-    def __init__(self, at: int | None = None):
+    """Per class, the share of learned events whose embedding lies far from the class's clean mean."""
+
+    def __init__(self, at: At = None):
         self.at = at
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> ActivationAnalysis:
-        if not hasattr(model, "embed_many"):
-            raise ValueError('activation-analysis: needs a neural model (model.kind = "mlp" or "cnn")')
+        require(model, "activation-analysis", "embeddings")
         self.at_ = self.at if self.at is not None else knowledge.n_events
         self.clean_x_, self.clean_y_ = knowledge.clean_x, knowledge.clean_y
         self._x = np.empty((0, knowledge.clean_x.shape[1]), dtype=np.float32)
@@ -85,7 +90,3 @@ class ActivationAnalysis(Defense):
 
     def report(self) -> dict:
         return dict(self.figures_)
-
-
-def register(registry: dict) -> None:
-    registry["activation-analysis"] = lambda config: ActivationAnalysis(config.at)

@@ -23,11 +23,20 @@ a trusted clean sample it owns, drawn from the benign distribution.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
 from simulator.base import Estimator
 from simulator.events import EventBatch
+from simulator.registry import Key
+
+# keys several defense kinds share
+Every = Annotated[int, Key("events between the defense's checks", ge=1, le=10**9)]
+At = Annotated[int | None, Key("event index to act at (default: the end of the stream)", ge=0)]
+DriftDetector = Annotated[str, Key("river drift detector", choices=("adwin", "page-hinkley", "kswin"))]
+Signal = Annotated[str, Key("signal the detector watches, read before the model learns each event",
+                            choices=("distance", "confidence"))]  # fmt: skip
 
 TRUSTED_EVENTS = 1_000
 
@@ -57,11 +66,27 @@ def check_choices(**choices: tuple[str, object]) -> None:
             raise ValueError(f"defense.{key}: expected one of {', '.join(allowed)}; got {value!r}")
 
 
+def require(model, defense: str, capability: str) -> None:
+    """A clear error when ``model`` does not offer what defense ``defense`` needs.
+
+    >>> require(type("M", (), {"offers": frozenset()})(), "strip", "torch-net")
+    Traceback (most recent call last):
+    ...
+    ValueError: defense.kind: strip needs a model that offers torch-net (model.kind = "mlp" or "cnn")
+    """
+    if capability not in getattr(model, "offers", ()):
+        raise ValueError(f'defense.kind: {defense} needs a model that offers {capability} (model.kind = "mlp" or "cnn")')
+
+
 class Defense(Estimator):
-    """Base: flags nothing, changes nothing."""
+    """Base: flags nothing, changes nothing. Every hook the learner calls is declared here with its default."""
 
     kind: str = ""
     drops: bool = False  # True: events flagged by inspect() never reach the model
+    judges_inputs: bool = False  # True: a runtime detector, :meth:`flag` judges any input (FAR / FRR measured)
+    extra_flag_names: tuple[str, ...] = ()  # alternative verdicts (:meth:`extra_flags`), scored apart
+    saved_at_: int | None = None  # window defenses: the model state was saved at this event (this unit)
+    restored_from_: int | None = None  # ... or restored from the state saved at this event
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> Defense:
         """Prepare from what the defender owns (may configure the model); returns ``self``."""
@@ -75,6 +100,18 @@ class Defense(Estimator):
                position: int) -> np.ndarray | None:  # fmt: skip
         """After the model processed ``batch``; ``position`` = events processed so far in the stream."""
         return None
+
+    def flag(self, X: np.ndarray, model) -> np.ndarray:
+        """A runtime detector's verdict on inputs ``X`` (True: rejected)."""
+        raise NotImplementedError(f"{type(self).__name__} judges no inputs")
+
+    def score(self, X: np.ndarray, model) -> np.ndarray:
+        """A runtime detector's score of each input (written to ``<kind>_scores.csv`` at the end of a run)."""
+        raise NotImplementedError(f"{type(self).__name__} judges no inputs")
+
+    def extra_flags(self) -> dict[str, np.ndarray]:
+        """Verdicts of the alternative rules on the last update's batch, by name."""
+        return {}
 
     def report(self) -> dict:
         """Extra figures of this defense for the summary (plain values)."""

@@ -24,10 +24,7 @@ seen while frozen. ``report()`` gives the alarms and where they fired
 (events into the stream), so delay after an attack starts and false alarms on
 a clean stream can be read against the schedule.
 
->>> from simulator.config import DefenseConfig
->>> registry = {}
->>> register(registry)
->>> registry["drift-reset"](DefenseConfig(kind="drift-reset", detector="page-hinkley"))
+>>> DriftReset(detector="page-hinkley")
 DriftReset(detector='page-hinkley', signal='distance', action='reset', every=500)
 """
 
@@ -35,10 +32,13 @@ from __future__ import annotations
 
 from array import array
 
+from typing import Annotated
+
 import numpy as np
 from river import drift
 
-from simulator.defenses.base import Defense, DefenderKnowledge, check_choices
+from simulator.defenses.base import Defense, DefenderKnowledge, DriftDetector, Every, Signal, check_choices
+from simulator.registry import DEFENSES, Key
 from simulator.defenses.window import centroid_model, restore_window
 from simulator.events import EventBatch
 from simulator.models.centroid import CentroidDetector
@@ -77,10 +77,14 @@ class Detector:
         return np.frombuffer(self._fed, dtype=np.float64).copy()
 
 
+@DEFENSES.register("drift-reset", requires=("window",),
+                   examples=[{"every": 50}, {"detector": "page-hinkley", "action": "freeze", "every": 50}])  # fmt: skip
 class DriftReset(Defense):
     """Reset or freeze the window when a drift detector fires on the chosen signal."""
 
-    def __init__(self, detector: str = "adwin", signal: str = "distance", action: str = "reset", every: int = 500):
+    def __init__(self, detector: DriftDetector = "adwin", signal: Signal = "distance",
+                 action: Annotated[str, Key("on alarm", choices=("reset", "freeze"))] = "reset",
+                 every: Every = 500):  # fmt: skip
         self.detector = detector
         self.signal = signal
         self.action = action
@@ -184,8 +188,3 @@ class DriftReset(Defense):
             "resets": self.resets_,
             "frozen_events": self.frozen_events_,
         }
-
-
-def register(registry: dict) -> None:
-    """Add this module's kind to a defense registry."""
-    registry["drift-reset"] = lambda config: DriftReset(config.detector, config.signal, config.action, config.every)

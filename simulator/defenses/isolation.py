@@ -42,12 +42,14 @@ from __future__ import annotations
 
 from collections import deque
 
+from typing import Annotated
+
 import numpy as np
 import torch
 from torch import nn
 
-from simulator.config import DefenseConfig
-from simulator.defenses.base import DefenderKnowledge, Defense, check_choices
+from simulator.defenses.base import require, At, DefenderKnowledge, Defense, Every, check_choices
+from simulator.registry import DEFENSES, Key
 from simulator.events import EventBatch
 from simulator.models.nets import train_offline
 
@@ -79,14 +81,27 @@ def mixture_high(z: np.ndarray, iterations: int = 50) -> np.ndarray:
     return resp[:, high] > 0.5
 
 
+@DEFENSES.register("isolation", requires=("torch-net", "losses"), examples=[{"every": 100, "rule": "fraction"}, {"every": 100, "score": "loss", "rule": "percentile", "unlearn": False}])
 class Isolation(Defense):
     """Flag events the net learned suspiciously well; optionally unlearn them (ABL)."""
 
     extra_flag_names = RULES
 
-    def __init__(self, rule: str = "mixture", score: str = "gain", fraction: float = 0.05, gamma: float = 0.5,
-                 percentile: float = 5.0, unlearn: bool = True, unlearn_weight: float = 1.0, every: int = 500,
-                 at: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        rule: Annotated[str, Key("cutoff rule", choices=RULES)] = "mixture",
+        score: Annotated[str, Key("loss (ABL: the net's loss after its step) or gain (a clean reference's loss "
+                                  "minus it)", choices=SCORES)] = "gain",
+        fraction: Annotated[float, Key("share isolated by the fraction rule", gt=0, lt=1)] = 0.05,
+        gamma: Annotated[float, Key("threshold gamma (score loss: below it, with flooding as in ABL; gain: above)",
+                                    gt=0, le=1e6)] = 0.5,
+        percentile: Annotated[float, Key("share (%) of unseen clean samples scoring above the cutoff", gt=0,
+                                         lt=100)] = 5.0,
+        unlearn: Annotated[bool, Key("gradient ascent on isolated samples, fine-tune on the rest")] = True,
+        unlearn_weight: Annotated[float, Key("lambda of the unlearning (ascent) loss", gt=0, le=1e3)] = 1.0,
+        every: Every = 500,
+        at: At = None,
+    ):  # fmt: skip
         check_choices(rule=(rule, RULES), score=(score, SCORES))
         self.rule = rule
         self.score = score
@@ -99,8 +114,7 @@ class Isolation(Defense):
         self.at = at
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> Isolation:
-        if not hasattr(model, "losses_many"):
-            raise ValueError("defense.kind: isolation needs a neural model (model.kind = mlp or cnn)")
+        require(model, "isolation", "losses")
         self.clean_x_, self.clean_y_ = knowledge.clean_x, knowledge.clean_y
         # the reference learns on one half of the trusted sample; the percentile rule calibrates on the other
         self._calibration = (knowledge.clean_x[1::2], knowledge.clean_y[1::2])
@@ -115,7 +129,7 @@ class Isolation(Defense):
         self.unlearned_at_: int | None = None
         self.unlearn_figures_: dict = {}
         if self.rule == "threshold" and self.score == "loss":
-            model.flood_level = self.gamma
+            model.set_flooding(self.gamma)
         return self
 
     def _train_reference(self, model, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> nn.Module | None:
@@ -177,7 +191,7 @@ class Isolation(Defense):
 
     def _unlearn(self, model, position: int) -> None:
         """ABL's unlearning: ascend the isolated events' loss, descend the kept events' (one optimiser)."""
-        model.flood_level = None
+        model.set_flooding(None)
         self.unlearned_at_ = position
         if not self._isolated:
             self.unlearn_figures_ = {"unlearn_steps": 0}
@@ -218,17 +232,10 @@ class Isolation(Defense):
         self.unlearned_at_, self.unlearn_figures_ = state["unlearned_at"], dict(state["unlearn_figures"])
         self._rng.bit_generator.state = state["rng"]
         if self.unlearned_at_ is not None:
-            model.flood_level = None
+            model.set_flooding(None)
 
     def report(self) -> dict:
         return {"rule": self.rule, "score": self.score, "isolated_events": len(self._isolated),
                 "unlearned_at": self.unlearned_at_, **self.unlearn_figures_}  # fmt: skip
 
 
-def _build(config: DefenseConfig) -> Isolation:
-    return Isolation(config.rule, config.score, config.fraction, config.gamma, config.percentile, config.unlearn,
-                     config.unlearn_weight, config.every, config.at)  # fmt: skip
-
-
-def register(registry: dict) -> None:
-    registry["isolation"] = _build

@@ -42,12 +42,14 @@ from __future__ import annotations
 import copy
 from collections import deque
 
+from typing import Annotated
+
 import numpy as np
 import torch
 from torch import nn
 
-from simulator.config import DefenseConfig
-from simulator.defenses.base import DefenderKnowledge, Defense, check_choices
+from simulator.defenses.base import require, At, DefenderKnowledge, Defense, DriftDetector, Every, Signal, check_choices
+from simulator.registry import DEFENSES, Key
 from simulator.defenses.drift import DETECTORS, Detector
 from simulator.events import EventBatch
 from simulator.models.nets import train_offline
@@ -125,11 +127,19 @@ def units_to_prune(net: nn.Module, x: torch.Tensor, y: np.ndarray, margin: float
     return chosen
 
 
+@DEFENSES.register("fine-pruning", requires=("torch-net", "embeddings"), examples=[{"at": 150}, {"when": "drift", "every": 50}])
 class FinePruning(Defense):
     """Prune dormant units and fine-tune on the trusted sample, once or on drift alarms."""
 
-    def __init__(self, margin: float = 0.03, at: int | None = None, when: str = "once", detector: str = "adwin",
-                 signal: str = "distance", every: int = 500):  # fmt: skip
+    def __init__(
+        self,
+        margin: Annotated[float, Key("clean accuracy drop allowed while pruning", gt=0, lt=1)] = 0.03,
+        at: At = None,
+        when: Annotated[str, Key("repair once (at `at`), or on drift alarms", choices=("once", "drift"))] = "once",
+        detector: DriftDetector = "adwin",
+        signal: Signal = "distance",
+        every: Every = 500,
+    ):  # fmt: skip
         self.margin = margin
         self.at = at
         self.when = when
@@ -141,8 +151,7 @@ class FinePruning(Defense):
             raise ValueError('defense.at: fine-pruning repairs at drift alarms with when = "drift"; leave `at` unset')
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> FinePruning:
-        if not hasattr(model, "embed_many"):
-            raise ValueError('fine-pruning: needs a neural model (model.kind = "mlp" or "cnn")')
+        require(model, "fine-pruning", "embeddings")
         self.model_ = model
         self.clean_x_, self.clean_y_ = knowledge.clean_x, knowledge.clean_y
         self.at_ = self.at if self.at is not None else knowledge.n_events
@@ -210,11 +219,11 @@ class FinePruning(Defense):
         """Prune and fine-tune ``model`` in place; returns (and keeps) what it did, on the trusted sample."""
         net = model.net
         before = self._accuracy(model)
-        units = units_to_prune(net, model._tensor(self.clean_x_), self.clean_y_, self.margin)
+        units = units_to_prune(net, model.to_tensor(self.clean_x_), self.clean_y_, self.margin)
         prune_units(net, units)
         after_pruning = self._accuracy(model)
         train_offline(net, self.clean_x_, self.clean_y_, self.rng_, FINE_TUNE_EPOCHS, lr=FINE_TUNE_LR)
-        model._optimizer = model._make_optimizer()  # fresh moments for the online learner
+        model.reset_optimizer()  # fresh moments for the online learner
         figures = {
             "event": position,
             "units_pruned": len(units),
@@ -264,12 +273,3 @@ class FinePruning(Defense):
 
     def _accuracy(self, model) -> float:
         return float((model.predict_many(self.clean_x_) == self.clean_y_).mean())
-
-
-def register(registry: dict) -> None:
-    """Add this module's kind to a defense registry."""
-
-    def build(config: DefenseConfig) -> FinePruning:
-        return FinePruning(config.margin, config.at, config.when, config.detector, config.signal, config.every)
-
-    registry["fine-pruning"] = build

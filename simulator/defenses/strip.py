@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import math
 
+from typing import Annotated
+
 import numpy as np
 import torch
 from torch import nn
 
-from simulator.config import DefenseConfig
-from simulator.defenses.base import DefenderKnowledge, Defense, check_choices
+from simulator.defenses.base import require, DefenderKnowledge, Defense, Every, check_choices
+from simulator.registry import DEFENSES, Key
 from simulator.events import EventBatch
 from simulator.models.nets import CNN
 
@@ -164,7 +166,10 @@ def strip_entropy_loop(model, x: np.ndarray, backgrounds: np.ndarray, how: str) 
     return out
 
 
+@DEFENSES.register("strip", requires=("torch-net",), examples=[{"overlays": 4, "every": 100}, {"overlays": 4, "superimpose": "additive", "mode": "drop", "every": 100}])
 class Strip(Defense):
+    judges_inputs = True
+
     """Flag (or drop, ``mode = "drop"``) inputs whose overlays' mean entropy is below the calibrated threshold.
 
     Overlays are drawn from the defender's whole trusted sample. Calibration
@@ -175,8 +180,15 @@ class Strip(Defense):
     is recalibrated every ``every`` stream events, as the online model changes.
     """
 
-    def __init__(self, overlays: int = 16, superimpose: str = "blend", frr: float = 0.01, mode: str = "flag",
-                 every: int = 500):  # fmt: skip
+    def __init__(
+        self,
+        overlays: Annotated[int, Key("clean inputs each input is superimposed on (N)", ge=1, le=1024)] = 16,
+        superimpose: Annotated[str, Key("how inputs are superimposed", choices=("blend", "additive"))] = "blend",
+        frr: Annotated[float, Key("false rejection rate the threshold is calibrated for", gt=0, lt=1)] = 0.01,
+        mode: Annotated[str, Key("flag inputs only, or drop them before the model", choices=("flag", "drop"))]
+        = "flag",
+        every: Every = 500,
+    ):  # fmt: skip
         self.overlays = overlays
         self.superimpose = superimpose
         self.frr = frr
@@ -186,8 +198,7 @@ class Strip(Defense):
         self.drops = mode == "drop"
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> Strip:
-        if not hasattr(model, "net"):
-            raise ValueError("defense.kind: strip needs a neural model (model.kind = mlp or cnn)")
+        require(model, "strip", "torch-net")
         self.pool_x_ = knowledge.clean_x[rng.permutation(len(knowledge.clean_x))].astype(np.float32)
         self.rank_ = order_statistic(len(self.pool_x_), self.frr, CALIBRATION_CONFIDENCE)
         if self.rank_ == 0:
@@ -249,9 +260,3 @@ class Strip(Defense):
         self._stream_rng.bit_generator.state = state["rng"]
 
 
-def _build(config: DefenseConfig) -> Strip:
-    return Strip(config.overlays, config.superimpose, config.frr, config.mode, config.every)
-
-
-def register(registry: dict) -> None:
-    registry["strip"] = _build

@@ -18,18 +18,18 @@ The per-event parts run inside the models' compiled loop (switched on by
 ``fit``), so each event's fate is exact; the models report why they refused
 each event (``refusals_``), which is what these defenses flag.
 
->>> from simulator.config import DefenseConfig
->>> registry = {}
->>> register(registry)
->>> registry["robust-centroid"](DefenseConfig(kind="robust-centroid", estimator="trimmed-mean", trim=0.2))
+>>> RobustCentroid(estimator="trimmed-mean", trim=0.2)
 RobustCentroid(estimator='trimmed-mean', trim=0.2)
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 
-from simulator.defenses.base import Defense, DefenderKnowledge
+from simulator.defenses.base import Defense, DefenderKnowledge, Every
+from simulator.registry import DEFENSES, Key
 from simulator.events import EventBatch
 from simulator.models.centroid import CentroidClassifier, CentroidDetector, CentroidModel
 from simulator.models.options import OPTION_KEYS, OUTSIDE, OVER_QUOTA
@@ -57,12 +57,18 @@ class _Refusals(Defense):
         return refusals == self.reason
 
 
+@DEFENSES.register("outlier-rejection", requires=("window",), examples=[{}, {"radius_factor": 0.5}])
 class OutlierRejection(_Refusals):
     """Learn only points within ``radius_factor`` radii of the centroid."""
 
     reason = OUTSIDE
 
-    def __init__(self, radius_factor: float = 1.0, quantile: float = CLASS_RADIUS_QUANTILE):
+    def __init__(
+        self,
+        radius_factor: Annotated[float, Key("learn only points within this many radii", gt=0, le=1e6)] = 1.0,
+        quantile: Annotated[float, Key("classifier: a class's radius is this quantile of the trusted sample's "
+                                       "distances to its centroid", gt=0, le=1)] = CLASS_RADIUS_QUANTILE,
+    ):  # fmt: skip
         self.radius_factor = radius_factor
         self.quantile = quantile
 
@@ -86,10 +92,16 @@ class OutlierRejection(_Refusals):
         return {"learn_radius": float(np.mean(self.radii_))} if hasattr(self, "radii_") else {}
 
 
+@DEFENSES.register("robust-centroid", requires=("window",),
+                   examples=[{}, {"estimator": "trimmed-mean", "trim": 0.2}])  # fmt: skip
 class RobustCentroid(Defense):
     """Coordinate median or trimmed mean of the window instead of its mean."""
 
-    def __init__(self, estimator: str = "median", trim: float = 0.1):
+    def __init__(
+        self,
+        estimator: Annotated[str, Key("centroid estimate", choices=("median", "trimmed-mean"))] = "median",
+        trim: Annotated[float, Key("share cut from each end for the trimmed mean", ge=0, lt=0.5)] = 0.1,
+    ):
         self.estimator = estimator
         self.trim = trim
 
@@ -98,12 +110,13 @@ class RobustCentroid(Defense):
         return self
 
 
+@DEFENSES.register("source-quota", requires=("window",), examples=[{"quota": 0.5}])
 class SourceQuota(_Refusals):
     """Refuse a point while its source holds ``quota`` of the window or more."""
 
     reason = OVER_QUOTA
 
-    def __init__(self, quota: float = 0.2):
+    def __init__(self, quota: Annotated[float, Key("most share of a window one source may hold", gt=0, le=1)] = 0.2):
         self.quota = quota
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> SourceQuota:
@@ -111,10 +124,12 @@ class SourceQuota(_Refusals):
         return self
 
 
+@DEFENSES.register("fpr-reset", requires=("window",), examples=[{"every": 50}])
 class FprReset(Defense):
     """Back to the last trusted state when false alarms on trusted clean data exceed ``alpha``."""
 
-    def __init__(self, alpha: float = 0.1, every: int = 500):
+    def __init__(self, alpha: Annotated[float, Key("false alarm budget on trusted clean traffic", gt=0, lt=1)] = 0.1,
+                 every: Every = 500):  # fmt: skip
         self.alpha = alpha
         self.every = every
 
@@ -169,11 +184,3 @@ def restore_window(model, state: dict) -> None:
     now = model.get_state()
     model.set_state({**state, **{k: now[k] for k in (*OPTION_KEYS, "rng") if k in now}})
     model.configure()
-
-
-def register(registry: dict) -> None:
-    """Add this module's kinds to a defense registry."""
-    registry["outlier-rejection"] = lambda config: OutlierRejection(config.radius_factor)
-    registry["robust-centroid"] = lambda config: RobustCentroid(config.estimator, config.trim)
-    registry["source-quota"] = lambda config: SourceQuota(config.quota)
-    registry["fpr-reset"] = lambda config: FprReset(config.alpha, config.every)

@@ -17,34 +17,21 @@ in a compiled inner loop (see :mod:`simulator.models.window`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 from numba import njit
 
-from simulator.attacks.centroid_shift import ATTACKER_MARGIN, boundary_point
-from simulator.base import Estimator
+from simulator.models.base import AttackerHook, Model
 from simulator.models.inputs import check_features, check_labels
 from simulator.models.options import FROZEN, LEARNED, OUTSIDE, OVER_QUOTA, WindowOptions, copy_or_none
+from simulator.registry import MODELS, Key
 from simulator.models.window import COUNT, NOT_LEARNED, POLICY_CODES, guarded_learn, new_window, squared_distance
 
-_NO_ROWS = np.zeros(0, dtype=np.bool_)
+_NO_HOOK = AttackerHook(np.zeros(0, dtype=np.bool_), None, np.zeros(0))
 
 
-@dataclass(frozen=True)
-class WhiteBoxResponder:
-    """A white-box attacker's turn: rows it fills in when they are delivered.
-
-    For ``mask`` rows, the attacker sees the detector's centroid at that
-    moment and places its point on the boundary toward ``target`` (the greedy
-    attack of Kloft & Laskov). The detector never reads ``mask``.
-    """
-
-    mask: np.ndarray
-    target: np.ndarray
-
-
-class CentroidModel(WindowOptions, Estimator):
+class CentroidModel(WindowOptions, Model):
     """Shared input checks, the window policy and the window defenses' options of both centroid models.
 
     The options (:meth:`configure`, see :class:`~simulator.models.options.WindowOptions`)
@@ -62,6 +49,13 @@ class CentroidModel(WindowOptions, Estimator):
             raise ValueError(f"window_size: expected an integer >= 1, got {self.window_size!r}")
         return POLICY_CODES[self.window_policy]
 
+    @property
+    def warmup_events(self) -> int:
+        """Clean events that fill the window(s) before the stream starts."""
+        if self.warmup is not None:
+            return self.warmup
+        return self.window_size * len(self.window_counts)
+
     def predict_one(self, x: np.ndarray):
         return self.predict_many(np.asarray(x)[None, :])[0]
 
@@ -69,6 +63,14 @@ class CentroidModel(WindowOptions, Estimator):
         self.learn_many(np.asarray(x)[None, :], None if y is None else [y])
 
 
+WindowSize = Annotated[int, Key("n: points per window (per class for the classifier)", ge=1, le=1_000_000)]
+WindowPolicy = Annotated[str, Key("which point leaves a full window", choices=tuple(POLICY_CODES))]
+Warmup = Annotated[int | None, Key("clean events that fill the window(s) first (default: all windows full)",
+                                   ge=1, le=10**8)]  # fmt: skip
+DETECTOR_EXAMPLES = [{"window_size": 20, "window_policy": p} for p in POLICY_CODES]
+
+
+@MODELS.register("centroid-detector", examples=DETECTOR_EXAMPLES)
 class CentroidDetector(CentroidModel):
     """Alarm when ``||x - c|| > r``; learn accepted points (or all) into one window.
 
@@ -77,13 +79,16 @@ class CentroidDetector(CentroidModel):
     of the stored points' distances to ``c``.
     """
 
+    offers = frozenset({"window", "centroid-state"})
+
     def __init__(
         self,
-        window_size: int = 100,
-        window_policy: str = "average-out",
-        radius: float | None = None,
-        radius_quantile: float = 0.95,
-        learn: str = "accepted",
+        window_size: WindowSize = 100,
+        window_policy: WindowPolicy = "average-out",
+        radius: Annotated[float | None, Key("alarm radius r (default: calibrated)", gt=0)] = None,
+        radius_quantile: Annotated[float, Key("r = this quantile of warm-up distances", gt=0, le=1)] = 0.95,
+        learn: Annotated[str, Key("learn accepted points only, or all", choices=("accepted", "all"))] = "accepted",
+        warmup: Warmup = None,
         seed: int = 0,
     ):
         self.window_size = window_size
@@ -91,6 +96,7 @@ class CentroidDetector(CentroidModel):
         self.radius = radius
         self.radius_quantile = radius_quantile
         self.learn = learn
+        self.warmup = warmup
         self.seed = seed
         self._policy = self._check_policy()
         if learn not in ("accepted", "all"):
@@ -146,13 +152,13 @@ class CentroidDetector(CentroidModel):
         self.process_many(X)
 
     def process_many(
-        self, X: np.ndarray, Y=None, responder: WhiteBoxResponder | None = None, sources=None
+        self, X: np.ndarray, Y=None, hook: AttackerHook | None = None, sources=None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Test-then-train each event in order; returns ``(alarms, slots)``.
 
-        ``X`` rows a white-box ``responder`` fills in are written back into
-        ``X``, so the caller sees what was delivered. ``sources``: the events'
-        public producer ids (a source quota reads them; default 0).
+        ``X`` rows a white-box attacker's ``hook`` fills in are written back
+        into ``X``, so the caller sees what was delivered. ``sources``: the
+        events' public producer ids (a source quota reads them; default 0).
         """
         X = self._check_x(X)
         if self._center is None:
@@ -165,22 +171,21 @@ class CentroidDetector(CentroidModel):
         alarms = np.zeros(m, dtype=bool)
         slots = np.full(m, NOT_LEARNED, dtype=np.int64)
         uniforms = self._rng.random(m)
-        respond = _NO_ROWS if responder is None else responder.mask
-        target = np.zeros(X.shape[1]) if responder is None else responder.target
+        hook = hook or _NO_HOOK
         start = 0
         if not self.is_ready:  # a filling window accepts everything; then the radius is calibrated
             start = min(m, max(self.window_size - int(self._state[COUNT]), 0))
-            self._run(X, uniforms, respond, target, alarms, slots, 0, start, radius=0.0)
+            self._run(X, uniforms, hook, alarms, slots, 0, start, radius=0.0)
             if self._state[COUNT] >= self.window_size:
                 self._calibrate()
-        self._run(X, uniforms, respond, target, alarms, slots, start, m, radius=self.radius_)
+        self._run(X, uniforms, hook, alarms, slots, start, m, radius=self.radius_)
         return alarms, slots
 
-    def _run(self, X, uniforms, respond, target, alarms, slots, lo, hi, radius) -> None:
+    def _run(self, X, uniforms, hook: AttackerHook, alarms, slots, lo, hi, radius) -> None:
         if hi > lo:
             _detector_kernel(
                 X, lo, hi, self._center, self._window, self._state, self._policy,
-                radius, self._learn_factor, uniforms, respond, target, alarms, slots,
+                radius, self._learn_factor, uniforms, hook.rows, hook.rule, hook.params, alarms, slots,
                 self._sources, self._slot_sources[0], self._shares[0], *self._guard_args(), self.refusals_,
             )  # fmt: skip
 
@@ -218,13 +223,18 @@ class CentroidDetector(CentroidModel):
         self._rng.bit_generator.state = state["rng"]
 
 
+@MODELS.register("centroid-classifier", examples=[{"window_size": 10, "window_policy": p} for p in POLICY_CODES])
 class CentroidClassifier(CentroidModel):
     """Nearest centroid over one sliding window per class."""
 
-    def __init__(self, n_classes: int = 2, window_size: int = 100, window_policy: str = "fifo", seed: int = 0):
+    offers = frozenset({"window", "classes"})
+
+    def __init__(self, n_classes: int = 2, window_size: WindowSize = 100, window_policy: WindowPolicy = "fifo",
+                 warmup: Warmup = None, seed: int = 0):  # fmt: skip
         self.n_classes = n_classes
         self.window_size = window_size
         self.window_policy = window_policy
+        self.warmup = warmup
         self.seed = seed
         self._policy = self._check_policy()
         if not isinstance(n_classes, int) or n_classes < 1:
@@ -269,10 +279,10 @@ class CentroidClassifier(CentroidModel):
     def learn_many(self, X: np.ndarray, Y=None) -> None:
         self.process_many(X, Y)
 
-    def process_many(self, X: np.ndarray, Y, responder=None, sources=None) -> tuple[np.ndarray, np.ndarray]:
+    def process_many(self, X: np.ndarray, Y, hook=None, sources=None) -> tuple[np.ndarray, np.ndarray]:
         """Test-then-train each event in order; returns ``(predictions, slots)``."""
-        if responder is not None:
-            raise ValueError("responder: the classifier has no white-box attacker hook")
+        if hook is not None:
+            raise ValueError("hook: the classifier offers no white-box attacker hook")
         X = self._check_x(X)
         Y = check_labels(Y, X.shape[0], self.n_classes)
         if self._centers is None:
@@ -318,16 +328,16 @@ class CentroidClassifier(CentroidModel):
 
 @njit(cache=True)
 def _detector_kernel(
-    X, lo, hi, center, window, state, policy, radius, learn_factor, uniforms, respond, target, alarms, slots,
+    X, lo, hi, center, window, state, policy, radius, learn_factor, uniforms, rows, rule, params, alarms, slots,
     sources, slot_source, shares, estimator, trim, quota, frozen, refusals,
 ):  # fmt: skip
     """``learn_factor``: learn only points within this many radii (< 0: learn all)."""
     d = X.shape[1]
     x = np.empty(d)
     for i in range(lo, hi):
-        if respond.shape[0] > 0 and respond[i]:
-            # the white-box attacker's turn: it sees the centroid now
-            boundary_point(center, target, radius * (1.0 - ATTACKER_MARGIN), x)
+        if rule is not None and rows[i]:
+            # the white-box attacker's turn: its rule reads the public state (centroid, radius) now
+            rule(center, radius, params, x)
             for j in range(d):
                 X[i, j] = x[j]
         for j in range(d):

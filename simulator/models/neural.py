@@ -25,14 +25,16 @@ True
 from __future__ import annotations
 
 import io
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch import nn
 
-from simulator.base import Estimator
+from simulator.models.base import Model
 from simulator.models.inputs import check_features, check_labels
 from simulator.models.nets import Net, build_net
+from simulator.registry import MODELS, Key
 
 PREDICT_CHUNK = 4096
 
@@ -48,8 +50,17 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-class NeuralClassifier(Estimator):
-    """An online mini-batch classifier over an MLP or a CNN."""
+NEURAL_EXAMPLES = [{"hidden": 8, "batch_size": 16, "device": "cpu", "pretrain_events": 50},
+                   {"hidden": 8, "batch_size": 7, "replay": 50, "optimizer": "sgd", "lr": 0.05, "device": "cpu",
+                    "pretrain_events": 50}]  # fmt: skip
+
+
+@MODELS.register("mlp", fixed={"architecture": "mlp"}, examples=NEURAL_EXAMPLES)
+@MODELS.register("cnn", fixed={"architecture": "cnn"}, requires=("images",), examples=NEURAL_EXAMPLES[:1])
+class NeuralClassifier(Model):
+    """An online mini-batch classifier over an MLP or a CNN (torch; CUDA when present)."""
+
+    offers = frozenset({"torch-net", "classes", "probabilities", "embeddings", "losses"})
 
     def __init__(
         self,
@@ -57,16 +68,19 @@ class NeuralClassifier(Estimator):
         n_features: int,
         architecture: str = "mlp",
         image_side: int | None = None,
-        hidden: int = 64,
-        batch_size: int = 32,
-        lr: float = 1e-3,
-        optimizer: str = "adam",
-        momentum: float = 0.9,
-        replay: int = 0,
-        replay_batch: int = 32,
-        device: str = "auto",
+        hidden: Annotated[int, Key("width of the last hidden layer", ge=1, le=65536)] = 64,
+        batch_size: Annotated[int, Key("stream events per training step", ge=1, le=65536)] = 32,
+        lr: Annotated[float, Key("learning rate", gt=0, le=10)] = 1e-3,
+        optimizer: Annotated[str, Key("optimizer", choices=("adam", "sgd"))] = "adam",
+        momentum: Annotated[float, Key("sgd momentum", ge=0, lt=1)] = 0.9,
+        replay: Annotated[int, Key("replay buffer size (0: none)", ge=0, le=10**7)] = 0,
+        replay_batch: Annotated[int, Key("replayed samples added to each training step", ge=0, le=65536)] = 32,
+        device: Annotated[str, Key("torch device (auto takes CUDA when present)", choices=("auto", "cpu", "cuda"))] = "auto",
+        pretrain_events: Annotated[int, Key("clean events learned before the stream starts", ge=0, le=10**8)] = 2_000,
+        load_supplied: Annotated[str, Key("a supplied model: load its weights into our architecture, or run its "
+                                          "module", choices=("weights", "module"))] = "weights",
         seed: int = 0,
-    ):
+    ):  # fmt: skip
         self.n_classes = n_classes
         self.n_features = n_features
         self.architecture = architecture
@@ -79,6 +93,8 @@ class NeuralClassifier(Estimator):
         self.replay = replay
         self.replay_batch = replay_batch
         self.device = device
+        self.pretrain_events = pretrain_events
+        self.load_supplied = load_supplied
         self.seed = seed
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f'optimizer: expected "adam" or "sgd", got {optimizer!r}')
@@ -97,6 +113,25 @@ class NeuralClassifier(Estimator):
         self._replay_seen = 0
         self.steps_ = 0
         self.flood_level: float | None = None  # flooding (|L - b| + b) on training steps, set by a defense
+
+    @property
+    def warmup_events(self) -> int:
+        """Clean events learned before the stream starts."""
+        return self.pretrain_events
+
+    # -- what defenses may change -------------------------------------------------------
+
+    def set_flooding(self, level: float | None) -> None:
+        """Flooding (|L - b| + b) on the following training steps (``None``: off)."""
+        self.flood_level = level
+
+    def reset_optimizer(self) -> None:
+        """Fresh optimiser moments (after a repair changed the weights)."""
+        self._optimizer = self._make_optimizer()
+
+    def to_tensor(self, X: np.ndarray) -> torch.Tensor:
+        """``X`` as a float tensor on the net's device."""
+        return self._tensor(X)
 
     # -- the architecture and its weights ------------------------------------------------
 
@@ -127,8 +162,10 @@ class NeuralClassifier(Estimator):
         self.net = module.to(self.device_)
         self._optimizer = self._make_optimizer()
 
-    def start_from(self, supplied, how: str) -> None:
-        """Start from a supplied model: its ``weights`` only, or its whole ``module`` (runs its code)."""
+    def start_from(self, supplied, how: str | None = None) -> None:
+        """Start from a supplied model: its ``weights`` only, or its whole ``module`` (runs its code);
+        ``how`` defaults to ``load_supplied``."""
+        how = how or self.load_supplied
         if how == "weights":
             self.load_weights(supplied.weights)
         elif how == "module":
@@ -204,10 +241,10 @@ class NeuralClassifier(Estimator):
     def learn_many(self, X: np.ndarray, Y) -> None:
         self.process_many(X, Y)
 
-    def process_many(self, X: np.ndarray, Y, responder=None) -> tuple[np.ndarray, None]:
+    def process_many(self, X: np.ndarray, Y, hook=None, sources=None) -> tuple[np.ndarray, None]:
         """Test-then-train each event in order; returns ``(predictions, None)``."""
-        if responder is not None:
-            raise ValueError("responder: the neural net has no white-box attacker hook")
+        if hook is not None:
+            raise ValueError("hook: the neural net offers no white-box attacker hook")
         X, Y = self._check_x(X), self._check_y(Y, len(X))
         xt, yt = self._tensor(X), torch.as_tensor(Y, device=self.device_)
         predicted = []  # argmax tensors in event order, brought to the host once
