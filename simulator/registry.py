@@ -106,6 +106,14 @@ class Kind:
         """The first line of the class docstring."""
         return (inspect.getdoc(self.factory) or "").strip().splitlines()[0] if self.factory.__doc__ else ""
 
+    def as_table(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Constructor arguments laid out as a scenario section writes them (nested tables nested)."""
+        table: dict[str, Any] = {}
+        for name, value in values.items():
+            nested = self.keys[name].key.table if name in self.keys else None
+            (table.setdefault(nested, {}) if nested else table)[name] = value
+        return table
+
     def build(self, values: dict[str, Any], **context: Any):
         """An instance from validated key values and the world's context."""
         accepted = inspect.signature(self.factory.__init__).parameters

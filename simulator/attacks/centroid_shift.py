@@ -48,7 +48,7 @@ def greedy_rule(center: np.ndarray, radius: float, target: np.ndarray, out: np.n
 
 
 @ATTACKS.register("centroid-shift", requires=("centroid-state",),
-                  examples=[{"target_distance": 2.0}, {"target_point": (9.0, 9.0, 9.0, 9.0)}])  # fmt: skip
+                  examples=[{"target_distance": 2.0}])  # fmt: skip
 class CentroidShift(Attack):
     """Move a detector's centroid toward ``A`` with points on its boundary.
 

@@ -216,7 +216,8 @@ class Isolation(Defense):
                                  "fine_tuned_events": len(ky)}  # fmt: skip
 
     def get_state(self) -> dict:
-        pairs = lambda events: (np.array([x for x, _ in events], dtype=np.float32).reshape(len(events), -1),
+        d = self.clean_x_.shape[1]  # an empty buffer keeps its width
+        pairs = lambda events: (np.array([x for x, _ in events], dtype=np.float32).reshape(len(events), d),
                                 np.array([y for _, y in events], dtype=np.int64))  # fmt: skip
         (iso_x, iso_y), (keep_x, keep_y) = pairs(self._isolated), pairs(self._kept)
         return {"history": np.fromiter(self._history, dtype=np.float64), "isolated_x": iso_x, "isolated_y": iso_y,

@@ -168,8 +168,6 @@ def strip_entropy_loop(model, x: np.ndarray, backgrounds: np.ndarray, how: str) 
 
 @DEFENSES.register("strip", requires=("torch-net",), examples=[{"overlays": 4, "every": 100}, {"overlays": 4, "superimpose": "additive", "mode": "drop", "every": 100}])
 class Strip(Defense):
-    judges_inputs = True
-
     """Flag (or drop, ``mode = "drop"``) inputs whose overlays' mean entropy is below the calibrated threshold.
 
     Overlays are drawn from the defender's whole trusted sample. Calibration
@@ -179,6 +177,8 @@ class Strip(Defense):
     with probability ``CALIBRATION_CONFIDENCE`` (:func:`order_statistic`). It
     is recalibrated every ``every`` stream events, as the online model changes.
     """
+
+    judges_inputs = True
 
     def __init__(
         self,
