@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from simulator.config import Scenario  # noqa: E402
 from simulator.engine import run  # noqa: E402
-from simulator.models import build_model, warmup_size  # noqa: E402
+from simulator.models import build_model  # noqa: E402
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "..", "scenarios", "centroid_shift.toml")
 
@@ -59,7 +59,7 @@ def river_rate(s: Scenario, n_events: int) -> float:
     seeds = np.random.SeedSequence(s.seed).spawn(5)
     source = make_source(s.stream, np.random.default_rng(seeds[0]))
     ours = build_model(s.model, 1)
-    warm_x, _ = source.sample(np.random.default_rng(seeds[1]), warmup_size(s.model, 1))
+    warm_x, _ = source.sample(np.random.default_rng(seeds[1]), ours.warmup_events)
     ours.learn_many(warm_x)
     attack = build_attack(s.attack).fit(attacker_knowledge(source, ours.center, ours.radius_), np.random.default_rng(2))
     batch, truth = MergedStream(source, attack, build_schedule(s.attack), 3).next_batch(n_events)

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from simulator.config import StreamConfig  # noqa: E402
+from simulator.data import Digits  # noqa: E402
 from simulator.data import make_source  # noqa: E402
 from simulator.models.neural import NeuralClassifier  # noqa: E402
 
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    source = make_source(StreamConfig(source="digits"), np.random.default_rng(0))
+    source = Digits().load(np.random.default_rng(0))
     x, y = source.sample(np.random.default_rng(1), args.events)
     results = []
     for architecture in ("mlp", "cnn"):

@@ -4,6 +4,7 @@
     poisonsim run SCENARIO --set attack.rate=0.3 --set model.window_policy=random-out --seed 3
     poisonsim sweep sweeps/rho_targeted.toml --out results/rho --workers 2
     poisonsim report results/rho
+    poisonsim kinds attack badnets
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         help="run one scenario embedded (in-memory transport, no services)",
         description="Run one scenario embedded and print a summary; --out writes "
         "summary.json, timeseries.csv and the resolved scenario.toml.",
-        epilog="scenario keys (override any with --set section.key=value):\n" + describe_options(),
+        epilog="keys every section takes (override any with --set section.key=value; each kind's own keys: "
+        "poisonsim kinds [CONCEPT [KIND]]):\n" + describe_options(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("scenario", type=Path, help="scenario TOML file")
@@ -60,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="directory for summary.json, timeseries.csv, scenario.toml")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     run.set_defaults(handler=_run)
+    from simulator.kinds_cli import add_parsers
+
+    add_parsers(commands)
     for command in _plugged_commands():  # produce, consume: the Kafka processes register themselves
         command.load()(commands)
     sweep = commands.add_parser(

@@ -75,10 +75,20 @@ def test_help_lists_commands_and_scenario_keys():
     commands = poisonsim("--help").stdout
     assert all(f"    {command} " in commands for command in ("run", "produce", "consume", "sweep", "report"))
     text = poisonsim("run", "--help").stdout
-    assert "--set" in text and "model.window_policy" in text and "attack.rate" in text
+    assert "--set" in text and "model.snapshot_every" in text and "poisonsim kinds" in text
+    kinds = poisonsim("kinds").stdout
+    assert all(f"  {kind} " in kinds for kind in ("badnets", "strip", "cnn", "digits", "front-running"))
+    badnets = poisonsim("kinds", "attack", "badnets").stdout
+    assert "trigger.size = 2: side of the square patch" in badnets and "flip" not in badnets
+
+
+def test_a_key_of_another_kind_is_refused_naming_the_kind_and_its_keys():
+    done = poisonsim("run", str(SCENARIO), "--set", "attack.kind=badnets", "--set", "attack.flip=cyclic", "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert 'attack.flip: not a key of attack kind "badnets" and channel kind "stream" (its keys: target_class,' in done.stderr
 
 
 def test_a_defense_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
     done = poisonsim("run", str(SCENARIO), "--set", 'defense=[{kind="strip"}]', "--quiet")
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "strip needs a neural model" in done.stderr
+    assert 'defense[0].kind: "strip" needs a model or source that offers torch-net' in done.stderr

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.config import BUNDLED_RIVER_SETS, Scenario, StreamConfig
+from simulator.config import Scenario
+from simulator.data import BUNDLED_RIVER_SETS, Blobs, Digits
 from simulator.data import augment_images, make_source
 from simulator.engine import run
 
 
 def test_digits_hold_out_a_test_split_the_stream_never_draws():
-    src = make_source(StreamConfig(source="digits", augment=False), np.random.default_rng(0))
+    src = Digits(augment=False).load(np.random.default_rng(0))
     assert (src.n_features, src.n_classes, src.image_side) == (64, 10, 8)
     assert len(src.test_y) == int(0.3 * 1797)
     x, _ = src.sample(np.random.default_rng(1), 5000)
@@ -31,7 +32,7 @@ def test_augmentation_is_light_and_copies():
 
 
 def test_blobs_follow_their_parameters():
-    src = make_source(StreamConfig(n_features=5, n_classes=4, cluster_std=0.5), np.random.default_rng(0))
+    src = Blobs(n_features=5, n_classes=4, cluster_std=0.5).load(np.random.default_rng(0))
     x, y = src.sample(np.random.default_rng(1), 20_000)
     within = x - src._means[y]
     assert within.std() == pytest.approx(0.5, rel=0.02)
@@ -39,8 +40,8 @@ def test_blobs_follow_their_parameters():
 
 
 def test_same_seed_same_source():
-    a = make_source(StreamConfig(source="digits"), np.random.default_rng(3))
-    b = make_source(StreamConfig(source="digits"), np.random.default_rng(3))
+    a = Digits().load(np.random.default_rng(3))
+    b = Digits().load(np.random.default_rng(3))
     assert np.array_equal(a.test_x, b.test_x)
     assert np.array_equal(a.sample(np.random.default_rng(4), 50)[0], b.sample(np.random.default_rng(4), 50)[0])
 

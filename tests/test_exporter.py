@@ -68,11 +68,10 @@ def test_learner_detections_are_its_confusion_matrix_against_ground_truth():
     world = World.build(SCENARIO)
     stream, model, attack = world.stream(), world.model, world.attack
     counts = dict.fromkeys(("tp", "fp", "tn", "fn"), 0)
-    from simulator.models import WhiteBoxResponder
 
     for size in world.batch_sizes():
         batch, truth = stream.next_batch(size)
-        alarms, _ = model.process_many(batch.x, batch.y, WhiteBoxResponder(truth.is_adaptive, attack.target_x_[0]))
+        alarms, _ = model.process_many(batch.x, batch.y, attack.hook(truth.is_adaptive))
         for flag, poison in zip(alarms, truth.is_poison):
             counts[("t" if flag == poison else "f") + ("p" if flag else "n")] += 1
     for outcome, n in counts.items():

@@ -32,8 +32,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.config import DefenseConfig, Scenario
-from simulator.defenses import build_defenses
+from simulator.config import Scenario
+from simulator.defenses.window import RobustCentroid
 from simulator.engine import World, run
 from simulator.models.centroid import CentroidClassifier, CentroidDetector
 from simulator.models.options import FROZEN, LEARNED, OUTSIDE, OVER_QUOTA
@@ -199,7 +199,7 @@ def test_options_are_checked_and_name_their_key():
     with pytest.raises(ValueError, match="learn_radii"):
         clf.configure(learn_radii=[1.0])
     with pytest.raises(ValueError, match="'robust-centroid' needs a centroid model"):
-        build_defenses((DefenseConfig(kind="robust-centroid"),))[0].fit(None, object(), None)
+        RobustCentroid().fit(None, object(), None)
 
 
 def test_classifier_outlier_rejection_keeps_flipped_labels_out_of_the_class_windows():
