@@ -20,7 +20,7 @@ simulator.config.ConfigError: model.window_size: expected an integer >= 1, got -
 >>> Scenario.from_dict({"attack": {"kind": "badnets", "flip": "cyclic"}})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-simulator.config.ConfigError: attack.flip: not a key of attack kind "badnets" (its keys: target_class, ...)
+simulator.config.ConfigError: attack.flip: not a key of attack kind "badnets" and channel kind "stream" (its keys: target_class, ...)
 >>> apply_overrides({}, ["attack.rate=0.3", "model.window_policy=random-out"])
 {'attack': {'rate': 0.3}, 'model': {'window_policy': 'random-out'}}
 """

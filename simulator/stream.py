@@ -6,9 +6,8 @@ samples of its own and poisons them. Each batch comes with its ground truth.
 
 >>> import numpy as np
 >>> from simulator.attacks import LabelFlip, Schedule
->>> from simulator.config import StreamConfig
->>> from simulator.data import make_source
->>> src = make_source(StreamConfig(n_classes=2), np.random.default_rng(0))
+>>> from simulator.data import Blobs
+>>> src = Blobs(n_classes=2).load(np.random.default_rng(0))
 >>> attack = LabelFlip("cyclic").fit(attacker_knowledge(src), np.random.default_rng(1))
 >>> stream = MergedStream(src, attack, Schedule(rate=0.5), seed=2)
 >>> batch, truth = stream.next_batch(1000)

@@ -27,7 +27,7 @@ def _mean(results, key: str) -> float:
 def test_badnets_at_5_percent_succeeds_and_costs_under_3_points_of_clean_accuracy():
     short = ["stream.n_events=10000", "evaluation.every=5000"]
     attacked = _runs("badnets_cnn.toml", short)
-    clean = _runs("badnets_cnn.toml", [*short, "attack.kind=none", "attack.rate=0"])
+    clean = _runs("badnets_cnn.toml", [*short, "attack={kind=\"none\"}"])
     assert _mean(attacked, "observed_poisoning_rate") == pytest.approx(0.05, abs=0.01)
     assert _mean(attacked, "attack_success_rate") >= 0.90
     assert _mean(clean, "clean_accuracy") > 0.9

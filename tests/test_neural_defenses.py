@@ -163,7 +163,7 @@ def test_fine_pruning_on_drift_repairs_after_badnets_starts_and_not_on_a_clean_s
     mean = [np.mean([r["attack_success_rate"] for r in res.timeseries if r["events"] > 3000])
             for res in (result, undefended)]  # fmt: skip
     assert mean[0] < 0.75 * mean[1]  # measured 0.11 against 0.21: the backdoor grows back between repairs
-    clean = run(_scenario("fine_pruning_badnets.toml", [*drift, "attack.kind=none", "attack.rate=0"]))
+    clean = run(_scenario("fine_pruning_badnets.toml", [*drift, "attack={kind=\"none\"}"]))
     assert len(clean.summary["defenses"]["fine-pruning"]["repairs"]) <= 1  # measured 0 (8 seeds, 10,000 events)
 
 
@@ -175,7 +175,7 @@ def test_activation_analysis_points_at_the_backdoored_class_and_not_on_a_clean_s
         scores = section["class_scores"]
         assert section["suspect_class"] == 0 and scores["0"] >= 0.2  # about the poisoned share of class 0 (0.34)
         assert max(v for c, v in scores.items() if c != "0") <= 0.1
-    clean = run(_scenario("badnets_cnn.toml", [*analysis, "attack.kind=none", "attack.rate=0"])).summary
+    clean = run(_scenario("badnets_cnn.toml", [*analysis, "attack={kind=\"none\"}"])).summary
     assert max(clean["defenses"]["activation-analysis"]["class_scores"].values()) <= 0.1
 
 
