@@ -83,9 +83,9 @@ def test_help_lists_commands_and_scenario_keys():
 
 
 def test_a_key_of_another_kind_is_refused_naming_the_kind_and_its_keys():
-    done = poisonsim("run", str(SCENARIO), "--set", "attack.kind=badnets", "--set", "attack.flip=cyclic", "--quiet")
+    done = poisonsim("run", str(SCENARIO), "--set", "attack.kind=badnets", "--quiet")
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert 'attack.flip: not a key of attack kind "badnets" and channel kind "stream" (its keys: target_class,' in done.stderr
+    assert 'attack.target_distance: not a key of attack kind "badnets" and channel kind "stream" (its keys: target_class,' in done.stderr
 
 
 def test_a_defense_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
