@@ -25,6 +25,8 @@ from simulator.registry import SOURCES, Key
 DIGITS_SIDE = 8
 BUNDLED_RIVER_SETS = ("Bananas", "ImageSegments", "Phishing", "Shuttle")
 HELD_OUT_SHARE = 0.3  # at most this share of a finite data set is held out
+HeldOut = Annotated[int, Key("held-out clean events for the evaluator (at most 30% of a finite set)", ge=1,
+                             le=1_000_000)]  # fmt: skip
 
 
 @dataclass
@@ -79,7 +81,7 @@ class Blobs:
         n_classes: Annotated[int, Key("number of classes", ge=1, le=1000)] = 1,
         cluster_std: Annotated[float, Key("standard deviation of each class", gt=0)] = 1.0,
         separation: Annotated[float, Key("spread of the class means (a box of this half-width)", ge=0)] = 8.0,
-        n_test: Annotated[int, Key("held-out clean events for the evaluator", ge=1, le=1_000_000)] = 2_000,
+        n_test: HeldOut = 2_000,
     ):
         self.n_features, self.n_classes, self.cluster_std = n_features, n_classes, cluster_std
         self.separation, self.n_test = separation, n_test
@@ -101,9 +103,8 @@ class Digits:
     def __init__(
         self,
         augment: Annotated[bool, Key("vary ink intensity and add light noise to drawn images")] = True,
-        n_test: Annotated[int, Key("held-out clean events for the evaluator (at most 30% of the set)",
-                                   ge=1, le=1_000_000)] = 2_000,
-    ):  # fmt: skip
+        n_test: HeldOut = 2_000,
+    ):
         self.augment, self.n_test = augment, n_test
 
     def load(self, rng: np.random.Generator) -> Source:
@@ -122,8 +123,7 @@ class RiverSet:
 
     dataset = ""
 
-    def __init__(self, n_test: Annotated[int, Key("held-out clean events for the evaluator (at most 30% of the set)",
-                                                  ge=1, le=1_000_000)] = 2_000):  # fmt: skip
+    def __init__(self, n_test: HeldOut = 2_000):
         self.n_test = n_test
 
     def load(self, rng: np.random.Generator) -> Source:

@@ -35,7 +35,7 @@ def selected(args: argparse.Namespace) -> list:
         if args.kind:
             return [registries[0].get(args.kind)]
     except (ValueError, UnknownKind) as exc:
-        raise ConfigError(str(exc).strip("'\"")) from None
+        raise ConfigError(str(exc)) from None
     return [kind for registry in registries for kind in registry.load_all().values()]
 
 

@@ -37,6 +37,10 @@ from importlib import metadata
 from typing import Any
 
 
+EXPECTED = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+            "floats": "a list of numbers"}  # fmt: skip
+
+
 class UnknownKind(LookupError):
     """A kind that no registry holds (the message lists the known ones)."""
 
@@ -82,8 +86,7 @@ class Param:
         """What is allowed, in words."""
         if self.key.choices:
             return "one of " + ", ".join(map(str, self.key.choices))
-        noun = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-                "floats": "a list of numbers"}[self.type]  # fmt: skip
+        noun = EXPECTED[self.type]
         bounds = [f"{op} {v:g}" for op, v in ((">=", self.key.ge), (">", self.key.gt), ("<=", self.key.le),
                                               ("<", self.key.lt)) if v is not None]  # fmt: skip
         return " ".join([noun, " and ".join(bounds)]).strip() + (", or unset" if self.optional else "")
@@ -104,7 +107,8 @@ class Kind:
     @property
     def doc(self) -> str:
         """The first line of the class docstring."""
-        return (inspect.getdoc(self.factory) or "").strip().splitlines()[0] if self.factory.__doc__ else ""
+        own = self.factory.__doc__  # the class's own: a base class's docstring does not document a kind
+        return inspect.cleandoc(own).splitlines()[0] if own and own.strip() else ""
 
     def as_table(self, values: dict[str, Any]) -> dict[str, Any]:
         """Constructor arguments laid out as a scenario section writes them (nested tables nested)."""
@@ -132,7 +136,6 @@ class Registry:
 
     def __init__(self, concept: str, modules: tuple[str, ...] = (), context: tuple[str, ...] = ()):
         self.concept = concept
-        self.modules = list(modules)
         self.context = frozenset(context)
         self._kinds: dict[str, Kind] = {}
         self._unloaded = list(modules)
@@ -227,10 +230,6 @@ def _base_type(hint: Any) -> tuple[str, bool]:
     if typing.get_origin(base) is tuple:
         return "floats", optional
     return base.__name__, optional
-
-
-EXPECTED = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-            "floats": "a list of numbers"}  # fmt: skip
 
 
 def check_value(path: str, param: Param, value: Any) -> Any:
