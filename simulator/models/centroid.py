@@ -183,7 +183,8 @@ class CentroidDetector(CentroidModel):
 
     def _run(self, X, uniforms, hook: AttackerHook, alarms, slots, lo, hi, radius) -> None:
         if hi > lo:
-            _detector_kernel(
+            kernel = _detector_kernel if hook.rule is None else _detector_kernel_with_hook
+            kernel(
                 X, lo, hi, self._center, self._window, self._state, self._policy,
                 radius, self._learn_factor, uniforms, hook.rows, hook.rule, hook.params, alarms, slots,
                 self._sources, self._slot_sources[0], self._shares[0], *self._guard_args(), self.refusals_,
@@ -353,6 +354,11 @@ def _detector_kernel(
                 center, window, state, policy, x, uniforms[i], estimator, trim, sources[i], quota, slot_source, shares
             )
             refusals[i] = OVER_QUOTA if slots[i] == NOT_LEARNED else LEARNED
+
+
+# The same loop compiled apart for an attacker's rule: numba's on-disk cache cannot store a signature that
+# holds a function (it fails, and shared cache files break other processes), so this one is never cached.
+_detector_kernel_with_hook = njit(cache=False)(_detector_kernel.py_func)
 
 
 @njit(cache=True)
