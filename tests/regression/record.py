@@ -13,11 +13,15 @@ from simulator.engine import TIMING_FIELDS, run, write_results
 
 
 def run_case(name: str):
-    """The case's result with the timing fields removed."""
-    torch.set_num_threads(TORCH_THREADS)
+    """The case's result with the timing fields removed (torch on ``TORCH_THREADS``, then as it was)."""
     path, overrides = CASES[name]
     scenario = Scenario.from_toml(ROOT / "scenarios" / path, overrides)
-    result = run(scenario)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TORCH_THREADS)
+    try:
+        result = run(scenario)
+    finally:
+        torch.set_num_threads(threads)
     for key in TIMING_FIELDS:
         result.summary.pop(key, None)
     return scenario, result
