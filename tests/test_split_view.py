@@ -15,12 +15,12 @@ N_EVENTS = 6_000
 
 
 def _scenario(seed: int, pin: bool, kind: str = "targeted") -> Scenario:
+    target = {"target_class": 3, "target_count": 1} if kind == "targeted" else {}  # label-flip takes no target
     return Scenario.from_dict({
         "seed": seed,
         "stream": {"source": "digits", "n_events": N_EVENTS, "n_test": 500},
         "model": {"kind": "centroid-classifier", "window_size": 50, "window_policy": "fifo", "pin_content": pin},
-        "attack": {"kind": kind, "channel": "split-view", "controlled_share": SHARE, "start": 1_000,
-                   "target_class": 3, "target_count": 1},
+        "attack": {"kind": kind, "channel": "split-view", "controlled_share": SHARE, "start": 1_000, **target},
         "evaluation": {"every": 1_000},
     })  # fmt: skip
 
