@@ -248,7 +248,13 @@ def run(
     started = time.perf_counter()
     for size in world.batch_sizes():
         transport.send(TOPIC, *stream.next_batch(size))
-        learner.feed(*transport.receive(TOPIC))
+        pending = size
+        while pending:  # a broker may hand a batch back in several parts
+            received = transport.receive(TOPIC)
+            if received is None:
+                raise RuntimeError(f"transport: {pending} events sent on {TOPIC!r} never arrived")
+            learner.feed(*received)
+            pending -= len(received[0])
         if on_progress:
             on_progress(learner.events)
     elapsed = time.perf_counter() - started

@@ -48,6 +48,15 @@ class EventBatch:
         return EventBatch(self.ids[rows], self.ts[rows], self.x[rows], self.y[rows], self.source[rows], pin)
 
     @classmethod
+    def concatenate(cls, batches: list[EventBatch]) -> EventBatch:
+        """The events of ``batches``, in order (the first batch itself when there is one)."""
+        if len(batches) == 1:
+            return batches[0]
+        pin = None if batches[0].pin is None else np.concatenate([b.pin for b in batches])
+        return cls(*(np.concatenate([getattr(b, f) for b in batches]) for f in ("ids", "ts", "x", "y", "source")),
+                   pin=pin)  # fmt: skip
+
+    @classmethod
     def from_arrays(
         cls,
         x: np.ndarray,
@@ -82,6 +91,13 @@ class Truth:
 
     def select(self, rows: slice | np.ndarray) -> Truth:
         return Truth(self.is_poison[rows], self.is_adaptive[rows])
+
+    @classmethod
+    def concatenate(cls, truths: list[Truth]) -> Truth:
+        """The rows of ``truths``, in order."""
+        if len(truths) == 1:
+            return truths[0]
+        return cls(np.concatenate([t.is_poison for t in truths]), np.concatenate([t.is_adaptive for t in truths]))
 
     @classmethod
     def clean(cls, m: int) -> Truth:

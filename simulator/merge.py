@@ -37,8 +37,6 @@ import numpy as np
 
 from simulator.events import EventBatch, Truth
 
-_FIELDS = ("ids", "ts", "x", "y", "source")
-
 
 class Merger:
     """Reorder buffer over ``n_streams`` topics, releasing ids from ``next_id`` on."""
@@ -124,11 +122,7 @@ class Merger:
             batch, truth, offsets, streams = self._parts[0]
         else:
             batches, truths, offsets_list, streams_list = zip(*self._parts)
-            batch = EventBatch(*(np.concatenate([getattr(b, f) for b in batches]) for f in _FIELDS),
-                               pin=None if batches[0].pin is None else np.concatenate([b.pin for b in batches]))
-            truth = Truth(
-                np.concatenate([t.is_poison for t in truths]), np.concatenate([t.is_adaptive for t in truths])
-            )
+            batch, truth = EventBatch.concatenate(batches), Truth.concatenate(truths)
             offsets, streams = np.concatenate(offsets_list), np.concatenate(streams_list)
         ids = batch.ids
         if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():

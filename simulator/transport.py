@@ -1,8 +1,10 @@
 """How batches of events move from producers to consumers.
 
-The embedded run uses :class:`InMemoryTransport`; the Kafka transport has the
-same two verbs. Ground truth travels beside each batch (a Kafka header there),
-never inside it.
+The embedded run uses :class:`InMemoryTransport`;
+:class:`~simulator.kafka_transport.KafkaTransport` moves the same batches
+through a broker (``run(scenario, transport=...)`` takes either). A receive
+may return part of what was sent; the caller receives until it has it all.
+Ground truth travels beside each batch (a Kafka header there), never inside it.
 
 >>> from simulator.events import EventBatch, Truth
 >>> import numpy as np
@@ -22,6 +24,8 @@ from simulator.events import EventBatch, Truth
 
 
 class Transport(Protocol):
+    """Two verbs: send a batch with its truth to a topic, receive the next events of a topic (None: none)."""
+
     def send(self, topic: str, batch: EventBatch, truth: Truth) -> None: ...
 
     def receive(self, topic: str) -> tuple[EventBatch, Truth] | None: ...
