@@ -1,6 +1,6 @@
 """Window defenses and drift alarms of the centroid models, through the whole embedded pipeline.
 
-The undefended baseline is the one of tests/test_kloft_laskov.py: a greedy
+The undefended baseline is the one of tests/reproductions/test_kloft_laskov_2012.py: a greedy
 attacker with a share nu = 0.3 of the traffic places each point on the
 detector's boundary toward A; the detector (average-out, window n = 50)
 learns every point (``learn="all"``), so the displacement settles near

@@ -10,7 +10,7 @@ import pytest
 from simulator.config import Scenario
 from simulator.engine import run
 
-SCENARIOS = Path(__file__).parent.parent / "scenarios"
+SCENARIOS = Path(__file__).parents[2] / "scenarios"
 SEEDS = (1, 2, 3)
 
 

@@ -11,7 +11,7 @@ from simulator.config import Scenario
 from simulator.defenses.strip import strip_entropy, strip_entropy_loop
 from simulator.engine import World, run
 
-SCENARIOS = Path(__file__).parent.parent / "scenarios"
+SCENARIOS = Path(__file__).parents[2] / "scenarios"
 SHORT = ["stream.n_events=6000", "evaluation.every=3000"]
 
 
