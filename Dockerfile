@@ -4,6 +4,7 @@ WORKDIR /app
 ENV PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR=/tmp/numba
 COPY pyproject.toml README.md ./
 COPY simulator simulator
+COPY services services
 COPY producers producers
 COPY consumers consumers
 RUN pip install --no-cache-dir '.[kafka]'

@@ -29,8 +29,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from simulator.config import Scenario  # noqa: E402
-from simulator.engine import run  # noqa: E402
 from simulator.models import build_model  # noqa: E402
+from simulator.pipeline.engine import run  # noqa: E402
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "..", "scenarios", "centroid_shift.toml")
 
@@ -53,8 +53,8 @@ def river_rate(s: Scenario, n_events: int) -> float:
     from river import stats
 
     from simulator.attacks import build_attack, build_schedule
-    from simulator.data import make_source
-    from simulator.stream import MergedStream, attacker_knowledge
+    from simulator.pipeline.stream import MergedStream, attacker_knowledge
+    from simulator.sources import make_source
 
     seeds = np.random.SeedSequence(s.seed).spawn(5)
     source = make_source(s.stream, np.random.default_rng(seeds[0]))
@@ -89,7 +89,7 @@ def river_rate(s: Scenario, n_events: int) -> float:
 def peak_rss_mib(n_features: int, n_events: int) -> float:
     code = (
         "import sys; sys.path.insert(0, '.');"
-        "from benchmarks.centroid_throughput import scenario; from simulator.engine import run;"
+        "from benchmarks.centroid_throughput import scenario; from simulator.pipeline.engine import run;"
         f"run(scenario({n_features}, {n_events}));"
         "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0] / 1024)"
     )

@@ -41,10 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from simulator.codec import TRUTH_HEADER, Codec  # noqa: E402
 from simulator.config import Scenario  # noqa: E402
-from simulator.engine import World  # noqa: E402
-from simulator.kafka import KafkaSettings, ensure_topics, scenario_key  # noqa: E402
+from simulator.pipeline.engine import World  # noqa: E402
+from simulator.transport.codec import TRUTH_HEADER, Codec  # noqa: E402
+from simulator.transport.kafka import KafkaSettings, ensure_topics, scenario_key  # noqa: E402
 
 
 def scenario(n_events: int) -> Scenario:

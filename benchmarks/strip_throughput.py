@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from simulator.config import Scenario
 from simulator.defenses.strip import strip_entropy, strip_entropy_loop
-from simulator.engine import World
+from simulator.pipeline.engine import World
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "..", "scenarios", "strip_badnets.toml")
 

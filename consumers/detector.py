@@ -26,13 +26,14 @@ from typing import Callable
 
 import numpy as np
 
-from simulator import checkpoint, kafka as kafka_io
-from simulator.codec import Codec
+from services import checkpoint
+from services.exporter import DetectorMetrics, scenario_info
 from simulator.config import ConfigError
-from simulator.engine import World
-from simulator.exporter import DetectorMetrics, scenario_info
 from simulator.models import CentroidDetector
 from simulator.models.neural import NeuralClassifier
+from simulator.pipeline.engine import World
+from simulator.transport import kafka as kafka_io
+from simulator.transport.codec import Codec
 
 log = logging.getLogger("detect")
 

@@ -1,10 +1,10 @@
 """The learner process: merge the two topics, learn test-then-train, evaluate, export, checkpoint.
 
-It rebuilds the scenario's :class:`~simulator.engine.World` from the scenario
+It rebuilds the scenario's :class:`~simulator.pipeline.engine.World` from the scenario
 file (so it knows the model's warm-up and the white-box attacker's target),
 reads the scenario's partition of the benign and attack topics, merges them
-back into the embedded order (:class:`~simulator.merge.Merger`) and feeds a
-:class:`~simulator.engine.Learner`. Messages that do not decode go to the
+back into the embedded order (:class:`~simulator.transport.merge.Merger`) and feeds a
+:class:`~simulator.pipeline.engine.Learner`. Messages that do not decode go to the
 dead-letter topic.
 
 Delivery is at least once and learning exactly once: a checkpoint holds the
@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator import checkpoint, kafka as kafka_io
-from simulator.codec import Codec
-from simulator.engine import Learner, RunResult, World
-from simulator.exporter import STREAMS, ConsumerMetrics, LearnerCollector, scenario_info
-from simulator.merge import Merger
+from services import checkpoint
+from services.exporter import STREAMS, ConsumerMetrics, LearnerCollector, scenario_info
+from simulator.pipeline.engine import Learner, RunResult, World
+from simulator.transport import kafka as kafka_io
+from simulator.transport.codec import Codec
+from simulator.transport.merge import Merger
 
 log = logging.getLogger("consume")
 

@@ -18,8 +18,8 @@ import os
 import time
 from pathlib import Path
 
-from simulator import kafka as kafka_io
-from simulator import service
+from services import runtime as service
+from simulator.transport import kafka as kafka_io
 
 DEFAULT_METRICS_PORT = 9400
 
@@ -93,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
         topics, args.dead_letter_topic, args.group_id or "poisonsim-learner", checkpoint_path,
         args.checkpoint_interval, args.fresh, args.stall_seconds, args.gap_timeout, partitions=args.partitions,
     )  # fmt: skip
-    from simulator.checkpoint import CheckpointError
+    from services.checkpoint import CheckpointError
 
     try:
         process = LearnerProcess(scenario, settings, options, registry, stop)
@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
         if result is not None:
             _report(result.summary, log)
             if args.out:
-                from simulator.engine import write_results
+                from simulator.pipeline.engine import write_results
 
                 log.info("results written to %s/", write_results(result, scenario, args.out))
             if args.keep_serving and server:

@@ -20,9 +20,9 @@ import gc
 import os
 import time
 
-from simulator import kafka as kafka_io
-from simulator import service
+from services import runtime as service
 from simulator.config import ConfigError
+from simulator.transport import kafka as kafka_io
 
 ROLES = ("benign", "attack")
 FLUSH_EVERY = 20_000  # events: wait for acknowledgements (and notice an absent broker) this often
@@ -69,9 +69,9 @@ def main(args: argparse.Namespace) -> int:
 
 def produce(scenario, role: str, settings, args, registry, log, stop) -> tuple[int, float]:
     """Publish ``role``'s events of ``scenario``; returns how many, and the seconds from first to last acknowledged."""
-    from simulator.codec import Codec
-    from simulator.engine import World
-    from simulator.exporter import ProducerMetrics, scenario_info
+    from services.exporter import ProducerMetrics, scenario_info
+    from simulator.pipeline.engine import World
+    from simulator.transport.codec import Codec
 
     world = World.build(scenario)
     n_events = scenario.stream.n_events

@@ -100,7 +100,7 @@ def _out_of_bounds(param) -> list:
 
 def check_host_seeded(kind: Kind) -> None:
     """Run inside its host scenario twice: the same seed gives the same summary and timeseries."""
-    from simulator.engine import run
+    from simulator.pipeline.engine import run
 
     scenario = _host_scenario(kind)
     a, b = run(scenario), run(scenario)
@@ -109,7 +109,7 @@ def check_host_seeded(kind: Kind) -> None:
 
 def check_host_state_round_trip(kind: Kind) -> None:
     """A learner restored from another's state halfway ends like the uninterrupted one."""
-    from simulator.engine import Learner, World, run
+    from simulator.pipeline.engine import Learner, World, run
 
     scenario = _host_scenario(kind)
     reference = run(scenario)
@@ -127,7 +127,7 @@ def check_host_state_round_trip(kind: Kind) -> None:
 
 
 def _comparable(result) -> tuple:
-    from simulator.engine import TIMING_FIELDS
+    from simulator.pipeline.engine import TIMING_FIELDS
 
     return {k: v for k, v in result.summary.items() if k not in TIMING_FIELDS}, result.timeseries
 
@@ -307,8 +307,8 @@ def _each_attack(check):
 
 def _fitted(kind: Kind, example: dict, seed: int = 0):
     """The attack fitted on the knowledge its requirements call for (a neural victim, a detector)."""
-    from simulator.data import Source
-    from simulator.stream import attacker_knowledge
+    from simulator.pipeline.stream import attacker_knowledge
+    from simulator.sources import Source
 
     x, y = sample_data(300, seed=5)
     source = Source("checks", x, y, N_CLASSES, image_side=IMAGE_SIDE, _train_x=x, _train_y=y)

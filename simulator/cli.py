@@ -102,7 +102,7 @@ def _plugged_commands() -> list:
 def _run(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from simulator.engine import World, run, write_results
+    from simulator.pipeline.engine import World, run, write_results
 
     scenario = Scenario.from_toml(args.scenario, args.overrides, args.seed)
     if args.quiet:
@@ -128,8 +128,8 @@ def _run_with_progress(scenario: Scenario, run):
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from simulator.grid import Grid
-    from simulator.sweep import run_sweep
+    from simulator.experiments.grid import Grid
+    from simulator.experiments.sweep import run_sweep
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers: expected an integer >= 1, got {args.workers}")
@@ -165,7 +165,7 @@ def _sweep_with_progress(grid, args: argparse.Namespace, run_sweep):
 
 
 def _report(args: argparse.Namespace) -> int:
-    from simulator.report import write_report
+    from simulator.experiments.report import write_report
 
     report = write_report(args.results, args.run)
     for name, path in report.figures.items():

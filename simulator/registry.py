@@ -288,7 +288,7 @@ def import_plugins(modules: list[str] | tuple[str, ...]) -> None:
 
 
 
-SOURCES = Registry("source", ("simulator.data",))
+SOURCES = Registry("source", ("simulator.sources",))
 MODELS = Registry("model", ("simulator.models.centroid", "simulator.models.neural"),
                   context=("n_classes", "n_features", "image_side", "seed"))  # fmt: skip
 ATTACKS = Registry("attack", tuple(f"simulator.attacks.{m}" for m in (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.config import Scenario
-from simulator.engine import run
+from simulator.pipeline.engine import run
 
 SEEDS = range(1, 7)
 

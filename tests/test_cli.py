@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.engine import TIMING_FIELDS
+from simulator.pipeline.engine import TIMING_FIELDS
 
 ROOT = Path(__file__).parent.parent
 SCENARIO = ROOT / "scenarios" / "centroid_shift.toml"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from simulator.config import Scenario
-from simulator.data import BUNDLED_RIVER_SETS, Blobs, Digits
-from simulator.data import augment_images, make_source
-from simulator.engine import run
+from simulator.pipeline.engine import run
+from simulator.sources import BUNDLED_RIVER_SETS, Blobs, Digits
+from simulator.sources import augment_images, make_source
 
 
 def test_digits_hold_out_a_test_split_the_stream_never_draws():

@@ -6,8 +6,8 @@ import pytest
 
 from simulator.config import ConfigError, Scenario
 from simulator.defenses.base import Defense
-from simulator.engine import run
 from simulator.events import ATTACKER_SOURCE
+from simulator.pipeline.engine import run
 from simulator.registry import DEFENSES
 
 
@@ -50,7 +50,7 @@ def test_a_gate_keeps_flagged_events_from_the_model_and_is_scored_against_truth(
 
 
 def test_defended_runs_are_reproducible_and_write_their_columns(gate, tmp_path):
-    from simulator.engine import write_results
+    from simulator.pipeline.engine import write_results
 
     first, second = run(_scenario()), run(_scenario())
     assert first.timeseries == second.timeseries

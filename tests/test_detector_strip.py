@@ -8,7 +8,7 @@ import pytest
 
 from consumers.detector import DETECTORS
 from simulator.config import ConfigError, Scenario
-from simulator.engine import Learner, World
+from simulator.pipeline.engine import Learner, World
 
 SCENARIO = Path(__file__).parent.parent / "scenarios" / "strip_badnets.toml"
 

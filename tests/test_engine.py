@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from simulator.config import Scenario
-from simulator.engine import Learner, World, run
 from simulator.events import EventBatch, Truth
+from simulator.pipeline.engine import Learner, World, run
 
 
 def _concat(parts):

@@ -15,9 +15,9 @@ from conftest import consume_command, free_port, poisonsim_process, stop, wait_a
 from prometheus_client import CollectorRegistry, generate_latest
 from test_kafka_e2e import produce_both, read_summary
 
+from services.exporter import ConsumerMetrics, DetectorMetrics, LearnerCollector, MetricsServer, ProducerMetrics
 from simulator.config import Scenario
-from simulator.engine import Learner, World
-from simulator.exporter import ConsumerMetrics, DetectorMetrics, LearnerCollector, MetricsServer, ProducerMetrics
+from simulator.pipeline.engine import Learner, World
 
 SCENARIO = Scenario.from_dict({"seed": 3, "stream": {"n_events": 6000}, "evaluation": {"every": 1000},
                                "attack": {"kind": "centroid-shift", "rate": 0.3, "start": 500}})  # fmt: skip
@@ -156,7 +156,7 @@ def test_a_real_prometheus_scrapes_the_consumer(broker, topics, tmp_path):
 
 
 def test_drift_monitor_alarms_when_the_prequential_error_jumps_and_not_before():
-    from simulator.exporter import DriftMonitor
+    from services.exporter import DriftMonitor
 
     rows, correct = [], 0.0
     for step in range(1, 41):

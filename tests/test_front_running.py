@@ -14,8 +14,8 @@ import pytest
 
 from simulator.config import ConfigError, Scenario
 from simulator.defenses import Defense
-from simulator.engine import Learner, World, run
 from simulator.events import EventBatch, Truth
+from simulator.pipeline.engine import Learner, World, run
 
 SEEDS = range(1, 6)
 
@@ -132,7 +132,7 @@ def test_front_running_keys_are_checked():
 
 
 def test_a_checkpointed_learner_resumes_with_its_snapshots(tmp_path):
-    from simulator import checkpoint
+    from services import checkpoint
 
     scenario = _scenario(4, snapshot_jitter=0.3, quarantine=100)
     reference = run(scenario).timeseries

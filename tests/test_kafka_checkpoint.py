@@ -9,9 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from simulator import checkpoint
+from services import checkpoint
 from simulator.config import Scenario
-from simulator.engine import TIMING_FIELDS, Learner, World, run
+from simulator.pipeline.engine import TIMING_FIELDS, Learner, World, run
 
 SCENARIOS = [
     {"stream": {"n_events": 4000}, "attack": {"kind": "centroid-shift", "rate": 0.3}, "model": {"window_policy": "random-out"}},

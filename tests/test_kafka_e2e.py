@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from conftest import ROOT, consume_command, free_port, poisonsim_process, stop, wait_all, wait_for_log
 
-from simulator.codec import HEADER, REASONS, TRUTH_HEADER, Codec
 from simulator.config import Scenario
-from simulator.engine import TIMING_FIELDS, World, run
-from simulator.kafka import KafkaSettings, ensure_topics, scenario_key
+from simulator.pipeline.engine import TIMING_FIELDS, World, run
+from simulator.transport.codec import HEADER, REASONS, TRUTH_HEADER, Codec
+from simulator.transport.kafka import KafkaSettings, ensure_topics, scenario_key
 
 CENTROID = ["scenarios/centroid_shift.toml", "--set", "stream.n_events=20000", "--set", "attack.start=2000"]
 LABEL_FLIP = ["scenarios/label_flip.toml", "--set", "stream.n_events=10000", "--set", "attack.start=1000"]

@@ -14,7 +14,7 @@ import pytest
 from conftest import consume_command, poisonsim_process, stop, wait_all, wait_for_log
 from test_kafka_e2e import embedded, produce_both, read_summary
 
-from simulator import checkpoint
+from services import checkpoint
 
 N_LONG = 150_000
 LONG = ["scenarios/centroid_shift.toml", "--set", f"stream.n_events={N_LONG}", "--set", "attack.start=2000",

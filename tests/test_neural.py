@@ -98,7 +98,7 @@ def test_bad_labels_are_refused():
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_state_round_trip_resumes_exactly(tmp_path, optimizer):
     """Stop after part of a stream, restore into a fresh learner: same as never stopping."""
-    from simulator import checkpoint
+    from services import checkpoint
 
     x, y = _data()
     kwargs = dict(batch_size=10, replay=40, replay_batch=5, optimizer=optimizer, lr=0.01, device="cpu", seed=2)

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from simulator.attacks.centroid_shift import ATTACKER_MARGIN
-from simulator.grid import Grid
-from simulator.report import rho_figure, roc_curve, strip_figure, write_report
-from simulator.sweep import run_sweep
+from simulator.experiments.grid import Grid
+from simulator.experiments.report import rho_figure, roc_curve, strip_figure, write_report
+from simulator.experiments.sweep import run_sweep
 
 ROOT = Path(__file__).parent.parent
 N = 20

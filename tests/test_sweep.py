@@ -13,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from simulator import engine
 from simulator.config import ConfigError
-from simulator.engine import TIMING_FIELDS
-from simulator.grid import Grid
-from simulator.sweep import read_journal, run_sweep
+from simulator.experiments.grid import Grid
+from simulator.experiments.sweep import read_journal, run_sweep
+from simulator.pipeline import engine
+from simulator.pipeline.engine import TIMING_FIELDS
 
 ROOT = Path(__file__).parent.parent
 BASE = {

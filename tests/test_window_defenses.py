@@ -34,9 +34,9 @@ import pytest
 
 from simulator.config import Scenario
 from simulator.defenses.window import RobustCentroid
-from simulator.engine import World, run
 from simulator.models.centroid import CentroidClassifier, CentroidDetector
 from simulator.models.options import FROZEN, LEARNED, OUTSIDE, OVER_QUOTA
+from simulator.pipeline.engine import World, run
 
 N, NU, SEEDS = 50, 0.3, range(4)
 
@@ -223,8 +223,8 @@ def test_classifier_outlier_rejection_keeps_flipped_labels_out_of_the_class_wind
 
 
 def test_a_defended_learner_checkpoints_its_model_options_and_window_mirror(tmp_path):
-    from simulator import checkpoint
-    from simulator.engine import Learner
+    from services import checkpoint
+    from simulator.pipeline.engine import Learner
 
     scenario = _scenario(1, [{"kind": "fpr-reset", "alpha": 0.1, "every": 100}, {"kind": "robust-centroid"},
                              {"kind": "source-quota", "quota": 0.9}], radius=2.45)  # fmt: skip

@@ -9,7 +9,7 @@ import torch
 from cases import CASES, CORPUS, ROOT, TORCH_THREADS
 
 from simulator.config import Scenario
-from simulator.engine import TIMING_FIELDS, run, write_results
+from simulator.pipeline.engine import TIMING_FIELDS, run, write_results
 
 
 def run_case(name: str):

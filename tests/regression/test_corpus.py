@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cases import CASES, CORPUS  # noqa: E402
 from record import run_case  # noqa: E402
 
-from simulator.engine import write_results  # noqa: E402
+from simulator.pipeline.engine import write_results  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from simulator.config import Scenario
-from simulator.engine import run
+from simulator.pipeline.engine import run
+
+pytestmark = pytest.mark.slow  # a paper-level reproduction: CI runs it, `-m "not slow"` skips it
 
 SCENARIOS = Path(__file__).parents[2] / "scenarios"
 SEEDS = (1, 2, 3)

@@ -22,7 +22,9 @@ import pytest
 
 from simulator.attacks.centroid_shift import ATTACKER_MARGIN
 from simulator.config import Scenario
-from simulator.engine import run
+from simulator.pipeline.engine import run
+
+pytestmark = pytest.mark.slow  # a paper-level reproduction: CI runs it, `-m "not slow"` skips it
 
 N = 50
 

@@ -9,7 +9,9 @@ import pytest
 
 from simulator.config import Scenario
 from simulator.defenses.strip import strip_entropy, strip_entropy_loop
-from simulator.engine import World, run
+from simulator.pipeline.engine import World, run
+
+pytestmark = pytest.mark.slow  # a paper-level reproduction: CI runs it, `-m "not slow"` skips it
 
 SCENARIOS = Path(__file__).parents[2] / "scenarios"
 SHORT = ["stream.n_events=6000", "evaluation.every=3000"]
@@ -181,7 +183,7 @@ def test_activation_analysis_points_at_the_backdoored_class_and_not_on_a_clean_s
 
 @pytest.mark.slow
 def test_a_strip_run_writes_the_scores_the_report_draws(tmp_path):
-    from simulator.engine import write_results
+    from simulator.pipeline.engine import write_results
 
     scenario = _scenario("strip_badnets.toml", ["stream.n_events=2000", "evaluation.every=2000"])
     result = run(scenario)

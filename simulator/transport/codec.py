@@ -32,7 +32,7 @@ with vectorised fast paths, and hands every suspect message to
 >>> codec.decode(messages[0][0][:20], messages[0][1])
 Traceback (most recent call last):
 ...
-simulator.codec.DecodeError: truncated: 20 bytes, expected 72 for 2 events
+simulator.transport.codec.DecodeError: truncated: 20 bytes, expected 72 for 2 events
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from simulator.config import ConfigError, Scenario
-from simulator.grid import flatten_keys
-from simulator.sweep import POINTS_DIR, collect, read_manifest
+from simulator.experiments.grid import flatten_keys
+from simulator.experiments.sweep import POINTS_DIR, collect, read_manifest
 
 FIGURES_DIR = "figures"
 STRIP_SCORES = "strip_scores.csv"

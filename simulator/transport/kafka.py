@@ -2,10 +2,10 @@
 
 - :class:`KafkaSettings`: bootstrap servers and security (SASL/TLS passed
   through to kafka-python); secrets never appear in a repr or a log. The
-  flags and ``POISONSIM_*`` variables that set them are in :mod:`simulator.service`.
+  flags and ``POISONSIM_*`` variables that set them are in :mod:`services.runtime`.
 - :func:`scenario_key` and :func:`partition_for`: events are keyed by scenario
   id, and producer and consumer compute the same partition from the key.
-- :class:`EventSender`: encodes batches (:mod:`simulator.codec`) and sends them
+- :class:`EventSender`: encodes batches (:mod:`simulator.transport.codec`) and sends them
   with ground truth in a header; waits out an unreachable broker, logging it,
   and sends again whatever failed, so nothing is lost once it is back.
 - :class:`EventReceiver`: reads the scenario's partition of each topic from
@@ -29,9 +29,9 @@ from typing import Callable
 
 import numpy as np
 
-from simulator.codec import TRUTH_HEADER, Codec, Decoded
 from simulator.config import ConfigError
 from simulator.events import EventBatch, Truth
+from simulator.transport.codec import TRUTH_HEADER, Codec, Decoded
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ import numpy as np
 from numba import njit
 
 from simulator.attacks import Attack
-from simulator.data import Source
 from simulator.events import EventBatch, Truth
 from simulator.models import CentroidDetector
 from simulator.models.window import INFINITE, MERGED, NOT_LEARNED, POLICY_CODES
+from simulator.sources import Source
 
 TIMESERIES_COLUMNS = (
     "events",
@@ -287,7 +287,7 @@ class Evaluator:
         total = weights.sum()
         return float((self._poison_share * weights).sum() / total) if total else 0.0
 
-    # -- checkpointing (simulator.checkpoint) ---------------------------------
+    # -- checkpointing (services.checkpoint) ---------------------------------
 
     _REFERENCES = ("model", "source", "attack", "detectors", "deployment")  # rebuilt from the scenario, not saved
 

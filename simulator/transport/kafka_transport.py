@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 
-from simulator.codec import Codec
 from simulator.events import EventBatch, Truth
-from simulator.kafka import DeadLetters, EventReceiver, EventSender, KafkaSettings, ensure_topics, partition_for
+from simulator.transport.codec import Codec
+from simulator.transport.kafka import DeadLetters, EventReceiver, EventSender, KafkaSettings, ensure_topics, partition_for
 
 
 class KafkaTransport:

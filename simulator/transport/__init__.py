@@ -1,7 +1,7 @@
 """How batches of events move from producers to consumers.
 
 The embedded run uses :class:`InMemoryTransport`;
-:class:`~simulator.kafka_transport.KafkaTransport` moves the same batches
+:class:`~simulator.transport.kafka_transport.KafkaTransport` moves the same batches
 through a broker (``run(scenario, transport=...)`` takes either). A receive
 may return part of what was sent; the caller receives until it has it all.
 Ground truth travels beside each batch (a Kafka header there), never inside it.

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from simulator.config import ConfigError, Scenario
-from simulator.kafka import DEFAULT_TOPICS, SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaSettings
+from simulator.transport.kafka import DEFAULT_TOPICS, SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaSettings
 
 
 def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +93,7 @@ def start_metrics(args: argparse.Namespace, registry):
         return None
     if not 0 <= args.metrics_port <= 65535:
         raise ConfigError(f"--metrics-port: expected 0..65535, got {args.metrics_port}")
-    from simulator.exporter import MetricsServer
+    from services.exporter import MetricsServer
 
     try:
         return MetricsServer(registry, args.metrics_port, args.metrics_address)

@@ -27,14 +27,14 @@ import numpy as np
 
 from simulator.attacks import Attack, build_attack, build_schedule
 from simulator.config import ConfigError, Scenario
-from simulator.content import mismatched
-from simulator.data import Source, make_source
 from simulator.defenses import TRUSTED_EVENTS, Defense, DefenderKnowledge, build_defenses
-from simulator.deployment import Deployment
+from simulator.evaluation.metrics import TIMESERIES_COLUMNS, Evaluator
 from simulator.events import EventBatch, Truth
-from simulator.metrics import TIMESERIES_COLUMNS, Evaluator
 from simulator.models import build_model
-from simulator.stream import MergedStream, attacker_knowledge
+from simulator.pipeline.content import mismatched
+from simulator.pipeline.deployment import Deployment
+from simulator.pipeline.stream import MergedStream, attacker_knowledge
+from simulator.sources import Source, make_source
 from simulator.transport import InMemoryTransport, Transport
 
 TOPIC = "events"

@@ -1,6 +1,6 @@
 """Parameter sweeps: run every run of a grid, resumably; one tidy table out.
 
-Runs (see :mod:`simulator.grid`) go to a local process pool or to a
+Runs (see :mod:`simulator.experiments.grid`) go to a local process pool or to a
 dask.distributed cluster and the table is the same either way (timing fields
 aside). Each run writes its own directory atomically, so a sweep that is
 stopped and started again skips the runs that finished.
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from simulator import engine
 from simulator.config import ConfigError
-from simulator.grid import Grid, Run, flatten_keys
+from simulator.experiments.grid import Grid, Run, flatten_keys
+from simulator.pipeline import engine
 
 POINTS_DIR = "points"
 MANIFEST = "sweep.json"

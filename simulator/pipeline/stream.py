@@ -6,7 +6,7 @@ samples of its own and poisons them. Each batch comes with its ground truth.
 
 >>> import numpy as np
 >>> from simulator.attacks import LabelFlip, Schedule
->>> from simulator.data import Blobs
+>>> from simulator.sources import Blobs
 >>> src = Blobs(n_classes=2).load(np.random.default_rng(0))
 >>> attack = LabelFlip("cyclic").fit(attacker_knowledge(src), np.random.default_rng(1))
 >>> stream = MergedStream(src, attack, Schedule(rate=0.5), seed=2)
@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.attacks import Attack, AttackerKnowledge, Schedule
-from simulator.content import content_hash
-from simulator.data import Source
 from simulator.events import ATTACKER_SOURCE, BENIGN_SOURCE, EventBatch, Truth
+from simulator.pipeline.content import content_hash
+from simulator.sources import Source
 
 
 def attacker_knowledge(source: Source, center=None, radius=None, model=None) -> AttackerKnowledge:

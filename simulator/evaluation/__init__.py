@@ -1,0 +1,1 @@
+"""The evaluator: the only reader of ground truth."""

@@ -1,0 +1,1 @@
+"""Experiments over many scenarios: grid files, sweeps, reports."""

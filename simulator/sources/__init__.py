@@ -1,0 +1,15 @@
+"""Benign sources; each kind registers itself in :data:`simulator.registry.SOURCES` where it is written."""
+
+from __future__ import annotations
+
+from simulator.sources.datasets import (
+    BUNDLED_RIVER_SETS,
+    Blobs,
+    Digits,
+    RiverSet,
+    Source,
+    augment_images,
+    make_source,
+)
+
+__all__ = ["BUNDLED_RIVER_SETS", "Blobs", "Digits", "RiverSet", "Source", "augment_images", "make_source"]
