@@ -10,7 +10,7 @@ from consumers.detector import DETECTORS
 from simulator.config import ConfigError, Scenario
 from simulator.pipeline.engine import Learner, World
 
-SCENARIO = Path(__file__).parent.parent / "scenarios" / "strip_badnets.toml"
+SCENARIO = Path(__file__).parents[2] / "scenarios" / "strip_badnets.toml"
 
 
 @pytest.mark.slow

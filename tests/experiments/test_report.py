@@ -16,7 +16,7 @@ from simulator.experiments.grid import Grid
 from simulator.experiments.report import rho_figure, roc_curve, strip_figure, write_report
 from simulator.experiments.sweep import run_sweep
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 N = 20
 
 

@@ -173,7 +173,7 @@ def test_drift_monitor_alarms_when_the_prequential_error_jumps_and_not_before():
 def test_defenses_verdicts_and_drift_alarms_are_exported():
     from pathlib import Path
 
-    scenario = Scenario.from_toml(Path(__file__).parent.parent / "scenarios" / "centroid_defended.toml",
+    scenario = Scenario.from_toml(Path(__file__).parents[2] / "scenarios" / "centroid_defended.toml",
                                   ["stream.n_events=6000", "attack.start=3000"])  # fmt: skip
     world = World.build(scenario)
     learner, stream = Learner(world), world.stream()

@@ -19,7 +19,7 @@ from simulator.experiments.sweep import read_journal, run_sweep
 from simulator.pipeline import engine
 from simulator.pipeline.engine import TIMING_FIELDS
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 BASE = {
     "name": "small",
     "stream": {"n_events": 3000},
