@@ -8,6 +8,7 @@ topic names, so tests do not see each other's events.
 from __future__ import annotations
 
 import contextlib
+import json
 import importlib.util
 import os
 import signal
@@ -164,3 +165,30 @@ def stop(process: subprocess.Popen, timeout: float = 20) -> int:
             process.wait()
             raise AssertionError(f"{process.args[3:6]} did not stop on SIGTERM within {timeout} s") from None
     return process.returncode
+
+
+# -- what the Kafka tests compare: the embedded run, a run's summary, both producers started --------------
+
+
+def embedded(args: list[str]) -> tuple[dict, list[dict]]:
+    from simulator.config import Scenario
+    from simulator.pipeline.engine import TIMING_FIELDS, run
+
+    scenario = Scenario.from_toml(ROOT / args[0], args[2::2])
+    result = run(scenario)
+    summary = json.loads(json.dumps(result.summary))
+    return {k: v for k, v in summary.items() if k not in TIMING_FIELDS}, result.timeseries
+
+
+def read_summary(out) -> dict:
+    from simulator.pipeline.engine import TIMING_FIELDS
+
+    summary = json.loads((out / "summary.json").read_text())
+    return {k: v for k, v in summary.items() if k not in TIMING_FIELDS}
+
+
+def produce_both(broker, topics, scenario_args, tmp_path, *extra) -> list:
+    common = [*scenario_args, "--bootstrap-servers", broker.bootstrap, *topics.flags(), *extra]
+    return [
+        poisonsim_process(["produce", role, *common], tmp_path / f"produce-{role}.log") for role in ("benign", "attack")
+    ]  # fmt: skip

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import copy
 
-from typing import Annotated
-
 import numpy as np
 
 from simulator.registry import DEFENSES

@@ -31,7 +31,6 @@ DriftReset(detector='page-hinkley', signal='distance', action='reset', every=500
 from __future__ import annotations
 
 from array import array
-
 from typing import Annotated
 
 import numpy as np

@@ -41,7 +41,6 @@ the recent events not isolated and the defender's clean sample.
 from __future__ import annotations
 
 from collections import deque
-
 from typing import Annotated
 
 import numpy as np

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import copy
 from collections import deque
-
 from typing import Annotated
 
 import numpy as np

@@ -20,7 +20,6 @@ for the benchmark and as a check.
 from __future__ import annotations
 
 import math
-
 from typing import Annotated
 
 import numpy as np

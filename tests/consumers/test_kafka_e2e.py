@@ -6,7 +6,6 @@ is counted by reason in the metrics, and the run still equals the embedded one.
 
 from __future__ import annotations
 
-import json
 import struct
 import subprocess
 import sys
@@ -14,10 +13,13 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import ROOT, consume_command, free_port, poisonsim_process, stop, wait_all, wait_for_log
+from conftest import (
+    ROOT, consume_command, embedded, free_port, poisonsim_process, produce_both, read_summary, stop, wait_all,
+    wait_for_log,
+)
 
 from simulator.config import Scenario
-from simulator.pipeline.engine import TIMING_FIELDS, World, run
+from simulator.pipeline.engine import World
 from simulator.transport.codec import HEADER, REASONS, TRUTH_HEADER, Codec
 from simulator.transport.kafka import KafkaSettings, ensure_topics, scenario_key
 
@@ -25,25 +27,6 @@ CENTROID = ["scenarios/centroid_shift.toml", "--set", "stream.n_events=20000", "
 LABEL_FLIP = ["scenarios/label_flip.toml", "--set", "stream.n_events=10000", "--set", "attack.start=1000"]
 FRONT_RUNNING = ["scenarios/front_running.toml", "--set", "stream.n_events=8000", "--set", "model.quarantine=50"]
 SPLIT_VIEW = ["scenarios/split_view.toml", "--set", "stream.n_events=8000", "--set", "model.pin_content=true"]
-
-
-def embedded(args: list[str]) -> tuple[dict, list[dict]]:
-    scenario = Scenario.from_toml(ROOT / args[0], args[2::2])
-    result = run(scenario)
-    summary = json.loads(json.dumps(result.summary))
-    return {k: v for k, v in summary.items() if k not in TIMING_FIELDS}, result.timeseries
-
-
-def read_summary(out) -> dict:
-    summary = json.loads((out / "summary.json").read_text())
-    return {k: v for k, v in summary.items() if k not in TIMING_FIELDS}
-
-
-def produce_both(broker, topics, scenario_args, tmp_path, *extra) -> list:
-    common = [*scenario_args, "--bootstrap-servers", broker.bootstrap, *topics.flags(), *extra]
-    return [
-        poisonsim_process(["produce", role, *common], tmp_path / f"produce-{role}.log") for role in ("benign", "attack")
-    ]  # fmt: skip
 
 
 @pytest.mark.slow

@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import consume_command, poisonsim_process, stop, wait_all, wait_for_log
-from test_kafka_e2e import embedded, produce_both, read_summary
+from conftest import (
+    consume_command, embedded, poisonsim_process, produce_both, read_summary, stop, wait_all, wait_for_log,
+)
 
 from services import checkpoint
 

@@ -11,9 +11,10 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import consume_command, free_port, poisonsim_process, stop, wait_all, wait_for_log
+from conftest import (
+    consume_command, free_port, poisonsim_process, produce_both, read_summary, stop, wait_all, wait_for_log,
+)
 from prometheus_client import CollectorRegistry, generate_latest
-from test_kafka_e2e import produce_both, read_summary
 
 from services.exporter import ConsumerMetrics, DetectorMetrics, LearnerCollector, MetricsServer, ProducerMetrics
 from simulator.config import Scenario

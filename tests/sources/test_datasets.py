@@ -8,7 +8,7 @@ import pytest
 from simulator.config import Scenario
 from simulator.pipeline.engine import run
 from simulator.sources import BUNDLED_RIVER_SETS, Blobs, Digits
-from simulator.sources import augment_images, make_source
+from simulator.sources import augment_images
 
 
 def test_digits_hold_out_a_test_split_the_stream_never_draws():
