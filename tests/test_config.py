@@ -40,6 +40,12 @@ def test_ready_scenarios_load_and_round_trip(path):
             {"model": {"kind": "centroid-classifier"}, "attack": {"kind": "centroid-shift", "rate": 0.1}},
             'attack.kind: "centroid-shift" needs a model or source that offers centroid-state',
         ),
+        (
+            {"attack": {"kind": "centroid-shift", "channel": "split-view", "controlled_share": 0.2}},
+            "attack.channel: centroid-shift places its points when they are delivered",
+        ),
+        ({"model": {"radius": float("inf")}}, "model.radius: expected a finite number, got inf"),
+        ({"attack": {"kind": "targeted", "target_point": [float("nan"), 1.0]}}, "attack.target_point: expected a finite"),
     ],
 )
 def test_bad_values_are_refused_with_the_key_and_the_allowed_values(raw, message):

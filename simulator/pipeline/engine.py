@@ -29,7 +29,7 @@ from simulator.attacks import Attack, build_attack, build_schedule
 from simulator.config import ConfigError, Scenario
 from simulator.defenses import TRUSTED_EVENTS, Defense, DefenderKnowledge, build_defenses
 from simulator.evaluation.metrics import TIMESERIES_COLUMNS, Evaluator
-from simulator.events import EventBatch, Truth
+from simulator.events import ATTACKER_SOURCE, EventBatch, Truth
 from simulator.models import build_model
 from simulator.pipeline.content import mismatched
 from simulator.pipeline.deployment import Deployment
@@ -171,10 +171,11 @@ class Learner:
             flags[defense.kind] = np.zeros(len(batch), dtype=bool) if flagged is None else flagged
             if defense.drops and flagged is not None:
                 admitted &= ~flagged
-        let_in, let_in_truth = (batch, truth) if admitted.all() else (batch.select(admitted), truth.select(admitted))
+        let_in = batch if admitted.all() else batch.select(admitted)
         attack = self.world.attack
-        # a white-box attacker's own turns: it writes them from the model's public state when delivered
-        hook = attack.hook(let_in_truth.is_adaptive) if attack.adaptive else None
+        # a white-box attacker knows its own events by its producer id (public, no ground truth) and writes
+        # each from the model's public state when it is delivered
+        hook = attack.hook(let_in.source == ATTACKER_SOURCE) if attack.adaptive else None
         sources = let_in.source if self.model.needs_sources else None  # source-quota
         predictions, slots = self.model.process_many(let_in.x, let_in.y, hook, sources)
         self.evaluator.observe(batch, truth, predictions, slots, None if admitted.all() else admitted)

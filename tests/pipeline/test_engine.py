@@ -12,9 +12,7 @@ from simulator.pipeline.engine import Learner, World, run
 
 def _concat(parts):
     batches, truths = zip(*parts)
-    batch = EventBatch(*(np.concatenate([getattr(b, f) for b in batches]) for f in ("ids", "ts", "x", "y", "source")))
-    truth = Truth(*(np.concatenate([getattr(t, f) for t in truths]) for f in ("is_poison", "is_adaptive")))
-    return batch, truth
+    return EventBatch.concatenate(list(batches)), Truth.concatenate(list(truths))
 
 
 @pytest.mark.parametrize(
@@ -39,3 +37,30 @@ def test_learner_is_independent_of_batch_boundaries(overrides):
         learner.feed(batch.select(slice(lo, hi)), truth.select(slice(lo, hi)))
     assert learner.evaluator.rows == reference.timeseries
     assert len(reference.timeseries) == 9  # the start, every 700 events, and the last one
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"attack": {"kind": "centroid-shift", "rate": 0.3}},  # a white-box attacker: its turns need no truth
+        {"stream": {"source": "digits"}, "model": {"kind": "centroid-classifier", "window_size": 30},
+         "attack": {"kind": "label-flip", "rate": 0.2}, "defense": [{"kind": "outlier-rejection"}]},
+    ],
+)  # fmt: skip
+def test_the_model_and_defenses_never_read_ground_truth(overrides):
+    """Feed the learner inverted truth: only the evaluator's counts change, never what the model learned."""
+    scenario = Scenario.from_dict({"seed": 8, "stream": {"n_events": 3000}, "evaluation": {"every": 1000}}
+                                  | overrides | {"stream": {**overrides.get("stream", {}), "n_events": 3000}})
+    learners = []
+    for invert in (False, True):
+        world = World.build(scenario)
+        stream, learner = world.stream(), Learner(world)
+        for size in world.batch_sizes():
+            batch, truth = stream.next_batch(size)
+            learner.feed(batch, Truth(~truth.is_poison, ~truth.is_adaptive) if invert else truth)
+        learners.append(learner)
+    honest, lied_to = (learner.model.get_state() for learner in learners)
+    for key in honest:
+        assert np.array_equal(np.asarray(honest[key], dtype=object), np.asarray(lied_to[key], dtype=object)), key
+    assert learners[0].evaluator.rows[-1]["clean_accuracy"] == learners[1].evaluator.rows[-1]["clean_accuracy"]
+    assert learners[0].evaluator.poison_events != learners[1].evaluator.poison_events  # the lie did reach the evaluator

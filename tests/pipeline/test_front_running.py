@@ -109,8 +109,8 @@ def test_snapshots_do_not_depend_on_how_the_stream_was_cut():
     world = World.build(scenario)
     stream = world.stream()
     parts = [stream.next_batch(size) for size in world.batch_sizes()]
-    batch = EventBatch(*(np.concatenate([getattr(b, f) for b, _ in parts]) for f in ("ids", "ts", "x", "y", "source")))
-    truth = Truth(*(np.concatenate([getattr(t, f) for _, t in parts]) for f in ("is_poison", "is_adaptive")))
+    batch = EventBatch.concatenate([b for b, _ in parts])
+    truth = Truth.concatenate([t for _, t in parts])
     learner = Learner(world)
     cuts = np.sort(np.random.default_rng(0).choice(np.arange(1, 10_000), size=40, replace=False))
     for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, 10_000]):

@@ -19,8 +19,8 @@ def _stream(scenario):
     world = World.build(scenario)
     stream = world.stream()
     parts = [stream.next_batch(size) for size in world.batch_sizes()]
-    batch = EventBatch(*(np.concatenate([getattr(b, f) for b, _ in parts]) for f in ("ids", "ts", "x", "y", "source")))
-    truth = Truth(np.concatenate([t.is_poison for _, t in parts]), np.concatenate([t.is_adaptive for _, t in parts]))
+    batch = EventBatch.concatenate([b for b, _ in parts])
+    truth = Truth.concatenate([t for _, t in parts])
     return batch, truth
 
 
