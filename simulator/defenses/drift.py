@@ -46,15 +46,15 @@ DETECTORS = {"adwin": drift.ADWIN, "page-hinkley": drift.PageHinkley, "kswin": d
 MAX_ALARMS_REPORTED = 100
 
 
-class Detector:
+class DriftMonitor:
     """A river drift detector that keeps what it was fed, so a checkpoint can replay it
     (river's detectors hold no plain state to save).
 
-    >>> detector = Detector("page-hinkley", seed=0)
+    >>> detector = DriftMonitor("page-hinkley", seed=0)
     >>> alarms = [detector.update(v) for v in [0.0] * 200 + [5.0] * 50]
     >>> any(alarms[:200]), any(alarms[200:])
     (False, True)
-    >>> again = Detector("page-hinkley", 0, detector.fed())  # the saved one, fed again
+    >>> again = DriftMonitor("page-hinkley", 0, detector.fed())  # the saved one, fed again
     >>> again.fed().tolist() == detector.fed().tolist()
     True
     """
@@ -109,8 +109,8 @@ class DriftReset(Defense):
         self.saved_at_ = self.restored_from_ = None  # for the evaluator's window mirror
         return self
 
-    def _new_detector(self, fed=()) -> Detector:
-        return Detector(self.detector, self.seed_ + len(self.alarm_events_), fed)
+    def _new_detector(self, fed=()) -> DriftMonitor:
+        return DriftMonitor(self.detector, self.seed_ + len(self.alarm_events_), fed)
 
     def signal_values(self, batch: EventBatch, model, centers: np.ndarray | None = None) -> np.ndarray:
         """The watched signal for each event of ``batch``, against ``centers`` (default: the model's now)."""

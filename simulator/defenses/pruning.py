@@ -49,7 +49,7 @@ from torch import nn
 
 from simulator.defenses.base import require, At, DefenderKnowledge, Defense, DriftDetector, Every, Signal, check_choices
 from simulator.registry import DEFENSES, Key
-from simulator.defenses.drift import DETECTORS, Detector
+from simulator.defenses.drift import DETECTORS, DriftMonitor
 from simulator.events import EventBatch
 from simulator.models.nets import train_offline
 
@@ -210,7 +210,7 @@ class FinePruning(Defense):
 
     def _restart_detector(self, fed=()) -> None:
         seed, self.restarts_ = self.seed_ + self.restarts_, self.restarts_ + 1
-        self.detector_ = Detector(self.detector, seed, fed)
+        self.detector_ = DriftMonitor(self.detector, seed, fed)
         self._recent: deque = deque(maxlen=RECENT)
         self._total, self._count = 0.0, 0
 

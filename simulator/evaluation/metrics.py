@@ -70,7 +70,7 @@ class Evaluator:
         self.split_view = False  # set by the learner: report vetting and pinning figures
         self.deployment = None  # set by the learner: a Deployment whose snapshot serving uses
         self.defense_counts: dict[str, dict[str, int]] = {}  # kind -> tp/fp/tn/fn
-        self.detectors: dict[str, object] = {}  # kind -> defense with flag(X, model): FAR/FRR on held-out
+        self.input_judges: dict[str, object] = {}  # kind -> defense with flag(X, model): FAR/FRR on held-out
         self.rows: list[dict] = []
         if self.has_windows:
             self.initial_centers = self._centers().copy()
@@ -178,7 +178,7 @@ class Evaluator:
             )  # fmt: skip
         for kind, counts in self.defense_counts.items():
             row.update({f"defense.{kind}.{k}": v for k, v in counts.items()})
-        for kind, detector in self.detectors.items():
+        for kind, detector in self.input_judges.items():
             row.update({f"defense.{kind}.{k}": v for k, v in self._runtime_rates(detector, on_targets).items()})
         self.rows.append(row)
         return row
@@ -199,9 +199,9 @@ class Evaluator:
                 summary[f"{key}_mean"] = float(np.mean(values)) if values else None
         if self.attack.report_:
             summary["attack_details"] = dict(self.attack.report_)
-        if self.defense_counts or self.detectors:
+        if self.defense_counts or self.input_judges:
             summary["defenses"] = {kind: self._defense_summary(kind, last) for kind in
-                                   {**self.defense_counts, **self.detectors}}  # fmt: skip
+                                   {**self.defense_counts, **self.input_judges}}  # fmt: skip
         if self.has_windows:
             summary["centroid_displacement_by_class"] = {str(k): float(v) for k, v in enumerate(self._shifts())}
         if self.is_detector:
@@ -237,7 +237,7 @@ class Evaluator:
         if self.attack.target_x_ is None:
             return {}
         scores = {}
-        for kind, detector in self.detectors.items():
+        for kind, detector in self.input_judges.items():
             rows = [{"score": float(v), "is_triggered": 0} for v in detector.score(self.source.test_x, self.model)]
             rows += [{"score": float(v), "is_triggered": 1} for v in detector.score(self.attack.target_x_, self.model)]
             scores[kind] = rows
@@ -289,7 +289,7 @@ class Evaluator:
 
     # -- checkpointing (services.checkpoint) ---------------------------------
 
-    _REFERENCES = ("model", "source", "attack", "detectors", "deployment")  # rebuilt from the scenario, not saved
+    _REFERENCES = ("model", "source", "attack", "input_judges", "deployment")  # rebuilt from the scenario, not saved
 
     def get_state(self) -> dict:
         """Everything the evaluator accumulated: numpy arrays and plain values (copies)."""

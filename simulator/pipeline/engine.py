@@ -121,7 +121,7 @@ class Learner:
         for defense in self.defenses:
             self.evaluator.defense_counts[defense.kind] = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
             if defense.judges_inputs:  # a runtime detector: FAR / FRR measured on held-out inputs
-                self.evaluator.detectors[defense.kind] = defense
+                self.evaluator.input_judges[defense.kind] = defense
             for name in defense.extra_flag_names:  # alternative verdicts, scored apart
                 self.evaluator.defense_counts[f"{defense.kind}/{name}"] = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
         self.every = world.scenario.evaluation.every
