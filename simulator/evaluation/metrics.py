@@ -30,7 +30,7 @@ from numba import njit
 from simulator.attacks import Attack
 from simulator.events import EventBatch, Truth
 from simulator.models import CentroidDetector
-from simulator.models.window import INFINITE, MERGED, NOT_LEARNED, POLICY_CODES
+from simulator.models.window import INFINITE, MERGED, NOT_LEARNED, POLICY_CODES, follow_shares
 from simulator.sources import Source
 
 TIMESERIES_COLUMNS = (
@@ -77,11 +77,12 @@ class Evaluator:
             n_windows, n = self.initial_centers.shape[0], model.window_size
             self._policy = POLICY_CODES[model.window_policy]
             self._window_size = n
-            self._slot_poison = np.zeros((n_windows, n), dtype=np.bool_)
-            self._poison_share = np.zeros(n_windows)
+            self._slot_poison = np.zeros((n_windows, n), dtype=np.int64)  # 1: the point in that slot is poison
+            self._shares = np.zeros((n_windows, 2))  # per window: share of clean points, share of poison
             self._counts = model.window_counts.copy()  # the warm-up filled them with clean points
+            self._shares[:, 0] = self._counts > 0
             self._saved_windows: dict[str, dict[str, list]] = {}  # defense kind -> str(position) -> mirror
-            self._initial_windows = [self._slot_poison.copy(), self._poison_share.copy(), self._counts.copy()]
+            self._initial_windows = [self._slot_poison.copy(), self._shares.copy(), self._counts.copy()]
 
     def observe(
         self,
@@ -113,7 +114,7 @@ class Evaluator:
         if not self.has_windows:
             return
         _follow_contamination(
-            slots, windows, truth.is_poison, self._slot_poison, self._poison_share, self._counts,
+            slots, windows, truth.is_poison, self._slot_poison, self._shares, self._counts,
             self._policy, self._window_size,
         )  # fmt: skip
 
@@ -137,7 +138,7 @@ class Evaluator:
         """A defense saved the model's windows at ``position``: keep the contamination mirror's state too."""
         if self.has_windows:
             saved = self._saved_windows.setdefault(key, {})  # string keys: a checkpoint stores it
-            saved[str(position)] = [self._slot_poison.copy(), self._poison_share.copy(), self._counts.copy()]
+            saved[str(position)] = [self._slot_poison.copy(), self._shares.copy(), self._counts.copy()]
             for old in sorted(saved, key=int)[:-3]:  # defenses restore one of their last few states
                 del saved[old]
 
@@ -149,7 +150,7 @@ class Evaluator:
         if saved is None and position == 0:
             saved = self._initial_windows
         if saved is not None:
-            self._slot_poison, self._poison_share, self._counts = (a.copy() for a in saved)
+            self._slot_poison, self._shares, self._counts = (a.copy() for a in saved)
 
     def evaluate(self) -> dict:
         """Measure now; the row is kept for the timeseries and returned."""
@@ -285,7 +286,7 @@ class Evaluator:
     def _contamination(self) -> float:
         weights = self._counts if self._policy == INFINITE else np.minimum(self._counts, self._window_size)
         total = weights.sum()
-        return float((self._poison_share * weights).sum() / total) if total else 0.0
+        return float((self._shares[:, 1] * weights).sum() / total) if total else 0.0
 
     # -- checkpointing (services.checkpoint) ---------------------------------
 
@@ -313,26 +314,11 @@ def _ratio(num: int, den: int) -> float | None:
 
 
 @njit(cache=True)
-def _follow_contamination(slots, windows, is_poison, slot_poison, share, counts, policy, n):
-    """Mirror the model's window writes with poison flags (same policy arithmetic)."""
+def _follow_contamination(slots, windows, is_poison, slot_poison, shares, counts, policy, n):
+    """Mirror the model's window writes with poison labels: the window kernel's own share arithmetic."""
     for i in range(slots.shape[0]):
-        slot = slots[i]
-        if slot == NOT_LEARNED:
-            continue
-        k = windows[i]
-        flag = 1.0 if is_poison[i] else 0.0
+        slot, k = slots[i], windows[i]
         count = counts[k]
-        if slot == MERGED:
-            if policy == INFINITE:
-                counts[k] = count + 1
-                share[k] += (flag - share[k]) / (count + 1)
-            else:  # average-out: the mean absorbs the point, the centroid leaves
-                share[k] += (flag - share[k]) / n
-            continue
-        if count < n:
+        follow_shares(shares[k], slot_poison[k], slot, 1 if is_poison[i] else 0, count, n, policy)
+        if slot != NOT_LEARNED and (count < n or (slot == MERGED and policy == INFINITE)):
             counts[k] = count + 1
-            share[k] += (flag - share[k]) / (count + 1)
-        else:
-            old = 1.0 if slot_poison[k, slot] else 0.0
-            share[k] += (flag - old) / n
-        slot_poison[k, slot] = is_poison[i]

@@ -167,18 +167,38 @@ def guarded_learn(
         robust_center(center, window, state[COUNT], estimator, trim)
     if quota >= 1.0:  # no quota: source shares are not followed (they cost O(sources) per event)
         return slot
-    if slot == MERGED:
-        weight = n if policy == AVERAGE_OUT else count + 1
-        for s in range(shares.shape[0]):
-            shares[s] -= shares[s] / weight
-        shares[source] += 1.0 / weight
-    elif count < n:
-        for s in range(shares.shape[0]):
-            shares[s] -= shares[s] / (count + 1)
-        shares[source] += 1.0 / (count + 1)
-        slot_source[slot] = source
-    else:
-        shares[slot_source[slot]] -= 1.0 / n
-        shares[source] += 1.0 / n
-        slot_source[slot] = source
+    follow_shares(shares, slot_source, slot, source, count, n, policy)
     return slot
+
+
+@njit(cache=True, inline="always")
+def follow_shares(shares: np.ndarray, slot_labels: np.ndarray, slot: int, label: int, count: int, n: int,
+                  policy: int) -> None:  # fmt: skip
+    """Each label's share of a window after a learn of a ``label`` point wrote ``slot``, ``count`` points before.
+
+    The policy's arithmetic: a point merged into the mean weighs ``1 / n``
+    (average-out) or ``1 / (count + 1)`` (infinite); a filling window takes
+    it as its ``count + 1``-th point; a full one replaces the label of the
+    point at ``slot``. The source quota follows producer ids with it, the
+    evaluator poison with it (window contamination).
+
+    >>> shares, labels = np.zeros(2), np.zeros(2, dtype=np.int64)
+    >>> for slot, label, count in ((0, 1, 0), (1, 0, 1), (0, 0, 2)):
+    ...     follow_shares(shares, labels, slot, label, count, 2, FIFO)
+    >>> shares.tolist()
+    [1.0, 0.0]
+    """
+    if slot == NOT_LEARNED:
+        return
+    if slot == MERGED or count < n:
+        weight = (n if policy == AVERAGE_OUT else count + 1) if slot == MERGED else count + 1
+        for s in range(shares.shape[0]):
+            shares[s] += ((1.0 if s == label else 0.0) - shares[s]) / weight
+        if slot != MERGED:
+            slot_labels[slot] = label
+        return
+    old = slot_labels[slot]
+    if old != label:
+        shares[old] += -1.0 / n
+        shares[label] += 1.0 / n
+    slot_labels[slot] = label
