@@ -130,10 +130,6 @@ class Section:
         """The registered kind a selector chose."""
         return self._kinds[selector]
 
-    def args(self, selector: str = "kind") -> dict[str, Any]:
-        """Constructor arguments of the kind a selector chose."""
-        return {name: self._values[name] for name in self._kinds[selector].keys}
-
     def build(self, selector: str = "kind", **context: Any):
         """The kind a selector chose, built from this section's values and the world's ``context``."""
         return self._kinds[selector].build(self._values, **context)
