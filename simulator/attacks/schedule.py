@@ -108,8 +108,18 @@ Start = Annotated[int, Key("stream index where the attacker begins", ge=0)]
 Budget = Annotated[int | None, Key("most attacker events (default: no limit)", ge=0)]
 
 
+class Channel(Estimator):
+    """Base of every injection channel: the attacker's turns it gives (a :class:`Schedule`-like ``turns``)."""
+
+    kind: str = ""
+
+    def turns_schedule(self, snapshot_every: int = 0) -> Schedule | FrontRunning:
+        """When the attacker has a turn; ``snapshot_every``: the learner's published snapshot period."""
+        raise NotImplementedError
+
+
 @CHANNELS.register("stream", examples=[{"rate": 0.3}, {"rate": 0.2, "schedule": "bursts", "burst_length": 5}])
-class StreamChannel(Estimator):
+class StreamChannel(Channel):
     """Poison mixed into the stream at a share rho, constantly or in bursts."""
 
     def __init__(
@@ -128,7 +138,7 @@ class StreamChannel(Estimator):
 
 
 @CHANNELS.register("front-running", examples=[{"burst_size": 5, "lead": 1}])
-class FrontRunningChannel(Estimator):
+class FrontRunningChannel(Channel):
     """Bursts sent just before each snapshot the learner publishes."""
 
     def __init__(
@@ -145,7 +155,7 @@ class FrontRunningChannel(Estimator):
 
 
 @CHANNELS.register("split-view", examples=[{"controlled_share": 0.2}])
-class SplitViewChannel(Estimator):
+class SplitViewChannel(Channel):
     """References whose content the attacker swaps after vetting (expired domains)."""
 
     def __init__(

@@ -8,8 +8,9 @@ from simulator.sources.datasets import (
     Digits,
     RiverSet,
     Source,
+    SourceKind,
     augment_images,
     make_source,
 )
 
-__all__ = ["BUNDLED_RIVER_SETS", "Blobs", "Digits", "RiverSet", "Source", "augment_images", "make_source"]
+__all__ = ["BUNDLED_RIVER_SETS", "Blobs", "Digits", "RiverSet", "Source", "SourceKind", "augment_images", "make_source"]

@@ -20,6 +20,7 @@ from typing import Annotated
 
 import numpy as np
 
+from simulator.base import Estimator
 from simulator.registry import SOURCES, Key
 
 DIGITS_SIDE = 8
@@ -71,8 +72,19 @@ def make_source(section, rng: np.random.Generator) -> Source:
     return section.build("source").load(rng)
 
 
+class SourceKind(Estimator):
+    """Base of every source kind: what it offers the other kinds, and how it loads."""
+
+    kind: str = ""
+    offers: frozenset[str] = frozenset()  # e.g. "images": square images, side in Source.image_side
+
+    def load(self, rng: np.random.Generator) -> Source:
+        """The distribution to draw from and its held-out clean set; ``rng`` fixes the split."""
+        raise NotImplementedError
+
+
 @SOURCES.register("blobs", examples=[{"n_features": 3, "n_classes": 2, "n_test": 50}])
-class Blobs:
+class Blobs(SourceKind):
     """Gaussian blobs: one isotropic Gaussian per class, means drawn in a box."""
 
     def __init__(
@@ -95,7 +107,7 @@ class Blobs:
 
 
 @SOURCES.register("digits", examples=[{"n_test": 100}, {"augment": False, "n_test": 100}])
-class Digits:
+class Digits(SourceKind):
     """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package)."""
 
     offers = frozenset({"images"})
@@ -118,7 +130,7 @@ class Digits:
         return src
 
 
-class RiverSet:
+class RiverSet(SourceKind):
     """A data set bundled with river, standardised."""
 
     dataset = ""
