@@ -23,14 +23,33 @@ from simulator.base import Estimator
 from simulator.registry import CHANNELS, Key
 
 
-class Schedule(Estimator):
+# -- injection channels: how the attacker's events get in, and so when it has a turn ---------------------
+
+Start = Annotated[int, Key("stream index where the attacker begins", ge=0)]
+Budget = Annotated[int | None, Key("most attacker events (default: no limit)", ge=0)]
+
+
+class Channel(Estimator):
+    """Base of every injection channel: how the attacker's events get in, and so when it has a turn."""
+
+    kind: str = ""
+
+    def turns_schedule(self, snapshot_every: int = 0) -> Schedule | FrontRunning:
+        """When the attacker has a turn; ``snapshot_every``: the learner's published snapshot period."""
+        raise NotImplementedError
+
+
+@CHANNELS.register("stream", examples=[{"rate": 0.3}, {"rate": 0.2, "schedule": "bursts", "burst_length": 5}])
+class Schedule(Channel):
+    """Poison mixed into the stream at a share rho, constantly or in bursts."""
+
     def __init__(
         self,
-        rate: float,
-        start: int = 0,
-        budget: int | None = None,
-        schedule: str = "constant",
-        burst_length: int = 100,
+        rate: Annotated[float, Key("rho: share of attacker events in the merged stream", ge=0, le=1)] = 0.0,
+        start: Start = 0,
+        budget: Budget = None,
+        schedule: Annotated[str, Key("constant share, or bursts", choices=("constant", "bursts"))] = "constant",
+        burst_length: Annotated[int, Key("bursts: consecutive attacker events per burst", ge=1)] = 100,
     ):
         if not 0 <= rate <= 1:
             raise ValueError(f"rate: expected a number in [0, 1], got {rate!r}")
@@ -41,6 +60,9 @@ class Schedule(Estimator):
         self.budget = budget
         self.schedule = schedule
         self.burst_length = burst_length
+
+    def turns_schedule(self, snapshot_every: int = 0) -> Schedule:
+        return self
 
     def turns(self, rng: np.random.Generator, first: int, m: int, used: int) -> np.ndarray:
         """Mask of the attacker's turns among stream positions ``first .. first+m``.
@@ -100,41 +122,6 @@ class FrontRunning(Estimator):
         if self.budget is not None:
             mask &= np.cumsum(mask) + used <= self.budget
         return mask
-
-
-# -- injection channels: how the attacker's events get in, and so when it has a turn ---------------------
-
-Start = Annotated[int, Key("stream index where the attacker begins", ge=0)]
-Budget = Annotated[int | None, Key("most attacker events (default: no limit)", ge=0)]
-
-
-class Channel(Estimator):
-    """Base of every injection channel: the attacker's turns it gives (a :class:`Schedule`-like ``turns``)."""
-
-    kind: str = ""
-
-    def turns_schedule(self, snapshot_every: int = 0) -> Schedule | FrontRunning:
-        """When the attacker has a turn; ``snapshot_every``: the learner's published snapshot period."""
-        raise NotImplementedError
-
-
-@CHANNELS.register("stream", examples=[{"rate": 0.3}, {"rate": 0.2, "schedule": "bursts", "burst_length": 5}])
-class StreamChannel(Channel):
-    """Poison mixed into the stream at a share rho, constantly or in bursts."""
-
-    def __init__(
-        self,
-        rate: Annotated[float, Key("rho: share of attacker events in the merged stream", ge=0, le=1)] = 0.0,
-        start: Start = 0,
-        budget: Budget = None,
-        schedule: Annotated[str, Key("constant share, or bursts", choices=("constant", "bursts"))] = "constant",
-        burst_length: Annotated[int, Key("bursts: consecutive attacker events per burst", ge=1)] = 100,
-    ):
-        self.rate, self.start, self.budget = rate, start, budget
-        self.schedule, self.burst_length = schedule, burst_length
-
-    def turns_schedule(self, snapshot_every: int = 0) -> Schedule:
-        return Schedule(self.rate, self.start, self.budget, self.schedule, self.burst_length)
 
 
 @CHANNELS.register("front-running", examples=[{"burst_size": 5, "lead": 1}])
