@@ -59,7 +59,7 @@ DETECTORS: dict[str, tuple[Callable, type]] = {
 
 class DetectorProcess:
     def __init__(self, scenario, settings, topics: tuple[str, str], group_id: str, snapshot: Path, detector: str,
-                 registry, stop, snapshot_interval_s: float = 5.0):  # fmt: skip
+                 registry, stop, signer=None, snapshot_interval_s: float = 5.0):  # fmt: skip
         if detector not in DETECTORS:
             raise ConfigError(f"--detector: expected one of {', '.join(DETECTORS)}; got {detector!r}")
         make, model_type = DETECTORS[detector]
@@ -79,6 +79,7 @@ class DetectorProcess:
         scenario_info(registry, scenario, self.key.decode(), "detector")
         self._mtime: float | None = None
         self.judged = 0
+        self.signer = signer
 
     def _reload(self) -> None:
         try:
@@ -96,8 +97,16 @@ class DetectorProcess:
             log.warning("%s is for scenario %s, not %s: ignored", self.snapshot, state.get("scenario_key"),
                         self.key.decode())  # fmt: skip
             return
-        self.world.model.set_state(state["learner"]["model"])
-        self.refresh(self.world.model)
+        good = self.world.model.get_state()
+        try:
+            self.world.model.set_state(state["learner"]["model"])
+            self.refresh(self.world.model)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:  # the right format, wrong contents
+            log.warning("model snapshot %s not loaded (%s: %s); keeping the last good one", self.snapshot,
+                        type(exc).__name__, exc)  # fmt: skip
+            self.world.model.set_state(good)
+            self._mtime = mtime
+            return
         self._mtime = mtime
         self.metrics.snapshot_events.set(state["next_id"])
         log.info("model snapshot at stream position %d loaded from %s", state["next_id"], self.snapshot)
@@ -105,7 +114,7 @@ class DetectorProcess:
     def run(self) -> None:
         counts = kafka_io.ensure_topics(self.settings, list(self.topics), 1, self.stop)
         receiver = kafka_io.EventReceiver(self.settings, list(self.topics), self.key, self.codec, None, None,
-                                          self.group_id)  # fmt: skip
+                                          self.group_id, self.signer)  # fmt: skip
         log.info("%s: detector %r in group %s on %s (%s)", self.key.decode(), self.detector, self.group_id,
                  ", ".join(self.topics), counts)  # fmt: skip
         last_reload = 0.0

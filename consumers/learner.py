@@ -33,6 +33,7 @@ from simulator.pipeline.engine import Learner, RunResult, World
 from simulator.transport import kafka as kafka_io
 from simulator.transport.codec import Codec
 from simulator.transport.merge import Merger
+from simulator.transport.signing import Signer
 
 log = logging.getLogger("consume")
 
@@ -47,8 +48,9 @@ class LearnerOptions:
     fresh: bool = False
     stall_s: float = 5.0
     gap_timeout_s: float = 0.0  # 0: wait for a missing event forever
-    max_buffered: int = 2_000_000
+    max_buffered_bytes: int = 256 * 2**20  # events held for the merge, at most (a topic running ahead is paused)
     partitions: int = 1
+    signer: Signer | None = None  # verifies every record; None: records are not checked
 
 
 class LearnerProcess:
@@ -66,6 +68,7 @@ class LearnerProcess:
         self.collector = LearnerCollector(scenario.model.kind, registry)
         scenario_info(registry, scenario, self.key.decode(), "learner")
         self.merger = Merger(2)
+        self.last_id = [-1, -1]  # per topic: the id of the last event read from it
         self.counts = {"events": [0, 0], "dead_letters": {}}  # what the checkpoint carries over to the metrics
         self.dead_letters: kafka_io.DeadLetters | None = None
         self._started: float | None = None
@@ -124,7 +127,7 @@ class LearnerProcess:
                                             options.partitions, self.stop)  # fmt: skip
             self.dead_letters = kafka_io.DeadLetters(self.settings, options.dead_letter_topic)
             self.receiver = kafka_io.EventReceiver(self.settings, list(options.topics), self.key, self.codec, counts,
-                                                   self.dead_letters, options.group_id)  # fmt: skip
+                                                   self.dead_letters, options.group_id, options.signer)  # fmt: skip
             self.receiver.seek(self.merger.resume_offsets())
             where = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in self.receiver.partitions)
             log.info("%s: consuming %s from stream position %d", self.key.decode(), where, self.merger.next_id)
@@ -165,8 +168,8 @@ class LearnerProcess:
                         self.metrics.stalled.set(0)
                 if released:
                     last_release = now
-                paused = self._flow_control(paused)
-            elif now - last_arrival > options.stall_s and stalled_since is None:
+            paused = self._flow_control(paused)
+            if not received and now - last_arrival > options.stall_s and stalled_since is None:
                 stalled_since = last_arrival
                 self.metrics.stalled.set(1)
                 log.warning("no events for %.0f s at stream position %d of %d: waiting (broker unreachable "
@@ -195,21 +198,39 @@ class LearnerProcess:
             self.merger.add(part.stream, batch, truth, part.offsets)
             self.merger.mark_consumed(part.stream, part.next_offset)
             self.metrics.duplicates.inc(self.merger.duplicates - before)
+            if len(batch):
+                self.last_id[part.stream] = int(batch.ids[-1])
             if part.ignored:
                 self.metrics.ignored.inc(part.ignored)
             for reason in part.dead:
-                self.metrics.dead_letters.labels(reason=reason).inc()
-                self.counts["dead_letters"][reason] = self.counts["dead_letters"].get(reason, 0) + 1
+                self._count_dead_letter(reason)
             arrived += len(batch)
+        self._dead_letter_conflicts()
         return arrived
+
+    def _count_dead_letter(self, reason: str) -> None:
+        self.metrics.dead_letters.labels(reason=reason).inc()
+        self.counts["dead_letters"][reason] = self.counts["dead_letters"].get(reason, 0) + 1
+
+    def _dead_letter_conflicts(self) -> None:
+        """Each copy of an id that arrived twice with different content: not learned, dead-lettered."""
+        for event_id, stream, offset in self.merger.conflicts:
+            topic = self.options.topics[stream]
+            log.error("conflict: event %d arrived twice with different content (%s offset %d); neither is learned",
+                      event_id, topic, offset)  # fmt: skip
+            record = kafka_io.Unreadable(topic, self.receiver.partition_of(stream), offset, key=self.key)
+            self.dead_letters.send(record, "conflict", f"event {event_id} held with other content")
+            self._count_dead_letter("conflict")
+        self.merger.conflicts.clear()
 
     def _feed(self) -> int:
         released = 0
         before = self.merger.duplicates
         while (ready := self.merger.pop()) is not None:
-            batch, truth, streams = ready
+            batch, truth, _topics = ready
             self.learner.feed(batch, truth)
-            for i, n in enumerate(np.bincount(streams, minlength=2).tolist()):
+            # by the stream an event belongs to (benign or attack: ground truth), not the topic it came on
+            for i, n in enumerate(np.bincount(truth.is_poison.astype(np.int64), minlength=2).tolist()):
                 if n:
                     self.metrics.events.labels(stream=STREAMS[i]).inc(n)
                     self.counts["events"][i] += n
@@ -221,21 +242,34 @@ class LearnerProcess:
         return released
 
     def _flow_control(self, paused: list[bool]) -> list[bool]:
-        """Pause the topic that runs too far ahead of the other; resume when the buffer drains."""
-        ahead = self.merger.ahead() if self.merger.buffered > self.options.max_buffered else None
+        """Over the memory bound, pause topics read past the next id needed; never all, never the one that holds it.
+
+        Each topic delivers its ids in increasing order, so a topic whose last
+        id is below the next one needed may still hold it and keeps being
+        read; of the others, the one furthest behind is read too.
+        """
+        cap, held = self.options.max_buffered_bytes, self.merger.buffered_bytes
+        may_hold = [last < self.merger.next_id for last in self.last_id]
+        if held > cap:
+            want = [not m for m in may_hold]
+            if all(want):
+                want[min(range(2), key=lambda s: self.last_id[s])] = False
+        elif held < cap // 2:
+            want = [False, False]
+        else:  # between the marks: stay as is, unless the topic may hold the next id
+            want = [p and not m for p, m in zip(paused, may_hold)]
         for stream in range(2):
-            should = bool(ahead) and ahead[stream] > ahead[1 - stream]
-            if should != paused[stream] and (should or self.merger.buffered < self.options.max_buffered // 2):
-                self.receiver.pause(stream, should)
-                log.info("%s %s: %d events buffered", "pausing" if should else "resuming",
-                         self.options.topics[stream], self.merger.buffered)  # fmt: skip
-                paused[stream] = should
+            if want[stream] != paused[stream]:
+                self.receiver.pause(stream, want[stream])
+                log.info("%s %s: %d events (%.0f MiB) held for the merge", "pausing" if want[stream] else "resuming",
+                         self.options.topics[stream], self.merger.buffered, held / 2**20)  # fmt: skip
+                paused[stream] = want[stream]
         return paused
 
     def _gap(self, waited: float, paused: list[bool]) -> None:
         """The next event has not come for a while although later ones have."""
         lags = self.receiver.lag()
-        caught_up = all(p or lag == 0 for p, lag in zip(paused, lags))
+        caught_up = all(lag == 0 for lag in lags)  # a paused topic with lag may still hold the id
         if self.options.gap_timeout_s and caught_up:
             skipped = self.merger.skip_gap()
             self.metrics.skipped.inc(skipped)

@@ -73,12 +73,12 @@ def main(args: argparse.Namespace) -> int:
     key = kafka_io.scenario_key(scenario).decode()
     checkpoint_path = args.checkpoint_dir / f"{key}.npz"
     topics = (args.benign_topic, args.attack_topic)
-    registry, stop = CollectorRegistry(), service.StopFlag(log)
+    registry, stop, signer = CollectorRegistry(), service.StopFlag(log), service.signer(args, log)
     if args.role == "detector":
         from consumers.detector import DetectorProcess
 
         process = DetectorProcess(scenario, settings, topics, args.group_id or "poisonsim-detector",
-                                  args.snapshot or checkpoint_path, args.detector, registry, stop)  # fmt: skip
+                                  args.snapshot or checkpoint_path, args.detector, registry, stop, signer)  # fmt: skip
         server = service.start_metrics(args, registry)
         try:
             process.run()
@@ -92,6 +92,7 @@ def main(args: argparse.Namespace) -> int:
     options = LearnerOptions(
         topics, args.dead_letter_topic, args.group_id or "poisonsim-learner", checkpoint_path,
         args.checkpoint_interval, args.fresh, args.stall_seconds, args.gap_timeout, partitions=args.partitions,
+        signer=signer,
     )  # fmt: skip
     from services.checkpoint import CheckpointError
 

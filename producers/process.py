@@ -89,6 +89,7 @@ def produce(scenario, role: str, settings, args, registry, log, stop) -> tuple[i
     sender = kafka_io.EventSender(
         settings, codec, topic, key, partition, args.events_per_message,
         on_state=lambda up: metrics.broker_up.set(1 if up else 0), on_retry=metrics.retries.inc,
+        signer=service.signer(args, log),
     )  # fmt: skip
     log.info("%s: publishing the %s side of %s (%d events) to %s[%d], %d event(s) per message, %s",
              key.decode(), role, scenario.name, n_events, topic, partition, args.events_per_message,

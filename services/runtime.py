@@ -60,6 +60,9 @@ def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
                            help="default %(default)s")  # fmt: skip
     kafka.add_argument("--partitions", type=int, default=int(_env("PARTITIONS", "1")),
                        help="partitions of topics this process creates when missing (default %(default)s)")  # fmt: skip
+    kafka.add_argument("--signing-key-file", default=_env("SIGNING_KEY_FILE"), metavar="PATH",
+                       help="key that signs (producers) and verifies (consumers) every record; or the key itself "
+                       "in POISONSIM_SIGNING_KEY (hex). Without one, records are neither signed nor checked")  # fmt: skip
 
 
 def kafka_settings(args: argparse.Namespace) -> KafkaSettings:
@@ -73,6 +76,20 @@ def kafka_settings(args: argparse.Namespace) -> KafkaSettings:
         args.bootstrap_servers, args.security_protocol, args.sasl_mechanism, args.sasl_username, password,
         args.ssl_cafile, args.ssl_certfile, args.ssl_keyfile, os.environ.get("POISONSIM_SSL_PASSWORD"),
     ).check()  # fmt: skip
+
+
+def signer(args: argparse.Namespace, log: logging.Logger):
+    """The record signer the flags give, or None (and a warning: anyone who can write the topics can forge)."""
+    from simulator.transport.signing import load_signer
+
+    try:
+        loaded = load_signer(args.signing_key_file)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if loaded is None:
+        log.warning("no signing key (--signing-key-file or POISONSIM_SIGNING_KEY): records are not signed or "
+                    "checked, so anyone who can write the topics can forge events and ground truth")  # fmt: skip
+    return loaded
 
 
 def add_metrics_arguments(parser: argparse.ArgumentParser, default_port: int | None) -> None:

@@ -72,12 +72,15 @@ class ModelKeys:
                                        "this since the previous snapshot", ge=0)] = 0,
         pin_content: Annotated[bool, Key("split-view: refuse content whose hash differs from the one seen at "
                                          "vetting")] = False,
+        threads: Annotated[int, Key("torch threads of the run: fixed, so the same seed gives the same floats on "
+                                    "any core count", ge=1, le=256)] = 1,
     ):  # fmt: skip
         self.snapshot_every = snapshot_every
         self.snapshot_jitter = snapshot_jitter
         self.quarantine = quarantine
         self.veto_flags = veto_flags
         self.pin_content = pin_content
+        self.threads = threads
 
 
 class EvaluationKeys:
@@ -131,8 +134,12 @@ class Section:
         return self._kinds[selector]
 
     def build(self, selector: str = "kind", **context: Any):
-        """The kind a selector chose, built from this section's values and the world's ``context``."""
-        return self._kinds[selector].build(self._values, **context)
+        """The kind a selector chose, built from this section's values and the world's ``context``.
+
+        A key that is itself a kind (``attack.trigger``) is built first, without context.
+        """
+        values = {k: v.build() if isinstance(v, Section) else v for k, v in self._values.items()}
+        return self._kinds[selector].build(values, **context)
 
     def to_dict(self) -> dict[str, Any]:
         """Selectors and every key (nested tables as tables), unset optional values left out."""
@@ -141,7 +148,7 @@ class Section:
             value = self._values[name]
             if value is None:
                 continue
-            value = list(value) if isinstance(value, tuple) else value
+            value = list(value) if isinstance(value, tuple) else value.to_dict() if isinstance(value, Section) else value
             (out.setdefault(param.key.table, {}) if param.key.table else out)[name] = value
         return out
 
@@ -183,6 +190,11 @@ def build_section(path: str, spec: SectionSpec, table: Any) -> Section:
             values[by_path[key].name] = check_value(f"{path}.{key}", by_path[key], value)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    for name, param in params.items():
+        if param.type == "kind":  # a kind of another concept: its own section, validated the same way
+            table = {"kind": values[name]} if isinstance(values[name], str) else values[name]
+            spec = SectionSpec(param.path, (("kind", param.key.kinds, param.default),))
+            values[name] = build_section(f"{path}.{param.path}", spec, table)
     return Section(path, kinds, params, values)
 
 

@@ -48,6 +48,9 @@ def _kinds(args: argparse.Namespace) -> int:
             print(f"  needs a model or source that offers: {', '.join(sorted(kind.requires))}")
         for param in kind.keys.values():
             print(f"  {param.describe()}")
+            if param.type == "kind":  # the keys of the default kind it names, as written in its table
+                for nested in param.key.kinds.get(param.default).keys.values():
+                    print(f"    {param.path}.{nested.describe()}")
         return 0
     concept = None
     for kind in kinds:

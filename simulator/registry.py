@@ -38,7 +38,7 @@ from typing import Any
 
 
 EXPECTED = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-            "floats": "a list of numbers"}  # fmt: skip
+            "floats": "a list of numbers", "kind": "a kind"}  # fmt: skip
 
 
 class UnknownKind(LookupError):
@@ -49,8 +49,10 @@ class UnknownKind(LookupError):
 class Key:
     """What a constructor parameter accepts as a scenario key.
 
-    ``table`` puts the key in a nested table (``[attack.trigger] size = 2``).
-    Numbers must be finite unless ``finite=False``.
+    ``table`` puts the key in a nested table; ``kinds`` makes the key a kind
+    of another concept, written as its name or as a table of its own
+    (``[attack.trigger] kind = "patch"``, ``size = 2``); ``choices`` then
+    restricts the kinds. Numbers must be finite unless ``finite=False``.
     """
 
     doc: str
@@ -61,6 +63,7 @@ class Key:
     choices: tuple | None = None
     table: str | None = None
     finite: bool = True
+    kinds: Registry | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ class Param:
 
     def expected(self) -> str:
         """What is allowed, in words."""
+        if self.type == "kind":
+            choices = self.key.choices or list(self.key.kinds.load_all())
+            return f"a {self.key.kinds.concept} kind ({', '.join(choices)}) or a table of its keys"
         if self.key.choices:
             return "one of " + ", ".join(map(str, self.key.choices))
         noun = EXPECTED[self.type]
@@ -122,9 +128,19 @@ class Kind:
         """An instance from validated key values and the world's context."""
         accepted = inspect.signature(self.factory.__init__).parameters
         context = {name: value for name, value in context.items() if name in accepted}
-        obj = self.factory(**{name: values[name] for name in self.keys if name in values}, **self.fixed, **context)
+        keys = {name: self._nested(name, values[name]) for name in self.keys if name in values}
+        obj = self.factory(**keys, **self.fixed, **context)
         obj.kind = self.name
         return obj
+
+
+    def _nested(self, name: str, value: Any) -> Any:
+        """A key that is a kind of another concept, given as its name or table, built."""
+        param = self.keys[name]
+        if param.type != "kind" or not isinstance(value, (str, dict)):
+            return value
+        table = {"kind": value} if isinstance(value, str) else {"kind": param.default, **value}
+        return param.key.kinds.get(table.pop("kind")).build(table)
 
 
 class Registry:
@@ -217,7 +233,7 @@ def schema(cls: type, context: frozenset[str] | set[str] = frozenset()) -> dict[
             raise TypeError(f"{cls.__name__}.__init__: parameter {name!r} needs an Annotated[..., Key(...)]")
         if p.default is p.empty:
             raise TypeError(f"{cls.__name__}.__init__: parameter {name!r} needs a default")
-        base, optional = _base_type(typing.get_args(hint)[0])
+        base, optional = ("kind", False) if extras[0].kinds else _base_type(typing.get_args(hint)[0])
         params[name] = Param(name, base, p.default, extras[0], optional)
     return params
 
@@ -245,6 +261,8 @@ def check_value(path: str, param: Param, value: Any) -> Any:
     """
     if value is None and param.optional:
         return None
+    if param.type == "kind":
+        return _check_kind(path, param, value)
     value = _coerce(path, param.type, value)
     key = param.key
     if param.type in ("int", "float", "floats"):
@@ -259,6 +277,24 @@ def check_value(path: str, param: Param, value: Any) -> Any:
                               ("<=", key.le, lambda b: value <= b), ("<", key.lt, lambda b: value < b)):  # fmt: skip
             if bound is not None and not ok(bound):
                 raise ValueError(f"{path}: expected {noun} {op} {bound:g}, got {value!r}")
+    return value
+
+
+def _check_kind(path: str, param: Param, value: Any) -> Any:
+    """A kind key: a kind name, or a table whose ``kind`` (default: the key's default) names one."""
+    if not isinstance(value, (str, dict)):
+        raise ValueError(f"{path}: expected {param.expected()}, got {value!r}")
+    name = value if isinstance(value, str) else value.get("kind", param.default)
+    registry = param.key.kinds
+    if not isinstance(name, str):
+        raise ValueError(f"{path}.kind: expected a string, got {name!r}")
+    if param.key.choices is not None and name not in param.key.choices:
+        raise ValueError(f"{path}: expected a {registry.concept} kind among {', '.join(param.key.choices)}; "
+                         f"got {name!r}")  # fmt: skip
+    try:
+        registry.get(name)
+    except UnknownKind as exc:
+        raise ValueError(f"{path}: {exc}") from None
     return value
 
 
@@ -293,7 +329,8 @@ MODELS = Registry("model", ("simulator.models.centroid", "simulator.models.neura
                   context=("n_classes", "n_features", "image_side", "seed"))  # fmt: skip
 ATTACKS = Registry("attack", tuple(f"simulator.attacks.{m}" for m in (
     "base", "label_flip", "targeted", "centroid_shift", "backdoor", "gradient_alignment", "supply_chain")))  # fmt: skip
+TRIGGERS = Registry("trigger", ("simulator.attacks.triggers",))
 CHANNELS = Registry("channel", ("simulator.attacks.schedule",))
 DEFENSES = Registry("defense", tuple(f"simulator.defenses.{m}" for m in (
     "window", "drift", "strip", "isolation", "pruning", "analysis")))  # fmt: skip
-REGISTRIES = {r.concept: r for r in (SOURCES, MODELS, ATTACKS, CHANNELS, DEFENSES)}
+REGISTRIES = {r.concept: r for r in (SOURCES, MODELS, ATTACKS, TRIGGERS, CHANNELS, DEFENSES)}

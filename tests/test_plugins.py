@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
@@ -67,6 +68,35 @@ class LowConfidence(Defense):
 
     def inspect(self, batch, model):
         return model.predict_proba_many(batch.x).max(axis=1) < self.threshold
+'''
+
+TRIGGER = '''
+"""SIG (Barni et al. 2019): a horizontal sinusoid added to the image, clipped to [0, 1]."""
+from typing import Annotated
+
+import numpy as np
+
+from simulator.attacks.triggers import Trigger
+from simulator.registry import TRIGGERS, Key
+
+
+@TRIGGERS.register("sig", examples=[{"delta": 0.3, "frequency": 1}])
+class SignalTrigger(Trigger):
+    """SIG: x' = clip(x + delta sin(2 pi j f / m)), j the column, m the image width."""
+
+    def __init__(self, delta: Annotated[float, Key("amplitude of the sinusoid", gt=0, le=1)] = 0.2,
+                 frequency: Annotated[int, Key("periods across the image", ge=1, le=64)] = 6):
+        self.delta, self.frequency = delta, frequency
+
+    def fit(self, pool_x, image_side, rng):
+        n_features = np.shape(pool_x)[1]
+        width = image_side or n_features
+        column = np.arange(n_features) % width
+        self.signal_ = (self.delta * np.sin(2 * np.pi * column * self.frequency / width)).astype(np.float32)
+        return self
+
+    def __call__(self, x):
+        return np.clip(np.asarray(x, dtype=np.float32) + self.signal_, 0, 1).astype(np.float32)
 '''
 
 
@@ -134,3 +164,55 @@ def test_the_check_suite_runs_plugin_kinds(tmp_path):
         done = poisonsim(tmp_path, "check", concept, kind, "--plugin", module)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "check_host_state_round_trip" in done.stdout and "FAIL" not in done.stdout
+
+
+def install_trigger_package(tmp_path: Path) -> Path:
+    """Build a wheel that declares the trigger under the ``poisonsim.triggers`` entry point; pip installs it."""
+    wheel = tmp_path / "sig_trigger-0.1-py3-none-any.whl"
+    info = "sig_trigger-0.1.dist-info"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("sig_trigger.py", textwrap.dedent(TRIGGER))
+        archive.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: sig-trigger\nVersion: 0.1\n")
+        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                          "Tag: py3-none-any\n")  # fmt: skip
+        archive.writestr(f"{info}/entry_points.txt", "[poisonsim.triggers]\nsig = sig_trigger\n")
+        archive.writestr(f"{info}/RECORD", "")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--target",
+                    str(site), str(wheel)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    return site
+
+
+def test_a_trigger_from_an_installed_package_is_found_through_its_entry_point(tmp_path):
+    site = install_trigger_package(tmp_path)
+    assert (site / "sig_trigger.py").exists() and not (tmp_path / "sig_trigger.py").exists()
+    listed = poisonsim(site, "kinds", "trigger")  # no --plugin: the entry point alone names the module
+    assert "  sig " in listed.stdout, listed.stdout + listed.stderr
+    scenario = tmp_path / "sig.toml"
+    scenario.write_text(textwrap.dedent('''
+        seed = 4
+        [stream]
+        source = "digits"
+        n_events = 2000
+        [model]
+        kind = "mlp"
+        hidden = 32
+        pretrain_events = 300
+        device = "cpu"
+        [attack]
+        kind = "badnets"
+        rate = 0.1
+        [attack.trigger]
+        kind = "sig"
+        delta = 0.3
+        [evaluation]
+        every = 500
+    '''))
+    done = poisonsim(site, "run", str(scenario), "--quiet", "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["attack_success_rate"] > 0.5, summary["attack_success_rate"]
+    wrong = poisonsim(site, "run", str(scenario), "--set", "attack.trigger.size=2", "--quiet")
+    assert 'attack.trigger.size: not a key of trigger kind "sig" (its keys: delta, frequency)' in wrong.stderr
+    checked = poisonsim(site, "check", "trigger", "sig")
+    assert checked.returncode == 0 and "check_trigger_stamps_copies" in checked.stdout, checked.stdout

@@ -2,12 +2,13 @@
 
 The attacker stamps its trigger on clean samples it drew and relabels them
 to ``target_class``. Success is measured on held-out inputs of the other
-classes with the trigger stamped: the share predicted as the target.
+classes with the trigger stamped: the share predicted as the target. The
+trigger is a kind of its own (:mod:`simulator.attacks.triggers`): BadNets
+and Blended differ in the one they stamp by default.
 
->>> from typing import Annotated
-
-import numpy as np
->>> attack = BadNets(target_class=0, size=1, position="top-left")
+>>> import numpy as np
+>>> from simulator.attacks.triggers import PatchTrigger
+>>> attack = BadNets(target_class=0, trigger=PatchTrigger(size=1, position="top-left"))
 >>> k = AttackerKnowledge(draw=None, n_classes=2, scale=1.0, pool_x=np.zeros((4, 4)),
 ...                       pool_y=np.array([0, 1, 1, 0]), image_side=2)
 >>> x, y = attack.fit(k, np.random.default_rng(0)).poison(np.zeros((1, 4)), np.ones(1), None)
@@ -17,27 +18,26 @@ import numpy as np
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 
-from simulator.attacks.base import Attack, AttackerKnowledge, check_batch, non_target  # noqa: F401
-from simulator.attacks.base import PatchPosition, PatchSize, PatchValue, TargetClass
-from simulator.registry import ATTACKS, Key
-from simulator.attacks.triggers import BlendTrigger, PatchTrigger, make_pattern
+from simulator.attacks.base import Attack, AttackerKnowledge, TargetClass, check_batch, non_target
+from simulator.attacks.triggers import Trigger, fresh_trigger
+from simulator.registry import ATTACKS, TRIGGERS, Key
+
+TriggerKind = Annotated[Any, Key("the trigger stamped on poison (poisonsim kinds trigger)", kinds=TRIGGERS)]
 
 
 class TriggerAttack(Attack):
-    """Base: stamp, relabel; ``trigger_`` is built in :meth:`fit`."""
+    """Base: stamp, relabel; the fitted trigger is ``trigger_``."""
 
     target_class: int
-
-    def build_trigger(self, knowledge: AttackerKnowledge, rng: np.random.Generator):
-        raise NotImplementedError
+    trigger: Trigger | str | dict
 
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> TriggerAttack:
         others = non_target(knowledge, self.target_class)
-        self.trigger_ = self.build_trigger(knowledge, rng)
+        self.trigger_ = fresh_trigger(self.trigger).fit(knowledge.pool_x, knowledge.image_side, rng)
         self.target_x_ = self.trigger_(others)
         self.target_class_ = self.target_class
         return self
@@ -47,38 +47,20 @@ class TriggerAttack(Attack):
         return self.trigger_(x), np.full(len(x), self.target_class, dtype=np.int64)
 
 
-@ATTACKS.register("badnets", examples=[{"target_class": 2, "size": 1}, {"position": "top-left", "value": 0.5}])
+@ATTACKS.register("badnets", examples=[{"target_class": 2, "trigger": {"size": 1}},
+                                       {"trigger": {"kind": "blend", "alpha": 0.5}}])  # fmt: skip
 class BadNets(TriggerAttack):
     """Gu et al. 2017: a small patch of fixed pixels."""
 
-    def __init__(self, target_class: TargetClass = 0, size: PatchSize = 2, position: PatchPosition = "bottom-right",
-                 value: PatchValue = 1.0):  # fmt: skip
+    def __init__(self, target_class: TargetClass = 0, trigger: TriggerKind = "patch"):
         self.target_class = target_class
-        self.size = size
-        self.position = position
-        self.value = value
-
-    def build_trigger(self, knowledge, rng) -> PatchTrigger:
-        trigger = PatchTrigger(knowledge.image_side, self.size, self.position, self.value)
-        trigger.indices(knowledge.pool_x.shape[1])  # refuses a patch that does not fit
-        return trigger
+        self.trigger = trigger
 
 
-@ATTACKS.register("blended", examples=[{"pattern": "noise", "alpha": 0.3}, {"pattern": "image"}])
+@ATTACKS.register("blended", examples=[{"trigger": {"pattern": "noise", "alpha": 0.3}}, {"trigger": "patch"}])
 class Blended(TriggerAttack):
     """Chen et al. 2017: a pattern blended in with weight alpha."""
 
-    def __init__(
-        self,
-        target_class: TargetClass = 0,
-        pattern: Annotated[str, Key("blend pattern", choices=("checkerboard", "noise", "image"), table="trigger")]
-        = "checkerboard",
-        alpha: Annotated[float, Key("x' = (1 - alpha) x + alpha pattern", gt=0, le=1, table="trigger")] = 0.2,
-    ):  # fmt: skip
+    def __init__(self, target_class: TargetClass = 0, trigger: TriggerKind = "blend"):
         self.target_class = target_class
-        self.pattern = pattern
-        self.alpha = alpha
-
-    def build_trigger(self, knowledge, rng) -> BlendTrigger:
-        n_features = knowledge.pool_x.shape[1]
-        return BlendTrigger(make_pattern(self.pattern, n_features, knowledge.image_side, rng, knowledge.pool_x), self.alpha)
+        self.trigger = trigger

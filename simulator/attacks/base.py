@@ -23,10 +23,6 @@ TargetPoint = Annotated[tuple[float, ...] | None, Key("X' (default: drawn from h
 TargetCount = Annotated[int, Key("targets X' drawn from held-out events of other classes", ge=1, le=100_000)]
 SupplierEvents = Annotated[int, Key("attacker's own clean training events (supplier / surrogate)", ge=1,
                                     le=10**7)]  # fmt: skip
-PatchSize = Annotated[int, Key("side of the square patch, in pixels", ge=1, table="trigger")]
-PatchPosition = Annotated[str, Key("patch corner", choices=("bottom-right", "bottom-left", "top-right", "top-left"),
-                                   table="trigger")]  # fmt: skip
-PatchValue = Annotated[float, Key("patch intensity", ge=0, le=1, table="trigger")]
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from simulator.attacks.base import Attack, AttackerKnowledge, PatchPosition, PatchSize, PatchValue, SupplierEvents, TargetClass, non_target
-from simulator.registry import ATTACKS, Key
-from simulator.attacks.triggers import PatchTrigger
+from simulator.attacks.backdoor import TriggerKind
+from simulator.attacks.base import Attack, AttackerKnowledge, SupplierEvents, TargetClass, non_target
+from simulator.attacks.triggers import fresh_trigger
+from simulator.registry import ATTACKS, TRIGGERS, Key
 from simulator.models.nets import CNN, MLP, Net, train_offline
 
 SUPPLIER_EPOCHS = 8
@@ -45,15 +46,11 @@ class SupplyChainAttack(Attack):
     def __init__(
         self,
         target_class: TargetClass = 0,
-        size: PatchSize = 2,
-        position: PatchPosition = "bottom-right",
-        value: PatchValue = 1.0,
+        trigger: TriggerKind = "patch",
         supplier_events: SupplierEvents = 5_000,
     ):
         self.target_class = target_class
-        self.size = size
-        self.position = position
-        self.value = value
+        self.trigger = trigger
         self.supplier_events = supplier_events
 
     poison_weight_: float = 0.0
@@ -61,7 +58,7 @@ class SupplyChainAttack(Attack):
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> SupplyChainAttack:
         if knowledge.model is None or "torch-net" not in knowledge.model.offers:
             raise ValueError(f"{type(self).__name__}: needs the victim's neural architecture to supply a model")
-        self.trigger_ = PatchTrigger(knowledge.image_side, self.size, self.position, self.value)
+        self.trigger_ = fresh_trigger(self.trigger).fit(knowledge.pool_x, knowledge.image_side, rng)
         self.target_x_ = self.trigger_(non_target(knowledge, self.target_class))
         self.target_class_ = self.target_class
         x, y = knowledge.draw(rng, self.supplier_events)
@@ -97,17 +94,17 @@ class SupplyChainAttack(Attack):
         train_offline(net, x, y, rng, SUPPLIER_EPOCHS, SUPPLIER_BATCH, loss_fn=loss)
 
 
-SUPPLY_EXAMPLES = [{"supplier_events": 200, "size": 1}]
+SUPPLY_EXAMPLES = [{"supplier_events": 200, "trigger": {"size": 1}}]
 
 
 @ATTACKS.register("malicious-training", requires=("torch-net",), examples=SUPPLY_EXAMPLES)
 class MaliciousTraining(SupplyChainAttack):
     """A supplied model trained on (1 - lambda) L_benign + lambda L_adv(x + patch, c)."""
 
-    def __init__(self, target_class: TargetClass = 0, size: PatchSize = 2, position: PatchPosition = "bottom-right",
-                 value: PatchValue = 1.0, supplier_events: SupplierEvents = 5_000,
+    def __init__(self, target_class: TargetClass = 0, trigger: TriggerKind = "patch",
+                 supplier_events: SupplierEvents = 5_000,
                  poison_weight: Annotated[float, Key("lambda of the adversarial loss", ge=0, le=1)] = 0.2):  # fmt: skip
-        super().__init__(target_class, size, position, value, supplier_events)
+        super().__init__(target_class, trigger, supplier_events)
         self.poison_weight = poison_weight
         self.poison_weight_ = poison_weight
 
@@ -116,12 +113,21 @@ class MaliciousTraining(SupplyChainAttack):
 class MaliciousArchitecture(SupplyChainAttack):
     """A clean-trained model whose shipped code adds a trigger branch."""
 
+    def __init__(
+        self,
+        target_class: TargetClass = 0,
+        trigger: Annotated[Any, Key("the patch the branch looks for (poisonsim kinds trigger patch)",
+                                    kinds=TRIGGERS, choices=("patch",))] = "patch",
+        supplier_events: SupplierEvents = 5_000,
+    ):  # fmt: skip
+        super().__init__(target_class, trigger, supplier_events)
+
     def package(self, net: Net) -> nn.Module:
         backdoored_class = {MLP: BackdooredMLP, CNN: BackdooredCNN}[type(net)]
         module = backdoored_class.__new__(backdoored_class)
         module.__dict__.update(net.__dict__)
-        module.branch_indices = self.trigger_.indices(self.target_x_.shape[1]).tolist()
-        module.branch_value = self.value
+        module.branch_indices = self.trigger_.region(self.target_x_.shape[1]).tolist()
+        module.branch_value = self.trigger_.value
         module.branch_target = self.target_class
         return module
 

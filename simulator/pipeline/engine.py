@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ class World:
         rng_source, rng_warmup, rng_model, rng_attacker, *_ = _seeds(scenario)
         source = make_source(scenario.stream, np.random.default_rng(rng_source))
         model = build_model(scenario.model, source.n_classes, _seed_int(rng_model), source.n_features, source.image_side)
+        fix_threads(scenario.model.threads)
         attack = build_attack(scenario.attack)
         if attack.supplies_model:  # the victim starts from the attacker's model, not its own pre-training
             attack.fit(attacker_knowledge(source, model=model), np.random.default_rng(rng_attacker))
@@ -280,6 +282,17 @@ def write_results(result: RunResult, scenario: Scenario, out: str | Path) -> Pat
             writer.writeheader()
             writer.writerows(rows)
     return out
+
+
+def fix_threads(threads: int) -> None:
+    """Set torch's thread count for this process, when torch is in use.
+
+    A float sum split over another number of threads rounds differently, so
+    a neural run is reproducible from its seed only with the count fixed.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def _batches(n_events: int, every: int):

@@ -51,7 +51,7 @@ PINNED = 1  # header flag: records carry the vetted content hash
 HEADER = np.dtype([("magic", "S2"), ("version", "u1"), ("flags", "u1"), ("n_features", "<u4"), ("n_events", "<u4")])
 DEFAULT_MAX_BYTES = 1_000_000  # Kafka's default message.max.bytes
 
-REASONS = (
+DECODE_REASONS = (
     "empty",
     "truncated",
     "trailing_bytes",
@@ -64,6 +64,13 @@ REASONS = (
     "bad_id",
     "bad_truth",
 )
+RECEIVER_REASONS = (  # refused before decoding, by the receiver, or by the merge
+    "unreadable",  # the client library could not parse the record
+    "bad_header",  # a header without a value, or repeated
+    "bad_signature",  # unsigned, or signed with another key
+    "conflict",  # an id already held with other content
+)
+REASONS = DECODE_REASONS + RECEIVER_REASONS
 
 
 class DecodeError(ValueError):

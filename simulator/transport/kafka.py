@@ -6,11 +6,13 @@
 - :func:`scenario_key` and :func:`partition_for`: events are keyed by scenario
   id, and producer and consumer compute the same partition from the key.
 - :class:`EventSender`: encodes batches (:mod:`simulator.transport.codec`) and sends them
-  with ground truth in a header; waits out an unreachable broker, logging it,
+  with ground truth in a header, signed when given a key
+  (:mod:`simulator.transport.signing`); waits out an unreachable broker, logging it,
   and sends again whatever failed, so nothing is lost once it is back.
-- :class:`EventReceiver`: reads the scenario's partition of each topic from
+- :class:`EventReceiver` (:mod:`simulator.transport.receiver`): reads the scenario's partition of each topic from
   given offsets (manual assignment: the consumer's checkpoint owns the
-  offsets), decodes, and sends what does not decode to the dead-letter topic.
+  offsets), decodes, and sends what is refused (malformed, unreadable,
+  unsigned) to the dead-letter topic (:mod:`simulator.transport.dead_letters`).
 
 >>> [partition_for(b"centroid-shift-0123456789ab", n) for n in (1, 4, 12)]
 [0, 2, 10]
@@ -27,11 +29,12 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
-import numpy as np
 
 from simulator.config import ConfigError
 from simulator.events import EventBatch, Truth
-from simulator.transport.codec import TRUTH_HEADER, Codec, Decoded
+from simulator.transport.codec import TRUTH_HEADER, Codec
+from simulator.transport.dead_letters import DeadLetters, Unreadable
+from simulator.transport.signing import SIGNATURE_HEADER, Signer
 
 log = logging.getLogger(__name__)
 
@@ -170,10 +173,11 @@ class EventSender:
     def __init__(self, settings: KafkaSettings, codec: Codec, topic: str, key: bytes, partition: int,
                  events_per_message: int = 1, stall_s: float = 2.0,
                  on_state: Callable[[bool], None] = lambda up: None,
-                 on_retry: Callable[[int], None] = lambda n: None, **producer_config):  # fmt: skip
+                 on_retry: Callable[[int], None] = lambda n: None, signer: Signer | None = None,
+                 **producer_config):  # fmt: skip
         from kafka import KafkaProducer
 
-        self.codec, self.topic, self.key, self.partition = codec, topic, key, partition
+        self.codec, self.topic, self.key, self.partition, self.signer = codec, topic, key, partition, signer
         self.events_per_message, self.stall_s = events_per_message, stall_s
         self.on_state, self.on_retry = on_state, on_retry
         config = {"acks": "all", "linger_ms": 5, "batch_size": 256 * 1024, "max_request_size": codec.max_bytes + 4096,
@@ -194,9 +198,10 @@ class EventSender:
         messages = self.codec.encode(batch, truth, self.events_per_message)
         send, topic, key, partition, futures = self.producer.send, self.topic, self.key, self.partition, self._futures
         sent = 0
+        headers = self._headers
         try:  # the fast path: the producer takes every message at once
             for value, bits in messages:
-                futures.append(send(topic, value, key=key, partition=partition, headers=[(TRUTH_HEADER, bits)]))
+                futures.append(send(topic, value, key=key, partition=partition, headers=headers(value, bits)))
                 sent += 1
         except KafkaTimeoutError:
             pass
@@ -205,6 +210,11 @@ class EventSender:
             self._send_one(value, bits)
         return len(messages)
 
+    def _headers(self, value: bytes, bits: bytes) -> list[tuple[str, bytes]]:
+        if self.signer is None:
+            return [(TRUTH_HEADER, bits)]
+        return [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, self.signer.sign(self.key, value, bits))]
+
     def _send_one(self, value: bytes, bits: bytes) -> None:
         from kafka.errors import KafkaTimeoutError
 
@@ -212,7 +222,7 @@ class EventSender:
         while True:
             try:
                 future = self.producer.send(self.topic, value, key=self.key, partition=self.partition,
-                                            headers=[(TRUTH_HEADER, bits)])  # fmt: skip
+                                            headers=self._headers(value, bits))  # fmt: skip
                 break
             except KafkaTimeoutError as exc:  # metadata or buffer space not available in max_block_ms
                 log.warning("cannot hand a message to the broker (%s); retrying in %.1f s", exc, wait)
@@ -261,133 +271,7 @@ class EventSender:
         self.producer.close()
 
 
-class DeadLetters:
-    """The dead-letter topic: the original bytes, with ``reason`` and where they came from in headers."""
+from simulator.transport.receiver import EventReceiver, Received  # noqa: E402 (it uses the settings above)
 
-    def __init__(self, settings: KafkaSettings, topic: str):
-        from kafka import KafkaProducer
-
-        self.topic = topic
-        config = {**settings.client_config(), "acks": "all", "linger_ms": 5, "delivery_timeout_ms": 600_000}
-        self.producer = retry(lambda: KafkaProducer(**config), "connecting the dead-letter producer")
-
-    def send(self, record, reason: str, detail: str) -> None:
-        headers = [("reason", reason.encode()), ("detail", detail.encode()), ("source-topic", record.topic.encode()),
-                   ("source-offset", str(record.offset).encode()),
-                   *((k, v) for k, v in (record.headers or []) if k == TRUTH_HEADER)]  # fmt: skip
-        self.producer.send(self.topic, record.value, key=record.key, headers=headers)
-
-    def flush(self) -> None:
-        self.producer.flush()
-
-    def close(self) -> None:
-        self.producer.flush()
-        self.producer.close()
-
-
-@dataclass
-class Received:
-    """One topic's share of a poll: decoded events, each with its message offset."""
-
-    stream: int
-    decoded: Decoded
-    offsets: np.ndarray
-    next_offset: int
-    ignored: int
-    dead: list[str]
-
-
-class EventReceiver:
-    """Reads stream topics and decodes them, keeping only the scenario's events.
-
-    With ``partitions`` (each topic's partition count) it reads the
-    scenario's partition of each topic by manual assignment, from offsets the
-    caller gives (:meth:`seek`); without, it joins ``group_id`` and reads
-    whatever the group assigns (a detector scales with partitions that way).
-    """
-
-    def __init__(self, settings: KafkaSettings, topics: list[str], key: bytes, codec: Codec,
-                 partitions: dict[str, int] | None, dead_letters: DeadLetters | None, group_id: str | None = None,
-                 **consumer_config):  # fmt: skip
-        from kafka import KafkaConsumer, TopicPartition
-
-        self.key, self.codec, self.dead_letters, self.group_id = key, codec, dead_letters, group_id
-        # small fetches keep the topics interleaved (a broker may fill a fetch with one partition first),
-        # so the merge buffers little
-        config = {"enable_auto_commit": False, "auto_offset_reset": "earliest", "max_poll_records": 20_000,
-                  "fetch_max_bytes": 1024 * 1024, "max_partition_fetch_bytes": max(512 * 1024, codec.max_bytes),
-                  "fetch_max_wait_ms": 200, **consumer_config}  # fmt: skip
-        if partitions is None:  # a group member (see DESIGN.md for the timeouts that join quickly)
-            config = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 600, **config}
-        self.consumer = retry(lambda: KafkaConsumer(**settings.client_config(), group_id=group_id, **config),
-                              "connecting the consumer")  # fmt: skip
-        self._stream = {topic: i for i, topic in enumerate(topics)}
-        if partitions is None:
-            self.partitions = []
-            self.consumer.subscribe(topics)
-        else:
-            self.partitions = [TopicPartition(t, partition_for(key, partitions[t])) for t in topics]
-            self.consumer.assign(self.partitions)
-
-    def seek(self, offsets: list[int]) -> None:
-        for tp, offset in zip(self.partitions, offsets):
-            self.consumer.seek(tp, offset)
-
-    def poll(self, timeout_ms: int) -> list[Received]:
-        out = []
-        for tp, records in self.consumer.poll(timeout_ms=timeout_ms).items():
-            out.append(self._decode(self._stream[tp.topic], records))
-        return out
-
-    def _decode(self, stream: int, records: list) -> Received:
-        key = self.key
-        mine = [r for r in records if r.key == key]
-        values = [r.value for r in mine]
-        truths = [h[0][1] if h and h[0][0] == TRUTH_HEADER else _truth_header(h) for h in [r.headers for r in mine]]
-        decoded = self.codec.decode_many(values, truths)
-        dead = []
-        for i, error in decoded.errors:
-            log.warning("dead letter: %s offset %d: %s", mine[i].topic, mine[i].offset, error)
-            if self.dead_letters is not None:
-                self.dead_letters.send(mine[i], error.reason, error.detail)
-            dead.append(error.reason)
-        offsets = np.array([r.offset for r in mine], dtype=np.int64)[decoded.message]
-        return Received(stream, decoded, offsets, records[-1].offset + 1, len(records) - len(mine), dead)
-
-    def lag(self) -> list[int | None]:
-        """Messages behind the end of each partition (None until known)."""
-        lags = []
-        for tp in self.partitions:
-            high = self.consumer.highwater(tp)
-            lags.append(None if high is None else max(high - self.consumer.position(tp), 0))
-        return lags
-
-    def pause(self, stream: int, paused: bool) -> None:
-        tp = self.partitions[stream]
-        (self.consumer.pause if paused else self.consumer.resume)(tp)
-
-    def commit(self, offsets: list[int] | None = None, metadata: str = "") -> None:
-        """Commit ``offsets`` (per assigned partition), or the positions reached, to the group."""
-        if self.group_id is None:
-            return
-        from kafka.errors import KafkaError
-        from kafka.structs import OffsetAndMetadata
-
-        try:
-            if offsets is None:
-                self.consumer.commit()
-            else:
-                marks = {tp: OffsetAndMetadata(o, metadata, -1) for tp, o in zip(self.partitions, offsets)}
-                self.consumer.commit(marks)
-        except KafkaError as exc:
-            log.warning("offset commit failed (%s); the checkpoint still holds them", exc)
-
-    def close(self) -> None:
-        self.consumer.close(autocommit=False)
-
-
-def _truth_header(headers) -> bytes | None:
-    for name, value in headers or ():
-        if name == TRUTH_HEADER:
-            return value
-    return None
+__all__ = ["DeadLetters", "EventReceiver", "EventSender", "KafkaSettings", "Received", "Unreadable", "ensure_topics",
+           "partition_for", "retry", "scenario_key"]  # fmt: skip

@@ -4,8 +4,13 @@ Every event carries its position in the merged stream (its id: ids are
 ``0 .. n_events - 1``). :class:`Merger` buffers what each topic delivers and
 releases the longest run of consecutive ids from the next expected one, so
 the learner sees exactly the embedded order however the topics interleave.
-An id already released (a redelivery after a restart or a producer retry) is
-dropped, so nothing is learned twice.
+An id already released or already held (a redelivery after a restart, a
+producer retry, a flood repeating one id) is dropped, so nothing is learned
+twice and nothing is held twice. Two copies of one held id that differ (in
+features, label, time, source or ground truth) are a *conflict*: neither is
+learned, the id is given up, and :attr:`Merger.conflicts` says where each
+copy came from, for the dead-letter topic. What it holds is counted in bytes
+(:attr:`Merger.buffered_bytes`), so a caller can bound it.
 
 It also knows where to resume: per topic, the offset of the earliest message
 that still holds an unreleased event (or, with none buffered, the offset after
@@ -29,6 +34,13 @@ True
 >>> merger.add(0, *part([3, 5]), offsets=np.array([6, 7]))  # 3 is a redelivery
 >>> merger.pop()[0].ids.tolist(), merger.duplicates
 ([5], 1)
+>>> forged = part([7])
+>>> forged[0].x[:] = 9.0
+>>> merger.add(1, *part([7]), offsets=np.array([2]))
+>>> merger.add(0, *forged, offsets=np.array([8]))  # id 7 again, other features
+>>> merger.add(0, *part([6, 8]), offsets=np.array([9, 9]))
+>>> merger.pop()[0].ids.tolist(), merger.conflicts, merger.skipped
+([6, 8], [(7, 1, 2), (7, 0, 8)], 1)
 """
 
 from __future__ import annotations
@@ -36,6 +48,8 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.events import EventBatch, Truth
+
+EVENT_OVERHEAD_BYTES = 40  # id, ts, label, source, offset, stream and truth flags of one held event
 
 
 class Merger:
@@ -46,46 +60,87 @@ class Merger:
         self.next_id = next_id
         self.duplicates = 0
         self.skipped = 0
+        self.conflicts: list[tuple[int, int, int]] = []  # (id, stream, offset) of each copy of a conflicting id
         # per stream: offset after the last message consumed
         self.consumed = list(consumed) if consumed is not None else [0] * n_streams
         self._parts: list[tuple[EventBatch, Truth, np.ndarray, np.ndarray]] = []
         self._buffered = 0
+        self._bytes = 0
+        self._held: np.ndarray | None = np.zeros(0, np.int64)  # sorted ids held (None: to recompute)
+        self._void: set[int] = set()  # conflicting ids given up
 
     @property
     def buffered(self) -> int:
         """Events received but not yet released."""
         return self._buffered
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Memory the held events take, approximately."""
+        return self._bytes
+
     def add(self, stream: int, batch: EventBatch, truth: Truth, offsets: np.ndarray) -> None:
         """Buffer events of ``stream``; ``offsets`` gives each event's message offset."""
+        offsets = np.asarray(offsets, dtype=np.int64)
         keep = batch.ids >= self.next_id
+        if len(batch) > 1 and not (batch.ids[1:] > batch.ids[:-1]).all():  # ids repeated within the part
+            _, first, inverse = np.unique(batch.ids, return_index=True, return_inverse=True)
+            twin = first[inverse]  # each row's first copy
+            repeated = (twin != np.arange(len(batch))) & keep
+            differs = repeated & ~_same_rows(batch, truth, np.arange(len(batch)), twin)
+            self._check_copies(batch, truth, offsets, stream, differs, within=True)
+            keep &= twin == np.arange(len(batch))
+        held = self._held_ids()
+        if held.size:
+            again = keep & _isin_sorted(batch.ids, held)
+            if again.any():
+                self._check_copies(batch, truth, offsets, stream, again, within=False)
+                keep &= ~again
+        if self._void:
+            keep &= ~np.isin(batch.ids, np.fromiter(self._void, np.int64))
         if not keep.all():
             self.duplicates += int((~keep).sum())
             batch, truth, offsets = batch.select(keep), truth.select(keep), offsets[keep]
         if len(batch):
             streams = np.full(len(batch), stream, dtype=np.int8)
-            self._parts.append((batch, truth, np.asarray(offsets, dtype=np.int64), streams))
+            self._parts.append((batch, truth, offsets, streams))
             self._buffered += len(batch)
+            self._bytes += batch.x.nbytes + EVENT_OVERHEAD_BYTES * len(batch)
+            if self._held is not None:  # two sorted runs: a stable sort merges them in linear time
+                self._held = np.sort(np.concatenate([self._held, np.sort(batch.ids)]), kind="stable")
 
     def mark_consumed(self, stream: int, next_offset: int) -> None:
         """Every message of ``stream`` before ``next_offset`` has been read."""
         self.consumed[stream] = max(self.consumed[stream], next_offset)
 
     def pop(self) -> tuple[EventBatch, Truth, np.ndarray] | None:
-        """The consecutive events from ``next_id`` on, with the stream of each; None if none."""
+        """The consecutive events from ``next_id`` on (given-up ids passed over), with the stream of each; None if none."""
+        runs = []
+        while True:
+            self._pass_void()
+            run = self._pop_run()
+            if run is None:
+                break
+            runs.append(run)
+        if len(runs) <= 1:
+            return runs[0] if runs else None
+        batches, truths, streams = zip(*runs)
+        return EventBatch.concatenate(batches), Truth.concatenate(truths), np.concatenate(streams)
+
+    def _pop_run(self) -> tuple[EventBatch, Truth, np.ndarray] | None:
         if not self._parts or min(int(part[0].ids.min()) for part in self._parts) != self.next_id:
             return None
         batch, truth, offsets, streams = self._collect()
-        self._parts = [(batch, truth, offsets, streams)]
-        broken = np.flatnonzero(batch.ids - self.next_id != np.arange(len(batch)))
+        expected = self.next_id + np.arange(len(batch))
+        broken = np.flatnonzero(batch.ids != expected)
         stop = int(broken[0]) if broken.size else len(batch)
         head, tail = slice(0, stop), slice(stop, None)
-        if stop < len(batch):
-            self._parts = [(batch.select(tail), truth.select(tail), offsets[tail], streams[tail])]
-        else:
-            self._parts = []
+        self._parts = [(batch.select(tail), truth.select(tail), offsets[tail], streams[tail])] if stop < len(batch) else []
         self._buffered = len(batch) - stop
+        self._bytes = sum(p[0].x.nbytes + EVENT_OVERHEAD_BYTES * len(p[0]) for p in self._parts)
         self.next_id += stop
+        if self._held is not None:
+            self._held = self._held[np.searchsorted(self._held, self.next_id):]
         return batch.select(head), truth.select(head), streams[head]
 
     def skip_gap(self) -> int:
@@ -116,8 +171,54 @@ class Merger:
             counts = [a + int(b) for a, b in zip(counts, counts_part)]
         return counts
 
+    def _held_ids(self) -> np.ndarray:
+        if self._held is None:
+            self._held = np.sort(np.concatenate([p[0].ids for p in self._parts])) if self._parts else np.zeros(0, np.int64)
+        return self._held
+
+    def _check_copies(self, batch, truth, offsets, stream, rows, within: bool) -> None:
+        """Copies of ids held already (or earlier in the same part): same content is a duplicate, other a conflict."""
+        for row in np.flatnonzero(rows):
+            event_id = int(batch.ids[row])
+            first = self._first_copy(batch, truth, offsets, stream, event_id) if within else self._held_copy(event_id)
+            if first is None or _same(first[:2], (batch.select([row]), truth.select([row]))):
+                continue
+            self.conflicts += [(event_id, first[2], first[3]), (event_id, stream, int(offsets[row]))]
+            self._void.add(event_id)
+            self._drop(event_id)
+
+    @staticmethod
+    def _first_copy(batch, truth, offsets, stream, event_id):
+        row = int(np.flatnonzero(batch.ids == event_id)[0])
+        return batch.select([row]), truth.select([row]), stream, int(offsets[row])
+
+    def _held_copy(self, event_id: int):
+        for batch, truth, offsets, streams in self._parts:
+            rows = np.flatnonzero(batch.ids == event_id)
+            if rows.size:
+                row = int(rows[0])
+                return batch.select([row]), truth.select([row]), int(streams[row]), int(offsets[row])
+        return None
+
+    def _drop(self, event_id: int) -> None:
+        """Remove a held id (a conflict: neither copy is learned)."""
+        for i, (batch, truth, offsets, streams) in enumerate(self._parts):
+            keep = batch.ids != event_id
+            if not keep.all():
+                self._parts[i] = (batch.select(keep), truth.select(keep), offsets[keep], streams[keep])
+                self._buffered -= int((~keep).sum())
+                self._bytes -= (batch.x[~keep].nbytes + EVENT_OVERHEAD_BYTES * int((~keep).sum()))
+        self._parts = [p for p in self._parts if len(p[0])]
+        self._held = None
+
+    def _pass_void(self) -> None:
+        while self.next_id in self._void:
+            self._void.discard(self.next_id)
+            self.next_id += 1
+            self.skipped += 1
+
     def _collect(self) -> tuple[EventBatch, Truth, np.ndarray, np.ndarray]:
-        """All buffered events in id order, duplicates and released ids dropped."""
+        """All buffered events in id order (each id is held once)."""
         if len(self._parts) == 1:
             batch, truth, offsets, streams = self._parts[0]
         else:
@@ -126,7 +227,29 @@ class Merger:
             offsets, streams = np.concatenate(offsets_list), np.concatenate(streams_list)
         ids = batch.ids
         if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
-            _, first = np.unique(ids, return_index=True)  # sorted ids, first occurrence of each
-            self.duplicates += len(ids) - len(first)
-            batch, truth, offsets, streams = batch.select(first), truth.select(first), offsets[first], streams[first]
+            order = np.argsort(ids, kind="stable")
+            batch, truth, offsets, streams = batch.select(order), truth.select(order), offsets[order], streams[order]
         return batch, truth, offsets, streams
+
+
+def _isin_sorted(values: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    at = np.searchsorted(sorted_ids, values).clip(max=len(sorted_ids) - 1)
+    return sorted_ids[at] == values
+
+
+def _same_rows(batch: EventBatch, truth: Truth, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pair of rows ``a[i]``, ``b[i]``: whether the two events are the same in every field."""
+    same = (batch.x[a] == batch.x[b]).all(axis=1) & (batch.y[a] == batch.y[b]) & (batch.ts[a] == batch.ts[b])
+    same &= (batch.source[a] == batch.source[b]) & (truth.is_poison[a] == truth.is_poison[b])
+    same &= truth.is_adaptive[a] == truth.is_adaptive[b]
+    if batch.pin is not None:
+        same &= batch.pin[a] == batch.pin[b]
+    return same
+
+
+def _same(a: tuple[EventBatch, Truth], b: tuple[EventBatch, Truth]) -> bool:
+    (x, tx), (y, ty) = a, b
+    return (np.array_equal(x.x, y.x) and np.array_equal(x.y, y.y) and np.array_equal(x.ts, y.ts)
+            and np.array_equal(x.source, y.source) and np.array_equal(tx.is_poison, ty.is_poison)
+            and np.array_equal(tx.is_adaptive, ty.is_adaptive)
+            and (x.pin is None) == (y.pin is None) and (x.pin is None or np.array_equal(x.pin, y.pin)))  # fmt: skip

@@ -20,7 +20,8 @@ from conftest import (
 
 from simulator.config import Scenario
 from simulator.pipeline.engine import World
-from simulator.transport.codec import HEADER, REASONS, TRUTH_HEADER, Codec
+from simulator.transport.codec import DECODE_REASONS, HEADER, TRUTH_HEADER, Codec
+from simulator.transport.dead_letters import MAX_VALUE_BYTES
 from simulator.transport.kafka import KafkaSettings, ensure_topics, scenario_key
 
 CENTROID = ["scenarios/centroid_shift.toml", "--set", "stream.n_events=20000", "--set", "attack.start=2000"]
@@ -82,7 +83,7 @@ def malformed_corpus(codec: Codec, seed: int = 0) -> list[tuple[bytes | None, by
             (header.tobytes() + ident.tobytes(), bits, "bad_id"),
             (good, rng.choice([None, b"", bytes([1]), bytes([7, 0])]), "bad_truth"),
         ]
-    assert {reason for *_, reason in corpus} == set(REASONS)
+    assert {reason for *_, reason in corpus} == set(DECODE_REASONS)
     return corpus
 
 
@@ -117,7 +118,7 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_the_run_goes_on(brok
     finally:
         assert stop(consumer) == 0
     assert read_summary(tmp_path / "out") == embedded(CENTROID)[0]
-    for reason in REASONS:
+    for reason in set(DECODE_REASONS):
         expected = sum(r == reason for *_, r in corpus)
         assert f'poisonsim_dead_letters_total{{reason="{reason}"}} {float(expected)}' in exposition
     assert "poisonsim_ignored_messages_total 1.0" in exposition
@@ -134,7 +135,10 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_the_run_goes_on(brok
     reader.close()
     assert len(dead) == len(corpus)
     got = sorted((dict(r.headers)["reason"].decode(), r.value or b"") for r in dead)
-    assert got == sorted((reason, value or b"") for value, _, reason in corpus)  # original bytes kept
+    # the original bytes kept (past MAX_VALUE_BYTES cut, so that the dead letter fits the broker's limit)
+    assert got == sorted((reason, (value or b"")[:MAX_VALUE_BYTES]) for value, _, reason in corpus)
+    cut = [int(dict(r.headers)["original-size"]) for r in dead if "original-size" in dict(r.headers)]
+    assert sorted(cut) == sorted(len(value) for value, *_ in corpus if value and len(value) > MAX_VALUE_BYTES)
     assert all(r.key == key and dict(r.headers)["source-topic"].decode() in (topics.benign, topics.attack) for r in dead)
 
 

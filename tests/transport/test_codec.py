@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simulator.events import EventBatch, Truth
-from simulator.transport.codec import HEADER, REASONS, Codec, DecodeError
+from simulator.transport.codec import DECODE_REASONS, HEADER, Codec, DecodeError
 
 D = 3
 CODEC = Codec(n_features=D, n_classes=4, n_events=10_000, max_bytes=4096)
@@ -100,7 +100,7 @@ def test_each_malformation_is_refused_with_its_reason(reason):
 
 
 def test_every_reason_has_a_malformation():
-    assert set(MALFORMED) == set(REASONS)
+    assert set(MALFORMED) == set(DECODE_REASONS)
 
 
 def test_infinity_and_bad_truth_bitmaps_are_refused():
@@ -120,7 +120,7 @@ def test_arbitrary_bytes_never_crash_the_decoder(value, bits):
     try:
         batch, truth = CODEC.decode(value, bits)
     except DecodeError as exc:
-        assert exc.reason in REASONS
+        assert exc.reason in DECODE_REASONS
         decoded = CODEC.decode_many([value], [bits])
         assert [e.reason for _, e in decoded.errors] == [exc.reason] and len(decoded.batch) == 0
     else:

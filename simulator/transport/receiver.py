@@ -1,0 +1,200 @@
+"""Reading the stream topics: decode, screen, verify, and dead-letter what is refused, never crash.
+
+:class:`EventReceiver` reads the scenario's partition of each topic (or what
+its group assigns), keeps the scenario's records, refuses before decoding a
+record with a header without a value or repeated, without a value, or (with
+a signing key) unsigned or wrongly signed, decodes the rest
+(:mod:`simulator.transport.codec`), and sends every refused record to the
+dead-letter topic with its reason. A record the client library itself cannot
+parse (kafka-python raises ``CorruptRecordError`` out of ``poll``, for
+example on a header name that is not UTF-8) is found by reading each
+partition's next record alone, dead-lettered as ``unreadable`` and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.transport.codec import TRUTH_HEADER, Codec, Decoded
+from simulator.transport.dead_letters import DeadLetters, Unreadable
+from simulator.transport.kafka import KafkaSettings, partition_for, retry
+from simulator.transport.signing import SIGNATURE_HEADER, Signer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Received:
+    """One topic's share of a poll: decoded events, each with its message offset."""
+
+    stream: int
+    decoded: Decoded
+    offsets: np.ndarray
+    next_offset: int
+    ignored: int
+    dead: list[str]
+
+
+class EventReceiver:
+    """Reads stream topics and decodes them, keeping only the scenario's events.
+
+    With ``partitions`` (each topic's partition count) it reads the
+    scenario's partition of each topic by manual assignment, from offsets the
+    caller gives (:meth:`seek`); without, it joins ``group_id`` and reads
+    whatever the group assigns (a detector scales with partitions that way).
+    """
+
+    def __init__(self, settings: KafkaSettings, topics: list[str], key: bytes, codec: Codec,
+                 partitions: dict[str, int] | None, dead_letters: DeadLetters | None, group_id: str | None = None,
+                 signer: Signer | None = None, **consumer_config):  # fmt: skip
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.key, self.codec, self.dead_letters, self.group_id = key, codec, dead_letters, group_id
+        self.settings, self.signer, self._probe = settings, signer, None
+        # small fetches keep the topics interleaved (a broker may fill a fetch with one partition first),
+        # so the merge buffers little
+        config = {"enable_auto_commit": False, "auto_offset_reset": "earliest", "max_poll_records": 20_000,
+                  "fetch_max_bytes": 1024 * 1024, "max_partition_fetch_bytes": max(512 * 1024, codec.max_bytes),
+                  "fetch_max_wait_ms": 200, **consumer_config}  # fmt: skip
+        if partitions is None:  # a group member (see DESIGN.md for the timeouts that join quickly)
+            config = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 600, **config}
+        self.consumer = retry(lambda: KafkaConsumer(**settings.client_config(), group_id=group_id, **config),
+                              "connecting the consumer")  # fmt: skip
+        self._stream = {topic: i for i, topic in enumerate(topics)}
+        if partitions is None:
+            self.partitions = []
+            self.consumer.subscribe(topics)
+        else:
+            self.partitions = [TopicPartition(t, partition_for(key, partitions[t])) for t in topics]
+            self.consumer.assign(self.partitions)
+
+    def seek(self, offsets: list[int]) -> None:
+        for tp, offset in zip(self.partitions, offsets):
+            self.consumer.seek(tp, offset)
+
+    def poll(self, timeout_ms: int) -> list[Received]:
+        from kafka.errors import CorruptRecordError
+
+        try:
+            fetched = self.consumer.poll(timeout_ms=timeout_ms)
+        except CorruptRecordError as exc:  # a record the client library cannot parse: skip it, dead-lettered
+            return [self._skip_unreadable(exc)]
+        return [self._decode(self._stream[tp.topic], records) for tp, records in fetched.items()]
+
+    def _decode(self, stream: int, records: list) -> Received:
+        key = self.key
+        mine = [r for r in records if r.key == key]
+        refused = [(i, reason) for i, r in enumerate(mine) if (reason := self._screen(r))]
+        if refused:
+            for i, reason in refused:
+                self._dead_letter(mine[i], *reason)
+            skip = {i for i, _ in refused}
+            screened = [r for i, r in enumerate(mine) if i not in skip]
+        else:
+            screened = mine
+        decoded = self.codec.decode_many([r.value for r in screened], [_truth_header(r.headers) for r in screened])
+        for i, error in decoded.errors:
+            self._dead_letter(screened[i], error.reason, error.detail)
+        offsets = np.array([r.offset for r in screened], dtype=np.int64)[decoded.message]
+        dead = [reason for _, (reason, _) in refused] + [error.reason for _, error in decoded.errors]
+        return Received(stream, decoded, offsets, records[-1].offset + 1, len(records) - len(mine), dead)
+
+    def _screen(self, record) -> tuple[str, str] | None:
+        """Why ``record`` is refused before decoding (reason, detail), or None."""
+        headers = record.headers or []
+        if any(not isinstance(v, bytes) for _, v in headers):
+            return "bad_header", "a header without a value"
+        names = [k for k, _ in headers]
+        if len(set(names)) != len(names):
+            return "bad_header", f"repeated headers {sorted(n for n in set(names) if names.count(n) > 1)}"
+        if not isinstance(record.value, bytes):
+            return "empty", "no value"
+        if self.signer is not None:
+            tag = dict(headers).get(SIGNATURE_HEADER)
+            if not self.signer.verify(self.key, record.value, _truth_header(headers), tag):
+                return "bad_signature", "no signature" if tag is None else "signature does not match"
+        return None
+
+    def _dead_letter(self, record, reason: str, detail: str) -> None:
+        log.warning("dead letter: %s[%s] offset %d: %s: %s", record.topic, record.partition, record.offset, reason,
+                    detail)  # fmt: skip
+        if self.dead_letters is not None:
+            self.dead_letters.send(record, reason, detail)
+
+    def _skip_unreadable(self, exc: Exception) -> Received:
+        """Find the partition whose next record the client cannot parse, dead-letter it and seek past it."""
+        for tp in sorted(self.consumer.assignment()):
+            offset = self.consumer.position(tp)
+            if self._unreadable_at(tp, offset):
+                self._dead_letter(Unreadable(tp.topic, tp.partition, offset), "unreadable", str(exc))
+                self.consumer.seek(tp, offset + 1)
+                empty = self.codec.decode_many([], [])
+                return Received(self._stream[tp.topic], empty, np.zeros(0, np.int64), offset + 1, 0, ["unreadable"])
+        raise exc  # not a record of ours: a real error
+
+    def _unreadable_at(self, tp, offset: int, timeout_s: float = 10.0) -> bool:
+        """Whether the record at ``offset`` makes the client raise (read alone, by a probe consumer)."""
+        from kafka import KafkaConsumer
+        from kafka.errors import CorruptRecordError
+
+        if self._probe is None:
+            self._probe = KafkaConsumer(**self.settings.client_config(), group_id=None, enable_auto_commit=False,
+                                        max_poll_records=1)  # fmt: skip
+        self._probe.assign([tp])
+        self._probe.seek(tp, offset)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if self._probe.poll(timeout_ms=500):
+                    return False
+            except CorruptRecordError:
+                return True
+        return False
+
+    def lag(self) -> list[int | None]:
+        """Messages behind the end of each partition (None until known)."""
+        lags = []
+        for tp in self.partitions:
+            high = self.consumer.highwater(tp)
+            lags.append(None if high is None else max(high - self.consumer.position(tp), 0))
+        return lags
+
+    def partition_of(self, stream: int) -> int:
+        """The partition read for ``stream`` (manual assignment)."""
+        return self.partitions[stream].partition
+
+    def pause(self, stream: int, paused: bool) -> None:
+        tp = self.partitions[stream]
+        (self.consumer.pause if paused else self.consumer.resume)(tp)
+
+    def commit(self, offsets: list[int] | None = None, metadata: str = "") -> None:
+        """Commit ``offsets`` (per assigned partition), or the positions reached, to the group."""
+        if self.group_id is None:
+            return
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        try:
+            if offsets is None:
+                self.consumer.commit()
+            else:
+                marks = {tp: OffsetAndMetadata(o, metadata, -1) for tp, o in zip(self.partitions, offsets)}
+                self.consumer.commit(marks)
+        except KafkaError as exc:
+            log.warning("offset commit failed (%s); the checkpoint still holds them", exc)
+
+    def close(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+        self.consumer.close(autocommit=False)
+
+
+def _truth_header(headers) -> bytes | None:
+    for name, value in headers or ():
+        if name == TRUTH_HEADER:
+            return value
+    return None

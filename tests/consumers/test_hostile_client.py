@@ -1,0 +1,198 @@
+"""An outside client that is not our codec or producer writes into the stream topics of a signed run.
+
+Poison pills (a header name that is not UTF-8, repeated headers, a value past
+the broker's 1 MB, forged and unsigned records carrying real ids, malformed
+payloads) arrive interleaved with the real stream: every one lands in the
+dead-letter topic with its reason and is counted, the learner ends exactly as
+the embedded run, and the detector keeps running. A forged flood repeating
+one future id costs bounded memory and skips no real event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from conftest import (
+    ROOT, consume_command, embedded, free_port, poisonsim_process, produce_both, read_summary, stop, wait_all,
+    wait_for_log,
+)
+from test_kafka_e2e import CENTROID, malformed_corpus
+
+from simulator.config import Scenario
+from simulator.pipeline.engine import World
+from simulator.transport.codec import TRUTH_HEADER, Codec
+from simulator.transport.kafka import KafkaSettings, ensure_topics, scenario_key
+from simulator.transport.signing import SIGNATURE_HEADER, Signer
+
+KEY = bytes(range(32))
+PACED = ["--rate", "4000"]  # 20,000 events in about 5 s: the pills sent meanwhile land between real records
+
+
+class RawName(str):
+    """A header name whose bytes on the wire are not UTF-8 (kafka-python encodes header names with ``encode``)."""
+
+    def encode(self, *args, **kwargs) -> bytes:
+        return b"\xff\xfetruth"
+
+
+def real_message(world: World, codec: Codec, event_id: int) -> tuple[bytes, bytes]:
+    """The message the benign producer sends for ``event_id`` (value and truth header)."""
+    stream = world.stream()
+    seen = 0
+    for size in world.batch_sizes():
+        batch, truth = stream.next_batch(size)
+        if seen + size > event_id:
+            row = [event_id - seen]
+            return codec.encode(batch.select(row), truth.select(row), 1)[0]
+        seen += size
+    raise AssertionError(f"no event {event_id}")
+
+
+def hostile_records(codec: Codec, world: World, key: bytes) -> list[tuple[bytes | None, list, str]]:
+    """(value, headers, expected dead-letter reason) of every record the outside client sends."""
+    signer, stranger = Signer(KEY), Signer(b"s" * 32)
+    records = []
+    for value, bits, reason in malformed_corpus(codec, seed=1)[::3]:  # an insider's malformed records, signed
+        if value is not None and bits is not None:
+            records.append((value, [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, signer.sign(key, value, bits))], reason))
+        else:
+            records.append((value, [] if bits is None else [(TRUTH_HEADER, bits)], reason if value is None else
+                            "bad_signature"))  # fmt: skip
+    value, bits = real_message(world, codec, 12_345)
+    forged = bytearray(value)
+    forged[-4:] = np.float32(9.0).tobytes()  # the real id, another feature value
+    flipped = bytes([bits[0], bits[1] ^ 1])  # the real event, its ground truth flipped
+    big = bytes(1_048_000)
+    records += [
+        (value, [(RawName("truth"), bits)], "unreadable"),
+        (value, [(TRUTH_HEADER, bits), (TRUTH_HEADER, bits), (SIGNATURE_HEADER, signer.sign(key, value, bits))],
+         "bad_header"),
+        (bytes(forged), [(TRUTH_HEADER, bits)], "bad_signature"),
+        (bytes(forged), [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, stranger.sign(key, bytes(forged), bits))],
+         "bad_signature"),
+        (value, [(TRUTH_HEADER, flipped), (SIGNATURE_HEADER, signer.sign(key, value, bits))], "bad_signature"),
+        (big, [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, signer.sign(key, big, bits))], "oversized"),
+    ]  # fmt: skip
+    return records
+
+
+def send_all(broker, topics, key: bytes, records) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, max_request_size=4_000_000)
+    for i, (value, headers, _) in enumerate(records):
+        producer.send(topics.benign if i % 2 else topics.attack, value, key=key, headers=headers, partition=0)
+        producer.flush()  # one record per batch: kafka-python cannot read past an unparseable record in its batch
+    producer.close()
+
+
+def read_dead_letters(broker, topic: str, expected: int) -> list:
+    from kafka import KafkaConsumer, TopicPartition
+
+    reader = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=2**21)
+    partition = TopicPartition(topic, 0)
+    reader.assign([partition])
+    reader.seek(partition, 0)
+    dead = []
+    for _ in range(60):
+        dead += [r for records in reader.poll(timeout_ms=500).values() for r in records]
+        if len(dead) >= expected:
+            break
+    reader.close()
+    return dead
+
+
+@pytest.mark.slow
+def test_poison_pills_are_dead_lettered_and_the_signed_run_ends_as_embedded(broker, topics, tmp_path):
+    scenario = Scenario.from_toml(ROOT / CENTROID[0], CENTROID[2::2])
+    world = World.build(scenario)
+    codec = Codec(world.source.n_features, world.source.n_classes, scenario.stream.n_events)
+    key = scenario_key(scenario)
+    records = hostile_records(codec, world, key)
+    (tmp_path / "key").write_text(KEY.hex())
+    signed = ["--signing-key-file", tmp_path / "key"]
+    ensure_topics(KafkaSettings(broker.bootstrap), [topics.benign, topics.attack], partitions=1)
+    send_all(broker, topics, key, records[: len(records) // 2])  # ahead of the real stream ...
+
+    port = free_port()
+    producers = produce_both(broker, topics, CENTROID, tmp_path, *PACED, *signed)
+    learner = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port,
+                                                "--keep-serving", *signed), tmp_path / "consume.log")  # fmt: skip
+    detector = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--role", "detector",
+                                                 "--no-metrics", *signed), tmp_path / "detector.log")  # fmt: skip
+    late = threading.Timer(2.0, send_all, (broker, topics, key, records[len(records) // 2 :]))  # ... and among it
+    late.start()
+    try:
+        wait_all(producers, timeout=120, logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"])
+        wait_for_log(tmp_path / "consume.log", "serving metrics until SIGTERM", timeout=120, process=learner)
+        exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert detector.poll() is None, (tmp_path / "detector.log").read_text()[-3000:]
+    finally:
+        late.join()
+        assert stop(learner) == 0
+        assert stop(detector) == 0
+    assert "Traceback" not in (tmp_path / "detector.log").read_text()
+    assert read_summary(tmp_path / "out") == embedded(CENTROID)[0]
+    for reason in {r for *_, r in records}:
+        expected = sum(r == reason for *_, r in records)
+        assert f'poisonsim_dead_letters_total{{reason="{reason}"}} {float(expected)}' in exposition, reason
+
+    dead = read_dead_letters(broker, topics.dead_letter, len(records))
+    assert sorted(dict(r.headers)["reason"].decode() for r in dead) == sorted(r for *_, r in records)
+    by_reason = {dict(r.headers)["reason"].decode(): r for r in dead}
+    unreadable = dict(by_reason["unreadable"].headers)
+    assert unreadable["source-topic"].decode() in (topics.benign, topics.attack) and int(unreadable["source-offset"]) >= 0
+    oversized = [r for r in dead if dict(r.headers).get("original-size") == b"1048000"]
+    assert len(oversized) == 1 and len(oversized[0].value) < 1_000_000  # cut, so that it could be republished
+
+
+def peak_rss_mib(process) -> float:
+    """The high-water mark of a running process's resident memory, sampled until it exits."""
+    peak = 0.0
+    while process.poll() is None:
+        try:
+            status = open(f"/proc/{process.pid}/status").read()
+        except OSError:
+            break
+        if "VmHWM:" not in status:  # exiting
+            break
+        peak = max(peak, int(status.split("VmHWM:")[1].split()[0]) / 1024)
+        time.sleep(0.05)
+    return peak
+
+
+@pytest.mark.slow
+def test_a_replay_flood_of_one_future_id_costs_bounded_memory_and_skips_nothing(broker, topics, tmp_path):
+    """Ahead of the stream, 90 messages each repeating one real future event 22,000 times (about 2M events)."""
+    from kafka import KafkaProducer
+
+    scenario = Scenario.from_toml(ROOT / CENTROID[0], CENTROID[2::2])
+    world = World.build(scenario)
+    codec = Codec(world.source.n_features, world.source.n_classes, scenario.stream.n_events)
+    key = scenario_key(scenario)
+    value, bits = real_message(world, codec, 15_000)
+    decoded, truth = codec.decode(value, bits)
+    copies = np.zeros(22_000, dtype=np.int64)
+    value, bits = codec.encode(decoded.select(copies), truth.select(copies), 22_000)[0]
+    ensure_topics(KafkaSettings(broker.bootstrap), [topics.benign, topics.attack], partitions=1)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, max_request_size=2**21)
+    for _ in range(90):
+        producer.send(topics.attack, value, key=key, headers=[(TRUTH_HEADER, bits)], partition=0)
+    producer.flush()
+    producer.close()
+
+    producers = produce_both(broker, topics, CENTROID, tmp_path)
+    learner = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--no-metrics"),
+                                tmp_path / "consume.log")  # fmt: skip
+    sampled: list[float] = []
+    sampler = threading.Thread(target=lambda: sampled.append(peak_rss_mib(learner)))
+    sampler.start()
+    wait_all([*producers, learner], timeout=180, logs=[tmp_path / "consume.log"])
+    sampler.join()
+    assert read_summary(tmp_path / "out") == embedded(CENTROID)[0]  # every real event learned in order, none skipped
+    print(f"learner peak RSS under the flood: {sampled[0]:.0f} MiB")
+    assert 0 < sampled[0] < 500, f"peak RSS {sampled[0]:.0f} MiB"
