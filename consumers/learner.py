@@ -79,6 +79,8 @@ class LearnerProcess:
 
     def _restore(self) -> None:
         path = self.options.checkpoint_path
+        if checkpoint.remove_stale(path):
+            log.info("removed temporary files of an interrupted checkpoint write next to %s", path)
         if self.options.fresh and path.exists():
             log.info("--fresh: ignoring the checkpoint %s", path)
             return
@@ -91,9 +93,14 @@ class LearnerProcess:
                 f"{path} is for scenario {state.get('scenario_key')} on topics {state.get('topics')}, not "
                 f"{self.key.decode()} on {list(self.options.topics)}; use --fresh or another --checkpoint-dir"
             )
-        self.learner.set_state(state["learner"])
-        self.merger = Merger(2, next_id=int(state["next_id"]), consumed=[int(o) for o in state["offsets"]])
-        self.counts = state["counters"]
+        try:
+            self.learner.set_state(state["learner"])
+            self.merger = Merger(2, next_id=int(state["next_id"]), consumed=[int(o) for o in state["offsets"]])
+            self.counts = {"events": [int(n) for n in state["counters"]["events"]],
+                           "dead_letters": {str(k): int(v) for k, v in state["counters"]["dead_letters"].items()}}
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            raise checkpoint.CheckpointError(f"{path}: the right format, but not a learner state of this scenario "
+                                             f"({type(exc).__name__}: {exc}); use --fresh") from None  # fmt: skip
         for stream, n in zip(STREAMS, self.counts["events"]):
             self.metrics.events.labels(stream=stream).inc(n)
         for reason, n in self.counts["dead_letters"].items():

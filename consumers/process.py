@@ -65,11 +65,15 @@ def main(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
     log = service.setup_logging(args.log_level, args.role)
+    service.check_metrics(args)
     scenario = service.load_scenario(args)
     settings = service.kafka_settings(args)
     for name in ("checkpoint_interval", "stall_seconds", "gap_timeout"):
-        if getattr(args, name) < 0:
-            raise service.ConfigError(f"--{name.replace('_', '-')}: expected seconds >= 0, got {getattr(args, name)}")
+        service.check_number(f"--{name.replace('_', '-')}", getattr(args, name), 0, "seconds")
+    if args.out:
+        from simulator.pipeline.engine import check_out
+
+        check_out(args.out)
     key = kafka_io.scenario_key(scenario).decode()
     checkpoint_path = args.checkpoint_dir / f"{key}.npz"
     topics = (args.benign_topic, args.attack_topic)

@@ -53,10 +53,10 @@ def main(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
     log = service.setup_logging(args.log_level, f"produce-{args.role}")
+    service.check_metrics(args)
     scenario = service.load_scenario(args)
     settings = service.kafka_settings(args)
-    if args.rate < 0:
-        raise ConfigError(f"--rate: expected events per second >= 0, got {args.rate}")
+    service.check_number("--rate", args.rate, 0, "events per second")
     registry = CollectorRegistry()
     server = service.start_metrics(args, registry)
     try:

@@ -68,6 +68,15 @@ def save(path: str | Path, state: dict[str, Any]) -> None:
     _fsync_dir(path.parent)
 
 
+def remove_stale(path: str | Path) -> int:
+    """Remove temporary files a process killed while saving ``path`` left behind; returns how many."""
+    path = Path(path)
+    stale = list(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)
+
+
 def load(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save`."""
     path = Path(path)

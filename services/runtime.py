@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -65,7 +66,14 @@ def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
                        "in POISONSIM_SIGNING_KEY (hex). Without one, records are neither signed nor checked")  # fmt: skip
 
 
+def check_number(flag: str, value: float, low: float = 0, what: str = "a number") -> None:
+    """Refuse a flag value that is NaN, infinite or below ``low``."""
+    if not math.isfinite(value) or value < low:
+        raise ConfigError(f"{flag}: expected {what} >= {low:g}, got {value}")
+
+
 def kafka_settings(args: argparse.Namespace) -> KafkaSettings:
+    check_number("--partitions", args.partitions, 1, "an integer")
     password = os.environ.get("POISONSIM_SASL_PASSWORD")
     if args.sasl_password_file:
         try:
@@ -104,12 +112,17 @@ def add_metrics_arguments(parser: argparse.ArgumentParser, default_port: int | N
     group.add_argument("--no-metrics", action="store_true", help="serve no metrics endpoint")
 
 
+def check_metrics(args: argparse.Namespace) -> None:
+    """Refuse a metrics port out of range (before anything is built)."""
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise ConfigError(f"--metrics-port: expected 0..65535, got {args.metrics_port}")
+
+
 def start_metrics(args: argparse.Namespace, registry):
     """The metrics endpoint the flags ask for, or None."""
     if args.no_metrics or args.metrics_port is None:
         return None
-    if not 0 <= args.metrics_port <= 65535:
-        raise ConfigError(f"--metrics-port: expected 0..65535, got {args.metrics_port}")
+    check_metrics(args)
     from services.exporter import MetricsServer
 
     try:

@@ -102,9 +102,11 @@ def _plugged_commands() -> list:
 def _run(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from simulator.pipeline.engine import World, run, write_results
+    from simulator.pipeline.engine import World, check_out, run, write_results
 
     scenario = Scenario.from_toml(args.scenario, args.overrides, args.seed)
+    if args.out:
+        check_out(args.out)
     if args.quiet:
         result = run(scenario)
     else:

@@ -32,6 +32,7 @@ from simulator.defenses import TRUSTED_EVENTS, Defense, DefenderKnowledge, build
 from simulator.evaluation.metrics import TIMESERIES_COLUMNS, Evaluator
 from simulator.events import ATTACKER_SOURCE, EventBatch, Truth
 from simulator.models import build_model
+from simulator.resources import check_memory
 from simulator.pipeline.content import mismatched
 from simulator.pipeline.deployment import Deployment
 from simulator.pipeline.stream import MergedStream, attacker_knowledge
@@ -77,6 +78,7 @@ class World:
 
     @classmethod
     def _build(cls, scenario: Scenario) -> World:
+        check_memory(scenario)
         rng_source, rng_warmup, rng_model, rng_attacker, *_ = _seeds(scenario)
         source = make_source(scenario.stream, np.random.default_rng(rng_source))
         model = build_model(scenario.model, source.n_classes, _seed_int(rng_model), source.n_features, source.image_side)
@@ -281,6 +283,21 @@ def write_results(result: RunResult, scenario: Scenario, out: str | Path) -> Pat
             writer = csv.DictWriter(handle, fieldnames=["score", "is_triggered"], lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
+    return out
+
+
+def check_out(out: str | Path) -> Path:
+    """The results directory, made and known writable before a run starts (a ConfigError naming ``--out``)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} is a file, expected a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".poisonsim-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot write to {out} ({exc.strerror})") from None
     return out
 
 

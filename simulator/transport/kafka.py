@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field, fields
 from typing import Callable
@@ -96,7 +97,8 @@ class KafkaSettings:
 def scenario_key(scenario) -> bytes:
     """The scenario id events are keyed by: its name and a digest of every resolved value."""
     digest = hashlib.sha256(scenario.to_toml().encode()).hexdigest()[:12]
-    return f"{scenario.name}-{digest}".encode()
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", scenario.name).lstrip(".")[:100]  # it names checkpoint files too
+    return f"{name}-{digest}".encode()
 
 
 def partition_for(key: bytes, n_partitions: int) -> int:

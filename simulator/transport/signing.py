@@ -33,7 +33,7 @@ class Signer:
 
     def __init__(self, key: bytes):
         if len(key) < MIN_KEY_BYTES:
-            raise ValueError(f"signing key: expected at least {MIN_KEY_BYTES} bytes, got {len(key)}")
+            raise ValueError(f"expected at least {MIN_KEY_BYTES} bytes, got {len(key)}")
         self._key = key
 
     def __repr__(self) -> str:

@@ -68,7 +68,12 @@ def test_compose_file_validates_and_wires_the_deploy_files():
     assert Path(mounts["/var/lib/grafana/dashboards"]) == DASHBOARD.parent
     assert "path: /var/lib/grafana/dashboards" in (ROOT / "deploy/grafana/provisioning/dashboards/poisonsim.yml").read_text()
     scraped = (ROOT / "deploy" / "prometheus.yml").read_text()
+    for name in ("prometheus", "grafana"):  # dashboards are not published beyond this machine
+        assert all(port["host_ip"] == "127.0.0.1" for port in services[name]["ports"]), services[name]["ports"]
     for name in ("learner", "detector", "produce-benign", "produce-attack"):
+        key = services[name]["environment"]["POISONSIM_SIGNING_KEY_FILE"]
+        assert any(m["target"] == str(Path(key).parent) for m in services[name]["volumes"])  # signed records
+        assert services[name]["depends_on"]["keygen"]["condition"] == "service_completed_successfully"
         port = services[name]["environment"]["POISONSIM_METRICS_PORT"]
         assert services[name]["environment"]["POISONSIM_METRICS_ADDRESS"] == "0.0.0.0"
         assert f"{name}:{port}" in scraped
@@ -83,7 +88,13 @@ def test_each_python_service_command_runs_locally_against_the_test_broker(broker
     """The compose file's own commands and environment, with the broker, topics, ports and state dir swapped."""
     services = compose_config(N_EVENTS="10000", RATE="0")["services"]
     python = {name: s for name, s in services.items() if "build" in s}
-    assert set(python) == {"produce-benign", "produce-attack", "learner", "detector"}
+    assert set(python) == {"keygen", "produce-benign", "produce-attack", "learner", "detector"}
+    key = tmp_path / "keys" / "signing.key"
+    key.parent.mkdir()
+    keygen = python.pop("keygen")  # its own code, writing here instead of the keys volume
+    code = keygen["command"][0].replace("/keys/signing.key", str(key))
+    subprocess.run([sys.executable, *keygen["entrypoint"][1:], code], check=True, timeout=60)
+    assert len(bytes.fromhex(key.read_text())) == 32
     ports = {}
     processes = {}
     for name in ("learner", "detector", "produce-benign", "produce-attack"):
@@ -92,7 +103,7 @@ def test_each_python_service_command_runs_locally_against_the_test_broker(broker
         env.update(POISONSIM_BOOTSTRAP_SERVERS=broker.bootstrap, POISONSIM_BENIGN_TOPIC=topics.benign,
                    POISONSIM_ATTACK_TOPIC=topics.attack, POISONSIM_DEAD_LETTER_TOPIC=topics.dead_letter,
                    POISONSIM_METRICS_PORT=str(ports[name]), POISONSIM_METRICS_ADDRESS="127.0.0.1",
-                   POISONSIM_CHECKPOINT_DIR=str(tmp_path / "state"))  # fmt: skip
+                   POISONSIM_CHECKPOINT_DIR=str(tmp_path / "state"), POISONSIM_SIGNING_KEY_FILE=str(key))  # fmt: skip
         processes[name] = poisonsim_process(python[name]["command"], tmp_path / f"{name}.log", env)
     try:
         wait_all([processes["produce-benign"], processes["produce-attack"]], timeout=120,
@@ -108,3 +119,4 @@ def test_each_python_service_command_runs_locally_against_the_test_broker(broker
         codes = {name: stop(process) for name, process in processes.items()}
     assert codes == dict.fromkeys(processes, 0)
     assert "stopped after judging" in (tmp_path / "detector.log").read_text()
+    assert not any("no signing key" in (tmp_path / f"{name}.log").read_text() for name in processes)
