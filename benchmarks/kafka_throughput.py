@@ -20,12 +20,14 @@ consumer's lag (its own metric) is sampled while they run.
 
     .venv/bin/python benchmarks/kafka_throughput.py            # starts a Tansu broker
     .venv/bin/python benchmarks/kafka_throughput.py --bootstrap-servers HOST:PORT
+    .venv/bin/python benchmarks/kafka_throughput.py --signed   # records signed and checked
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -101,16 +103,17 @@ def ours(settings: KafkaSettings, s: Scenario, per_message: int, state: Path) ->
 
     from consumers.learner import LearnerOptions, LearnerProcess
     from producers.process import produce
+    from simulator.transport.signing import load_signer
 
     tag = uuid.uuid4().hex[:8]
     args = SimpleNamespace(benign_topic=f"ps{tag}.benign", attack_topic=f"ps{tag}.attack", partitions=1, rate=0.0,
-                           events_per_message=per_message)  # fmt: skip
+                           events_per_message=per_message, signing_key_file=None)  # fmt: skip
     log, never = logging.getLogger("bench"), lambda: False
     # each process's own figure: from its first event to its last (set-up and connections excluded,
     # as for raw, whose clients exist before its clock starts)
     produced = sum(produce(s, role, settings, args, CollectorRegistry(), log, never)[1] for role in ("benign", "attack"))
     options = LearnerOptions((args.benign_topic, args.attack_topic), f"ps{tag}.dead", None,
-                             state / f"{tag}.npz", checkpoint_interval_s=5.0)  # fmt: skip
+                             state / f"{tag}.npz", checkpoint_interval_s=5.0, signer=load_signer())  # fmt: skip
     result = LearnerProcess(s, settings, options, CollectorRegistry(), never).run()
     assert result.summary["events_total"] == s.stream.n_events
     return produced, result.summary["elapsed_seconds"]
@@ -158,7 +161,11 @@ def main() -> None:
     parser.add_argument("--lag-rate", type=float, default=10_000, help="merged events/s for the lag run (default %(default)s)")
     parser.add_argument("--lag-events", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each phase, alternating; the best is shown")
+    parser.add_argument("--signed", action="store_true", help="poisonsim signs and checks every record (HMAC-SHA256)")
     args = parser.parse_args()
+    os.environ.pop("POISONSIM_SIGNING_KEY", None)
+    if args.signed:
+        os.environ["POISONSIM_SIGNING_KEY"] = "00" * 32
     logging.basicConfig(level=logging.WARNING)
     broker = None
     if args.bootstrap_servers is None:

@@ -55,7 +55,7 @@ class ConsumerMetrics:
     """Counters and gauges a consumer process updates as it goes."""
 
     def __init__(self, registry: CollectorRegistry):
-        self.events = Counter("poisonsim_events", "Events learned, by stream (topic of origin)", ["stream"],
+        self.events = Counter("poisonsim_events", "Events learned, by the stream each belongs to (benign or attack)", ["stream"],
                               registry=registry)  # fmt: skip
         self.dead_letters = Counter(
             "poisonsim_dead_letters", "Messages sent to the dead-letter topic, by reason", ["reason"], registry=registry

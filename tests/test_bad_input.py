@@ -162,3 +162,18 @@ def test_a_scenario_name_cannot_place_the_checkpoint_outside_its_directory():
 
     key = scenario_key(Scenario.from_dict({"name": "../../etc/evil name"})).decode()
     assert "/" not in key and not key.startswith(".") and key.startswith("_.._etc_evil_name-")
+
+
+def test_a_checkpoint_of_the_right_format_with_wrong_contents_is_a_clear_error(tmp_path):
+    from services import checkpoint
+    from simulator.config import Scenario
+    from simulator.transport.kafka import DEFAULT_TOPICS, scenario_key
+
+    key = scenario_key(Scenario.from_toml(CENTROID)).decode()
+    topics = [DEFAULT_TOPICS["benign"], DEFAULT_TOPICS["attack"]]
+    checkpoint.save(tmp_path / f"{key}.npz", {"scenario_key": key, "topics": topics, "next_id": 5, "offsets": [0],
+                                              "learner": {"model": "not a state"}, "counters": {}})  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "simulator.cli", "consume", CENTROID, *NOWHERE, "--checkpoint-dir",
+                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "not a learner state of this scenario" in done.stderr and "--fresh" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr

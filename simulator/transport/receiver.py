@@ -86,21 +86,31 @@ class EventReceiver:
         return [self._decode(self._stream[tp.topic], records) for tp, records in fetched.items()]
 
     def _decode(self, stream: int, records: list) -> Received:
-        key = self.key
+        key, unsigned = self.key, self.signer is None
         mine = [r for r in records if r.key == key]
-        refused = [(i, reason) for i, r in enumerate(mine) if (reason := self._screen(r))]
-        if refused:
-            for i, reason in refused:
-                self._dead_letter(mine[i], *reason)
-            skip = {i for i, _ in refused}
-            screened = [r for i, r in enumerate(mine) if i not in skip]
-        else:
-            screened = mine
-        decoded = self.codec.decode_many([r.value for r in screened], [_truth_header(r.headers) for r in screened])
+        screened, truths, refused = [], [], []
+        for r in mine:
+            headers = r.headers or []
+            if unsigned and len(headers) == 1 and headers[0][0] == TRUTH_HEADER and type(headers[0][1]) is bytes \
+                    and type(r.value) is bytes:  # the common cases, checked inline  # fmt: skip
+                screened.append(r)
+                truths.append(headers[0][1])
+            elif not unsigned and len(headers) == 2 and headers[0][0] == TRUTH_HEADER \
+                    and headers[1][0] == SIGNATURE_HEADER and type(r.value) is bytes \
+                    and self.signer.verify(key, r.value, headers[0][1], headers[1][1]):  # fmt: skip
+                screened.append(r)
+                truths.append(headers[0][1])
+            elif reason := self._screen(r):
+                self._dead_letter(r, *reason)
+                refused.append(reason)
+            else:
+                screened.append(r)
+                truths.append(_truth_header(headers))
+        decoded = self.codec.decode_many([r.value for r in screened], truths)
         for i, error in decoded.errors:
             self._dead_letter(screened[i], error.reason, error.detail)
         offsets = np.array([r.offset for r in screened], dtype=np.int64)[decoded.message]
-        dead = [reason for _, (reason, _) in refused] + [error.reason for _, error in decoded.errors]
+        dead = [reason for reason, _ in refused] + [error.reason for _, error in decoded.errors]
         return Received(stream, decoded, offsets, records[-1].offset + 1, len(records) - len(mine), dead)
 
     def _screen(self, record) -> tuple[str, str] | None:

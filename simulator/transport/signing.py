@@ -35,15 +35,22 @@ class Signer:
         if len(key) < MIN_KEY_BYTES:
             raise ValueError(f"expected at least {MIN_KEY_BYTES} bytes, got {len(key)}")
         self._key = key
+        self._bases: dict[bytes, hmac.HMAC] = {}
 
     def __repr__(self) -> str:
         return "Signer(<key hidden>)"
 
     def sign(self, scenario_key: bytes, value: bytes, truth: bytes) -> bytes:
         """The tag of one record."""
-        message = b"".join((len(scenario_key).to_bytes(4, "big"), scenario_key, len(value).to_bytes(4, "big"),
-                            value, truth))  # fmt: skip
-        return hmac.digest(self._key, message, hashlib.sha256)
+        base = self._bases.get(scenario_key)
+        if base is None:  # the MAC state after the scenario key, computed once per scenario
+            base = self._bases[scenario_key] = hmac.new(self._key, len(scenario_key).to_bytes(4, "big") + scenario_key,
+                                                        hashlib.sha256)  # fmt: skip
+        mac = base.copy()
+        mac.update(len(value).to_bytes(4, "big"))
+        mac.update(value)
+        mac.update(truth)
+        return mac.digest()
 
     def verify(self, scenario_key: bytes, value: bytes, truth: bytes | None, tag: bytes | None) -> bool:
         """Whether ``tag`` is this record's (in constant time)."""

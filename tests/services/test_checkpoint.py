@@ -83,3 +83,15 @@ def test_nothing_is_pickled_and_pickles_are_refused(tmp_path):
     (tmp_path / "p.npz").write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(checkpoint.CheckpointError):
         checkpoint.load(tmp_path / "p.npz")
+
+
+def test_temporary_files_of_an_interrupted_write_are_removed(tmp_path):
+    path = tmp_path / "run.npz"
+    checkpoint.save(path, {"events": 1})
+    stale = [tmp_path / ".run.npz.abc123.tmp", tmp_path / ".run.npz.def456.tmp"]
+    for tmp in stale:
+        tmp.write_bytes(b"half a checkpoint")
+    (tmp_path / ".other.npz.x.tmp").write_bytes(b"another run's")
+    assert checkpoint.remove_stale(path) == 2
+    assert not any(tmp.exists() for tmp in stale) and (tmp_path / ".other.npz.x.tmp").exists()
+    assert checkpoint.load(path) == {"events": 1}
