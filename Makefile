@@ -6,7 +6,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 TORCH   = torch==2.13.0
 
-.PHONY: demo test bench setup clean
+.PHONY: demo test test-all bench setup clean
 
 setup: $(STAMP)
 
@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/poisonsim run scenarios/centroid_shift.toml --out results/demo
 
-test: $(STAMP)
-	$(PY) -m pytest
+test: $(STAMP)  # the fast tests: everything not marked slow
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -m "not slow"
+
+test-all: $(STAMP)  # the whole suite, slow reproductions and Kafka runs included (what CI runs)
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/centroid_throughput.py

@@ -249,22 +249,10 @@ class LearnerProcess:
         return released
 
     def _flow_control(self, paused: list[bool]) -> list[bool]:
-        """Over the memory bound, pause topics read past the next id needed; never all, never the one that holds it.
-
-        Each topic delivers its ids in increasing order, so a topic whose last
-        id is below the next one needed may still hold it and keeps being
-        read; of the others, the one furthest behind is read too.
-        """
-        cap, held = self.options.max_buffered_bytes, self.merger.buffered_bytes
-        may_hold = [last < self.merger.next_id for last in self.last_id]
-        if held > cap:
-            want = [not m for m in may_hold]
-            if all(want):
-                want[min(range(2), key=lambda s: self.last_id[s])] = False
-        elif held < cap // 2:
-            want = [False, False]
-        else:  # between the marks: stay as is, unless the topic may hold the next id
-            want = [p and not m for p, m in zip(paused, may_hold)]
+        """Pause or resume topics as :func:`pause_plan` says."""
+        want = pause_plan(paused, self.last_id, self.merger.next_id, self.merger.buffered_bytes,
+                          self.options.max_buffered_bytes)  # fmt: skip
+        held = self.merger.buffered_bytes
         for stream in range(2):
             if want[stream] != paused[stream]:
                 self.receiver.pause(stream, want[stream])
@@ -286,3 +274,31 @@ class LearnerProcess:
         else:
             log.warning("waiting %.0f s for event %d (%d later events buffered; lag %s)", waited,
                         self.merger.next_id, self.merger.buffered, lags)  # fmt: skip
+
+
+def pause_plan(paused: list[bool], last_ids: list[int], next_id: int, held: int, cap: int) -> list[bool]:
+    """Which topics to pause: over ``cap`` bytes held, those read past ``next_id``; never all, never one that may hold it.
+
+    Each topic delivers its ids in increasing order, so a topic whose last id
+    is below the next one needed may still hold it and keeps being read; if
+    every topic is past it, the one furthest behind is read. Below half the
+    cap every topic is read; in between, nothing changes.
+
+    >>> pause_plan([False, False], [900, 120], next_id=100, held=300, cap=256)  # benign far ahead
+    [True, False]
+    >>> pause_plan([False, False], [900, 5000], next_id=100, held=300, cap=256)  # both past: the one behind is read
+    [False, True]
+    >>> pause_plan([True, False], [900, 120], next_id=100, held=200, cap=256), pause_plan([True, False], [900, 120], 100, 100, 256)
+    ([True, False], [False, False])
+    >>> pause_plan([True, False], [90, 120], next_id=100, held=200, cap=256)  # it may hold the next id: read it
+    [False, False]
+    """
+    may_hold = [last < next_id for last in last_ids]
+    if held > cap:
+        want = [not m for m in may_hold]
+        if all(want):
+            want[min(range(len(want)), key=lambda s: last_ids[s])] = False
+        return want
+    if held < cap // 2:
+        return [False] * len(paused)
+    return [p and not m for p, m in zip(paused, may_hold)]

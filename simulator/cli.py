@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="poisonsim",
         description="Streaming simulator of data poisoning and backdoors in online learning.",
     )
+    parser.add_argument("--version", action="version", version=f"poisonsim {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run",
@@ -87,6 +88,15 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--run", help="run id for the over-time figure, e.g. p0003-s1 (default: strongest attacker)")
     report.set_defaults(handler=_report)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("poisonsim")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def _plugged_commands() -> list:

@@ -47,9 +47,17 @@ TIMING_FIELDS = ("elapsed_seconds", "events_per_second")
 
 @dataclass
 class RunResult:
+    """A run's ``summary``, its ``timeseries`` (one row per evaluation step) and per-input ``scores``."""
+
     summary: dict
     timeseries: list[dict]
     scores: dict[str, list[dict]] = field(default_factory=dict)  # runtime detector -> scores of held-out inputs
+
+    def to_frame(self):
+        """The timeseries as a pandas DataFrame, one row per evaluation step."""
+        import pandas as pd
+
+        return pd.DataFrame(self.timeseries)
 
 
 @dataclass

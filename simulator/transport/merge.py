@@ -163,14 +163,6 @@ class Merger:
                     resume[stream] = min(resume[stream], int(mine.min()))
         return resume
 
-    def ahead(self) -> list[int]:
-        """Per stream: buffered events, to pause a topic that runs too far ahead."""
-        counts = [0] * self.n_streams
-        for part in self._parts:
-            counts_part = np.bincount(part[3], minlength=self.n_streams)
-            counts = [a + int(b) for a, b in zip(counts, counts_part)]
-        return counts
-
     def _held_ids(self) -> np.ndarray:
         if self._held is None:
             self._held = np.sort(np.concatenate([p[0].ids for p in self._parts])) if self._parts else np.zeros(0, np.int64)

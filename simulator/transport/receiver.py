@@ -16,13 +16,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from simulator.transport.codec import TRUTH_HEADER, Codec, Decoded
 from simulator.transport.dead_letters import DeadLetters, Unreadable
-from simulator.transport.kafka import KafkaSettings, partition_for, retry
 from simulator.transport.signing import SIGNATURE_HEADER, Signer
+
+if TYPE_CHECKING:
+    from simulator.transport.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,8 @@ class EventReceiver:
                  partitions: dict[str, int] | None, dead_letters: DeadLetters | None, group_id: str | None = None,
                  signer: Signer | None = None, **consumer_config):  # fmt: skip
         from kafka import KafkaConsumer, TopicPartition
+
+        from simulator.transport.kafka import partition_for, retry
 
         self.key, self.codec, self.dead_letters, self.group_id = key, codec, dead_letters, group_id
         self.settings, self.signer, self._probe = settings, signer, None

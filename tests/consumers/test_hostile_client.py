@@ -196,3 +196,26 @@ def test_a_replay_flood_of_one_future_id_costs_bounded_memory_and_skips_nothing(
     assert read_summary(tmp_path / "out") == embedded(CENTROID)[0]  # every real event learned in order, none skipped
     print(f"learner peak RSS under the flood: {sampled[0]:.0f} MiB")
     assert 0 < sampled[0] < 500, f"peak RSS {sampled[0]:.0f} MiB"
+
+
+@pytest.mark.slow
+def test_two_copies_of_an_id_with_different_content_are_neither_learned(broker, topics, tmp_path):
+    """Unsigned run: a forged copy of real event 12,345 ahead of the stream; the real one comes later."""
+    scenario = Scenario.from_toml(ROOT / CENTROID[0], CENTROID[2::2])
+    world = World.build(scenario)
+    codec = Codec(world.source.n_features, world.source.n_classes, scenario.stream.n_events)
+    key = scenario_key(scenario)
+    value, bits = real_message(world, codec, 12_345)
+    forged = bytearray(value)
+    forged[-4:] = np.float32(9.0).tobytes()
+    ensure_topics(KafkaSettings(broker.bootstrap), [topics.benign, topics.attack], partitions=1)
+    send_all(broker, topics, key, [(bytes(forged), [(TRUTH_HEADER, bits)], "conflict")])
+    producers = produce_both(broker, topics, CENTROID, tmp_path)
+    learner = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--no-metrics"),
+                                tmp_path / "consume.log")  # fmt: skip
+    wait_all([*producers, learner], timeout=120, logs=[tmp_path / "consume.log"])
+    summary = read_summary(tmp_path / "out")
+    assert summary["events_total"] == scenario.stream.n_events - 1  # event 12,345 given up, not learned
+    dead = read_dead_letters(broker, topics.dead_letter, 2)
+    assert [dict(r.headers)["reason"] for r in dead] == [b"conflict", b"conflict"]
+    assert {dict(r.headers)["source-topic"].decode() for r in dead} == {topics.attack, topics.benign}

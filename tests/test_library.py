@@ -1,0 +1,43 @@
+"""poisonsim as an installed library: its import name, version and Python API, from outside the source tree."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import poisonsim
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_the_import_name_and_version_come_from_the_installed_distribution(tmp_path):
+    code = "import poisonsim, simulator; print(poisonsim.__version__, poisonsim.__file__)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    shown, where = done.stdout.split()
+    assert shown == version("poisonsim") == poisonsim.__version__ and shown != "0+unknown"
+    assert Path(where).parent == ROOT / "poisonsim"  # found through the installation, not the working directory
+    cli = subprocess.run([sys.executable, "-m", "simulator.cli", "--version"], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert cli.stdout.strip() == f"poisonsim {shown}"
+
+
+def test_a_scenario_runs_from_a_file_or_a_dict_with_the_same_result():
+    from_file = poisonsim.run(ROOT / "scenarios" / "label_flip.toml", overrides=["stream.n_events=3000"], seed=5)
+    raw = poisonsim.scenario(ROOT / "scenarios" / "label_flip.toml", ["stream.n_events=3000"], seed=5).to_dict()
+    from_dict = poisonsim.run(raw)
+    assert from_file.timeseries == from_dict.timeseries
+    frame = from_dict.to_frame()
+    assert len(frame) == len(from_dict.timeseries) and frame["events"].iloc[-1] == 3000
+    assert {"clean_accuracy", "attack_success_rate", "observed_poisoning_rate"} <= set(frame.columns)
+
+
+def test_bad_values_are_refused_by_the_api_as_by_the_cli():
+    try:
+        poisonsim.run({"attack": {"kind": "label-flip", "rate": 2}})
+    except poisonsim.ConfigError as exc:
+        assert str(exc) == "attack.rate: expected a number <= 1, got 2.0"
+    else:
+        raise AssertionError("rate 2 accepted")

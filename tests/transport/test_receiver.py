@@ -1,0 +1,75 @@
+"""The receiver's screening of records before decoding (no broker: records built as kafka-python returns them).
+
+A null header value cannot be sent with kafka-python's producer (it writes
+an empty value instead); other clients can, so it is screened here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from kafka.consumer.fetcher import ConsumerRecord
+
+from simulator.events import EventBatch, Truth
+from simulator.transport.codec import TRUTH_HEADER, Codec
+from simulator.transport.receiver import EventReceiver
+from simulator.transport.signing import SIGNATURE_HEADER, Signer
+
+KEY = b"scenario-0123"
+CODEC = Codec(n_features=2, n_classes=2, n_events=100)
+
+
+class Collected:
+    """Dead letters, kept instead of published."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, record, reason, detail):
+        self.sent.append((record.offset, reason))
+
+
+def receiver(signer=None) -> tuple[EventReceiver, Collected]:
+    dead = Collected()
+    r = EventReceiver.__new__(EventReceiver)  # no consumer: only the decoding path is exercised
+    r.key, r.codec, r.dead_letters, r.signer = KEY, CODEC, dead, signer
+    return r, dead
+
+
+def record(offset: int, value, headers, key: bytes = KEY) -> ConsumerRecord:
+    return ConsumerRecord("t", 0, -1, offset, 0, 0, key, value, headers, None, 0, 0, 0)
+
+
+def message(event_id: int) -> tuple[bytes, bytes]:
+    batch = EventBatch.from_arrays(np.ones((1, 2)), [1], first_id=event_id)
+    return CODEC.encode(batch, Truth.clean(1), 1)[0]
+
+
+def test_null_repeated_and_missing_headers_are_dead_letters_and_the_rest_decodes():
+    r, dead = receiver()
+    value, bits = message(3)
+    records = [
+        record(0, value, [(TRUTH_HEADER, None)]),
+        record(1, value, [(TRUTH_HEADER, bits), (TRUTH_HEADER, bits)]),
+        record(2, value, [("x", None), (TRUTH_HEADER, bits)]),
+        record(3, None, [(TRUTH_HEADER, bits)]),
+        record(4, value, [(TRUTH_HEADER, bits)]),
+        record(5, value, [(TRUTH_HEADER, bits)], key=b"another-scenario"),
+    ]
+    got = r._decode(0, records)
+    assert dead.sent == [(0, "bad_header"), (1, "bad_header"), (2, "bad_header"), (3, "empty")]
+    assert got.decoded.batch.ids.tolist() == [3] and got.offsets.tolist() == [4]
+    assert got.ignored == 1 and got.next_offset == 6 and got.dead == ["bad_header"] * 3 + ["empty"]
+
+
+def test_with_a_key_only_records_signed_with_it_decode():
+    signer = Signer(b"k" * 32)
+    r, dead = receiver(signer)
+    value, bits = message(7)
+    good = [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, signer.sign(KEY, value, bits))]
+    forged_truth = [(TRUTH_HEADER, bytes([bits[0], bits[1] ^ 1])), good[1]]
+    other = [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, Signer(b"o" * 32).sign(KEY, value, bits))]
+    reordered = [good[1], good[0]]
+    got = r._decode(0, [record(0, value, [(TRUTH_HEADER, bits)]), record(1, value, forged_truth),
+                        record(2, value, other), record(3, value, good), record(4, value, reordered)])  # fmt: skip
+    assert dead.sent == [(0, "bad_signature"), (1, "bad_signature"), (2, "bad_signature")]
+    assert got.offsets.tolist() == [3, 4]  # header order does not matter
