@@ -26,8 +26,16 @@ SUMMARY_ROWS = (
     ("centroid_displacement", "centroid displacement"),
     ("window_contamination", "window contamination"),
     ("first_success_poison_events", "poison events to first success"),
+    ("attack_success_rate_mean", "attack success, mean over the run"),
+    ("deployed_clean_accuracy", "deployed model: clean accuracy"),
+    ("deployed_attack_success_rate", "deployed model: attack success"),
+    ("deployed_attack_success_rate_mean", "deployed model: attack success, mean"),
+    ("snapshots_deployed", "snapshots deployed"),
+    ("snapshots_vetoed", "snapshots vetoed"),
     ("events_per_second", "events / s"),
 )
+DEFENSE_FIGURES = (("precision", "precision"), ("recall", "recall"), ("far", "FAR"), ("frr", "FRR"),
+                   ("attack_success_behind", "attack success behind it"), ("resets", "resets"))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,11 +203,56 @@ def _print_summary(scenario: Scenario, summary: dict) -> None:
     table = Table(title=f"{scenario.name}: {scenario.model.kind} under {scenario.attack.kind} (seed {scenario.seed})")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    for key, label in SUMMARY_ROWS:
-        value = summary.get(key)
-        if value is not None:
-            table.add_row(label, f"{value:,.4g}" if isinstance(value, float) else f"{value:,}")
+    for label, value in summary_rows(summary):
+        table.add_row(label, value)
     Console().print(table)
+    print(verdict(summary))
+
+
+def summary_rows(summary: dict) -> list[tuple[str, str]]:
+    """The printed table's rows: the run's figures, then each defense's (verdicts scored against ground truth).
+
+    >>> summary_rows({"events_total": 1000, "defenses": {"strip": {"precision": 0.5, "far": 0.03, "tp": 3}}})
+    [('events', '1,000'), ('strip: precision', '0.5'), ('strip: FAR', '0.03')]
+    """
+    rows = [(label, _shown(summary[key])) for key, label in SUMMARY_ROWS if summary.get(key) is not None]
+    for kind, figures in (summary.get("defenses") or {}).items():
+        rows += [(f"{kind}: {label}", _shown(figures[key])) for key, label in DEFENSE_FIGURES
+                 if figures.get(key) is not None]  # fmt: skip
+    return rows
+
+
+def verdict(summary: dict) -> str:
+    """One line on what the attacker achieved.
+
+    >>> verdict({"attack": "label-flip", "poison_events_total": 0, "attack_success_rate": 0.0})
+    'label-flip: no poison reached the learner (the attack starts after the stream ends, or its rate is 0)'
+    """
+    attack, success, poison = summary.get("attack"), summary.get("attack_success_rate"), summary.get("poison_events_total")
+    if attack == "none":
+        return "clean baseline: no attacker"
+    from simulator.registry import ATTACKS, UnknownKind
+
+    try:
+        supplies_model = ATTACKS.get(attack).factory.supplies_model
+    except UnknownKind:
+        supplies_model = False
+    if poison == 0 and not supplies_model:
+        return f"{attack}: no poison reached the learner (the attack starts after the stream ends, or its rate is 0)"
+    if success is None:
+        return f"{attack}: {poison:,} poison events; this attack has no success measure on this model"
+    outcome = "succeeded" if success >= 0.5 else "partly succeeded" if success > 0 else "failed"
+    behind = [f"{kind} {f['attack_success_behind']:.3g}" for kind, f in (summary.get("defenses") or {}).items()
+              if f.get("attack_success_behind") is not None]  # fmt: skip
+    shown = f"; behind {', '.join(behind)}" if behind else ""
+    how = "through the supplied model" if supplies_model else f"with {poison:,} poison events"
+    return f"{attack}: {outcome} at the end of the stream (attack success {success:.3g}{shown}) {how}"
+
+
+def _shown(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return f"{value:,}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -92,3 +92,14 @@ def test_a_defense_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
     done = poisonsim("run", str(SCENARIO), "--set", 'defense=[{kind="strip"}]', "--quiet")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert 'defense[0].kind: "strip" needs a model or source that offers torch-net' in done.stderr
+
+
+def test_the_printed_summary_shows_defense_and_deployment_figures_and_a_verdict():
+    defended = poisonsim("run", "scenarios/centroid_defended.toml", "--set", "stream.n_events=3000").stdout
+    assert "outlier-rejection: precision" in defended and "drift-reset: resets" in defended
+    deployed = poisonsim("run", "scenarios/front_running.toml", "--set", "stream.n_events=4000").stdout
+    assert "deployed model: attack success" in deployed
+    assert "targeted: succeeded at the end of the stream (attack success 1) with 100 poison events" in deployed
+    late = poisonsim("run", "scenarios/label_flip.toml", "--set", "stream.n_events=1000", "--set",
+                     "attack.start=5000").stdout  # fmt: skip
+    assert "label-flip: no poison reached the learner" in late
