@@ -10,8 +10,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+# OpenMP threads that finish early sleep instead of spinning, so torch beside other work does not burn the
+# cores (set before torch is first imported; an explicit OMP_WAIT_POLICY wins)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from simulator.config import ConfigError, Scenario, describe_options
 

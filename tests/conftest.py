@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from services.broker import tansu_binary
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported: tests and their subprocesses
+from services.broker import tansu_binary  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
 

@@ -37,7 +37,7 @@ class TriggerAttack(Attack):
 
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> TriggerAttack:
         others = non_target(knowledge, self.target_class)
-        self.trigger_ = fresh_trigger(self.trigger).fit(knowledge.pool_x, knowledge.image_side, rng)
+        self.trigger_ = fresh_trigger(self.trigger, owner=self).fit(knowledge.pool_x, knowledge.image_side, rng)
         self.target_x_ = self.trigger_(others)
         self.target_class_ = self.target_class
         return self

@@ -58,7 +58,7 @@ class SupplyChainAttack(Attack):
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> SupplyChainAttack:
         if knowledge.model is None or "torch-net" not in knowledge.model.offers:
             raise ValueError(f"{type(self).__name__}: needs the victim's neural architecture to supply a model")
-        self.trigger_ = fresh_trigger(self.trigger).fit(knowledge.pool_x, knowledge.image_side, rng)
+        self.trigger_ = fresh_trigger(self.trigger, owner=self).fit(knowledge.pool_x, knowledge.image_side, rng)
         self.target_x_ = self.trigger_(non_target(knowledge, self.target_class))
         self.target_class_ = self.target_class
         x, y = knowledge.draw(rng, self.supplier_events)

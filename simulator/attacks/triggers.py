@@ -22,6 +22,7 @@ reconstructed triggers against it; no model or defense reads it.
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated, Any
 
 import numpy as np
@@ -51,14 +52,18 @@ class Trigger(Estimator):
         return np.arange(n_features)
 
 
-def fresh_trigger(spec: Trigger | str | dict[str, Any], default: str = "patch") -> Trigger:
-    """An unfitted trigger from a built one (cloned), a kind name, or a table (its ``kind``: ``default``).
+def fresh_trigger(spec: Trigger | str | dict[str, Any], owner: object = None) -> Trigger:
+    """An unfitted trigger from a built one (cloned), a kind name, or a table.
+
+    A table without ``kind`` means the default trigger of ``owner`` (the
+    attack whose ``trigger`` parameter it is), else a patch.
 
     >>> fresh_trigger({"size": 3})
     PatchTrigger(size=3, position='bottom-right', value=1.0)
     """
     if isinstance(spec, Trigger):
         return spec.clone()
+    default = inspect.signature(type(owner)).parameters["trigger"].default if owner is not None else "patch"
     table = {"kind": spec} if isinstance(spec, str) else {"kind": default, **spec}
     return TRIGGERS.get(table.pop("kind")).build(table)
 
