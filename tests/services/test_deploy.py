@@ -51,6 +51,9 @@ def test_every_dashboard_query_names_only_metrics_the_exporter_exposes():
             assert metrics, target["expr"]
             assert metrics <= exposed, (panel["title"], metrics - exposed)
             assert target["datasource"]["uid"] == "poisonsim-prometheus"
+            assert not re.search(r"\[\d+[smh]\]", target["expr"]), target["expr"]  # $__rate_interval, not fixed
+            if "poisonsim_detections_total" in target["expr"]:  # the learner's and the detector's kept apart
+                assert "job" in target["expr"], target["expr"]
     provisioned = (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
     assert "uid: poisonsim-prometheus" in provisioned and "url: http://prometheus:9090" in provisioned
 
