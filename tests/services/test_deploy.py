@@ -73,6 +73,11 @@ def test_compose_file_validates_and_wires_the_deploy_files():
     scraped = (ROOT / "deploy" / "prometheus.yml").read_text()
     for name in ("prometheus", "grafana"):  # dashboards are not published beyond this machine
         assert all(port["host_ip"] == "127.0.0.1" for port in services[name]["ports"]), services[name]["ports"]
+    assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    for name in ("prometheus", "grafana", "learner", "detector", "produce-benign", "produce-attack"):
+        assert services[name]["healthcheck"]["test"], name
+    assert {"target": "/results"}.items() <= next(m for m in services["learner"]["volumes"]
+                                                  if m["target"] == "/results").items()  # fmt: skip
     for name in ("learner", "detector", "produce-benign", "produce-attack"):
         key = services[name]["environment"]["POISONSIM_SIGNING_KEY_FILE"]
         assert any(m["target"] == str(Path(key).parent) for m in services[name]["volumes"])  # signed records
@@ -107,7 +112,8 @@ def test_each_python_service_command_runs_locally_against_the_test_broker(broker
                    POISONSIM_ATTACK_TOPIC=topics.attack, POISONSIM_DEAD_LETTER_TOPIC=topics.dead_letter,
                    POISONSIM_METRICS_PORT=str(ports[name]), POISONSIM_METRICS_ADDRESS="127.0.0.1",
                    POISONSIM_CHECKPOINT_DIR=str(tmp_path / "state"), POISONSIM_SIGNING_KEY_FILE=str(key))  # fmt: skip
-        processes[name] = poisonsim_process(python[name]["command"], tmp_path / f"{name}.log", env)
+        command = [str(tmp_path / "results") if arg == "/results" else arg for arg in python[name]["command"]]
+        processes[name] = poisonsim_process(command, tmp_path / f"{name}.log", env)
     try:
         wait_all([processes["produce-benign"], processes["produce-attack"]], timeout=120,
                  logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"])  # fmt: skip
@@ -118,8 +124,14 @@ def test_each_python_service_command_runs_locally_against_the_test_broker(broker
                      process=processes["detector"])  # fmt: skip
         detected = urllib.request.urlopen(f"http://127.0.0.1:{ports['detector']}/metrics", timeout=10).read().decode()
         assert 'poisonsim_detections_total{detector="centroid",outcome="tn"}' in detected
+        for name in ("learner", "detector"):  # compose's own healthcheck code, against the running services
+            check = python[name]["healthcheck"]["test"][3]
+            subprocess.run([sys.executable, "-c", check], check=True, timeout=30,
+                           env={**os.environ, "POISONSIM_METRICS_PORT": str(ports[name])})  # fmt: skip
     finally:
         codes = {name: stop(process) for name, process in processes.items()}
     assert codes == dict.fromkeys(processes, 0)
     assert "stopped after judging" in (tmp_path / "detector.log").read_text()
     assert not any("no signing key" in (tmp_path / f"{name}.log").read_text() for name in processes)
+    assert (tmp_path / "results" / "summary.json").exists()  # the learner's --out, the results volume in compose
+
