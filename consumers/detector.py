@@ -80,6 +80,8 @@ class DetectorProcess:
         self._mtime: float | None = None
         self.judged = 0
         self.signer = signer
+        self.snapshot_position = 0  # the stream position of the learner's model it judges with
+        self.n_events = scenario.stream.n_events
 
     def _reload(self) -> None:
         try:
@@ -108,6 +110,7 @@ class DetectorProcess:
             self._mtime = mtime
             return
         self._mtime = mtime
+        self.snapshot_position = int(state["next_id"])
         self.metrics.snapshot_events.set(state["next_id"])
         log.info("model snapshot at stream position %d loaded from %s", state["next_id"], self.snapshot)
 
@@ -129,6 +132,11 @@ class DetectorProcess:
                     self._judge(part.decoded)
                 if received:
                     receiver.commit()
+                elif assigned and self.snapshot_position >= self.n_events and receiver.lag() and \
+                        all(lag == 0 for lag in receiver.lag()):  # fmt: skip
+                    log.info("stream complete: the learner's model has learned all %d events and every event "
+                             "in this detector's partitions is judged", self.n_events)  # fmt: skip
+                    break
         finally:
             receiver.close()
         log.info("stopped after judging %d events", self.judged)

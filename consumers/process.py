@@ -86,6 +86,10 @@ def main(args: argparse.Namespace) -> int:
         server = service.start_metrics(args, registry)
         try:
             process.run()
+            if args.keep_serving and server and not stop():
+                log.info("serving metrics until SIGTERM")
+                while not stop():
+                    time.sleep(0.2)
         finally:
             if server:
                 server.close()

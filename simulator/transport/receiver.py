@@ -171,9 +171,9 @@ class EventReceiver:
         return False
 
     def lag(self) -> list[int | None]:
-        """Messages behind the end of each partition (None until known)."""
+        """Messages behind the end of each partition read (None until known)."""
         lags = []
-        for tp in self.partitions:
+        for tp in self.partitions or sorted(self.consumer.assignment()):
             high = self.consumer.highwater(tp)
             lags.append(None if high is None else max(high - self.consumer.position(tp), 0))
         return lags
