@@ -127,7 +127,8 @@ class DetectorProcess:
                     self._reload()
                     last_reload = time.monotonic()
                 assigned = bool(receiver.consumer.assignment())
-                received = receiver.poll(timeout_ms=500 if assigned else 1500)  # DESIGN.md: >= 1500 until assigned
+                # until the group assigns partitions, poll long enough (>= 1.5 s) for the join to complete
+                received = receiver.poll(timeout_ms=500 if assigned else 1500)
                 for part in received:
                     self._judge(part.decoded)
                 if received:

@@ -65,7 +65,7 @@ class EventReceiver:
         config = {"enable_auto_commit": False, "auto_offset_reset": "earliest", "max_poll_records": 20_000,
                   "fetch_max_bytes": 1024 * 1024, "max_partition_fetch_bytes": max(512 * 1024, codec.max_bytes),
                   "fetch_max_wait_ms": 200, **consumer_config}  # fmt: skip
-        if partitions is None:  # a group member (see DESIGN.md for the timeouts that join quickly)
+        if partitions is None:  # a group member: short session timeouts, so that it joins (and rejoins) quickly
             config = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 600, **config}
         self.consumer = retry(lambda: KafkaConsumer(**settings.client_config(), group_id=group_id, **config),
                               "connecting the consumer")  # fmt: skip
