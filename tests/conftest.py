@@ -68,16 +68,9 @@ def broker(tmp_path_factory):
     with open(tmp_path_factory.mktemp("tansu") / "tansu.log", "w") as log:
         process = subprocess.Popen([binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
                                    stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"the Tansu broker did not start on port {port}")
-            time.sleep(0.05)
+    if not listening(port, process, timeout=20):
+        process.kill()
+        pytest.fail(f"the Tansu broker did not start on port {port}")
     yield Broker(process, port)
     os.kill(process.pid, signal.SIGCONT)  # in case a test left it paused
     process.terminate()
@@ -86,6 +79,19 @@ def broker(tmp_path_factory):
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def listening(port: int, process: subprocess.Popen, timeout: float) -> bool:
+    """Wait until something accepts connections on 127.0.0.1:``port``; False if ``process`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,19 @@ def embedded(args: list[str]) -> tuple[dict, list[dict]]:
     result = run(scenario)
     summary = json.loads(json.dumps(result.summary))
     return {k: v for k, v in summary.items() if k not in TIMING_FIELDS}, result.timeseries
+
+
+def scenario_parts(args: list[str]):
+    """A scenario from command-line style ``args``: the scenario, its world, its codec and its Kafka key."""
+    from simulator.config import Scenario
+    from simulator.pipeline.engine import World
+    from simulator.transport.codec import Codec
+    from simulator.transport.kafka import scenario_key
+
+    scenario = Scenario.from_toml(ROOT / args[0], args[2::2])
+    world = World.build(scenario)
+    codec = Codec(world.source.n_features, world.source.n_classes, scenario.stream.n_events)
+    return scenario, world, codec, scenario_key(scenario)
 
 
 def read_summary(out) -> dict:

@@ -17,15 +17,14 @@ import urllib.request
 import numpy as np
 import pytest
 from conftest import (
-    ROOT, consume_command, embedded, free_port, poisonsim_process, produce_both, read_summary, stop, wait_all,
-    wait_for_log,
+    consume_command, embedded, free_port, poisonsim_process, produce_both, read_summary, scenario_parts, stop,
+    wait_all, wait_for_log,
 )
 from test_kafka_e2e import CENTROID, malformed_corpus
 
-from simulator.config import Scenario
 from simulator.pipeline.engine import World
 from simulator.transport.codec import TRUTH_HEADER, Codec
-from simulator.transport.kafka import KafkaSettings, ensure_topics, scenario_key
+from simulator.transport.kafka import KafkaSettings, ensure_topics
 from simulator.transport.signing import SIGNATURE_HEADER, Signer
 
 KEY = bytes(range(32))
@@ -108,10 +107,7 @@ def read_dead_letters(broker, topic: str, expected: int) -> list:
 
 @pytest.mark.slow
 def test_poison_pills_are_dead_lettered_and_the_signed_run_ends_as_embedded(broker, topics, tmp_path):
-    scenario = Scenario.from_toml(ROOT / CENTROID[0], CENTROID[2::2])
-    world = World.build(scenario)
-    codec = Codec(world.source.n_features, world.source.n_classes, scenario.stream.n_events)
-    key = scenario_key(scenario)
+    scenario, world, codec, key = scenario_parts(CENTROID)
     records = hostile_records(codec, world, key)
     (tmp_path / "key").write_text(KEY.hex())
     signed = ["--signing-key-file", tmp_path / "key"]
@@ -171,10 +167,7 @@ def test_a_replay_flood_of_one_future_id_costs_bounded_memory_and_skips_nothing(
     """Ahead of the stream, 90 messages each repeating one real future event 22,000 times (about 2M events)."""
     from kafka import KafkaProducer
 
-    scenario = Scenario.from_toml(ROOT / CENTROID[0], CENTROID[2::2])
-    world = World.build(scenario)
-    codec = Codec(world.source.n_features, world.source.n_classes, scenario.stream.n_events)
-    key = scenario_key(scenario)
+    scenario, world, codec, key = scenario_parts(CENTROID)
     value, bits = real_message(world, codec, 15_000)
     decoded, truth = codec.decode(value, bits)
     copies = np.zeros(22_000, dtype=np.int64)
@@ -202,10 +195,7 @@ def test_a_replay_flood_of_one_future_id_costs_bounded_memory_and_skips_nothing(
 @pytest.mark.slow
 def test_two_copies_of_an_id_with_different_content_are_neither_learned(broker, topics, tmp_path):
     """Unsigned run: a forged copy of real event 12,345 ahead of the stream; the real one comes later."""
-    scenario = Scenario.from_toml(ROOT / CENTROID[0], CENTROID[2::2])
-    world = World.build(scenario)
-    codec = Codec(world.source.n_features, world.source.n_classes, scenario.stream.n_events)
-    key = scenario_key(scenario)
+    scenario, world, codec, key = scenario_parts(CENTROID)
     value, bits = real_message(world, codec, 12_345)
     forged = bytearray(value)
     forged[-4:] = np.float32(9.0).tobytes()

@@ -14,15 +14,14 @@ import urllib.request
 import numpy as np
 import pytest
 from conftest import (
-    ROOT, consume_command, embedded, free_port, poisonsim_process, produce_both, read_summary, stop, wait_all,
-    wait_for_log,
+    ROOT, consume_command, embedded, free_port, poisonsim_process, produce_both, read_summary, scenario_parts, stop,
+    wait_all, wait_for_log,
 )
 
 from simulator.config import Scenario
-from simulator.pipeline.engine import World
 from simulator.transport.codec import DECODE_REASONS, HEADER, TRUTH_HEADER, Codec
 from simulator.transport.dead_letters import MAX_VALUE_BYTES
-from simulator.transport.kafka import KafkaSettings, ensure_topics, scenario_key
+from simulator.transport.kafka import KafkaSettings, ensure_topics
 
 CENTROID = ["scenarios/centroid_shift.toml", "--set", "stream.n_events=20000", "--set", "attack.start=2000"]
 LABEL_FLIP = ["scenarios/label_flip.toml", "--set", "stream.n_events=10000", "--set", "attack.start=1000"]
@@ -91,10 +90,7 @@ def malformed_corpus(codec: Codec, seed: int = 0) -> list[tuple[bytes | None, by
 def test_malformed_messages_go_to_the_dead_letter_topic_and_the_run_goes_on(broker, topics, tmp_path):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    scenario = Scenario.from_toml(ROOT / CENTROID[0], CENTROID[2::2])
-    world = World.build(scenario)
-    codec = Codec(world.source.n_features, world.source.n_classes, scenario.stream.n_events)
-    key = scenario_key(scenario)
+    scenario, world, codec, key = scenario_parts(CENTROID)
     corpus = malformed_corpus(codec)
     ensure_topics(KafkaSettings(broker.bootstrap), [topics.benign, topics.attack], partitions=1)
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, max_request_size=4 * codec.max_bytes)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, listening
 
 from services.broker import tansu_binary
 from simulator.transport.kafka import KafkaSettings, ensure_topics
@@ -20,14 +18,7 @@ def test_the_broker_command_serves_kafka_on_loopback_until_sigterm():
     broker = subprocess.Popen([sys.executable, "-m", "simulator.cli", "broker", "--port", str(port)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert broker.poll() is None and time.monotonic() < deadline, broker.stdout.read()
-                time.sleep(0.1)
+        assert listening(port, broker, timeout=30), broker.stdout.read()
         counts = ensure_topics(KafkaSettings(f"127.0.0.1:{port}"), ["broker-test.a", "broker-test.b"], partitions=2)
         assert counts == {"broker-test.a": 2, "broker-test.b": 2}
     finally:
