@@ -85,17 +85,17 @@ class Merger:
         keep = batch.ids >= self.next_id
         if len(batch) > 1 and not (batch.ids[1:] > batch.ids[:-1]).all():  # ids repeated within the part
             _, first, inverse = np.unique(batch.ids, return_index=True, return_inverse=True)
-            twin = first[inverse]  # each row's first copy
-            repeated = (twin != np.arange(len(batch))) & keep
-            differs = repeated & ~_same_rows(batch, truth, np.arange(len(batch)), twin)
-            self._check_copies(batch, truth, offsets, stream, differs, within=True)
-            keep &= twin == np.arange(len(batch))
+            twin, rows = first[inverse], np.arange(len(batch))  # each row's first copy
+            differs = (twin != rows) & keep & ~_same_rows(batch, truth, rows, twin)
+            for row in np.flatnonzero(differs):
+                self._conflict(int(batch.ids[row]), (stream, int(offsets[twin[row]])), (stream, int(offsets[row])))
+            keep &= twin == rows
         held = self._held_ids()
         if held.size:
             again = keep & _isin_sorted(batch.ids, held)
-            if again.any():
-                self._check_copies(batch, truth, offsets, stream, again, within=False)
-                keep &= ~again
+            for row in np.flatnonzero(again):
+                self._check_held_copy(batch, truth, offsets, stream, int(row))
+            keep &= ~again
         if self._void:
             keep &= ~np.isin(batch.ids, np.fromiter(self._void, np.int64))
         if not keep.all():
@@ -168,29 +168,23 @@ class Merger:
             self._held = np.sort(np.concatenate([p[0].ids for p in self._parts])) if self._parts else np.zeros(0, np.int64)
         return self._held
 
-    def _check_copies(self, batch, truth, offsets, stream, rows, within: bool) -> None:
-        """Copies of ids held already (or earlier in the same part): same content is a duplicate, other a conflict."""
-        for row in np.flatnonzero(rows):
-            event_id = int(batch.ids[row])
-            first = self._first_copy(batch, truth, offsets, stream, event_id) if within else self._held_copy(event_id)
-            if first is None or _same(first[:2], (batch.select([row]), truth.select([row]))):
-                continue
-            self.conflicts += [(event_id, first[2], first[3]), (event_id, stream, int(offsets[row]))]
-            self._void.add(event_id)
-            self._drop(event_id)
+    def _check_held_copy(self, batch, truth, offsets, stream: int, row: int) -> None:
+        """A copy of a held id: the same event is a duplicate, other content a conflict."""
+        event_id = int(batch.ids[row])
+        for held, held_truth, held_offsets, streams in self._parts:
+            at = np.flatnonzero(held.ids == event_id)[:1]
+            if at.size:
+                pair = EventBatch.concatenate([held.select(at), batch.select([row])])
+                pair_truth = Truth.concatenate([held_truth.select(at), truth.select([row])])
+                if not _same_rows(pair, pair_truth, np.array([0]), np.array([1]))[0]:
+                    self._conflict(event_id, (int(streams[at[0]]), int(held_offsets[at[0]])), (stream, int(offsets[row])))
+                return
 
-    @staticmethod
-    def _first_copy(batch, truth, offsets, stream, event_id):
-        row = int(np.flatnonzero(batch.ids == event_id)[0])
-        return batch.select([row]), truth.select([row]), stream, int(offsets[row])
-
-    def _held_copy(self, event_id: int):
-        for batch, truth, offsets, streams in self._parts:
-            rows = np.flatnonzero(batch.ids == event_id)
-            if rows.size:
-                row = int(rows[0])
-                return batch.select([row]), truth.select([row]), int(streams[row]), int(offsets[row])
-        return None
+    def _conflict(self, event_id: int, first: tuple[int, int], second: tuple[int, int]) -> None:
+        """Two copies of ``event_id`` (stream, offset each) differ: neither is learned, the id is given up."""
+        self.conflicts += [(event_id, *first), (event_id, *second)]
+        self._void.add(event_id)
+        self._drop(event_id)
 
     def _drop(self, event_id: int) -> None:
         """Remove a held id (a conflict: neither copy is learned)."""
@@ -237,11 +231,3 @@ def _same_rows(batch: EventBatch, truth: Truth, a: np.ndarray, b: np.ndarray) ->
     if batch.pin is not None:
         same &= batch.pin[a] == batch.pin[b]
     return same
-
-
-def _same(a: tuple[EventBatch, Truth], b: tuple[EventBatch, Truth]) -> bool:
-    (x, tx), (y, ty) = a, b
-    return (np.array_equal(x.x, y.x) and np.array_equal(x.y, y.y) and np.array_equal(x.ts, y.ts)
-            and np.array_equal(x.source, y.source) and np.array_equal(tx.is_poison, ty.is_poison)
-            and np.array_equal(tx.is_adaptive, ty.is_adaptive)
-            and (x.pin is None) == (y.pin is None) and (x.pin is None or np.array_equal(x.pin, y.pin)))  # fmt: skip
