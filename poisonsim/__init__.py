@@ -17,19 +17,13 @@ with ``--set``-style overrides (``overrides=["attack.rate=0.3"]``) and another s
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from simulator import __version__
 from simulator.config import ConfigError, Scenario
 from simulator.pipeline.engine import RunResult, World, write_results
 from simulator.registry import REGISTRIES, Key
-
-try:
-    __version__ = version("poisonsim")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
-
 
 def scenario(spec: str | Path | dict[str, Any] | Scenario, overrides: list[str] | tuple[str, ...] = (),
              seed: int | None = None) -> Scenario:  # fmt: skip

@@ -18,6 +18,7 @@ from pathlib import Path
 # cores (set before torch is first imported; an explicit OMP_WAIT_POLICY wins)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from simulator import __version__
 from simulator.config import ConfigError, Scenario, describe_options
 
 SUMMARY_ROWS = (
@@ -58,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="poisonsim",
         description="Streaming simulator of data poisoning and backdoors in online learning.",
     )
-    parser.add_argument("--version", action="version", version=f"poisonsim {_version()}")
+    parser.add_argument("--version", action="version", version=f"poisonsim {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run",
@@ -101,15 +102,6 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--run", help="run id for the over-time figure, e.g. p0003-s1 (default: strongest attacker)")
     report.set_defaults(handler=_report)
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("poisonsim")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def _plugged_commands() -> list:

@@ -133,9 +133,8 @@ def test_bad_process_flags_are_refused_before_connecting(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("POISONSIM_")}
     processes = []
     for args, _ in FLAGS:
-        command = [sys.executable, "-m", "simulator.cli", *args, *NOWHERE, "--checkpoint-dir", str(tmp_path)]
-        if args[0] == "produce":
-            command = command[:-2]
+        where = ["--checkpoint-dir", str(tmp_path)] if args[0] == "consume" else []  # consume's own flag
+        command = [sys.executable, "-m", "simulator.cli", *args, *NOWHERE, *where]
         processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           text=True))  # fmt: skip
     for process, (args, expected) in zip(processes, FLAGS):
