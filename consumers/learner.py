@@ -250,9 +250,8 @@ class LearnerProcess:
 
     def _flow_control(self, paused: list[bool]) -> list[bool]:
         """Pause or resume topics as :func:`pause_plan` says."""
-        want = pause_plan(paused, self.last_id, self.merger.next_id, self.merger.buffered_bytes,
-                          self.options.max_buffered_bytes)  # fmt: skip
         held = self.merger.buffered_bytes
+        want = pause_plan(paused, self.last_id, self.merger.next_id, held, self.options.max_buffered_bytes)
         for stream in range(2):
             if want[stream] != paused[stream]:
                 self.receiver.pause(stream, want[stream])

@@ -133,14 +133,12 @@ class Kind:
         obj.kind = self.name
         return obj
 
-
     def _nested(self, name: str, value: Any) -> Any:
         """A key that is a kind of another concept, given as its name or table, built."""
         param = self.keys[name]
         if param.type != "kind" or not isinstance(value, (str, dict)):
             return value
-        table = {"kind": value} if isinstance(value, str) else {"kind": param.default, **value}
-        return param.key.kinds.get(table.pop("kind")).build(table)
+        return param.key.kinds.build_spec(value, param.default)
 
 
 class Registry:
@@ -194,6 +192,11 @@ class Registry:
             failed = "".join(f"; {m} not loaded ({why})" for m, why in self._failed.items())
             raise UnknownKind(f'{self.concept} kind "{name}" does not exist (known: {", ".join(self.names())}){failed}')
         return self._kinds[name]
+
+    def build_spec(self, spec: str | dict[str, Any], default: str) -> Any:
+        """A kind built from its name, or from a table of its keys whose ``kind`` defaults to ``default``."""
+        table = {"kind": spec} if isinstance(spec, str) else {"kind": default, **spec}
+        return self.get(table.pop("kind")).build(table)
 
     def names(self) -> list[str]:
         """Every kind registered so far, sorted (call :meth:`load_all` first for all of them)."""

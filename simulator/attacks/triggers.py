@@ -64,8 +64,7 @@ def fresh_trigger(spec: Trigger | str | dict[str, Any], owner: object = None) ->
     if isinstance(spec, Trigger):
         return spec.clone()
     default = inspect.signature(type(owner)).parameters["trigger"].default if owner is not None else "patch"
-    table = {"kind": spec} if isinstance(spec, str) else {"kind": default, **spec}
-    return TRIGGERS.get(table.pop("kind")).build(table)
+    return TRIGGERS.build_spec(spec, default)
 
 
 def patch_indices(n_features: int, side: int | None, size: int, position: str) -> np.ndarray:
