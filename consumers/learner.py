@@ -225,7 +225,7 @@ class LearnerProcess:
             topic = self.options.topics[stream]
             log.error("conflict: event %d arrived twice with different content (%s offset %d); neither is learned",
                       event_id, topic, offset)  # fmt: skip
-            record = kafka_io.Unreadable(topic, self.receiver.partition_of(stream), offset, key=self.key)
+            record = kafka_io.RecordAt(topic, self.receiver.partition_of(stream), offset, key=self.key)
             self.dead_letters.send(record, "conflict", f"event {event_id} held with other content")
             self._count_dead_letter("conflict")
         self.merger.conflicts.clear()

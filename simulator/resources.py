@@ -25,7 +25,7 @@ DEFAULT_CLASSES = 10
 def estimate(scenario: Scenario) -> list[tuple[str, int, str]]:
     """The run's largest allocations: (the key that sets it, bytes, what it is)."""
     stream, model = scenario.stream.to_dict(), scenario.model.to_dict()
-    d = stream.get("n_features") or getattr(scenario.stream.kind_of("source").factory, "N_FEATURES", DEFAULT_FEATURES)
+    d = stream.get("n_features", DEFAULT_FEATURES)
     k = stream.get("n_classes", DEFAULT_CLASSES)
     items = [("evaluation.every", scenario.evaluation.every * d * 4 * 8, "a stream batch and its copies")]
     if "n_test" in stream:

@@ -20,8 +20,8 @@ ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
-class Unreadable:
-    """A record the client library could not parse: only where it was is known."""
+class RecordAt:
+    """A record known only by where it was (one the client library could not parse, a copy in a conflict)."""
 
     topic: str
     partition: int

@@ -34,7 +34,7 @@ from typing import Callable
 from simulator.config import ConfigError
 from simulator.events import EventBatch, Truth
 from simulator.transport.codec import TRUTH_HEADER, Codec
-from simulator.transport.dead_letters import DeadLetters, Unreadable
+from simulator.transport.dead_letters import DeadLetters, RecordAt
 from simulator.transport.signing import SIGNATURE_HEADER, Signer
 
 log = logging.getLogger(__name__)
@@ -275,5 +275,5 @@ class EventSender:
 
 from simulator.transport.receiver import EventReceiver, Received  # noqa: E402 (it uses the settings above)
 
-__all__ = ["DeadLetters", "EventReceiver", "EventSender", "KafkaSettings", "Received", "Unreadable", "ensure_topics",
+__all__ = ["DeadLetters", "EventReceiver", "EventSender", "KafkaSettings", "Received", "RecordAt", "ensure_topics",
            "partition_for", "retry", "scenario_key"]  # fmt: skip

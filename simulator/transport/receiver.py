@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from simulator.transport.codec import TRUTH_HEADER, Codec, Decoded
-from simulator.transport.dead_letters import DeadLetters, Unreadable
+from simulator.transport.dead_letters import DeadLetters, RecordAt
 from simulator.transport.signing import SIGNATURE_HEADER, Signer
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ class EventReceiver:
         for tp in sorted(self.consumer.assignment()):
             offset = self.consumer.position(tp)
             if self._unreadable_at(tp, offset):
-                self._dead_letter(Unreadable(tp.topic, tp.partition, offset), "unreadable", str(exc))
+                self._dead_letter(RecordAt(tp.topic, tp.partition, offset), "unreadable", str(exc))
                 self.consumer.seek(tp, offset + 1)
                 empty = self.codec.decode_many([], [])
                 return Received(self._stream[tp.topic], empty, np.zeros(0, np.int64), offset + 1, 0, ["unreadable"])

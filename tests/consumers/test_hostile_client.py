@@ -120,15 +120,17 @@ def test_poison_pills_are_dead_lettered_and_the_signed_run_ends_as_embedded(brok
                                                 "--keep-serving", *signed), tmp_path / "consume.log")  # fmt: skip
     detector = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--role", "detector",
                                                  "--no-metrics", *signed), tmp_path / "detector.log")  # fmt: skip
-    late = threading.Timer(2.0, send_all, (broker, topics, key, records[len(records) // 2 :]))  # ... and among it
-    late.start()
     try:
+        # ... and among it: once both producers publish, about 5 s of paced stream are left (not a fixed delay,
+        # which a loaded machine could stretch past the stream's end)
+        for role, producer in zip(("benign", "attack"), producers):
+            wait_for_log(tmp_path / f"produce-{role}.log", "publishing the", timeout=60, process=producer)
+        send_all(broker, topics, key, records[len(records) // 2 :])
         wait_all(producers, timeout=120, logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"])
         wait_for_log(tmp_path / "consume.log", "serving metrics until SIGTERM", timeout=120, process=learner)
         exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         assert detector.wait(timeout=60) == 0  # it ran to the stream's end and stopped by itself
     finally:
-        late.join()
         assert stop(learner) == 0
         stop(detector)
     assert "stream complete" in (tmp_path / "detector.log").read_text()
