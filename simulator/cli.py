@@ -24,7 +24,8 @@ from simulator.config import ConfigError, Scenario, describe_options
 SUMMARY_ROWS = (
     ("events_total", "events"),
     ("poison_events_total", "poison events"),
-    ("observed_poisoning_rate", "observed rho"),
+    ("observed_poisoning_rate", "observed rho (stream)"),
+    ("learned_poisoning_rate", "rho of all it learned from"),
     ("clean_accuracy", "clean accuracy (held-out)"),
     ("prequential_accuracy", "prequential accuracy"),
     ("attack_success_rate", "attack success rate"),
@@ -40,8 +41,14 @@ SUMMARY_ROWS = (
     ("snapshots_vetoed", "snapshots vetoed"),
     ("events_per_second", "events / s"),
 )
-DEFENSE_FIGURES = (("precision", "precision"), ("recall", "recall"), ("far", "FAR"), ("frr", "FRR"),
-                   ("attack_success_behind", "attack success behind it"), ("resets", "resets"))  # fmt: skip
+DEFENSE_FIGURES = (  # over time after the attack starts (mean, worst interval), then at the end of the stream
+    ("precision_mean", "precision, mean"), ("recall_mean", "recall, mean"), ("recall_worst", "recall, worst"),
+    ("stream_frr_mean", "clean stream events flagged, mean"),
+    ("far_mean", "FAR, mean"), ("far_worst", "FAR, worst"), ("frr_mean", "FRR, mean"), ("frr_worst", "FRR, worst"),
+    ("attack_success_behind_mean", "attack success behind it, mean"),
+    ("precision", "precision at the end"), ("recall", "recall at the end"), ("far", "FAR at the end"),
+    ("frr", "FRR at the end"), ("attack_success_behind", "attack success behind it at the end"), ("resets", "resets"),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,7 +217,7 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
     """The printed table's rows: the run's figures, then each defense's (verdicts scored against ground truth).
 
     >>> summary_rows({"events_total": 1000, "defenses": {"strip": {"precision": 0.5, "far": 0.03, "tp": 3}}})
-    [('events', '1,000'), ('strip: precision', '0.5'), ('strip: FAR', '0.03')]
+    [('events', '1,000'), ('strip: precision at the end', '0.5'), ('strip: FAR at the end', '0.03')]
     """
     rows = [(label, _shown(summary[key])) for key, label in SUMMARY_ROWS if summary.get(key) is not None]
     for kind, figures in (summary.get("defenses") or {}).items():

@@ -52,9 +52,27 @@ class ConfigError(ValueError):
 class StreamKeys:
     """Keys of ``[stream]`` whatever the source."""
 
-    def __init__(self, n_events: Annotated[int, Key("events in the merged stream (benign + attacker)", ge=1,
-                                                    le=10**10)] = 20_000):  # fmt: skip
+    def __init__(
+        self,
+        n_events: Annotated[int, Key("events in the merged stream (benign + attacker)", ge=1, le=10**10)] = 20_000,
+        benign_sources: Annotated[int, Key("public source ids benign traffic spreads over", ge=1, le=1000)] = 100,
+    ):  # fmt: skip
         self.n_events = n_events
+        self.benign_sources = benign_sources
+
+
+class AttackKeys:
+    """Keys of ``[attack]`` whatever the kind: the public source ids the attacker sends from."""
+
+    def __init__(
+        self,
+        identities: Annotated[int, Key("public source ids the attacker spreads its events over", ge=1,
+                                       le=1000)] = 10,
+        identity_pool: Annotated[str, Key("shared: ids that also carry benign traffic; own: ids only the attacker "
+                                          "uses (they betray it)", choices=("shared", "own"))] = "shared",
+    ):  # fmt: skip
+        self.identities = identities
+        self.identity_pool = identity_pool
 
 
 class ModelKeys:
@@ -102,7 +120,7 @@ class SectionSpec:
 SPECS = {
     "stream": SectionSpec("stream", (("source", SOURCES, "blobs"),), StreamKeys),
     "model": SectionSpec("model", (("kind", MODELS, "centroid-detector"),), ModelKeys),
-    "attack": SectionSpec("attack", (("kind", ATTACKS, "none"), ("channel", CHANNELS, "stream"))),
+    "attack": SectionSpec("attack", (("kind", ATTACKS, "none"), ("channel", CHANNELS, "stream")), AttackKeys),
     "evaluation": SectionSpec("evaluation", (), EvaluationKeys),
 }
 DEFENSE_SPEC = SectionSpec("defense", (("kind", DEFENSES, None),))
@@ -167,7 +185,7 @@ def build_section(path: str, spec: SectionSpec, table: Any) -> Section:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: expected a table, got {table!r}")
     kinds: dict[str, Kind] = {}
-    params: dict[str, Param] = dict(schema(spec.own)) if spec.own else {}
+    params: dict[str, Param] = {}
     for selector, registry, default in spec.selectors:
         name = table.get(selector, default)
         if name is None:
@@ -179,6 +197,7 @@ def build_section(path: str, spec: SectionSpec, table: Any) -> Section:
         except UnknownKind as exc:
             raise ConfigError(f"{path}.{selector}: {exc}") from None
         params.update(kinds[selector].keys)
+    params.update(schema(spec.own) if spec.own else {})  # the section's own keys, after its kinds'
     by_path = {p.path: p for p in params.values()}
     values = {name: p.default for name, p in params.items()}
     for key, value in _flatten(table, {p.key.table for p in params.values() if p.key.table}):

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BENIGN_SOURCE = 0
-ATTACKER_SOURCE = 1
+BENIGN_SOURCE = 0  # the source id of a batch built without one
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,8 @@ class Truth:
     attacker events whose features a white-box attacker chooses only when the
     event is delivered, after seeing the model's state at that moment (the
     perfect-knowledge attacker of Kloft & Laskov); the batch carries a
-    placeholder for them until then.
+    placeholder for them until then. It is the attacker's own record of its
+    events, read by the attacker's delivery hook, never by a model or defense.
     """
 
     is_poison: np.ndarray  # bool, shape (m,)

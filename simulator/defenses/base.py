@@ -38,14 +38,14 @@ DriftDetector = Annotated[str, Key("river drift detector", choices=("adwin", "pa
 Signal = Annotated[str, Key("signal the detector watches, read before the model learns each event",
                             choices=("distance", "confidence"))]  # fmt: skip
 
-TRUSTED_EVENTS = 1_000
+TRUSTED_EVENTS = 1_000  # the trusted sample drawn from a distribution (a finite set gives its trusted pool)
 
 
 @dataclass(frozen=True)
 class DefenderKnowledge:
     """What the defender owns before the stream starts."""
 
-    clean_x: np.ndarray  # a trusted clean sample (float32, (m, d))
+    clean_x: np.ndarray  # a trusted clean sample (float32, (m, d)), disjoint from the stream and held-out pools
     clean_y: np.ndarray
     n_classes: int
     image_side: int | None = None

@@ -17,7 +17,12 @@ on held-out clean data and on the attacker's targets:
   gives the target class on those inputs (how close the attack is);
 - ``displacement_radii``: ``D = (c - c0).(A - c0) / (r ||A - c0||)``;
 - ``window_contamination``: share of poison in the window(s) (centroid models);
-- ``observed_poisoning_rate``: poison events / events.
+- ``observed_poisoning_rate``: poison events / stream events (the stream's rho);
+- ``learned_poisoning_rate``: poison events the model was fed / everything it
+  was fed, its pre-training included (the rho the model lived with).
+
+Defense figures are kept over time as well as at the end (see
+:mod:`simulator.evaluation.over_time`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 from numba import njit
 
 from simulator.attacks import Attack
+from simulator.evaluation.over_time import interval_figures, probe_figures, probe_position
 from simulator.events import EventBatch, Truth
 from simulator.models import CentroidDetector
 from simulator.models.window import INFINITE, MERGED, NOT_LEARNED, POLICY_CODES, follow_shares
@@ -37,6 +43,7 @@ TIMESERIES_COLUMNS = (
     "events",
     "poison_events",
     "observed_poisoning_rate",
+    "learned_poisoning_rate",
     "prequential_accuracy",
     "clean_accuracy",
     "attack_success_rate",
@@ -60,6 +67,8 @@ class Evaluator:
         self.has_windows = "window" in model.offers
         self.events = 0
         self.poison_events = 0
+        self.first_poison_at: int | None = None  # stream position of the first poison event (the attack's start)
+        self.pretrained = int(getattr(model, "warmup_events", 0))  # clean events learned before the stream
         self.correct = 0
         self.judged = 0
         self.alarms = 0
@@ -72,6 +81,8 @@ class Evaluator:
         self.defense_counts: dict[str, dict[str, int]] = {}  # kind -> tp/fp/tn/fn
         self.input_judges: dict[str, object] = {}  # kind -> defense with flag(X, model): FAR/FRR on held-out
         self.rows: list[dict] = []
+        self.probes: list[dict] = []  # runtime detectors' held-out rates at positions they do not know
+        self.probe_plan: tuple[int, int, int, int] | None = None  # (seed, every, unit, n_events), set by the learner
         if self.has_windows:
             self.initial_centers = self._centers().copy()
             n_windows, n = self.initial_centers.shape[0], model.window_size
@@ -94,6 +105,7 @@ class Evaluator:
     ) -> None:
         """Account for one batch; ``predictions`` and ``slots`` cover its ``admitted`` rows
         (all rows by default: defenses that drop events leave the others)."""
+        self._note_attack_start(truth)
         self.events += len(batch)
         self.poison_events += int(truth.is_poison.sum())
         if admitted is not None:
@@ -120,10 +132,15 @@ class Evaluator:
 
     def refuse(self, truth: Truth) -> None:
         """Events the learner refused before anything saw them (pinned content that did not match)."""
+        self._note_attack_start(truth)
         self.events += len(truth.is_poison)
         self.poison_events += int(truth.is_poison.sum())
         self.refused += len(truth.is_poison)
         self.refused_poison += int(truth.is_poison.sum())
+
+    def _note_attack_start(self, truth: Truth) -> None:
+        if self.first_poison_at is None and truth.is_poison.any():
+            self.first_poison_at = self.events + int(truth.is_poison.argmax())
 
     def observe_flags(self, kind: str, flagged: np.ndarray, truth: Truth) -> None:
         """A defense's verdicts on a batch, against ground truth (flagged = judged poison)."""
@@ -159,6 +176,8 @@ class Evaluator:
             "events": self.events,
             "poison_events": self.poison_events,
             "observed_poisoning_rate": _ratio(self.poison_events, self.events),
+            "learned_poisoning_rate": _ratio(self.poison_reached, self.pretrained + self.events - self.dropped
+                                             - self.refused),
             "prequential_accuracy": _ratio(self.correct, self.judged),
             "clean_accuracy": self._clean_accuracy(),
             "attack_success_rate": self._attack_success(on_targets),
@@ -179,10 +198,23 @@ class Evaluator:
             )  # fmt: skip
         for kind, counts in self.defense_counts.items():
             row.update({f"defense.{kind}.{k}": v for k, v in counts.items()})
-        for kind, detector in self.input_judges.items():
-            row.update({f"defense.{kind}.{k}": v for k, v in self._runtime_rates(detector, on_targets).items()})
+        row.update(self._all_runtime_rates(on_targets))
         self.rows.append(row)
         return row
+
+    def probe_if_due(self) -> None:
+        """Take the runtime detectors' held-out rates when the stream reaches this interval's probe position."""
+        if self.probe_plan is None or not self.input_judges or self.events == 0:
+            return
+        seed, every, unit, n_events = self.probe_plan
+        if self.events == probe_position(seed, (self.events - 1) // every, every, unit, n_events):
+            self.probes.append({"events": self.events, **self._all_runtime_rates(self._target_predictions())})
+
+    def _all_runtime_rates(self, on_targets: np.ndarray | None) -> dict:
+        rates = {}
+        for kind, detector in self.input_judges.items():
+            rates.update({f"defense.{kind}.{k}": v for k, v in self._runtime_rates(detector, on_targets).items()})
+        return rates
 
     def summary(self) -> dict:
         """Final figures: the last row plus totals and per-class displacement."""
@@ -225,12 +257,19 @@ class Evaluator:
         return float((predictions == self.source.test_y).mean())
 
     def _defense_summary(self, kind: str, last: dict) -> dict:
+        """End-of-stream figures, and the same over time after the attack starts (its ``_mean`` and ``_worst``)."""
         prefix = f"defense.{kind}."
         figures = {k[len(prefix) :]: v for k, v in last.items() if k.startswith(prefix)}
-        tp, fp, fn = figures.get("tp", 0), figures.get("fp", 0), figures.get("fn", 0)
+        tp, fp, tn, fn = (figures.get(k, 0) for k in ("tp", "fp", "tn", "fn"))
+        start = self.first_poison_at or 0
         if kind in self.defense_counts:
             figures["precision"] = _ratio(tp, tp + fp)
             figures["recall"] = _ratio(tp, tp + fn)
+            figures["stream_frr"] = _ratio(fp, fp + tn)  # clean stream events flagged
+            figures.update(interval_figures(self.rows, kind, start))
+        if kind in self.input_judges:
+            figures.update(probe_figures(self.probes, kind, start))
+            figures["probes"] = sum(p["events"] > start for p in self.probes)
         return figures
 
     def input_scores(self) -> dict[str, list[dict]]:
@@ -290,7 +329,7 @@ class Evaluator:
 
     # -- checkpointing (services.checkpoint) ---------------------------------
 
-    _REFERENCES = ("model", "source", "attack", "input_judges", "deployment")  # rebuilt from the scenario, not saved
+    _REFERENCES = ("model", "source", "attack", "input_judges", "deployment", "probe_plan")  # rebuilt, not saved
 
     def get_state(self) -> dict:
         """Everything the evaluator accumulated: numpy arrays and plain values (copies)."""

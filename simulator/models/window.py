@@ -48,7 +48,7 @@ NOT_LEARNED = -1
 MERGED = -2
 MEAN, MEDIAN, TRIMMED_MEAN = 0, 1, 2
 ESTIMATOR_CODES = {"mean": MEAN, "median": MEDIAN, "trimmed-mean": TRIMMED_MEAN}
-MAX_SOURCES = 64  # source ids a quota can follow (ids are small producer numbers)
+MAX_SOURCES = 1024  # source ids a quota can follow (benign and attacker ids together)
 
 # state vector of a window: number learned, fifo head, replacements since the
 # centroid was last recomputed from the stored points

@@ -30,7 +30,7 @@ from simulator.attacks import Attack, build_attack, build_schedule
 from simulator.config import ConfigError, Scenario
 from simulator.defenses import TRUSTED_EVENTS, Defense, DefenderKnowledge, build_defenses
 from simulator.evaluation.metrics import TIMESERIES_COLUMNS, Evaluator
-from simulator.events import ATTACKER_SOURCE, EventBatch, Truth
+from simulator.events import EventBatch, Truth
 from simulator.models import build_model
 from simulator.resources import check_memory
 from simulator.pipeline.content import mismatched
@@ -78,7 +78,9 @@ class World:
         (a ``ValueError`` naming the key) is reported as a :class:`ConfigError`.
         """
         try:
-            return cls._build(scenario)
+            world = cls._build(scenario)
+            world.stream()  # the source ids asked for are checked before the first event
+            return world
         except ConfigError:
             raise
         except ValueError as exc:
@@ -110,7 +112,8 @@ class World:
         """The producer side: the merged stream, batch by batch."""
         attack, model = self.scenario.attack, self.scenario.model
         schedule = build_schedule(attack, model.snapshot_every)
-        return MergedStream(self.source, self.attack, schedule, _seeds(self.scenario)[4], attack.channel == "split-view")
+        return MergedStream(self.source, self.attack, schedule, _seeds(self.scenario)[4], attack.channel == "split-view",
+                            self.scenario.stream.benign_sources, attack.identities, attack.identity_pool)
 
     def batch_sizes(self):
         """Batch sizes a producer uses: they end on every evaluation step."""
@@ -144,6 +147,8 @@ class Learner:
         self.evaluator.deployment = self.deployment
         self.pin_content = world.scenario.model.pin_content
         self.evaluator.split_view = world.scenario.attack.channel == "split-view"
+        # held-out probes of runtime detectors at unit ends drawn from an evaluator-side seed the defenses never see
+        self.evaluator.probe_plan = (_seed_int(_seeds(world.scenario)[6]), self.every, self.unit, self.n_events)
         self.evaluator.evaluate()  # the starting point: row 0, before the first event
 
     @property
@@ -162,6 +167,7 @@ class Learner:
             done = part.stop
             if self.deployment:
                 self.deployment.advance(self.model, self.events)
+            self.evaluator.probe_if_due()
             if self.events % self.every == 0 or self.events == self.n_events:
                 self.evaluator.evaluate()
 
@@ -185,9 +191,12 @@ class Learner:
                 admitted &= ~flagged
         let_in = batch if admitted.all() else batch.select(admitted)
         attack = self.world.attack
-        # a white-box attacker knows its own events by its producer id (public, no ground truth) and writes
-        # each from the model's public state when it is delivered
-        hook = attack.hook(let_in.source == ATTACKER_SOURCE) if attack.adaptive else None
+        # a white-box attacker knows which events are its own (the hook is the attacker's, not the defender's)
+        # and writes each from the model's public state when it is delivered
+        if attack.adaptive:
+            hook = attack.hook(truth.is_adaptive if admitted.all() else truth.is_adaptive[admitted])
+        else:
+            hook = None
         sources = let_in.source if self.model.needs_sources else None  # source-quota
         predictions, slots = self.model.process_many(let_in.x, let_in.y, hook, sources)
         self.evaluator.observe(batch, truth, predictions, slots, None if admitted.all() else admitted)
@@ -331,8 +340,8 @@ def _batches(n_events: int, every: int):
 
 
 def _seeds(scenario: Scenario) -> list[np.random.SeedSequence]:
-    """Independent streams: source, warm-up, model, attacker, merged stream, defender."""
-    return np.random.SeedSequence(scenario.seed).spawn(6)
+    """Independent streams: source, warm-up, model, attacker, merged stream, defender, evaluator."""
+    return np.random.SeedSequence(scenario.seed).spawn(7)
 
 
 def _defenses(scenario: Scenario, source: Source, model) -> list[Defense]:
@@ -341,7 +350,7 @@ def _defenses(scenario: Scenario, source: Source, model) -> list[Defense]:
     if not defenses:
         return defenses
     rng = np.random.default_rng(_seeds(scenario)[5])
-    clean_x, clean_y = source.sample(rng, TRUSTED_EVENTS)
+    clean_x, clean_y = source.trusted_sample(rng, TRUSTED_EVENTS)
     knowledge = DefenderKnowledge(clean_x, clean_y, source.n_classes, source.image_side, scenario.stream.n_events)
     return [defense.fit(knowledge, model, rng) for defense in defenses]
 

@@ -4,6 +4,17 @@ Benign events come from the source; at the attacker's turns (see
 :class:`~simulator.attacks.schedule.Schedule`) the attacker draws clean
 samples of its own and poisons them. Each batch comes with its ground truth.
 
+The stream is made in fixed blocks of :data:`BLOCK` events, each from the
+same random streams in the same order, and handed out in whatever sizes the
+caller asks for: the events do not depend on the evaluation cadence, the
+batch size or how a transport packs them.
+
+Every event carries a public source id. Benign traffic spreads over
+``benign_sources`` ids; the attacker spreads its events over ``identities``
+ids, which are ids that also carry benign traffic (``identity_pool =
+"shared"``: compromised or look-alike accounts) or ids of its own that
+nothing benign uses (``"own"``: a careless attacker, whose ids betray it).
+
 >>> import numpy as np
 >>> from simulator.attacks import LabelFlip, Schedule
 >>> from simulator.sources import Blobs
@@ -13,6 +24,8 @@ samples of its own and poisons them. Each batch comes with its ground truth.
 >>> batch, truth = stream.next_batch(1000)
 >>> len(batch), bool(0.45 < truth.is_poison.mean() < 0.55), int(batch.ids[-1])
 (1000, True, 999)
+>>> bool(np.isin(batch.source[truth.is_poison], batch.source[~truth.is_poison]).all())  # shared ids
+True
 """
 
 from __future__ import annotations
@@ -20,9 +33,13 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.attacks import Attack, AttackerKnowledge, Schedule
-from simulator.events import ATTACKER_SOURCE, BENIGN_SOURCE, EventBatch, Truth
+from simulator.events import EventBatch, Truth
+from simulator.models.window import MAX_SOURCES
 from simulator.pipeline.content import content_hash
 from simulator.sources import Source
+
+BLOCK = 256  # events made at a time, whatever the batch sizes asked for
+IDENTITY_POOLS = ("shared", "own")
 
 
 def attacker_knowledge(source: Source, center=None, radius=None, model=None) -> AttackerKnowledge:
@@ -44,21 +61,59 @@ def attacker_knowledge(source: Source, center=None, radius=None, model=None) -> 
 class MergedStream:
     """Produces consecutive batches of the merged stream, reproducibly from ``seed``."""
 
-    def __init__(self, source: Source, attack: Attack, schedule: Schedule, seed: int | np.random.SeedSequence,
-                 split_view: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        source: Source,
+        attack: Attack,
+        schedule: Schedule,
+        seed: int | np.random.SeedSequence,
+        split_view: bool = False,
+        benign_sources: int = 1,
+        identities: int = 1,
+        identity_pool: str = "shared",
+    ):
+        if identity_pool not in IDENTITY_POOLS:
+            raise ValueError(f'attack.identity_pool: expected "shared" or "own", got {identity_pool!r}')
+        if identity_pool == "shared" and identities > benign_sources:
+            raise ValueError(f"attack.identities: {identities} shared ids need stream.benign_sources >= "
+                             f"{identities}, got {benign_sources}")  # fmt: skip
+        if benign_sources + (identities if identity_pool == "own" else 0) > MAX_SOURCES:
+            raise ValueError(f"stream.benign_sources, attack.identities: at most {MAX_SOURCES} source ids in all, "
+                             f"got {benign_sources} benign and {identities} of the attacker's own")  # fmt: skip
         self.source = source
         self.attack = attack
         self.schedule = schedule
         self.split_view = split_view  # events carry the content hash seen at vetting; turns swap content after it
-        benign, mix, attacker = np.random.SeedSequence(seed).spawn(3) if isinstance(seed, int) else seed.spawn(3)
+        seq = np.random.SeedSequence(seed) if isinstance(seed, int) else seed
+        benign, mix, attacker, ids = seq.spawn(4)
         self._benign_rng = np.random.default_rng(benign)
         self._mix_rng = np.random.default_rng(mix)
         self._attacker_rng = np.random.default_rng(attacker)
-        self.position = 0
-        self.attacker_events = 0
+        self._ids_rng = np.random.default_rng(ids)
+        self.benign_sources = benign_sources
+        if identity_pool == "shared":
+            self.identities = np.sort(self._ids_rng.choice(benign_sources, size=identities, replace=False))
+        else:
+            self.identities = np.arange(benign_sources, benign_sources + identities)
+        self.position = 0  # events handed out
+        self.attacker_events = 0  # attacker events made (blocks ahead of position included)
+        self._made = 0  # events made
+        self._ready: list[tuple[EventBatch, Truth]] = []  # made, not yet handed out
 
     def next_batch(self, m: int) -> tuple[EventBatch, Truth]:
-        turns = self.schedule.turns(self._mix_rng, self.position, m, self.attacker_events)
+        """The next ``m`` events of the stream and their ground truth."""
+        while self._made < self.position + m:
+            self._ready.append(self._make_block())
+        batch = EventBatch.concatenate([b for b, _ in self._ready])
+        truth = Truth.concatenate([t for _, t in self._ready])
+        rest = slice(m, len(batch))  # the ready events start at self.position
+        self._ready = [(batch.select(rest), truth.select(rest))] if m < len(batch) else []
+        self.position += m
+        return batch.select(slice(0, m)), truth.select(slice(0, m))
+
+    def _make_block(self) -> tuple[EventBatch, Truth]:
+        m = BLOCK
+        turns = self.schedule.turns(self._mix_rng, self._made, m, self.attacker_events)
         n_attack = int(turns.sum())
         x = np.empty((m, self.source.n_features), dtype=np.float32)
         y = np.empty(m, dtype=np.int64)
@@ -68,11 +123,11 @@ class MergedStream:
             clean_x, clean_y = self.source.sample(self._attacker_rng, n_attack)
             vetted_x[turns], vetted_y[turns] = clean_x, clean_y
             x[turns], y[turns] = self.attack.poison(clean_x, clean_y, self._attacker_rng)
-        # a split-view attacker's references sit in the benign list: nothing marks them apart
-        source = np.where(turns & ~self.split_view, ATTACKER_SOURCE, BENIGN_SOURCE)
+        source = self._ids_rng.integers(0, self.benign_sources, size=m)
+        source[turns] = self.identities[self._ids_rng.integers(0, len(self.identities), size=n_attack)]
         pin = content_hash(vetted_x, vetted_y) if self.split_view else None
-        batch = EventBatch.from_arrays(x, y, first_id=self.position, source=source, pin=pin)
+        batch = EventBatch.from_arrays(x, y, first_id=self._made, source=source, pin=pin)
         adaptive = turns if self.attack.adaptive else np.zeros(m, dtype=bool)
-        self.position += m
+        self._made += m
         self.attacker_events += n_attack
         return batch, Truth(is_poison=turns, is_adaptive=adaptive)

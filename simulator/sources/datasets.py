@@ -1,7 +1,10 @@
 """Benign sources: Gaussian blobs, scikit-learn's 8x8 digits, river's bundled sets.
 
-Every source splits into a part the stream samples from and a held-out clean
-test set for the evaluator. Nothing is downloaded: the digits ship with
+A finite data set splits into three disjoint pools: the held-out clean test
+set the evaluator measures on (25%, at most ``n_test``), the defender's
+trusted sample (20%) and the pool the stream draws from (the rest, shared by
+benign users and the attacker's own clean draws). A distribution (blobs)
+draws each from itself. Nothing is downloaded: the digits ship with
 scikit-learn and the river sets with river.
 
 >>> import numpy as np
@@ -11,6 +14,9 @@ scikit-learn and the river sets with river.
 ((5, 3), 'float32', True)
 >>> src.test_x.shape
 (2000, 3)
+>>> digits = Digits().load(np.random.default_rng(0))
+>>> len(digits.test_y), len(digits.trusted_sample(np.random.default_rng(2))[1]), digits.stream_pool_size
+(449, 359, 989)
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from simulator.registry import SOURCES, Key
 
 DIGITS_SIDE = 8
 BUNDLED_RIVER_SETS = ("Bananas", "ImageSegments", "Phishing", "Shuttle")
-HELD_OUT_SHARE = 0.3  # at most this share of a finite data set is held out
-HeldOut = Annotated[int, Key("held-out clean events for the evaluator (at most 30% of a finite set)", ge=1,
+HELD_OUT_SHARE = 0.25  # at most this share of a finite data set is held out for the evaluator
+TRUSTED_SHARE = 0.2  # this share is the defender's trusted sample
+HeldOut = Annotated[int, Key("held-out clean events for the evaluator (at most 25% of a finite set)", ge=1,
                              le=1_000_000)]  # fmt: skip
 
 
@@ -39,8 +46,10 @@ class Source:
     test_y: np.ndarray
     n_classes: int
     image_side: int | None = None  # square images (digits), else None
-    _train_x: np.ndarray | None = field(default=None, repr=False)
+    _train_x: np.ndarray | None = field(default=None, repr=False)  # the stream's pool
     _train_y: np.ndarray | None = field(default=None, repr=False)
+    _trusted_x: np.ndarray | None = field(default=None, repr=False)  # the defender's pool
+    _trusted_y: np.ndarray | None = field(default=None, repr=False)
     _means: np.ndarray | None = field(default=None, repr=False)
     _std: float = 1.0
     _augment: bool = False
@@ -53,6 +62,20 @@ class Source:
     def scale(self) -> float:
         """Typical spread of one feature (for noise given as a share of it)."""
         return float(self.test_x.std(axis=0).mean()) or 1.0
+
+    @property
+    def stream_pool_size(self) -> int | None:
+        """Distinct items the stream draws from (``None``: a distribution)."""
+        return None if self._train_y is None else len(self._train_y)
+
+    def trusted_sample(self, rng: np.random.Generator, m: int = 1_000) -> tuple[np.ndarray, np.ndarray]:
+        """The defender's clean sample: each trusted item once, in random order, augmented as stream draws are
+        (a distribution: ``m`` fresh draws). Disjoint from the stream's pool and the held-out set."""
+        if self._trusted_y is None:
+            return self.sample(rng, m)
+        order = rng.permutation(len(self._trusted_y))
+        x = self._trusted_x[order]
+        return (augment_images(x, rng) if self._augment else x.copy()), self._trusted_y[order].copy()
 
     def sample(self, rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``m`` benign events ``(X float32, y int64)``."""
@@ -161,10 +184,13 @@ def augment_images(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _split(name: str, x: np.ndarray, y: np.ndarray, n_test: int, rng: np.random.Generator) -> Source:
+    """Disjoint held-out, trusted and stream pools (see the module)."""
     n_test = min(n_test, int(HELD_OUT_SHARE * len(y)))
+    n_trusted = int(TRUSTED_SHARE * len(y))
     order = rng.permutation(len(y))
-    test, train = order[:n_test], order[n_test:]
-    return Source(name, x[test], y[test], int(y.max()) + 1, _train_x=x[train], _train_y=y[train])
+    test, trusted, train = np.split(order, [n_test, n_test + n_trusted])
+    return Source(name, x[test], y[test], int(y.max()) + 1, _train_x=x[train], _train_y=y[train],
+                  _trusted_x=x[trusted], _trusted_y=y[trusted])  # fmt: skip
 
 
 def _load_river(name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -42,7 +42,7 @@ N, NU, SEEDS = 50, 0.3, range(4)
 
 
 def _scenario(seed: int, defense: list[dict], *, every: int = 100, quantile: float = 0.95, target=None, rate=NU,
-              radius: float | None = None) -> Scenario:  # fmt: skip
+              radius: float | None = None, overrides: list[str] = ()) -> Scenario:  # fmt: skip
     attack = {"kind": "centroid-shift", "rate": rate, "target_distance": 10.0, "budget": 1500}
     if target is not None:
         attack["target_point"] = target
@@ -54,7 +54,7 @@ def _scenario(seed: int, defense: list[dict], *, every: int = 100, quantile: flo
         "attack": attack,
         "evaluation": {"every": every},
         "defense": defense,
-    })  # fmt: skip
+    }).replace(list(overrides))  # fmt: skip
 
 
 def _shift(seed: int, defense: list[dict], **kw):
@@ -160,14 +160,23 @@ def test_kswin_is_seeded_and_freeze_flags_what_it_kept_out():
     assert figures["frozen_events"] >= 500 and figures["tp"] + figures["fp"] >= figures["frozen_events"]
 
 
-def test_source_quota_caps_the_attackers_share_of_the_window():
-    """At rho = 0.6 the attacker would hold most of the window; with a quota of 0.25 it holds at most that."""
-    undefended = _shift(0, [], rate=0.6)
-    defended = _shift(0, [{"kind": "source-quota", "quota": 0.25}], rate=0.6)
-    assert max(r["window_contamination"] for r in undefended.timeseries) > 0.5
-    assert max(r["window_contamination"] for r in defended.timeseries) <= 0.25 + 1 / N
-    assert max(r["displacement_radii"] for r in defended.timeseries) < 0.5
-    assert max(r["displacement_radii"] for r in undefended.timeseries) > 1.0
+@pytest.mark.parametrize("seed", SEEDS)
+def test_source_quota_caps_a_careless_attackers_share_and_is_blind_to_shared_ids(seed):
+    """rho = 0.6 over 100 benign ids. An attacker on one id of its own (it betrays itself) is held to the
+    quota of 0.25; the same attacker spread over 10 ids that benign users share holds most of the window."""
+    careless = ["attack.identities=1", "attack.identity_pool='own'"]
+    undefended = _shift(seed, [], rate=0.6).timeseries
+    quota = [{"kind": "source-quota", "quota": 0.25}]
+    held = _shift(seed, quota, rate=0.6, overrides=careless)
+    shared = _shift(seed, quota, rate=0.6)
+    assert max(r["window_contamination"] for r in undefended) > 0.5
+    assert max(r["window_contamination"] for r in held.timeseries) <= 0.25 + 1 / N
+    assert max(r["displacement_radii"] for r in held.timeseries) < 0.5 < 1.0 < max(
+        r["displacement_radii"] for r in undefended)  # fmt: skip
+    assert max(r["window_contamination"] for r in shared.timeseries) > 0.5  # 10 ids of ~6% each: under any quota
+    figures = shared.summary["defenses"]["source-quota"]
+    assert "precision" in figures and figures["recall"] < 0.2  # reported (None: it refused nothing), little poison
+    assert held.summary["defenses"]["source-quota"]["precision"] == 1.0  # the careless attacker's own id
 
 
 def test_freeze_stops_learning_and_the_options_survive_a_checkpoint():

@@ -6,27 +6,26 @@ import pytest
 
 from simulator.config import ConfigError, Scenario
 from simulator.defenses.base import Defense
-from simulator.events import ATTACKER_SOURCE
-from simulator.pipeline.engine import run
+from simulator.pipeline.engine import World, run
 from simulator.registry import DEFENSES
 
 
-@DEFENSES.register("drop-attacker-source", examples=[{}])
-class DropOneSource(Defense):
-    """A stand-in gate: drops whatever one producer sends (reads the public source id only)."""
+@DEFENSES.register("drop-label-one", examples=[{}])
+class DropLabelOne(Defense):
+    """A stand-in gate on a public field: drops every event labelled 1, poison or not."""
 
     drops = True
 
     def inspect(self, batch, model):
-        return batch.source == ATTACKER_SOURCE
+        return batch.y == 1
 
 
 @pytest.fixture
 def gate():
-    return "drop-attacker-source"
+    return "drop-label-one"
 
 
-def _scenario(kind: str = "drop-attacker-source"):
+def _scenario(kind: str = "drop-label-one"):
     return Scenario.from_dict({
         "seed": 3,
         "stream": {"source": "digits", "n_events": 3000},
@@ -39,14 +38,15 @@ def _scenario(kind: str = "drop-attacker-source"):
 
 def test_a_gate_keeps_flagged_events_from_the_model_and_is_scored_against_truth(gate):
     summary = run(_scenario()).summary
-    tally = summary["defenses"]["drop-attacker-source"]
-    poison = summary["poison_events_total"]
-    assert (tally["tp"], tally["fp"], tally["fn"]) == (poison, 0, 0)
-    assert tally["tn"] == 3000 - poison and tally["precision"] == tally["recall"] == 1.0
-    assert summary["dropped_events"] == poison
-    assert summary["window_contamination"] == 0.0  # nothing the attacker sent was learned
+    batch, truth = World.build(_scenario()).stream().next_batch(3000)  # the same stream, read here
+    flagged, poison = batch.y == 1, truth.is_poison
+    expected = {"tp": flagged & poison, "fp": flagged & ~poison, "tn": ~flagged & ~poison, "fn": ~flagged & poison}
+    tally = summary["defenses"]["drop-label-one"]
+    assert {k: tally[k] for k in expected} == {k: int(v.sum()) for k, v in expected.items()}
+    assert tally["precision"] == pytest.approx((flagged & poison).sum() / flagged.sum())
+    assert summary["dropped_events"] == int(flagged.sum()) > 0
     undefended = run(_scenario().replace(["defense=[]"])).summary
-    assert undefended["window_contamination"] > 0.2 and "defenses" not in undefended
+    assert "defenses" not in undefended and undefended["dropped_events"] == 0
 
 
 def test_defended_runs_are_reproducible_and_write_their_columns(gate, tmp_path):
@@ -56,7 +56,7 @@ def test_defended_runs_are_reproducible_and_write_their_columns(gate, tmp_path):
     assert first.timeseries == second.timeseries
     write_results(first, _scenario(), tmp_path)
     header = (tmp_path / "timeseries.csv").read_text().splitlines()[0].split(",")
-    assert {"dropped_events", "defense.drop-attacker-source.tp", "defense.drop-attacker-source.fn"} <= set(header)
+    assert {"dropped_events", "defense.drop-label-one.tp", "defense.drop-label-one.fn"} <= set(header)
 
 
 def test_an_unavailable_defense_is_a_clear_error():

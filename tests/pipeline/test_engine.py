@@ -48,7 +48,10 @@ def test_learner_is_independent_of_batch_boundaries(overrides):
     ],
 )  # fmt: skip
 def test_the_model_and_defenses_never_read_ground_truth(overrides):
-    """Feed the learner inverted truth: only the evaluator's counts change, never what the model learned."""
+    """Feed the learner inverted truth: only the evaluator's counts change, never what the model learned.
+
+    ``is_adaptive`` stays: it is the white-box attacker's own record of its events, which it writes at delivery.
+    """
     scenario = Scenario.from_dict({"seed": 8, "stream": {"n_events": 3000}, "evaluation": {"every": 1000}}
                                   | overrides | {"stream": {**overrides.get("stream", {}), "n_events": 3000}})
     learners = []
@@ -57,7 +60,7 @@ def test_the_model_and_defenses_never_read_ground_truth(overrides):
         stream, learner = world.stream(), Learner(world)
         for size in world.batch_sizes():
             batch, truth = stream.next_batch(size)
-            learner.feed(batch, Truth(~truth.is_poison, ~truth.is_adaptive) if invert else truth)
+            learner.feed(batch, Truth(~truth.is_poison, truth.is_adaptive) if invert else truth)
         learners.append(learner)
     honest, lied_to = (learner.model.get_state() for learner in learners)
     for key in honest:

@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from services.exporter import ConsumerMetrics, DetectorMetrics, LearnerCollector, MetricsServer, ProducerMetrics
 from simulator.config import Scenario
-from simulator.events import ATTACKER_SOURCE
 from simulator.pipeline.engine import Learner, World
 
 SCENARIO = Scenario.from_dict({"seed": 3, "stream": {"n_events": 6000}, "evaluation": {"every": 1000},
@@ -73,7 +72,7 @@ def test_learner_detections_are_its_confusion_matrix_against_ground_truth():
 
     for size in world.batch_sizes():
         batch, truth = stream.next_batch(size)
-        alarms, _ = model.process_many(batch.x, batch.y, attack.hook(batch.source == ATTACKER_SOURCE))
+        alarms, _ = model.process_many(batch.x, batch.y, attack.hook(truth.is_adaptive))
         for flag, poison in zip(alarms, truth.is_poison):
             counts[("t" if flag == poison else "f") + ("p" if flag else "n")] += 1
     for outcome, n in counts.items():

@@ -11,14 +11,24 @@ from simulator.sources import BUNDLED_RIVER_SETS, Blobs, Digits
 from simulator.sources import augment_images
 
 
-def test_digits_hold_out_a_test_split_the_stream_never_draws():
+def test_digits_split_into_disjoint_held_out_trusted_and_stream_pools():
+    from collections import Counter
+
+    from sklearn.datasets import load_digits
+
     src = Digits(augment=False).load(np.random.default_rng(0))
     assert (src.n_features, src.n_classes, src.image_side) == (64, 10, 8)
-    assert len(src.test_y) == int(0.3 * 1797)
+    trusted_x, _ = src.trusted_sample(np.random.default_rng(2))
+    assert (len(src.test_y), len(trusted_x), src.stream_pool_size) == (449, 359, 989)  # 25% / 20% / the rest
+    pools = [{row.tobytes() for row in x} for x in (src.test_x, trusted_x, src._train_x)]
+    images = (load_digits().data / 16.0).astype(np.float32)
+    counts = Counter(row.tobytes() for row in images)
+    repeated = {image for image, n in counts.items() if n > 1}
+    for i in range(3):  # no image in two pools, but for images the data set itself holds twice
+        for j in range(i + 1, 3):
+            assert pools[i] & pools[j] <= repeated
     x, _ = src.sample(np.random.default_rng(1), 5000)
-    assert len(src._train_y) + len(src.test_y) == 1797  # a partition of the 1,797 images
-    train_rows = {row.tobytes() for row in src._train_x}
-    assert all(row.tobytes() in train_rows for row in x[:200])
+    assert all(row.tobytes() in pools[2] for row in x[:500])
     assert 0.0 <= x.min() and x.max() <= 1.0
 
 
