@@ -205,3 +205,25 @@ def produce_both(broker, topics, scenario_args, tmp_path, *extra) -> list:
     return [
         poisonsim_process(["produce", role, *common], tmp_path / f"produce-{role}.log") for role in ("benign", "attack")
     ]  # fmt: skip
+
+
+def margin(values) -> float:
+    """Two standard errors of a mean over seeds: the margin by which the mean must clear a claimed bound."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    return float(2 * values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def require_binary(name: str, install: str) -> str:
+    """The path of ``name``; without it the test is skipped, naming ``install``, and fails where
+    ``POISONSIM_REQUIRE_TOOLS=1`` (CI sets it: there a missing tool is a broken set-up, not a pass)."""
+    import shutil
+
+    found = shutil.which(name)
+    if found:
+        return found
+    message = f"{name} is not installed ({install}; .ci/run installs it)"
+    if os.environ.get("POISONSIM_REQUIRE_TOOLS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)

@@ -284,14 +284,16 @@ class Evaluator:
         return scores
 
     def _runtime_rates(self, detector, on_targets: np.ndarray | None) -> dict:
-        """A runtime detector on held-out inputs: FRR on clean ones, FAR on the attacker's success inputs, and
-        the attack success behind the detector (success inputs it accepts that reach the target class);
-        ``on_targets``: the model's predictions on the success inputs."""
+        """A runtime detector on held-out inputs: FRR on clean ones; FAR, the share it accepts of the attacker's
+        success inputs that do reach the target class (a trigger that does not fire is no attack to detect;
+        ``far_all``: of all of them); and the attack success behind it (success inputs it accepts that reach the
+        target class, over all of them). ``on_targets``: the model's predictions on the success inputs."""
         rates = {"frr": float(detector.flag(self.source.test_x, self.model).mean())}
         if on_targets is not None and self.attack.target_class_ is not None:
             flagged = detector.flag(self.attack.target_x_, self.model)
             reached = on_targets == self.attack.target_class_
-            rates["far"] = float(1.0 - flagged.mean())
+            rates["far"] = float(1.0 - flagged[reached].mean()) if reached.any() else None
+            rates["far_all"] = float(1.0 - flagged.mean())
             rates["attack_success_behind"] = float((reached & ~flagged).mean())
         return rates
 

@@ -7,16 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.seed_figures import figures_over_seeds
+from conftest import margin
 from simulator.config import Scenario
 from simulator.pipeline.engine import run
 
 pytestmark = pytest.mark.slow  # a paper-level reproduction: CI runs it, `-m "not slow"` skips it
 
 SCENARIOS = Path(__file__).parents[2] / "scenarios"
-SEEDS = (1, 2, 3)
-
-
-def _runs(name: str, overrides: list[str], seeds=SEEDS) -> list[dict]:
+def _runs(name: str, overrides: list[str], seeds) -> list[dict]:
     base = Scenario.from_toml(SCENARIOS / name, overrides)
     return [run(base.replace([f"seed={seed}"])) for seed in seeds]
 
@@ -25,42 +24,43 @@ def _mean(results, key: str) -> float:
     return float(np.mean([r.summary[key] for r in results]))
 
 
-@pytest.mark.slow
-def test_badnets_at_5_percent_succeeds_and_costs_under_3_points_of_clean_accuracy():
-    short = ["stream.n_events=10000", "evaluation.every=5000"]
-    attacked = _runs("badnets_cnn.toml", short)
-    clean = _runs("badnets_cnn.toml", [*short, "attack={kind=\"none\"}"])
-    assert _mean(attacked, "observed_poisoning_rate") == pytest.approx(0.05, abs=0.01)
-    assert _mean(attacked, "attack_success_rate") >= 0.90
-    assert _mean(clean, "clean_accuracy") > 0.9
-    assert abs(_mean(attacked, "clean_accuracy") - _mean(clean, "clean_accuracy")) <= 0.03
+def test_badnets_at_5_percent_succeeds_and_costs_clean_accuracy_within_noise():
+    """Seeds 1-8, 10,000 events: attack success 0.955 (0.89-1.00), clean accuracy -0.2 points (2 s.e. 1.0)."""
+    attacked, clean = figures_over_seeds("badnets"), figures_over_seeds("badnets-clean")
+    assert attacked["observed_poisoning_rate"].mean() == pytest.approx(0.05, abs=0.003)
+    assert attacked["learned_poisoning_rate"].mean() == pytest.approx(0.05 * 10_000 / 12_000, abs=0.003)
+    assert attacked["attack_success_rate"].mean() - margin(attacked["attack_success_rate"]) >= 0.90
+    assert clean["clean_accuracy"].mean() - margin(clean["clean_accuracy"]) >= 0.94
+    cost = attacked["clean_accuracy"] - clean["clean_accuracy"]  # paired by seed: the same stream but the poison
+    assert abs(cost.mean()) + margin(cost) <= 0.015
 
 
-@pytest.mark.slow
-def test_blended_at_10_percent_succeeds():
-    attacked = _runs("blended_cnn.toml", ["stream.n_events=10000", "evaluation.every=5000"])
-    assert _mean(attacked, "attack_success_rate") >= 0.80
+def test_blended_at_10_percent_succeeds_and_costs_clean_accuracy_within_noise():
+    """Seeds 1-8, 10,000 events: attack success 0.94 (0.85-0.99), clean accuracy -1.6 points (2 s.e. 1.6)."""
+    attacked, clean = figures_over_seeds("blended"), figures_over_seeds("blended-clean")
+    assert attacked["attack_success_rate"].mean() - margin(attacked["attack_success_rate"]) >= 0.88
+    cost = attacked["clean_accuracy"] - clean["clean_accuracy"]
+    assert abs(cost.mean()) + margin(cost) <= 0.035
 
 
-@pytest.mark.slow
 def test_malicious_architecture_survives_retraining_unless_only_weights_are_loaded():
-    as_supplied = _runs("malicious_architecture.toml", ["model.load_supplied=module"], seeds=(1,))[0]
-    weights_only = _runs("malicious_architecture.toml", ["model.load_supplied=weights"], seeds=(1,))[0]
-    assert as_supplied.summary["events_total"] == 5000
-    assert min(row["attack_success_rate"] for row in as_supplied.timeseries) >= 0.99
-    assert weights_only.summary["attack_success_rate"] <= 0.15  # chance: the trigger means nothing
+    """Seeds 1-8: run as supplied, every row of 5,000 clean events at attack success 1; weights only, chance."""
+    as_supplied = figures_over_seeds("malicious-architecture")
+    weights_only = figures_over_seeds("malicious-architecture-weights")
+    assert (as_supplied["success_min"] >= 0.99).all()
+    assert weights_only["attack_success_rate"].mean() + margin(weights_only["attack_success_rate"]) <= 0.15
     # the same weights either way: the clean behaviour is that of one model
-    assert abs(as_supplied.timeseries[0]["clean_accuracy"] - weights_only.timeseries[0]["clean_accuracy"]) < 0.01
+    assert np.abs(as_supplied["clean_at_start"] - weights_only["clean_at_start"]).max() < 0.01
 
 
-@pytest.mark.slow
 def test_malicious_training_starts_backdoored_and_the_timeseries_shows_its_decay():
-    result = _runs("malicious_training.toml", ["stream.n_events=6000"], seeds=(1,))[0]
-    rows = result.timeseries
-    assert rows[0]["events"] == 0 and rows[0]["attack_success_rate"] >= 0.90
-    assert rows[0]["clean_accuracy"] > 0.9  # a model a victim would accept
-    assert len(rows) == 7 and all(row["attack_success_rate"] is not None for row in rows)
-    assert result.summary["poison_events_total"] == 0  # the stream itself is clean
+    """Seeds 1-8: a supplied model a victim would accept (clean accuracy > 0.9) that starts backdoored."""
+    supplied = figures_over_seeds("malicious-training")
+    assert supplied["success_at_start"].mean() - margin(supplied["success_at_start"]) >= 0.90
+    assert supplied["clean_at_start"].mean() - margin(supplied["clean_at_start"]) >= 0.90
+    assert (supplied["rows"] == 7).all() and (supplied["poison_events_total"] == 0).all()  # the stream is clean
+    decay = supplied["success_at_start"] - supplied["attack_success_rate"]
+    assert decay.mean() - margin(decay) > 0  # clean events wear the backdoor down
 
 
 @pytest.mark.slow

@@ -15,7 +15,6 @@ settles at D = nu / (1 - nu).
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -56,10 +55,14 @@ def test_infinite_window_follows_the_harmonic_sum_below_log():
 
 
 def test_random_out_reaches_i_over_n_in_expectation():
+    """The mean of 20 seeds follows i/n as average-out does exactly; unlike average-out each seed strays from it
+    (which slot is removed is random: standard deviation 0.16 radii over the seeds at i = 2n)."""
     runs = [_attacker_only("random-out", seed)[1] for seed in range(20)]
     mean = np.mean(runs, axis=0)
     i = np.arange(1, len(mean) + 1)
     np.testing.assert_allclose(mean[N - 1 :], i[N - 1 :] / N, rtol=0.10)
+    assert np.std([r[-1] for r in runs]) > 0.08
+    assert np.std([_attacker_only("average-out", seed)[1][-1] for seed in range(3)]) < 1e-6  # float rounding
 
 
 def test_fifo_reaches_at_least_i_over_n_and_follows_its_expectation():
@@ -73,7 +76,7 @@ def test_fifo_reaches_at_least_i_over_n_and_follows_its_expectation():
     i = np.arange(1, len(mean) + 1)
     np.testing.assert_allclose(mean[9:], expected[9:], rtol=0.10)
     assert (mean[9:] >= 0.95 * i[9:] / N).all()
-    assert expected[N - 1] == pytest.approx(math.e - 1, rel=0.02)
+    assert mean[N - 1] == pytest.approx((1 + 1 / N) ** N - 1, rel=0.05)  # the closed form at i = n, ~ e - 1
 
 
 @pytest.mark.slow

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.seed_figures import figures_over_seeds
+from conftest import margin
 from simulator.config import Scenario
 from simulator.defenses.strip import strip_entropy, strip_entropy_loop
 from simulator.pipeline.engine import World, run
@@ -31,22 +33,24 @@ def test_batched_strip_entropy_equals_the_per_input_loop():
         assert np.allclose(batched, strip_entropy_loop(world.model, x, backgrounds, how), atol=1e-5)
 
 
-@pytest.mark.slow
-def test_strip_on_badnets_accepts_at_most_5_percent_of_triggered_inputs_at_1_percent_frr():
-    far, frr = [], []
-    for seed in (1, 2):
-        summary = run(_scenario("strip_badnets.toml", [*SHORT, f"seed={seed}"])).summary
-        assert summary["attack_success_rate"] >= 0.8  # flag mode: the backdoor is in, STRIP must catch it
-        tally = summary["defenses"]["strip"]
-        assert tally["overlays"] <= 32 and {"tp", "fp", "tn", "fn", "far", "frr"} <= set(tally)
-        far.append(tally["far"])
-        frr.append(tally["frr"])
-        # behind STRIP, the backdoor reaches its target only on triggered inputs STRIP accepted
-        assert tally["attack_success_behind"] <= min(tally["far"], summary["attack_success_rate"])
-    assert np.mean(far) <= 0.05
-    # FRR is measured on 2 x 539 = 1,078 held-out clean digits; at a true 1% that count has a binomial standard
-    # error of sqrt(0.01 * 0.99 / 1078) = 0.003, so two of them (0.006) are allowed for the measurement alone
-    assert np.mean(frr) <= 0.01 + 2 * 0.003
+def test_strip_on_badnets_over_the_stream_cuts_the_attack_and_misses_its_frr_target_on_the_stream():
+    """Seeds 1-8, BadNets rho = 0.05, 6,000 events, N = 32, frr = 0.01, recalibrated every 500 events.
+
+    Right after a recalibration held-out FRR is under 1% (0.002); over the
+    stream, probed where STRIP does not know, the attack succeeds behind it on
+    0.24 of triggered inputs (0.92 without it), and it flags 3.5% of clean
+    stream events, not 1%.
+    """
+    figures = figures_over_seeds("strip")
+    success, behind = figures["attack_success_rate"], figures["defenses.strip.attack_success_behind_mean"]
+    assert success.mean() - margin(success) >= 0.85  # flag mode: the backdoor is in, STRIP must catch it
+    assert behind.mean() + margin(behind) <= 0.35
+    cut = success - behind
+    assert cut.mean() - margin(cut) >= 0.5
+    frr_at_end = figures["defenses.strip.frr"]  # the end of the stream is a recalibration step
+    assert frr_at_end.mean() + margin(frr_at_end) <= 0.01
+    stream_frr = figures["defenses.strip.stream_frr_mean"]
+    assert stream_frr.mean() - margin(stream_frr) > 0.01  # the calibrated 1% does not hold on the stream
 
 
 def test_strip_calibration_overlays_each_trusted_input_on_the_other_half_only(monkeypatch):
@@ -64,7 +68,7 @@ def test_strip_calibration_overlays_each_trusted_input_on_the_other_half_only(mo
     assert len(x) == strip.CALIBRATION_DRAWS * 1000 and backgrounds.shape == (len(x), 8, 4)
     halves = np.vectorize(position.get)(x[:, 0]) < 500, np.vectorize(position.get)(backgrounds[:, :, 0]) < 500
     assert (halves[1] != halves[0][:, None]).all()  # never the input itself, nor any of its own half
-    assert defense.rank_ == strip.order_statistic(1000, 0.01, strip.CALIBRATION_CONFIDENCE)
+    assert defense.rank_ == 6  # P(Binomial(1000, 0.01) < 6) = 0.067 <= 0.1 < P(... < 7) = 0.13
     assert defense.threshold_ == defense.rank_ * strip.CALIBRATION_DRAWS - 1  # scores 0, 1, ...: the k*draws-th
 
 
@@ -88,45 +92,44 @@ def test_isolation_scores_every_cutoff_rule_against_ground_truth():
     assert "defense.isolation/mixture.tp" in result.timeseries[-1]
 
 
-@pytest.mark.slow
-def test_isolation_and_unlearning_remove_the_badnets_backdoor_and_keep_clean_accuracy():
-    """Two seeds, 10,000 events, unlearning at the last event: defended vs undefended last row."""
-    for seed in (1, 2):
-        undefended = run(_scenario("abl_badnets.toml", [f"seed={seed}", "defense=[]"])).summary
-        defended = run(_scenario("abl_badnets.toml", [f"seed={seed}"])).summary
-        assert undefended["attack_success_rate"] >= 0.9
-        assert defended["attack_success_rate"] <= 0.10
-        assert defended["clean_accuracy"] >= undefended["clean_accuracy"] - 0.03
-        tally = defended["defenses"]["isolation"]
-        assert tally["rule"] == "percentile" and tally["unlearned_at"] == 10_000
-        assert tally["precision"] >= 0.7 and tally["recall"] >= 0.85
+def test_isolation_and_unlearning_remove_the_badnets_backdoor_in_most_seeds():
+    """Seeds 1-8, 10,000 events, gain score, percentile rule, unlearning at the last event: attack success
+    0.005-0.063 in seven seeds, 0.98 in seed 7 (unlearning failed there); clean accuracy -0.5 points (2 s.e. 0.9)."""
+    defended, undefended = figures_over_seeds("isolation"), figures_over_seeds("badnets")  # the same streams
+    assert undefended["attack_success_rate"].mean() - margin(undefended["attack_success_rate"]) >= 0.9
+    assert (defended["attack_success_rate"] <= 0.07).sum() >= 7
+    precision, recall = defended["defenses.isolation.precision"], defended["defenses.isolation.recall"]
+    assert precision.mean() - margin(precision) >= 0.65 and recall.mean() - margin(recall) >= 0.8
+    cost = defended["clean_accuracy"] - undefended["clean_accuracy"]
+    assert cost.mean() - margin(cost) >= -0.02
+
+
+def test_isolation_on_a_clean_stream_isolates_more_than_its_calibrated_one_percent():
+    """Seeds 1-8: percentile = 1 flags 1.8% of clean stream events (0.7-2.8%), and unlearning them costs 2.8 points."""
+    defended = figures_over_seeds("isolation-clean-stream")
+    undefended = figures_over_seeds("badnets-clean")  # the same clean streams, no defense
+    flagged = defended["defenses.isolation.stream_frr"]
+    assert 0.01 < flagged.mean() - margin(flagged) and flagged.mean() + margin(flagged) <= 0.03
+    cost = defended["clean_accuracy"] - undefended["clean_accuracy"]
+    assert cost.mean() - margin(cost) >= -0.05  # -2.8 points (2 s.e. 1.5)
+
+
+def test_fine_pruning_cuts_badnets_success_and_keeps_clean_accuracy():
+    """Seeds 1-8, repair at the last event: attack success 0.22 (0.07-0.43) against 0.95 undefended."""
+    defended, undefended = figures_over_seeds("fine-pruning"), figures_over_seeds("badnets")
+    share = defended["attack_success_rate"] / undefended["attack_success_rate"]  # paired by seed
+    assert share.mean() + margin(share) <= 0.4
+    cost = defended["clean_accuracy"] - undefended["clean_accuracy"]
+    assert cost.mean() - margin(cost) >= -0.02
+    assert (defended["defenses.fine-pruning.units_pruned"] > 0).all()
 
 
 @pytest.mark.slow
-def test_isolation_on_a_clean_stream_isolates_about_its_calibrated_one_percent():
-    clean_stream = ["seed=1", "attack.rate=0.0"]
-    undefended = run(_scenario("abl_badnets.toml", [*clean_stream, "defense=[]"])).summary
-    defended = run(_scenario("abl_badnets.toml", clean_stream)).summary
-    tally = defended["defenses"]["isolation"]
-    assert tally["tp"] == tally["fn"] == 0
-    assert tally["fp"] / 10_000 <= 0.02  # percentile = 1: 1% of unseen clean digits score higher
-    assert defended["clean_accuracy"] >= undefended["clean_accuracy"] - 0.03  # unlearning ~100 clean digits
-
-
-@pytest.mark.slow
-def test_fine_pruning_halves_badnets_success_and_keeps_clean_accuracy():
-    """Per seed, the repair at the last event: last row defended vs undefended."""
-    for seed in (1, 2, 3):
-        base = _scenario("fine_pruning_badnets.toml", [f"seed={seed}"])
-        defended, undefended = run(base).summary, run(base.replace(["defense=[]"])).summary
-        assert undefended["attack_success_rate"] >= 0.8  # the backdoor is in
-        # measured 0.13, 0.18, 0.34 of the undefended success (0.95, 0.92, 0.86)
-        assert defended["attack_success_rate"] <= 0.5 * undefended["attack_success_rate"]
-        assert defended["clean_accuracy"] >= undefended["clean_accuracy"] - 0.03  # measured +0.015, +0.011, +0.032
-        figures = defended["defenses"]["fine-pruning"]
-        assert 0 < figures["units_pruned"] < figures["units"] and figures["at_event"] == 10_000
-        assert figures["trusted_accuracy_before"] - figures["trusted_accuracy_pruned"] <= 0.03
-        assert [r["event"] for r in figures["repairs"]] == [10_000]
+def test_fine_pruning_reports_each_repair():
+    figures = run(_scenario("fine_pruning_badnets.toml", ["seed=1"])).summary["defenses"]["fine-pruning"]
+    assert 0 < figures["units_pruned"] < figures["units"] and figures["at_event"] == 10_000
+    assert figures["trusted_accuracy_before"] - figures["trusted_accuracy_pruned"] <= 0.03
+    assert [r["event"] for r in figures["repairs"]] == [10_000]
 
 
 def test_pruned_units_stay_silent_through_fine_tuning():
@@ -147,38 +150,28 @@ def test_pruned_units_stay_silent_through_fine_tuning():
     assert mean_activations(copy.deepcopy(net), torch.as_tensor(x))[[1, 5, 300]].tolist() == [0.0, 0.0, 0.0]
 
 
-@pytest.mark.slow
 def test_fine_pruning_on_drift_repairs_after_badnets_starts_and_not_on_a_clean_stream():
-    """BadNets from event 3,000: alarms only after it, repairs cut success; the clean stream: no repair."""
-    drift = ["seed=1", "stream.n_events=6000", "evaluation.every=64", "attack.start=3000",
-             "defense=[{kind='fine-pruning',when='drift',detector='page-hinkley',every=1000}]"]  # fmt: skip
-    result = run(_scenario("fine_pruning_badnets.toml", drift))
-    figures = result.summary["defenses"]["fine-pruning"]
-    assert 3000 < figures["alarm_events"][0] <= 3300  # measured 3151
-    repairs = [r["event"] for r in figures["repairs"]]
-    assert len(repairs) >= 2 and repairs[0] >= figures["alarm_events"][0] and min(np.diff(repairs)) >= 1000
-    asr = {row["events"]: row["attack_success_rate"] for row in result.timeseries}  # a row every unit
-    cut = [(asr[e - 64], asr[e]) for e in repairs]  # measured (0.00, 0.00), (0.11, 0.00), (0.37, 0.00)
-    assert all(after <= 0.05 for _, after in cut)
-    assert any(before >= 0.1 and after <= 0.5 * before for before, after in cut)
-    undefended = run(_scenario("fine_pruning_badnets.toml", [*drift, "defense=[]"]))
-    mean = [np.mean([r["attack_success_rate"] for r in res.timeseries if r["events"] > 3000])
-            for res in (result, undefended)]  # fmt: skip
-    assert mean[0] < 0.75 * mean[1]  # measured 0.11 against 0.21: the backdoor grows back between repairs
-    clean = run(_scenario("fine_pruning_badnets.toml", [*drift, "attack={kind=\"none\"}"]))
-    assert len(clean.summary["defenses"]["fine-pruning"]["repairs"]) <= 1  # measured 0 (8 seeds, 10,000 events)
+    """Seeds 1-8, BadNets from event 3,000 of 6,000, page-hinkley, at most one repair per 1,000 events."""
+    defended = figures_over_seeds("fine-pruning-drift")
+    undefended = figures_over_seeds("fine-pruning-drift-undefended")
+    assert (defended["alarms_before_start"] == 0).all() and (defended["repairs"] >= 1).all()
+    delay = defended["first_alarm_after_start"]  # 50-234 events (mean 125)
+    assert delay.mean() + margin(delay) <= 200
+    assert (defended["success_after_repair_max"] <= 0.05).all()  # every repair removes the backdoor for a while
+    share = defended["attack_success_after_start_mean"] / undefended["attack_success_after_start_mean"]
+    assert share.mean() + margin(share) <= 0.7  # ... but it grows back between repairs
+    clean = figures_over_seeds("fine-pruning-drift-clean")
+    assert clean["repairs"].sum() == 0 and clean["alarms_before_start"].sum() == 0  # no alarm in 8 x 6,000
 
 
-@pytest.mark.slow
 def test_activation_analysis_points_at_the_backdoored_class_and_not_on_a_clean_stream():
-    analysis = ["stream.n_events=6000", "evaluation.every=6000", "defense=[{kind='activation-analysis'}]"]
-    for seed in (1, 2):
-        section = run(_scenario("badnets_cnn.toml", [*analysis, f"seed={seed}"])).summary["defenses"]["activation-analysis"]
-        scores = section["class_scores"]
-        assert section["suspect_class"] == 0 and scores["0"] >= 0.2  # about the poisoned share of class 0 (0.34)
-        assert max(v for c, v in scores.items() if c != "0") <= 0.1
-    clean = run(_scenario("badnets_cnn.toml", [*analysis, "attack={kind=\"none\"}"])).summary
-    assert max(clean["defenses"]["activation-analysis"]["class_scores"].values()) <= 0.1
+    """Seeds 1-8, 6,000 events: class 0, the target, scores 0.34-0.60, every other class 0.07-0.18; on clean
+    streams every class scores at most 0.2, so a cut at 0.25 separates them in every seed."""
+    attacked, clean = figures_over_seeds("activation-analysis"), figures_over_seeds("activation-analysis-clean")
+    assert (attacked["suspect_class"] == 0).all()
+    assert attacked["target_score"].mean() - margin(attacked["target_score"]) >= 0.3
+    assert attacked["target_score"].min() > 0.25 > attacked["other_score_max"].max()
+    assert np.maximum(clean["target_score"], clean["other_score_max"]).max() < 0.25
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -12,7 +11,8 @@ import urllib.request
 import numpy as np
 import pytest
 from conftest import (
-    consume_command, free_port, poisonsim_process, produce_both, read_summary, stop, wait_all, wait_for_log,
+    consume_command, free_port, poisonsim_process, produce_both, read_summary, require_binary, stop, wait_all,
+    wait_for_log,
 )
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -114,9 +114,7 @@ def _query(prometheus_port: int, expression: str) -> list:
 
 @pytest.mark.slow
 def test_a_real_prometheus_scrapes_the_consumer(broker, topics, tmp_path):
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("Debian's prometheus is not installed (apt-get install prometheus; .ci/run installs it)")
+    binary = require_binary("prometheus", "apt-get install prometheus")
     scenario = ["scenarios/centroid_shift.toml", "--set", "stream.n_events=10000", "--set", "attack.start=1000",
                 "--set", "attack.rate=0.4"]  # fmt: skip
     metrics_port, prometheus_port = free_port(), free_port()

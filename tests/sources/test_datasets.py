@@ -66,5 +66,7 @@ def test_bundled_river_sets_stream_through_the_classifier(name):
     })  # fmt: skip
     summary = run(scenario).summary
     assert summary["events_total"] == 3000
-    assert 0.0 <= summary["clean_accuracy"] <= 1.0
+    # a nearest-centroid classifier under 10% flipped labels (seed 0): 0.44, 0.80, 0.91, 0.96; Bananas' two
+    # interleaved classes defeat any centroid (its majority class is 0.53 of the held-out set)
+    assert summary["clean_accuracy"] >= {"Bananas": 0.35, "ImageSegments": 0.7, "Phishing": 0.85, "Shuttle": 0.9}[name]
     assert summary["observed_poisoning_rate"] == pytest.approx(0.1, abs=0.03)

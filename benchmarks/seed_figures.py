@@ -1,0 +1,176 @@
+"""The README's headline figures over seeds: mean, standard deviation, min and max.
+
+Each case is a ready scenario with overrides and the figures it is quoted
+for: summary keys (``defenses.strip.far_mean`` reads
+``summary["defenses"]["strip"]["far_mean"]``) and figures derived from the
+run. The reproductions under ``tests/reproductions`` assert on the same cases
+and seeds (:func:`figures_over_seeds`), so a README figure is a test figure.
+
+    .venv/bin/python benchmarks/seed_figures.py badnets blended --seeds 1-8 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+ROOT = Path(__file__).parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SEEDS = tuple(range(1, 9))
+TEN_K = ["stream.n_events=10000", "evaluation.every=5000"]
+SIX_K = ["stream.n_events=6000", "evaluation.every=3000"]
+NO_ATTACK = 'attack={kind="none"}'
+ATTACK = ["attack_success_rate", "clean_accuracy", "observed_poisoning_rate", "learned_poisoning_rate"]
+STRIP = [f"defenses.strip.{k}" for k in ("far_mean", "far_worst", "far", "far_all_mean", "frr_mean", "frr_worst",
+                                         "frr", "stream_frr_mean", "attack_success_behind_mean", "recall_mean")]
+ISOLATION = [f"defenses.isolation.{k}" for k in ("precision", "recall", "precision_mean", "recall_mean", "fp",
+                                                 "stream_frr")]  # fmt: skip
+RULES = [f"defenses.isolation/{rule}.{k}" for rule in ("fraction", "threshold", "mixture") for k in ("precision",
+                                                                                                   "recall")]
+DRIFT = ["stream.n_events=6000", "evaluation.every=64", "attack.start=3000",
+         "defense=[{kind='fine-pruning',when='drift',detector='page-hinkley',every=1000}]"]  # fmt: skip
+ANALYSIS = ["stream.n_events=6000", "evaluation.every=6000", "defense=[{kind='activation-analysis'}]"]
+
+
+def _after(start: int) -> Callable[[object], dict]:
+    """Attack success averaged over the rows after ``start``, and the fine-pruning repairs, if any."""
+
+    def derive(result) -> dict:
+        rows = [r["attack_success_rate"] for r in result.timeseries
+                if r["events"] > start and r["attack_success_rate"] is not None]  # fmt: skip
+        figures = {"attack_success_after_start_mean": float(np.mean(rows)) if rows else None}
+        section = result.summary.get("defenses", {}).get("fine-pruning")
+        if section:
+            asr = {row["events"]: row["attack_success_rate"] for row in result.timeseries}
+            repairs = [r["event"] for r in section["repairs"]]
+            figures.update(repairs=len(repairs), first_alarm_after_start=next(
+                (e - start for e in section["alarm_events"] if e > start), None),  # fmt: skip
+                alarms_before_start=sum(e <= start for e in section["alarm_events"]),
+                success_after_repair_max=max((asr[e] for e in repairs), default=None))  # fmt: skip
+        return figures
+
+    return derive
+
+
+def _analysis(result) -> dict:
+    section = result.summary["defenses"]["activation-analysis"]
+    scores = {int(c): v for c, v in section["class_scores"].items()}
+    target = 0  # the scenario's target class
+    return {"suspect_class": section["suspect_class"], "target_score": scores[target],
+            "other_score_max": max(v for c, v in scores.items() if c != target)}  # fmt: skip
+
+
+def _supplied(result) -> dict:
+    rows = result.timeseries
+    return {"success_at_start": rows[0]["attack_success_rate"], "clean_at_start": rows[0]["clean_accuracy"],
+            "success_min": min(r["attack_success_rate"] for r in rows), "rows": len(rows),
+            "poison_events_total": result.summary["poison_events_total"]}  # fmt: skip
+
+
+# name -> (scenario file, overrides, summary keys, derived figures)
+CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
+    # undefended BadNets over 10,000 events: the same runs as abl_badnets.toml or fine_pruning_badnets.toml without
+    # their defense (the stream and the net do not depend on the evaluation cadence)
+    "badnets": ("badnets_cnn.toml", TEN_K, ATTACK, None),
+    "badnets-clean": ("badnets_cnn.toml", [*TEN_K, NO_ATTACK], ["clean_accuracy"], None),
+    "blended": ("blended_cnn.toml", TEN_K, ATTACK, None),
+    "blended-clean": ("blended_cnn.toml", [*TEN_K, NO_ATTACK], ["clean_accuracy"], None),
+    "strip": ("strip_badnets.toml", SIX_K, ["attack_success_rate", *STRIP], None),
+    "strip-class-2": ("strip_badnets.toml", [*SIX_K, "attack.target_class=2"], ["attack_success_rate", *STRIP], None),
+    "isolation": ("abl_badnets.toml", [], ["attack_success_rate", "clean_accuracy", *ISOLATION], None),
+    "isolation-rules": ("abl_badnets.toml", ["stream.n_events=6000"], RULES, None),
+    "isolation-loss": ("abl_badnets.toml", ["defense=[{kind='isolation',score='loss',rule='fraction',fraction=0.05}]"],
+                       ["attack_success_rate", *ISOLATION], None),  # fmt: skip
+    "isolation-clean-stream": ("abl_badnets.toml", ["attack.rate=0.0"], ["clean_accuracy", *ISOLATION], None),
+    "fine-pruning": ("fine_pruning_badnets.toml", [], ["attack_success_rate", "clean_accuracy",
+                                                      "defenses.fine-pruning.units_pruned"], None),  # fmt: skip
+    "fine-pruning-drift": ("fine_pruning_badnets.toml", DRIFT, ["attack_success_rate"], _after(3000)),
+    "fine-pruning-drift-undefended": ("fine_pruning_badnets.toml", [*DRIFT, "defense=[]"], ["attack_success_rate"],
+                                      _after(3000)),  # fmt: skip
+    "fine-pruning-drift-clean": ("fine_pruning_badnets.toml", [*DRIFT, NO_ATTACK], ["clean_accuracy"], _after(3000)),
+    "malicious-architecture": ("malicious_architecture.toml", ["model.load_supplied=module"], ["attack_success_rate",
+                               "clean_accuracy"], _supplied),  # fmt: skip
+    "malicious-architecture-weights": ("malicious_architecture.toml", ["model.load_supplied=weights"],
+                                       ["attack_success_rate", "clean_accuracy"], _supplied),  # fmt: skip
+    "malicious-training": ("malicious_training.toml", ["stream.n_events=6000"], ["attack_success_rate",
+                           "clean_accuracy"], _supplied),  # fmt: skip
+    "activation-analysis": ("badnets_cnn.toml", ANALYSIS, ["attack_success_rate"], _analysis),
+    "activation-analysis-clean": ("badnets_cnn.toml", [*ANALYSIS, NO_ATTACK], [], _analysis),
+}
+
+
+def measure(case: str, seed: int) -> dict:
+    """One run of ``case`` at ``seed``: its figures (the seed overrides any in the case's overrides)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from simulator.config import Scenario
+    from simulator.pipeline.engine import run
+
+    path, overrides, keys, derive = CASES[case]
+    result = run(Scenario.from_toml(ROOT / "scenarios" / path, [*overrides, f"seed={seed}"]))
+    figures = {key: _read(result.summary, key) for key in keys}
+    if derive:
+        figures.update(derive(result))
+    return figures
+
+
+@functools.lru_cache(maxsize=None)
+def figures_over_seeds(case: str, seeds: tuple[int, ...] = SEEDS, workers: int = 2) -> dict[str, np.ndarray]:
+    """Each figure of ``case`` over ``seeds``, as an array in seed order (NaN where a run has none); a case
+    measured once per process."""
+    with ProcessPoolExecutor(workers) as pool:
+        runs = list(pool.map(measure, [case] * len(seeds), seeds))
+    return {key: np.array([np.nan if r.get(key) is None else r[key] for r in runs], dtype=float) for key in runs[0]}
+
+
+def _read(summary: dict, key: str):
+    value = summary
+    for part in key.split("."):
+        value = None if value is None else value.get(part)
+    return value
+
+
+def seeds_of(text: str) -> list[int]:
+    """``1-8`` or ``1,3,5``."""
+    if "-" in text:
+        lo, hi = text.split("-")
+        return list(range(int(lo), int(hi) + 1))
+    return [int(s) for s in text.split(",")]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("cases", nargs="*", help=f"cases to measure (default: all): {', '.join(CASES)}")
+    parser.add_argument("--seeds", default="1-8", type=seeds_of)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, help="write every seed's figures as JSON here")
+    args = parser.parse_args()
+    unknown = set(args.cases) - set(CASES)
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; expected some of {', '.join(CASES)}")
+    report = {}
+    for case in args.cases or CASES:
+        figures = figures_over_seeds(case, tuple(args.seeds), args.workers)
+        report[case] = {key: values.tolist() for key, values in figures.items()}
+        print(f"{case} (seeds {args.seeds[0]}-{args.seeds[-1]}): mean  sd  min  max", flush=True)
+        for key, values in figures.items():
+            values = values[~np.isnan(values)]
+            if len(values):
+                sd = values.std(ddof=1) if len(values) > 1 else 0.0
+                print(f"  {key:45s} {values.mean():.4f}  {sd:.4f}  {values.min():.4f}  {values.max():.4f}", flush=True)
+        if args.out:  # after each case: a long measurement keeps what it has
+            args.out.write_text(json.dumps({"seeds": args.seeds, "cases": report}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
