@@ -7,6 +7,10 @@ reservoir replay buffer when ``replay > 0``). Weights change only at those
 steps, so the logits of the training forward pass *are* the predictions the
 pending events got: test-then-train costs no extra forward pass.
 
+With ``retrain_every > 0`` the model also keeps a data lake of the events
+it learned and is retrained from scratch on it periodically, learning online
+in between (see :mod:`simulator.models.retrain`).
+
 Checkpoints hold weights only (``torch.load(weights_only=True)`` into our
 own architecture); a whole pickled module is never loaded unless a scenario
 asks to run a supplied module as it is.
@@ -34,6 +38,7 @@ from torch import nn
 from simulator.models.base import Model
 from simulator.models.inputs import check_features, check_labels
 from simulator.models.nets import Net, build_net
+from simulator.models.retrain import DataLake, next_retrain, retrain_rngs, train_epochs
 from simulator.registry import MODELS, Key
 
 PREDICT_CHUNK = 4096
@@ -52,11 +57,13 @@ def resolve_device(device: str) -> torch.device:
 
 NEURAL_EXAMPLES = [{"hidden": 8, "batch_size": 16, "device": "cpu", "pretrain_events": 50},
                    {"hidden": 8, "batch_size": 7, "replay": 50, "optimizer": "sgd", "lr": 0.05, "device": "cpu",
-                    "pretrain_events": 50}]  # fmt: skip
+                    "pretrain_events": 50},
+                   {"hidden": 8, "batch_size": 16, "device": "cpu", "pretrain_events": 50, "retrain_every": 60,
+                    "lake_size": 80, "retrain_epochs": 2}]  # fmt: skip
 
 
 @MODELS.register("mlp", fixed={"architecture": "mlp"}, examples=NEURAL_EXAMPLES)
-@MODELS.register("cnn", fixed={"architecture": "cnn"}, requires=("images",), examples=NEURAL_EXAMPLES[:1])
+@MODELS.register("cnn", fixed={"architecture": "cnn"}, requires=("images",), examples=NEURAL_EXAMPLES[::2])
 class NeuralClassifier(Model):
     """An online mini-batch classifier over an MLP or a CNN (torch; CUDA when present)."""
 
@@ -79,6 +86,11 @@ class NeuralClassifier(Model):
         pretrain_events: Annotated[int, Key("clean events learned before the stream starts", ge=0, le=10**8)] = 2_000,
         load_supplied: Annotated[str, Key("a supplied model: load its weights into our architecture, or run its "
                                           "module", choices=("weights", "module"))] = "weights",
+        retrain_every: Annotated[int, Key("retrain from scratch on the data lake every this many events after "
+                                          "pre-training, and once at its end (0: never)", ge=0, le=10**9)] = 0,
+        retrain_epochs: Annotated[int, Key("epochs over the data lake per retrain", ge=1, le=10_000)] = 10,
+        lake_size: Annotated[int, Key("data lake: the last this many events learned (0: every one)", ge=0,
+                                      le=10**9)] = 0,
         seed: int = 0,
     ):  # fmt: skip
         self.n_classes = n_classes
@@ -95,6 +107,9 @@ class NeuralClassifier(Model):
         self.device = device
         self.pretrain_events = pretrain_events
         self.load_supplied = load_supplied
+        self.retrain_every = retrain_every
+        self.retrain_epochs = retrain_epochs
+        self.lake_size = lake_size
         self.seed = seed
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f'optimizer: expected "adam" or "sgd", got {optimizer!r}')
@@ -112,6 +127,10 @@ class NeuralClassifier(Model):
         self._replay_y = np.empty(replay, dtype=np.int64)
         self._replay_seen = 0
         self.steps_ = 0
+        self.learned_ = 0  # events learned (with retraining on: the lake's clock)
+        self.retrains_ = 0
+        self._retrain_seed = seed  # in the state: a restored model retrains as the saved one would
+        self._lake = DataLake(n_features, lake_size) if retrain_every else None
         self.flood_level: float | None = None  # flooding (|L - b| + b) on training steps, set by a defense
 
     @property
@@ -189,6 +208,7 @@ class NeuralClassifier(Model):
             "replay_seen": self._replay_seen,
             "steps": self.steps_,
             "rng": self._rng.bit_generator.state,
+            **self._retrain_state(),
         }
 
     def set_state(self, state: dict) -> None:
@@ -207,6 +227,7 @@ class NeuralClassifier(Model):
         self._replay_seen = int(state["replay_seen"])
         self.steps_ = int(state["steps"])
         self._rng.bit_generator.state = state["rng"]
+        self._set_retrain_state(state)
 
     # -- predicting and learning ----------------------------------------------------------
 
@@ -246,6 +267,36 @@ class NeuralClassifier(Model):
         if hook is not None:
             raise ValueError("hook: the neural net offers no white-box attacker hook")
         X, Y = self._check_x(X), self._check_y(Y, len(X))
+        if not self.retrain_every:
+            return self._online(X, Y), None
+        parts, done = [], 0
+        while done < len(X):  # cut at each retrain: the events after it are predicted by the new net
+            due = next_retrain(self.learned_, self.pretrain_events, self.retrain_every)
+            rows = slice(done, min(len(X), done + due - self.learned_))
+            parts.append(self._online(X[rows], Y[rows]))
+            self._lake.add(X[rows], Y[rows])
+            self.learned_ += rows.stop - rows.start
+            if self.learned_ == due:
+                self._retrain()
+            done = rows.stop
+        return (np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)), None
+
+    def _retrain(self) -> None:
+        """Train a fresh net from scratch on the data lake (fresh weights and optimiser; pending events dropped:
+        they are in the lake)."""
+        self.retrains_ += 1
+        torch_seed, shuffle = retrain_rngs(self._retrain_seed, self.retrains_)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch_seed)
+            net = self.new_net()
+        x, y = self._lake.rows()
+        train_epochs(net, self._make_optimizer(net), x, y, shuffle, self.retrain_epochs, self.batch_size)
+        self.net = net
+        self._optimizer = self._make_optimizer()
+        self._pending_x, self._pending_y = self._pending_x[:0], self._pending_y[:0]
+
+    def _online(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """The online learner: predict each event, take a step whenever a mini-batch is complete."""
         xt, yt = self._tensor(X), torch.as_tensor(Y, device=self.device_)
         predicted = []  # argmax tensors in event order, brought to the host once
         done = 0
@@ -267,8 +318,7 @@ class NeuralClassifier(Model):
                 self._pending_x = np.concatenate([self._pending_x, X[rows]])
                 self._pending_y = np.concatenate([self._pending_y, Y[rows]])
             done = rows.stop
-        predictions = torch.cat(predicted).cpu().numpy() if predicted else np.empty(0, dtype=np.int64)
-        return predictions, None
+        return torch.cat(predicted).cpu().numpy() if predicted else np.empty(0, dtype=np.int64)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimiser step; returns the predictions of the stream rows before it."""
@@ -300,10 +350,26 @@ class NeuralClassifier(Model):
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _make_optimizer(self) -> torch.optim.Optimizer:
+    def _make_optimizer(self, net: nn.Module | None = None) -> torch.optim.Optimizer:
+        parameters = (self.net if net is None else net).parameters()
         if self.optimizer == "adam":
-            return torch.optim.Adam(self.net.parameters(), lr=self.lr)
-        return torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum)
+            return torch.optim.Adam(parameters, lr=self.lr)
+        return torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum)
+
+    def _retrain_state(self) -> dict:
+        if not self.retrain_every:
+            return {}
+        return {"learned": self.learned_, "retrains": self.retrains_, "retrain_seed": self._retrain_seed,
+                "lake": self._lake.get_state()}  # fmt: skip
+
+    def _set_retrain_state(self, state: dict) -> None:
+        if not self.retrain_every:
+            return
+        if "lake" not in state:
+            raise ValueError("retrain_every: the state holds no data lake (saved by a model without retraining)")
+        self.learned_, self.retrains_ = int(state["learned"]), int(state["retrains"])
+        self._retrain_seed = int(state["retrain_seed"])
+        self._lake.set_state(state["lake"])
 
     def _forward_no_grad(self, X: np.ndarray, post, empty: np.ndarray, forward=None) -> np.ndarray:
         """Evaluate in chunks without gradients; ``post`` maps logits (or ``forward``'s output)."""

@@ -83,3 +83,24 @@ def test_a_defended_run_gives_the_same_results_at_any_evaluation_cadence_it_shar
     fine = {row["events"]: row for row in run(Scenario.from_dict({**base, "evaluation": {"every": 128}})).timeseries}
     for row in coarse:
         assert row == fine[row["events"]]
+
+
+@pytest.mark.parametrize("case", SCENARIOS)
+def test_by_default_no_source_id_tells_poison_from_clean(case):
+    """100 benign ids, the attacker's 10 among them: each attacker id carries benign events too."""
+    batch, truth = _stream(_scenario(case, 1_000), [N_EVENTS])
+    attacker_ids = np.unique(batch.source[truth.is_poison])
+    assert 1 <= len(attacker_ids) <= 10 and len(np.unique(batch.source)) == 100
+    assert np.isin(attacker_ids, batch.source[~truth.is_poison]).all()
+    careless = _scenario(case, 1_000).replace(["attack.identity_pool='own'", "attack.identities=2"])
+    batch, truth = _stream(careless, [N_EVENTS])
+    assert set(np.unique(batch.source[truth.is_poison])) <= {100, 101}  # ids nothing benign uses: they betray it
+    assert (batch.source[~truth.is_poison] < 100).all()
+
+
+def test_identities_are_checked_against_the_benign_ids():
+    from simulator.config import ConfigError
+
+    with pytest.raises(ConfigError, match="attack.identities: 20 shared ids need stream.benign_sources >= 20, got 5"):
+        World.build(_scenario("badnets on digits", 1_000).replace(
+            ["stream.benign_sources=5", "attack.identities=20"]))  # fmt: skip
