@@ -104,6 +104,11 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
                                        ["attack_success_rate", "clean_accuracy"], _supplied),  # fmt: skip
     "malicious-training": ("malicious_training.toml", ["stream.n_events=6000"], ["attack_success_rate",
                            "clean_accuracy"], _supplied),  # fmt: skip
+    # one target X' per seed; the control is the same budget of base images, unperturbed
+    "gradient-alignment": ("gradient_alignment.toml", [], ["attack_success_rate", "target_class_probability",
+                           "observed_poisoning_rate", "poison_events_total"], None),  # fmt: skip
+    "gradient-alignment-control": ("gradient_alignment.toml", ["attack.eps=0.0"], ["attack_success_rate",
+                                   "target_class_probability", "poison_events_total"], None),  # fmt: skip
     "activation-analysis": ("badnets_cnn.toml", ANALYSIS, ["attack_success_rate"], _analysis),
     "activation-analysis-clean": ("badnets_cnn.toml", [*ANALYSIS, NO_ATTACK], [], _analysis),
 }

@@ -34,6 +34,9 @@ def estimate(scenario: Scenario) -> list[tuple[str, int, str]]:
     if window:
         windows = k if "classifier" in model["kind"] else 1
         items.append(("model.window_size", window * windows * d * 8, f"{windows} window(s) of float64 points"))
+    if model.get("retrain_every"):  # the data lake: float32 features and an int64 label per event it keeps
+        kept = model.get("lake_size") or model.get("pretrain_events", 0) + stream.get("n_events", 0)
+        items.append(("model.lake_size", kept * (d * 4 + 8), f"a data lake of {kept:,} events"))
     return items
 
 

@@ -24,7 +24,7 @@ def test_ready_scenarios_load_and_round_trip(path):
         ({"model": {"window_size": 0}}, "model.window_size: expected an integer >= 1, got 0"),
         ({"model": {"window_size": 2.5}}, "model.window_size: expected an integer, got 2.5"),
         ({"model": {"window_policy": "lifo"}}, "model.window_policy: expected one of fifo, average-out"),
-        ({"model": {"windowsize": 3}}, 'model.windowsize: not a key of model kind "centroid-detector" (its keys: snapshot_every'),
+        ({"model": {"windowsize": 3}}, 'model.windowsize: not a key of model kind "centroid-detector" (its keys: window_size, window_policy'),
         ({"attack": {"rate": 1.5}}, "attack.rate: expected a number <= 1, got 1.5"),
         ({"attack": {"rate": "high"}}, "attack.rate: expected a number, got 'high'"),
         ({"attack": {"kind": "none", "rate": 0.1}}, 'attack.rate: attack.kind is "none"'),

@@ -1,27 +1,14 @@
-"""Backdoor and supply-chain attacks on the online CNN, with the issue's numbers."""
+"""Backdoor, supply-chain and clean-label attacks on the online CNN, over seeds (benchmarks/seed_figures.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchmarks.seed_figures import figures_over_seeds
 from conftest import margin
-from simulator.config import Scenario
-from simulator.pipeline.engine import run
 
 pytestmark = pytest.mark.slow  # a paper-level reproduction: CI runs it, `-m "not slow"` skips it
-
-SCENARIOS = Path(__file__).parents[2] / "scenarios"
-def _runs(name: str, overrides: list[str], seeds) -> list[dict]:
-    base = Scenario.from_toml(SCENARIOS / name, overrides)
-    return [run(base.replace([f"seed={seed}"])) for seed in seeds]
-
-
-def _mean(results, key: str) -> float:
-    return float(np.mean([r.summary[key] for r in results]))
 
 
 def test_badnets_at_5_percent_succeeds_and_costs_clean_accuracy_within_noise():
@@ -63,25 +50,20 @@ def test_malicious_training_starts_backdoored_and_the_timeseries_shows_its_decay
     assert decay.mean() - margin(decay) > 0  # clean events wear the backdoor down
 
 
-@pytest.mark.slow
 def test_gradient_alignment_raises_the_target_probability_over_the_same_budget_of_base_images():
     """Twelve targets X' (seeds 0-11), rho ~ 0.02, eps = 0.3: crafted poisons vs the bare base images, paired.
 
-    What holds in this threat model (a net fine-tuned one step at a time) is a
-    shift, not a flip: on seeds 0-15 the crafted poisons raised p(target | X')
-    over the unperturbed ones in 16 of 16 targets, by a factor of 80 to 10^12, but
-    flipped the prediction in 1 of 16 (Witches' Brew's ~90% is for a victim
-    trained from scratch on the poisoned set).
+    What holds against a net fine-tuned one step at a time is a shift, not a
+    flip. Against a victim retrained from scratch, Witches' Brew's own threat
+    model, see test_witches_brew.py.
     """
-    targets = range(12)
-    crafted = _runs("gradient_alignment.toml", ["attack.eps=0.3"], seeds=targets)
-    unperturbed = _runs("gradient_alignment.toml", ["attack.eps=0.0"], seeds=targets)
-    assert _mean(crafted, "observed_poisoning_rate") <= 0.02
-    assert [r.summary["poison_events_total"] for r in crafted] == [r.summary["poison_events_total"] for r in unperturbed]
-    assert _mean(unperturbed, "attack_success_rate") == 0.0
-    assert _mean(crafted, "attack_success_rate") >= _mean(unperturbed, "attack_success_rate")
-    gain = np.log10([max(c.summary["target_class_probability"], 1e-30) / max(u.summary["target_class_probability"], 1e-30)
-                     for c, u in zip(crafted, unperturbed)])  # fmt: skip
+    targets = tuple(range(12))
+    crafted = figures_over_seeds("gradient-alignment", targets)
+    control = figures_over_seeds("gradient-alignment-control", targets)
+    assert crafted["observed_poisoning_rate"].mean() <= 0.02
+    assert (crafted["poison_events_total"] == control["poison_events_total"]).all()
+    assert control["attack_success_rate"].sum() == 0 and crafted["attack_success_rate"].sum() <= 2  # measured 1
+    gain = np.log10(np.maximum(crafted["target_class_probability"], 1e-30)
+                    / np.maximum(control["target_class_probability"], 1e-30))  # fmt: skip
     assert (gain > 0).sum() >= 10  # a sign test: 10 of 12 has p = 0.019 if crafting did nothing
-    assert gain.mean() - 2 * gain.std(ddof=1) / np.sqrt(len(gain)) > 1  # at least tenfold, beyond two standard errors
-    assert all(r.summary["attack_details"]["eps"] == 0.3 for r in crafted)
+    assert gain.mean() - margin(gain) > 5  # measured 10^5.2 to 10^12.7 (mean of the orders 9.4, 2 s.e. 1.4)
