@@ -62,22 +62,23 @@ UNLEARN_STEPS = 200
 UNLEARN_BATCH = 64
 UNLEARN_LR = 5e-4
 ASCENT_CAP = 6.0  # isolated loss above this gives no more ascent gradient
-EPS = 1e-6
 
 
 def mixture_high(z: np.ndarray, iterations: int = 50) -> np.ndarray:
-    """Two-Gaussian EM on ``z``; True where the higher-mean component is the more likely."""
-    z = np.asarray(z, dtype=np.float64)
+    """Two-Gaussian mixture on ``z`` (scikit-learn's EM, started from its median and 95% quantile with weights
+    0.9 / 0.1); True where the higher-mean component is the more likely.
+
+    >>> z = np.r_[np.random.default_rng(0).normal(0, 1, 950), np.random.default_rng(1).normal(8, 1, 50)]
+    >>> int(mixture_high(z).sum())
+    50
+    """
+    from sklearn.mixture import GaussianMixture
+
+    z = np.asarray(z, dtype=np.float64).reshape(-1, 1)
     lo, hi = np.quantile(z, [0.5, 0.95])
-    mu, var, w = np.array([lo, hi]), np.full(2, z.var() + EPS), np.array([0.9, 0.1])
-    for _ in range(iterations):
-        dens = w * np.exp(-0.5 * (z[:, None] - mu) ** 2 / var) / np.sqrt(var)
-        resp = dens / (dens.sum(axis=1, keepdims=True) + 1e-300)
-        nk = resp.sum(axis=0) + EPS
-        w, mu = nk / len(z), (resp * z[:, None]).sum(axis=0) / nk
-        var = (resp * (z[:, None] - mu) ** 2).sum(axis=0) / nk + 1e-4
-    high = int(np.argmax(mu))
-    return resp[:, high] > 0.5
+    mixture = GaussianMixture(2, means_init=[[lo], [hi]], weights_init=[0.9, 0.1], max_iter=iterations,
+                              reg_covar=1e-4, random_state=0).fit(z)  # fmt: skip
+    return mixture.predict_proba(z)[:, int(np.argmax(mixture.means_[:, 0]))] > 0.5
 
 
 @DEFENSES.register("isolation", requires=("torch-net", "losses"), examples=[{"every": 100, "rule": "fraction"}, {"every": 100, "score": "loss", "rule": "percentile", "unlearn": False}])

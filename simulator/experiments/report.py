@@ -57,14 +57,12 @@ def roc_curve(scores: np.ndarray, is_positive: np.ndarray, lower_is_positive: bo
     >>> fpr.tolist(), tpr.tolist(), auc
     ([0.0, 0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 1.0, 1.0], 1.0)
     """
+    from sklearn import metrics
+
     scores = np.asarray(scores, dtype=float)
-    is_positive = np.asarray(is_positive, dtype=bool)
-    order = np.argsort(scores if lower_is_positive else -scores, kind="stable")
-    sorted_scores, positive = scores[order], is_positive[order]
-    last_of_tie = np.r_[np.diff(sorted_scores) != 0, True]
-    tpr = np.r_[0.0, np.cumsum(positive)[last_of_tie] / max(positive.sum(), 1)]
-    fpr = np.r_[0.0, np.cumsum(~positive)[last_of_tie] / max((~positive).sum(), 1)]
-    return fpr, tpr, float(np.trapezoid(tpr, fpr))
+    fpr, tpr, _ = metrics.roc_curve(np.asarray(is_positive, dtype=bool), -scores if lower_is_positive else scores,
+                                    drop_intermediate=False)  # fmt: skip
+    return fpr, tpr, float(metrics.auc(fpr, tpr))
 
 
 def displacement_figure(timeseries: pd.DataFrame, settings: pd.DataFrame) -> Figure | None:
