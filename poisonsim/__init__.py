@@ -57,5 +57,12 @@ def kinds(concept: str | None = None) -> dict[str, Any]:
     return {name: registry.load_all() for name, registry in REGISTRIES.items()}
 
 
-__all__ = ["ConfigError", "Key", "RunResult", "Scenario", "World", "__version__", "kinds", "run", "scenario",
-           "write_results"]  # fmt: skip
+def river_classifier(model):
+    """A poisonsim classifier behind river's classifier interface (``river.evaluate.progressive_val_score``)."""
+    from simulator.models.river_adapter import RiverClassifier
+
+    return RiverClassifier(model)
+
+
+__all__ = ["ConfigError", "Key", "RunResult", "Scenario", "World", "__version__", "kinds", "river_classifier", "run",
+           "scenario", "write_results"]  # fmt: skip

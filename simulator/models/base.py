@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from simulator.base import Estimator
+from simulator.models.inputs import OneAtATime
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,9 @@ class AttackerHook:
     params: np.ndarray
 
 
-class Model(Estimator):
-    """Base of every model kind: the hooks the learner calls, with their defaults."""
+class Model(OneAtATime, Estimator):
+    """Base of every model kind: the hooks the learner calls, with their defaults; ``learn_one`` and
+    ``predict_one`` take river's dict rows too (:class:`~simulator.models.inputs.OneAtATime`)."""
 
     kind: str = ""
     offers: frozenset[str] = frozenset()

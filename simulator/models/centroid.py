@@ -56,12 +56,6 @@ class CentroidModel(WindowOptions, Model):
             return self.warmup
         return self.window_size * len(self.window_counts)
 
-    def predict_one(self, x: np.ndarray):
-        return self.predict_many(np.asarray(x)[None, :])[0]
-
-    def learn_one(self, x: np.ndarray, y: int | None = None) -> None:
-        self.learn_many(np.asarray(x)[None, :], None if y is None else [y])
-
 
 WindowSize = Annotated[int, Key("n: points per window (per class for the classifier)", ge=1, le=1_000_000)]
 WindowPolicy = Annotated[str, Key("which point leaves a full window", choices=tuple(POLICY_CODES))]

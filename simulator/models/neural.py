@@ -253,12 +253,6 @@ class NeuralClassifier(Model):
             loss = nn.functional.cross_entropy(logits, torch.as_tensor(Y, device=self.device_), reduction="none")
         return loss.cpu().numpy().astype(np.float64)
 
-    def predict_one(self, x: np.ndarray) -> int:
-        return int(self.predict_many(np.asarray(x)[None, :])[0])
-
-    def learn_one(self, x: np.ndarray, y: int) -> None:
-        self.learn_many(np.asarray(x)[None, :], [y])
-
     def learn_many(self, X: np.ndarray, Y) -> None:
         self.process_many(X, Y)
 
