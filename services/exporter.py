@@ -276,3 +276,20 @@ class MetricsServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class EmbeddedMetrics:
+    """An embedded run's metrics (``poisonsim run --metrics-port``): the learner's families, as the Kafka
+    learner serves them, updated after every batch the run processes."""
+
+    def __init__(self, scenario, port: int, address: str = "127.0.0.1"):
+        self.registry = CollectorRegistry()
+        scenario_info(self.registry, scenario, scenario.name, "embedded")
+        self.collector = LearnerCollector(scenario.model.kind, self.registry)
+        self.server = MetricsServer(self.registry, port, address)
+
+    def observe(self, learner) -> None:
+        self.collector.update(learner)
+
+    def close(self) -> None:
+        self.server.close()

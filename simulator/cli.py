@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument("--out", type=Path, help="directory for summary.json, timeseries.csv, scenario.toml")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    run.add_argument("--metrics-port", type=int, metavar="PORT",
+                     help="serve the learner's Prometheus metrics on this port while the run runs (0: any free port; "
+                     "needs the kafka extra's prometheus-client)")  # fmt: skip
+    run.add_argument("--metrics-address", default="127.0.0.1", metavar="ADDRESS",
+                     help="address the metrics endpoint binds (default %(default)s)")  # fmt: skip
+    run.add_argument("--keep-serving", action="store_true", help="after the run, keep the metrics endpoint up "
+                     "until Ctrl-C or SIGTERM")  # fmt: skip
     run.set_defaults(handler=_run)
     from simulator.kinds_cli import add_parsers
 
@@ -129,17 +136,57 @@ def _run(args: argparse.Namespace) -> int:
     scenario = Scenario.from_toml(args.scenario, args.overrides, args.seed)
     if args.out:
         check_out(args.out)
-    if args.quiet:
-        result = run(scenario)
-    else:
-        world = World.build(scenario)  # a scenario the model, attack or defenses refuse fails before the bar
-        result = _run_with_progress(scenario, partial(run, world=world))
-        _print_summary(scenario, result.summary)
-    if args.out:
-        out = write_results(result, scenario, args.out)
-        if not args.quiet:
-            print(f"results written to {out}/")
+    metrics = _embedded_metrics(args, scenario) if args.metrics_port is not None else None
+    observe = metrics.observe if metrics else None
+    try:
+        if args.quiet:
+            result = run(scenario, observe=observe)
+        else:
+            world = World.build(scenario)  # a scenario the model, attack or defenses refuse fails before the bar
+            result = _run_with_progress(scenario, partial(run, world=world, observe=observe))
+            _print_summary(scenario, result.summary)
+        if args.out:
+            out = write_results(result, scenario, args.out)
+            if not args.quiet:
+                print(f"results written to {out}/")
+        if metrics and args.keep_serving:
+            _serve_until_stopped(metrics)
+    finally:
+        if metrics:
+            metrics.close()
     return 0
+
+
+def _embedded_metrics(args: argparse.Namespace, scenario: Scenario):
+    """The live metrics endpoint of ``--metrics-port`` (a ConfigError naming the flag when it cannot start)."""
+    if not 0 <= args.metrics_port <= 65535:
+        raise ConfigError(f"--metrics-port: expected a port in 0..65535, got {args.metrics_port}")
+    try:
+        from services.exporter import EmbeddedMetrics
+    except ImportError as exc:
+        raise ConfigError(f"--metrics-port: needs prometheus-client ({exc.name} is missing): "
+                          "pip install 'poisonsim[kafka]'") from None  # fmt: skip
+    try:
+        metrics = EmbeddedMetrics(scenario, args.metrics_port, args.metrics_address)
+    except OSError as exc:
+        raise ConfigError(f"--metrics-port: cannot serve on {args.metrics_address}:{args.metrics_port} "
+                          f"({exc.strerror})") from None  # fmt: skip
+    print(f"metrics at http://{metrics.server.address}:{metrics.server.port}/metrics", flush=True)
+    return metrics
+
+
+def _serve_until_stopped(metrics) -> None:
+    import signal
+    import time
+
+    stopped = []
+    signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
+    print("run complete; serving metrics until Ctrl-C or SIGTERM", flush=True)
+    try:
+        while not stopped:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
 
 
 def _run_with_progress(scenario: Scenario, run):

@@ -103,3 +103,40 @@ def test_the_printed_summary_shows_defense_and_deployment_figures_and_a_verdict(
     late = poisonsim("run", "scenarios/label_flip.toml", "--set", "stream.n_events=1000", "--set",
                      "attack.start=5000").stdout  # fmt: skip
     assert "label-flip: no poison reached the learner" in late
+
+
+def test_an_embedded_run_serves_the_learners_metrics_live(tmp_path):
+    """--metrics-port: the Kafka learner's metric families from an embedded run, scraped while it serves."""
+    import signal
+    import time
+    import urllib.request
+
+    from conftest import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "simulator.cli", "run", str(SCENARIO), "--set", "stream.n_events=4000",
+               "--quiet", "--metrics-port", str(port), "--keep-serving", "--out", str(tmp_path)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, text = time.monotonic() + 120, ""
+        while time.monotonic() < deadline and "poisonsim_stream_position_events 4000.0" not in text:
+            time.sleep(0.3)
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            except OSError:
+                continue
+        summary = json.loads((tmp_path / "summary.json").read_text())
+        assert "poisonsim_stream_position_events 4000.0" in text
+        assert f"poisonsim_poisoning_rate_ratio {summary['observed_poisoning_rate']}" in text
+        assert 'role="embedded"' in text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0 and "Traceback" not in err, err
+    assert "metrics at http://127.0.0.1:" in out and "serving metrics until" in out
+
+
+def test_metrics_port_errors_name_the_flag():
+    done = subprocess.run([sys.executable, "-m", "simulator.cli", "run", str(SCENARIO), "--metrics-port", "70000"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "--metrics-port: expected a port in 0..65535, got 70000" in done.stderr

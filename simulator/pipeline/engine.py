@@ -262,8 +262,10 @@ def run(
     on_progress: Callable[[int], None] | None = None,
     transport: Transport | None = None,
     world: World | None = None,
+    observe: Callable[[Learner], None] | None = None,
 ) -> RunResult:
-    """Run ``scenario`` to the end and return its summary and timeseries (from ``world`` when built already)."""
+    """Run ``scenario`` to the end and return its summary and timeseries (from ``world`` when built already);
+    ``observe`` sees the learner after every batch (live metrics)."""
     world = world or World.build(scenario)
     stream, learner = world.stream(), Learner(world)
     transport = transport or InMemoryTransport()
@@ -279,6 +281,8 @@ def run(
             pending -= len(received[0])
         if on_progress:
             on_progress(learner.events)
+        if observe:
+            observe(learner)
     elapsed = time.perf_counter() - started
     return RunResult(learner.summary(elapsed), learner.evaluator.rows, learner.evaluator.input_scores())
 
