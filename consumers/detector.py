@@ -5,7 +5,7 @@ reads the stream independently of the learner and scales with partitions;
 it never learns. The model it judges with is the learner's, loaded from the
 learner's latest checkpoint (reloaded when that changes) on top of the
 scenario's rebuilt world. Verdicts are scored against the ground-truth header
-into ``poisonsim_detections_total{detector,outcome}``; offsets are committed
+into ``poisonsim_detections_total{role="detector",detector,outcome}``; offsets are committed
 after each poll is scored.
 
 Detectors are looked up by name in :data:`DETECTORS`: each builds, from the

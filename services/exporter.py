@@ -113,11 +113,11 @@ class DetectorMetrics:
 
     def __init__(self, registry: CollectorRegistry, detector: str):
         self.detections = Counter("poisonsim_detections", "Detector verdicts against ground truth",
-                                  ["detector", "outcome"], registry=registry)  # fmt: skip
+                                  ["role", "detector", "outcome"], registry=registry)  # fmt: skip
         self.snapshot_events = Gauge("poisonsim_detector_snapshot_events", "Stream position of the model snapshot "
                                      "the detector uses", registry=registry)  # fmt: skip
         for outcome in OUTCOMES:
-            self.detections.labels(detector=detector, outcome=outcome)
+            self.detections.labels(role="detector", detector=detector, outcome=outcome)
 
     def count(self, detector: str, flags, is_poison) -> None:
         """Add a batch of verdicts (numpy bool arrays)."""
@@ -127,7 +127,7 @@ class DetectorMetrics:
         tn = len(flags) - tp - fp - fn
         for outcome, n in zip(OUTCOMES, (tp, fp, tn, fn)):
             if n:
-                self.detections.labels(detector=detector, outcome=outcome).inc(n)
+                self.detections.labels(role="detector", detector=detector, outcome=outcome).inc(n)
 
 
 class DriftMonitor:
@@ -230,13 +230,13 @@ class LearnerCollector(Collector):
             position.add_metric([], s["events"])
             length.add_metric([], s["n_events"])
         detections = CounterMetricFamily("poisonsim_detections", "Detector verdicts against ground truth",
-                                         labels=["detector", "outcome"])  # fmt: skip
-        if s.get("is_detector"):
+                                         labels=["role", "detector", "outcome"])  # fmt: skip
+        if s.get("is_detector"):  # the learner's own model, and its defenses: role "learner"
             for outcome, n in zip(OUTCOMES, _confusion(s)):
-                detections.add_metric(["centroid", outcome], n)
+                detections.add_metric(["learner", "centroid", outcome], n)
         for kind, counts in s.get("defense_counts", {}).items():  # each defense's verdicts
             for outcome in OUTCOMES:
-                detections.add_metric([kind, outcome], counts.get(outcome, 0))
+                detections.add_metric(["learner", kind, outcome], counts.get(outcome, 0))
         drift = CounterMetricFamily("poisonsim_drift_alarms", "Drift alarms on the prequential error, by detector",
                                     labels=["detector"])  # fmt: skip
         drift.add_metric([self.drift.name], s.get("drift_alarms", 0))

@@ -50,10 +50,17 @@ def test_every_dashboard_query_names_only_metrics_the_exporter_exposes():
             metrics = {n for n in names if n.startswith("poisonsim_")}
             assert metrics, target["expr"]
             assert metrics <= exposed, (panel["title"], metrics - exposed)
-            assert target["datasource"]["uid"] == "poisonsim-prometheus"
+            assert target["datasource"]["uid"] == "${datasource}"  # the dashboard's data source variable
             assert not re.search(r"\[\d+[smh]\]", target["expr"]), target["expr"]  # $__rate_interval, not fixed
+            for name in metrics:  # every series filtered by the job variable
+                assert re.search(name + r'\{job=~"\$job"\}', target["expr"]), target["expr"]
             if "poisonsim_detections_total" in target["expr"]:  # the learner's and the detector's kept apart
-                assert "job" in target["expr"], target["expr"]
+                assert "role" in target["expr"] and "job" in target["expr"], target["expr"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert variables["datasource"]["current"]["value"] == "poisonsim-prometheus"
+    assert variables["job"]["query"]["query"] == "label_values(poisonsim_scenario_info, job)"
+    assert variables["job"]["includeAll"] and variables["job"]["datasource"]["uid"] == "${datasource}"
     provisioned = (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
     assert "uid: poisonsim-prometheus" in provisioned and "url: http://prometheus:9090" in provisioned
 
@@ -127,7 +134,7 @@ def test_each_python_service_command_runs_locally_against_the_test_broker(broker
         wait_for_log(tmp_path / "detector.log", "model snapshot at stream position 10000", timeout=60,
                      process=processes["detector"])  # fmt: skip
         detected = urllib.request.urlopen(f"http://127.0.0.1:{ports['detector']}/metrics", timeout=10).read().decode()
-        assert 'poisonsim_detections_total{detector="centroid",outcome="tn"}' in detected
+        assert 'poisonsim_detections_total{detector="centroid",outcome="tn",role="detector"}' in detected
         for name in ("learner", "detector"):  # compose's own healthcheck code, against the running services
             check = python[name]["healthcheck"]["test"][3]
             subprocess.run([sys.executable, "-c", check], check=True, timeout=30,

@@ -76,7 +76,7 @@ def test_learner_detections_are_its_confusion_matrix_against_ground_truth():
         for flag, poison in zip(alarms, truth.is_poison):
             counts[("t" if flag == poison else "f") + ("p" if flag else "n")] += 1
     for outcome, n in counts.items():
-        assert registry.get_sample_value("poisonsim_detections_total", {"detector": "centroid", "outcome": outcome}) == n
+        assert registry.get_sample_value("poisonsim_detections_total", {"role": "learner", "detector": "centroid", "outcome": outcome}) == n
 
 
 def test_every_labelled_series_exists_at_zero_and_labels_are_bounded():
@@ -88,11 +88,11 @@ def test_every_labelled_series_exists_at_zero_and_labels_are_bounded():
     assert registry.get_sample_value("poisonsim_processing_seconds_count") == 1
     detector = DetectorMetrics(registry, "centroid")
     detector.count("centroid", np.array([True, True, False, False]), np.array([True, False, True, False]))
-    assert [registry.get_sample_value("poisonsim_detections_total", {"detector": "centroid", "outcome": o})
+    assert [registry.get_sample_value("poisonsim_detections_total", {"role": "detector", "detector": "centroid", "outcome": o})
             for o in ("tp", "fp", "tn", "fn")] == [1, 1, 1, 1]  # fmt: skip
     for family in registry.collect():  # no label carries an id or a name
         for sample in family.samples:
-            assert set(sample.labels) <= {"stream", "reason", "model", "class", "detector", "outcome", "le"}
+            assert set(sample.labels) <= {"stream", "reason", "model", "class", "role", "detector", "outcome", "le"}
 
 
 def test_the_metrics_endpoint_binds_to_loopback_by_default():
@@ -183,7 +183,7 @@ def test_defenses_verdicts_and_drift_alarms_are_exported():
     counts = learner.evaluator.defense_counts
     for kind in ("outlier-rejection", "robust-centroid", "drift-reset"):
         for outcome in ("tp", "fp", "tn", "fn"):
-            value = registry.get_sample_value("poisonsim_detections_total", {"detector": kind, "outcome": outcome})
+            value = registry.get_sample_value("poisonsim_detections_total", {"role": "learner", "detector": kind, "outcome": outcome})
             assert value == counts[kind][outcome]
     drift = next(d for d in learner.defenses if d.kind == "drift-reset")
     exported = registry.get_sample_value("poisonsim_drift_alarms_total", {"detector": "drift-reset/adwin"})
