@@ -3,6 +3,7 @@ FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR=/tmp/numba
 COPY pyproject.toml README.md ./
+COPY poisonsim poisonsim
 COPY simulator simulator
 COPY services services
 COPY producers producers

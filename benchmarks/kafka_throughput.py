@@ -51,7 +51,8 @@ from simulator.transport.kafka import KafkaSettings, ensure_topics, scenario_key
 
 def scenario(n_events: int) -> Scenario:
     return Scenario.from_toml(ROOT / "scenarios/centroid_shift.toml",
-                              [f"stream.n_events={n_events}", "attack.start=2000", "evaluation.every=10000"])  # fmt: skip
+                              [f"stream.n_events={n_events}", "attack.start=2000", "attack.rate=0.2",
+                               "evaluation.every=10000"])  # fmt: skip  # the README's figures: rho = 0.2
 
 
 def encoded(s: Scenario, per_message: int) -> dict[str, list[tuple[bytes, bytes]]]:
@@ -123,6 +124,7 @@ def lag_under_load(bootstrap: str, n_events: int, rate: float, state: Path) -> l
     """Producers at ``rate`` merged events/s beside a consumer; its lag metric sampled each 0.5 s."""
     tag, port = uuid.uuid4().hex[:8], _free_port()
     common = ["scenarios/centroid_shift.toml", "--set", f"stream.n_events={n_events}", "--set", "attack.start=2000",
+              "--set", "attack.rate=0.2",
               "--bootstrap-servers", bootstrap, "--benign-topic", f"lag{tag}.benign", "--attack-topic",
               f"lag{tag}.attack", "--dead-letter-topic", f"lag{tag}.dead"]  # fmt: skip
     run = lambda *a: subprocess.Popen([sys.executable, "-m", "simulator.cli", *a], cwd=ROOT,  # noqa: E731

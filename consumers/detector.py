@@ -57,6 +57,19 @@ DETECTORS: dict[str, tuple[Callable, type]] = {
 }
 
 
+def detector_for(scenario) -> str | None:
+    """``--detector auto``: STRIP when the scenario has a strip defense, the centroid alarm for a centroid
+    detector, else None (the scenario has no runtime detector to run).
+
+    >>> from simulator.config import Scenario
+    >>> detector_for(Scenario.from_dict({})), detector_for(Scenario.from_dict({"model": {"kind": "mlp"}}))
+    ('centroid', None)
+    """
+    if any(d.kind == "strip" for d in scenario.defense):
+        return "strip"
+    return "centroid" if scenario.model.kind == "centroid-detector" else None
+
+
 class DetectorProcess:
     def __init__(self, scenario, settings, topics: tuple[str, str], group_id: str, snapshot: Path, detector: str,
                  registry, stop, signer=None, snapshot_interval_s: float = 5.0):  # fmt: skip

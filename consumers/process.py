@@ -51,8 +51,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--gap-timeout", type=float, default=0.0, metavar="SECONDS",
                         help="give up on a missing event after this long, once both topics are read to "
                         "their end (default 0: wait forever, nothing is skipped)")  # fmt: skip
-    parser.add_argument("--detector", default=env("POISONSIM_DETECTOR", "centroid"),
-                        help="detector: which one judges events (default %(default)s)")  # fmt: skip
+    parser.add_argument("--detector", default=env("POISONSIM_DETECTOR", "auto"),
+                        help="detector: which one judges events: centroid, strip, or auto (strip when the scenario "
+                        "has a strip defense, centroid for a centroid detector; default %(default)s)")  # fmt: skip
     parser.add_argument("--snapshot", type=Path, help="detector: the learner checkpoint to take the model from "
                         "(default: the learner's in --checkpoint-dir)")  # fmt: skip
     service.add_kafka_arguments(parser)
@@ -79,7 +80,15 @@ def main(args: argparse.Namespace) -> int:
     topics = (args.benign_topic, args.attack_topic)
     registry, stop, signer = CollectorRegistry(), service.StopFlag(log), service.signer(args, log)
     if args.role == "detector":
-        from consumers.detector import DetectorProcess
+        from consumers.detector import DetectorProcess, detector_for
+
+        if args.detector == "auto":
+            args.detector = detector_for(scenario)
+            if args.detector is None:  # compose starts a detector for every scenario: nothing to judge is no error
+                log.info("no runtime detector for this scenario (model %s, no strip defense): nothing to judge",
+                         scenario.model.kind)  # fmt: skip
+                return 0
+        log.info("detector: %s", args.detector)
 
         process = DetectorProcess(scenario, settings, topics, args.group_id or "poisonsim-detector",
                                   args.snapshot or checkpoint_path, args.detector, registry, stop, signer)  # fmt: skip
