@@ -297,7 +297,22 @@ def verdict(summary: dict) -> str:
               if f.get("attack_success_behind") is not None]  # fmt: skip
     shown = f"; behind {', '.join(behind)}" if behind else ""
     how = "through the supplied model" if supplies_model else f"with {poison:,} poison events"
-    return f"{attack}: {outcome} at the end of the stream (attack success {success:.3g}{shown}) {how}"
+    why = _why_short(summary) if success < 0.5 else ""
+    return f"{attack}: {outcome} at the end of the stream (attack success {success:.3g}{shown}) {how}{why}"
+
+
+def _why_short(summary: dict) -> str:
+    """Why an attack on a centroid detector fell short: how far the centroid went of the way to A.
+
+    >>> _why_short({"displacement_radii": 0.38, "attack_details": {"target_distance_radii": 3.0}})
+    '; the centroid moved 0.38 radii toward A, which is accepted once within 1 radius (it started 3 radii away)'
+    """
+    moved, details = summary.get("displacement_radii"), summary.get("attack_details") or {}
+    distance = details.get("target_distance_radii")
+    if moved is None or distance is None:
+        return ""
+    return (f"; the centroid moved {moved:.2g} radii toward A, which is accepted once within 1 radius "
+            f"(it started {distance:.2g} radii away)")  # fmt: skip
 
 
 def _shown(value) -> str:

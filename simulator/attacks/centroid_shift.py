@@ -79,6 +79,7 @@ class CentroidShift(Attack):
             direction /= np.linalg.norm(direction)
             target = knowledge.center + self.target_distance * knowledge.radius * direction
         self.target_x_ = target[None, :]
+        self.report_ = {"target_distance_radii": float(np.linalg.norm(target - knowledge.center) / knowledge.radius)}
         return self
 
     def hook(self, rows: np.ndarray) -> AttackerHook:
