@@ -2,7 +2,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR=/tmp/numba
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY poisonsim poisonsim
 COPY simulator simulator
 COPY services services

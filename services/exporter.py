@@ -220,7 +220,8 @@ class LearnerCollector(Collector):
         rho = GaugeMetricFamily("poisonsim_poisoning_rate_ratio", "Observed poisoning rate rho (poison / events)")
         if row.get("observed_poisoning_rate") is not None:
             rho.add_metric([], row["observed_poisoning_rate"])
-        shift = GaugeMetricFamily("poisonsim_centroid_displacement", "Distance of each class centroid from its start",
+        shift = GaugeMetricFamily("poisonsim_centroid_displacement", "Distance of each class centroid from its start, in "
+                                  "the features' own units",
                                   labels=["model", "class"])  # fmt: skip
         for klass, value in s.get("by_class", {}).items():
             shift.add_metric([self.model_kind, klass], value)

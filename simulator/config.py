@@ -347,9 +347,10 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
 
 def describe_options() -> str:
     """The keys every section takes whatever its kind (for ``--help``); kinds' keys: ``poisonsim kinds``."""
-    lines = []
+    lines = ["seed = 0: the run's seed; every random draw follows from it (an integer >= 0; --seed overrides it)",
+             'name = "scenario": the run\'s name in tables and metrics (a string)']
     for section, spec in SPECS.items():
-        selectors = ", ".join(f"{s} (default {d!r})" for s, _, d in spec.selectors)
+        selectors = ", ".join(f'{s} (default "{d}")' for s, _, d in spec.selectors)
         if selectors:
             lines.append(f"{section}: selects {selectors}")
         lines += [f"{section}.{p.describe()}" for p in (schema(spec.own) if spec.own else {}).values()]

@@ -82,8 +82,8 @@ class Param:
         return f"{self.key.table}.{self.name}" if self.key.table else self.name
 
     def describe(self) -> str:
-        """``name = default: doc (allowed)``, one line."""
-        return f"{self.path} = {self.default!r}: {self.key.doc} ({self.expected()})"
+        """``name = default: doc (allowed)``, one line, the default as a scenario file writes it."""
+        return f"{self.path} = {toml_literal(self.default)}: {self.key.doc} ({self.expected()})"
 
     def expected(self) -> str:
         """What is allowed, in words."""
@@ -96,6 +96,23 @@ class Param:
         bounds = [f"{op} {v:g}" for op, v in ((">=", self.key.ge), (">", self.key.gt), ("<=", self.key.le),
                                               ("<", self.key.lt)) if v is not None]  # fmt: skip
         return " ".join([noun, " and ".join(bounds)]).strip() + (", or unset" if self.optional else "")
+
+
+def toml_literal(value) -> str:
+    """``value`` as a scenario file writes it (``unset`` for no value).
+
+    >>> [toml_literal(v) for v in (None, True, "blobs", 0.5, (1, 2))]
+    ['unset', 'true', '"blobs"', '0.5', '[1, 2]']
+    """
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    return str(value)
 
 
 @dataclass

@@ -126,7 +126,11 @@ def rho_figure(table: pd.DataFrame, group_by: list[str] | None = None) -> Figure
             label = ", ".join(f"{_short(k)} = {v}" for k, v in zip(group_by, values)) or "all runs"
             style = {"marker": "osD^v<>p*h"[k % 10], "ms": 7 - k % 3, "ls": ("-", "--", "-.", ":")[k % 4]}
             _mean_band(ax, group, "attack.rate", "attack.rate", metric, label, color, "sem", (0, 1), **style)
-        ax.set(title=title, xlabel="rho (attack.rate)", ylabel=title, ylim=(-0.03, 1.03))
+        ax.set(title=title, xlabel="rho (attack.rate)", ylabel=title)
+        if metric == "attack_success_rate":  # 0 to 1; clean accuracy spans what it spans, or its changes vanish
+            ax.set_ylim(-0.03, 1.03)
+        else:
+            ax.margins(y=0.15)
         ax.legend(fontsize="small", title="mean over seeds, ± 1 s.e.m.", title_fontsize="small")
         ax.grid(alpha=0.3)
     return fig
