@@ -111,6 +111,50 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
                                    "target_class_probability", "poison_events_total"], None),  # fmt: skip
     "activation-analysis": ("badnets_cnn.toml", ANALYSIS, ["attack_success_rate"], _analysis),
     "activation-analysis-clean": ("badnets_cnn.toml", [*ANALYSIS, NO_ATTACK], [], _analysis),
+    # centroid models, README "Window defenses and drift alarms" (seeds 0-7): label flipping at rho = 0.3 from the
+    # first event against the digits classifier, 6,000 events, undefended and with a window defense; the defended
+    # blobs scenario with and without its defenses (tests/defenses/test_window_defenses.py asserts on these)
+    "label-flip-6k": ("label_flip.toml", ["stream.n_events=6000", "attack.start=0", "evaluation.every=500"],
+                      ["clean_accuracy", "window_contamination"], None),  # fmt: skip
+    "label-flip-6k-outlier-rejection": ("label_flip.toml", ["stream.n_events=6000", "attack.start=0",
+                                        "evaluation.every=500", "defense=[{kind='outlier-rejection'}]"],
+                                        ["clean_accuracy", "window_contamination", *[
+                                            f"defenses.outlier-rejection.{k}" for k in ("precision", "recall",
+                                                                                        "stream_frr")]], None),
+    "label-flip-6k-source-quota": ("label_flip.toml", ["stream.n_events=6000", "attack.start=0",
+                                   "evaluation.every=500", "defense=[{kind='source-quota',quota=0.2}]"],
+                                   ["clean_accuracy", "window_contamination", *[
+                                       f"defenses.source-quota.{k}" for k in ("precision", "recall",
+                                                                              "stream_frr")]], None),
+    "label-flip-6k-source-quota-0.05": ("label_flip.toml", ["stream.n_events=6000", "attack.start=0",
+                                        "evaluation.every=500", "defense=[{kind='source-quota',quota=0.05}]"],
+                                        ["clean_accuracy", "window_contamination", *[
+                                            f"defenses.source-quota.{k}" for k in ("precision", "recall",
+                                                                                   "stream_frr")]], None),
+    "centroid-defended": ("centroid_defended.toml", [], ["displacement_radii", "window_contamination",
+                          "clean_accuracy", "attack_success_rate", "defenses.outlier-rejection.stream_frr",
+                          "defenses.drift-reset.alarms"], lambda result: {  # the attack starts at event 10,000
+                              "displacement_after_start_mean": float(np.mean([
+                                  r["displacement_radii"] for r in result.timeseries if r["events"] > 10_000])),
+                              "first_alarm_after_start": next((e - 10_000 for e in result.summary["defenses"][
+                                  "drift-reset"]["alarm_events"] if e > 10_000), None)}),  # fmt: skip
+    "centroid-defended-undefended": ("centroid_defended.toml", ["defense=[]"], ["displacement_radii",
+                                     "window_contamination", "clean_accuracy", "attack_success_rate"],
+                                     lambda result: {"displacement_after_start_mean": float(np.mean([
+                                         r["displacement_radii"] for r in result.timeseries
+                                         if r["events"] > 10_000]))}),  # fmt: skip
+    # README "How poison gets in" (seeds 1-8): front-running (20,000 digits events, a snapshot every 2,000, bursts
+    # of 50) with fixed and jittered snapshots; split-view (share 0.2 from event 5,000) without and with pinning
+    "front-running": ("front_running.toml", [], ["attack_success_rate_mean", "deployed_attack_success_rate_mean",
+                      "poison_events_total", "snapshots_deployed"], None),  # fmt: skip
+    "front-running-jitter": ("front_running.toml", ["model.snapshot_jitter=0.5"], ["attack_success_rate_mean",
+                             "deployed_attack_success_rate_mean", "poison_events_total", "snapshots_deployed"],
+                             None),  # fmt: skip
+    "split-view": ("split_view.toml", [], ["attack_success_rate", "clean_accuracy", "poison_events_total",
+                   "poison_passed_vetting", "poison_reached_model", "refused_content"], None),  # fmt: skip
+    "split-view-pinned": ("split_view.toml", ["model.pin_content=true"], ["attack_success_rate", "clean_accuracy",
+                          "poison_events_total", "poison_passed_vetting", "poison_reached_model",
+                          "refused_content"], None),  # fmt: skip
 }
 
 

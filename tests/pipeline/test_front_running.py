@@ -5,6 +5,10 @@ centroid classifier, fifo window of 50 per class. A burst of 50 fills the
 class-3 window, so the live model calls X' a 3 until benign 3s wash it out
 (a few hundred events); the snapshot taken right after the burst serves
 poison for the whole period.
+
+Seeds 1-8; figures that vary by seed are asserted on their mean over the
+seeds with a margin of two standard errors (conftest.margin), paired where a
+defended run is compared with the open run of the same seed.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import margin
 from simulator.config import ConfigError, Scenario
 from simulator.defenses import Defense
 from simulator.events import EventBatch, Truth
 from simulator.pipeline.engine import Learner, World, run
 
-SEEDS = range(1, 6)
+SEEDS = range(1, 9)
 
 
 def _scenario(seed: int, **model) -> Scenario:
@@ -32,10 +37,21 @@ def _scenario(seed: int, **model) -> Scenario:
     })  # fmt: skip
 
 
-def _means(summaries: list[dict]) -> tuple[float, float]:
-    live = float(np.mean([s["attack_success_rate_mean"] for s in summaries]))
-    deployed = float(np.mean([s["deployed_attack_success_rate_mean"] for s in summaries]))
+def _per_seed(summaries: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """The live and the deployed model's attack success, each averaged over the run, per seed."""
+    live = np.array([s["attack_success_rate_mean"] for s in summaries])
+    deployed = np.array([s["deployed_attack_success_rate_mean"] for s in summaries])
     return live, deployed
+
+
+def _above(values, bound: float = 0.0) -> bool:
+    """The mean over seeds clears ``bound`` by two standard errors."""
+    values = np.asarray(values, dtype=float)
+    return values.mean() - margin(values) > bound
+
+
+def _show(label: str, values) -> None:
+    print(f"\n{label}: {np.mean(values):.3f} ({np.min(values):.3f}-{np.max(values):.3f})", end="")
 
 
 class CentroidDriftAlarm(Defense):
@@ -73,34 +89,38 @@ def _knowledge(world: World):
 
 def test_bursts_before_snapshots_poison_the_deployed_model_far_longer_than_the_live_one():
     summaries = [run(_scenario(seed)).summary for seed in SEEDS]
-    live, deployed = _means(summaries)
+    live, deployed = _per_seed(summaries)
     assert all(s["poison_events_total"] == 250 for s in summaries)  # 5 snapshots x 50: the fixed budget
     assert all(s["snapshots_taken"] == s["snapshots_deployed"] == 5 for s in summaries)
-    assert live < 0.3, live  # washed clean within a few hundred events of each burst
-    assert deployed > 0.7, deployed  # poisoned from the first snapshot on (rows 2,000..10,000)
-    assert deployed - live > 0.5, (live, deployed)
+    assert _above(0.3 - live), live  # washed clean within a few hundred events of each burst
+    assert _above(deployed, 0.7), deployed  # poisoned from the first snapshot on (rows 2,000..10,000)
+    assert _above(deployed - live, 0.5), (live, deployed)
+    _show("live", live), _show("deployed", deployed)
 
 
 def test_randomised_snapshot_timing_brings_the_deployed_attack_success_down():
-    _, fixed = _means([run(_scenario(seed)).summary for seed in SEEDS])
-    live, jittered = _means([run(_scenario(seed, snapshot_jitter=0.5)).summary for seed in SEEDS])
-    assert jittered < 0.5 * fixed, (fixed, jittered)
-    assert jittered < live + 0.25, (live, jittered)
+    _, fixed = _per_seed([run(_scenario(seed)).summary for seed in SEEDS])
+    live, jittered = _per_seed([run(_scenario(seed, snapshot_jitter=0.5)).summary for seed in SEEDS])
+    assert _above(0.5 * fixed - jittered), (fixed, jittered)  # paired: the same stream, the same bursts
+    assert _above(live + 0.25 - jittered), (live, jittered)
+    _show("deployed, jitter 0.5", jittered)
 
 
 def test_quarantine_with_detector_evidence_vetoes_the_poisoned_snapshots():
     open_ = [_run_with_detector(_scenario(seed)) for seed in SEEDS]
     vetted = [_run_with_detector(_scenario(seed, quarantine=100, veto_flags=10)) for seed in SEEDS]
-    assert _means(open_)[1] > 0.7
-    assert _means(vetted)[1] < 0.1, _means(vetted)
+    assert _above(_per_seed(open_)[1], 0.7)
+    assert _above(0.1 - _per_seed(vetted)[1]), _per_seed(vetted)
+    _show("deployed, quarantine with the drift alarm", _per_seed(vetted)[1])
     # snapshots at 2,000 .. 8,000 vetoed; the one at 10,000 is still in quarantine when the stream ends
     assert all(s["snapshots_vetoed"] == 4 and s["snapshots_pending"] == 1 for s in vetted)
     assert all(s["snapshots_taken"] == s["snapshots_deployed"] + s["snapshots_vetoed"] + 1 for s in vetted)
-    # the detector flags the bursts, not the benign stream: without an attacker nothing is vetoed
-    clean = _run_with_detector(Scenario.from_dict({
-        **_scenario(1, quarantine=100, veto_flags=10).to_dict(), "attack": {"kind": "none"},
-    }))  # fmt: skip
-    assert clean["snapshots_vetoed"] == 0 and clean["snapshots_deployed"] == 4
+    # the detector flags the bursts, not the benign stream: without an attacker nothing is vetoed, in any seed
+    for seed in SEEDS:
+        clean = _run_with_detector(Scenario.from_dict({
+            **_scenario(seed, quarantine=100, veto_flags=10).to_dict(), "attack": {"kind": "none"},
+        }))  # fmt: skip
+        assert clean["snapshots_vetoed"] == 0 and clean["snapshots_deployed"] == 4
 
 
 def test_snapshots_do_not_depend_on_how_the_stream_was_cut():

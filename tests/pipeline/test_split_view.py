@@ -1,14 +1,19 @@
-"""Split-view: content swapped after vetting reaches the model unless it is pinned to the vetted hash."""
+"""Split-view: content swapped after vetting reaches the model unless it is pinned to the vetted hash.
+
+Seeds 1-8; the attack success is asserted on its mean over the seeds with a
+margin of two standard errors (conftest.margin).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from conftest import margin
 from simulator.config import ConfigError, Scenario
 from simulator.pipeline.engine import World, run
 
-SEEDS = range(1, 6)
+SEEDS = range(1, 9)
 SHARE = 0.2
 N_EVENTS = 6_000
 
@@ -26,16 +31,22 @@ def _scenario(seed: int, pin: bool, kind: str = "targeted") -> Scenario:
 
 @pytest.mark.parametrize("kind", ["targeted", "label-flip"])
 def test_without_pinning_swapped_content_reaches_the_model_at_the_attackers_share(kind):
-    success = []
+    success, share = [], []
     for seed in SEEDS:
-        s = run(_scenario(seed, pin=False, kind=kind)).summary
+        result = run(_scenario(seed, pin=False, kind=kind))
+        s = result.summary
         assert s["refused_content"] == 0
         assert s["poison_passed_vetting"] == s["poison_events_total"] == s["poison_reached_model"]
         # 5,000 references after start at share 0.2: 1,000 expected, binomial sd ~28
         assert abs(s["poison_reached_model"] - SHARE * 5_000) < 4 * 28, s["poison_reached_model"]
-        success.append(s["attack_success_rate"])
-    if kind == "targeted":
-        assert np.mean(success) >= 0.8, success
+        share.append(s["poison_reached_model"] / 5_000)
+        if kind == "targeted":  # the share of evaluation rows after the start in which X' is called a 3
+            success.append(np.mean([r["attack_success_rate"] for r in result.timeseries if r["events"] > 1_000]))
+    assert abs(np.mean(share) - SHARE) + margin(share) <= 0.01  # seeds 1-8, targeted: 0.202 (0.190-0.214)
+    if kind == "targeted":  # seeds 1-8: 0.95 (0.8-1; X' back to its class at the last row of seeds 2 and 8)
+        assert np.mean(success) - margin(success) >= 0.8, success
+    print(f"\n{kind}: poison reached the model at share {np.mean(share):.3f} ({min(share):.3f}-{max(share):.3f})"
+          + (f", X' a 3 in {np.mean(success):.2f} of the rows after the start" if success else ""), end="")
 
 
 @pytest.mark.parametrize("kind", ["targeted", "label-flip"])
