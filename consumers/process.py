@@ -51,9 +51,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--gap-timeout", type=float, default=0.0, metavar="SECONDS",
                         help="give up on a missing event after this long, once both topics are read to "
                         "their end (default 0: wait forever, nothing is skipped)")  # fmt: skip
-    parser.add_argument("--detector", default=env("POISONSIM_DETECTOR", "auto"),
-                        help="detector: which one judges events: centroid, strip, or auto (strip when the scenario "
-                        "has a strip defense, centroid for a centroid detector; default %(default)s)")  # fmt: skip
+    parser.add_argument("--detector", default=env("POISONSIM_DETECTOR", "auto"), choices=("auto", "centroid", "strip"),
+                        help="detector: which one judges events (auto: strip when the scenario has a strip defense, "
+                        "centroid for a centroid detector; default %(default)s)")  # fmt: skip
     parser.add_argument("--snapshot", type=Path, help="detector: the learner checkpoint to take the model from "
                         "(default: the learner's in --checkpoint-dir)")  # fmt: skip
     service.add_kafka_arguments(parser)

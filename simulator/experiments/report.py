@@ -99,12 +99,33 @@ def displacement_figure(timeseries: pd.DataFrame, settings: pd.DataFrame) -> Fig
                 ax.plot(i, np.log1p(i / n), "k:", lw=1.5, label=f"ln(1 + i/n){suffix}")
                 ax.plot(i, np.r_[0, np.cumsum(1.0 / (n + i[1:]))], color="0.5", ls="-.", lw=1,
                         label=f"sum 1/(n + k){suffix}")  # fmt: skip
+                if "fifo" in set(part["model.window_policy"]):
+                    ax.plot(i, fifo_expectation(n, int(i[-1])), color="0.3", ls=(0, (1, 3)), lw=1.5,
+                            label=f"fifo expectation ((1 + 1/n)^i - 1 up to i = n){suffix}")  # fmt: skip
         ax.set(title=title, xlabel="attacker events i", ylabel="displacement D (radii)")
         ax.legend(fontsize="small", ncol=2 if part is shared else 1, title="mean over seeds, ± 1 s.d.",
                   title_fontsize="small")  # fmt: skip
         ax.grid(alpha=0.3)
     fig.suptitle("Centroid displacement under the greedy attack (Kloft & Laskov 2012)")
     return fig
+
+
+def fifo_expectation(n: int, steps: int) -> np.ndarray:
+    """Expected displacement (radii) of a fifo window of ``n`` under the greedy attacker alone, i = 0..steps.
+
+    Each attacker point moves the centroid by (D + 1 - removed) / n, where the point fifo removes is a clean
+    warm-up point (0) for i <= n and the attacker's own point of n steps before after that:
+    (1 + 1/n)^i - 1 for i <= n.
+
+    >>> e = fifo_expectation(50, 100)
+    >>> round(float(e[50]), 4), round((1 + 1 / 50) ** 50 - 1, 4), bool((e[1:] >= np.arange(1, 101) / 50).all())
+    (1.6916, 1.6916, True)
+    """
+    expected = [0.0]
+    for step in range(1, steps + 1):
+        removed = 0.0 if step <= n else expected[step - n - 1] + 1.0
+        expected.append(expected[-1] + (expected[-1] + 1.0 - removed) / n)
+    return np.array(expected)
 
 
 def rho_figure(table: pd.DataFrame, group_by: list[str] | None = None) -> Figure | None:
@@ -189,7 +210,8 @@ def write_report(out: str | Path, run: str | None = None) -> Report:
     (out / FIGURES_DIR).mkdir(exist_ok=True)
     # one line per defense (per value of the other swept keys without one), never averaged over an axis
     group_by = sorted((a for a in axes if a != "attack.rate"), key=lambda a: a != "defense")
-    strip = _strip_scores(out, table, group_by)
+    # STRIP's scores per swept rate too: a half-learned backdoor at a low rate looks nothing like a learned one
+    strip = _strip_scores(out, table, [*group_by, *(["attack.rate"] if "attack.rate" in axes else [])])
     chosen = run or _pick_run(settings)
     drawn = {
         "displacement": (lambda: displacement_figure(timeseries, settings), "no centroid-shift run with displacement"),

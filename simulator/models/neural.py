@@ -49,9 +49,9 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError('device: "cuda" was asked for but torch sees no GPU; use "auto" or "cpu"')
+        raise ValueError('model.device: "cuda" was asked for but torch sees no GPU; use "auto" or "cpu"')
     if device not in ("cpu", "cuda"):
-        raise ValueError(f'device: expected "auto", "cpu" or "cuda", got {device!r}')
+        raise ValueError(f'model.device: expected "auto", "cpu" or "cuda", got {device!r}')
     return torch.device(device)
 
 

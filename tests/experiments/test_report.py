@@ -36,7 +36,7 @@ def assert_png(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def kloft_laskov(tmp_path_factory) -> Path:
-    """Attacker alone against two window policies, every event evaluated, two seeds."""
+    """Attacker alone against three window policies, every event evaluated, two seeds."""
     out = tmp_path_factory.mktemp("kl")
     grid = Grid.from_dict({
         "base": {"stream": {"n_events": 2 * N, "n_features": 3},
@@ -44,7 +44,7 @@ def kloft_laskov(tmp_path_factory) -> Path:
                  "attack": {"kind": "centroid-shift", "rate": 1.0, "target_distance": 20.0},
                  "evaluation": {"every": 1}},
         "seeds": [1, 2],
-        "axes": {"model.window_policy": ["average-out", "infinite"]},
+        "axes": {"model.window_policy": ["average-out", "fifo", "infinite"]},
     })  # fmt: skip
     run_sweep(grid, out, workers=1)
     return out
@@ -78,8 +78,9 @@ def test_displacement_figure_draws_each_policy_under_the_kloft_laskov_curves(klo
     assert_png(report.figures["displacement"])
     (ax,) = report.drawn["displacement"].axes
     assert ax.get_xlabel() == "attacker events i" and ax.get_ylabel() == "displacement D (radii)"
-    assert labels(ax) == ["window_policy = average-out", "window_policy = infinite",
-                          "i/n", "ln(1 + i/n)", "sum 1/(n + k)"]  # fmt: skip
+    assert labels(ax) == ["window_policy = average-out", "window_policy = fifo", "window_policy = infinite",
+                          "i/n", "ln(1 + i/n)", "sum 1/(n + k)",
+                          "fifo expectation ((1 + 1/n)^i - 1 up to i = n)"]  # fmt: skip
     measured = line(ax, "window_policy = average-out")
     i = np.asarray(measured.get_xdata())  # attacker events at each evaluation (every event here)
     assert set(range(1, 2 * N + 1)) <= set(i) and i.max() == 2 * N
@@ -91,6 +92,8 @@ def test_displacement_figure_draws_each_policy_under_the_kloft_laskov_curves(klo
     np.testing.assert_allclose(line(ax, "i/n").get_ydata(), theory / N)
     np.testing.assert_allclose(line(ax, "ln(1 + i/n)").get_ydata(), np.log1p(theory / N))
     np.testing.assert_allclose(line(ax, "sum 1/(n + k)").get_ydata(), harmonic)
+    fifo = line(ax, "fifo expectation ((1 + 1/n)^i - 1 up to i = n)").get_ydata()
+    np.testing.assert_allclose(fifo[: N + 1], (1 + 1 / N) ** theory[: N + 1] - 1, rtol=1e-9)  # the closed form
     # rho is not swept here: no rho figure, and the reason is given
     assert "rho" not in report.figures and "attack.rate is not swept" in report.skipped["rho"]
 
@@ -173,8 +176,8 @@ def test_report_draws_strip_only_when_runs_carry_scores(rho_sweep, tmp_path):
         report = write_report(rho_sweep)
         assert_png(report.figures["strip"])
         hist, roc = report.drawn["strip"].axes
-        assert hist.get_title() == "STRIP entropy: window_policy = fifo"
-        assert labels(roc) == ["window_policy = fifo (AUC 1.000)"]
+        assert hist.get_title() == "STRIP entropy: window_policy = fifo, rate = 0.4"  # a histogram per rate too
+        assert labels(roc) == ["window_policy = fifo, rate = 0.4 (AUC 1.000)"]
     finally:
         path.unlink()
 
