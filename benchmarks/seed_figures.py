@@ -77,6 +77,18 @@ def _supplied(result) -> dict:
             "poison_events_total": result.summary["poison_events_total"]}  # fmt: skip
 
 
+def _label_flip(defense: str | None) -> tuple:
+    """Label flipping at rho = 0.3 from the first event against the digits classifier, 6,000 events, with
+    ``defense`` (a TOML inline table) or none."""
+    overrides = ["stream.n_events=6000", "attack.start=0", "evaluation.every=500"]
+    keys = ["clean_accuracy", "window_contamination"]
+    if defense:
+        kind = defense.split("'")[1]
+        overrides.append(f"defense=[{defense}]")
+        keys += [f"defenses.{kind}.{k}" for k in ("precision", "recall", "stream_frr")]
+    return ("label_flip.toml", overrides, keys, None)
+
+
 # name -> (scenario file, overrides, summary keys, derived figures)
 CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     # undefended BadNets over 10,000 events: the same runs as abl_badnets.toml or fine_pruning_badnets.toml without
@@ -114,23 +126,10 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     # centroid models, README "Window defenses and drift alarms" (seeds 0-7): label flipping at rho = 0.3 from the
     # first event against the digits classifier, 6,000 events, undefended and with a window defense; the defended
     # blobs scenario with and without its defenses (tests/defenses/test_window_defenses.py asserts on these)
-    "label-flip-6k": ("label_flip.toml", ["stream.n_events=6000", "attack.start=0", "evaluation.every=500"],
-                      ["clean_accuracy", "window_contamination"], None),  # fmt: skip
-    "label-flip-6k-outlier-rejection": ("label_flip.toml", ["stream.n_events=6000", "attack.start=0",
-                                        "evaluation.every=500", "defense=[{kind='outlier-rejection'}]"],
-                                        ["clean_accuracy", "window_contamination", *[
-                                            f"defenses.outlier-rejection.{k}" for k in ("precision", "recall",
-                                                                                        "stream_frr")]], None),
-    "label-flip-6k-source-quota": ("label_flip.toml", ["stream.n_events=6000", "attack.start=0",
-                                   "evaluation.every=500", "defense=[{kind='source-quota',quota=0.2}]"],
-                                   ["clean_accuracy", "window_contamination", *[
-                                       f"defenses.source-quota.{k}" for k in ("precision", "recall",
-                                                                              "stream_frr")]], None),
-    "label-flip-6k-source-quota-0.05": ("label_flip.toml", ["stream.n_events=6000", "attack.start=0",
-                                        "evaluation.every=500", "defense=[{kind='source-quota',quota=0.05}]"],
-                                        ["clean_accuracy", "window_contamination", *[
-                                            f"defenses.source-quota.{k}" for k in ("precision", "recall",
-                                                                                   "stream_frr")]], None),
+    "label-flip-6k": _label_flip(None),
+    "label-flip-6k-outlier-rejection": _label_flip("{kind='outlier-rejection'}"),
+    "label-flip-6k-source-quota": _label_flip("{kind='source-quota',quota=0.2}"),
+    "label-flip-6k-source-quota-0.05": _label_flip("{kind='source-quota',quota=0.05}"),
     "centroid-defended": ("centroid_defended.toml", [], ["displacement_radii", "window_contamination",
                           "clean_accuracy", "attack_success_rate", "defenses.outlier-rejection.stream_frr",
                           "defenses.drift-reset.alarms"], lambda result: {  # the attack starts at event 10,000
