@@ -24,6 +24,9 @@ from simulator.transport import kafka as kafka_io
 DEFAULT_METRICS_PORT = 9400
 
 
+DETECTOR_CHOICES = ("auto", "centroid", "strip")  # consumers.detector.DETECTORS and auto (imports no torch here)
+
+
 def add_parser(commands) -> None:
     env = os.environ.get
     parser = commands.add_parser(
@@ -51,7 +54,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--gap-timeout", type=float, default=0.0, metavar="SECONDS",
                         help="give up on a missing event after this long, once both topics are read to "
                         "their end (default 0: wait forever, nothing is skipped)")  # fmt: skip
-    parser.add_argument("--detector", default=env("POISONSIM_DETECTOR", "auto"), choices=("auto", "centroid", "strip"),
+    parser.add_argument("--detector", default=env("POISONSIM_DETECTOR", "auto"), metavar="|".join(DETECTOR_CHOICES),
                         help="detector: which one judges events (auto: strip when the scenario has a strip defense, "
                         "centroid for a centroid detector; default %(default)s)")  # fmt: skip
     parser.add_argument("--snapshot", type=Path, help="detector: the learner checkpoint to take the model from "
@@ -82,6 +85,9 @@ def main(args: argparse.Namespace) -> int:
     if args.role == "detector":
         from consumers.detector import DetectorProcess, detector_for
 
+        if args.detector not in DETECTOR_CHOICES:
+            raise service.ConfigError(f"--detector: expected one of {', '.join(DETECTOR_CHOICES)}; "
+                                      f"got {args.detector!r}")  # fmt: skip
         if args.detector == "auto":
             args.detector = detector_for(scenario)
             if args.detector is None:  # compose starts a detector for every scenario: nothing to judge is no error
