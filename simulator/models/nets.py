@@ -82,20 +82,24 @@ def train_offline(
     batch_size: int = 64,
     lr: float = 2e-3,
     loss_fn: Callable[[nn.Module, np.ndarray], torch.Tensor] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    keep_last: bool = False,
 ) -> None:
-    """Plain shuffled mini-batch training with Adam (the attacker's own models).
+    """Plain shuffled mini-batch training, with Adam at ``lr`` unless an ``optimizer`` is given.
 
     ``loss_fn(net, rows)`` gives a batch's loss from the row indices of ``x``;
     the default is the cross-entropy of ``net(x[rows])`` against ``y[rows]``.
+    An epoch's last, smaller batch is dropped unless ``keep_last``.
     """
     device = next(net.parameters()).device
     xt, yt = torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
     loss_fn = loss_fn or (lambda model, rows: nn.functional.cross_entropy(model(xt[rows]), yt[rows]))
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    optimizer = optimizer or torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
+    stop = len(x) if keep_last else len(x) - batch_size + 1
     for _ in range(epochs):
         order = rng.permutation(len(x))
-        for start in range(0, len(x) - batch_size + 1, batch_size):
+        for start in range(0, stop, batch_size):
             loss = loss_fn(net, order[start : start + batch_size])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

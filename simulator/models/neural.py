@@ -37,8 +37,8 @@ from torch import nn
 
 from simulator.models.base import Model
 from simulator.models.inputs import check_features, check_labels
-from simulator.models.nets import Net, build_net
-from simulator.models.retrain import DataLake, next_retrain, retrain_rngs, train_epochs
+from simulator.models.nets import Net, build_net, train_offline
+from simulator.models.retrain import DataLake, next_retrain, retrain_rngs
 from simulator.registry import MODELS, Key
 
 PREDICT_CHUNK = 4096
@@ -284,7 +284,8 @@ class NeuralClassifier(Model):
             torch.manual_seed(torch_seed)
             net = self.new_net()
         x, y = self._lake.rows()
-        train_epochs(net, self._make_optimizer(net), x, y, shuffle, self.retrain_epochs, self.batch_size)
+        train_offline(net, x, y, shuffle, self.retrain_epochs, self.batch_size, optimizer=self._make_optimizer(net),
+                      keep_last=True)  # fmt: skip
         self.net = net
         self._optimizer = self._make_optimizer()
         self._pending_x, self._pending_y = self._pending_x[:0], self._pending_y[:0]

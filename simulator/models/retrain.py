@@ -18,7 +18,7 @@ Each retrain is a pure function of ``(retrain seed, retrain count, lake)``:
 fresh weights from a torch seed and a shuffling generator both drawn from
 ``SeedSequence([seed, count])``, a fresh optimiser of the model's own kind
 and learning rate, ``retrain_epochs`` shuffled epochs of ``batch_size``
-mini-batches (the last one may be smaller). The online learner's own state
+mini-batches (the last one may be smaller; :func:`~simulator.models.nets.train_offline`). The online learner's own state
 (replay buffer and its generator) neither feeds nor is touched by a retrain;
 its pending mini-batch is dropped (those events are in the lake). A retrain
 starts over from our own architecture, so it discards whatever changed the
@@ -36,8 +36,6 @@ a defense's flooding applies to the online steps only.
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import nn
 
 INITIAL_CAPACITY = 1024
 
@@ -84,9 +82,7 @@ class DataLake:
 
     def rows(self) -> tuple[np.ndarray, np.ndarray]:
         """The kept events, oldest first (copies)."""
-        if not self.size:
-            return self._x[: self.seen].copy(), self._y[: self.seen].copy()
-        if self.seen <= self.size:
+        if not self.size or self.seen <= self.size:
             return self._x[: self.seen].copy(), self._y[: self.seen].copy()
         order = (self.seen + np.arange(self.size)) % self.size
         return self._x[order], self._y[order]
@@ -110,22 +106,3 @@ def retrain_rngs(seed: int, count: int) -> tuple[int, np.random.Generator]:
     """The torch seed of the fresh weights and the shuffling generator of retrain number ``count``."""
     weights, shuffle = np.random.SeedSequence([seed, count]).spawn(2)
     return int(weights.generate_state(1)[0]), np.random.default_rng(shuffle)
-
-
-def train_epochs(net: nn.Module, optimizer: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray,
-                 rng: np.random.Generator, epochs: int, batch_size: int) -> int:  # fmt: skip
-    """Shuffled mini-batch epochs over ``(x, y)`` (the last batch of an epoch may be smaller); returns the steps."""
-    device = next(net.parameters()).device
-    xt, yt = torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
-    net.train()
-    steps = 0
-    for _ in range(epochs):
-        order = torch.as_tensor(rng.permutation(len(y)), device=device)
-        for start in range(0, len(y), batch_size):
-            rows = order[start : start + batch_size]
-            loss = nn.functional.cross_entropy(net(xt[rows]), yt[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            steps += 1
-    return steps

@@ -15,7 +15,8 @@ import torch
 
 from simulator.config import Scenario
 from simulator.models.neural import NeuralClassifier
-from simulator.models.retrain import retrain_rngs, train_epochs
+from simulator.models.nets import train_offline
+from simulator.models.retrain import retrain_rngs
 from simulator.pipeline.engine import Learner, World, run
 
 SCENARIO = Path(__file__).parents[2] / "scenarios" / "witches_brew_retrain.toml"
@@ -60,7 +61,7 @@ def test_retraining_is_seeded_and_from_scratch():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed)
         fresh = a.new_net()
-    train_epochs(fresh, a._make_optimizer(fresh), x, y, shuffle, epochs=2, batch_size=16)
+    train_offline(fresh, x, y, shuffle, epochs=2, batch_size=16, optimizer=a._make_optimizer(fresh), keep_last=True)
     assert all(np.array_equal(u, v.detach().numpy()) for u, v in zip(_weights(a), fresh.state_dict().values()))
 
 
