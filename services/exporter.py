@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -291,6 +292,14 @@ class EmbeddedMetrics:
 
     def observe(self, learner) -> None:
         self.collector.update(learner)
+
+    def serve_until_stopped(self) -> None:
+        """Keep the endpoint up until SIGTERM or Ctrl-C (``--keep-serving``), as the Kafka processes do."""
+        from services.runtime import StopFlag
+
+        stop = StopFlag(log)
+        while not stop():
+            time.sleep(0.2)
 
     def close(self) -> None:
         self.server.close()

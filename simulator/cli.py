@@ -150,7 +150,8 @@ def _run(args: argparse.Namespace) -> int:
             if not args.quiet:
                 print(f"results written to {out}/")
         if metrics and args.keep_serving:
-            _serve_until_stopped(metrics)
+            print("run complete; serving metrics until Ctrl-C or SIGTERM", flush=True)
+            metrics.serve_until_stopped()
     finally:
         if metrics:
             metrics.close()
@@ -174,19 +175,6 @@ def _embedded_metrics(args: argparse.Namespace, scenario: Scenario):
     print(f"metrics at http://{metrics.server.address}:{metrics.server.port}/metrics", flush=True)
     return metrics
 
-
-def _serve_until_stopped(metrics) -> None:
-    import signal
-    import time
-
-    stopped = []
-    signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
-    print("run complete; serving metrics until Ctrl-C or SIGTERM", flush=True)
-    try:
-        while not stopped:
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
 
 
 def _run_with_progress(scenario: Scenario, run):
