@@ -160,8 +160,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _embedded_metrics(args: argparse.Namespace, scenario: Scenario):
     """The live metrics endpoint of ``--metrics-port`` (a ConfigError naming the flag when it cannot start)."""
-    if not 0 <= args.metrics_port <= 65535:
-        raise ConfigError(f"--metrics-port: expected a port in 0..65535, got {args.metrics_port}")
+    from services.runtime import check_metrics
+
+    check_metrics(args)
     try:
         from services.exporter import EmbeddedMetrics
     except ImportError as exc:

@@ -139,4 +139,4 @@ def test_an_embedded_run_serves_the_learners_metrics_live(tmp_path):
 def test_metrics_port_errors_name_the_flag():
     done = subprocess.run([sys.executable, "-m", "simulator.cli", "run", str(SCENARIO), "--metrics-port", "70000"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 2 and "--metrics-port: expected a port in 0..65535, got 70000" in done.stderr
+    assert done.returncode == 2 and "--metrics-port: expected 0..65535, got 70000" in done.stderr
