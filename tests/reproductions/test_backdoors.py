@@ -22,6 +22,16 @@ def test_badnets_at_5_percent_succeeds_and_costs_clean_accuracy_within_noise():
     assert abs(cost.mean()) + margin(cost) <= 0.015
 
 
+def test_badnets_on_mnist_succeeds_and_costs_clean_accuracy_within_a_point():
+    """Real MNIST (28x28, LeNet-5-like), seeds 1-8, 12,000 events at rho 0.05: attack success >= 0.95 and the clean
+    accuracy of the attacked run within a point of the same stream without the poison (paired by seed)."""
+    attacked, clean = figures_over_seeds("mnist-badnets"), figures_over_seeds("mnist-badnets-clean")
+    assert attacked["observed_poisoning_rate"].mean() == pytest.approx(0.05, abs=0.003)
+    assert attacked["attack_success_rate"].mean() - margin(attacked["attack_success_rate"]) >= 0.95
+    cost = attacked["clean_accuracy"] - clean["clean_accuracy"]
+    assert abs(cost.mean()) + margin(cost) <= 0.01
+
+
 def test_blended_at_10_percent_succeeds_and_costs_clean_accuracy_within_noise():
     """Seeds 1-8, 10,000 events: attack success 0.94 (0.85-0.99), clean accuracy -1.6 points (2 s.e. 1.6)."""
     attacked, clean = figures_over_seeds("blended"), figures_over_seeds("blended-clean")
