@@ -109,10 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(handler=_sweep)
     report = commands.add_parser(
-        "report", help="figures (PNG) and report.md from a sweep's results",
-        description="Write figures/*.png and report.md into a sweep's results directory.",
+        "report", help="figures (PNG) and report.md from a sweep's results (or a run's)",
+        description="Write figures/*.png and report.md into a sweep's results directory, or into the directory of "
+                    "one run (`poisonsim run --out DIR`): its timeline and its analysis figures, drawn again from "
+                    "DIR/analysis/*.npz.",
     )  # fmt: skip
-    report.add_argument("results", type=Path, help="results directory of `poisonsim sweep`")
+    report.add_argument("results", type=Path, help="results directory of `poisonsim sweep` or of `poisonsim run --out`")
     report.add_argument("--run", help="run id for the over-time figure, e.g. p0003-s1 (default: strongest attacker)")
     report.set_defaults(handler=_report)
     return parser

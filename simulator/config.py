@@ -104,8 +104,18 @@ class ModelKeys:
 class EvaluationKeys:
     """Keys of ``[evaluation]``."""
 
-    def __init__(self, every: Annotated[int, Key("evaluate every k events", ge=1)] = 1_000):
+    def __init__(
+        self,
+        every: Annotated[int, Key("evaluate every k events", ge=1)] = 1_000,
+        explain: Annotated[bool, Key("at the end of the run, explain the final model (Integrated Gradients and "
+                                     "saliency, captum) on clean and triggered held-out inputs: a torch net on "
+                                     "square images under a trigger attack; skipped otherwise")] = False,
+        explain_inputs: Annotated[int, Key("held-out inputs explained, clean and the same ones triggered",
+                                           ge=1, le=100_000)] = 200,
+    ):  # fmt: skip
         self.every = every
+        self.explain = explain
+        self.explain_inputs = explain_inputs
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def test_ready_scenarios_load_and_round_trip(path):
         ({"attack": {"rate": "high"}}, "attack.rate: expected a number, got 'high'"),
         ({"attack": {"kind": "none", "rate": 0.1}}, 'attack.rate: attack.kind is "none"'),
         ({"attack": {"kind": "targeted", "target_point": [1, "a"]}}, "attack.target_point: expected a list of numbers"),
-        ({"stream": {"source": "mnist"}}, 'stream.source: source kind "mnist" does not exist (known: blobs, digits, river:Bananas'),
+        ({"stream": {"source": "cifar10"}}, 'stream.source: source kind "cifar10" does not exist (known: blobs, digits, mnist, river:Bananas'),
         ({"stream": {"source": "river:Elec2"}}, 'stream.source: source kind "river:Elec2" does not exist'),
         ({"stream": {"source": "digits", "augment": 1}}, "stream.augment: expected true or false, got 1"),
         ({"evaluation": {"every": -1}}, "evaluation.every: expected an integer >= 1, got -1"),

@@ -26,7 +26,7 @@ from simulator.attacks.backdoor import TriggerKind
 from simulator.attacks.base import Attack, AttackerKnowledge, SupplierEvents, TargetClass, non_target
 from simulator.attacks.triggers import fresh_trigger
 from simulator.registry import ATTACKS, TRIGGERS, Key
-from simulator.models.nets import CNN, MLP, Net, train_offline
+from simulator.models.nets import CNN, MLP, LeNet, Net, train_offline
 
 SUPPLIER_EPOCHS = 8
 SUPPLIER_BATCH = 64
@@ -123,7 +123,7 @@ class MaliciousArchitecture(SupplyChainAttack):
         super().__init__(target_class, trigger, supplier_events)
 
     def package(self, net: Net) -> nn.Module:
-        backdoored_class = {MLP: BackdooredMLP, CNN: BackdooredCNN}[type(net)]
+        backdoored_class = {MLP: BackdooredMLP, CNN: BackdooredCNN, LeNet: BackdooredLeNet}[type(net)]
         module = backdoored_class.__new__(backdoored_class)
         module.__dict__.update(net.__dict__)
         module.branch_indices = self.trigger_.region(self.target_x_.shape[1]).tolist()
@@ -153,6 +153,10 @@ class BackdooredMLP(TriggerBranch, MLP):
 
 
 class BackdooredCNN(TriggerBranch, CNN):
+    pass
+
+
+class BackdooredLeNet(TriggerBranch, LeNet):
     pass
 
 

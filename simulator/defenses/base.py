@@ -15,6 +15,15 @@ A defense sees each batch twice, in stream order:
 A checkpoint holds what a defense learned from the stream (:meth:`Defense.get_state`);
 what it fitted before the stream is fitted again, identically, from the seed.
 
+For the analysis figures a defense may also offer ``artifacts() -> dict[str,
+np.ndarray]`` (e.g. a reconstructed trigger's mask and pattern), saved by
+``poisonsim run --out DIR`` as ``DIR/analysis/<kind>.npz``, and a class
+attribute ``figure = staticmethod(draw)`` with ``draw(artifacts, true_region,
+image_side) -> matplotlib Figure | None``, drawn as ``DIR/analysis/<kind>.png``
+and again by ``poisonsim report``. ``true_region`` (the pixels the attack's
+trigger writes) and ``image_side`` come from the evaluator; either may be
+``None``. No defense reads them otherwise.
+
 A defense never reads ground truth: the evaluator alone holds the flags
 against it (tp/fp/tn/fn). What a defense knows is a :class:`DefenderKnowledge`:
 a trusted clean sample it owns, drawn from the benign distribution.

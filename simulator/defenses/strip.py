@@ -6,6 +6,17 @@ the target class, so the mean entropy of their predictions stays low. An
 input is flagged when that entropy falls below a threshold calibrated on
 clean inputs for a target false rejection rate (``frr``).
 
+Clean inputs of some classes keep their own prediction under overlays (on
+MNIST, an 8 added to another digit still reads as an 8), so their entropy is
+naturally low, and with one pooled threshold they set it for every class: a
+trigger whose overlays stay in the target class with less confidence than
+those 8s passes. ``scale = "per-class"`` judges each input against clean
+inputs predicted as the same class: its log entropy standardised by their
+median and MAD, then one threshold on the standardised scores, calibrated as
+the pooled one. It fails the other way when the backdoor itself makes the
+target class keep its overlays (see the README for both, over target classes
+and seeds).
+
 All overlays of a batch are judged together (:func:`strip_entropy`: the net
 runs in cache-sized chunks, our CNN as :func:`channels_last_logits`);
 :func:`strip_entropy_loop` is the per-input loop of the reference code, kept
@@ -35,6 +46,10 @@ CALIBRATION_DRAWS = 2  # overlay sets per trusted input at calibration: less ove
 CALIBRATION_CONFIDENCE = 0.9  # P(false rejection rate <= frr) the threshold is chosen for
 CPU_FORWARD_ROWS = 256  # overlay rows per forward pass and CPU thread: the activations stay in cache
 DEVICE_FORWARD_ROWS = 65_536  # on an accelerator (memory bound)
+SCALES = ("pooled", "per-class")
+MIN_CLASS_SCORES = 10  # calibration scores a class needs for a scale of its own (else the pooled one)
+LOG_FLOOR = 1e-3  # bits added before the log: entropies near 0 stay finite
+MAD_TO_SD = 1.4826  # MAD of a normal sample, as a standard deviation
 
 
 def superimpose(x: np.ndarray, backgrounds: np.ndarray, how: str) -> np.ndarray:
@@ -72,6 +87,28 @@ def order_statistic(n: int, frr: float, confidence: float) -> int:
             return k
         log_pmf += math.log((n - k) / (k + 1) * frr / (1 - frr))
     return n
+
+
+def class_scales(entropies: np.ndarray, classes: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Median and MAD (as a standard deviation) of the log entropy of each predicted class, the pooled ones for a
+    class with fewer than ``MIN_CLASS_SCORES`` scores.
+
+    >>> entropies, classes = np.r_[np.full(10, 0.1), np.full(10, 1.0)], np.repeat([0, 1], 10)
+    >>> center, spread = class_scales(entropies, classes, n_classes=3)  # class 2 has no scores: the pooled ones
+    >>> np.round(np.exp(center) - LOG_FLOOR, 3).tolist()
+    [0.1, 1.0, 0.317]
+    """
+    logs = np.log(np.asarray(entropies) + LOG_FLOOR)
+
+    def median_mad(values: np.ndarray) -> tuple[float, float]:
+        median = float(np.median(values))
+        return median, max(MAD_TO_SD * float(np.median(np.abs(values - median))), 1e-6)
+
+    pooled = median_mad(logs)
+    figures = [median_mad(logs[classes == c]) if (classes == c).sum() >= MIN_CLASS_SCORES else pooled
+               for c in range(n_classes)]  # fmt: skip
+    center, spread = (np.array(v) for v in zip(*figures))
+    return center, spread
 
 
 def _entropy(proba: torch.Tensor) -> torch.Tensor:
@@ -165,7 +202,8 @@ def strip_entropy_loop(model, x: np.ndarray, backgrounds: np.ndarray, how: str) 
     return out
 
 
-@DEFENSES.register("strip", requires=("torch-net",), examples=[{"overlays": 4, "every": 100}, {"overlays": 4, "superimpose": "additive", "mode": "drop", "every": 100}])
+@DEFENSES.register("strip", requires=("torch-net",), examples=[{"overlays": 4, "every": 100}, {"overlays": 4, "superimpose": "additive", "mode": "drop", "every": 100},
+                                                                {"overlays": 4, "scale": "per-class", "every": 100}])
 class Strip(Defense):
     """Flag (or drop, ``mode = "drop"``) inputs whose overlays' mean entropy is below the calibrated threshold.
 
@@ -175,6 +213,9 @@ class Strip(Defense):
     and the threshold is the order statistic that keeps the FRR under ``frr``
     with probability ``CALIBRATION_CONFIDENCE`` (:func:`order_statistic`). It
     is recalibrated every ``every`` stream events, as the online model changes.
+    With ``scale = "per-class"`` each half's scores are standardised by the
+    other half's class scales (:func:`class_scales`) before the threshold is
+    taken; inputs met later, by the scales of the whole sample.
     """
 
     judges_inputs = True
@@ -187,18 +228,24 @@ class Strip(Defense):
         mode: Annotated[str, Key("flag inputs only, or drop them before the model", choices=("flag", "drop"))]
         = "flag",
         every: Every = 500,
+        scale: Annotated[str, Key("the threshold's scale: the entropy of all clean inputs (pooled, the paper's), or "
+                                  "log entropy standardised per predicted class (per-class)", choices=SCALES)]
+        = "pooled",
     ):  # fmt: skip
+        self.scale = scale
         self.overlays = overlays
         self.superimpose = superimpose
         self.frr = frr
         self.mode = mode
         self.every = every
-        check_choices(mode=(mode, ("flag", "drop")), superimpose=(superimpose, ("blend", "additive")))
+        check_choices(mode=(mode, ("flag", "drop")), superimpose=(superimpose, ("blend", "additive")),
+                      scale=(scale, SCALES))  # fmt: skip
         self.drops = mode == "drop"
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> Strip:
         require(model, "strip", "torch-net")
         self.pool_x_ = knowledge.clean_x[rng.permutation(len(knowledge.clean_x))].astype(np.float32)
+        self.n_classes_ = knowledge.n_classes
         self.rank_ = order_statistic(len(self.pool_x_), self.frr, CALIBRATION_CONFIDENCE)
         if self.rank_ == 0:
             raise ValueError(f"frr: {len(self.pool_x_)} trusted clean inputs cannot bound a false rejection rate "
@@ -217,10 +264,17 @@ class Strip(Defense):
         return np.argpartition(rng.random((m, pool)), self.overlays - 1, axis=1)[:, : self.overlays]
 
     def score(self, X: np.ndarray, model, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Mean overlay entropy of each input (low: likely triggered)."""
+        """Each input's score, low: likely triggered (pooled: mean overlay entropy; per-class: standardised)."""
         rng = rng or np.random.default_rng(self._flag_seed)
         X = np.asarray(X, dtype=np.float32)
-        return strip_entropy(model, X, self.pool_x_[self.picks(len(X), len(self.pool_x_), rng)], self.superimpose)
+        entropies = strip_entropy(model, X, self.pool_x_[self.picks(len(X), len(self.pool_x_), rng)], self.superimpose)
+        return self._scaled(entropies, X, model)
+
+    def _scaled(self, entropies: np.ndarray, X: np.ndarray, model) -> np.ndarray:
+        if self.scale == "pooled" or len(X) == 0:
+            return entropies
+        classes = model.predict_many(X)
+        return (np.log(entropies + LOG_FLOOR) - self.center_[classes]) / self.spread_[classes]
 
     def calibrate(self, model) -> float:
         """Threshold from the trusted sample, each half overlaid on the other (see the class)."""
@@ -229,8 +283,19 @@ class Strip(Defense):
         draws = [np.concatenate([half + self.picks(half, n - half, rng), self.picks(n - half, half, rng)])
                  for _ in range(CALIBRATION_DRAWS)]  # fmt: skip
         x = np.tile(self.pool_x_, (CALIBRATION_DRAWS, 1))
-        entropies = np.sort(strip_entropy(model, x, self.pool_x_[np.concatenate(draws)], self.superimpose))
-        self.threshold_ = float(entropies[self.rank_ * CALIBRATION_DRAWS - 1])  # as many per input as one draw's rank_
+        entropies = strip_entropy(model, x, self.pool_x_[np.concatenate(draws)], self.superimpose)
+        if self.scale == "pooled":
+            scores = np.sort(entropies)
+        else:  # each half standardised by the other half's class scales: the threshold sees no in-sample scale
+            classes = model.predict_many(x)
+            first = np.tile(np.arange(n) < half, CALIBRATION_DRAWS)
+            scores = np.empty_like(entropies)
+            for part in (first, ~first):
+                center, spread = class_scales(entropies[~part], classes[~part], self.n_classes_)
+                scores[part] = (np.log(entropies[part] + LOG_FLOOR) - center[classes[part]]) / spread[classes[part]]
+            scores = np.sort(scores)
+            self.center_, self.spread_ = class_scales(entropies, classes, self.n_classes_)  # for new inputs: all
+        self.threshold_ = float(scores[self.rank_ * CALIBRATION_DRAWS - 1])  # as many per input as one draw's rank_
         self.calibrations_ += 1
         return self.threshold_
 
@@ -250,10 +315,15 @@ class Strip(Defense):
         return {"threshold": self.threshold_, "overlays": self.overlays, "calibrations": self.calibrations_}
 
     def get_state(self) -> dict:
-        return {"threshold": self.threshold_, "calibrations": self.calibrations_,
-                "next_calibration": self._next_calibration, "rng": self._stream_rng.bit_generator.state}  # fmt: skip
+        state = {"threshold": self.threshold_, "calibrations": self.calibrations_,
+                 "next_calibration": self._next_calibration, "rng": self._stream_rng.bit_generator.state}  # fmt: skip
+        if self.scale == "per-class":
+            state.update(center=self.center_.copy(), spread=self.spread_.copy())
+        return state
 
     def set_state(self, state: dict, model) -> None:
+        if self.scale == "per-class":
+            self.center_, self.spread_ = np.asarray(state["center"]), np.asarray(state["spread"])
         self.threshold_, self.calibrations_ = state["threshold"], state["calibrations"]
         self._next_calibration = state["next_calibration"]
         self._stream_rng.bit_generator.state = state["rng"]

@@ -10,7 +10,15 @@ Each figure is drawn when the results carry what it needs, and skipped
   defense (or per value of another swept key), mean and standard error over seeds;
 - ``strip.png``: STRIP entropy histograms (clean vs triggered) and detector ROC
   curves, from per-run ``strip_scores.csv`` files (columns score,is_triggered);
-- ``timeline.png``: clean accuracy and attack success over time for one run.
+- ``timeline.png``: clean accuracy and attack success over time for one run;
+- ``attributions.png`` and ``<defense kind>.png``: a run's analysis figures,
+  drawn again from the arrays its ``analysis/*.npz`` keep (Integrated
+  Gradients and saliency maps, ``evaluation.explain``; a defense's artifacts,
+  see :mod:`simulator.evaluation.explain`), for the timeline's run, else the
+  first run that has them.
+
+``poisonsim report`` also takes the directory of one run (``poisonsim run
+--out DIR``): its timeline and analysis figures go to ``DIR/figures/``.
 
 The plotting functions take DataFrames and return matplotlib Figures (no
 pyplot, no global state), so tests can inspect their axes and series.
@@ -18,6 +26,7 @@ pyplot, no global state), so tests can inspect their axes and series.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +37,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from simulator.config import ConfigError, Scenario
+from simulator.evaluation.explain import ANALYSIS_DIR, analysis_figures, read_analysis
 from simulator.experiments.grid import flatten_keys
-from simulator.experiments.sweep import POINTS_DIR, collect, read_manifest
+from simulator.experiments.sweep import MANIFEST, POINTS_DIR, collect, read_manifest
 
 FIGURES_DIR = "figures"
 STRIP_SCORES = "strip_scores.csv"
 SETTINGS = ("model.kind", "model.window_policy", "model.window_size", "model.learn",
             "attack.kind", "attack.rate", "attack.start")  # fmt: skip
-SUMMARY_FIGURES = ("clean_accuracy", "attack_success_rate", "displacement_radii", "window_contamination")
+SUMMARY_FIGURES = ("clean_accuracy", "attack_success_rate", "displacement_radii", "window_contamination",
+                   "analysis.trigger_attribution_share", "analysis.trigger_attribution_share_clean")  # fmt: skip
 
 
 @dataclass
@@ -43,6 +54,7 @@ class Report:
     """What :func:`write_report` wrote, and why any figure was left out."""
 
     markdown: Path
+    analysed: str | None = None  # the run whose analysis figures were drawn
     figures: dict[str, Path] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     drawn: dict[str, Figure] = field(default_factory=dict, repr=False)
@@ -200,8 +212,10 @@ def timeline_figure(series: pd.DataFrame, title: str, attack_start: int | None =
 
 
 def write_report(out: str | Path, run: str | None = None) -> Report:
-    """Write ``figures/*.png`` and ``report.md`` into a sweep's results directory."""
+    """Write ``figures/*.png`` and ``report.md`` into a sweep's results directory (or one run's)."""
     out = Path(out)
+    if not (out / MANIFEST).exists() and (out / "summary.json").exists():
+        return write_run_report(out)
     manifest = read_manifest(out)
     table, timeseries = collect(out)  # from the runs' directories: right even mid-sweep
     settings = _settings(out, table)
@@ -219,6 +233,46 @@ def write_report(out: str | Path, run: str | None = None) -> Report:
         "strip": (lambda: strip_figure(strip), f"no run wrote {STRIP_SCORES} (STRIP detector scores)"),
         "timeline": (lambda: _timeline(timeseries, settings, table, axes, chosen), "no finished run"),
     }
+    _draw(report, out, drawn)
+    analysed = _analysed_run(out, table, chosen)
+    if analysed is None:
+        report.skipped["attributions"] = f"no run kept {ANALYSIS_DIR}/*.npz (evaluation.explain, defense artifacts)"
+    else:
+        report.analysed = analysed
+        _draw_analysis(report, out, out / POINTS_DIR / analysed)
+    report.markdown.write_text(_markdown(out, manifest, table, report, chosen))
+    return report
+
+
+def write_run_report(out: str | Path) -> Report:
+    """Write ``figures/*.png`` (timeline, analysis figures) and ``report.md`` into one run's results directory
+    (``poisonsim run --out``)."""
+    out = Path(out)
+    scenario = Scenario.from_toml(out / "scenario.toml")  # imports its plugins: their defenses draw their figures
+    summary = json.loads((out / "summary.json").read_text())
+    series = pd.read_csv(out / "timeseries.csv")
+    report = Report(out / "report.md")
+    (out / FIGURES_DIR).mkdir(exist_ok=True)
+    title = f"{scenario.name}: {scenario.model.kind} under {scenario.attack.kind} (seed {scenario.seed})"
+    start = getattr(scenario.attack, "start", None) if scenario.attack.kind != "none" else None
+    _draw(report, out, {"timeline": (lambda: timeline_figure(series, title, start), "no evaluation step")})
+    if not _draw_analysis(report, out, out):
+        report.skipped["attributions"] = f"the run kept no {ANALYSIS_DIR}/*.npz (evaluation.explain, defense artifacts)"
+    lines = [f"# Run report: {out.name}", "", f"{title}, {summary.get('events_total', 0):,} events.", "",
+             "## Figures", ""]  # fmt: skip
+    lines += [f"![{name}]({path.relative_to(out).as_posix()})\n" for name, path in report.figures.items()]
+    lines += [f"- {name}: skipped, {reason}" for name, reason in report.skipped.items()]
+    flat = flatten_keys(summary, drop="seed")
+    shown = [key for key in SUMMARY_FIGURES if flat.get(key) is not None]
+    shown += [key for key in flat if key.startswith("analysis.") and key not in shown]
+    if shown:
+        lines += ["", "## Final figures", "", "| figure | value |", "|---|---|"]
+        lines += [f"| `{key}` | {_value(flat[key])} |" for key in shown]
+    report.markdown.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def _draw(report: Report, out: Path, drawn: dict) -> None:
     for name, (draw, reason) in drawn.items():
         fig = draw()
         if fig is None:
@@ -227,8 +281,27 @@ def write_report(out: str | Path, run: str | None = None) -> Report:
         path = out / FIGURES_DIR / f"{name}.png"
         fig.savefig(path, dpi=110)
         report.figures[name], report.drawn[name] = path, fig
-    report.markdown.write_text(_markdown(out, manifest, table, report, chosen))
-    return report
+
+
+def _draw_analysis(report: Report, out: Path, run_dir: Path) -> bool:
+    """The analysis figures of the run in ``run_dir``, drawn again from its saved arrays; False if it kept none."""
+    analysis = read_analysis(run_dir / ANALYSIS_DIR)
+    if not analysis:
+        return False
+    for name, fig in analysis_figures(analysis).items():
+        path = out / FIGURES_DIR / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        report.figures[name], report.drawn[name] = path, fig
+    return True
+
+
+def _analysed_run(out: Path, table: pd.DataFrame, chosen: str | None) -> str | None:
+    """The run whose analysis figures the report draws: the timeline's, else the first one that kept arrays."""
+    finished = list(table.loc[table["error"].isna(), "run"]) if not table.empty else []
+    for run in ([chosen] if chosen else []) + finished:
+        if any((out / POINTS_DIR / run / ANALYSIS_DIR).glob("*.npz")):
+            return run
+    return None
 
 
 def _settings(out: Path, table: pd.DataFrame) -> pd.DataFrame:
@@ -283,7 +356,8 @@ def _markdown(out: Path, manifest: dict, table: pd.DataFrame, report: Report, ru
         lines.append(f"- `{axis}`: {', '.join(str(v) for v in values)}")
     lines += ["", "## Figures", ""]
     for name, path in report.figures.items():
-        note = f" (run {run})" if name == "timeline" else ""
+        shown = run if name == "timeline" else report.analysed if name not in ("displacement", "rho", "strip") else None
+        note = f" (run {shown})" if shown else ""
         lines += [f"![{name}]({path.relative_to(out).as_posix()}){note}", ""]
     lines += [f"- {name}: skipped, {reason}" for name, reason in report.skipped.items()]
     ok = table[table["error"].isna()]
@@ -312,6 +386,10 @@ def _mean_band(ax: Any, data: pd.DataFrame, by: str, x: str, y: str, label: str,
         if clip:
             lo, hi = lo.clip(*clip), hi.clip(*clip)
         ax.fill_between(stats["x"], lo, hi, color=color, alpha=0.18, lw=0)
+
+
+def _value(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _mean_sd(values: pd.Series) -> str:

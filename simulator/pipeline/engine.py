@@ -52,6 +52,9 @@ class RunResult:
     summary: dict
     timeseries: list[dict]
     scores: dict[str, list[dict]] = field(default_factory=dict)  # runtime detector -> scores of held-out inputs
+    # arrays behind the analysis figures, saved as analysis/<name>.npz: "attributions" (evaluation.explain),
+    # "trigger" (the true trigger, evaluator side) and each defense kind with artifacts()
+    analysis: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def to_frame(self):
         """The timeseries as a pandas DataFrame, one row per evaluation step."""
@@ -284,12 +287,36 @@ def run(
         if observe:
             observe(learner)
     elapsed = time.perf_counter() - started
-    return RunResult(learner.summary(elapsed), learner.evaluator.rows, learner.evaluator.input_scores())
+    result = RunResult(learner.summary(elapsed), learner.evaluator.rows, learner.evaluator.input_scores())
+    analyse(world, result)
+    return result
+
+
+def analyse(world: World, result: RunResult) -> None:
+    """After the stream: explain the final model when ``evaluation.explain`` asks (the summary's ``analysis``
+    section), and keep each defense's artifacts, with the true trigger they are drawn against, in
+    ``result.analysis`` (see :mod:`simulator.evaluation.explain`)."""
+    from simulator.evaluation import explain
+
+    scenario = world.scenario
+    if scenario.evaluation.explain:
+        rng = np.random.default_rng(_seeds(scenario)[6].spawn(1)[0])  # evaluator side: what is explained
+        figures, arrays = explain.analyse(world.model, world.source, world.attack,
+                                          scenario.evaluation.explain_inputs, rng)  # fmt: skip
+        result.summary["analysis"] = figures
+        if arrays is not None:
+            result.analysis[explain.ATTRIBUTIONS] = arrays
+    result.analysis.update(explain.defense_artifacts(world.defenses))
+    trigger = explain.true_trigger(world.source, world.attack)
+    if result.analysis and trigger is not None:
+        result.analysis[explain.TRIGGER] = trigger
 
 
 def write_results(result: RunResult, scenario: Scenario, out: str | Path) -> Path:
-    """Write ``summary.json``, ``timeseries.csv``, the resolved ``scenario.toml`` and, per runtime detector,
-    ``<kind>_scores.csv`` (e.g. ``strip_scores.csv``)."""
+    """Write ``summary.json``, ``timeseries.csv``, the resolved ``scenario.toml``, per runtime detector
+    ``<kind>_scores.csv`` (e.g. ``strip_scores.csv``) and, when the run has any, the analysis arrays and
+    figures: ``analysis/attributions.{npz,png}`` (``evaluation.explain``), ``analysis/<defense kind>.npz``
+    (and ``.png`` when the defense draws them), ``analysis/trigger.npz``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
@@ -304,6 +331,10 @@ def write_results(result: RunResult, scenario: Scenario, out: str | Path) -> Pat
             writer = csv.DictWriter(handle, fieldnames=["score", "is_triggered"], lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
+    if result.analysis:
+        from simulator.evaluation.explain import ANALYSIS_DIR, write_analysis
+
+        write_analysis(result.analysis, out / ANALYSIS_DIR)
     return out
 
 

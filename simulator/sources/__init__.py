@@ -6,6 +6,7 @@ from simulator.sources.datasets import (
     BUNDLED_RIVER_SETS,
     Blobs,
     Digits,
+    Mnist,
     RiverSet,
     Source,
     SourceKind,
@@ -13,4 +14,4 @@ from simulator.sources.datasets import (
     make_source,
 )
 
-__all__ = ["BUNDLED_RIVER_SETS", "Blobs", "Digits", "RiverSet", "Source", "SourceKind", "augment_images", "make_source"]
+__all__ = ["BUNDLED_RIVER_SETS", "Blobs", "Digits", "Mnist", "RiverSet", "Source", "SourceKind", "augment_images", "make_source"]

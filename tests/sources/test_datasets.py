@@ -70,3 +70,45 @@ def test_bundled_river_sets_stream_through_the_classifier(name):
     # interleaved classes defeat any centroid (its majority class is 0.53 of the held-out set)
     assert summary["clean_accuracy"] >= {"Bananas": 0.35, "ImageSegments": 0.7, "Phishing": 0.85, "Shuttle": 0.9}[name]
     assert summary["observed_poisoning_rate"] == pytest.approx(0.1, abs=0.03)
+
+
+def test_mnist_splits_into_disjoint_pools_of_real_28x28_digits():
+    from simulator.sources import Mnist
+
+    src = Mnist(augment=False).load(np.random.default_rng(0))
+    assert (src.n_features, src.n_classes, src.image_side) == (784, 10, 28)
+    trusted_x, trusted_y = src.trusted_sample(np.random.default_rng(2))
+    assert (len(src.test_y), len(trusted_x), src.stream_pool_size) == (1250, 1000, 2750)
+    assert 0.0 <= src.test_x.min() and src.test_x.max() == 1.0
+    assert np.bincount(trusted_y, minlength=10).min() >= 70  # every class in the defender's sample
+    pools = [{row.tobytes() for row in x} for x in (src.test_x, trusted_x, src._train_x)]
+    assert all(not (pools[i] & pools[j]) for i in range(3) for j in range(i + 1, 3))
+
+
+NEURAL_ATTACKS = [{"kind": "badnets", "trigger": {"size": 3}}, {"kind": "blended"}, {"kind": "label-flip"},
+                  {"kind": "targeted"}, {"kind": "gradient-alignment", "poisons": 8, "steps": 5, "supplier_events": 300},
+                  {"kind": "malicious-training", "supplier_events": 300},
+                  {"kind": "malicious-architecture", "supplier_events": 300}]  # fmt: skip
+NEURAL_DEFENSES = [{"kind": "strip", "overlays": 4, "every": 200}, {"kind": "isolation"}, {"kind": "fine-pruning"},
+                   {"kind": "activation-analysis"}, {"kind": "neural-cleanse"}]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attack", NEURAL_ATTACKS, ids=lambda a: a["kind"])
+def test_every_neural_attack_runs_on_mnist_with_lenet(attack):
+    rate = 0.0 if attack["kind"].startswith("malicious") else 0.1  # a supplied model: the stream stays clean
+    summary = run(_mnist_scenario({"attack": {**attack, "rate": rate}})).summary
+    assert 0.0 <= summary["clean_accuracy"] <= 1.0 and summary["events_total"] == 600
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("defense", NEURAL_DEFENSES, ids=lambda d: d["kind"])
+def test_every_neural_defense_runs_on_mnist_with_lenet(defense):
+    summary = run(_mnist_scenario({"attack": {"kind": "badnets", "rate": 0.1}, "defense": [defense]})).summary
+    assert defense["kind"] in summary["defenses"] and summary["attack_success_rate"] is not None
+
+
+def _mnist_scenario(extra: dict) -> Scenario:
+    return Scenario.from_dict({"seed": 3, "stream": {"source": "mnist", "n_events": 600},
+                               "model": {"kind": "lenet", "pretrain_events": 300, "device": "cpu"},
+                               "evaluation": {"every": 300}, **extra})  # fmt: skip

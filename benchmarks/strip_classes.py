@@ -1,0 +1,89 @@
+"""STRIP for every target class: FAR and FRR per target class over seeds, pooled and per-class thresholds.
+
+For each seed and target class, BadNets (the ready scenario's trigger and
+rate) is run undefended to the end of the stream; STRIP is then fitted on
+the defender's trusted sample and judges the held-out clean inputs (FRR) and
+the triggered ones that reach the target class (FAR), once with the pooled
+threshold and once with the per-class one, on the same net.
+
+    .venv/bin/python benchmarks/strip_classes.py mnist --seeds 1-4 --workers 2
+    .venv/bin/python benchmarks/strip_classes.py digits --seeds 1-4 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.seed_figures import seeds_of  # noqa: E402
+
+# source -> (scenario, overrides): the ready STRIP scenario's trigger and STRIP settings
+SETTINGS = {
+    "digits": ("strip_badnets.toml", ["stream.n_events=10000"]),
+    "mnist": ("mnist_badnets.toml", []),
+}
+STRIP = {"overlays": 32, "superimpose": "additive", "frr": 0.01}
+SCALES = ("pooled", "per-class")
+
+
+def measure(source: str, seed: int, target: int) -> dict:
+    """One net (``source``, ``seed``, BadNets to ``target``): attack success, and FAR / FRR for each scale."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from simulator.config import Scenario
+    from simulator.defenses.base import DefenderKnowledge
+    from simulator.defenses.strip import Strip
+    from simulator.pipeline.engine import Learner, World
+
+    path, overrides = SETTINGS[source]
+    scenario = Scenario.from_toml(ROOT / "scenarios" / path, [*overrides, "defense=[]", f"seed={seed}",
+                                                               f"attack.target_class={target}"])  # fmt: skip
+    world = World.build(scenario)
+    stream, learner = world.stream(), Learner(world)
+    for size in world.batch_sizes():
+        learner.feed(*stream.next_batch(size))
+    model, src, attack = world.model, world.source, world.attack
+    knowledge = DefenderKnowledge(*src.trusted_sample(np.random.default_rng([seed, 1])), src.n_classes, src.image_side)
+    fired = model.predict_many(attack.target_x_) == target
+    figures = {"attack_success": float(fired.mean())}
+    for scale in SCALES:
+        strip = Strip(**STRIP, scale=scale).fit(knowledge, model, np.random.default_rng([seed, 2]))
+        figures[f"{scale}_far"] = float(1.0 - strip.flag(attack.target_x_[fired], model).mean())
+        figures[f"{scale}_frr"] = float(strip.flag(src.test_x, model).mean())
+    return figures
+
+
+@functools.lru_cache(maxsize=None)
+def over_classes(source: str, seeds: tuple[int, ...], workers: int = 2) -> dict[str, np.ndarray]:
+    """Each figure as a (seeds, 10 target classes) array."""
+    cases = [(seed, target) for seed in seeds for target in range(10)]
+    with ProcessPoolExecutor(workers) as pool:
+        runs = list(pool.map(measure, [source] * len(cases), *zip(*cases)))
+    return {key: np.array([r[key] for r in runs]).reshape(len(seeds), 10) for key in runs[0]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", choices=sorted(SETTINGS))
+    parser.add_argument("--seeds", default="1-4", type=seeds_of)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    figures = over_classes(args.source, tuple(args.seeds), args.workers)
+    print(f"{args.source}, seeds {args.seeds[0]}-{args.seeds[-1]}: mean over seeds per target class")
+    print("figure            " + " ".join(f"{c:>6d}" for c in range(10)) + "    all")
+    for key, values in figures.items():
+        print(f"{key:17s} " + " ".join(f"{v:6.3f}" for v in values.mean(axis=0)) + f"  {values.mean():.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
