@@ -100,6 +100,7 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     # real MNIST (28x28, LeNet-5-like), 12,000 events
     "mnist-badnets": ("mnist_badnets.toml", [], ATTACK, None),
     "mnist-badnets-clean": ("mnist_badnets.toml", [NO_ATTACK], ["clean_accuracy"], None),
+    "mnist-blended": ("mnist_blended.toml", [], ATTACK, None),
     "strip": ("strip_badnets.toml", SIX_K, ["attack_success_rate", *STRIP], None),
     "strip-class-2": ("strip_badnets.toml", [*SIX_K, "attack.target_class=2"], ["attack_success_rate", *STRIP], None),
     "isolation": ("abl_badnets.toml", [], ["attack_success_rate", "clean_accuracy", *ISOLATION], None),

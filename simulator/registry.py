@@ -352,5 +352,5 @@ ATTACKS = Registry("attack", tuple(f"simulator.attacks.{m}" for m in (
 TRIGGERS = Registry("trigger", ("simulator.attacks.triggers",))
 CHANNELS = Registry("channel", ("simulator.attacks.schedule",))
 DEFENSES = Registry("defense", tuple(f"simulator.defenses.{m}" for m in (
-    "window", "drift", "strip", "isolation", "pruning", "analysis")))  # fmt: skip
+    "window", "drift", "strip", "isolation", "pruning", "analysis", "neural_cleanse")))  # fmt: skip
 REGISTRIES = {r.concept: r for r in (SOURCES, MODELS, ATTACKS, TRIGGERS, CHANNELS, DEFENSES)}

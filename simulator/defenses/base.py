@@ -43,6 +43,7 @@ from simulator.registry import Key
 # keys several defense kinds share
 Every = Annotated[int, Key("events between the defense's checks", ge=1, le=10**9)]
 At = Annotated[int | None, Key("event index to act at (default: the end of the stream)", ge=0)]
+When = Annotated[str, Key("repair once (at `at`), or on drift alarms", choices=("once", "drift"))]
 DriftDetector = Annotated[str, Key("river drift detector", choices=("adwin", "page-hinkley", "kswin"))]
 Signal = Annotated[str, Key("signal the detector watches, read before the model learns each event",
                             choices=("distance", "confidence"))]  # fmt: skip

@@ -52,8 +52,7 @@ draws it again (``poisonsim report DIR``).
 Defense artifacts: a defense with a method ``artifacts() -> dict[str,
 np.ndarray]`` has them saved as ``DIR/analysis/<kind>.npz``; when its class
 has a ``figure`` (a staticmethod ``figure(artifacts, true_region,
-image_side) -> Figure | None``; a module-level ``reversed_trigger_figure`` of
-the defense's module is taken as well), ``DIR/analysis/<kind>.png`` is drawn
+image_side) -> Figure | None``), ``DIR/analysis/<kind>.png`` is drawn
 with it, ``true_region`` and ``image_side`` coming from the evaluator side
 (``DIR/analysis/trigger.npz``; ``None`` when the attack has no trigger).
 
@@ -68,7 +67,6 @@ with it, ``true_region`` and ``image_side`` coming from the evaluator side
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -309,12 +307,8 @@ def defense_figure(kind: str) -> Callable | None:
 
 def figure_of(cls: type) -> Callable | None:
     """A defense class's drawing function: its ``figure`` attribute (a staticmethod ``figure(artifacts,
-    true_region, image_side) -> Figure | None``), else its module's ``reversed_trigger_figure`` of the same
-    signature; ``None`` when it has neither."""
+    true_region, image_side) -> Figure | None``), or ``None``."""
     draw = getattr(cls, "figure", None)
-    if callable(draw):
-        return draw
-    draw = getattr(sys.modules.get(cls.__module__), "reversed_trigger_figure", None)
     return draw if callable(draw) else None
 
 

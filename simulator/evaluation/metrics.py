@@ -78,6 +78,7 @@ class Evaluator:
         self.refused_poison = 0
         self.split_view = False  # set by the learner: report vetting and pinning figures
         self.deployment = None  # set by the learner: a Deployment whose snapshot serving uses
+        self.defenses: list = []  # set by the learner: defenses whose reversed triggers are scored (reversed_masks())
         self.defense_counts: dict[str, dict[str, int]] = {}  # kind -> tp/fp/tn/fn
         self.input_judges: dict[str, object] = {}  # kind -> defense with flag(X, model): FAR/FRR on held-out
         self.rows: list[dict] = []
@@ -270,7 +271,22 @@ class Evaluator:
         if kind in self.input_judges:
             figures.update(probe_figures(self.probes, kind, start))
             figures["probes"] = sum(p["events"] > start for p in self.probes)
+        for defense in self.defenses:
+            if defense.kind == kind and callable(getattr(defense, "reversed_masks", None)):
+                figures.update(self._reversed_trigger_figures(defense))
         return figures
+
+    def _reversed_trigger_figures(self, defense) -> dict:
+        """A trigger-reversing defense (Neural Cleanse) against the true trigger: ``target_found`` (the
+        attack's target class among its ``suspect_classes``) and ``mask_iou`` (:func:`mask_iou` of the target
+        class's reversed mask with the trigger's pixels); none without a trigger, a target or a search yet."""
+        trigger, target = getattr(self.attack, "trigger_", None), self.attack.target_class_
+        masks = defense.reversed_masks()
+        if trigger is None or target is None or masks is None:
+            return {}
+        suspects = defense.report().get("suspect_classes", [])
+        return {"target_found": int(target) in suspects,
+                "mask_iou": mask_iou(masks[int(target)], trigger.region(self.source.n_features))}  # fmt: skip
 
     def input_scores(self) -> dict[str, list[dict]]:
         """Each runtime detector's scores of the held-out clean inputs and of the triggered ones (ROC curves)."""
@@ -331,7 +347,7 @@ class Evaluator:
 
     # -- checkpointing (services.checkpoint) ---------------------------------
 
-    _REFERENCES = ("model", "source", "attack", "input_judges", "deployment", "probe_plan")  # rebuilt, not saved
+    _REFERENCES = ("model", "source", "attack", "input_judges", "deployment", "probe_plan", "defenses")  # rebuilt
 
     def get_state(self) -> dict:
         """Everything the evaluator accumulated: numpy arrays and plain values (copies)."""
@@ -348,6 +364,21 @@ class Evaluator:
             raise ValueError(f"evaluator state: expected keys {sorted(expected)}, got {sorted(state)}")
         for key, value in state.items():
             setattr(self, key, np.array(value) if isinstance(value, np.ndarray) else copy.deepcopy(value))
+
+
+def mask_iou(mask: np.ndarray, region: np.ndarray, share: float = 0.5) -> float:
+    """IoU of a reversed trigger's mask with the true trigger's pixels ``region``; the mask binarised at
+    ``share`` of its maximum (its pixels at least half as strong as its strongest are the reversed trigger).
+
+    >>> mask_iou(np.r_[np.zeros(6), 0.9, 0.8, 0.1], np.array([6, 7, 8]))  # found 6 and 7 of the true 6, 7, 8
+    0.6666666666666666
+    """
+    mask = np.asarray(mask, dtype=np.float64).ravel()
+    found = mask >= share * mask.max() if mask.max() > 0 else np.zeros(len(mask), dtype=bool)
+    true = np.zeros(len(mask), dtype=bool)
+    true[np.asarray(region, dtype=np.int64)] = True
+    union = int((found | true).sum())
+    return float((found & true).sum() / union) if union else 0.0
 
 
 def _ratio(num: int, den: int) -> float | None:

@@ -136,6 +136,7 @@ class Learner:
         self.model = world.model
         self.defenses = world.defenses
         self.evaluator = Evaluator(world.model, world.source, world.attack)
+        self.evaluator.defenses = self.defenses  # it scores what a defense reconstructed against the truth
         for defense in self.defenses:
             self.evaluator.defense_counts[defense.kind] = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
             if defense.judges_inputs:  # a runtime detector: FAR / FRR measured on held-out inputs

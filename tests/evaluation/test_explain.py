@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import types
 from pathlib import Path
 
 import matplotlib.image
@@ -192,12 +191,11 @@ def test_a_defenses_artifacts_are_saved_and_drawn_by_its_classes_figure(tmp_path
     assert saved["trigger"]["region"].tolist() == [54, 55, 62, 63]
 
 
-def test_a_defense_module_may_draw_with_reversed_trigger_figure(monkeypatch):
-    module = types.ModuleType("some_cleanse")
-    module.reversed_trigger_figure = draw_mask
-    cls = type("SomeCleanse", (Defense,), {"__module__": "some_cleanse"})
-    monkeypatch.setitem(sys.modules, "some_cleanse", module)
-    assert explain.figure_of(cls) is draw_mask
+def test_neural_cleanse_draws_with_its_classes_figure():
+    from simulator.defenses.neural_cleanse import NeuralCleanse, reversed_trigger_figure
+
+    assert explain.figure_of(NeuralCleanse) is reversed_trigger_figure
+    assert explain.defense_figure("neural-cleanse") is reversed_trigger_figure
     assert explain.figure_of(Defense) is None and explain.defense_figure("strip") is None
 
 

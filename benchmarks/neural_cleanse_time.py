@@ -1,0 +1,77 @@
+"""Neural Cleanse: the time of one analysis over all ten classes on the trained MNIST LeNet.
+
+The net is the one ``scenarios/mnist_badnets.toml`` trains online (12,000
+events of real MNIST, 5% BadNets poison); the analysis is the defense's own
+(:func:`simulator.defenses.neural_cleanse.reverse_triggers` on the defender's
+1,000 trusted digits, all classes in one batched tensor, one Adam optimiser),
+with its default keys unless given. Training the net is not timed. One torch
+thread. Printed: seconds per analysis (best and every run), optimisation
+steps taken, steps per second, and the figures of the last run (mask L1 norm
+and anomaly index per class, suspects), as JSON.
+
+Measured on the 2-core development machine (shared with other jobs): see the
+README's Neural Cleanse section.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/neural_cleanse_time.py [--seed 7] [--repeat 2] [--steps 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from simulator.config import Scenario
+from simulator.defenses.neural_cleanse import anomaly_indices, reverse_triggers, suspects
+from simulator.pipeline.engine import World, run
+
+SCENARIO = os.path.join(os.path.dirname(__file__), "..", "scenarios", "mnist_neural_cleanse.toml")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="the defense's `steps` (default: its own)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    # the defense repairs after the end of the stream, never: the net is the trained, backdoored one
+    scenario = Scenario.from_toml(SCENARIO, [f"seed={args.seed}", "evaluation.every=12000",
+                                             "defense=[{kind='neural-cleanse',at=100000}]"])  # fmt: skip
+    world = World.build(scenario)
+    trained = run(scenario, world=world).summary
+    defense = world.defenses[0]
+    steps = args.steps or defense.steps
+    times, found = [], None
+    for i in range(args.repeat):
+        started = time.perf_counter()
+        found = reverse_triggers(world.model.net, defense.clean_x_, defense.clean_y_, defense.n_classes_,
+                                 np.random.default_rng(i), steps, defense.batch, defense.init_cost,
+                                 defense.threshold)  # fmt: skip
+        times.append(time.perf_counter() - started)
+    index = anomaly_indices(found["mask_l1"])
+    figures = {
+        "seconds_best": round(min(times), 2),
+        "seconds": [round(t, 2) for t in times],
+        "steps": int(found["steps"]),
+        "steps_per_second": round(int(found["steps"]) / times[-1], 1),
+        "classes": defense.n_classes_,
+        "inputs_per_class_per_step": defense.batch,
+        "attack_success_rate": trained["attack_success_rate"],
+        "mask_l1": [round(float(v), 1) for v in found["mask_l1"]],
+        "anomaly_index": [round(float(v), 2) for v in index],
+        "suspect_classes": suspects(found["mask_l1"], index, defense.anomaly),
+    }
+    print(json.dumps(figures, indent=2))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
