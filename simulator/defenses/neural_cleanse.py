@@ -227,7 +227,7 @@ def reversed_trigger_figure(artifacts: dict[str, np.ndarray], true_region: np.nd
     panels = n_classes + (true_region is not None)
     cols = min(panels, 6)
     rows = -(-panels // cols)
-    fig = Figure(figsize=(1.9 * cols, 2.6 * rows))
+    fig = Figure(figsize=(1.9 * cols, 2.4 * rows + 0.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for c in range(n_classes):
@@ -250,7 +250,6 @@ def reversed_trigger_figure(artifacts: dict[str, np.ndarray], true_region: np.nd
     for ax in axes[panels:]:
         ax.set_visible(False)
     fig.suptitle("Neural Cleanse: reversed triggers (mask x pattern)", fontsize=9)
-    fig.tight_layout()
     return fig
 
 
