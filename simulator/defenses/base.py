@@ -62,6 +62,20 @@ class DefenderKnowledge:
     n_events: int | None = None  # the stream's length, when known (defenses that act at its end)
 
 
+MAD_TO_SD = 1.4826  # a normal sample's median absolute deviation, times this, is its standard deviation
+
+
+def median_mad(values: np.ndarray) -> tuple[float, float]:
+    """Median and median absolute deviation (scaled by ``MAD_TO_SD``: a standard deviation for normal data).
+
+    >>> median_mad(np.array([1.0, 2.0, 3.0, 4.0, 100.0]))
+    (3.0, 1.4826)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    median = float(np.median(values))
+    return median, MAD_TO_SD * float(np.median(np.abs(values - median)))
+
+
 def check_choices(**choices: tuple[str, object]) -> None:
     """Each ``key=(value, allowed)``: a clear error naming ``defense.<key>`` when value is not allowed.
 

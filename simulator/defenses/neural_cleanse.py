@@ -69,12 +69,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from simulator.defenses.base import At, DefenderKnowledge, DriftDetector, Every, Signal, When, check_choices, require
+from simulator.defenses.base import (At, DefenderKnowledge, DriftDetector, Every, Signal, When, check_choices, median_mad,
+                                     require)
 from simulator.defenses.repair import ScheduledRepair
 from simulator.models.nets import train_offline
 from simulator.registry import DEFENSES, Key
 
-MAD_CONSISTENCY = 1.4826  # a normal distribution's MAD, times this, is its standard deviation
 LR, BETAS = 0.1, (0.5, 0.9)  # the reversal's Adam, as the paper's code
 EPOCH_STEPS = 10  # optimisation steps whose mean attack success decides a lambda adjustment
 PATIENCE = 3  # epochs in a row above (below) the threshold before lambda goes up (down)
@@ -91,11 +91,10 @@ def anomaly_indices(norms: np.ndarray, log: bool = False) -> np.ndarray:
     norms = np.asarray(norms, dtype=np.float64)
     if log:
         norms = np.log(np.maximum(norms, 1e-6))
-    deviation = np.abs(norms - np.median(norms))
-    mad = MAD_CONSISTENCY * np.median(deviation)
+    median, mad = median_mad(norms)
     if mad == 0:
         return np.zeros_like(norms)
-    return deviation / mad
+    return np.abs(norms - median) / mad
 
 
 def suspects(norms: np.ndarray, index: np.ndarray, anomaly: float) -> list[int]:
@@ -314,7 +313,7 @@ class NeuralCleanse(ScheduledRepair):
         """Reverse the triggers; when a class is a suspect (and ``unlearn``), unlearn its trigger."""
         found = self.analyse(model)
         suspect = found["suspect_classes"].tolist()
-        before = self._accuracy(model)
+        before = self.trusted_accuracy(model)
         figures = {"suspect_classes": suspect, "search_steps": int(found["steps"]), "trusted_accuracy_before": before}
         if suspect and self.unlearn:
             x = self.clean_x_.copy()
@@ -325,7 +324,7 @@ class NeuralCleanse(ScheduledRepair):
             train_offline(model.net, x, self.clean_y_, self.rng_, UNLEARN_EPOCHS, lr=UNLEARN_LR)
             model.reset_optimizer()  # fresh moments for the online learner
             figures["stamped"] = len(rows)
-        figures["trusted_accuracy_after"] = self._accuracy(model) if suspect and self.unlearn else before
+        figures["trusted_accuracy_after"] = self.trusted_accuracy(model) if suspect and self.unlearn else before
         return figures
 
     def reversed_masks(self) -> np.ndarray | None:
@@ -356,6 +355,3 @@ class NeuralCleanse(ScheduledRepair):
     def set_state(self, state: dict, model) -> None:
         super().set_state(state, model)
         self.found_ = {k: np.array(v) for k, v in state["found"].items()}
-
-    def _accuracy(self, model) -> float:
-        return float((model.predict_many(self.clean_x_) == self.clean_y_).mean())

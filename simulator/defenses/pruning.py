@@ -141,17 +141,17 @@ class FinePruning(ScheduledRepair):
     def repair(self, model, position: int) -> dict:
         """Prune and fine-tune ``model`` in place; returns what it did, on the trusted sample."""
         net = model.net
-        before = self._accuracy(model)
+        before = self.trusted_accuracy(model)
         units = units_to_prune(net, model.to_tensor(self.clean_x_), self.clean_y_, self.margin)
         prune_units(net, units)
-        after_pruning = self._accuracy(model)
+        after_pruning = self.trusted_accuracy(model)
         train_offline(net, self.clean_x_, self.clean_y_, self.rng_, FINE_TUNE_EPOCHS, lr=FINE_TUNE_LR)
         model.reset_optimizer()  # fresh moments for the online learner
         figures = {
             "units_pruned": len(units),
             "trusted_accuracy_before": before,
             "trusted_accuracy_pruned": after_pruning,
-            "trusted_accuracy_after": self._accuracy(model),
+            "trusted_accuracy_after": self.trusted_accuracy(model),
         }
         self.units_ = int(pruned_layer(net).in_features)
         self.units_pruned_ = len(pruned(net))
@@ -172,6 +172,3 @@ class FinePruning(ScheduledRepair):
         super().set_state(state, model)
         if self.repairs_:
             self.units_, self.units_pruned_ = int(pruned_layer(model.net).in_features), len(pruned(model.net))
-
-    def _accuracy(self, model) -> float:
-        return float((model.predict_many(self.clean_x_) == self.clean_y_).mean())

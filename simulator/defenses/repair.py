@@ -116,6 +116,10 @@ class ScheduledRepair(Defense):
             self.due_ = False
             self._restart_detector()  # the repaired net reads the signal afresh
 
+    def trusted_accuracy(self, model) -> float:
+        """The model's accuracy on the defender's trusted sample (a repair's before and after)."""
+        return float((model.predict_many(self.clean_x_) == self.clean_y_).mean())
+
     def _repair_now(self, model, position: int) -> dict:
         figures = {"event": position, **self.repair(model, position)}
         self.repairs_.append(figures)

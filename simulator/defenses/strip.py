@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from simulator.defenses.base import require, DefenderKnowledge, Defense, Every, check_choices
+from simulator.defenses.base import require, DefenderKnowledge, Defense, Every, check_choices, median_mad
 from simulator.registry import DEFENSES, Key
 from simulator.events import EventBatch
 from simulator.models.nets import CNN
@@ -49,7 +49,6 @@ DEVICE_FORWARD_ROWS = 65_536  # on an accelerator (memory bound)
 SCALES = ("pooled", "per-class")
 MIN_CLASS_SCORES = 10  # calibration scores a class needs for a scale of its own (else the pooled one)
 LOG_FLOOR = 1e-3  # bits added before the log: entropies near 0 stay finite
-MAD_TO_SD = 1.4826  # MAD of a normal sample, as a standard deviation
 
 
 def superimpose(x: np.ndarray, backgrounds: np.ndarray, how: str) -> np.ndarray:
@@ -99,16 +98,16 @@ def class_scales(entropies: np.ndarray, classes: np.ndarray, n_classes: int) -> 
     [0.1, 1.0, 0.317]
     """
     logs = np.log(np.asarray(entropies) + LOG_FLOOR)
-
-    def median_mad(values: np.ndarray) -> tuple[float, float]:
-        median = float(np.median(values))
-        return median, max(MAD_TO_SD * float(np.median(np.abs(values - median))), 1e-6)
-
     pooled = median_mad(logs)
     figures = [median_mad(logs[classes == c]) if (classes == c).sum() >= MIN_CLASS_SCORES else pooled
                for c in range(n_classes)]  # fmt: skip
     center, spread = (np.array(v) for v in zip(*figures))
-    return center, spread
+    return center, np.maximum(spread, 1e-6)
+
+
+def standardised(entropies: np.ndarray, classes: np.ndarray, center: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Log entropies standardised by the scales (:func:`class_scales`) of each input's predicted class."""
+    return (np.log(entropies + LOG_FLOOR) - center[classes]) / spread[classes]
 
 
 def _entropy(proba: torch.Tensor) -> torch.Tensor:
@@ -273,8 +272,7 @@ class Strip(Defense):
     def _scaled(self, entropies: np.ndarray, X: np.ndarray, model) -> np.ndarray:
         if self.scale == "pooled" or len(X) == 0:
             return entropies
-        classes = model.predict_many(X)
-        return (np.log(entropies + LOG_FLOOR) - self.center_[classes]) / self.spread_[classes]
+        return standardised(entropies, model.predict_many(X), self.center_, self.spread_)
 
     def calibrate(self, model) -> float:
         """Threshold from the trusted sample, each half overlaid on the other (see the class)."""
@@ -287,12 +285,12 @@ class Strip(Defense):
         if self.scale == "pooled":
             scores = np.sort(entropies)
         else:  # each half standardised by the other half's class scales: the threshold sees no in-sample scale
-            classes = model.predict_many(x)
+            classes = np.tile(model.predict_many(self.pool_x_), CALIBRATION_DRAWS)  # x is the pool, tiled
             first = np.tile(np.arange(n) < half, CALIBRATION_DRAWS)
             scores = np.empty_like(entropies)
             for part in (first, ~first):
                 center, spread = class_scales(entropies[~part], classes[~part], self.n_classes_)
-                scores[part] = (np.log(entropies[part] + LOG_FLOOR) - center[classes[part]]) / spread[classes[part]]
+                scores[part] = standardised(entropies[part], classes[part], center, spread)
             scores = np.sort(scores)
             self.center_, self.spread_ = class_scales(entropies, classes, self.n_classes_)  # for new inputs: all
         self.threshold_ = float(scores[self.rank_ * CALIBRATION_DRAWS - 1])  # as many per input as one draw's rank_
