@@ -56,7 +56,7 @@ def _require(path: str, kind, offered: frozenset[str], s: Scenario, model_includ
 def _check_channel(s: Scenario) -> None:
     """Front-running and split-view: the keys of one channel need the others."""
     a, m = s.attack, s.model
-    if a.channel == "split-view" and getattr(a.kind_of().factory, "adaptive", False):
+    if a.channel == "split-view" and getattr(a.kind_of().factory, "white_box", False):
         raise ConfigError(f"attack.channel: {a.kind} places its points when they are delivered, after vetting could "
                           f'see them; split-view swaps vetted content instead. Use attack.channel = "stream"')  # fmt: skip
     if a.channel == "split-view" and a.kind == "none":

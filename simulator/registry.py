@@ -348,7 +348,8 @@ SOURCES = Registry("source", ("simulator.sources",))
 MODELS = Registry("model", ("simulator.models.centroid", "simulator.models.neural"),
                   context=("n_classes", "n_features", "image_side", "seed"))  # fmt: skip
 ATTACKS = Registry("attack", tuple(f"simulator.attacks.{m}" for m in (
-    "base", "label_flip", "targeted", "centroid_shift", "backdoor", "gradient_alignment", "supply_chain")))  # fmt: skip
+    "base", "label_flip", "targeted", "centroid_shift", "backdoor", "gradient_alignment", "supply_chain",
+    "boiling_frog", "provoke", "all_to_all", "accumulative")))  # fmt: skip
 TRIGGERS = Registry("trigger", ("simulator.attacks.triggers",))
 CHANNELS = Registry("channel", ("simulator.attacks.schedule",))
 DEFENSES = Registry("defense", tuple(f"simulator.defenses.{m}" for m in (

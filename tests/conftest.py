@@ -207,6 +207,17 @@ def produce_both(broker, topics, scenario_args, tmp_path, *extra) -> list:
     ]  # fmt: skip
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread, as a run fixes it (``model.threads``), restored after the test."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def margin(values) -> float:
     """Two standard errors of a mean over seeds: the margin by which the mean must clear a claimed bound."""
     import numpy as np

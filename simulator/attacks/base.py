@@ -38,6 +38,7 @@ class AttackerKnowledge:
     radius: float | None = None  # detector: radius r
     image_side: int | None = None  # square images: their side, else None
     model: object | None = None  # a copy of the victim as it starts (gray-box), or its untrained template
+    rate: float | None = None  # the attacker's own share of the stream (its channel's rate), when it has one
 
 
 def non_target(knowledge: AttackerKnowledge, target_class: int) -> np.ndarray:
@@ -50,18 +51,23 @@ def non_target(knowledge: AttackerKnowledge, target_class: int) -> np.ndarray:
 class Attack(Estimator):
     """Base: no targets, no adaptivity; subclasses override :meth:`poison`.
 
-    An adaptive (white-box) attack also gives the model a hook for its turns
+    A white-box attack also gives the model a hook for its turns
     (:meth:`hook`): its rule reads the model's public state when each of its
-    events is delivered.
+    events is delivered. Any attack hears, after each unit of events, what
+    the system answered to its own events (:meth:`feedback`: learned or not),
+    which is all an outside attacker sees of a defense; what it keeps from
+    that is its state (:meth:`get_state`), checkpointed with the learner.
     """
 
     kind: str = ""
 
-    adaptive: bool = False  # True: a white-box attacker fills in x when delivered
+    white_box: bool = False  # True: a white-box attacker fills in x when delivered
     supplies_model: bool = False  # True: the victim starts from the attacker's model (supply chain)
 
     target_x_: np.ndarray | None = None  # X' (targeted) or A (centroid-shift), one per row
     target_class_: int | None = None
+    target_y_: np.ndarray | None = None  # all-to-all: each success input's own target class (else target_class_)
+    source_y_: np.ndarray | None = None  # ... and its true class (success is also scored per source class)
     report_: dict | None = None  # what the attack reports of itself (plain values), for the summary
 
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> Attack:
@@ -73,8 +79,19 @@ class Attack(Estimator):
         raise NotImplementedError
 
     def hook(self, rows: np.ndarray):
-        """An adaptive attack's turns at ``rows`` of a delivered batch (an :class:`AttackerHook`)."""
-        raise NotImplementedError(f"{type(self).__name__} is not adaptive")
+        """A white-box attack's turns at ``rows`` of a delivered batch (an :class:`AttackerHook`)."""
+        raise NotImplementedError(f"{type(self).__name__} is not white-box")
+
+    def feedback(self, accepted: np.ndarray) -> None:
+        """What the system answered to the attacker's own events of the last unit, in order (True: learned;
+        False: refused or dropped). Ignored unless the attack adapts to it."""
+
+    def get_state(self) -> dict:
+        """What the attacker learned from :meth:`feedback` (plain values), for a checkpoint."""
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        """Resume from :meth:`get_state`."""
 
 
 @ATTACKS.register("none", examples=[{}])

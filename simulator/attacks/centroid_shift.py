@@ -4,7 +4,15 @@ The attacker wants an attack point ``A`` accepted. Each of its points lies on
 the current boundary toward ``A``: ``x_i = c_i + r (A - c_i) / ||A - c_i||``,
 so it is always accepted and drags the centroid as far as one point can.
 This is a perfect-knowledge (white-box) attacker: it sees ``c_i`` at its
-turn, so its points are filled in when delivered (:attr:`adaptive`).
+turn, so its points are filled in when delivered (:attr:`white_box`).
+
+With ``adaptive = true`` it also listens to what the system answers: after
+each unit of events in which some of its points were refused (an outlier
+rejection inside the boundary, a quota) it shortens its step to
+``STEP_BACK`` of what it was; after a unit with all of them learned it
+lengthens it by ``STEP_UP`` of the radius, up to the boundary. Against a
+defense that refuses what lies beyond a fixed share of the radius it settles
+just inside it.
 
 >>> import numpy as np
 >>> out = np.empty(2)
@@ -41,10 +49,31 @@ def boundary_point(center: np.ndarray, target: np.ndarray, radius: float, out: n
         out[j] = center[j] + step * (target[j] - center[j])
 
 
+STEP_BACK = 0.8  # adaptive: the step after a unit with a refusal, as a share of the step before
+STEP_UP = 0.01  # adaptive: added to the step (radii) after a unit with every point learned
+
+
 @njit(cache=True)
-def greedy_rule(center: np.ndarray, radius: float, target: np.ndarray, out: np.ndarray) -> None:
-    """The attacker's turn: the boundary point toward ``target``, aimed just inside the radius."""
-    boundary_point(center, target, radius * (1.0 - ATTACKER_MARGIN), out)
+def greedy_rule(center: np.ndarray, radius: float, params: np.ndarray, out: np.ndarray) -> None:
+    """The attacker's turn: toward ``A = params[:-1]``, ``params[-1]`` radii from the centroid (1: the
+    boundary), aimed just inside."""
+    d = center.shape[0]
+    boundary_point(center, params[:d], radius * params[d] * (1.0 - ATTACKER_MARGIN), out)
+
+
+def attack_point(knowledge: AttackerKnowledge, target_point, target_distance: float, rng: np.random.Generator,
+                 kind: str) -> np.ndarray:  # fmt: skip
+    """``A``: ``target_point`` when given, else ``target_distance`` radii from c0 in a random direction."""
+    if knowledge.center is None or not knowledge.radius:
+        raise ValueError(f"{kind}: needs a detector's centroid and radius to aim at")
+    d = knowledge.center.shape[0]
+    if target_point is not None:
+        if len(target_point) != d:
+            raise ValueError(f"target_point: expected {d} numbers, got {len(target_point)}")
+        return np.asarray(target_point, dtype=np.float64)
+    direction = rng.standard_normal(d)
+    direction /= np.linalg.norm(direction)
+    return knowledge.center + target_distance * knowledge.radius * direction
 
 
 @ATTACKS.register("centroid-shift", requires=("centroid-state",),
@@ -56,35 +85,41 @@ class CentroidShift(Attack):
     radii from the initial centroid in a random direction.
     """
 
-    adaptive = True
+    white_box = True
 
     def __init__(
         self,
         target_point: Annotated[tuple[float, ...] | None, Key("attack point A (default: drawn)")] = None,
         target_distance: Annotated[float, Key("A this many radii from c0 when not given", gt=0, le=1e6)] = 3.0,
+        adaptive: Annotated[bool, Key("shorten the step when points are refused, lengthen it when all are "
+                                      "learned")] = False,  # fmt: skip
     ):
         self.target_point = target_point
         self.target_distance = target_distance
+        self.adaptive = adaptive
+        self.step_ = 1.0  # radii from the centroid
 
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> CentroidShift:
-        if knowledge.center is None or not knowledge.radius:
-            raise ValueError("centroid-shift: needs a detector's centroid and radius to aim at")
-        d = knowledge.center.shape[0]
-        if self.target_point is not None:
-            if len(self.target_point) != d:
-                raise ValueError(f"target_point: expected {d} numbers, got {len(self.target_point)}")
-            target = np.asarray(self.target_point, dtype=np.float64)
-        else:
-            direction = rng.standard_normal(d)
-            direction /= np.linalg.norm(direction)
-            target = knowledge.center + self.target_distance * knowledge.radius * direction
+        target = attack_point(knowledge, self.target_point, self.target_distance, rng, "centroid-shift")
         self.target_x_ = target[None, :]
+        self.step_ = 1.0
         self.report_ = {"target_distance_radii": float(np.linalg.norm(target - knowledge.center) / knowledge.radius)}
         return self
 
     def hook(self, rows: np.ndarray) -> AttackerHook:
         """The attacker's turns at ``rows`` (its own events): the greedy rule, aimed at ``A``."""
-        return AttackerHook(rows, greedy_rule, self.target_x_[0].astype(np.float64))
+        return AttackerHook(rows, greedy_rule, np.append(self.target_x_[0].astype(np.float64), self.step_))
+
+    def feedback(self, accepted: np.ndarray) -> None:
+        """Adaptive: a refusal shortens the step; a unit with every point learned lengthens it."""
+        if self.adaptive and len(accepted):
+            self.step_ = self.step_ * STEP_BACK if not accepted.all() else min(1.0, self.step_ + STEP_UP)
+
+    def get_state(self) -> dict:
+        return {"step": self.step_} if self.adaptive else {}
+
+    def set_state(self, state: dict) -> None:
+        self.step_ = float(state.get("step", 1.0))
 
     def poison(self, x, y, rng):
         """Placeholders (``A``) for points the attacker places at delivery."""

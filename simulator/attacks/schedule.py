@@ -2,7 +2,8 @@
 
 The attacker begins at stream index ``start`` and takes a share ``rate`` (rho)
 of the events from there, constantly (each event is the attacker's with
-probability ``rate``) or in bursts of ``burst_length`` consecutive events
+probability ``rate``, or a share growing linearly to it over ``ramp`` events:
+gradual drift) or in bursts of ``burst_length`` consecutive events
 spaced so that the share is still ``rate``; it stops after ``budget`` events.
 
 >>> import numpy as np
@@ -50,6 +51,8 @@ class Schedule(Channel):
         budget: Budget = None,
         schedule: Annotated[str, Key("constant share, or bursts", choices=("constant", "bursts"))] = "constant",
         burst_length: Annotated[int, Key("bursts: consecutive attacker events per burst", ge=1)] = 100,
+        ramp: Annotated[int, Key("constant: events from start over which the share grows linearly from 0 to "
+                                 "rho (0: at once)", ge=0)] = 0,
     ):
         if not 0 <= rate <= 1:
             raise ValueError(f"rate: expected a number in [0, 1], got {rate!r}")
@@ -60,6 +63,7 @@ class Schedule(Channel):
         self.budget = budget
         self.schedule = schedule
         self.burst_length = burst_length
+        self.ramp = ramp
 
     def turns_schedule(self, snapshot_every: int = 0) -> Schedule:
         return self
@@ -75,7 +79,8 @@ class Schedule(Channel):
         if self.rate == 0:
             return np.zeros(m, dtype=bool)
         if self.schedule == "constant":
-            mask = draws < self.rate
+            share = np.clip((positions - self.start + 1) / self.ramp, 0, 1) if self.ramp else 1.0
+            mask = draws < self.rate * share
         else:
             period = self.burst_length / self.rate
             offset = np.maximum(positions - self.start, 0)

@@ -31,7 +31,7 @@ def _fitted(kind: Kind, example: dict, seed: int = 0):
     if "torch-net" in kind.requires:
         model = MODELS.get("mlp").build(SMALL_NET, n_classes=N_CLASSES, n_features=N_FEATURES, seed=1)
     center = x.mean(axis=0).astype(np.float64)
-    knowledge = attacker_knowledge(source, center=center, radius=2.0, model=model)
+    knowledge = attacker_knowledge(source, center=center, radius=2.0, model=model, rate=0.2)
     return kind.build(example).fit(knowledge, np.random.default_rng(seed))
 
 

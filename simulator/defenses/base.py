@@ -48,6 +48,7 @@ DriftDetector = Annotated[str, Key("river drift detector", choices=("adwin", "pa
 Signal = Annotated[str, Key("signal the detector watches, read before the model learns each event",
                             choices=("distance", "confidence"))]  # fmt: skip
 
+DEFENSE_UNIT = 64  # events a defense judges at a time (the learner cuts batches into units of this size)
 TRUSTED_EVENTS = 1_000  # the trusted sample drawn from a distribution (a finite set gives its trusted pool)
 
 
@@ -135,6 +136,11 @@ class Defense(Estimator):
 
     def extra_flags(self) -> dict[str, np.ndarray]:
         """Verdicts of the alternative rules on the last update's batch, by name."""
+        return {}
+
+    def alarms(self) -> dict[str, list[int]]:
+        """Where its drift detectors fired (events into the stream), by detector name ("" for its one
+        detector): the evaluator reads them against the attack's start. None fired: ``{}``."""
         return {}
 
     def report(self) -> dict:

@@ -139,6 +139,9 @@ class ScheduledRepair(Defense):
         self._recent: deque = deque(maxlen=RECENT)
         self._total, self._count = 0.0, 0
 
+    def alarms(self) -> dict[str, list[int]]:
+        return {"": self.alarm_events_} if self.when == "drift" else {}
+
     def report(self) -> dict:
         """Every repair; with ``when = "once"`` the first repair's ``trusted_*`` figures and ``at_event``;
         with ``when = "drift"`` the alarms."""

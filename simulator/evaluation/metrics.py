@@ -12,9 +12,14 @@ on held-out clean data and on the attacker's targets:
 - ``attack_success_rate``: the share of the attacker's success inputs
   classified as its target class (targeted and gradient-alignment: X';
   backdoors: held-out inputs of other classes with the trigger stamped);
-  centroid-shift, 1.0 when A is accepted;
+  centroid-shift, 1.0 when A is accepted. An attack whose success inputs
+  each have their own target (all-to-all: ``target_y_`` beside
+  ``target_x_``) is scored input by input against it;
+- ``attack_success_by_class`` (summary only, such attacks): the same per
+  source class (the true class ``source_y_`` of each success input);
 - ``target_class_probability``: for a neural net, the mean probability it
-  gives the target class on those inputs (how close the attack is);
+  gives the target class (each input's own, for all-to-all) on those inputs
+  (how close the attack is);
 - ``displacement_radii``: ``D = (c - c0).(A - c0) / (r ||A - c0||)``;
 - ``window_contamination``: share of poison in the window(s) (centroid models);
 - ``observed_poisoning_rate``: poison events / stream events (the stream's rho);
@@ -33,6 +38,7 @@ import numpy as np
 from numba import njit
 
 from simulator.attacks import Attack
+from simulator.evaluation.alarms import alarm_figures
 from simulator.evaluation.over_time import interval_figures, probe_figures, probe_position
 from simulator.events import EventBatch, Truth
 from simulator.models import CentroidDetector
@@ -80,6 +86,7 @@ class Evaluator:
         self.deployment = None  # set by the learner: a Deployment whose snapshot serving uses
         self.defenses: list = []  # set by the learner: defenses whose reversed triggers are scored (reversed_masks())
         self.defense_counts: dict[str, dict[str, int]] = {}  # kind -> tp/fp/tn/fn
+        self.alarm_displacement: dict[str, float | None] = {}  # detector -> displacement at its first attack alarm
         self.input_judges: dict[str, object] = {}  # kind -> defense with flag(X, model): FAR/FRR on held-out
         self.rows: list[dict] = []
         self.probes: list[dict] = []  # runtime detectors' held-out rates at positions they do not know
@@ -151,6 +158,21 @@ class Evaluator:
         counts["fp"] += int((flagged & ~poison).sum())
         counts["tn"] += int((~flagged & ~poison).sum())
         counts["fn"] += int((~flagged & poison).sum())
+
+    def observe_alarms(self, defense, displacement: float | None) -> None:
+        """Note the displacement (radii, before the defense acted) when each of ``defense``'s drift detectors
+        first fired after the attack began."""
+        start = self.first_poison_at
+        if start is None:
+            return
+        for name, positions in defense.alarms().items():
+            key = f"{defense.kind}/{name}" if name else defense.kind
+            if key not in self.alarm_displacement and positions and positions[-1] > start:
+                self.alarm_displacement[key] = displacement
+
+    def displacement_radii(self) -> float | None:
+        """A detector's centroid displacement toward the attack point now, in radii (else ``None``)."""
+        return self._displacement_radii()
 
     def save_windows(self, key: str, position: int) -> None:
         """A defense saved the model's windows at ``position``: keep the contamination mirror's state too."""
@@ -236,6 +258,9 @@ class Evaluator:
         if self.defense_counts or self.input_judges:
             summary["defenses"] = {kind: self._defense_summary(kind, last) for kind in
                                    {**self.defense_counts, **self.input_judges}}  # fmt: skip
+        by_class = self._success_by_class()
+        if by_class is not None:
+            summary["attack_success_by_class"] = by_class
         if self.has_windows:
             summary["centroid_displacement_by_class"] = {str(k): float(v) for k, v in enumerate(self._shifts())}
         if self.is_detector:
@@ -274,6 +299,20 @@ class Evaluator:
         for defense in self.defenses:
             if defense.kind == kind and callable(getattr(defense, "reversed_masks", None)):
                 figures.update(self._reversed_trigger_figures(defense))
+            if defense.kind == kind:
+                figures.update(self._alarm_figures(defense))
+        return figures
+
+    def _alarm_figures(self, defense) -> dict:
+        """Each drift detector's alarms against the attack's start (:func:`alarm_figures`), nested under the
+        detector's name when the defense has several."""
+        figures: dict = {}
+        for name, positions in defense.alarms().items():
+            scored = alarm_figures(positions, self.first_poison_at, self.events)
+            if self.is_detector and self.first_poison_at is not None:
+                scored["displacement_at_alarm"] = self.alarm_displacement.get(f"{defense.kind}/{name}" if name
+                                                                              else defense.kind)  # fmt: skip
+            (figures.setdefault(name, {}) if name else figures).update(scored)
         return figures
 
     def _reversed_trigger_figures(self, defense) -> dict:
@@ -305,21 +344,40 @@ class Evaluator:
         ``far_all``: of all of them); and the attack success behind it (success inputs it accepts that reach the
         target class, over all of them). ``on_targets``: the model's predictions on the success inputs."""
         rates = {"frr": float(detector.flag(self.source.test_x, self.model).mean())}
-        if on_targets is not None and self.attack.target_class_ is not None:
+        wanted = self._wanted()
+        if on_targets is not None and wanted is not None:
             flagged = detector.flag(self.attack.target_x_, self.model)
-            reached = on_targets == self.attack.target_class_
+            reached = on_targets == wanted
             rates["far"] = float(1.0 - flagged[reached].mean()) if reached.any() else None
             rates["far_all"] = float(1.0 - flagged.mean())
             rates["attack_success_behind"] = float((reached & ~flagged).mean())
         return rates
 
+    def _wanted(self) -> np.ndarray | int | None:
+        """The class the attacker wants for each success input: its ``target_y_`` (one per row of ``target_x_``)
+        when it gives one, else its ``target_class_`` (``None``: no class target)."""
+        return self.attack.target_y_ if self.attack.target_y_ is not None else self.attack.target_class_
+
     def _target_probability(self) -> float | None:
         """Mean probability the model gives the target class on the success inputs (neural nets)."""
-        if self.attack.target_x_ is None or self.attack.target_class_ is None:
+        wanted = self._wanted()
+        if self.attack.target_x_ is None or wanted is None:
             return None
         if "probabilities" not in self.model.offers:
             return None
-        return float(self.model.predict_proba_many(self.attack.target_x_)[:, self.attack.target_class_].mean())
+        proba = self.model.predict_proba_many(self.attack.target_x_)
+        return float(proba[np.arange(len(proba)), wanted].mean())
+
+    def _success_by_class(self) -> dict[str, float | None] | None:
+        """Attack success of the model as it is now per source class, for an attack that gives the true class of
+        each success input (``source_y_``); ``None`` for a class without success inputs."""
+        sources = self.attack.source_y_
+        predictions = self._target_predictions()
+        if sources is None or predictions is None or self.is_detector:
+            return None
+        hit = predictions == self._wanted()
+        return {str(c): float(hit[sources == c].mean()) if (sources == c).any() else None
+                for c in range(self.source.n_classes)}  # fmt: skip
 
     def _target_predictions(self, model=None) -> np.ndarray | None:
         """The (live, or given) model's predictions on the attacker's success inputs, if it has any."""
@@ -331,7 +389,7 @@ class Evaluator:
             return None
         if self.is_detector:
             return float((~predictions).mean())
-        return float((predictions == self.attack.target_class_).mean())
+        return float((predictions == self._wanted()).mean())
 
     def _displacement_radii(self) -> float | None:
         if not self.is_detector or self.attack.target_x_ is None:

@@ -29,9 +29,11 @@ import numpy as np
 from simulator.attacks import Attack, build_attack, build_schedule
 from simulator.config import ConfigError, Scenario
 from simulator.defenses import TRUSTED_EVENTS, Defense, DefenderKnowledge, build_defenses
+from simulator.defenses.base import DEFENSE_UNIT
 from simulator.evaluation.metrics import TIMESERIES_COLUMNS, Evaluator
 from simulator.events import EventBatch, Truth
 from simulator.models import build_model
+from simulator.models.window import NOT_LEARNED
 from simulator.resources import check_memory
 from simulator.pipeline.content import mismatched
 from simulator.pipeline.deployment import Deployment
@@ -40,7 +42,6 @@ from simulator.sources import Source, make_source
 from simulator.transport import InMemoryTransport, Transport
 
 TOPIC = "events"
-DEFENSE_UNIT = 64  # events a defense judges at a time
 MAX_BATCH = 16_384
 TIMING_FIELDS = ("elapsed_seconds", "events_per_second")
 
@@ -104,10 +105,11 @@ class World:
         warmup = model.warmup_events
         if warmup:
             model.learn_many(*source.sample(np.random.default_rng(rng_warmup), warmup))
+        rate = getattr(build_schedule(scenario.attack, scenario.model.snapshot_every), "rate", None)
         if "centroid-state" in model.offers:
-            knowledge = attacker_knowledge(source, model.center, model.radius_)
+            knowledge = attacker_knowledge(source, model.center, model.radius_, copy.deepcopy(model), rate)
         else:
-            knowledge = attacker_knowledge(source, model=copy.deepcopy(model))
+            knowledge = attacker_knowledge(source, model=copy.deepcopy(model), rate=rate)
         attack.fit(knowledge, np.random.default_rng(rng_attacker))
         return cls(scenario, source, model, attack, _defenses(scenario, source, model))
 
@@ -197,16 +199,22 @@ class Learner:
         attack = self.world.attack
         # a white-box attacker knows which events are its own (the hook is the attacker's, not the defender's)
         # and writes each from the model's public state when it is delivered
-        if attack.adaptive:
+        if attack.white_box:
             hook = attack.hook(truth.is_adaptive if admitted.all() else truth.is_adaptive[admitted])
         else:
             hook = None
         sources = let_in.source if self.model.needs_sources else None  # source-quota
         predictions, slots = self.model.process_many(let_in.x, let_in.y, hook, sources)
+        if truth.is_poison.any():  # the attacker hears what became of its own events (it knows which they are)
+            learned = np.zeros(len(batch), dtype=bool)
+            learned[admitted] = True if slots is None else slots != NOT_LEARNED
+            attack.feedback(learned[truth.is_poison])
         self.evaluator.observe(batch, truth, predictions, slots, None if admitted.all() else admitted)
         position = self.events
+        moved = self.evaluator.displacement_radii()  # before any defense resets the model
         for defense in self.defenses:  # after the model: verdicts on what it saw, repairs
             flagged = defense.update(let_in, predictions, slots, self.model, position)
+            self.evaluator.observe_alarms(defense, moved)
             if flagged is not None:
                 flags[defense.kind][admitted] |= flagged
             self.evaluator.observe_flags(defense.kind, flags[defense.kind], truth)
@@ -239,8 +247,10 @@ class Learner:
         return summary
 
     def get_state(self) -> dict:
-        """Model, evaluator and defense state (numpy arrays and plain values), for a checkpoint."""
+        """Model, evaluator, attacker and defense state (numpy arrays and plain values), for a checkpoint."""
         state = {"model": self.model.get_state(), "evaluator": self.evaluator.get_state()}
+        if self.world.attack.get_state():  # what an adapting attacker learned from the system's answers
+            state["attack"] = self.world.attack.get_state()
         if self.deployment:
             state["deployment"] = self.deployment.get_state()
         if self.defenses:
@@ -251,6 +261,7 @@ class Learner:
         """Resume from :meth:`get_state` of a learner of the same scenario."""
         self.model.set_state(state["model"])
         self.evaluator.set_state(state["evaluator"])
+        self.world.attack.set_state(state.get("attack", {}))
         if self.deployment:
             self.deployment.set_state(state["deployment"], self.model)
         saved = state.get("defenses", {})

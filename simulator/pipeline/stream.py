@@ -42,9 +42,10 @@ BLOCK = 256  # events made at a time, whatever the batch sizes asked for
 IDENTITY_POOLS = ("shared", "own")
 
 
-def attacker_knowledge(source: Source, center=None, radius=None, model=None) -> AttackerKnowledge:
+def attacker_knowledge(source: Source, center=None, radius=None, model=None, rate=None) -> AttackerKnowledge:
     """What the attacker is granted: its own draws, the held-out pool, the detector's c0 and r,
-    and for a neural victim a copy of it as it starts (or its untrained architecture)."""
+    for a neural victim a copy of it as it starts (or its untrained architecture), and its own share of
+    the stream."""
     return AttackerKnowledge(
         draw=source.sample,
         n_classes=source.n_classes,
@@ -55,6 +56,7 @@ def attacker_knowledge(source: Source, center=None, radius=None, model=None) -> 
         radius=radius,
         image_side=source.image_side,
         model=model,
+        rate=rate,
     )
 
 
@@ -127,7 +129,7 @@ class MergedStream:
         source[turns] = self.identities[self._ids_rng.integers(0, len(self.identities), size=n_attack)]
         pin = content_hash(vetted_x, vetted_y) if self.split_view else None
         batch = EventBatch.from_arrays(x, y, first_id=self._made, source=source, pin=pin)
-        adaptive = turns if self.attack.adaptive else np.zeros(m, dtype=bool)
+        adaptive = turns if self.attack.white_box else np.zeros(m, dtype=bool)
         self._made += m
         self.attacker_events += n_attack
         return batch, Truth(is_poison=turns, is_adaptive=adaptive)

@@ -24,13 +24,7 @@ SMALL = dict(architecture="cnn", image_side=4, hidden=8, batch_size=16, device="
              retrain_every=50, retrain_epochs=2)  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One thread, as a run fixes it (``model.threads``): the floats do not depend on the core count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the floats do not depend on the core count
 
 
 def _data(m=260, seed=0):

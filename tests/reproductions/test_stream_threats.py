@@ -1,0 +1,118 @@
+"""Threats only a stream has: the boiling frog against drift detectors, provoking bursts against drift-reset,
+and the drift-alarm benchmark (poisonsim drift-bench), over seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import margin
+from simulator.config import Scenario, apply_overrides, read_toml
+from simulator.experiments.drift_bench import bench_table, write_bench
+from simulator.experiments.grid import Grid
+from simulator.experiments.sweep import run_sweep
+from simulator.pipeline import engine
+
+pytestmark = pytest.mark.slow  # whole streams, over seeds: CI runs them, `-m "not slow"` skips them
+
+ROOT = Path(__file__).resolve().parents[2]
+SEEDS = (1, 2, 3, 4)
+
+
+def summary(scenario: str, seed: int, *overrides: str) -> dict:
+    raw = read_toml(ROOT / "scenarios" / scenario, "scenario")
+    return engine.run(Scenario.from_dict(apply_overrides({**raw, "seed": seed}, list(overrides)))).summary
+
+
+def test_boiling_frog_moves_twice_as_far_as_the_greedy_attacker_gets_before_adwin_or_page_hinkley_fire():
+    """scenarios/boiling_frog.toml (rho 0.3 from event 10,000 of 20,000; 2,000-point window). The frog: no
+    ADWIN or PageHinkley alarm in any seed (seeds 1-10 measured: none), displacement 0.19 radii. The greedy
+    attacker: ADWIN fires within about 150 events, at 0.03 radii; PageHinkley within 300, at 0.05."""
+    frog = [summary("boiling_frog.toml", seed) for seed in SEEDS]
+    greedy = [summary("boiling_frog.toml", seed, "attack.kind=centroid-shift") for seed in SEEDS]
+    reached = np.array([s["displacement_radii"] for s in frog])
+    for detector in ("adwin", "page-hinkley"):
+        assert all(s["defenses"]["drift-watch"][detector]["alarms"] == 0 for s in frog), detector
+        caught = np.array([s["defenses"]["drift-watch"][detector]["displacement_at_alarm"] for s in greedy])
+        assert all(s["defenses"]["drift-watch"][detector]["detection_delay"] < 1_000 for s in greedy), detector
+        assert reached.mean() - margin(reached) >= 2 * (caught.mean() + margin(caught)), (detector, reached, caught)
+    # the frog is not invisible: KSWIN compares whole distributions and fires within a few thousand events
+    assert all(s["defenses"]["drift-watch"]["kswin"]["detection_delay"] is not None for s in frog)
+
+
+def test_provoking_bursts_make_drift_reset_throw_away_learning_ten_times_per_10k_events():
+    """scenarios/provoke.toml: 10 outliers every 250 events (rho 0.04) from event 10,000 of 30,000. Against
+    KSWIN, which already fires about 15 times per 10,000 clean events, the bursts add about 17 resets per
+    10,000 events. ADWIN, silent on the clean stream, lets bursts of 10 pass but not of 20 (every 500 events,
+    the same rho): each is a reset (20 per 10,000). Each
+    alarm is a reset, counted, and each reset undoes what the window learned since its trusted state."""
+    seeds = (1, 2, 3)
+    added = []
+    for seed in seeds:
+        provoked = summary("provoke.toml", seed)["defenses"]["drift-reset"]
+        clean = summary("provoke.toml", seed, "attack.kind=none", "attack.rate=0")["defenses"]["drift-reset"]
+        assert provoked["resets"] == provoked["alarms"] and provoked["events_undone"] > 10_000
+        assert len(clean["alarm_events"]) == clean["alarms"] < 100  # every clean alarm listed
+        clean_rate = 10_000 * sum(e > 10_000 for e in clean["alarm_events"]) / 20_000  # the same span
+        added.append(provoked["attack_alarms_per_10k"] - clean_rate)
+    assert np.mean(added) - margin(added) >= 10, added
+    for seed in seeds:
+        adwin = summary("provoke.toml", seed, "attack.burst_length=20",
+                        "defense=[{kind = \"drift-reset\", detector = \"adwin\", every = 1000}]")
+        figures = adwin["defenses"]["drift-reset"]
+        assert figures["false_alarms"] == 0 and figures["resets"] == figures["alarms"]
+        assert figures["attack_alarms_per_10k"] >= 10, figures
+
+
+def test_drift_bench_lists_every_detector_and_baseline_and_is_the_same_with_one_or_two_workers(tmp_path):
+    """A small bench (4,000 events, the attack from event 2,000): the table has every detector and baseline for
+    every stream, the always-firing baseline raises 10,000 false alarms per 10,000 clean events, the silent one
+    misses every attack, and one worker or two give the same table."""
+    grid = Grid.from_toml(ROOT / "sweeps" / "drift_bench.toml")
+    attacks = [{**a, "start": 2_000} if a["kind"] != "none" else a for a in grid.axes["attack"]]
+    small = Grid(grid.base, (1, 2), grid.mode, {"name": grid.axes["name"], "attack": attacks},
+                 {"stream.n_events": 4_000, "evaluation.every": 1_000})  # fmt: skip
+    tables = []
+    for workers in (1, 2):
+        run_sweep(small, tmp_path / f"w{workers}", workers=workers)
+        tables.append(write_bench(tmp_path / f"w{workers}"))
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    table = tables[0]
+    expected = {"adwin", "page-hinkley", "kswin", "ddm", "eddm", "hddm-a", "hddm-w", "never", "always", "periodic"}
+    for stream in ("clean", "sudden", "gradual", "boiling-frog", "provoking-bursts"):
+        assert set(table[table["stream"] == stream]["detector"]) == expected, stream
+    by = table.set_index(["stream", "detector"])
+    assert (by.xs("always", level="detector")["false_alarms_per_10k"] == 10_000).all()
+    assert (by.xs("never", level="detector")["false_alarms_per_10k"] == 0).all()
+    assert by.loc[("sudden", "never"), "missed"] == 1.0 and by.loc[("sudden", "always"), "detection_delay"] == 1
+    assert by.loc[("clean", "periodic"), "false_alarms_per_10k"] == pytest.approx(10, abs=0.5)
+    assert (tmp_path / "w1" / "drift_bench.png").stat().st_size > 10_000
+    assert bench_table(pd.read_csv(tmp_path / "w1" / "results.csv")).shape == table.shape
+
+
+def test_an_attacker_that_listens_takes_back_all_of_outlier_rejections_gain_and_none_of_fpr_resets():
+    """scenarios/adaptive_centroid_shift.toml (greedy centroid-shift, rho 0.3, outlier rejection inside half the
+    radius), seeds 1-4, displacement over the last quarter of the stream: undefended about 0.45 radii, defended
+    about 0.03; the attacker that shortens its step when refused reaches A (3 radii) in every seed, while the
+    defense refuses 2% of its points instead of all. fpr-reset refuses no point, so there is nothing to hear:
+    the adaptive run is the plain one, event for event."""
+    def late(*overrides: str) -> float:
+        raw = read_toml(ROOT / "scenarios" / "adaptive_centroid_shift.toml", "scenario")
+        runs = []
+        for seed in SEEDS:
+            result = engine.run(Scenario.from_dict(apply_overrides({**raw, "seed": seed}, list(overrides))))
+            frame = result.to_frame()
+            runs.append(frame[frame["events"] > 15_000]["displacement_radii"].mean())
+        return np.array(runs)
+
+    undefended, defended = late("defense=[]", "attack.adaptive=false"), late("attack.adaptive=false")
+    listening = late()
+    gain, taken_back = undefended - defended, listening - defended  # paired by seed
+    assert gain.mean() - margin(gain) >= 0.3
+    assert (listening == pytest.approx(3.0, abs=0.01)), listening  # A reached: attack success 1
+    assert taken_back.mean() - margin(taken_back) >= gain.mean() + margin(gain)
+    fpr = "defense=[{kind = \"fpr-reset\", alpha = 0.1, every = 100}]"
+    assert np.array_equal(late(fpr, "attack.adaptive=false"), late(fpr))
