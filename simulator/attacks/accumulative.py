@@ -199,7 +199,7 @@ class Accumulative(Attack):
         self.bounds_ = (float(min(x.min(), val_x.min())), float(max(x.max(), val_x.max())))
         self.surrogate_ = copy.deepcopy(model)
         self.lr_ = float(model.lr)
-        rate = getattr(knowledge, "rate", None)
+        rate = knowledge.rate
         self.benign_per_poison_ = (1 - rate) / rate if rate and rate < 1 else 0.0
         self._draw = knowledge.draw
         self._validation = (np.asarray(val_x, dtype=np.float32), np.asarray(val_y, dtype=np.int64))
