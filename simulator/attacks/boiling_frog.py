@@ -5,7 +5,8 @@ The greedy centroid-shift attacker (:mod:`simulator.attacks.centroid_shift`)
 puts every point on the boundary: the distance of events to the centroid, the
 signal a drift detector watches, jumps from its clean mean (about half a
 radius) toward 1 and ADWIN or PageHinkley fire within a few hundred events.
-The frog keeps that signal's distribution where it was. At each of its turns
+The frog keeps that signal's mean where it was (not its whole distribution:
+KSWIN, which compares distributions, still sees it). At each of its turns
 it reads the centroid ``c`` (white-box, as the greedy attacker does),
 estimates from its own clean draws the mean distance ``m(c)`` benign events
 now have to ``c``, and puts its point toward ``A`` at the distance that keeps
@@ -13,8 +14,8 @@ the stream's mean distance at its clean value ``m0``::
 
     s = (m0 - (1 - rho) m(c)) / rho        (rho: the attacker's share of the stream)
 
-times a factor drawn from the clean distances (so its points spread like
-benign ones, not on one sphere), capped at ``step`` radii. As the centroid
+times one of the clean distances over their mean (picked by the centroid's
+coordinates, so its points spread like benign ones, not on one sphere), capped at ``step`` radii. As the centroid
 moves away, benign events drift outward and the frog steps shorter; it
 stalls where ``s`` reaches 0 (``m(c) = m0 / (1 - rho)``). It trades speed
 for silence: its displacement before the first alarm is the figure to set
