@@ -54,9 +54,10 @@ class Attack(Estimator):
     A white-box attack also gives the model a hook for its turns
     (:meth:`hook`): its rule reads the model's public state when each of its
     events is delivered. Any attack hears, after each unit of events, what
-    the system answered to its own events (:meth:`feedback`: learned or not),
-    which is all an outside attacker sees of a defense; what it keeps from
-    that is its state (:meth:`get_state`), checkpointed with the learner.
+    the system answered to its own events (:meth:`feedback`: learned or not)
+    and may query the model on inputs of its own choosing, which is all an
+    outside attacker sees of a defense; what it keeps from that is its state
+    (:meth:`get_state`), checkpointed with the learner.
     """
 
     kind: str = ""
@@ -82,9 +83,10 @@ class Attack(Estimator):
         """A white-box attack's turns at ``rows`` of a delivered batch (an :class:`AttackerHook`)."""
         raise NotImplementedError(f"{type(self).__name__} is not white-box")
 
-    def feedback(self, accepted: np.ndarray) -> None:
+    def feedback(self, accepted: np.ndarray, query: Callable[[np.ndarray], np.ndarray]) -> None:
         """What the system answered to the attacker's own events of the last unit, in order (True: learned;
-        False: refused or dropped). Ignored unless the attack adapts to it."""
+        False: refused or dropped), and ``query``: the model's predictions on inputs the attacker sends it (a
+        detector: True for an alarm). Ignored unless the attack adapts to them."""
 
     def get_state(self) -> dict:
         """What the attacker learned from :meth:`feedback` (plain values), for a checkpoint."""

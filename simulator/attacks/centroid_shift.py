@@ -8,11 +8,13 @@ turn, so its points are filled in when delivered (:attr:`white_box`).
 
 With ``adaptive = true`` it also listens to what the system answers: after
 each unit of events in which some of its points were refused (an outlier
-rejection inside the boundary, a quota) it shortens its step to
-``STEP_BACK`` of what it was; after a unit with all of them learned it
-lengthens it by ``STEP_UP`` of the radius, up to the boundary. Against a
-defense that refuses what lies beyond a fixed share of the radius it settles
-just inside it.
+rejection inside the boundary, a quota), or in which the detector flagged
+more than ``alarm_budget`` of the attacker's own clean draws sent to it as
+queries (a defense that resets on false alarms is near), it shortens its
+step to ``STEP_BACK`` of what it was; after a unit with neither it lengthens
+it by ``STEP_UP`` of the radius, up to the boundary. Against a defense that
+refuses what lies beyond a fixed share of the radius it settles just inside
+it.
 
 >>> import numpy as np
 >>> out = np.empty(2)
@@ -51,6 +53,7 @@ def boundary_point(center: np.ndarray, target: np.ndarray, radius: float, out: n
 
 STEP_BACK = 0.8  # adaptive: the step after a unit with a refusal, as a share of the step before
 STEP_UP = 0.01  # adaptive: added to the step (radii) after a unit with every point learned
+QUERIES = 256  # adaptive with an alarm budget: its own clean draws it asks the detector about
 
 
 @njit(cache=True)
@@ -93,16 +96,20 @@ class CentroidShift(Attack):
         target_distance: Annotated[float, Key("A this many radii from c0 when not given", gt=0, le=1e6)] = 3.0,
         adaptive: Annotated[bool, Key("shorten the step when points are refused, lengthen it when all are "
                                       "learned")] = False,  # fmt: skip
+        alarm_budget: Annotated[float, Key("adaptive: also shorten it while more than this share of its own clean "
+                                           "queries is flagged (1: never)", ge=0, le=1)] = 1.0,  # fmt: skip
     ):
         self.target_point = target_point
         self.target_distance = target_distance
         self.adaptive = adaptive
+        self.alarm_budget = alarm_budget
         self.step_ = 1.0  # radii from the centroid
 
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> CentroidShift:
         target = attack_point(knowledge, self.target_point, self.target_distance, rng, "centroid-shift")
         self.target_x_ = target[None, :]
         self.step_ = 1.0
+        self.queries_ = knowledge.draw(rng, QUERIES)[0] if self.adaptive and self.alarm_budget < 1 else None
         self.report_ = {"target_distance_radii": float(np.linalg.norm(target - knowledge.center) / knowledge.radius)}
         return self
 
@@ -110,10 +117,12 @@ class CentroidShift(Attack):
         """The attacker's turns at ``rows`` (its own events): the greedy rule, aimed at ``A``."""
         return AttackerHook(rows, greedy_rule, np.append(self.target_x_[0].astype(np.float64), self.step_))
 
-    def feedback(self, accepted: np.ndarray) -> None:
-        """Adaptive: a refusal shortens the step; a unit with every point learned lengthens it."""
-        if self.adaptive and len(accepted):
-            self.step_ = self.step_ * STEP_BACK if not accepted.all() else min(1.0, self.step_ + STEP_UP)
+    def feedback(self, accepted: np.ndarray, query) -> None:
+        """Adaptive: a refusal, or its clean queries flagged over the budget, shortens the step; else it grows."""
+        if not self.adaptive or not len(accepted):
+            return
+        noticed = self.queries_ is not None and float(np.mean(query(self.queries_))) > self.alarm_budget
+        self.step_ = self.step_ * STEP_BACK if noticed or not accepted.all() else min(1.0, self.step_ + STEP_UP)
 
     def get_state(self) -> dict:
         return {"step": self.step_} if self.adaptive else {}

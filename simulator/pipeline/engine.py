@@ -208,7 +208,7 @@ class Learner:
         if truth.is_poison.any():  # the attacker hears what became of its own events (it knows which they are)
             learned = np.zeros(len(batch), dtype=bool)
             learned[admitted] = True if slots is None else slots != NOT_LEARNED
-            attack.feedback(learned[truth.is_poison])
+            attack.feedback(learned[truth.is_poison], self.model.predict_many)
         self.evaluator.observe(batch, truth, predictions, slots, None if admitted.all() else admitted)
         position = self.events
         moved = self.evaluator.displacement_radii()  # before any defense resets the model

@@ -118,6 +118,33 @@ def test_an_attacker_that_listens_takes_back_all_of_outlier_rejections_gain_and_
     assert np.array_equal(late(fpr, "attack.adaptive=false"), late(fpr))
 
 
+def test_an_attacker_that_queries_the_detector_dodges_fpr_resets_but_gets_less_far():
+    """fpr-reset (alpha 0.1, every 100 events) against the greedy attacker (rho 0.3, n = 50, r = 2.45 sigma, 5,000
+    events; seeds 0-7). The attacker that also sends its own clean draws as queries and backs off while more than
+    8 % are flagged is reset 2.5 times a run instead of 38, but its displacement over the second half is 0.15
+    radii against the plain attacker's 0.27 (undefended 0.41): each reset costs the plain attacker little, as it
+    pushes back at once; listening takes back none of fpr-reset's gain, it only hides the attack from it."""
+    def runs(defense: list, **attack) -> tuple[np.ndarray, np.ndarray]:
+        late, resets = [], []
+        for seed in range(8):
+            result = engine.run(Scenario.from_dict({
+                "seed": seed, "stream": {"n_events": 5000, "n_features": 2},
+                "model": {"window_size": 50, "learn": "all", "warmup": 500, "radius": 2.45},
+                "attack": {"kind": "centroid-shift", "rate": 0.3, "target_distance": 10.0, "budget": 1500, **attack},
+                "evaluation": {"every": 100}, "defense": defense}))  # fmt: skip
+            late.append(np.mean([r["displacement_radii"] for r in result.timeseries[25:]]))
+            resets.append(result.summary.get("defenses", {}).get("fpr-reset", {}).get("resets", 0))
+        return np.array(late), np.array(resets)
+
+    fpr = [{"kind": "fpr-reset", "alpha": 0.1, "every": 100}]
+    undefended, _ = runs([])
+    plain, plain_resets = runs(fpr)
+    listening, listening_resets = runs(fpr, adaptive=True, alarm_budget=0.08)
+    assert listening_resets.mean() + margin(listening_resets) <= 0.2 * (plain_resets.mean() - margin(plain_resets))
+    assert (plain - listening).mean() - margin(plain - listening) > 0  # paired: it gets less far, not farther
+    assert (undefended - plain).mean() - margin(undefended - plain) > 0.1  # the defense's gain it does not take back
+
+
 def test_provoking_bursts_make_fine_pruning_on_drift_prune_again_and_again():
     """scenarios/provoke_fine_pruning.toml (CNN on digits, fine-pruning when = "drift" with ADWIN; 20 far-off digits
     every 500 events from event 5,000 of 20,000). Seeds 1-4: 29-30 repairs, each a pruning and fine-tuning (416-442
