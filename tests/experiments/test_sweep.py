@@ -253,13 +253,16 @@ def test_a_sweep_killed_halfway_finishes_on_restart_with_no_run_done_twice(tmp_p
 @pytest.mark.slow
 def test_ctrl_c_stops_the_sweep_and_its_workers_and_says_how_to_resume(tmp_path):
     grid_file, out = _cpu_bound_grid(tmp_path, 3_000_000), tmp_path / "out"
-    sweep = _cli("sweep", str(grid_file), "--out", str(out), "--workers", "2", start_new_session=True)
+    # started as from a terminal: Ctrl-C handled, even where this test runs in the background of a
+    # non-interactive shell (whose children inherit SIGINT ignored)
+    sweep = _cli("sweep", str(grid_file), "--out", str(out), "--workers", "2", start_new_session=True,
+                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 120
     while not done_counts(out) and sweep.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.killpg(sweep.pid, signal.SIGINT)  # what a terminal sends the whole group on Ctrl-C
-    _, stderr = sweep.communicate(timeout=60)
-    assert sweep.returncode == 130 and "Traceback" not in stderr
+    stdout, stderr = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130 and "Traceback" not in stderr, (sweep.returncode, stdout[-300:], stderr[-300:])
     assert "interrupted; finished runs are kept" in stderr and "the same command resumes" in stderr
     psutil = pytest.importorskip("psutil")
     left = [p for p in psutil.process_iter(["status"]) if _group(p.pid) == sweep.pid]
