@@ -261,9 +261,17 @@ class DriftWatch(Defense):
         model = centroid_model(model, "drift-watch")
         self.scale_ = class_scales(knowledge, model)
         self.seed_ = int(rng.integers(2**31))
-        self.monitors_ = {kind: DriftMonitor(kind, self.seed_, period=self.period) for kind in WATCHED}
+        self._replay(np.empty(0), np.empty(0))
         self.alarm_events_: dict[str, list[int]] = {kind: [] for kind in WATCHED}
         return self
+
+    def _replay(self, values: np.ndarray, errors: np.ndarray) -> None:
+        """Fresh detectors fed the two signals so far (kept once for all of them, for a checkpoint)."""
+        self.monitors_ = {kind: new_detector(kind, self.seed_, self.period) for kind in WATCHED}
+        self._values, self._errors = array("d", values.tolist()), array("d", errors.tolist())
+        for kind, monitor in self.monitors_.items():
+            for value in (self._errors if kind in BINARY_DETECTORS else self._values):
+                monitor.update(value)
 
     def inspect(self, batch: EventBatch, model) -> np.ndarray | None:
         """Keep the centroids as the unit finds them (the signal is read in :meth:`update`)."""
@@ -275,11 +283,14 @@ class DriftWatch(Defense):
         values = window_signal(self.signal, batch, model, self.scale_, self._centers).tolist()
         wrong = np.asarray(predictions, dtype=bool) if isinstance(model, CentroidDetector) else predictions != batch.y
         errors = wrong.astype(np.float64).tolist()
+        self._values.extend(values)
+        self._errors.extend(errors)
         for kind, monitor in self.monitors_.items():
             fed = errors if kind in BINARY_DETECTORS else values
             alarms = self.alarm_events_[kind]
             for i, value in enumerate(fed):
-                if monitor.update(value):
+                monitor.update(value)
+                if monitor.drift_detected:
                     alarms.append(first + i + 1)
         return None
 
@@ -288,9 +299,10 @@ class DriftWatch(Defense):
         return self.alarm_events_
 
     def get_state(self) -> dict:
-        return {"fed": {kind: m.fed() for kind, m in self.monitors_.items()},
+        return {"values": np.frombuffer(self._values, dtype=np.float64).copy(),
+                "errors": np.frombuffer(self._errors, dtype=np.float64).copy(),
                 "alarm_events": {kind: list(events) for kind, events in self.alarm_events_.items()}}  # fmt: skip
 
     def set_state(self, state: dict, model) -> None:
-        self.monitors_ = {kind: DriftMonitor(kind, self.seed_, state["fed"][kind], self.period) for kind in WATCHED}
+        self._replay(np.asarray(state["values"], dtype=np.float64), np.asarray(state["errors"], dtype=np.float64))
         self.alarm_events_ = {kind: list(events) for kind, events in state["alarm_events"].items()}

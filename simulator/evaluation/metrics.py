@@ -91,6 +91,7 @@ class Evaluator:
         self.rows: list[dict] = []
         self.probes: list[dict] = []  # runtime detectors' held-out rates at positions they do not know
         self.probe_plan: tuple[int, int, int, int] | None = None  # (seed, every, unit, n_events), set by the learner
+        self._last_on_targets: tuple[int | None, np.ndarray | None] = (None, None)  # (events, predictions) of the last row
         if self.has_windows:
             self.initial_centers = self._centers().copy()
             n_windows, n = self.initial_centers.shape[0], model.window_size
@@ -223,6 +224,7 @@ class Evaluator:
             row.update({f"defense.{kind}.{k}": v for k, v in counts.items()})
         row.update(self._all_runtime_rates(on_targets))
         self.rows.append(row)
+        self._last_on_targets = (self.events, on_targets)  # the summary's per-class success reuses them
         return row
 
     def probe_if_due(self) -> None:
@@ -372,7 +374,9 @@ class Evaluator:
         """Attack success of the model as it is now per source class, for an attack that gives the true class of
         each success input (``source_y_``); ``None`` for a class without success inputs."""
         sources = self.attack.source_y_
-        predictions = self._target_predictions()
+        at, predictions = self._last_on_targets
+        if at != self.events:  # no row at this event (a resumed evaluator): predict now
+            predictions = self._target_predictions()
         if sources is None or predictions is None or self.is_detector:
             return None
         hit = predictions == self._wanted()
@@ -405,7 +409,8 @@ class Evaluator:
 
     # -- checkpointing (services.checkpoint) ---------------------------------
 
-    _REFERENCES = ("model", "source", "attack", "input_judges", "deployment", "probe_plan", "defenses")  # rebuilt
+    _REFERENCES = ("model", "source", "attack", "input_judges", "deployment", "probe_plan", "defenses",
+                   "_last_on_targets")  # rebuilt (a resumed evaluator predicts again)
 
     def get_state(self) -> dict:
         """Everything the evaluator accumulated: numpy arrays and plain values (copies)."""

@@ -249,8 +249,9 @@ class Learner:
     def get_state(self) -> dict:
         """Model, evaluator, attacker and defense state (numpy arrays and plain values), for a checkpoint."""
         state = {"model": self.model.get_state(), "evaluator": self.evaluator.get_state()}
-        if self.world.attack.get_state():  # what an adapting attacker learned from the system's answers
-            state["attack"] = self.world.attack.get_state()
+        attack = self.world.attack.get_state()
+        if attack:  # what an adapting attacker learned from the system's answers
+            state["attack"] = attack
         if self.deployment:
             state["deployment"] = self.deployment.get_state()
         if self.defenses:
