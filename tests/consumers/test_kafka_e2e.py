@@ -27,13 +27,15 @@ CENTROID = ["scenarios/centroid_shift.toml", "--set", "stream.n_events=20000", "
 LABEL_FLIP = ["scenarios/label_flip.toml", "--set", "stream.n_events=10000", "--set", "attack.start=1000"]
 FRONT_RUNNING = ["scenarios/front_running.toml", "--set", "stream.n_events=8000", "--set", "model.quarantine=50"]
 SPLIT_VIEW = ["scenarios/split_view.toml", "--set", "stream.n_events=8000", "--set", "model.pin_content=true"]
+STRIP_EXPLAINED = ["scenarios/strip_badnets.toml", "--set", "stream.n_events=3000", "--set", "evaluation.explain=true",
+                   "--set", "evaluation.explain_inputs=50"]  # fmt: skip
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "scenario_args, per_message",
-    [(CENTROID, 1), (LABEL_FLIP, 7), (FRONT_RUNNING, 5), (SPLIT_VIEW, 9)],
-    ids=["centroid-shift", "label-flip", "front-running", "split-view"],
+    [(CENTROID, 1), (LABEL_FLIP, 7), (FRONT_RUNNING, 5), (SPLIT_VIEW, 9), (STRIP_EXPLAINED, 4)],
+    ids=["centroid-shift", "label-flip", "front-running", "split-view", "strip-explained"],
 )
 def test_kafka_run_equals_embedded_run(broker, topics, tmp_path, scenario_args, per_message):
     producers = produce_both(broker, topics, scenario_args, tmp_path, "--events-per-message", per_message)
@@ -49,6 +51,10 @@ def test_kafka_run_equals_embedded_run(broker, topics, tmp_path, scenario_args, 
     assert len(rows) == 1 + len(timeseries) and rows[-1].startswith(str(summary["events_total"]))
     assert (tmp_path / "out" / "scenario.toml").read_text() == Scenario.from_toml(ROOT / scenario_args[0],
                                                                                    scenario_args[2::2]).to_toml()  # fmt: skip
+    if scenario_args is STRIP_EXPLAINED:  # the end-of-run analysis as an embedded run writes it
+        assert "analysis" in summary and (tmp_path / "out" / "strip_scores.csv").stat().st_size > 0
+        assert {p.name for p in (tmp_path / "out" / "analysis").iterdir()} >= {"attributions.npz", "attributions.png",
+                                                                                "trigger.npz"}  # fmt: skip
 
 
 def malformed_corpus(codec: Codec, seed: int = 0) -> list[tuple[bytes | None, bytes | None, str]]:
