@@ -91,7 +91,7 @@ class Evaluator:
         self.rows: list[dict] = []
         self.probes: list[dict] = []  # runtime detectors' held-out rates at positions they do not know
         self.probe_plan: tuple[int, int, int, int] | None = None  # (seed, every, unit, n_events), set by the learner
-        self._last_on_targets: tuple[int | None, np.ndarray | None] = (None, None)  # (events, predictions) of the last row
+        self._last_on_targets: tuple[int | None, np.ndarray | None] = (None, None)  # the last row's events, predictions
         if self.has_windows:
             self.initial_centers = self._centers().copy()
             n_windows, n = self.initial_centers.shape[0], model.window_size
