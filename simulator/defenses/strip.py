@@ -15,7 +15,9 @@ inputs predicted as the same class: its log entropy standardised by their
 median and MAD, then one threshold on the standardised scores, calibrated as
 the pooled one. It fails the other way when the backdoor itself makes the
 target class keep its overlays (see the README for both, over target classes
-and seeds).
+and seeds). ``layers`` stacks that many trusted inputs into each overlay's
+background: a clean input's own shape drowns (even an 8's), a saturated
+trigger patch where digits have little ink stays.
 
 All overlays of a batch are judged together (:func:`strip_entropy`: the net
 runs in cache-sized chunks, our CNN as :func:`channels_last_logits`);
@@ -202,7 +204,8 @@ def strip_entropy_loop(model, x: np.ndarray, backgrounds: np.ndarray, how: str) 
 
 
 @DEFENSES.register("strip", requires=("torch-net",), examples=[{"overlays": 4, "every": 100}, {"overlays": 4, "superimpose": "additive", "mode": "drop", "every": 100},
-                                                                {"overlays": 4, "scale": "per-class", "every": 100}])
+                                                                {"overlays": 4, "scale": "per-class", "every": 100},
+                                                                {"overlays": 4, "layers": 2, "every": 100}])
 class Strip(Defense):
     """Flag (or drop, ``mode = "drop"``) inputs whose overlays' mean entropy is below the calibrated threshold.
 
@@ -230,8 +233,11 @@ class Strip(Defense):
         scale: Annotated[str, Key("the threshold's scale: the entropy of all clean inputs (pooled, the paper's), or "
                                   "log entropy standardised per predicted class (per-class)", choices=SCALES)]
         = "pooled",
+        layers: Annotated[int, Key("clean inputs stacked into each overlay's background (1: the paper's; more "
+                                   "drown an input's own shape, a saturated trigger patch stays)", ge=1, le=8)] = 1,
     ):  # fmt: skip
         self.scale = scale
+        self.layers = layers
         self.overlays = overlays
         self.superimpose = superimpose
         self.frr = frr
@@ -257,16 +263,27 @@ class Strip(Defense):
         return self
 
     def picks(self, m: int, pool: int, rng: np.random.Generator) -> np.ndarray:
-        """``(m, N)`` indices into a pool of ``pool`` inputs, without replacement per row (if N <= pool)."""
-        if self.overlays > pool:
-            return rng.integers(0, pool, size=(m, self.overlays))
-        return np.argpartition(rng.random((m, pool)), self.overlays - 1, axis=1)[:, : self.overlays]
+        """``(m, N * layers)`` indices into a pool of ``pool`` inputs, without replacement per row (if they fit)."""
+        count = self.overlays * self.layers
+        if count > pool:
+            return rng.integers(0, pool, size=(m, count))
+        return np.argpartition(rng.random((m, pool)), count - 1, axis=1)[:, :count]
+
+    def backgrounds(self, picks: np.ndarray) -> np.ndarray:
+        """``(m, N, d)`` backgrounds from :meth:`picks`: each the sum (``additive``; the overlay is clipped) or
+        the mean (``blend``) of ``layers`` trusted inputs."""
+        stacked = self.pool_x_[picks]
+        if self.layers == 1:
+            return stacked
+        stacked = stacked.reshape(len(picks), self.overlays, self.layers, -1)
+        return stacked.sum(axis=2) if self.superimpose == "additive" else stacked.mean(axis=2)
 
     def score(self, X: np.ndarray, model, rng: np.random.Generator | None = None) -> np.ndarray:
         """Each input's score, low: likely triggered (pooled: mean overlay entropy; per-class: standardised)."""
         rng = rng or np.random.default_rng(self._flag_seed)
         X = np.asarray(X, dtype=np.float32)
-        entropies = strip_entropy(model, X, self.pool_x_[self.picks(len(X), len(self.pool_x_), rng)], self.superimpose)
+        backgrounds = self.backgrounds(self.picks(len(X), len(self.pool_x_), rng))
+        entropies = strip_entropy(model, X, backgrounds, self.superimpose)
         return self._scaled(entropies, X, model)
 
     def _scaled(self, entropies: np.ndarray, X: np.ndarray, model) -> np.ndarray:
@@ -281,7 +298,7 @@ class Strip(Defense):
         draws = [np.concatenate([half + self.picks(half, n - half, rng), self.picks(n - half, half, rng)])
                  for _ in range(CALIBRATION_DRAWS)]  # fmt: skip
         x = np.tile(self.pool_x_, (CALIBRATION_DRAWS, 1))
-        entropies = strip_entropy(model, x, self.pool_x_[np.concatenate(draws)], self.superimpose)
+        entropies = strip_entropy(model, x, self.backgrounds(np.concatenate(draws)), self.superimpose)
         if self.scale == "pooled":
             scores = np.sort(entropies)
         else:  # each half standardised by the other half's class scales: the threshold sees no in-sample scale

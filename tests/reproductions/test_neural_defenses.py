@@ -72,6 +72,25 @@ def test_strip_calibration_overlays_each_trusted_input_on_the_other_half_only(mo
     assert defense.threshold_ == defense.rank_ * strip.CALIBRATION_DRAWS - 1  # scores 0, 1, ...: the k*draws-th
 
 
+def test_strip_layers_stack_distinct_trusted_inputs_into_each_background():
+    from simulator.defenses import strip
+    from simulator.defenses.base import DefenderKnowledge
+    from simulator.models.neural import NeuralClassifier
+
+    clean_x = np.random.default_rng(0).uniform(size=(1000, 4)).astype(np.float32)
+    knowledge = DefenderKnowledge(clean_x, np.zeros(1000, dtype=np.int64), n_classes=2)
+    model = NeuralClassifier(n_classes=2, n_features=4, device="cpu")
+    for how in ("additive", "blend"):
+        defense = strip.Strip(overlays=8, layers=3, superimpose=how).fit(knowledge, model, np.random.default_rng(0))
+        picks = defense.picks(5, 1000, np.random.default_rng(1))
+        assert picks.shape == (5, 24) and all(len(set(row)) == 24 for row in picks)  # 8 overlays of 3 inputs each
+        stacked = defense.pool_x_[picks].reshape(5, 8, 3, 4)
+        expected = stacked.sum(axis=2) if how == "additive" else stacked.mean(axis=2)
+        assert np.allclose(defense.backgrounds(picks), expected)
+    one = strip.Strip(overlays=8).fit(knowledge, model, np.random.default_rng(0))
+    picks = one.picks(5, 1000, np.random.default_rng(1))
+    assert np.array_equal(one.backgrounds(picks), one.pool_x_[picks])  # layers = 1: the paper's overlays
+
 @pytest.mark.slow
 def test_strip_drop_mode_keeps_flagged_events_from_the_net():
     summary = run(_scenario("strip_badnets.toml", ["stream.n_events=3000", "evaluation.every=3000",
