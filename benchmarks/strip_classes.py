@@ -3,8 +3,9 @@
 For each seed and target class, BadNets (the ready scenario's trigger and
 rate) is run undefended to the end of the stream; STRIP is then fitted on
 the defender's trusted sample and judges the held-out clean inputs (FRR) and
-the triggered ones that reach the target class (FAR), once with the pooled
-threshold and once with the per-class one, on the same net.
+the triggered ones that reach the target class (FAR), on the same net, with
+the pooled threshold and with the per-class one, each with one-layer
+overlays (the paper's) and two-layer ones (``layers = 2``).
 
     .venv/bin/python benchmarks/strip_classes.py mnist --seeds 1-4 --workers 2
     .venv/bin/python benchmarks/strip_classes.py digits --seeds 1-4 --workers 2
@@ -33,7 +34,7 @@ SETTINGS = {
     "mnist": ("mnist_badnets.toml", []),
 }
 STRIP = {"overlays": 32, "superimpose": "additive", "frr": 0.01}
-# name -> STRIP keys beyond STRIP's: the paper's pooled threshold, per-class scales, each with two-layer overlays
+# variant -> keys added to STRIP's: the paper's pooled threshold, per-class scales, each also with two layers
 VARIANTS = {"pooled": {"scale": "pooled"}, "per-class": {"scale": "per-class"},
             "pooled-2": {"scale": "pooled", "layers": 2}, "per-class-2": {"scale": "per-class", "layers": 2}}
 

@@ -272,11 +272,11 @@ class Strip(Defense):
     def backgrounds(self, picks: np.ndarray) -> np.ndarray:
         """``(m, N, d)`` backgrounds from :meth:`picks`: each the sum (``additive``; the overlay is clipped) or
         the mean (``blend``) of ``layers`` trusted inputs."""
-        stacked = self.pool_x_[picks]
-        if self.layers == 1:
-            return stacked
-        stacked = stacked.reshape(len(picks), self.overlays, self.layers, -1)
-        return stacked.sum(axis=2) if self.superimpose == "additive" else stacked.mean(axis=2)
+        picks = picks.reshape(len(picks), self.overlays, self.layers)
+        out = self.pool_x_[picks[:, :, 0]]
+        for layer in range(1, self.layers):  # one layer at a time: no (m, N, layers, d) array
+            out += self.pool_x_[picks[:, :, layer]]
+        return out if self.superimpose == "additive" or self.layers == 1 else out / np.float32(self.layers)
 
     def score(self, X: np.ndarray, model, rng: np.random.Generator | None = None) -> np.ndarray:
         """Each input's score, low: likely triggered (pooled: mean overlay entropy; per-class: standardised)."""
