@@ -19,6 +19,7 @@ import copy
 import csv
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -358,9 +359,8 @@ def check_out(out: str | Path) -> Path:
         raise ConfigError(f"--out: {out} is a file, expected a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".poisonsim-write-check"
-        probe.write_bytes(b"")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".poisonsim-write-check-"):
+            pass  # a name of its own: services that share --out check it at once
     except OSError as exc:
         raise ConfigError(f"--out: cannot write to {out} ({exc.strerror})") from None
     return out

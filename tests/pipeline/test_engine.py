@@ -67,3 +67,16 @@ def test_the_model_and_defenses_never_read_ground_truth(overrides):
         assert np.array_equal(np.asarray(honest[key], dtype=object), np.asarray(lied_to[key], dtype=object)), key
     assert learners[0].evaluator.rows[-1]["clean_accuracy"] == learners[1].evaluator.rows[-1]["clean_accuracy"]
     assert learners[0].evaluator.poison_events != learners[1].evaluator.poison_events  # the lie did reach the evaluator
+
+
+def test_services_that_share_a_results_directory_check_it_at_once(tmp_path):
+    """The learner and the detector of one scenario may be given the same ``--out``; their write checks must
+    not take each other's probe file away (each has a name of its own)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from simulator.pipeline.engine import check_out
+
+    out = tmp_path / "shared"
+    with ThreadPoolExecutor(8) as pool:
+        assert all(path == out for path in pool.map(lambda _: check_out(out), range(400)))
+    assert list(out.iterdir()) == []  # no probe left behind
