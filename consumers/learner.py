@@ -29,7 +29,7 @@ import numpy as np
 
 from services import checkpoint
 from services.exporter import STREAMS, ConsumerMetrics, LearnerCollector, scenario_info
-from simulator.pipeline.engine import Learner, RunResult, World, analyse
+from simulator.pipeline.engine import Learner, RunResult, World
 from simulator.transport import kafka as kafka_io
 from simulator.transport.codec import Codec
 from simulator.transport.merge import Merger
@@ -151,9 +151,7 @@ class LearnerProcess:
         if not evaluator.rows or evaluator.rows[-1]["events"] != evaluator.events:
             evaluator.evaluate()  # events were skipped over a gap: the last step still gets a row
         elapsed = time.monotonic() - self._started if self._started is not None else 0.0
-        result = RunResult(self.learner.summary(elapsed), evaluator.rows, evaluator.input_scores())
-        analyse(self.learner.world, result)  # as an embedded run: explanations, defense artifacts, the true trigger
-        return result
+        return self.learner.result(elapsed)  # as an embedded run ends: scores and the end-of-run analysis too
 
     def _loop(self) -> None:
         options, merger = self.options, self.merger

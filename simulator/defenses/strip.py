@@ -276,7 +276,9 @@ class Strip(Defense):
         out = self.pool_x_[picks[:, :, 0]]
         for layer in range(1, self.layers):  # one layer at a time: no (m, N, layers, d) array
             out += self.pool_x_[picks[:, :, layer]]
-        return out if self.superimpose == "additive" or self.layers == 1 else out / np.float32(self.layers)
+        if self.superimpose == "blend":
+            out /= np.float32(self.layers)
+        return out
 
     def score(self, X: np.ndarray, model, rng: np.random.Generator | None = None) -> np.ndarray:
         """Each input's score, low: likely triggered (pooled: mean overlay entropy; per-class: standardised)."""

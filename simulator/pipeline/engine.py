@@ -230,6 +230,13 @@ class Learner:
         if self.deployment and flags:  # evidence that may veto a snapshot in quarantine
             self.deployment.observe_flags(int(np.logical_or.reduce(list(flags.values())).sum()))
 
+    def result(self, elapsed: float) -> RunResult:
+        """The finished run, embedded or over Kafka alike: summary, timeseries, the runtime detectors' scores of
+        held-out inputs, and the end-of-run analysis (:func:`analyse`)."""
+        result = RunResult(self.summary(elapsed), self.evaluator.rows, self.evaluator.input_scores())
+        analyse(self.world, result)
+        return result
+
     def summary(self, elapsed: float) -> dict:
         scenario = self.world.scenario
         summary = {
@@ -301,9 +308,7 @@ def run(
         if observe:
             observe(learner)
     elapsed = time.perf_counter() - started
-    result = RunResult(learner.summary(elapsed), learner.evaluator.rows, learner.evaluator.input_scores())
-    analyse(world, result)
-    return result
+    return learner.result(elapsed)
 
 
 def analyse(world: World, result: RunResult) -> None:

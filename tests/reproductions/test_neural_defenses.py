@@ -91,6 +91,7 @@ def test_strip_layers_stack_distinct_trusted_inputs_into_each_background():
     picks = one.picks(5, 1000, np.random.default_rng(1))
     assert np.array_equal(one.backgrounds(picks), one.pool_x_[picks])  # layers = 1: the paper's overlays
 
+
 @pytest.mark.slow
 def test_strip_drop_mode_keeps_flagged_events_from_the_net():
     summary = run(_scenario("strip_badnets.toml", ["stream.n_events=3000", "evaluation.every=3000",
