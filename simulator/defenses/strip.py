@@ -51,6 +51,7 @@ DEVICE_FORWARD_ROWS = 65_536  # on an accelerator (memory bound)
 SCALES = ("pooled", "per-class")
 MIN_CLASS_SCORES = 10  # calibration scores a class needs for a scale of its own (else the pooled one)
 LOG_FLOOR = 1e-3  # bits added before the log: entropies near 0 stay finite
+BACKGROUND_BYTES = 32 * 2**20  # backgrounds built at once (a block of inputs): memory stays flat in the batch size
 
 
 def superimpose(x: np.ndarray, backgrounds: np.ndarray, how: str) -> np.ndarray:
@@ -284,9 +285,16 @@ class Strip(Defense):
         """Each input's score, low: likely triggered (pooled: mean overlay entropy; per-class: standardised)."""
         rng = rng or np.random.default_rng(self._flag_seed)
         X = np.asarray(X, dtype=np.float32)
-        backgrounds = self.backgrounds(self.picks(len(X), len(self.pool_x_), rng))
-        entropies = strip_entropy(model, X, backgrounds, self.superimpose)
+        entropies = self.entropies(model, X, self.picks(len(X), len(self.pool_x_), rng))
         return self._scaled(entropies, X, model)
+
+    def entropies(self, model, X: np.ndarray, picks: np.ndarray) -> np.ndarray:
+        """:func:`strip_entropy` of ``X`` on the backgrounds of ``picks``, built a block of inputs at a time (at
+        most ``BACKGROUND_BYTES`` of them at once)."""
+        block = max(1, BACKGROUND_BYTES // (4 * self.overlays * max(1, self.pool_x_.shape[1])))
+        parts = [strip_entropy(model, X[i : i + block], self.backgrounds(picks[i : i + block]), self.superimpose)
+                 for i in range(0, len(X), block)]  # fmt: skip
+        return np.concatenate(parts) if parts else np.empty(0)
 
     def _scaled(self, entropies: np.ndarray, X: np.ndarray, model) -> np.ndarray:
         if self.scale == "pooled" or len(X) == 0:
@@ -300,7 +308,7 @@ class Strip(Defense):
         draws = [np.concatenate([half + self.picks(half, n - half, rng), self.picks(n - half, half, rng)])
                  for _ in range(CALIBRATION_DRAWS)]  # fmt: skip
         x = np.tile(self.pool_x_, (CALIBRATION_DRAWS, 1))
-        entropies = strip_entropy(model, x, self.backgrounds(np.concatenate(draws)), self.superimpose)
+        entropies = self.entropies(model, x, np.concatenate(draws))
         if self.scale == "pooled":
             scores = np.sort(entropies)
         else:  # each half standardised by the other half's class scales: the threshold sees no in-sample scale

@@ -92,6 +92,29 @@ def test_strip_layers_stack_distinct_trusted_inputs_into_each_background():
     assert np.array_equal(one.backgrounds(picks), one.pool_x_[picks])  # layers = 1: the paper's overlays
 
 
+def test_strip_builds_backgrounds_a_block_of_inputs_at_a_time(monkeypatch):
+    from simulator.defenses import strip
+    from simulator.defenses.base import DefenderKnowledge
+    from simulator.models.neural import NeuralClassifier
+
+    clean_x = np.random.default_rng(0).uniform(size=(300, 4)).astype(np.float32)
+    knowledge = DefenderKnowledge(clean_x, np.arange(300) % 2, n_classes=2)
+    model = NeuralClassifier(n_classes=2, n_features=4, device="cpu")
+    model.learn_many(clean_x, np.arange(300) % 2)
+    defense = strip.Strip(overlays=8, layers=2).fit(knowledge, model, np.random.default_rng(0))
+    whole = defense.score(clean_x[:50], model)
+    sizes, entropy = [], strip.strip_entropy
+
+    def counted(model, x, backgrounds, how):
+        sizes.append(len(x))
+        return entropy(model, x, backgrounds, how)
+
+    monkeypatch.setattr(strip, "strip_entropy", counted)
+    monkeypatch.setattr(strip, "BACKGROUND_BYTES", 7 * 8 * 4 * 4)  # 7 inputs' backgrounds (8 overlays, 4 floats)
+    assert np.allclose(defense.score(clean_x[:50], model), whole)  # the same overlays, in blocks
+    assert sizes == [7] * 7 + [1]
+
+
 @pytest.mark.slow
 def test_strip_drop_mode_keeps_flagged_events_from_the_net():
     summary = run(_scenario("strip_badnets.toml", ["stream.n_events=3000", "evaluation.every=3000",
