@@ -167,6 +167,20 @@ def stop(process: subprocess.Popen, timeout: float = 20) -> int:
     return process.returncode
 
 
+def stop_all(*processes: subprocess.Popen, timeout: float = 20) -> list[int]:
+    """:func:`stop` each process even when stopping one before it failed (then that failure is raised, after)."""
+    codes, failure = [], None
+    for process in processes:
+        try:
+            codes.append(stop(process, timeout))
+        except AssertionError as error:
+            failure = failure or error
+            codes.append(process.returncode)
+    if failure:
+        raise failure
+    return codes
+
+
 # -- what the Kafka tests compare: the embedded run, a run's summary, both producers started --------------
 
 

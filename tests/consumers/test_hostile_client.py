@@ -17,7 +17,7 @@ import urllib.request
 import numpy as np
 import pytest
 from conftest import (
-    consume_command, embedded, free_port, poisonsim_process, produce_both, read_summary, scenario_parts, stop,
+    consume_command, embedded, free_port, poisonsim_process, produce_both, read_summary, scenario_parts, stop_all,
     wait_all, wait_for_log,
 )
 from test_kafka_e2e import CENTROID, malformed_corpus
@@ -131,7 +131,7 @@ def test_poison_pills_are_dead_lettered_and_the_signed_run_ends_as_embedded(brok
         exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         assert detector.wait(timeout=60) == 0  # it ran to the stream's end and stopped by itself
     finally:
-        codes = stop(learner), stop(detector)  # both, whatever failed: a live detector would hold its group
+        codes = stop_all(learner, detector)  # both, whatever failed: a live detector would hold its group
     assert codes[0] == 0
     assert "stream complete" in (tmp_path / "detector.log").read_text()
     assert "Traceback" not in (tmp_path / "detector.log").read_text()

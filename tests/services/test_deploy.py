@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, poisonsim_process, require_binary, stop, wait_all, wait_for_log
+from conftest import ROOT, free_port, poisonsim_process, require_binary, stop_all, wait_all, wait_for_log
 from test_exporter import exposed_names
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "poisonsim.json"
@@ -140,7 +140,7 @@ def test_each_python_service_command_runs_locally_against_the_test_broker(broker
             subprocess.run([sys.executable, "-c", check], check=True, timeout=30,
                            env={**os.environ, "POISONSIM_METRICS_PORT": str(ports[name])})  # fmt: skip
     finally:
-        codes = {name: stop(process) for name, process in processes.items()}
+        codes = dict(zip(processes, stop_all(*processes.values())))  # each, whatever failed
     assert codes == dict.fromkeys(processes, 0)
     assert "stopped after judging" in (tmp_path / "detector.log").read_text()
     assert not any("no signing key" in (tmp_path / f"{name}.log").read_text() for name in processes)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, stop, wait_all, wait_for_log
+from conftest import ROOT, free_port, stop_all, wait_all, wait_for_log
 
 pytestmark = pytest.mark.slow  # builds a venv from scratch (minutes): CI runs it
 
@@ -104,7 +104,7 @@ def test_every_service_runs_from_the_image_environment(image_env, broker, topics
                  logs=[logs[n] for n in ("produce-benign", "produce-attack", "learner")])  # fmt: skip
         wait_for_log(logs["detector"], "stopped after judging", timeout=180, process=processes["detector"])
     finally:
-        codes = {name: stop(process) for name, process in processes.items()}
+        codes = dict(zip(processes, stop_all(*processes.values())))  # each, whatever failed
     assert codes == dict.fromkeys(processes, 0), {n: logs[n].read_text()[-2000:] for n in processes}
     summary = json.loads((tmp_path / "results" / "summary.json").read_text())
     assert summary["events_total"] == n_events
