@@ -12,7 +12,8 @@ and anomaly index per class, suspects), as JSON.
 Measured on the 2-core development machine (shared with other jobs): see the
 README's Neural Cleanse section.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/neural_cleanse_time.py [--seed 7] [--repeat 2] [--steps 600]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/neural_cleanse_time.py [--seed 7] [--repeat 2] [--steps 600] \\
+        [--device cpu|cuda|auto]
 """
 
 from __future__ import annotations
@@ -40,11 +41,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="the defense's `steps` (default: its own)")
+    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--events", type=int, default=None, help="stream events the net learns (default: the "
+                        "scenario's)")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     # the defense repairs after the end of the stream, never: the net is the trained, backdoored one
-    scenario = Scenario.from_toml(SCENARIO, [f"seed={args.seed}", "evaluation.every=12000",
-                                             "defense=[{kind='neural-cleanse',at=100000}]"])  # fmt: skip
+    shorter = [f"stream.n_events={args.events}"] if args.events else []
+    scenario = Scenario.from_toml(SCENARIO, [f"seed={args.seed}", "evaluation.every=12000", f"model.device={args.device}",
+                                             *shorter, "defense=[{kind='neural-cleanse',at=100000}]"])  # fmt: skip
     world = World.build(scenario)
     trained = run(scenario, world=world).summary
     defense = world.defenses[0]
@@ -58,6 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
         times.append(time.perf_counter() - started)
     index = anomaly_indices(found["mask_l1"])
     figures = {
+        "device": str(world.model.device_),
         "seconds_best": round(min(times), 2),
         "seconds": [round(t, 2) for t in times],
         "steps": int(found["steps"]),

@@ -59,6 +59,25 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
+def measure(device: str = "auto", events: int = 20_000, repeats: int = 3) -> list[dict]:
+    """Samples per second of both sides for each architecture and batch size, on ``device``."""
+    source = Digits().load(np.random.default_rng(0))
+    x, y = source.sample(np.random.default_rng(1), events)
+    results = []
+    for architecture in ("mlp", "cnn"):
+        for batch_size in (32, 256):
+            best_plain = best_online = 0.0
+            for _ in range(repeats):  # the same start for both sides, best of a few runs
+                learner = NeuralClassifier(10, 64, architecture, 8, batch_size=batch_size, device=device, seed=0)
+                net = copy.deepcopy(learner.net)
+                best_plain = max(best_plain, plain_loop(net, x, y, batch_size, learner.device_))
+                best_online = max(best_online, online_learner(learner, x, y))
+            results.append({"architecture": architecture, "batch_size": batch_size, "device": str(learner.device_),
+                            "plain_samples_per_s": best_plain, "online_samples_per_s": best_online,
+                            "ratio": best_online / best_plain})  # fmt: skip
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -67,24 +86,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (both sides)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-
-    source = Digits().load(np.random.default_rng(0))
-    x, y = source.sample(np.random.default_rng(1), args.events)
-    results = []
-    for architecture in ("mlp", "cnn"):
-        for batch_size in (32, 256):
-            best_plain = best_online = 0.0
-            for _ in range(args.repeats):  # the same start for both sides, best of a few runs
-                learner = NeuralClassifier(10, 64, architecture, 8, batch_size=batch_size, device=args.device, seed=0)
-                net = copy.deepcopy(learner.net)
-                best_plain = max(best_plain, plain_loop(net, x, y, batch_size, learner.device_))
-                best_online = max(best_online, online_learner(learner, x, y))
-            row = {"architecture": architecture, "batch_size": batch_size, "device": str(learner.device_),
-                   "plain_samples_per_s": best_plain, "online_samples_per_s": best_online,
-                   "ratio": best_online / best_plain}  # fmt: skip
-            results.append(row)
-            print(f"{architecture} batch {batch_size:>3} on {row['device']}: plain {best_plain:>9,.0f}/s, "
-                  f"online {best_online:>9,.0f}/s, ratio {row['ratio']:.2f}")  # fmt: skip
+    results = measure(args.device, args.events, args.repeats)
+    for row in results:
+        print(f"{row['architecture']} batch {row['batch_size']:>3} on {row['device']}: "
+              f"plain {row['plain_samples_per_s']:>9,.0f}/s, online {row['online_samples_per_s']:>9,.0f}/s, "
+              f"ratio {row['ratio']:.2f}")  # fmt: skip
     print(json.dumps(results))
 
 

@@ -1,0 +1,31 @@
+"""The CPU / GPU benchmark script runs end to end and says what it did not measure."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from benchmarks import cpu_vs_gpu
+
+
+def test_cpu_vs_gpu_measures_the_cpu_column_and_says_the_gpu_one_is_not_measured(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a machine with a GPU
+    threads = torch.get_num_threads()
+    try:
+        result = cpu_vs_gpu.main(["--quick", "--out", str(tmp_path / "figures.json")])
+    finally:
+        torch.set_num_threads(threads)
+    (column,) = result["columns"].values()
+    assert len(column) == 10 and all(value > 0 for value in column.values())  # 4 learners x 2, STRIP, NC
+    assert result["gpu"] is None and "the GPU figures are not measured" in capsys.readouterr().out
+    assert json.loads((tmp_path / "figures.json").read_text()) == result
+
+
+def test_the_table_gives_a_speed_up_both_for_rates_and_for_times():
+    columns = {"CPU": {"STRIP: inputs/s": 100, "NC: seconds": 30.0, "online: ratio to a plain torch loop": 1.2},
+               "GPU": {"STRIP: inputs/s": 1500, "NC: seconds": 3.0, "online: ratio to a plain torch loop": 1.1}}
+    lines = cpu_vs_gpu.table(columns).splitlines()
+    assert lines[0] == "| figure | CPU | GPU | GPU / CPU |"
+    assert lines[2:] == ["| STRIP: inputs/s | 100 | 1,500 | 15.0x |", "| NC: seconds | 30.0 | 3.0 | 10.0x |",
+                         "| online: ratio to a plain torch loop | 1.2 | 1.1 |  |"]  # fmt: skip
