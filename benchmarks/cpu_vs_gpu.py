@@ -32,7 +32,8 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+sys.path.insert(0, ROOT)
 
 from benchmarks import neural_cleanse_time, neural_throughput, strip_throughput  # noqa: E402
 
@@ -72,7 +73,7 @@ def cuda_scenario(quick: bool) -> dict:
 
     overrides = ["model.device=cuda", *(["stream.n_events=1200", "evaluation.every=1200"] if quick else [])]
     started = time.perf_counter()
-    summary = poisonsim.run("scenarios/mnist_badnets.toml", overrides=overrides).summary
+    summary = poisonsim.run(os.path.join(ROOT, "scenarios", "mnist_badnets.toml"), overrides=overrides).summary
     return {"seconds": round(time.perf_counter() - started, 1), "device": device_name("cuda"),
             "attack_success_rate": summary["attack_success_rate"], "clean_accuracy": summary["clean_accuracy"]}  # fmt: skip
 
