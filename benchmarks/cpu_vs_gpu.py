@@ -67,14 +67,14 @@ def measure(device: str, sizes: dict) -> dict:
     return figures
 
 
-def cuda_scenario(quick: bool) -> dict:
-    """``scenarios/mnist_badnets.toml`` on CUDA: the figures a reader compares with the README's CPU ones."""
+def scenario_on(device: str, quick: bool) -> dict:
+    """``scenarios/mnist_badnets.toml`` on ``device``: the figures a reader compares with the README's CPU ones."""
     import poisonsim
 
-    overrides = ["model.device=cuda", *(["stream.n_events=1200", "evaluation.every=1200"] if quick else [])]
+    overrides = [f"model.device={device}", *(["stream.n_events=1200", "evaluation.every=1200"] if quick else [])]
     started = time.perf_counter()
     summary = poisonsim.run(os.path.join(ROOT, "scenarios", "mnist_badnets.toml"), overrides=overrides).summary
-    return {"seconds": round(time.perf_counter() - started, 1), "device": device_name("cuda"),
+    return {"seconds": round(time.perf_counter() - started, 1), "device": device_name(device),
             "attack_success_rate": summary["attack_success_rate"], "clean_accuracy": summary["clean_accuracy"]}  # fmt: skip
 
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"columns": columns, "gpu": None}
     if torch.cuda.is_available():
         columns[device_name("cuda")] = measure("cuda", sizes)
-        result["gpu"] = cuda_scenario(args.quick)
+        result["gpu"] = scenario_on("cuda", args.quick)
     print(table(columns))
     if result["gpu"]:
         print("\nscenarios/mnist_badnets.toml on CUDA:", json.dumps(result["gpu"]))

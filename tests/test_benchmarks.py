@@ -29,3 +29,9 @@ def test_the_table_gives_a_speed_up_both_for_rates_and_for_times():
     assert lines[0] == "| figure | CPU | GPU | GPU / CPU |"
     assert lines[2:] == ["| STRIP: inputs/s | 100 | 1,500 | 15.0x |", "| NC: seconds | 30.0 | 3.0 | 10.0x |",
                          "| online: ratio to a plain torch loop | 1.2 | 1.1 |  |"]  # fmt: skip
+
+
+def test_the_scenario_check_reports_attack_success_and_clean_accuracy():
+    figures = cpu_vs_gpu.scenario_on("cpu", quick=True)  # the GPU run's code, on the CPU
+    assert figures["device"].startswith("CPU") and 0 <= figures["clean_accuracy"] <= 1
+    assert 0 <= figures["attack_success_rate"] <= 1 and figures["seconds"] > 0
