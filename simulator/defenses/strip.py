@@ -118,6 +118,11 @@ def _entropy(proba: torch.Tensor) -> torch.Tensor:
     return -(proba * torch.log2(proba.clamp_min(1e-12))).sum(dim=-1)
 
 
+def forward_rows(device: torch.device) -> int:
+    """Overlay rows per forward pass: cache-sized on the CPU (per thread), large on an accelerator."""
+    return CPU_FORWARD_ROWS * torch.get_num_threads() if device.type == "cpu" else DEVICE_FORWARD_ROWS
+
+
 def strip_entropy(model, x: np.ndarray, backgrounds: np.ndarray, how: str) -> np.ndarray:
     """Mean prediction entropy over each input's overlays, all inputs batched.
 
@@ -131,8 +136,7 @@ def strip_entropy(model, x: np.ndarray, backgrounds: np.ndarray, how: str) -> np
         return out
     net, device = model.net, model.device_
     net.eval()
-    per_pass = CPU_FORWARD_ROWS * torch.get_num_threads() if device.type == "cpu" else DEVICE_FORWARD_ROWS
-    step = max(1, per_pass // n)  # inputs per forward pass
+    step = max(1, forward_rows(device) // n)  # inputs per forward pass
     x = np.asarray(x, dtype=np.float32)
     with torch.inference_mode():
         forward = channels_last_logits(net) or net
@@ -289,9 +293,10 @@ class Strip(Defense):
         return self._scaled(entropies, X, model)
 
     def entropies(self, model, X: np.ndarray, picks: np.ndarray) -> np.ndarray:
-        """:func:`strip_entropy` of ``X`` on the backgrounds of ``picks``, built a block of inputs at a time (at
-        most ``BACKGROUND_BYTES`` of them at once)."""
-        block = max(1, BACKGROUND_BYTES // (4 * self.overlays * max(1, self.pool_x_.shape[1])))
+        """:func:`strip_entropy` of ``X`` on the backgrounds of ``picks``, built a block of inputs at a time
+        (``BACKGROUND_BYTES`` of them, or one forward pass where that is more: an accelerator's)."""
+        per_input = 4 * self.overlays * max(1, self.pool_x_.shape[1])
+        block = max(1, BACKGROUND_BYTES // per_input, forward_rows(model.device_) // self.overlays)
         parts = [strip_entropy(model, X[i : i + block], self.backgrounds(picks[i : i + block]), self.superimpose)
                  for i in range(0, len(X), block)]  # fmt: skip
         return np.concatenate(parts) if parts else np.empty(0)
