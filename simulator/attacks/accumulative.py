@@ -34,7 +34,10 @@ injects its own events at its channel's turns, tracks the victim through a
 surrogate that never sees benign data, optimises the look-ahead loss above,
 and the trigger is plain label flips, so that the baseline is the same
 events without the accumulation. The look-ahead is exact for plain SGD; for
-momentum or Adam it is a first-order stand-in.
+momentum or Adam it is a first-order stand-in. With batch norm
+(``model.norm = "batch"``) it takes the trigger's step as the learner does,
+on the trigger batch's own statistics, which also move the running ones
+that the after-trigger loss is judged with.
 
 The attack does not know stream positions, only how many events it has sent.
 Send it in bursts of one mini-batch (``schedule = "bursts"``,
@@ -107,10 +110,13 @@ def lookahead_direction(net: nn.Module, trigger: tuple[torch.Tensor, torch.Tenso
     """
     names, params = zip(*net.named_parameters())
     params = list(params)
-    net.eval()
-    trigger_grads = torch.autograd.grad(nn.functional.cross_entropy(net(trigger[0]), trigger[1]), params,
+    buffers = {n: b.clone() for n, b in net.named_buffers()}  # batch norms' running statistics: the step's copies
+    net.train()  # the trigger's step as the learner takes it (batch norms on the trigger batch's statistics) ...
+    trigger_logits = functional_call(net, {**dict(zip(names, params)), **buffers}, (trigger[0],))
+    net.eval()  # ... and every loss as predictions see it (running statistics, moved by that step for "after")
+    trigger_grads = torch.autograd.grad(nn.functional.cross_entropy(trigger_logits, trigger[1]), params,
                                         create_graph=True)  # fmt: skip
-    after = {n: p - lr * g for n, p, g in zip(names, params, trigger_grads)}
+    after = {**buffers, **{n: p - lr * g for n, p, g in zip(names, params, trigger_grads)}}
     after_loss = nn.functional.cross_entropy(functional_call(net, after, (validation[0],)), validation[1])
     ascent = flat_grad(after_loss, params).detach()
     clean_loss = nn.functional.cross_entropy(net(validation[0]), validation[1])

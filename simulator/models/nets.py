@@ -1,7 +1,10 @@
 """Our own network architectures: what weights-only loading trusts.
 
 Each network splits into ``features`` (ending in the last hidden layer, whose
-activations the defenses analyse and prune) and a linear ``head``.
+activations the defenses analyse and prune) and a linear ``head``. With
+``norm = "batch"`` a batch norm follows each convolution and hidden dense
+layer (before its ReLU): training steps normalise by their mini-batch's
+statistics, predictions by the running ones.
 
 >>> import torch
 >>> net = build_net("cnn", n_features=64, n_classes=10, hidden=32, image_side=8)
@@ -9,6 +12,8 @@ activations the defenses analyse and prune) and a linear ``head``.
 (torch.Size([5, 10]), torch.Size([5, 32]))
 >>> build_net("lenet", n_features=784, n_classes=10, hidden=84, image_side=28)(torch.zeros(2, 784)).shape
 torch.Size([2, 10])
+>>> [type(m).__name__ for m in build_net("mlp", 4, 3, hidden=8, image_side=None, norm="batch").features]
+['Linear', 'OnlineBatchNorm1d', 'ReLU', 'Linear', 'OnlineBatchNorm1d', 'ReLU']
 """
 
 from __future__ import annotations
@@ -18,6 +23,34 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+
+
+NORMS = ("none", "batch")
+
+
+class OnlineBatchNorm1d(nn.BatchNorm1d):
+    """Batch norm that also takes a training step on a single event: with nothing to normalise over, that row is
+    normalised by the running statistics (which it leaves as they are)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and len(x) == 1:
+            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                            training=False, eps=self.eps)  # fmt: skip
+        return super().forward(x)
+
+
+def normalised(layers: list[nn.Module], norm: str) -> list[nn.Module]:
+    """``layers`` with a batch norm after each convolution and dense layer (``norm = "batch"``), else as they are."""
+    if norm not in NORMS:
+        raise ValueError(f"norm: expected one of {', '.join(NORMS)}; got {norm!r}")
+    out = []
+    for layer in layers:
+        out.append(layer)
+        if norm == "batch" and isinstance(layer, nn.Conv2d):
+            out.append(nn.BatchNorm2d(layer.out_channels))
+        elif norm == "batch" and isinstance(layer, nn.Linear):
+            out.append(OnlineBatchNorm1d(layer.out_features))
+    return out
 
 
 class Net(nn.Module):
@@ -38,26 +71,26 @@ class Net(nn.Module):
 
 
 class MLP(Net):
-    def __init__(self, n_features: int, n_classes: int, hidden: int = 64):
+    def __init__(self, n_features: int, n_classes: int, hidden: int = 64, norm: str = "none"):
         super().__init__()
-        self.features = nn.Sequential(
+        self.features = nn.Sequential(*normalised([
             nn.Linear(n_features, 128), nn.ReLU(), nn.Linear(128, hidden), nn.ReLU()
-        )  # fmt: skip
+        ], norm))  # fmt: skip
         self.head = nn.Linear(hidden, n_classes)
 
 
 class CNN(Net):
     """Two 3x3 convolutions and a max-pool, then a hidden layer, for square images."""
 
-    def __init__(self, image_side: int, n_classes: int, hidden: int = 64):
+    def __init__(self, image_side: int, n_classes: int, hidden: int = 64, norm: str = "none"):
         super().__init__()
         self.image_side = image_side
         pooled = image_side // 2
-        self.features = nn.Sequential(
+        self.features = nn.Sequential(*normalised([
             nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(32 * pooled * pooled, hidden), nn.ReLU(),
-        )  # fmt: skip
+        ], norm))  # fmt: skip
         self.head = nn.Linear(hidden, n_classes)
 
     def _shape(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,17 +102,17 @@ class LeNet(Net):
     followed by a 2x2 max-pool, then dense layers of 120 and ``hidden`` units. On 28x28 the second convolution is
     unpadded (16 x 5 x 5 features, as LeNet-5); on images too small for that it is padded."""
 
-    def __init__(self, image_side: int, n_classes: int, hidden: int = 84):
+    def __init__(self, image_side: int, n_classes: int, hidden: int = 84, norm: str = "none"):
         super().__init__()
         self.image_side = image_side
         half = image_side // 2
         pad = 0 if half >= 8 else 2  # the second convolution: valid where it leaves room, else same-size
         side = (half - 4 + 2 * pad) // 2
-        self.features = nn.Sequential(
+        self.features = nn.Sequential(*normalised([
             nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(6, 16, 5, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(16 * side * side, 120), nn.ReLU(), nn.Linear(120, hidden), nn.ReLU(),
-        )  # fmt: skip
+        ], norm))  # fmt: skip
         self.head = nn.Linear(hidden, n_classes)
 
     def _shape(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,14 +122,15 @@ class LeNet(Net):
 ARCHITECTURES = ("mlp", "cnn", "lenet")
 
 
-def build_net(architecture: str, n_features: int, n_classes: int, hidden: int, image_side: int | None) -> Net:
+def build_net(architecture: str, n_features: int, n_classes: int, hidden: int, image_side: int | None,
+              norm: str = "none") -> Net:  # fmt: skip
     """A freshly initialised network (draws from torch's current RNG)."""
     if architecture == "mlp":
-        return MLP(n_features, n_classes, hidden)
+        return MLP(n_features, n_classes, hidden, norm)
     if architecture in ("cnn", "lenet"):
         if image_side is None or image_side * image_side != n_features:
             raise ValueError(f"architecture: {architecture} needs square images, got {n_features} features")
-        return (CNN if architecture == "cnn" else LeNet)(image_side, n_classes, hidden)
+        return (CNN if architecture == "cnn" else LeNet)(image_side, n_classes, hidden, norm)
     raise ValueError(f"architecture: expected one of {', '.join(ARCHITECTURES)}; got {architecture!r}")
 
 

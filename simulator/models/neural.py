@@ -37,7 +37,7 @@ from torch import nn
 
 from simulator.models.base import Model
 from simulator.models.inputs import check_features, check_labels
-from simulator.models.nets import Net, build_net, train_offline
+from simulator.models.nets import NORMS, Net, build_net, train_offline
 from simulator.models.retrain import DataLake, next_retrain, retrain_rngs
 from simulator.registry import MODELS, Key
 
@@ -59,11 +59,14 @@ NEURAL_EXAMPLES = [{"hidden": 8, "batch_size": 16, "device": "cpu", "pretrain_ev
                    {"hidden": 8, "batch_size": 7, "replay": 50, "optimizer": "sgd", "lr": 0.05, "device": "cpu",
                     "pretrain_events": 50},
                    {"hidden": 8, "batch_size": 16, "device": "cpu", "pretrain_events": 50, "retrain_every": 60,
-                    "lake_size": 80, "retrain_epochs": 2}]  # fmt: skip
+                    "lake_size": 80, "retrain_epochs": 2},
+                   {"hidden": 8, "batch_size": 5, "norm": "batch", "optimizer": "sgd", "lr": 0.05, "device": "cpu",
+                    "pretrain_events": 50}]  # fmt: skip
 
 
 @MODELS.register("mlp", fixed={"architecture": "mlp"}, examples=NEURAL_EXAMPLES)
-@MODELS.register("cnn", fixed={"architecture": "cnn"}, requires=("images",), examples=NEURAL_EXAMPLES[::2])
+@MODELS.register("cnn", fixed={"architecture": "cnn"}, requires=("images",), examples=NEURAL_EXAMPLES[::2]
+                 + NEURAL_EXAMPLES[3:])  # fmt: skip
 @MODELS.register("lenet", fixed={"architecture": "lenet"}, requires=("images",), examples=NEURAL_EXAMPLES[:1])
 class NeuralClassifier(Model):
     """An online mini-batch classifier over an MLP, a small CNN or a LeNet-5 (torch; CUDA when present)."""
@@ -77,6 +80,8 @@ class NeuralClassifier(Model):
         architecture: str = "mlp",
         image_side: int | None = None,
         hidden: Annotated[int, Key("width of the last hidden layer", ge=1, le=65536)] = 64,
+        norm: Annotated[str, Key("after each hidden layer: nothing, or batch norm (batch statistics in training "
+                                 "steps, running ones in predictions)", choices=NORMS)] = "none",
         batch_size: Annotated[int, Key("stream events per training step", ge=1, le=65536)] = 32,
         lr: Annotated[float, Key("learning rate", gt=0, le=10)] = 1e-3,
         optimizer: Annotated[str, Key("optimizer", choices=("adam", "sgd"))] = "adam",
@@ -99,6 +104,7 @@ class NeuralClassifier(Model):
         self.architecture = architecture
         self.image_side = image_side
         self.hidden = hidden
+        self.norm = norm
         self.batch_size = batch_size
         self.lr = lr
         self.optimizer = optimizer
@@ -112,6 +118,8 @@ class NeuralClassifier(Model):
         self.retrain_epochs = retrain_epochs
         self.lake_size = lake_size
         self.seed = seed
+        if norm not in NORMS:
+            raise ValueError(f"norm: expected one of {', '.join(NORMS)}; got {norm!r}")
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f'optimizer: expected "adam" or "sgd", got {optimizer!r}')
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -157,7 +165,7 @@ class NeuralClassifier(Model):
 
     def new_net(self) -> Net:
         """A fresh network of our own architecture, on our device."""
-        net = build_net(self.architecture, self.n_features, self.n_classes, self.hidden, self.image_side)
+        net = build_net(self.architecture, self.n_features, self.n_classes, self.hidden, self.image_side, self.norm)
         return net.to(self.device_)
 
     def save_weights(self, path) -> None:

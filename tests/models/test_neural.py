@@ -113,3 +113,25 @@ def test_state_round_trip_resumes_exactly(tmp_path, optimizer):
     tail, _ = resumed.process_many(x[237:], y[237:])
     assert np.concatenate([head, tail]).tolist() == expected.tolist()
     assert np.array_equal(resumed.predict_proba_many(x), whole.predict_proba_many(x))
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "cnn"])
+def test_batch_norm_nets_learn_on_batch_statistics_and_predict_on_running_ones(architecture):
+    x, y = _data(m=900)
+    x = np.pad(x, ((0, 0), (0, 3)))  # 9 features: a 3x3 image for the CNN
+    net = NeuralClassifier(3, 9, architecture, image_side=3, norm="batch", batch_size=1, device="cpu", seed=0)
+    norms = [m for m in net.net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(norms) == (2 if architecture == "mlp" else 3)  # after each convolution and hidden dense layer
+    start = [m.running_mean.clone() for m in norms]
+    net.learn_many(x[:1], y[:1])  # a step on one event: dense layers' norms keep their running statistics
+    moved = [not torch.equal(m.running_mean, s) for m, s in zip(norms, start)]
+    assert net.steps_ == 1 and moved == ([False, False] if architecture == "mlp" else [True, True, False])
+    learner = NeuralClassifier(3, 9, architecture, image_side=3, norm="batch", batch_size=16, device="cpu", seed=0)
+    predictions, _ = learner.process_many(x, y)
+    assert (predictions[-300:] == y[-300:]).mean() > 0.9
+    assert np.array_equal(learner.predict_many(x[:50]), [learner.predict_one(row) for row in x[:50]])  # running
+
+
+def test_an_unknown_norm_is_refused_by_name():
+    with pytest.raises(ValueError, match="norm: expected one of none, batch; got 'layer'"):
+        NeuralClassifier(3, 6, norm="layer", device="cpu")

@@ -1,15 +1,18 @@
 """Accumulative poisoning (after Pang et al. 2021): the attack's pieces (fast) and the measurement (slow).
 
-The slow test runs ``scenarios/accumulative.toml`` three ways per seed: the
-attack (60 batches of accumulation poisons, then the trigger at event 8192),
-the trigger alone at the same event (``attack.accumulate=0``: 32 plain label
-flips at once), and no attack. It pins what was measured: the trigger makes a
-cliff with or without the accumulation, and the accumulation adds no more
-than noise to it (the paper's 3x is not reached; see the README section).
+The slow tests run a scenario three ways per seed: the attack (60 batches of
+accumulation poisons, then the trigger at event 8192), the trigger alone at
+the same event (``attack.accumulate=0``: 32 plain label flips at once), and
+no attack. On the plain MLP (``scenarios/accumulative.toml``) the trigger
+makes a cliff with or without the accumulation, which adds no more than
+noise to it; with batch norm (``scenarios/accumulative_bn.toml``) the
+accumulation makes the trigger drop clean accuracy more than 3x as far as
+alone, at well under a point before it (see the README section).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,8 @@ from simulator.models.neural import NeuralClassifier
 from simulator.pipeline.stream import attacker_knowledge
 from simulator.sources import Blobs
 
-SCENARIO = Path(__file__).parents[2] / "scenarios" / "accumulative.toml"
+SCENARIOS = Path(__file__).parents[2] / "scenarios"
+SCENARIO = SCENARIOS / "accumulative.toml"
 TRIGGER_AT = 8192  # the scenario's start + accumulate / rate: the row just before the trigger's training step
 SEEDS = tuple(range(1, 9))
 
@@ -108,12 +112,12 @@ def test_crafted_poisons_point_their_gradient_closer_to_the_wanted_direction_tha
 # -- the measurement -------------------------------------------------------------------------------------
 
 
-def _figures(seed: int) -> dict:
+def _figures(seed: int, scenario: Path = SCENARIO) -> dict:
     """Clean accuracy just before and just after the trigger's step: attacked, trigger alone, no attack."""
     import poisonsim
 
     def rows(overrides):
-        result = poisonsim.run(str(SCENARIO), overrides=overrides, seed=seed)
+        result = poisonsim.run(str(scenario), overrides=overrides, seed=seed)
         return {r["events"]: r for r in result.timeseries}, result.summary
 
     attacked, summary = rows([])
@@ -145,3 +149,21 @@ def test_the_trigger_is_a_cliff_with_or_without_the_accumulation_which_adds_only
     gain = drop - alone
     assert abs(gain.mean()) <= margin(gain) + 0.03  # the accumulation: within noise of nothing, not 3x
     assert drop.mean() < 3 * alone.mean()
+
+
+@pytest.mark.slow
+def test_with_batch_norm_the_accumulation_makes_the_trigger_drop_accuracy_over_3x_as_far_as_alone():
+    """Seeds 1-8 (9-16 measured alike): after the accumulation the trigger drops clean accuracy 8.5 points on
+    average (6.0-13.6); alone, 2.0 (0.2-5.3): 4.2x, higher in every seed (paired gain 6.5, 2 s.e. 1.4). Clean
+    accuracy just before the trigger is 0.2 points (2 s.e. 0.4) below the run without attack."""
+    with ProcessPoolExecutor(2, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        runs = list(pool.map(_figures, SEEDS, [SCENARIOS / "accumulative_bn.toml"] * len(SEEDS)))
+    figures = {key: np.array([run[key] for run in runs]) for key in runs[0]}
+    assert (figures["accumulated"] == 1920).all()
+    drop = figures["before"] - figures["after"]
+    alone = figures["alone_before"] - figures["alone_after"]
+    assert drop.mean() - margin(drop) >= 3 * alone.mean()  # the issue's 3x, less the attacked side's spread
+    gain = drop - alone
+    assert gain.mean() - margin(gain) > 0.03 and (gain > 0).all()
+    cost = figures["clean"] - figures["before"]  # paired by seed: the same benign stream
+    assert cost.mean() + margin(cost) <= 0.01
