@@ -86,11 +86,12 @@ def table(columns: dict[str, dict]) -> str:
     for key in columns[names[0]]:
         values = [columns[name].get(key) for name in names]
         cells = [f"{v:,}" if isinstance(v, (int, float)) else str(v) for v in values]
-        if len(names) == 2:
-            ratio = values[1] / values[0] if values[0] else float("nan")
-            if key.endswith("seconds"):
-                ratio = values[0] / values[1] if values[1] else float("nan")  # a speed-up either way
-            cells.append(f"{ratio:.1f}x" if "ratio to" not in key else "")
+        if len(names) == 2 and "ratio to" in key:
+            cells.append("")  # a ratio already: no speed-up to give
+        elif len(names) == 2:  # a speed-up either way: fewer seconds, or more per second
+            cpu, gpu = values
+            speed_up = (cpu / gpu if key.endswith("seconds") else gpu / cpu) if cpu and gpu else float("nan")
+            cells.append(f"{speed_up:.1f}x")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -295,7 +295,7 @@ class Strip(Defense):
     def entropies(self, model, X: np.ndarray, picks: np.ndarray) -> np.ndarray:
         """:func:`strip_entropy` of ``X`` on the backgrounds of ``picks``, built a block of inputs at a time
         (``BACKGROUND_BYTES`` of them, or one forward pass where that is more: an accelerator's)."""
-        per_input = 4 * self.overlays * max(1, self.pool_x_.shape[1])
+        per_input = self.pool_x_.itemsize * self.overlays * self.pool_x_.shape[1]
         block = max(1, BACKGROUND_BYTES // per_input, forward_rows(model.device_) // self.overlays)
         parts = [strip_entropy(model, X[i : i + block], self.backgrounds(picks[i : i + block]), self.superimpose)
                  for i in range(0, len(X), block)]  # fmt: skip

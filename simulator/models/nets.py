@@ -43,12 +43,14 @@ def normalised(layers: list[nn.Module], norm: str) -> list[nn.Module]:
     """``layers`` with a batch norm after each convolution and dense layer (``norm = "batch"``), else as they are."""
     if norm not in NORMS:
         raise ValueError(f"norm: expected one of {', '.join(NORMS)}; got {norm!r}")
+    if norm == "none":
+        return layers
     out = []
     for layer in layers:
         out.append(layer)
-        if norm == "batch" and isinstance(layer, nn.Conv2d):
+        if isinstance(layer, nn.Conv2d):
             out.append(nn.BatchNorm2d(layer.out_channels))
-        elif norm == "batch" and isinstance(layer, nn.Linear):
+        elif isinstance(layer, nn.Linear):
             out.append(OnlineBatchNorm1d(layer.out_features))
     return out
 

@@ -118,8 +118,6 @@ class NeuralClassifier(Model):
         self.retrain_epochs = retrain_epochs
         self.lake_size = lake_size
         self.seed = seed
-        if norm not in NORMS:
-            raise ValueError(f"norm: expected one of {', '.join(NORMS)}; got {norm!r}")
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f'optimizer: expected "adam" or "sgd", got {optimizer!r}')
         if not isinstance(batch_size, int) or batch_size < 1:
