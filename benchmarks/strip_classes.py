@@ -5,10 +5,12 @@ rate) is run undefended to the end of the stream; STRIP is then fitted on
 the defender's trusted sample and judges the held-out clean inputs (FRR) and
 the triggered ones that reach the target class (FAR), on the same net, with
 the pooled threshold and with the per-class one, each with one-layer
-overlays (the paper's) and two-layer ones (``layers = 2``).
+overlays (the paper's) and two-layer ones (``layers = 2``; ``--layers``
+takes other counts).
 
     .venv/bin/python benchmarks/strip_classes.py mnist --seeds 1-4 --workers 2
     .venv/bin/python benchmarks/strip_classes.py digits --seeds 1-4 --workers 2
+    .venv/bin/python benchmarks/strip_classes.py mnist --layers 2,3,4
 """
 
 from __future__ import annotations
@@ -34,12 +36,20 @@ SETTINGS = {
     "mnist": ("mnist_badnets.toml", []),
 }
 STRIP = {"overlays": 32, "superimpose": "additive", "frr": 0.01}
-# variant -> keys added to STRIP's: the paper's pooled threshold, per-class scales, each also with two layers
-VARIANTS = {"pooled": {"scale": "pooled"}, "per-class": {"scale": "per-class"},
-            "pooled-2": {"scale": "pooled", "layers": 2}, "per-class-2": {"scale": "per-class", "layers": 2}}
 
 
-def measure(source: str, seed: int, target: int) -> dict:
+def variants(layers: tuple[int, ...] = (1, 2)) -> dict[str, dict]:
+    """Variant name -> keys added to STRIP's: the pooled threshold (the paper's) and per-class scales at each
+    layer count ("pooled", "per-class" for one layer, "pooled-2", "per-class-2" for two, ...).
+
+    >>> list(variants((1, 3)))
+    ['pooled', 'per-class', 'pooled-3', 'per-class-3']
+    """
+    return {f"{scale}{'' if n == 1 else f'-{n}'}": {"scale": scale, "layers": n}
+            for n in layers for scale in ("pooled", "per-class")}  # fmt: skip
+
+
+def measure(source: str, seed: int, target: int, layers: tuple[int, ...] = (1, 2)) -> dict:
     """One net (``source``, ``seed``, BadNets to ``target``): attack success, and FAR / FRR for each variant."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from simulator.config import Scenario
@@ -58,7 +68,7 @@ def measure(source: str, seed: int, target: int) -> dict:
     knowledge = DefenderKnowledge(*src.trusted_sample(np.random.default_rng([seed, 1])), src.n_classes, src.image_side)
     fired = model.predict_many(attack.target_x_) == target
     figures = {"attack_success": float(fired.mean())}
-    for name, keys in VARIANTS.items():
+    for name, keys in variants(layers).items():
         strip = Strip(**STRIP, **keys).fit(knowledge, model, np.random.default_rng([seed, 2]))
         figures[f"{name}_far"] = float(1.0 - strip.flag(attack.target_x_[fired], model).mean())
         figures[f"{name}_frr"] = float(strip.flag(src.test_x, model).mean())
@@ -66,11 +76,12 @@ def measure(source: str, seed: int, target: int) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def over_classes(source: str, seeds: tuple[int, ...], workers: int = 2) -> dict[str, np.ndarray]:
+def over_classes(source: str, seeds: tuple[int, ...], workers: int = 2,
+                 layers: tuple[int, ...] = (1, 2)) -> dict[str, np.ndarray]:  # fmt: skip
     """Each figure as a (seeds, 10 target classes) array."""
     cases = [(seed, target) for seed in seeds for target in range(10)]
     with ProcessPoolExecutor(workers) as pool:
-        runs = list(pool.map(measure, [source] * len(cases), *zip(*cases)))
+        runs = list(pool.map(functools.partial(measure, source, layers=layers), *zip(*cases)))
     return {key: np.array([r[key] for r in runs]).reshape(len(seeds), 10) for key in runs[0]}
 
 
@@ -79,8 +90,10 @@ def main() -> int:
     parser.add_argument("source", choices=sorted(SETTINGS))
     parser.add_argument("--seeds", default="1-4", type=seeds_of)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--layers", default="1,2", type=lambda text: tuple(int(n) for n in text.split(",")),
+                        help="layer counts to measure, comma-separated (default 1,2)")
     args = parser.parse_args()
-    figures = over_classes(args.source, tuple(args.seeds), args.workers)
+    figures = over_classes(args.source, tuple(args.seeds), args.workers, args.layers)
     print(f"{args.source}, seeds {args.seeds[0]}-{args.seeds[-1]}: mean over seeds per target class")
     print("figure            " + " ".join(f"{c:>6d}" for c in range(10)) + "    all")
     for key, values in figures.items():
