@@ -52,6 +52,7 @@ SCENARIO_VALUES = [  # (scenario file, override, what the error must name)
     (CENTROID, "defense=[{kind='strip-typo'}]", 'defense[0].kind: defense kind "strip-typo" does not exist'),
     (CENTROID, "defense=[{kind='drift-reset', detector='adwin', quota=3}]", "defense[0].quota: not a key"),
     (CENTROID, "defense=[{}]", "defense[0].kind: required"),
+    (BADNETS, "defense=[{kind='strip', confidence=0.3}]", "defense[0].confidence: expected a number >= 0.5"),
     (CENTROID, "streem.n_events=3", "streem: unknown key"),
     (CENTROID, "stream=3", "stream: expected a table"),
     (CENTROID, "nonsense", "--set 'nonsense': expected section.key=value"),

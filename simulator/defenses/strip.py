@@ -45,7 +45,6 @@ from simulator.events import EventBatch
 from simulator.models.nets import CNN
 
 CALIBRATION_DRAWS = 2  # overlay sets per trusted input at calibration: less overlay luck in the threshold
-CALIBRATION_CONFIDENCE = 0.9  # P(false rejection rate <= frr) the threshold is chosen for
 CPU_FORWARD_ROWS = 256  # overlay rows per forward pass and CPU thread: the activations stay in cache
 DEVICE_FORWARD_ROWS = 65_536  # on an accelerator (memory bound)
 SCALES = ("pooled", "per-class")
@@ -218,7 +217,8 @@ class Strip(Defense):
     cross-fits: each half of the sample is overlaid on the other half only (an
     input never meets itself), ``CALIBRATION_DRAWS`` overlay sets per input,
     and the threshold is the order statistic that keeps the FRR under ``frr``
-    with probability ``CALIBRATION_CONFIDENCE`` (:func:`order_statistic`). It
+    with probability ``confidence`` (:func:`order_statistic`; 0.5 is the
+    paper's rule, the ``frr`` quantile, FRR near ``frr`` on average). It
     is recalibrated every ``every`` stream events, as the online model changes.
     With ``scale = "per-class"`` each half's scores are standardised by the
     other half's class scales (:func:`class_scales`) before the threshold is
@@ -240,9 +240,12 @@ class Strip(Defense):
         = "pooled",
         layers: Annotated[int, Key("clean inputs stacked into each overlay's background (1: the paper's; more "
                                    "drown an input's own shape, a saturated trigger patch stays)", ge=1, le=8)] = 1,
+        confidence: Annotated[float, Key("probability that the false rejection rate stays under frr (0.5: the frr "
+                                         "quantile of clean scores, the paper's)", ge=0.5, lt=1)] = 0.9,
     ):  # fmt: skip
         self.scale = scale
         self.layers = layers
+        self.confidence = confidence
         self.overlays = overlays
         self.superimpose = superimpose
         self.frr = frr
@@ -256,10 +259,11 @@ class Strip(Defense):
         require(model, "strip", "torch-net")
         self.pool_x_ = knowledge.clean_x[rng.permutation(len(knowledge.clean_x))].astype(np.float32)
         self.n_classes_ = knowledge.n_classes
-        self.rank_ = order_statistic(len(self.pool_x_), self.frr, CALIBRATION_CONFIDENCE)
+        self.rank_ = order_statistic(len(self.pool_x_), self.frr, self.confidence)
         if self.rank_ == 0:
             raise ValueError(f"frr: {len(self.pool_x_)} trusted clean inputs cannot bound a false rejection rate "
-                             f"of {self.frr} with {CALIBRATION_CONFIDENCE:.0%} confidence; raise frr")  # fmt: skip
+                             f"of {self.frr} with {self.confidence:.0%} confidence; raise frr or lower "
+                             f"confidence")  # fmt: skip
         stream_seed, flag_seed = rng.spawn(2)
         self._stream_rng, self._flag_seed = stream_seed, int(flag_seed.integers(2**63))
         self.calibrations_ = 0

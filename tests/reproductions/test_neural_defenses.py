@@ -72,6 +72,23 @@ def test_strip_calibration_overlays_each_trusted_input_on_the_other_half_only(mo
     assert defense.threshold_ == defense.rank_ * strip.CALIBRATION_DRAWS - 1  # scores 0, 1, ...: the k*draws-th
 
 
+def test_strip_confidence_sets_how_far_below_the_frr_quantile_the_threshold_sits(monkeypatch):
+    from simulator.defenses import strip
+    from simulator.defenses.base import DefenderKnowledge
+    from simulator.models.neural import NeuralClassifier
+
+    monkeypatch.setattr(strip, "strip_entropy", lambda model, x, bg, how: np.arange(len(x), dtype=float))
+    model = NeuralClassifier(n_classes=2, n_features=4, device="cpu")
+    knowledge = DefenderKnowledge(np.zeros((1000, 4), dtype=np.float32), np.zeros(1000, dtype=np.int64), n_classes=2)
+    ranks = {c: strip.Strip(overlays=8, confidence=c).fit(knowledge, model, np.random.default_rng(0)).rank_
+             for c in (0.5, 0.9, 0.99)}  # fmt: skip
+    assert ranks == {0.5: 10, 0.9: 6, 0.99: 3}  # 0.5: the median of Binomial(1000, 0.01), the 1% quantile
+    small = DefenderKnowledge(np.zeros((359, 4), dtype=np.float32), np.zeros(359, dtype=np.int64), n_classes=2)
+    with pytest.raises(ValueError, match="frr: 359 trusted clean inputs cannot bound .* 0.005 with 90% confidence"):
+        strip.Strip(overlays=8, frr=0.005).fit(small, model, np.random.default_rng(0))
+    assert strip.Strip(overlays=8, frr=0.005, confidence=0.5).fit(small, model, np.random.default_rng(0)).rank_ == 2
+
+
 def test_strip_layers_stack_distinct_trusted_inputs_into_each_background():
     from simulator.defenses import strip
     from simulator.defenses.base import DefenderKnowledge
