@@ -89,6 +89,12 @@ def _label_flip(defense: str | None) -> tuple:
     return ("label_flip.toml", overrides, keys, None)
 
 
+def _mnist_strip(keys: str) -> tuple:
+    """``scenarios/mnist_strip.toml`` with its STRIP's ``keys`` changed (a TOML inline table's entries)."""
+    defense = f"defense=[{{kind='strip',overlays=32,superimpose='additive',frr=0.01,{keys}}}]"
+    return ("mnist_strip.toml", [defense], [*ATTACK[:2], *STRIP], None)
+
+
 # name -> (scenario file, overrides, summary keys, derived figures)
 CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     # undefended BadNets over 10,000 events: the same runs as abl_badnets.toml or fine_pruning_badnets.toml without
@@ -101,6 +107,14 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     "mnist-badnets": ("mnist_badnets.toml", [], ATTACK, None),
     "mnist-badnets-clean": ("mnist_badnets.toml", [NO_ATTACK], ["clean_accuracy"], None),
     "mnist-blended": ("mnist_blended.toml", [], ATTACK, None),
+    # STRIP on MNIST over the stream: the ready scenario (the paper's: pooled, one layer), per-class scales with two
+    # layers (the lowest FAR on the final net: benchmarks/strip_classes.py), each change alone, and recalibrated
+    # four times as often
+    "mnist-strip": ("mnist_strip.toml", [], [*ATTACK[:2], *STRIP], None),
+    "mnist-strip-per-class-2": _mnist_strip("every=1000,scale='per-class',layers=2"),
+    "mnist-strip-pooled-2": _mnist_strip("every=1000,layers=2"),
+    "mnist-strip-per-class": _mnist_strip("every=1000,scale='per-class'"),
+    "mnist-strip-per-class-2-every-250": _mnist_strip("every=250,scale='per-class',layers=2"),
     "strip": ("strip_badnets.toml", SIX_K, ["attack_success_rate", *STRIP], None),
     "strip-class-2": ("strip_badnets.toml", [*SIX_K, "attack.target_class=2"], ["attack_success_rate", *STRIP], None),
     "isolation": ("abl_badnets.toml", [], ["attack_success_rate", "clean_accuracy", *ISOLATION], None),
