@@ -1,14 +1,17 @@
-"""STRIP for every target class: FAR and FRR per target class over seeds, pooled and per-class thresholds.
+"""STRIP for every target class: FAR and FRR per target class over seeds, for each of STRIP's scales.
 
 For each seed and target class, BadNets (the ready scenario's trigger and
 rate) is run undefended to the end of the stream; STRIP is then fitted on
 the defender's trusted sample and judges the held-out clean inputs (FRR) and
 the triggered ones that reach the target class (FAR), on the same net, with
-the pooled threshold and with the per-class one, each with one-layer
-overlays (the paper's) and two-layer ones (``layers = 2``; ``--layers``
-takes other counts). ``<variant>_far_exact`` is the FAR at a threshold put
-at the ``frr`` quantile of the held-out clean scores themselves: where no
-calibration can do better at that FRR. ``--confidence 0.5`` calibrates by
+the pooled threshold, the per-class one and the union of three scores, each
+with one-layer overlays (the paper's) and two-layer ones (``layers = 2``;
+``--layers`` takes other counts). ``<variant>_far_exact`` is the FAR at a
+threshold put at the ``frr`` quantile of the held-out clean scores
+themselves: where no calibration can do better at that FRR (the union's
+score is 0 for an input below every calibration score of one of its tails:
+where more than ``frr`` of the held-out clean inputs are, the quantile is 0
+and the figure 1). ``--confidence 0.5`` calibrates by
 the paper's rule (the ``frr`` quantile of trusted clean scores) instead of
 bounding the FRR with 90% confidence.
 
@@ -16,6 +19,7 @@ bounding the FRR with 90% confidence.
     .venv/bin/python benchmarks/strip_classes.py digits --seeds 1-4 --workers 2
     .venv/bin/python benchmarks/strip_classes.py mnist --layers 2,3,4
     .venv/bin/python benchmarks/strip_classes.py digits --layers 2 --confidence 0.5
+    .venv/bin/python benchmarks/strip_classes.py mnist --layers 2 --set attack.trigger.position=top-left
 """
 
 from __future__ import annotations
@@ -34,28 +38,32 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.seed_figures import seeds_of  # noqa: E402
+from simulator.defenses.strip import SCALES  # noqa: E402
 
-# source -> (scenario, overrides): the ready STRIP scenario's trigger and STRIP settings
+# setting -> (scenario, overrides): the ready scenarios' source, trigger and rate
 SETTINGS = {
     "digits": ("strip_badnets.toml", ["stream.n_events=10000"]),
     "mnist": ("mnist_badnets.toml", []),
+    "mnist-blended": ("mnist_blended.toml", []),  # a trigger over the whole image (checkerboard, alpha 0.2)
 }
 STRIP = {"overlays": 32, "superimpose": "additive", "frr": 0.01}
 
 
 def variants(layers: tuple[int, ...] = (1, 2)) -> dict[str, dict]:
-    """Variant name -> keys added to STRIP's: the pooled threshold (the paper's) and per-class scales at each
-    layer count ("pooled", "per-class" for one layer, "pooled-2", "per-class-2" for two, ...).
+    """Variant name -> keys added to STRIP's: each scale (pooled, the paper's; per-class; union) at each layer
+    count ("pooled", "per-class", "union" for one layer, "pooled-2", ... for two).
 
     >>> list(variants((1, 3)))
-    ['pooled', 'per-class', 'pooled-3', 'per-class-3']
+    ['pooled', 'per-class', 'union', 'pooled-3', 'per-class-3', 'union-3']
     """
     return {f"{scale}{'' if n == 1 else f'-{n}'}": {"scale": scale, "layers": n}
-            for n in layers for scale in ("pooled", "per-class")}  # fmt: skip
+            for n in layers for scale in SCALES}  # fmt: skip
 
 
-def measure(source: str, seed: int, target: int, layers: tuple[int, ...] = (1, 2), confidence: float = 0.9) -> dict:
-    """One net (``source``, ``seed``, BadNets to ``target``): attack success, and FAR / FRR for each variant."""
+def measure(source: str, seed: int, target: int, layers: tuple[int, ...] = (1, 2), confidence: float = 0.9,
+            extra: tuple[str, ...] = ()) -> dict:  # fmt: skip
+    """One net (``source``, ``seed``, BadNets to ``target``; ``extra``: more scenario overrides): attack success,
+    and FAR / FRR for each variant."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from simulator.config import Scenario
     from simulator.defenses.base import DefenderKnowledge
@@ -63,7 +71,7 @@ def measure(source: str, seed: int, target: int, layers: tuple[int, ...] = (1, 2
     from simulator.pipeline.engine import Learner, World
 
     path, overrides = SETTINGS[source]
-    scenario = Scenario.from_toml(ROOT / "scenarios" / path, [*overrides, "defense=[]", f"seed={seed}",
+    scenario = Scenario.from_toml(ROOT / "scenarios" / path, [*overrides, *extra, "defense=[]", f"seed={seed}",
                                                                f"attack.target_class={target}"])  # fmt: skip
     world = World.build(scenario)
     stream, learner = world.stream(), Learner(world)
@@ -84,11 +92,12 @@ def measure(source: str, seed: int, target: int, layers: tuple[int, ...] = (1, 2
 
 @functools.lru_cache(maxsize=None)
 def over_classes(source: str, seeds: tuple[int, ...], workers: int = 2, layers: tuple[int, ...] = (1, 2),
-                 confidence: float = 0.9) -> dict[str, np.ndarray]:  # fmt: skip
+                 confidence: float = 0.9, extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:  # fmt: skip
     """Each figure as a (seeds, 10 target classes) array."""
     cases = [(seed, target) for seed in seeds for target in range(10)]
+    one = functools.partial(measure, source, layers=layers, confidence=confidence, extra=extra)
     with ProcessPoolExecutor(workers) as pool:
-        runs = list(pool.map(functools.partial(measure, source, layers=layers, confidence=confidence), *zip(*cases)))
+        runs = list(pool.map(one, *zip(*cases)))
     return {key: np.array([r[key] for r in runs]).reshape(len(seeds), 10) for key in runs[0]}
 
 
@@ -101,9 +110,13 @@ def main() -> int:
                         help="layer counts to measure, comma-separated (default 1,2)")
     parser.add_argument("--confidence", type=float, default=0.9,
                         help="STRIP's confidence that FRR stays under 1%% (0.5: the paper's quantile rule)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="extra",
+                        help="a scenario override for every run (repeatable): another trigger, attack or rate")
     args = parser.parse_args()
-    figures = over_classes(args.source, tuple(args.seeds), args.workers, args.layers, args.confidence)
-    print(f"{args.source}, seeds {args.seeds[0]}-{args.seeds[-1]}: mean over seeds per target class")
+    figures = over_classes(args.source, tuple(args.seeds), args.workers, args.layers, args.confidence,
+                           tuple(args.extra))  # fmt: skip
+    shown = f" ({', '.join(args.extra)})" if args.extra else ""
+    print(f"{args.source}{shown}, seeds {args.seeds[0]}-{args.seeds[-1]}: mean over seeds per target class")
     print("figure                " + " ".join(f"{c:>6d}" for c in range(10)) + "    all")
     for key, values in figures.items():
         print(f"{key:21s} " + " ".join(f"{v:6.3f}" for v in values.mean(axis=0)) + f"  {values.mean():.3f}")

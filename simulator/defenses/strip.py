@@ -15,7 +15,9 @@ inputs predicted as the same class: its log entropy standardised by their
 median and MAD, then one threshold on the standardised scores, calibrated as
 the pooled one. It fails the other way when the backdoor itself makes the
 target class keep its overlays (see the README for both, over target classes
-and seeds). ``layers`` stacks that many trusted inputs into each overlay's
+and seeds). ``scale = "union"`` judges each input on both scales and on a
+third score, and flags it when any of the three is in its calibrated tail.
+``layers`` stacks that many trusted inputs into each overlay's
 background: a clean input's own shape drowns (even an 8's), a saturated
 trigger patch where digits have little ink stays.
 
@@ -47,7 +49,7 @@ from simulator.models.nets import CNN
 CALIBRATION_DRAWS = 2  # overlay sets per trusted input at calibration: less overlay luck in the threshold
 CPU_FORWARD_ROWS = 256  # overlay rows per forward pass and CPU thread: the activations stay in cache
 DEVICE_FORWARD_ROWS = 65_536  # on an accelerator (memory bound)
-SCALES = ("pooled", "per-class")
+SCALES = ("pooled", "per-class", "union")
 MIN_CLASS_SCORES = 10  # calibration scores a class needs for a scale of its own (else the pooled one)
 LOG_FLOOR = 1e-3  # bits added before the log: entropies near 0 stay finite
 BACKGROUND_BYTES = 32 * 2**20  # backgrounds built at once (a block of inputs): memory stays flat in the batch size
@@ -112,6 +114,15 @@ def standardised(entropies: np.ndarray, classes: np.ndarray, center: np.ndarray,
     return (np.log(entropies + LOG_FLOOR) - center[classes]) / spread[classes]
 
 
+def tail_share(references: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Share of the sorted ``references`` at or below each score: how deep in the calibration sample's low tail.
+
+    >>> tail_share(np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.5, 2.0, 9.0])).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    return np.searchsorted(references, scores, side="right") / len(references)
+
+
 def _entropy(proba: torch.Tensor) -> torch.Tensor:
     """Shannon entropy (bits) of each row of class probabilities."""
     return -(proba * torch.log2(proba.clamp_min(1e-12))).sum(dim=-1)
@@ -122,15 +133,17 @@ def forward_rows(device: torch.device) -> int:
     return CPU_FORWARD_ROWS * torch.get_num_threads() if device.type == "cpu" else DEVICE_FORWARD_ROWS
 
 
-def strip_entropy(model, x: np.ndarray, backgrounds: np.ndarray, how: str) -> np.ndarray:
+def strip_entropy(model, x: np.ndarray, backgrounds: np.ndarray, how: str, own_share: bool = False) -> np.ndarray:
     """Mean prediction entropy over each input's overlays, all inputs batched.
 
     ``backgrounds`` is ``(m, N, d)``: input i is superimposed on ``backgrounds[i]``.
     Overlays go through the net in cache-sized chunks; our CNN runs as
-    :func:`channels_last_logits`.
+    :func:`channels_last_logits`. With ``own_share`` the result is ``(m, 2)``:
+    the entropy, and the share of the overlays' probability that leaves the
+    input's own prediction (1 - the mean probability they give that class).
     """
     m, n = len(x), backgrounds.shape[1]
-    out = np.empty(m)
+    out = np.empty((m, 2) if own_share else m)
     if m == 0:
         return out
     net, device = model.net, model.device_
@@ -142,7 +155,13 @@ def strip_entropy(model, x: np.ndarray, backgrounds: np.ndarray, how: str) -> np
         for i in range(0, m, step):
             rows = torch.as_tensor(superimpose(x[i : i + step], backgrounds[i : i + step], how), device=device)
             proba = torch.softmax(forward(rows.reshape(-1, x.shape[1])), dim=1)
-            out[i : i + step] = _entropy(proba).reshape(-1, n).mean(dim=1).cpu().numpy()
+            entropy = _entropy(proba).reshape(-1, n).mean(dim=1)
+            if not own_share:
+                out[i : i + step] = entropy.cpu().numpy()
+                continue
+            own = forward(torch.as_tensor(x[i : i + step], device=device)).argmax(dim=1)
+            kept = proba.reshape(len(own), n, -1)[torch.arange(len(own)), :, own].mean(dim=1)  # (inputs, overlays)
+            out[i : i + step] = torch.stack([entropy, 1 - kept], dim=1).cpu().numpy()
     return out
 
 
@@ -209,7 +228,8 @@ def strip_entropy_loop(model, x: np.ndarray, backgrounds: np.ndarray, how: str) 
 
 @DEFENSES.register("strip", requires=("torch-net",), examples=[{"overlays": 4, "every": 100}, {"overlays": 4, "superimpose": "additive", "mode": "drop", "every": 100},
                                                                 {"overlays": 4, "scale": "per-class", "every": 100},
-                                                                {"overlays": 4, "layers": 2, "every": 100}])
+                                                                {"overlays": 4, "layers": 2, "every": 100},
+                                                                {"overlays": 4, "scale": "union", "layers": 2, "every": 100}])
 class Strip(Defense):
     """Flag (or drop, ``mode = "drop"``) inputs whose overlays' mean entropy is below the calibrated threshold.
 
@@ -223,6 +243,18 @@ class Strip(Defense):
     With ``scale = "per-class"`` each half's scores are standardised by the
     other half's class scales (:func:`class_scales`) before the threshold is
     taken; inputs met later, by the scales of the whole sample.
+
+    ``scale = "union"`` judges each input three ways: its entropy on the
+    pooled scale, its log entropy on its class's scale, and on its class's
+    scale the log of the share of its overlays' probability that leaves its
+    own prediction (:func:`strip_entropy` with ``own_share``). Each way fails
+    where another holds: the pooled one when clean inputs of another class
+    keep their overlays, the per-class ones when the target class itself
+    does, or when the trigger makes overlays sure of the target without
+    making them low in entropy. An input's score is its lowest
+    :func:`tail_share` among the three calibration samples, and the threshold
+    is the order statistic of those scores, so the three tails together keep
+    the FRR bound.
     """
 
     judges_inputs = True
@@ -235,8 +267,9 @@ class Strip(Defense):
         mode: Annotated[str, Key("flag inputs only, or drop them before the model", choices=("flag", "drop"))]
         = "flag",
         every: Every = 500,
-        scale: Annotated[str, Key("the threshold's scale: the entropy of all clean inputs (pooled, the paper's), or "
-                                  "log entropy standardised per predicted class (per-class)", choices=SCALES)]
+        scale: Annotated[str, Key("the threshold's scale: the entropy of all clean inputs (pooled, the paper's), "
+                                  "log entropy standardised per predicted class (per-class), or the lowest tail "
+                                  "share of three scores (union; see the class)", choices=SCALES)]
         = "pooled",
         layers: Annotated[int, Key("clean inputs stacked into each overlay's background (1: the paper's; more "
                                    "drown an input's own shape, a saturated trigger patch stays)", ge=1, le=8)] = 1,
@@ -290,7 +323,8 @@ class Strip(Defense):
         return out
 
     def score(self, X: np.ndarray, model, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Each input's score, low: likely triggered (pooled: mean overlay entropy; per-class: standardised)."""
+        """Each input's score, low: likely triggered (pooled: mean overlay entropy; per-class: standardised;
+        union: the lowest tail share)."""
         rng = rng or np.random.default_rng(self._flag_seed)
         X = np.asarray(X, dtype=np.float32)
         entropies = self.entropies(model, X, self.picks(len(X), len(self.pool_x_), rng))
@@ -301,14 +335,33 @@ class Strip(Defense):
         (``BACKGROUND_BYTES`` of them, or one forward pass where that is more: an accelerator's)."""
         per_input = self.pool_x_.itemsize * self.overlays * self.pool_x_.shape[1]
         block = max(1, BACKGROUND_BYTES // per_input, forward_rows(model.device_) // self.overlays)
-        parts = [strip_entropy(model, X[i : i + block], self.backgrounds(picks[i : i + block]), self.superimpose)
-                 for i in range(0, len(X), block)]  # fmt: skip
-        return np.concatenate(parts) if parts else np.empty(0)
+        share = self.scale == "union"
+        parts = [strip_entropy(model, X[i : i + block], self.backgrounds(picks[i : i + block]), self.superimpose,
+                               own_share=share) for i in range(0, len(X), block)]  # fmt: skip
+        return np.concatenate(parts) if parts else np.empty((0, 2) if share else 0)
 
     def _scaled(self, entropies: np.ndarray, X: np.ndarray, model) -> np.ndarray:
-        if self.scale == "pooled" or len(X) == 0:
+        if len(X) == 0:
+            return np.empty(0)
+        if self.scale == "pooled":
             return entropies
-        return standardised(entropies, model.predict_many(X), self.center_, self.spread_)
+        classes = model.predict_many(X)
+        if self.scale == "per-class":
+            return standardised(entropies, classes, self.center_, self.spread_)
+        standard = [standardised(entropies[:, j], classes, self.center_[j], self.spread_[j]) for j in (0, 1)]
+        return self._lowest_share(np.column_stack([entropies[:, 0], *standard]))
+
+    def _lowest_share(self, three: np.ndarray) -> np.ndarray:
+        """Each input's lowest :func:`tail_share` among the three calibration samples (``scale = "union"``)."""
+        return np.min([tail_share(self.references_[j], three[:, j]) for j in range(3)], axis=0)
+
+    def _cross_fitted(self, values: np.ndarray, classes: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """Calibration ``values`` standardised, each half of the sample by the other half's class scales."""
+        out = np.empty(len(values))
+        for part in (first, ~first):
+            center, spread = class_scales(values[~part], classes[~part], self.n_classes_)
+            out[part] = standardised(values[part], classes[part], center, spread)
+        return out
 
     def calibrate(self, model) -> float:
         """Threshold from the trusted sample, each half overlaid on the other (see the class)."""
@@ -319,17 +372,21 @@ class Strip(Defense):
         x = np.tile(self.pool_x_, (CALIBRATION_DRAWS, 1))
         entropies = self.entropies(model, x, np.concatenate(draws))
         if self.scale == "pooled":
-            scores = np.sort(entropies)
+            scores = entropies
         else:  # each half standardised by the other half's class scales: the threshold sees no in-sample scale
             classes = np.tile(model.predict_many(self.pool_x_), CALIBRATION_DRAWS)  # x is the pool, tiled
             first = np.tile(np.arange(n) < half, CALIBRATION_DRAWS)
-            scores = np.empty_like(entropies)
-            for part in (first, ~first):
-                center, spread = class_scales(entropies[~part], classes[~part], self.n_classes_)
-                scores[part] = standardised(entropies[part], classes[part], center, spread)
-            scores = np.sort(scores)
-            self.center_, self.spread_ = class_scales(entropies, classes, self.n_classes_)  # for new inputs: all
-        self.threshold_ = float(scores[self.rank_ * CALIBRATION_DRAWS - 1])  # as many per input as one draw's rank_
+            figures = entropies.reshape(len(entropies), -1).T  # a row per figure (union: entropy, own share)
+            standard = np.column_stack([self._cross_fitted(values, classes, first) for values in figures])
+            scales = [class_scales(values, classes, self.n_classes_) for values in figures]
+            self.center_, self.spread_ = (np.array(v) for v in zip(*scales))  # new inputs: the whole sample's
+            if self.scale == "per-class":
+                self.center_, self.spread_, scores = self.center_[0], self.spread_[0], standard[:, 0]
+            else:
+                three = np.column_stack([figures[0], standard])
+                self.references_ = np.sort(three, axis=0).T
+                scores = self._lowest_share(three)
+        self.threshold_ = float(np.sort(scores)[self.rank_ * CALIBRATION_DRAWS - 1])  # draws x one draw's rank
         self.calibrations_ += 1
         return self.threshold_
 
@@ -351,13 +408,17 @@ class Strip(Defense):
     def get_state(self) -> dict:
         state = {"threshold": self.threshold_, "calibrations": self.calibrations_,
                  "next_calibration": self._next_calibration, "rng": self._stream_rng.bit_generator.state}  # fmt: skip
-        if self.scale == "per-class":
+        if self.scale != "pooled":
             state.update(center=self.center_.copy(), spread=self.spread_.copy())
+        if self.scale == "union":
+            state.update(references=self.references_.copy())
         return state
 
     def set_state(self, state: dict, model) -> None:
-        if self.scale == "per-class":
+        if self.scale != "pooled":
             self.center_, self.spread_ = np.asarray(state["center"]), np.asarray(state["spread"])
+        if self.scale == "union":
+            self.references_ = np.asarray(state["references"])
         self.threshold_, self.calibrations_ = state["threshold"], state["calibrations"]
         self._next_calibration = state["next_calibration"]
         self._stream_rng.bit_generator.state = state["rng"]

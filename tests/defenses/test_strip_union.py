@@ -1,0 +1,68 @@
+"""STRIP's ``scale = "union"``: three scores, each input flagged when any is in its calibrated low tail.
+
+The overlay figures are planted (each input's entropy and own-class share
+read from its features, whatever the overlays) so that each of the three
+scores alone is the one that can catch one kind of input, and the FRR bound
+can be checked on many fresh clean inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulator.defenses import strip
+from simulator.defenses.base import DefenderKnowledge
+from simulator.models.neural import NeuralClassifier
+
+
+def _planted(model, x, backgrounds, how, own_share=False):
+    return x[:, :2].astype(float) if own_share else x[:, 0].astype(float)
+
+
+def _clean(rng: np.random.Generator, m: int) -> np.ndarray:
+    """Class 0: entropy 1-2 bits, a share of 0.5-0.9 leaves it; class 1 keeps its overlays (the sink class)."""
+    cls = rng.integers(0, 2, m)
+    entropy = np.where(cls == 0, rng.uniform(1.0, 2.0, m), rng.uniform(0.1, 0.2, m))
+    share = np.where(cls == 0, rng.uniform(0.5, 0.9, m), rng.uniform(0.01, 0.05, m))
+    return np.column_stack([entropy, share, cls, np.zeros(m)]).astype(np.float32)
+
+
+@pytest.fixture
+def fitted(monkeypatch):
+    monkeypatch.setattr(strip, "strip_entropy", _planted)
+    model = NeuralClassifier(n_classes=2, n_features=4, device="cpu")
+    model.predict_many = lambda X: np.asarray(X)[:, 2].astype(np.int64)  # the class is planted too
+    clean = _clean(np.random.default_rng(0), 1000)
+    knowledge = DefenderKnowledge(clean, clean[:, 2].astype(np.int64), n_classes=2)
+    defenses = {scale: strip.Strip(overlays=8, scale=scale).fit(knowledge, model, np.random.default_rng(1))
+                for scale in strip.SCALES}  # fmt: skip
+    return defenses, model
+
+
+def test_union_flags_what_any_of_its_three_scores_flags(fitted):
+    defenses, model = fitted
+    suspects = np.array([[0.05, 0.001, 1, 0],  # below every clean input's entropy: the pooled score's catch
+                         [0.5, 0.7, 0, 0],  # class 0, entropy low for class 0 only (above the sink class's)
+                         [1.5, 0.05, 0, 0]], dtype=np.float32)  # class 0, entropy normal, overlays kept: the share's
+    flags = {scale: d.flag(suspects, model).tolist() for scale, d in defenses.items()}
+    assert flags == {"pooled": [True, False, False], "per-class": [True, True, False], "union": [True, True, True]}
+
+
+def test_union_keeps_the_frr_bound_over_its_three_tails(fitted):
+    defenses, model = fitted
+    fresh = _clean(np.random.default_rng(2), 20_000)
+    for scale, defense in defenses.items():
+        assert defense.flag(fresh, model).mean() <= 0.01, scale  # frr 0.01 with 90% confidence
+    union = defenses["union"]
+    assert 0 < union.threshold_ <= 0.01  # a tail share: the three tails share the budget
+
+
+def test_union_state_round_trip_restores_its_scores(fitted):
+    defenses, model = fitted
+    union = defenses["union"]
+    fresh = _clean(np.random.default_rng(3), 200)
+    before, state = union.score(fresh, model), union.get_state()
+    union.references_, union.center_, union.threshold_ = None, None, None
+    union.set_state(state, model)
+    assert np.array_equal(union.score(fresh, model), before) and union.threshold_ == state["threshold"]
