@@ -89,10 +89,11 @@ def _label_flip(defense: str | None) -> tuple:
     return ("label_flip.toml", overrides, keys, None)
 
 
-def _mnist_strip(keys: str) -> tuple:
-    """``scenarios/mnist_strip.toml`` with its STRIP's ``keys`` changed (a TOML inline table's entries)."""
+def _mnist_strip(keys: str, figures: tuple[str, ...] = ()) -> tuple:
+    """``scenarios/mnist_strip.toml`` with its STRIP's ``keys`` changed (a TOML inline table's entries), and more
+    of STRIP's ``figures`` reported."""
     defense = f"defense=[{{kind='strip',overlays=32,superimpose='additive',frr=0.01,{keys}}}]"
-    return ("mnist_strip.toml", [defense], [*ATTACK[:2], *STRIP], None)
+    return ("mnist_strip.toml", [defense], [*ATTACK[:2], *STRIP, *(f"defenses.strip.{k}" for k in figures)], None)
 
 
 # name -> (scenario file, overrides, summary keys, derived figures)
@@ -109,7 +110,8 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     "mnist-blended": ("mnist_blended.toml", [], ATTACK, None),
     # STRIP on MNIST over the stream: the ready scenario (the paper's: pooled, one layer), per-class scales with two
     # layers, each change alone, recalibrated four times as often, and the union of three scores with two layers
-    # (benchmarks/strip_classes.py: FAR per target class on the final net)
+    # (benchmarks/strip_classes.py: FAR per target class on the final net), also with checks of its FRR between
+    # calibrations
     "mnist-strip": ("mnist_strip.toml", [], [*ATTACK[:2], *STRIP], None),
     "mnist-strip-per-class-2": _mnist_strip("every=1000,scale='per-class',layers=2"),
     "mnist-strip-pooled-2": _mnist_strip("every=1000,layers=2"),
@@ -117,6 +119,10 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     "mnist-strip-per-class-2-every-250": _mnist_strip("every=250,scale='per-class',layers=2"),
     "mnist-strip-union-2": _mnist_strip("every=1000,scale='union',layers=2"),
     "mnist-strip-union-2-every-250": _mnist_strip("every=250,scale='union',layers=2"),
+    "mnist-strip-union-2-check-250": _mnist_strip("every=1000,scale='union',layers=2,check=250",
+                                                  ("calibrations", "checks", "check_recalibrations")),
+    "mnist-strip-union-2-check-100": _mnist_strip("every=1000,scale='union',layers=2,check=100",
+                                                  ("calibrations", "checks", "check_recalibrations")),
     "strip": ("strip_badnets.toml", SIX_K, ["attack_success_rate", *STRIP], None),
     "strip-class-2": ("strip_badnets.toml", [*SIX_K, "attack.target_class=2"], ["attack_success_rate", *STRIP], None),
     "isolation": ("abl_badnets.toml", [], ["attack_success_rate", "clean_accuracy", *ISOLATION], None),

@@ -53,6 +53,8 @@ SCALES = ("pooled", "per-class", "union")
 MIN_CLASS_SCORES = 10  # calibration scores a class needs for a scale of its own (else the pooled one)
 LOG_FLOOR = 1e-3  # bits added before the log: entropies near 0 stay finite
 BACKGROUND_BYTES = 32 * 2**20  # backgrounds built at once (a block of inputs): memory stays flat in the batch size
+CHECK_INPUTS = 256  # trusted inputs re-scored at each check of the FRR between calibrations
+CHECK_LEVEL = 0.01  # a check recalibrates when so many are flagged that an FRR of frr would do so this rarely
 
 
 def superimpose(x: np.ndarray, backgrounds: np.ndarray, how: str) -> np.ndarray:
@@ -90,6 +92,20 @@ def order_statistic(n: int, frr: float, confidence: float) -> int:
             return k
         log_pmf += math.log((n - k) / (k + 1) * frr / (1 - frr))
     return n
+
+
+def too_many(flagged: int, m: int, frr: float, level: float = CHECK_LEVEL) -> bool:
+    """Whether ``flagged`` of ``m`` clean inputs is more than an FRR of ``frr`` gives with probability ``level``:
+    P(Binomial(m, frr) >= flagged) < level.
+
+    >>> [k for k in range(12) if too_many(k, 256, 0.01)][:2]  # 2.6 expected; 8 or more: P = 0.005
+    [8, 9]
+    """
+    log_pmf, below = m * math.log1p(-frr), 0.0  # P(Binomial(m, frr) = k), P(... < flagged)
+    for k in range(flagged):
+        below += math.exp(log_pmf)
+        log_pmf += math.log((m - k) / (k + 1) * frr / (1 - frr))
+    return 1 - below < level
 
 
 def class_scales(entropies: np.ndarray, classes: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -226,10 +242,14 @@ def strip_entropy_loop(model, x: np.ndarray, backgrounds: np.ndarray, how: str) 
     return out
 
 
-@DEFENSES.register("strip", requires=("torch-net",), examples=[{"overlays": 4, "every": 100}, {"overlays": 4, "superimpose": "additive", "mode": "drop", "every": 100},
-                                                                {"overlays": 4, "scale": "per-class", "every": 100},
-                                                                {"overlays": 4, "layers": 2, "every": 100},
-                                                                {"overlays": 4, "scale": "union", "layers": 2, "every": 100}])
+@DEFENSES.register("strip", requires=("torch-net",), examples=[
+    {"overlays": 4, "every": 100},
+    {"overlays": 4, "superimpose": "additive", "mode": "drop", "every": 100},
+    {"overlays": 4, "scale": "per-class", "every": 100},
+    {"overlays": 4, "layers": 2, "every": 100},
+    {"overlays": 4, "scale": "union", "layers": 2, "every": 100},
+    {"overlays": 4, "every": 200, "check": 50},
+])
 class Strip(Defense):
     """Flag (or drop, ``mode = "drop"``) inputs whose overlays' mean entropy is below the calibrated threshold.
 
@@ -239,7 +259,12 @@ class Strip(Defense):
     and the threshold is the order statistic that keeps the FRR under ``frr``
     with probability ``confidence`` (:func:`order_statistic`; 0.5 is the
     paper's rule, the ``frr`` quantile, FRR near ``frr`` on average). It
-    is recalibrated every ``every`` stream events, as the online model changes.
+    is recalibrated every ``every`` stream events, as the online model changes,
+    and with ``check`` also between: every ``check`` events ``CHECK_INPUTS``
+    trusted inputs are re-scored on the current net, and too many of them
+    flagged for an FRR of ``frr`` (:func:`too_many`) recalibrates at once. The
+    check watches the net, not the stream, so the attacker's rate cannot
+    trigger it.
     With ``scale = "per-class"`` each half's scores are standardised by the
     other half's class scales (:func:`class_scales`) before the threshold is
     taken; inputs met later, by the scales of the whole sample.
@@ -275,6 +300,9 @@ class Strip(Defense):
                                    "drown an input's own shape, a saturated trigger patch stays)", ge=1, le=8)] = 1,
         confidence: Annotated[float, Key("probability that the false rejection rate stays under frr (0.5: the frr "
                                          "quantile of clean scores, the paper's)", ge=0.5, lt=1)] = 0.9,
+        check: Annotated[int, Key("events between checks of the FRR on the current net, which recalibrate when "
+                                  "too many trusted inputs are flagged (0: the schedule alone)", ge=0, le=10**9)]
+        = 0,
     ):  # fmt: skip
         self.scale = scale
         self.layers = layers
@@ -284,6 +312,7 @@ class Strip(Defense):
         self.frr = frr
         self.mode = mode
         self.every = every
+        self.check = check
         check_choices(mode=(mode, ("flag", "drop")), superimpose=(superimpose, ("blend", "additive")),
                       scale=(scale, SCALES))  # fmt: skip
         self.drops = mode == "drop"
@@ -299,8 +328,9 @@ class Strip(Defense):
                              f"confidence")  # fmt: skip
         stream_seed, flag_seed = rng.spawn(2)
         self._stream_rng, self._flag_seed = stream_seed, int(flag_seed.integers(2**63))
-        self.calibrations_ = 0
+        self.calibrations_ = self.checks_ = self.check_recalibrations_ = 0
         self._next_calibration = self.every
+        self._next_check = self.check
         self.calibrate(model)
         return self
 
@@ -401,13 +431,31 @@ class Strip(Defense):
         if position >= self._next_calibration:
             self.calibrate(model)
             self._next_calibration = (position // self.every + 1) * self.every
+        elif self.check and position >= self._next_check and self.frr_exceeded(model, position):
+            self.calibrate(model)
+            self.check_recalibrations_ += 1
+        if self.check and position >= self._next_check:
+            self._next_check = (position // self.check + 1) * self.check
+
+    def frr_exceeded(self, model, position: int) -> bool:
+        """Whether ``CHECK_INPUTS`` trusted inputs, re-scored on the net as it is, are flagged more often than an
+        FRR of ``frr`` allows (:func:`too_many`); the overlays are drawn from the position, not the stream's draws."""
+        self.checks_ += 1
+        inputs = self.pool_x_[:CHECK_INPUTS]
+        flagged = self.score(inputs, model, np.random.default_rng([self._flag_seed, 2, position])) < self.threshold_
+        return too_many(int(flagged.sum()), len(inputs), self.frr)
 
     def report(self) -> dict:
-        return {"threshold": self.threshold_, "overlays": self.overlays, "calibrations": self.calibrations_}
+        figures = {"threshold": self.threshold_, "overlays": self.overlays, "calibrations": self.calibrations_}
+        if self.check:
+            figures.update(checks=self.checks_, check_recalibrations=self.check_recalibrations_)
+        return figures
 
     def get_state(self) -> dict:
         state = {"threshold": self.threshold_, "calibrations": self.calibrations_,
-                 "next_calibration": self._next_calibration, "rng": self._stream_rng.bit_generator.state}  # fmt: skip
+                 "next_calibration": self._next_calibration, "rng": self._stream_rng.bit_generator.state,
+                 "next_check": self._next_check, "checks": self.checks_,
+                 "check_recalibrations": self.check_recalibrations_}  # fmt: skip
         if self.scale != "pooled":
             state.update(center=self.center_.copy(), spread=self.spread_.copy())
         if self.scale == "union":
@@ -422,5 +470,7 @@ class Strip(Defense):
         self.threshold_, self.calibrations_ = state["threshold"], state["calibrations"]
         self._next_calibration = state["next_calibration"]
         self._stream_rng.bit_generator.state = state["rng"]
+        self._next_check = state.get("next_check", self.check)  # a state saved before checks existed: none yet
+        self.checks_, self.check_recalibrations_ = state.get("checks", 0), state.get("check_recalibrations", 0)
 
 
