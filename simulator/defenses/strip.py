@@ -35,7 +35,7 @@ for the benchmark and as a check.
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Iterator
 
 import numpy as np
 import torch
@@ -73,6 +73,19 @@ def superimpose(x: np.ndarray, backgrounds: np.ndarray, how: str) -> np.ndarray:
     raise ValueError(f'superimpose: expected "blend" or "additive", got {how!r}')
 
 
+def binomial_cdf(n: int, p: float) -> Iterator[float]:
+    """P(Binomial(n, p) <= k) for k = 0, 1, ..., n - 1, one term at a time (the pmf by its recurrence).
+
+    >>> [round(v, 4) for v in binomial_cdf(3, 0.5)]
+    [0.125, 0.5, 0.875]
+    """
+    log_pmf, below = n * math.log1p(-p), 0.0  # log P(Binomial(n, p) = k), P(Binomial(n, p) <= k)
+    for k in range(n):
+        below += math.exp(log_pmf)
+        yield below
+        log_pmf += math.log((n - k) / (k + 1) * p / (1 - p))
+
+
 def order_statistic(n: int, frr: float, confidence: float) -> int:
     """The largest k such that the k-th smallest of n clean scores, as threshold, keeps the false rejection rate
     under ``frr`` with probability ``confidence`` (0: no k does).
@@ -85,13 +98,7 @@ def order_statistic(n: int, frr: float, confidence: float) -> int:
     >>> order_statistic(1000, 0.01, 0.9), order_statistic(1000, 0.01, 0.5), order_statistic(100, 0.01, 0.9)
     (6, 10, 0)
     """
-    log_pmf, below = n * math.log1p(-frr), 0.0  # log P(Binomial(n, frr) = k), P(Binomial(n, frr) <= k)
-    for k in range(n):
-        below += math.exp(log_pmf)
-        if below > 1 - confidence:
-            return k
-        log_pmf += math.log((n - k) / (k + 1) * frr / (1 - frr))
-    return n
+    return next((k for k, below in enumerate(binomial_cdf(n, frr)) if below > 1 - confidence), n)
 
 
 def too_many(flagged: int, m: int, frr: float, level: float = CHECK_LEVEL) -> bool:
@@ -101,10 +108,7 @@ def too_many(flagged: int, m: int, frr: float, level: float = CHECK_LEVEL) -> bo
     >>> [k for k in range(12) if too_many(k, 256, 0.01)][:2]  # 2.6 expected; 8 or more: P = 0.005
     [8, 9]
     """
-    log_pmf, below = m * math.log1p(-frr), 0.0  # P(Binomial(m, frr) = k), P(... < flagged)
-    for k in range(flagged):
-        below += math.exp(log_pmf)
-        log_pmf += math.log((m - k) / (k + 1) * frr / (1 - frr))
+    below = [0.0, *binomial_cdf(m, frr)][flagged]  # P(Binomial(m, frr) < flagged)
     return 1 - below < level
 
 

@@ -31,8 +31,8 @@ def test_batched_strip_entropy_equals_the_per_input_loop():
     for how in ("blend", "additive"):
         batched = strip_entropy(world.model, x, backgrounds, how)
         assert np.allclose(batched, strip_entropy_loop(world.model, x, backgrounds, how), atol=1e-5)
-    both, own = strip_entropy(world.model, x, backgrounds, how, own_share=True), world.model.predict_many(x)
-    kept = [world.model.predict_proba_many(superimpose(x[i : i + 1], backgrounds[i], how)[0])[:, c].mean()
+    both, own = strip_entropy(world.model, x, backgrounds, "additive", own_share=True), world.model.predict_many(x)
+    kept = [world.model.predict_proba_many(superimpose(x[i : i + 1], backgrounds[i], "additive")[0])[:, c].mean()
             for i, c in enumerate(own)]  # fmt: skip
     assert np.allclose(both[:, 0], batched) and np.allclose(both[:, 1], 1 - np.array(kept), atol=1e-5)
 
@@ -63,7 +63,8 @@ def test_strip_calibration_overlays_each_trusted_input_on_the_other_half_only(mo
     from simulator.models.neural import NeuralClassifier
 
     seen = []
-    monkeypatch.setattr(strip, "strip_entropy", lambda model, x, bg, how, own_share: seen.append((x, bg)) or np.arange(len(x)))
+    monkeypatch.setattr(strip, "strip_entropy",
+                        lambda model, x, bg, how, own_share: seen.append((x, bg)) or np.arange(len(x)))
     clean_x = np.repeat(np.arange(1000, dtype=np.float32)[:, None], 4, axis=1)  # row i is i everywhere
     knowledge = DefenderKnowledge(clean_x, np.zeros(1000, dtype=np.int64), n_classes=2)
     model = NeuralClassifier(n_classes=2, n_features=4, device="cpu")
