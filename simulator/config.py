@@ -28,6 +28,7 @@ simulator.config.ConfigError: attack.flip: not a key of attack kind "badnets" an
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,14 +330,50 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
 
 
 def set_key(raw: dict[str, Any], key: str, value: Any) -> None:
-    """Set a dotted key in a parsed scenario, creating tables on the way."""
-    *parents, leaf = key.split(".")
-    table = raw
-    for part in parents:
-        table = table.setdefault(part, {})
-        if not isinstance(table, dict):
+    """Set a dotted key in a parsed scenario, creating tables on the way; a number picks one table of an array
+    of tables, as does a kind (``defense.0.check``, ``defense[0].check``: the first ``[[defense]]`` table's
+    ``check``; ``defense.strip.check``: the ``strip`` table's).
+
+    >>> raw = {"defense": [{"kind": "strip"}, {"kind": "isolation"}]}
+    >>> set_key(raw, "defense.0.check", 100)
+    >>> raw["defense"][0]
+    {'kind': 'strip', 'check': 100}
+    >>> set_key(raw, "defense[1].mode", "drop")
+    >>> set_key(raw, "defense.isolation.fraction", 0.1)
+    >>> raw["defense"][1]
+    {'kind': 'isolation', 'mode': 'drop', 'fraction': 0.1}
+    >>> set_key(raw, "defense.2.check", 100)
+    Traceback (most recent call last):
+    ...
+    simulator.config.ConfigError: defense.2: expected the index of a [[defense]] table, 0 to 1, or its kind (strip, isolation)
+    """
+    *parents, leaf = re.sub(r"\[(\d+)\]", r".\1", key).split(".")
+    table: Any = raw
+    for depth, part in enumerate(parents):
+        where = ".".join(parents[: depth + 1])
+        table = table[_index(table, part, where)] if isinstance(table, list) else table.setdefault(part, {})
+        if not isinstance(table, (dict, list)):
             raise ConfigError(f"{key}: {part} is not a table")
-    table[leaf] = value
+    if isinstance(table, list):
+        table[_index(table, leaf, key)] = value
+    else:
+        table[leaf] = value
+
+
+def _index(tables: list, part: str, where: str) -> int:
+    """The position ``part`` names in an array (``where``: the dotted key up to it): a number, or the kind of
+    one of its tables (a scenario has each defense kind once)."""
+    name = where.rpartition(".")[0]
+    if not tables:
+        raise ConfigError(f"{where}: the array {name} is empty")
+    kinds = [table.get("kind") if isinstance(table, dict) else None for table in tables]
+    if part in kinds:
+        return kinds.index(part)
+    if not part.isdecimal() or int(part) >= len(tables):
+        named = ", ".join(str(kind) for kind in kinds if kind is not None)
+        raise ConfigError(f"{where}: expected the index of a [[{name}]] table, 0 to {len(tables) - 1}"
+                          + (f", or its kind ({named})" if named else ""))  # fmt: skip
+    return int(part)
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from simulator.cli import main
 ROOT = Path(__file__).parent.parent
 CENTROID = str(ROOT / "scenarios" / "centroid_shift.toml")
 BADNETS = str(ROOT / "scenarios" / "badnets_cnn.toml")
+STRIP = str(ROOT / "scenarios" / "strip_badnets.toml")  # one [[defense]] table
 NOWHERE = ["--bootstrap-servers", "127.0.0.1:1"]
 
 SCENARIO_VALUES = [  # (scenario file, override, what the error must name)
@@ -53,6 +54,11 @@ SCENARIO_VALUES = [  # (scenario file, override, what the error must name)
     (CENTROID, "defense=[{kind='drift-reset', detector='adwin', quota=3}]", "defense[0].quota: not a key"),
     (CENTROID, "defense=[{}]", "defense[0].kind: required"),
     (BADNETS, "defense=[{kind='strip', confidence=0.3}]", "defense[0].confidence: expected a number >= 0.5"),
+    (STRIP, "defense.0.check=-1", "defense[0].check: expected an integer >= 0"),
+    (STRIP, "defense[0].chek=100", 'defense[0].chek: not a key of defense kind "strip"'),
+    (STRIP, "defense.check=100", "defense.check: expected the index of a [[defense]] table, 0 to 0, or its kind (strip)"),
+    (STRIP, "defense.1.check=100", "defense.1: expected the index of a [[defense]] table, 0 to 0, or its kind (strip)"),
+    (STRIP, "defense.isolation.fraction=0.1", "defense.isolation: expected the index of a [[defense]] table"),
     (CENTROID, "streem.n_events=3", "streem: unknown key"),
     (CENTROID, "stream=3", "stream: expected a table"),
     (CENTROID, "nonsense", "--set 'nonsense': expected section.key=value"),

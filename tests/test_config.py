@@ -67,6 +67,17 @@ def test_overrides_apply_and_are_validated(tmp_path):
         Scenario.from_toml(path, ["attack.rate"])
 
 
+def test_an_override_sets_one_key_of_one_table_of_an_array(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('[attack]\nkind = "badnets"\n[[defense]]\nkind = "strip"\n[[defense]]\nkind = "fine-pruning"\n')
+    images = ["model.kind=cnn", "stream.source=digits"]
+    by_kind = ["defense.strip.check=100", "defense.fine-pruning.when=drift"]
+    for sets in (["defense.0.check=100", "defense[1].when=drift"], by_kind):
+        strip, pruning = Scenario.from_toml(path, [*sets, *images]).defense
+        assert (strip.kind, strip.check, strip.overlays) == ("strip", 100, 16)  # the other keys keep their defaults
+        assert (pruning.kind, pruning.when) == ("fine-pruning", "drift")
+
+
 def test_unreadable_files_say_so(tmp_path):
     with pytest.raises(ConfigError, match="no such scenario file"):
         Scenario.from_toml(tmp_path / "missing.toml")
