@@ -111,7 +111,7 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     # STRIP on MNIST over the stream: the ready scenario (the paper's: pooled, one layer), per-class scales with two
     # layers, each change alone, recalibrated four times as often, and the union of three scores with two layers
     # (benchmarks/strip_classes.py: FAR per target class on the final net), also with checks of its FRR between
-    # calibrations
+    # calibrations, and robust (median entropies, shrunk class scales)
     "mnist-strip": ("mnist_strip.toml", [], [*ATTACK[:2], *STRIP], None),
     "mnist-strip-per-class-2": _mnist_strip("every=1000,scale='per-class',layers=2"),
     "mnist-strip-pooled-2": _mnist_strip("every=1000,layers=2"),
@@ -123,6 +123,8 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
                                                   ("calibrations", "checks", "check_recalibrations")),
     "mnist-strip-union-2-check-100": _mnist_strip("every=1000,scale='union',layers=2,check=100",
                                                   ("calibrations", "checks", "check_recalibrations")),
+    "mnist-strip-union-2-robust-check-100": _mnist_strip("every=1000,scale='union',layers=2,check=100,robust=true",
+                                                         ("calibrations", "checks", "check_recalibrations")),
     "strip": ("strip_badnets.toml", SIX_K, ["attack_success_rate", *STRIP], None),
     "strip-class-2": ("strip_badnets.toml", [*SIX_K, "attack.target_class=2"], ["attack_success_rate", *STRIP], None),
     "isolation": ("abl_badnets.toml", [], ["attack_success_rate", "clean_accuracy", *ISOLATION], None),

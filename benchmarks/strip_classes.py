@@ -13,12 +13,15 @@ score is 0 for an input below every calibration score of one of its tails:
 where more than ``frr`` of the held-out clean inputs are, the quantile is 0
 and the figure 1). ``--confidence 0.5`` calibrates by
 the paper's rule (the ``frr`` quantile of trusted clean scores) instead of
-bounding the FRR with 90% confidence.
+bounding the FRR with 90% confidence; ``--robust`` measures every variant
+with ``robust = true`` (median entropy over the overlays, class spreads
+shrunk towards the pooled one).
 
     .venv/bin/python benchmarks/strip_classes.py mnist --seeds 1-4 --workers 2
     .venv/bin/python benchmarks/strip_classes.py digits --seeds 1-4 --workers 2
     .venv/bin/python benchmarks/strip_classes.py mnist --layers 2,3,4
     .venv/bin/python benchmarks/strip_classes.py digits --layers 2 --confidence 0.5
+    .venv/bin/python benchmarks/strip_classes.py digits --layers 2 --robust
     .venv/bin/python benchmarks/strip_classes.py mnist --layers 2 --set attack.trigger.position=top-left
 """
 
@@ -61,7 +64,7 @@ def variants(layers: tuple[int, ...] = (1, 2)) -> dict[str, dict]:
 
 
 def measure(source: str, seed: int, target: int, layers: tuple[int, ...] = (1, 2), confidence: float = 0.9,
-            extra: tuple[str, ...] = ()) -> dict:  # fmt: skip
+            extra: tuple[str, ...] = (), robust: bool = False) -> dict:  # fmt: skip
     """One net (``source``, ``seed``, BadNets to ``target``; ``extra``: more scenario overrides): attack success,
     and FAR / FRR for each variant."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -82,7 +85,8 @@ def measure(source: str, seed: int, target: int, layers: tuple[int, ...] = (1, 2
     fired = model.predict_many(attack.target_x_) == target
     figures = {"attack_success": float(fired.mean())}
     for name, keys in variants(layers).items():
-        strip = Strip(**STRIP, **keys, confidence=confidence).fit(knowledge, model, np.random.default_rng([seed, 2]))
+        strip = Strip(**STRIP, **keys, confidence=confidence, robust=robust)
+        strip.fit(knowledge, model, np.random.default_rng([seed, 2]))
         triggered, clean = strip.score(attack.target_x_[fired], model), strip.score(src.test_x, model)
         figures[f"{name}_far"] = float((triggered >= strip.threshold_).mean())
         figures[f"{name}_frr"] = float((clean < strip.threshold_).mean())
@@ -92,10 +96,11 @@ def measure(source: str, seed: int, target: int, layers: tuple[int, ...] = (1, 2
 
 @functools.lru_cache(maxsize=None)
 def over_classes(source: str, seeds: tuple[int, ...], workers: int = 2, layers: tuple[int, ...] = (1, 2),
-                 confidence: float = 0.9, extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:  # fmt: skip
+                 confidence: float = 0.9, extra: tuple[str, ...] = (), robust: bool = False
+                 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Each figure as a (seeds, 10 target classes) array."""
     cases = [(seed, target) for seed in seeds for target in range(10)]
-    one = functools.partial(measure, source, layers=layers, confidence=confidence, extra=extra)
+    one = functools.partial(measure, source, layers=layers, confidence=confidence, extra=extra, robust=robust)
     with ProcessPoolExecutor(workers) as pool:
         runs = list(pool.map(one, *zip(*cases)))
     return {key: np.array([r[key] for r in runs]).reshape(len(seeds), 10) for key in runs[0]}
@@ -112,10 +117,12 @@ def main() -> int:
                         help="STRIP's confidence that FRR stays under 1%% (0.5: the paper's quantile rule)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="extra",
                         help="a scenario override for every run (repeatable): another trigger, attack or rate")
+    parser.add_argument("--robust", action="store_true",
+                        help="robust = true in every variant: median entropy, class spreads shrunk")
     args = parser.parse_args()
     figures = over_classes(args.source, tuple(args.seeds), args.workers, args.layers, args.confidence,
-                           tuple(args.extra))  # fmt: skip
-    shown = f" ({', '.join(args.extra)})" if args.extra else ""
+                           tuple(args.extra), args.robust)  # fmt: skip
+    shown = f" ({', '.join(args.extra + ['robust'] * args.robust)})" if args.extra or args.robust else ""
     print(f"{args.source}{shown}, seeds {args.seeds[0]}-{args.seeds[-1]}: mean over seeds per target class")
     print("figure                " + " ".join(f"{c:>6d}" for c in range(10)) + "    all")
     for key, values in figures.items():

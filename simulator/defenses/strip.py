@@ -19,7 +19,12 @@ and seeds). ``scale = "union"`` judges each input on both scales and on a
 third score, and flags it when any of the three is in its calibrated tail.
 ``layers`` stacks that many trusted inputs into each overlay's
 background: a clean input's own shape drowns (even an 8's), a saturated
-trigger patch where digits have little ink stays.
+trigger patch where digits have little ink stays. ``robust`` estimates
+robustly: each input's entropy is the median over its overlays (a handful
+of unsure overlays cannot pull a triggered input's up), and each class's
+spread is shrunk towards the pooled one
+(:func:`class_scales`: a few dozen calibration scores of a sure class can
+have a MAD near 0, which would make a hair's difference a far outlier).
 
 All overlays of a batch are judged together (:func:`strip_entropy`: the net
 runs in cache-sized chunks, our CNN as :func:`channels_last_logits`);
@@ -51,6 +56,7 @@ CPU_FORWARD_ROWS = 256  # overlay rows per forward pass and CPU thread: the acti
 DEVICE_FORWARD_ROWS = 65_536  # on an accelerator (memory bound)
 SCALES = ("pooled", "per-class", "union")
 MIN_CLASS_SCORES = 10  # calibration scores a class needs for a scale of its own (else the pooled one)
+SPREAD_SHRINK = 0.25  # weight of the pooled variance in each class's when robust (class_scales)
 LOG_FLOOR = 1e-3  # bits added before the log: entropies near 0 stay finite
 BACKGROUND_BYTES = 32 * 2**20  # backgrounds built at once (a block of inputs): memory stays flat in the batch size
 CHECK_INPUTS = 256  # trusted inputs re-scored at each check of the FRR between calibrations
@@ -112,20 +118,31 @@ def too_many(flagged: int, m: int, frr: float, level: float = CHECK_LEVEL) -> bo
     return 1 - below < level
 
 
-def class_scales(entropies: np.ndarray, classes: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def class_scales(entropies: np.ndarray, classes: np.ndarray, n_classes: int,
+                 shrink: float = 0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Median and MAD (as a standard deviation) of the log entropy of each predicted class, the pooled ones for a
-    class with fewer than ``MIN_CLASS_SCORES`` scores.
+    class with fewer than ``MIN_CLASS_SCORES`` scores. With ``shrink`` each class's variance is that share of the
+    pooled one plus the rest of its own: never near 0, and the same whatever the sample's size (the threshold is
+    taken on halves of the trusted sample, new inputs are judged by the whole).
 
     >>> entropies, classes = np.r_[np.full(10, 0.1), np.full(10, 1.0)], np.repeat([0, 1], 10)
     >>> center, spread = class_scales(entropies, classes, n_classes=3)  # class 2 has no scores: the pooled ones
     >>> np.round(np.exp(center) - LOG_FLOOR, 3).tolist()
     [0.1, 1.0, 0.317]
+    >>> spread[:2].tolist()  # no spread of their own: a hair's difference would be an outlier
+    [1e-06, 1e-06]
+    >>> center, spread = class_scales(entropies, classes, n_classes=3, shrink=0.25)
+    >>> np.round(spread / spread[2], 2).tolist()  # shrunk: half the pooled one
+    [0.5, 0.5, 1.0]
     """
     logs = np.log(np.asarray(entropies) + LOG_FLOOR)
     pooled = median_mad(logs)
-    figures = [median_mad(logs[classes == c]) if (classes == c).sum() >= MIN_CLASS_SCORES else pooled
-               for c in range(n_classes)]  # fmt: skip
-    center, spread = (np.array(v) for v in zip(*figures))
+    center, spread = np.full(n_classes, pooled[0]), np.full(n_classes, pooled[1])
+    for c in range(n_classes):
+        own = logs[classes == c]
+        if len(own) >= MIN_CLASS_SCORES:
+            center[c], mad = median_mad(own)
+            spread[c] = np.sqrt((1 - shrink) * mad**2 + shrink * pooled[1] ** 2)
     return center, np.maximum(spread, 1e-6)
 
 
@@ -153,8 +170,9 @@ def forward_rows(device: torch.device) -> int:
     return CPU_FORWARD_ROWS * torch.get_num_threads() if device.type == "cpu" else DEVICE_FORWARD_ROWS
 
 
-def strip_entropy(model, x: np.ndarray, backgrounds: np.ndarray, how: str, own_share: bool = False) -> np.ndarray:
-    """Mean prediction entropy over each input's overlays, all inputs batched.
+def strip_entropy(model, x: np.ndarray, backgrounds: np.ndarray, how: str, own_share: bool = False,
+                  median: bool = False) -> np.ndarray:  # fmt: skip
+    """Mean (``median``: median) prediction entropy over each input's overlays, all inputs batched.
 
     ``backgrounds`` is ``(m, N, d)``: input i is superimposed on ``backgrounds[i]``.
     Overlays go through the net in cache-sized chunks; our CNN runs as
@@ -175,7 +193,8 @@ def strip_entropy(model, x: np.ndarray, backgrounds: np.ndarray, how: str, own_s
         for i in range(0, m, step):
             rows = torch.as_tensor(superimpose(x[i : i + step], backgrounds[i : i + step], how), device=device)
             proba = torch.softmax(forward(rows.reshape(-1, x.shape[1])), dim=1)
-            entropy = _entropy(proba).reshape(-1, n).mean(dim=1)
+            entropies = _entropy(proba).reshape(-1, n)
+            entropy = entropies.quantile(0.5, dim=1) if median else entropies.mean(dim=1)
             if not own_share:
                 out[i : i + step] = entropy.cpu().numpy()
                 continue
@@ -252,6 +271,7 @@ def strip_entropy_loop(model, x: np.ndarray, backgrounds: np.ndarray, how: str) 
     {"overlays": 4, "scale": "per-class", "every": 100},
     {"overlays": 4, "layers": 2, "every": 100},
     {"overlays": 4, "scale": "union", "layers": 2, "every": 100},
+    {"overlays": 4, "scale": "union", "layers": 2, "robust": True, "every": 100},
     {"overlays": 4, "every": 200, "check": 50},
 ])
 class Strip(Defense):
@@ -307,6 +327,9 @@ class Strip(Defense):
         check: Annotated[int, Key("events between checks of the FRR on the current net, which recalibrate when "
                                   "too many trusted inputs are flagged (0: the schedule alone)", ge=0, le=10**9)]
         = 0,
+        robust: Annotated[bool, Key("median entropy over an input's overlays, class spreads shrunk towards the "
+                                    "pooled one (false: the mean, as in the paper, and each class's own MAD)")]
+        = False,
     ):  # fmt: skip
         self.scale = scale
         self.layers = layers
@@ -317,6 +340,7 @@ class Strip(Defense):
         self.mode = mode
         self.every = every
         self.check = check
+        self.robust = robust
         check_choices(mode=(mode, ("flag", "drop")), superimpose=(superimpose, ("blend", "additive")),
                       scale=(scale, SCALES))  # fmt: skip
         self.drops = mode == "drop"
@@ -371,7 +395,7 @@ class Strip(Defense):
         block = max(1, BACKGROUND_BYTES // per_input, forward_rows(model.device_) // self.overlays)
         share = self.scale == "union"
         parts = [strip_entropy(model, X[i : i + block], self.backgrounds(picks[i : i + block]), self.superimpose,
-                               own_share=share) for i in range(0, len(X), block)]  # fmt: skip
+                               own_share=share, median=self.robust) for i in range(0, len(X), block)]  # fmt: skip
         return np.concatenate(parts) if parts else np.empty((0, 2) if share else 0)
 
     def _scaled(self, entropies: np.ndarray, X: np.ndarray, model) -> np.ndarray:
@@ -385,6 +409,11 @@ class Strip(Defense):
         standard = [standardised(entropies[:, j], classes, self.center_[j], self.spread_[j]) for j in (0, 1)]
         return self._lowest_share(np.column_stack([entropies[:, 0], *standard]))
 
+    @property
+    def _shrink(self) -> float:
+        """Weight of the pooled variance in each class's (:func:`class_scales`): ``SPREAD_SHRINK`` when robust."""
+        return SPREAD_SHRINK if self.robust else 0.0
+
     def _lowest_share(self, three: np.ndarray) -> np.ndarray:
         """Each input's lowest :func:`tail_share` among the three calibration samples (``scale = "union"``)."""
         return np.min([tail_share(self.references_[j], three[:, j]) for j in range(3)], axis=0)
@@ -393,7 +422,7 @@ class Strip(Defense):
         """Calibration ``values`` standardised, each half of the sample by the other half's class scales."""
         out = np.empty(len(values))
         for part in (first, ~first):
-            center, spread = class_scales(values[~part], classes[~part], self.n_classes_)
+            center, spread = class_scales(values[~part], classes[~part], self.n_classes_, self._shrink)
             out[part] = standardised(values[part], classes[part], center, spread)
         return out
 
@@ -412,7 +441,7 @@ class Strip(Defense):
             first = np.tile(np.arange(n) < half, CALIBRATION_DRAWS)
             figures = entropies.reshape(len(entropies), -1).T  # a row per figure (union: entropy, own share)
             standard = np.column_stack([self._cross_fitted(values, classes, first) for values in figures])
-            scales = [class_scales(values, classes, self.n_classes_) for values in figures]
+            scales = [class_scales(values, classes, self.n_classes_, self._shrink) for values in figures]
             self.center_, self.spread_ = (np.array(v) for v in zip(*scales))  # new inputs: the whole sample's
             if self.scale == "per-class":
                 self.center_, self.spread_, scores = self.center_[0], self.spread_[0], standard[:, 0]

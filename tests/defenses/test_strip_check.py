@@ -20,7 +20,7 @@ SHIFT = {"bits": 0.0}  # how far the planted net has moved since calibration: ev
 
 @pytest.fixture
 def defense(monkeypatch):
-    monkeypatch.setattr(strip, "strip_entropy", lambda model, x, bg, how, own_share: x[:, 0] - SHIFT["bits"])
+    monkeypatch.setattr(strip, "strip_entropy", lambda model, x, bg, how, own_share, median: x[:, 0] - SHIFT["bits"])
     SHIFT["bits"] = 0.0
     clean = np.random.default_rng(0).uniform(1.0, 2.0, size=(1000, 4)).astype(np.float32)
     knowledge = DefenderKnowledge(clean, np.zeros(1000, dtype=np.int64), n_classes=2)

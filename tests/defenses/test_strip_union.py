@@ -16,7 +16,7 @@ from simulator.defenses.base import DefenderKnowledge
 from simulator.models.neural import NeuralClassifier
 
 
-def _planted(model, x, backgrounds, how, own_share=False):
+def _planted(model, x, backgrounds, how, own_share=False, median=False):
     return x[:, :2].astype(float) if own_share else x[:, 0].astype(float)
 
 
@@ -66,3 +66,30 @@ def test_union_state_round_trip_restores_its_scores(fitted):
     union.references_, union.center_, union.threshold_ = None, None, None
     union.set_state(state, model)
     assert np.array_equal(union.score(fresh, model), before) and union.threshold_ == state["threshold"]
+
+
+def _sure_class(rng: np.random.Generator, m: int) -> np.ndarray:
+    """Class 0 as above; class 1 a class the net is sure of: nearly every entropy at one value, a few spread out."""
+    x = _clean(rng, m)
+    sure = x[:, 2] == 1
+    x[sure, 0] = np.where(rng.random(sure.sum()) < 0.9, 5e-4 + 1e-7 * rng.random(sure.sum()),
+                          rng.uniform(0.0, 0.01, sure.sum()))  # fmt: skip
+    return x
+
+
+def test_robust_class_spreads_keep_a_sure_class_from_hiding_a_trigger(monkeypatch):
+    monkeypatch.setattr(strip, "strip_entropy", _planted)
+    model = NeuralClassifier(n_classes=2, n_features=4, device="cpu")
+    model.predict_many = lambda X: np.asarray(X)[:, 2].astype(np.int64)
+    clean = _sure_class(np.random.default_rng(0), 1000)
+    knowledge = DefenderKnowledge(clean, clean[:, 2].astype(np.int64), n_classes=2)
+    defenses = {robust: strip.Strip(overlays=8, scale="per-class", robust=robust).fit(knowledge, model,
+                                                                                      np.random.default_rng(1))
+                for robust in (False, True)}  # fmt: skip
+    assert defenses[False].spread_[1] < 1e-3 < 0.1 < defenses[True].spread_[1]  # a MAD near 0, and shrunk
+    trigger = np.array([[0.3, 0.7, 0, 0]], dtype=np.float32)  # class 0 at a third of its lowest clean entropy
+    assert defenses[True].flag(trigger, model).tolist() == [True]
+    assert defenses[False].flag(trigger, model).tolist() == [False]  # the sure class's hairs set the threshold
+    fresh = _sure_class(np.random.default_rng(2), 20_000)
+    for defense in defenses.values():
+        assert defense.flag(fresh, model).mean() <= 0.01  # the FRR bound holds either way

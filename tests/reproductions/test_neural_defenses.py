@@ -35,6 +35,11 @@ def test_batched_strip_entropy_equals_the_per_input_loop():
     kept = [world.model.predict_proba_many(superimpose(x[i : i + 1], backgrounds[i], "additive")[0])[:, c].mean()
             for i, c in enumerate(own)]  # fmt: skip
     assert np.allclose(both[:, 0], batched) and np.allclose(both[:, 1], 1 - np.array(kept), atol=1e-5)
+    probabilities = [world.model.predict_proba_many(superimpose(x[i : i + 1], backgrounds[i], "additive")[0])
+                     for i in range(len(x))]  # fmt: skip
+    medians = [np.median(-(p * np.log2(np.clip(p, 1e-12, None))).sum(axis=1)) for p in probabilities]
+    assert np.allclose(strip_entropy(world.model, x, backgrounds, "additive", median=True), medians, atol=1e-5)
+    assert not np.allclose(medians, batched, atol=1e-3)  # the median is not the mean
 
 
 def test_strip_on_badnets_over_the_stream_cuts_the_attack_and_misses_its_frr_target_on_the_stream():
@@ -64,7 +69,7 @@ def test_strip_calibration_overlays_each_trusted_input_on_the_other_half_only(mo
 
     seen = []
     monkeypatch.setattr(strip, "strip_entropy",
-                        lambda model, x, bg, how, own_share: seen.append((x, bg)) or np.arange(len(x)))
+                        lambda model, x, bg, how, own_share, median: seen.append((x, bg)) or np.arange(len(x)))
     clean_x = np.repeat(np.arange(1000, dtype=np.float32)[:, None], 4, axis=1)  # row i is i everywhere
     knowledge = DefenderKnowledge(clean_x, np.zeros(1000, dtype=np.int64), n_classes=2)
     model = NeuralClassifier(n_classes=2, n_features=4, device="cpu")
@@ -82,7 +87,8 @@ def test_strip_confidence_sets_how_far_below_the_frr_quantile_the_threshold_sits
     from simulator.defenses.base import DefenderKnowledge
     from simulator.models.neural import NeuralClassifier
 
-    monkeypatch.setattr(strip, "strip_entropy", lambda model, x, bg, how, own_share: np.arange(len(x), dtype=float))
+    monkeypatch.setattr(strip, "strip_entropy",
+                        lambda model, x, bg, how, own_share, median: np.arange(len(x), dtype=float))
     model = NeuralClassifier(n_classes=2, n_features=4, device="cpu")
     knowledge = DefenderKnowledge(np.zeros((1000, 4), dtype=np.float32), np.zeros(1000, dtype=np.int64), n_classes=2)
     ranks = {c: strip.Strip(overlays=8, confidence=c).fit(knowledge, model, np.random.default_rng(0)).rank_
@@ -127,9 +133,9 @@ def test_strip_builds_backgrounds_a_block_of_inputs_at_a_time(monkeypatch):
     whole = defense.score(clean_x[:50], model)
     sizes, entropy = [], strip.strip_entropy
 
-    def counted(model, x, backgrounds, how, own_share):
+    def counted(model, x, backgrounds, how, own_share, median):
         sizes.append(len(x))
-        return entropy(model, x, backgrounds, how, own_share)
+        return entropy(model, x, backgrounds, how, own_share, median)
 
     monkeypatch.setattr(strip, "strip_entropy", counted)
     monkeypatch.setattr(strip, "BACKGROUND_BYTES", 7 * 8 * 4 * 4)  # 7 inputs' backgrounds (8 overlays, 4 floats)

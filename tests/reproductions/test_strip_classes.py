@@ -30,6 +30,11 @@ the learning stream its per-class tails go stale as per-class scales do:
 checks of the FRR between calibrations every 250 events (``check = 250``)
 bring the clean stream events flagged from 9.4% to 3.6%, every 100 events
 to 1.6%, the paper's STRIP's level, with FAR on the final net still 0.009.
+
+``robust = true`` (each input's entropy the median over its overlays, class
+spreads shrunk towards the pooled one) closes the digits: union with two
+layers at the paper's calibration, FAR 0.004 at FRR 1.0%, every target
+class at 0.028 or less (not robust: 0.035, target 8 at 0.17).
 """
 
 from __future__ import annotations
@@ -119,3 +124,33 @@ def test_checks_every_100_events_hold_the_union_strips_stream_frr_at_the_papers(
     far = checked["defenses.strip.far"]
     assert far.mean() + margin(far) <= 0.03  # the final net's FAR as without checks (0.009; the paper's: 0.126)
     assert checked["defenses.strip.check_recalibrations"].min() >= 10  # the cost: 39 of 108 checks recalibrated
+
+
+def test_robust_union_strip_keeps_far_under_005_for_every_digits_target_class_at_the_papers_calibration():
+    figures = over_classes("digits", SEEDS, layers=(2,), confidence=0.5, robust=True)
+    frr = figures["union-2_frr"].mean(axis=1)
+    assert abs(frr.mean() - 0.01) <= margin(frr) + 0.003  # measured 1.0%: "at FRR 0.01"
+    far = figures["union-2_far"].mean(axis=1)
+    assert far.mean() + margin(far) <= 0.02  # measured 0.004 (per seed 0.001, 0.000, 0.015, 0.000)
+    by_class = figures["union-2_far"].mean(axis=0)
+    assert by_class.max() <= 0.05  # every target class, one test; measured at most 0.028 (target 1)
+    plain = over_classes("digits", SEEDS, layers=(2,), confidence=0.5)["union-2_far"].mean(axis=1)
+    gain = plain - far
+    assert gain.mean() - margin(gain) > 0  # median entropy and shrunk spreads: 0.035 -> 0.004, seed by seed
+
+
+def test_robust_union_strip_on_the_8x8_digits_with_the_frr_bound():
+    figures = over_classes("digits", SEEDS, layers=(2,), robust=True)  # FRR under 1% with 90% confidence
+    frr = figures["union-2_frr"].mean(axis=1)
+    assert frr.mean() - margin(frr) <= 0.01  # measured 0.4%
+    far = figures["union-2_far"].mean(axis=1)
+    assert far.mean() + margin(far) <= 0.04  # measured 0.013 (not robust: 0.077); target 1 at 0.062
+
+
+def test_robust_union_strip_on_mnist_every_target_class():
+    figures = over_classes("mnist", SEEDS, layers=(2,), robust=True)
+    frr = figures["union-2_frr"].mean(axis=1)
+    assert frr.mean() - margin(frr) <= 0.01  # measured 0.7%
+    far = figures["union-2_far"].mean(axis=1)
+    assert far.mean() + margin(far) <= 0.01  # measured 0.003 (per seed 0.002, 0.001, 0.000, 0.009)
+    assert figures["union-2_far"].mean(axis=0).max() <= 0.05  # measured at most 0.016 (target 2)
