@@ -303,7 +303,8 @@ class Strip(Defense):
     making them low in entropy. An input's score is its lowest
     :func:`tail_share` among the three calibration samples, and the threshold
     is the order statistic of those scores, so the three tails together keep
-    the FRR bound.
+    the FRR bound. ``robust`` (see the module) changes the estimates, not
+    the rules: the median entropy, shrunk class spreads.
     """
 
     judges_inputs = True
