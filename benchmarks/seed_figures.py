@@ -33,6 +33,7 @@ NO_ATTACK = 'attack={kind="none"}'
 ATTACK = ["attack_success_rate", "clean_accuracy", "observed_poisoning_rate", "learned_poisoning_rate"]
 STRIP = [f"defenses.strip.{k}" for k in ("far_mean", "far_worst", "far", "far_all_mean", "frr_mean", "frr_worst",
                                          "frr", "stream_frr_mean", "attack_success_behind_mean", "recall_mean")]
+CHECK_FIGURES = ("calibrations", "checks", "check_recalibrations")  # STRIP with check = K: what the checks cost
 ISOLATION = [f"defenses.isolation.{k}" for k in ("precision", "recall", "precision_mean", "recall_mean", "fp",
                                                  "stream_frr")]  # fmt: skip
 RULES = [f"defenses.isolation/{rule}.{k}" for rule in ("fraction", "threshold", "mixture") for k in ("precision",
@@ -119,12 +120,10 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     "mnist-strip-per-class-2-every-250": _mnist_strip("every=250,scale='per-class',layers=2"),
     "mnist-strip-union-2": _mnist_strip("every=1000,scale='union',layers=2"),
     "mnist-strip-union-2-every-250": _mnist_strip("every=250,scale='union',layers=2"),
-    "mnist-strip-union-2-check-250": _mnist_strip("every=1000,scale='union',layers=2,check=250",
-                                                  ("calibrations", "checks", "check_recalibrations")),
-    "mnist-strip-union-2-check-100": _mnist_strip("every=1000,scale='union',layers=2,check=100",
-                                                  ("calibrations", "checks", "check_recalibrations")),
+    "mnist-strip-union-2-check-250": _mnist_strip("every=1000,scale='union',layers=2,check=250", CHECK_FIGURES),
+    "mnist-strip-union-2-check-100": _mnist_strip("every=1000,scale='union',layers=2,check=100", CHECK_FIGURES),
     "mnist-strip-union-2-robust-check-100": _mnist_strip("every=1000,scale='union',layers=2,check=100,robust=true",
-                                                         ("calibrations", "checks", "check_recalibrations")),
+                                                         CHECK_FIGURES),
     "strip": ("strip_badnets.toml", SIX_K, ["attack_success_rate", *STRIP], None),
     "strip-class-2": ("strip_badnets.toml", [*SIX_K, "attack.target_class=2"], ["attack_success_rate", *STRIP], None),
     "isolation": ("abl_badnets.toml", [], ["attack_success_rate", "clean_accuracy", *ISOLATION], None),

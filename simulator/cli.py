@@ -79,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("scenario", type=Path, help="scenario TOML file")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a scenario key, e.g. attack.rate=0.3 or defense.strip.check=100 (repeatable)")  # fmt: skip
+                     help="override a scenario key, e.g. attack.rate=0.3 or defense.strip.check=100 "
+                          "(repeatable)")  # fmt: skip
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument("--out", type=Path, help="directory for summary.json, timeseries.csv, scenario.toml")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no table")

@@ -462,13 +462,14 @@ class Strip(Defense):
         return self.score(batch.x, model, self._stream_rng) < self.threshold_
 
     def update(self, batch, predictions, slots, model, position: int) -> None:
+        check_due = bool(self.check) and position >= self._next_check
         if position >= self._next_calibration:
             self.calibrate(model)
             self._next_calibration = (position // self.every + 1) * self.every
-        elif self.check and position >= self._next_check and self.frr_exceeded(model, position):
+        elif check_due and self.frr_exceeded(model, position):
             self.calibrate(model)
             self.check_recalibrations_ += 1
-        if self.check and position >= self._next_check:
+        if check_due:
             self._next_check = (position // self.check + 1) * self.check
 
     def frr_exceeded(self, model, position: int) -> bool:
