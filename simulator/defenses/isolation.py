@@ -8,7 +8,8 @@ it (``score``):
   trained from scratch on a hard task; a pre-trained net learning easy digits
   online fits clean events as fast (see the README's measured precision).
 - ``gain``: how much better the live net fits the event than a reference net
-  trained on the defender's own clean sample (reference loss - live loss).
+  trained on half of the defender's own clean sample (reference loss - live
+  loss; the other half calibrates the percentile rule).
   An event the stream taught the net, but clean data would not, is suspect:
   a dirty-label backdoor event carries a label its image does not support.
   A clean-label attack gives no gain; this score does not see it.
