@@ -1,10 +1,11 @@
 """The regression corpus: every ready scenario (and a few variants), cut short enough to run in seconds.
 
 Each case is a scenario file and ``--set`` overrides; ``record.py`` writes its
-``summary.json`` and ``timeseries.csv`` under ``corpus/<case>/``, and
-``test_corpus.py`` checks that a run today gives the same bytes (timing
-fields aside). Torch runs on one thread, so the corpus does not depend on
-the machine's core count.
+``summary.json``, ``timeseries.csv`` and ``analysis/*.npz`` under
+``corpus/<case>/``, and ``test_corpus.py`` checks that a run today gives the
+same figures (timing fields aside) and that no file of ``scenarios/`` lacks
+a case. Torch runs on one thread, so the corpus does not depend on the
+machine's core count.
 """
 
 from __future__ import annotations
@@ -17,8 +18,16 @@ TORCH_THREADS = 1
 
 NEURAL = ["stream.n_events=1200", "model.pretrain_events=300", "evaluation.every=400"]
 SUPPLY = ["stream.n_events=600", "attack.supplier_events=300", "evaluation.every=200"]
+ACCUMULATIVE = ["stream.n_events=1536", "model.pretrain_events=2000", "attack.start=256", "attack.budget=288",
+                "attack.accumulate=256", "attack.steps=4", "attack.validation_events=64", "evaluation.every=128"]
 
 CASES: dict[str, tuple[str, list[str]]] = {
+    "accumulative": ("accumulative.toml", ACCUMULATIVE),
+    "accumulative_bn": ("accumulative_bn.toml", ACCUMULATIVE),
+    "adaptive_centroid_shift": ("adaptive_centroid_shift.toml", ["stream.n_events=3000", "attack.start=1500"]),
+    "all_to_all": ("all_to_all.toml", NEURAL),
+    "boiling_frog": ("boiling_frog.toml", ["stream.n_events=4000", "attack.start=2000", "model.window_size=500",
+                                           "model.warmup=500", "evaluation.every=1000"]),
     "abl_badnets": ("abl_badnets.toml", [*NEURAL, "defense=[{kind='isolation',score='gain',rule='percentile',"
                                                   "percentile=1.0,every=300,unlearn=true}]"]),
     "badnets_cnn": ("badnets_cnn.toml", NEURAL),
@@ -32,11 +41,26 @@ CASES: dict[str, tuple[str, list[str]]] = {
                                                        "model.replay=200"]),
     "label_flip": ("label_flip.toml", ["stream.n_events=4000", "attack.start=1000"]),
     "malicious_architecture": ("malicious_architecture.toml", SUPPLY),
+    "mnist_accumulative": ("mnist_accumulative.toml", ACCUMULATIVE),
+    "mnist_badnets": ("mnist_badnets.toml", [*NEURAL, "evaluation.explain_inputs=40"]),
+    "mnist_blended": ("mnist_blended.toml", NEURAL),
+    "mnist_neural_cleanse": ("mnist_neural_cleanse.toml", [*NEURAL, "defense.neural-cleanse.at=1100",
+                                                           "defense.neural-cleanse.steps=60"]),
+    "mnist_strip": ("mnist_strip.toml", ["stream.n_events=600", "model.pretrain_events=300", "evaluation.every=300",
+                                         "defense.strip.overlays=4", "defense.strip.every=300"]),
+    "provoke": ("provoke.toml", ["stream.n_events=12000", "attack.start=4000"]),
+    "provoke_fine_pruning": ("provoke_fine_pruning.toml", [*NEURAL, "attack.start=400"]),
     "malicious_training": ("malicious_training.toml", SUPPLY),
     "split_view": ("split_view.toml", ["stream.n_events=3000", "attack.start=1000"]),
     "strip_badnets": ("strip_badnets.toml", [*NEURAL, "defense=[{kind='strip',overlays=8,superimpose='additive',"
                                                       "every=300,mode='drop'}]"]),
     "targeted": ("targeted.toml", ["stream.n_events=4000", "attack.start=1000"]),
+    "witches_brew_retrain": ("witches_brew_retrain.toml", ["stream.n_events=600", "model.pretrain_events=300",
+                                                           "model.retrain_every=300", "model.retrain_epochs=2",
+                                                           "attack.start=100", "attack.burst_length=8",
+                                                           "attack.budget=8", "attack.poisons=8", "attack.steps=4",
+                                                           "attack.restarts=1", "attack.supplier_events=300",
+                                                           "evaluation.every=300"]),
     # variants: other kinds and keys no ready scenario names
     "detector_random_out_bursts": ("centroid_shift.toml", ["stream.n_events=6000", "attack.start=1000",
                                                           "model.window_policy=random-out", "attack.schedule=bursts",
@@ -71,4 +95,7 @@ CASES: dict[str, tuple[str, list[str]]] = {
                                                                "defense=[{kind='outlier-rejection'}]"]),
     "split_view_pinned": ("split_view.toml", ["stream.n_events=3000", "attack.start=1000",
                                              "model.pin_content=true"]),
+    "cnn_strip_union_robust_check": ("strip_badnets.toml", [*NEURAL, "defense=[{kind='strip',overlays=8,"
+                                                                     "superimpose='additive',every=300,scale='union',"
+                                                                     "layers=2,robust=true,check=200,mode='drop'}]"]),
 }

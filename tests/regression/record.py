@@ -32,4 +32,6 @@ if __name__ == "__main__":
         scenario, result = run_case(name)
         out = write_results(result, scenario, CORPUS / name)
         (out / "scenario.toml").unlink()
+        for drawing in out.rglob("*.png"):  # drawn from the arrays kept beside them
+            drawing.unlink()
         print(name, "written")

@@ -1,5 +1,9 @@
 """Every ready scenario gives the figures recorded in ``corpus/`` (timing fields aside).
 
+The figures are ``summary.json``, ``timeseries.csv`` and the arrays of
+``analysis/*.npz`` (attributions, reversed triggers); the PNGs drawn from them
+are not kept (their bytes follow matplotlib's version, not ours).
+
 A refactoring that changes a figure fails here; a change that means to move
 figures re-records the corpus with ``python tests/regression/record.py`` and
 says why in its commit. Text and integers must match exactly; a number with
@@ -16,11 +20,12 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cases import CASES, CORPUS  # noqa: E402
+from cases import CASES, CORPUS, ROOT  # noqa: E402
 from record import run_case  # noqa: E402
 
 from simulator.pipeline.engine import write_results  # noqa: E402
@@ -55,6 +60,9 @@ def cell(text: str):
 
 
 def read(path: Path):
+    if path.suffix == ".npz":
+        with np.load(path) as arrays:
+            return {key: arrays[key].tolist() for key in arrays.files}
     if path.suffix == ".json":
         return json.loads(path.read_text())
     if path.suffix == ".csv":
@@ -63,11 +71,24 @@ def read(path: Path):
     return path.read_text()
 
 
+def figure_files(directory: Path) -> list[str]:
+    """The files under ``directory`` that the corpus compares, as paths relative to it."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*")
+                  if p.is_file() and p.name != "scenario.toml" and p.suffix != ".png")  # fmt: skip
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_case_matches_corpus(name, tmp_path):
     scenario, result = run_case(name)
     write_results(result, scenario, tmp_path)
-    recorded = sorted(p.name for p in (CORPUS / name).iterdir())
-    assert recorded == sorted(p.name for p in tmp_path.iterdir() if p.name != "scenario.toml")
+    recorded = figure_files(CORPUS / name)
+    assert recorded == figure_files(tmp_path)
     for file in recorded:
         assert same(read(tmp_path / file), read(CORPUS / name / file)), f"{name}/{file} changed"
+
+
+def test_every_ready_scenario_has_a_case():
+    """A ready scenario without a case could change its figures unseen."""
+    named = {path for path, _ in CASES.values()}
+    missing = sorted(p.name for p in (ROOT / "scenarios").glob("*.toml") if p.name not in named)
+    assert not missing, f"no case in tests/regression/cases.py for {missing}: add one, then record.py it"
