@@ -13,9 +13,13 @@ run: for each device it runs
 
 then a CUDA run of ``scenarios/mnist_badnets.toml`` (``model.device =
 "cuda"``: ``auto`` must find the GPU and the attack must work as on the
-CPU), and prints a Markdown table with the device named. The CPU side runs
-on one torch thread, as every CPU figure in the README. Without a GPU it
-measures the CPU column and says that the GPU one is not measured.
+CPU), and every case of the regression corpus with a torch net on CUDA
+(each ready scenario, cut short: every neural attack, defense and analysis
+on the device, its figures beside the CPU corpus's; a case that fails is a
+row with its error, so one run lists every kind that does not work there),
+and prints a Markdown table with the device named. The CPU side runs on one
+torch thread, as every CPU figure in the README. Without a GPU it measures
+the CPU column and says that the GPU one is not measured.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/cpu_vs_gpu.py [--out gpu.json] [--quick]
 """
@@ -29,6 +33,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -78,6 +83,38 @@ def scenario_on(device: str, quick: bool) -> dict:
             "attack_success_rate": summary["attack_success_rate"], "clean_accuracy": summary["clean_accuracy"]}  # fmt: skip
 
 
+def every_case_on(device: str, names: list[str] | None = None) -> list[dict]:
+    """The regression corpus's cases with a torch net (or ``names``) run on ``device``, beside the corpus.
+
+    On the CPU (one torch thread) each row's two values are equal: the corpus was recorded so.
+    """
+    sys.path.insert(0, os.path.join(ROOT, "tests", "regression"))
+    from cases import CASES, CORPUS
+
+    from simulator.config import Scenario
+    from simulator.pipeline.engine import run
+    from simulator.registry import MODELS
+
+    rows = []
+    for name in names or sorted(CASES):
+        path, overrides = CASES[name]
+        if "torch-net" not in MODELS.get(Scenario.from_toml(Path(ROOT, "scenarios", path), overrides).model.kind
+                                         ).factory.offers:  # fmt: skip
+            continue
+        scenario = Scenario.from_toml(Path(ROOT, "scenarios", path), [*overrides, f"model.device={device}"])
+        recorded = json.loads((CORPUS / name / "summary.json").read_text())
+        row = {"case": name}
+        try:
+            summary = run(scenario).summary
+        except Exception as error:  # noqa: BLE001 -- every case that fails is listed, not only the first
+            row["error"] = f"{type(error).__name__}: {error}"
+            summary = {}
+        for key in ("attack_success_rate", "clean_accuracy"):
+            row[key] = {"cpu corpus": recorded.get(key), device: summary.get(key)}
+        rows.append(row)
+    return rows
+
+
 def table(columns: dict[str, dict]) -> str:
     """A Markdown table: one row per figure, one column per device, and GPU / CPU where both were measured."""
     names = list(columns)
@@ -108,9 +145,14 @@ def main(argv: list[str] | None = None) -> dict:
     if torch.cuda.is_available():
         columns[device_name("cuda")] = measure("cuda", sizes)
         result["gpu"] = scenario_on("cuda", args.quick)
+        result["gpu_cases"] = every_case_on("cuda")
     print(table(columns))
     if result["gpu"]:
         print("\nscenarios/mnist_badnets.toml on CUDA:", json.dumps(result["gpu"]))
+        failed = [row for row in result["gpu_cases"] if "error" in row]
+        print(f"\n{len(result['gpu_cases'])} regression cases with a torch net on CUDA, {len(failed)} failed:")
+        for row in result["gpu_cases"]:
+            print(json.dumps(row))
     else:
         print("\nNo CUDA device: the GPU figures are not measured.")
     if args.out:

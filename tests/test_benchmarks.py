@@ -35,3 +35,29 @@ def test_the_scenario_check_reports_attack_success_and_clean_accuracy():
     figures = cpu_vs_gpu.scenario_on("cpu", quick=True)  # the GPU run's code, on the CPU
     assert figures["device"].startswith("CPU") and 0 <= figures["clean_accuracy"] <= 1
     assert 0 <= figures["attack_success_rate"] <= 1 and figures["seconds"] > 0
+
+
+def test_the_device_check_of_every_case_gives_the_corpus_figures_on_the_cpu():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the corpus was recorded
+    try:
+        rows = cpu_vs_gpu.every_case_on("cpu", names=["badnets_cnn", "label_flip", "mnist_blended"])
+    finally:
+        torch.set_num_threads(threads)
+    assert [row["case"] for row in rows] == ["badnets_cnn", "mnist_blended"]  # label_flip has no torch net
+    for row in rows:
+        assert "error" not in row
+        for figure in ("attack_success_rate", "clean_accuracy"):
+            assert row[figure]["cpu"] == row[figure]["cpu corpus"] and 0 < row[figure]["cpu"] < 1
+
+
+def test_a_case_that_fails_on_the_device_is_a_row_with_its_error_and_the_others_still_run(monkeypatch):
+    from simulator.pipeline import engine
+
+    def on_the_wrong_device(scenario):
+        raise RuntimeError("Expected all tensors to be on the same device")
+
+    monkeypatch.setattr(engine, "run", on_the_wrong_device)
+    rows = cpu_vs_gpu.every_case_on("cpu", names=["badnets_cnn", "mnist_blended"])
+    assert [row["error"] for row in rows] == ["RuntimeError: Expected all tensors to be on the same device"] * 2
+    assert rows[0]["clean_accuracy"]["cpu"] is None and rows[0]["clean_accuracy"]["cpu corpus"] > 0
