@@ -22,16 +22,16 @@ ACCUMULATIVE = ["stream.n_events=1536", "model.pretrain_events=2000", "attack.st
                 "attack.accumulate=256", "attack.steps=4", "attack.validation_events=64", "evaluation.every=128"]
 
 CASES: dict[str, tuple[str, list[str]]] = {
+    "abl_badnets": ("abl_badnets.toml", [*NEURAL, "defense=[{kind='isolation',score='gain',rule='percentile',"
+                                                  "percentile=1.0,every=300,unlearn=true}]"]),
     "accumulative": ("accumulative.toml", ACCUMULATIVE),
     "accumulative_bn": ("accumulative_bn.toml", ACCUMULATIVE),
     "adaptive_centroid_shift": ("adaptive_centroid_shift.toml", ["stream.n_events=3000", "attack.start=1500"]),
     "all_to_all": ("all_to_all.toml", NEURAL),
-    "boiling_frog": ("boiling_frog.toml", ["stream.n_events=4000", "attack.start=2000", "model.window_size=500",
-                                           "model.warmup=500", "evaluation.every=1000"]),
-    "abl_badnets": ("abl_badnets.toml", [*NEURAL, "defense=[{kind='isolation',score='gain',rule='percentile',"
-                                                  "percentile=1.0,every=300,unlearn=true}]"]),
     "badnets_cnn": ("badnets_cnn.toml", NEURAL),
     "blended_cnn": ("blended_cnn.toml", NEURAL),
+    "boiling_frog": ("boiling_frog.toml", ["stream.n_events=4000", "attack.start=2000", "model.window_size=500",
+                                           "model.warmup=500", "evaluation.every=1000"]),
     "centroid_defended": ("centroid_defended.toml", ["stream.n_events=8000", "attack.start=2000"]),
     "centroid_shift": ("centroid_shift.toml", ["stream.n_events=8000", "attack.start=2000"]),
     "fine_pruning_badnets": ("fine_pruning_badnets.toml", [*NEURAL, "defense=[{kind='fine-pruning',at=1000}]"]),
@@ -41,6 +41,7 @@ CASES: dict[str, tuple[str, list[str]]] = {
                                                        "model.replay=200"]),
     "label_flip": ("label_flip.toml", ["stream.n_events=4000", "attack.start=1000"]),
     "malicious_architecture": ("malicious_architecture.toml", SUPPLY),
+    "malicious_training": ("malicious_training.toml", SUPPLY),
     "mnist_accumulative": ("mnist_accumulative.toml", ACCUMULATIVE),
     "mnist_badnets": ("mnist_badnets.toml", [*NEURAL, "evaluation.explain_inputs=40"]),
     "mnist_blended": ("mnist_blended.toml", NEURAL),
@@ -52,7 +53,6 @@ CASES: dict[str, tuple[str, list[str]]] = {
                                          "defense.strip.overlays=4", "defense.strip.every=300"]),
     "provoke": ("provoke.toml", ["stream.n_events=12000", "attack.start=4000"]),
     "provoke_fine_pruning": ("provoke_fine_pruning.toml", [*NEURAL, "attack.start=400"]),
-    "malicious_training": ("malicious_training.toml", SUPPLY),
     "split_view": ("split_view.toml", ["stream.n_events=3000", "attack.start=1000"]),
     "strip_badnets": ("strip_badnets.toml", [*NEURAL, "defense=[{kind='strip',overlays=8,superimpose='additive',"
                                                       "every=300,mode='drop'}]"]),
