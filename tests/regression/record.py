@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import torch
@@ -30,6 +31,7 @@ def run_case(name: str):
 if __name__ == "__main__":
     for name in sys.argv[1:] or CASES:
         scenario, result = run_case(name)
+        shutil.rmtree(CORPUS / name, ignore_errors=True)  # a file the case no longer writes must not stay
         out = write_results(result, scenario, CORPUS / name)
         (out / "scenario.toml").unlink()
         for drawing in out.rglob("*.png"):  # drawn from the arrays kept beside them
