@@ -88,7 +88,9 @@ def every_case_on(device: str, names: list[str] | None = None) -> list[dict]:
 
     On the CPU (one torch thread) each row's two values are equal: the corpus was recorded so.
     """
-    sys.path.insert(0, os.path.join(ROOT, "tests", "regression"))
+    regression = os.path.join(ROOT, "tests", "regression")
+    if regression not in sys.path:
+        sys.path.insert(0, regression)
     from cases import CASES, CORPUS
 
     from simulator.config import Scenario
@@ -98,10 +100,10 @@ def every_case_on(device: str, names: list[str] | None = None) -> list[dict]:
     rows = []
     for name in names or sorted(CASES):
         path, overrides = CASES[name]
-        if "torch-net" not in MODELS.get(Scenario.from_toml(Path(ROOT, "scenarios", path), overrides).model.kind
-                                         ).factory.offers:  # fmt: skip
+        scenario = Scenario.from_toml(Path(ROOT, "scenarios", path), overrides)
+        if "torch-net" not in MODELS.get(scenario.model.kind).factory.offers:
             continue
-        scenario = Scenario.from_toml(Path(ROOT, "scenarios", path), [*overrides, f"model.device={device}"])
+        scenario = scenario.replace([f"model.device={device}"])
         recorded = json.loads((CORPUS / name / "summary.json").read_text())
         row = {"case": name}
         try:
