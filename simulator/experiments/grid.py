@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,9 @@ class Grid:
         if mode == "zip" and len({len(v) for v in axes.values()}) > 1:
             lengths = ", ".join(f"{k}: {len(v)}" for k, v in axes.items())
             raise ConfigError(f'axes: mode "zip" needs axes of equal length, got {lengths}')
-        return cls(base, seeds, mode, axes, flatten_keys(_table(raw, "set")))
+        fixed = flatten_keys(_table(raw, "set"))
+        _refuse_keys_set_twice(axes, fixed)
+        return cls(base, seeds, mode, axes, fixed)
 
     def points(self) -> list[dict[str, int]]:
         """Each point as the position of its value on every axis, in canonical order (first axis slowest)."""
@@ -100,9 +103,16 @@ class Grid:
         return [dict(zip(self.axes, at)) for at in combine(*(range(len(v)) for v in self.axes.values()))]
 
     def scenario_table(self, point: dict[str, int]) -> dict[str, Any]:
-        """The scenario of a point as a TOML table: the base, then ``[set]``, then the axis values."""
+        """The scenario of a point as a TOML table: the base, then the ``[set]`` keys and the point's axis
+        values, the wider key first (a whole ``attack`` table before ``attack.rate``), so none is lost.
+
+        >>> grid = Grid.from_dict({"axes": {"attack": [{"kind": "label-flip"}]}, "set": {"attack.rate": 0.2}})
+        >>> grid.scenario_table(grid.points()[0])
+        {'attack': {'kind': 'label-flip', 'rate': 0.2}}
+        """
         raw = copy.deepcopy(self.base)
-        for key, value in [*self.fixed.items(), *((k, self.axes[k][at]) for k, at in point.items())]:
+        assignments = [*self.fixed.items(), *((k, self.axes[k][at]) for k, at in point.items())]
+        for key, value in sorted(assignments, key=lambda item: _dotted(item[0]).count(".")):
             set_key(raw, key, copy.deepcopy(value))
         return raw
 
@@ -122,6 +132,31 @@ class Grid:
                 runs.append(Run(f"p{index:04d}-s{seed}", index, seed, shown, scenario, error))
         return runs
 
+
+
+def _dotted(key: str) -> str:
+    """``defense[0].check`` as ``defense.0.check``."""
+    return re.sub(r"\[(\d+)\]", r".\1", key)
+
+
+def _refuse_keys_set_twice(axes: dict[str, list], fixed: dict[str, Any]) -> None:
+    """Each key swept or fixed once: in ``[set]``, as an axis, or inside the tables of one axis.
+
+    >>> _refuse_keys_set_twice({"attack": [{"kind": "label-flip", "rate": 0.3}]}, {"attack.rate": 0.1})
+    Traceback (most recent call last):
+    ...
+    simulator.config.ConfigError: axes.attack: a value sets attack.rate, which set.attack.rate sets too
+    """
+    where = {_dotted(key): f"set.{key}" for key in fixed}
+    for key in axes:
+        if _dotted(key) in where:
+            raise ConfigError(f"axes.{key}: also in [set]; a key is swept or fixed, not both")
+        where[_dotted(key)] = f"axes.{key}"
+    for key, values in axes.items():
+        tables = [value for value in values if isinstance(value, dict)]
+        inner = {_dotted(f"{key}.{sub}") for table in tables for sub in flatten_keys(table)}
+        for clash in sorted(inner & where.keys()):
+            raise ConfigError(f"axes.{key}: a value sets {clash}, which {where[clash]} sets too")
 
 
 def _find_base(base: str, grid_path: Path) -> Path:
@@ -160,8 +195,10 @@ def _labels(values: list) -> list:
 
     >>> _labels([[], [{"kind": "strip"}], [{"kind": "quota"}, {"kind": "strip"}]])
     ['none', 'strip', 'quota+strip']
-    >>> _labels([0, 0.5]), _labels([[1.0, 2.0], [3.0, 4.0]])
-    ([0, 0.5], ['[1.0, 2.0]', '[3.0, 4.0]'])
+    >>> _labels([0, 0.5, 0]), _labels([[1.0, 2.0], [3.0, 4.0]])
+    ([0, 0.5, 0], ['[1.0, 2.0]', '[3.0, 4.0]'])
+    >>> _labels([{"kind": "strip", "check": 100}, {"kind": "strip", "check": 200}])  # one label for two values
+    ['{"check": 100, "kind": "strip"}', '{"check": 200, "kind": "strip"}']
     """
     def label(value: Any) -> Any:
         if isinstance(value, dict) and isinstance(value.get("kind", value.get("name")), str):
@@ -174,6 +211,7 @@ def _labels(values: list) -> list:
     kinds = {bool if isinstance(v, bool) else (float if isinstance(v, (int, float)) else type(v)) for v in labels}
     if len(kinds) > 1:
         labels = [str(v) for v in labels]
-    if len({json.dumps(v) for v in labels}) < len(labels):  # two values, one label: show them whole
+    distinct = {json.dumps(v, sort_keys=True) for v in values}  # a value may repeat (mode "zip")
+    if len({json.dumps(v) for v in labels}) < len(distinct):  # two values, one label: show them whole
         labels = [json.dumps(v, sort_keys=True) for v in values]
     return labels
