@@ -16,6 +16,8 @@ import json
 import os
 import shutil
 import signal
+import threading
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ MANIFEST = "sweep.json"
 JOURNAL = "sweep.log"
 TABLE = "results"  # results.csv and results.parquet
 TIMESERIES = "timeseries.parquet"
+PARENT_POLL_S = 0.5  # how often a worker checks that its sweep is still there
 
 
 @dataclass
@@ -125,7 +128,8 @@ def _on_pool(runs: list[Run], workers: int) -> Iterator[Outcome]:
 
 
 def _start_worker() -> None:
-    """Workers leave Ctrl-C to the sweep, which stops them, and their torch threads sleep while they wait.
+    """Workers leave Ctrl-C to the sweep, which stops them, end when the sweep is gone (even killed with
+    ``kill -9``, which it cannot answer), and their torch threads sleep while they wait.
 
     Each worker's torch keeps its default thread count (a net's results depend on it, so a sweep's run
     equals ``poisonsim run`` of its scenario on the same machine); with several workers those threads
@@ -134,6 +138,14 @@ def _start_worker() -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _end_with_parent(parent: int) -> None:
+    """Exit once the process that started this worker is gone (its orphan is adopted by another)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 def _on_dask(runs: list[Run], address: str) -> Iterator[Outcome]:

@@ -111,6 +111,44 @@ def test_a_top_level_axis_of_lists_of_tables_sets_that_key_and_is_labelled_by_ki
     assert [r.values["defense"] for r in grid.runs()] == ["none", "quota", "a+b"]
 
 
+def test_a_whole_table_axis_keeps_the_narrower_keys_of_set_and_of_other_axes():
+    """``attack = {...}`` replaces the section; ``[set] attack.start`` and an ``attack.rate`` axis still hold."""
+    axes = {"attack.rate": [0.0, 0.2], "attack": [{"kind": "none"}, {"kind": "label-flip", "flip": "cyclic"}]}
+    grid = Grid.from_dict({"base": {"attack": {"kind": "centroid-shift", "start": 9}}, "axes": axes,
+                           "set": {"attack.start": 500}})  # fmt: skip
+    runs = grid.runs()
+    flipped = [r for r in runs if r.values["attack"] == "label-flip"]
+    assert [(r.values["attack.rate"], r.scenario.attack.rate, r.scenario.attack.start) for r in flipped] == [
+        (0.0, 0.0, 500), (0.2, 0.2, 500)
+    ]  # fmt: skip
+    assert flipped[1].scenario.attack.flip == "cyclic"
+    refused = [r for r in runs if r.error]  # no attack at rate 0.2: refused with its reason, not run at rate 0
+    assert [(r.values["attack"], r.values["attack.rate"]) for r in refused] == [("none", 0.2)]
+
+
+@pytest.mark.parametrize(
+    "axes, fixed, message",
+    [
+        ({"attack.rate": [0.1, 0.2]}, {"attack.rate": 0.3}, "axes.attack.rate: also in [set]"),
+        ({"attack": [{"kind": "label-flip", "rate": 0.3}]}, {"attack.rate": 0.1},
+         "axes.attack: a value sets attack.rate, which set.attack.rate sets too"),
+        ({"attack": [{"kind": "badnets", "trigger": {"size": 2}}], "attack.trigger.size": [3, 4]}, {},
+         "axes.attack: a value sets attack.trigger.size, which axes.attack.trigger.size sets too"),
+    ],
+)
+def test_a_key_set_in_two_places_is_refused(axes, fixed, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        Grid.from_dict({"axes": axes, "set": fixed})
+
+
+def test_zip_axes_may_repeat_a_value_and_keep_it_as_it_is():
+    axes = {"attack.kind": ["centroid-shift", "boiling-frog", "centroid-shift"], "attack.rate": [0.1, 0.1, 0.3]}
+    runs = Grid.from_dict({"mode": "zip", "axes": axes}).runs()
+    assert [(r.values["attack.kind"], r.values["attack.rate"]) for r in runs] == [
+        ("centroid-shift", 0.1), ("boiling-frog", 0.1), ("centroid-shift", 0.3)
+    ]  # fmt: skip
+
+
 def test_one_worker_and_two_workers_give_the_same_table(tmp_path):
     grid = Grid.from_dict(TWO_AXES)
     one = run_sweep(grid, tmp_path / "one", workers=1)
@@ -270,6 +308,24 @@ def test_ctrl_c_stops_the_sweep_and_its_workers_and_says_how_to_resume(tmp_path)
     _, alive = psutil.wait_procs(left, timeout=10)
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []  # no worker left behind
     assert 1 <= len(done_counts(out)) < 16
+
+
+@pytest.mark.slow
+def test_workers_end_when_the_sweep_alone_is_killed(tmp_path):
+    """``kill -9`` of the sweep's own process (not its group): no handler runs, the workers must notice."""
+    psutil = pytest.importorskip("psutil")
+    grid_file, out = _cpu_bound_grid(tmp_path, 3_000_000), tmp_path / "out"
+    sweep = _cli("sweep", str(grid_file), "--out", str(out), "--workers", "2", "--quiet", start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not done_counts(out) and sweep.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = [p for p in psutil.Process(sweep.pid).children() if "multiprocessing" in " ".join(p.cmdline())]
+    assert len(workers) >= 2, [p.cmdline() for p in workers]
+    sweep.kill()
+    sweep.wait()
+    left = [p for p in psutil.process_iter(["status"]) if _group(p.pid) == sweep.pid]
+    _, alive = psutil.wait_procs(left, timeout=15)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
 
 
 def _group(pid: int) -> int | None:
