@@ -77,8 +77,10 @@ def roc_curve(scores: np.ndarray, is_positive: np.ndarray, lower_is_positive: bo
     return fpr, tpr, float(metrics.auc(fpr, tpr))
 
 
-def displacement_figure(timeseries: pd.DataFrame, settings: pd.DataFrame) -> Figure | None:
-    """Displacement (radii) against attacker events, with the Kloft & Laskov curves."""
+def displacement_figure(timeseries: pd.DataFrame, settings: pd.DataFrame, others: list[str] = ()) -> Figure | None:
+    """Displacement (radii) against attacker events, with the Kloft & Laskov curves; a line per window
+    policy, rate, window size and value of each of the ``others`` (further swept keys, columns of
+    ``settings``): only seeds are averaged."""
     if timeseries.empty or "displacement_radii" not in timeseries:
         return None
     swept = [c for c in settings if c != "run" and c in timeseries]  # the scenario's own values win
@@ -94,7 +96,7 @@ def displacement_figure(timeseries: pd.DataFrame, settings: pd.DataFrame) -> Fig
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (part, title) in zip(axes, panels):
         sizes = sorted(part["model.window_size"].unique())
-        keys = ["model.window_policy", "attack.rate", "model.window_size"]
+        keys = ["model.window_policy", "attack.rate", "model.window_size", *others]
         varied = [k for k in keys if part[k].nunique() > 1] or keys[:1]
         for (values, group), color in zip(part.groupby(keys, sort=True), _colors()):
             label = ", ".join(f"{_short(k)} = {v}" for k, v in zip(keys, values) if k in varied)
@@ -202,7 +204,9 @@ def timeline_figure(series: pd.DataFrame, title: str, attack_start: int | None =
     for column, style in (("clean_accuracy", "-"), ("attack_success_rate", "-"),
                           ("window_contamination", "--"), ("observed_poisoning_rate", ":")):  # fmt: skip
         if column in series and series[column].notna().any():
-            ax.plot(series["events"], series[column], style, label=column.replace("_", " "))
+            lone = series[column].notna().sum() == 1  # one value: a line alone would draw nothing
+            ax.plot(series["events"], series[column], style, marker="o" if lone else None,
+                    label=column.replace("_", " "))  # fmt: skip
     if attack_start:
         ax.axvline(attack_start, color="0.4", lw=1, ls="-.", label="attack starts")
     ax.set(title=title, xlabel="events", ylabel="ratio", ylim=(-0.03, 1.03))
@@ -214,12 +218,18 @@ def timeline_figure(series: pd.DataFrame, title: str, attack_start: int | None =
 def write_report(out: str | Path, run: str | None = None) -> Report:
     """Write ``figures/*.png`` and ``report.md`` into a sweep's results directory (or one run's)."""
     out = Path(out)
+    if not out.is_dir():
+        raise ConfigError(f"{out}: no such results directory")
     if not (out / MANIFEST).exists() and (out / "summary.json").exists():
         return write_run_report(out)
+    if not (out / MANIFEST).exists():
+        raise ConfigError(f"{out}: not a results directory (no {MANIFEST} from poisonsim sweep --out, "
+                          "no summary.json from poisonsim run --out)")  # fmt: skip
     manifest = read_manifest(out)
     table, timeseries = collect(out)  # from the runs' directories: right even mid-sweep
-    settings = _settings(out, table)
     axes = manifest["axes"]
+    others = [a for a in axes if a not in SETTINGS]  # swept keys the figures do not place on an axis
+    settings = _settings(out, table).merge(table[["run", *others]], on="run")
     report = Report(out / "report.md")
     (out / FIGURES_DIR).mkdir(exist_ok=True)
     # one line per defense (per value of the other swept keys without one), never averaged over an axis
@@ -228,7 +238,8 @@ def write_report(out: str | Path, run: str | None = None) -> Report:
     strip = _strip_scores(out, table, [*group_by, *(["attack.rate"] if "attack.rate" in axes else [])])
     chosen = run or _pick_run(settings)
     drawn = {
-        "displacement": (lambda: displacement_figure(timeseries, settings), "no centroid-shift run with displacement"),
+        "displacement": (lambda: displacement_figure(timeseries, settings, others),
+                         "no centroid-shift run with displacement"),
         "rho": (lambda: rho_figure(table, group_by), "attack.rate is not swept over two values or more"),
         "strip": (lambda: strip_figure(strip), f"no run wrote {STRIP_SCORES} (STRIP detector scores)"),
         "timeline": (lambda: _timeline(timeseries, settings, table, axes, chosen), "no finished run"),
@@ -255,7 +266,12 @@ def write_run_report(out: str | Path) -> Report:
     (out / FIGURES_DIR).mkdir(exist_ok=True)
     title = f"{scenario.name}: {scenario.model.kind} under {scenario.attack.kind} (seed {scenario.seed})"
     start = getattr(scenario.attack, "start", None) if scenario.attack.kind != "none" else None
-    _draw(report, out, {"timeline": (lambda: timeline_figure(series, title, start), "no evaluation step")})
+    scores = out / STRIP_SCORES
+    _draw(report, out, {
+        "timeline": (lambda: timeline_figure(series, title, start), "no evaluation step"),
+        "strip": (lambda: strip_figure(pd.read_csv(scores).assign(group="this run")) if scores.exists() else None,
+                  f"the run wrote no {STRIP_SCORES} (STRIP detector scores)"),
+    })  # fmt: skip
     if not _draw_analysis(report, out, out):
         report.skipped["attributions"] = f"the run kept no {ANALYSIS_DIR}/*.npz (evaluation.explain, defense artifacts)"
     lines = [f"# Run report: {out.name}", "", f"{title}, {summary.get('events_total', 0):,} events.", "",

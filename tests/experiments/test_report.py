@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ import pandas as pd
 import pytest
 
 from simulator.attacks.centroid_shift import ATTACKER_MARGIN
+from simulator.config import ConfigError
 from simulator.experiments.grid import Grid
-from simulator.experiments.report import rho_figure, roc_curve, strip_figure, write_report
+from simulator.experiments.report import rho_figure, roc_curve, strip_figure, timeline_figure, write_report
 from simulator.experiments.sweep import run_sweep
 
 ROOT = Path(__file__).parents[2]
@@ -182,6 +184,20 @@ def test_report_draws_strip_only_when_runs_carry_scores(rho_sweep, tmp_path):
         path.unlink()
 
 
+def test_one_runs_report_draws_its_strip_scores_and_a_wrong_directory_is_named(rho_sweep, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(rho_sweep / "points" / "p0005-s1", run)  # a sweep's run directory is a run's --out
+    assert "strip_scores.csv" in write_report(run).skipped["strip"]
+    pd.DataFrame({"score": [1.4, 1.6, 0.1, 0.3], "is_triggered": [0, 0, 1, 1]}).to_csv(run / "strip_scores.csv")
+    report = write_report(run)
+    assert_png(report.figures["strip"])
+    assert labels(report.drawn["strip"].axes[-1]) == ["this run (AUC 1.000)"]
+    with pytest.raises(ConfigError, match="nowhere: no such results directory"):
+        write_report(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="not a results directory .no sweep.json from poisonsim sweep --out, no"):
+        write_report(tmp_path)
+
+
 def test_timeline_follows_one_run_over_the_stream(rho_sweep):
     report = write_report(rho_sweep, run="p0003-s2")
     assert_png(report.figures["timeline"])
@@ -215,3 +231,28 @@ def test_cli_report_writes_figures_and_refuses_an_unknown_run(kloft_laskov):
     bad = subprocess.run([sys.executable, "-m", "simulator.cli", "report", str(kloft_laskov), "--run", "p9999-s1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "--run p9999-s1: no finished run" in bad.stderr
+
+
+def test_displacement_figure_keeps_apart_what_else_was_swept(tmp_path):
+    """Only seeds are averaged: a further axis (here the attacker's target distance) gets its own lines."""
+    grid = Grid.from_dict({
+        "base": {"stream": {"n_events": 2 * N, "n_features": 3},
+                 "model": {"window_size": N, "radius": 2.0, "window_policy": "average-out"},
+                 "attack": {"kind": "centroid-shift", "rate": 1.0}, "evaluation": {"every": 1}},
+        "seeds": [1, 2],
+        "axes": {"attack.target_distance": [1.0, 20.0]},
+    })  # fmt: skip
+    run_sweep(grid, tmp_path, workers=1)
+    (ax,) = write_report(tmp_path).drawn["displacement"].axes
+    assert labels(ax)[:2] == ["target_distance = 1.0", "target_distance = 20.0"]
+    far = line(ax, "target_distance = 20.0")
+    i = np.asarray(far.get_xdata())
+    np.testing.assert_allclose(far.get_ydata(), i / N * (1 - ATTACKER_MARGIN), rtol=1e-6, atol=1e-12)
+    near = np.asarray(line(ax, "target_distance = 1.0").get_ydata())
+    assert near.max() < far.get_ydata().max() / 2  # the near target stops the attacker: not averaged in
+
+
+def test_a_timeline_series_with_one_value_is_drawn_as_a_point():
+    series = pd.DataFrame({"events": [0, 100], "clean_accuracy": [0.5, 0.9], "observed_poisoning_rate": [None, 0.2]})
+    (ax,) = timeline_figure(series, "t").axes
+    assert line(ax, "observed poisoning rate").get_marker() == "o" and line(ax, "clean accuracy").get_marker() == "None"
