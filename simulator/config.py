@@ -346,12 +346,19 @@ def set_key(raw: dict[str, Any], key: str, value: Any) -> None:
     Traceback (most recent call last):
     ...
     simulator.config.ConfigError: defense.2: expected the index of a [[defense]] table, 0 to 1, or its kind (strip, isolation)
+    >>> set_key({}, "defense.strip.check", 100)
+    Traceback (most recent call last):
+    ...
+    simulator.config.ConfigError: defense.strip: the scenario has no [[defense]] table; add one: --set "defense=[{kind='strip'}]"
     """
     *parents, leaf = re.sub(r"\[(\d+)\]", r".\1", key).split(".")
     table: Any = raw
     for depth, part in enumerate(parents):
         where = ".".join(parents[: depth + 1])
-        table = table[_index(table, part, where)] if isinstance(table, list) else table.setdefault(part, {})
+        if isinstance(table, list):
+            table = table[_index(table, part, where)]
+        else:  # a missing [[defense]] is an empty array: a kind or an index into it is then refused, by name
+            table = table.setdefault(part, [] if depth == 0 and part == "defense" else {})
         if not isinstance(table, (dict, list)):
             raise ConfigError(f"{key}: {part} is not a table")
     if isinstance(table, list):
@@ -365,7 +372,8 @@ def _index(tables: list, part: str, where: str) -> int:
     one of its tables (a scenario has each defense kind once)."""
     name = where.rpartition(".")[0]
     if not tables:
-        raise ConfigError(f"{where}: the array {name} is empty")
+        example = f"{name}=[{{kind='{part if not part.isdecimal() else '...'}'}}]"
+        raise ConfigError(f'{where}: the scenario has no [[{name}]] table; add one: --set "{example}"')
     kinds = [table.get("kind") if isinstance(table, dict) else None for table in tables]
     if part in kinds:
         return kinds.index(part)

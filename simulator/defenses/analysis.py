@@ -28,7 +28,7 @@ import copy
 import numpy as np
 
 from simulator.registry import DEFENSES
-from simulator.defenses.base import At, require, DefenderKnowledge, Defense
+from simulator.defenses.base import At, DefenderKnowledge, Defense, event_to_act_at, require
 
 RECENT_EVENTS = 4_000  # learned events kept for the analysis
 MIN_PER_CLASS = 20
@@ -51,7 +51,7 @@ class ActivationAnalysis(Defense):
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> ActivationAnalysis:
         require(model, "activation-analysis", "embeddings")
-        self.at_ = self.at if self.at is not None else knowledge.n_events
+        self.at_ = event_to_act_at(self.at, knowledge, "activation-analysis")
         self.clean_x_, self.clean_y_ = knowledge.clean_x, knowledge.clean_y
         self._x = np.empty((0, knowledge.clean_x.shape[1]), dtype=np.float32)
         self._y = np.empty(0, dtype=np.int64)

@@ -91,6 +91,25 @@ def check_choices(**choices: tuple[str, object]) -> None:
             raise ValueError(f"defense.{key}: expected one of {', '.join(allowed)}; got {value!r}")
 
 
+def event_to_act_at(at: int | None, knowledge: DefenderKnowledge, defense: str) -> int | None:
+    """``at``, or the stream's end when it is unset; an ``at`` past the end is refused (it would never come).
+
+    >>> knowledge = DefenderKnowledge(np.zeros((1, 1)), np.zeros(1), 2, n_events=1500)
+    >>> event_to_act_at(None, knowledge, "fine-pruning"), event_to_act_at(1500, knowledge, "fine-pruning")
+    (1500, 1500)
+    >>> event_to_act_at(10000, knowledge, "fine-pruning")
+    Traceback (most recent call last):
+    ...
+    ValueError: defense.fine-pruning.at: 10,000 is after the stream's end (1,500 events), so it would never come; leave `at` unset to act at the end
+    """
+    if at is None:
+        return knowledge.n_events
+    if knowledge.n_events is not None and at > knowledge.n_events:
+        raise ValueError(f"defense.{defense}.at: {at:,} is after the stream's end ({knowledge.n_events:,} events), "
+                         "so it would never come; leave `at` unset to act at the end")  # fmt: skip
+    return at
+
+
 def require(model, defense: str, capability: str) -> None:
     """A clear error when ``model`` does not offer what defense ``defense`` needs.
 

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from simulator.defenses.base import require, At, DefenderKnowledge, Defense, Every, check_choices
+from simulator.defenses.base import At, DefenderKnowledge, Defense, Every, check_choices, event_to_act_at, require
 from simulator.registry import DEFENSES, Key
 from simulator.events import EventBatch
 from simulator.models.nets import train_offline
@@ -119,7 +119,7 @@ class Isolation(Defense):
         self.clean_x_, self.clean_y_ = knowledge.clean_x, knowledge.clean_y
         # the reference learns on one half of the trusted sample; the percentile rule calibrates on the other
         self._calibration = (knowledge.clean_x[1::2], knowledge.clean_y[1::2])
-        self.at_ = self.at if self.at is not None else knowledge.n_events
+        self.at_ = event_to_act_at(self.at, knowledge, "isolation")
         self._rng = rng
         self.reference_ = self._train_reference(model, knowledge.clean_x[::2], knowledge.clean_y[::2], rng)
         self._history: deque[float] = deque(maxlen=HISTORY)

@@ -34,7 +34,7 @@ from collections import deque
 
 import numpy as np
 
-from simulator.defenses.base import DefenderKnowledge, Defense, check_choices
+from simulator.defenses.base import DefenderKnowledge, Defense, check_choices, event_to_act_at
 from simulator.defenses.drift import DETECTORS, DriftMonitor
 from simulator.events import EventBatch
 
@@ -69,7 +69,7 @@ class ScheduledRepair(Defense):
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> ScheduledRepair:
         self.model_ = model
         self.clean_x_, self.clean_y_ = knowledge.clean_x, knowledge.clean_y
-        self.at_ = self.at if self.at is not None else knowledge.n_events
+        self.at_ = event_to_act_at(self.at, knowledge, self.kind or type(self).__name__)
         self.rng_ = rng
         self.repairs_: list[dict] = []
         self.alarm_events_: list[int] = []
