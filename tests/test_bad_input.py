@@ -70,6 +70,13 @@ SCENARIO_VALUES = [  # (scenario file, override, what the error must name)
     (BADNETS, "attack.trigger='warp'", 'attack.trigger: trigger kind "warp" does not exist'),
     (BADNETS, "attack.target_class=-1", "attack.target_class: expected an integer >= 0"),
     (BADNETS, "model.lr=inf", "model.lr: expected a finite number"),
+    # refused by the kind when the run is built, still named in full
+    (BADNETS, "attack.target_class=10", "attack.target_class: expected a class in [0, 10), got 10"),
+    (BADNETS, "attack.trigger.size=100", "attack.trigger.size: a 100x100 patch does not fit a 8x8 image"),
+    (CENTROID, "attack.target_point=[1, 2, 3]", "attack.target_point: expected 2 numbers, got 3"),
+    (CENTROID, "defense=[{kind='robust-centroid'}]|model.window_policy='infinite'",
+     "model.window_policy: a robust centroid (median) needs stored points"),
+    (CENTROID, "attack={kind='label-flip',rate=0.1}", "stream: label-flip needs a source of at least 2 classes"),
     # accepted by every bound, but more than any machine here holds: refused before allocating
     (CENTROID, "stream.n_features=4096|model.window_size=1000000", "model.window_size: the run needs about"),
     (CENTROID, "stream.n_features=4096|stream.n_test=1000000", "stream.n_test: the run needs about"),

@@ -197,7 +197,7 @@ class Accumulative(Attack):
         if model is None or "torch-net" not in model.offers:
             raise ValueError("accumulative: needs the victim's neural net (a gray-box copy) for its surrogate")
         if knowledge.n_classes < 2:
-            raise ValueError("accumulative: needs at least 2 classes to flip labels")
+            raise ValueError(f"stream: accumulative needs a source of at least 2 classes, this one has {knowledge.n_classes}")
         x, y = knowledge.draw(rng, self.trigger_size)
         self.trigger_x_ = np.asarray(x, dtype=np.float32)
         self.trigger_y_ = ((np.asarray(y) + 1) % knowledge.n_classes).astype(np.int64)

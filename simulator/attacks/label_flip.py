@@ -38,7 +38,7 @@ class LabelFlip(Attack):
 
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> LabelFlip:
         if knowledge.n_classes < 2:
-            raise ValueError("label-flip: needs at least 2 classes")
+            raise ValueError(f"stream: label-flip needs a source of at least 2 classes, this one has {knowledge.n_classes}")
         self.n_classes_ = knowledge.n_classes
         x, y = knowledge.draw(rng, ESTIMATE_DRAWS)
         means = np.zeros((self.n_classes_, x.shape[1]))

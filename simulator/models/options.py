@@ -44,7 +44,7 @@ class WindowOptions:
             if estimator not in ESTIMATOR_CODES:
                 raise ValueError(f"estimator: expected one of {', '.join(ESTIMATOR_CODES)}; got {estimator!r}")
             if estimator != "mean" and self.window_policy == "infinite":
-                raise ValueError("estimator: a robust centroid needs stored points; window_policy 'infinite' keeps none")
+                raise ValueError(f"model.window_policy: a robust centroid ({estimator}) needs stored points; 'infinite' keeps none")
             self._estimator = estimator
         if trim is not None:
             if not 0 <= trim < 0.5:

@@ -15,15 +15,17 @@ consumer side (model and evaluator), exactly as they would over Kafka.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
+import re
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -95,12 +97,17 @@ class World:
     def _build(cls, scenario: Scenario) -> World:
         check_memory(scenario)
         rng_source, rng_warmup, rng_model, rng_attacker, *_ = _seeds(scenario)
-        source = make_source(scenario.stream, np.random.default_rng(rng_source))
-        model = build_model(scenario.model, source.n_classes, _seed_int(rng_model), source.n_features, source.image_side)
+        with _naming("stream", scenario.stream):
+            source = make_source(scenario.stream, np.random.default_rng(rng_source))
+        with _naming("model", scenario.model):
+            model = build_model(scenario.model, source.n_classes, _seed_int(rng_model), source.n_features,
+                                source.image_side)  # fmt: skip
         fix_threads(scenario.model.threads)
-        attack = build_attack(scenario.attack)
+        with _naming("attack", scenario.attack):
+            attack = build_attack(scenario.attack)
         if attack.supplies_model:  # the victim starts from the attacker's model, not its own pre-training
-            attack.fit(attacker_knowledge(source, model=model), np.random.default_rng(rng_attacker))
+            with _naming("attack", scenario.attack):
+                attack.fit(attacker_knowledge(source, model=model), np.random.default_rng(rng_attacker))
             model.start_from(attack.supplied_)
             return cls(scenario, source, model, attack, _defenses(scenario, source, model))
         warmup = model.warmup_events
@@ -111,7 +118,8 @@ class World:
             knowledge = attacker_knowledge(source, model.center, model.radius_, copy.deepcopy(model), rate)
         else:
             knowledge = attacker_knowledge(source, model=copy.deepcopy(model), rate=rate)
-        attack.fit(knowledge, np.random.default_rng(rng_attacker))
+        with _naming("attack", scenario.attack):
+            attack.fit(knowledge, np.random.default_rng(rng_attacker))
         return cls(scenario, source, model, attack, _defenses(scenario, source, model))
 
     def stream(self) -> MergedStream:
@@ -390,6 +398,28 @@ def _batches(n_events: int, every: int):
         size = min(next_eval - done, MAX_BATCH)
         done += size
         yield size
+
+
+@contextlib.contextmanager
+def _naming(section: str, keys: object) -> Iterator[None]:
+    """A refusal that names a key of the section by its own name (``target_class: ...``, raised by the kind,
+    which knows no scenario) names it in full (``attack.target_class: ...``).
+
+    >>> with _naming("attack", type("Attack", (), {"target_class": 0})):
+    ...     raise ValueError("target_class: expected a class in [0, 10), got 10")
+    Traceback (most recent call last):
+    ...
+    ValueError: attack.target_class: expected a class in [0, 10), got 10
+    """
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        key = re.match(r"([A-Za-z_]\w*)[.:\[]", str(exc))
+        if key and hasattr(keys, key.group(1)):
+            raise ValueError(f"{section}.{exc}") from exc
+        raise
 
 
 def _seeds(scenario: Scenario) -> list[np.random.SeedSequence]:

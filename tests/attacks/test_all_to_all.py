@@ -65,7 +65,7 @@ def test_an_offset_that_is_a_multiple_of_k_is_refused_naming_the_key(offset):
 
 
 def test_a_scenario_with_a_bad_offset_is_refused_before_the_run():
-    with pytest.raises(ConfigError, match=r"^offset: 10 is a multiple of the 10 classes.*choose 1\.\.9"):
+    with pytest.raises(ConfigError, match=r"^attack\.offset: 10 is a multiple of the 10 classes.*choose 1\.\.9"):
         World.build(Scenario.from_dict({"stream": {"source": "digits"}, "model": {"kind": "centroid-classifier"},
                                         "attack": {"kind": "all-to-all", "rate": 0.1, "offset": 10}}))  # fmt: skip
     with pytest.raises(ConfigError, match=r"^attack\.offset: expected an integer >= 1, got 0"):

@@ -277,7 +277,7 @@ def test_freeze_stops_learning_and_the_options_survive_a_checkpoint():
 
 def test_options_are_checked_and_name_their_key():
     clf = CentroidClassifier(n_classes=2, window_size=5, window_policy="infinite")
-    with pytest.raises(ValueError, match="estimator: a robust centroid needs stored points"):
+    with pytest.raises(ValueError, match="model.window_policy: a robust centroid \\(median\\) needs stored points"):
         clf.configure(estimator="median")
     with pytest.raises(ValueError, match="quota"):
         clf.configure(quota=0.0)
