@@ -25,11 +25,14 @@ from simulator.config import ConfigError, Scenario
 from simulator.pipeline.engine import RunResult, World, write_results
 from simulator.registry import REGISTRIES, Key
 
+
 def scenario(spec: str | Path | dict[str, Any] | Scenario, overrides: list[str] | tuple[str, ...] = (),
              seed: int | None = None) -> Scenario:  # fmt: skip
     """A validated :class:`Scenario` from a TOML path, a dict (a parsed TOML document) or a scenario."""
     from simulator.config import apply_overrides
 
+    if isinstance(overrides, (str, bytes)) or not all(isinstance(item, str) for item in overrides):
+        raise ConfigError(f'overrides: expected a list of "section.key=value" strings, got {overrides!r}')
     if isinstance(spec, Scenario):
         raw = spec.to_dict()
     elif isinstance(spec, dict):

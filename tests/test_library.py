@@ -42,6 +42,9 @@ def test_bad_values_are_refused_by_the_api_as_by_the_cli():
         assert str(exc) == "attack.rate: expected a number <= 1, got 2.0"
     else:
         raise AssertionError("rate 2 accepted")
+    for overrides in ("attack.rate=0.1", [("attack.rate", 0.1)]):  # a string alone would be read letter by letter
+        with pytest.raises(poisonsim.ConfigError, match='overrides: expected a list of "section.key=value" strings'):
+            poisonsim.scenario(ROOT / "scenarios" / "label_flip.toml", overrides)
 
 
 def test_models_take_river_rows_and_river_evaluates_them():
