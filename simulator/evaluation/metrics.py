@@ -405,7 +405,8 @@ class Evaluator:
     def _contamination(self) -> float:
         weights = self._counts if self._policy == INFINITE else np.minimum(self._counts, self._window_size)
         total = weights.sum()
-        return float((self._shares[:, 1] * weights).sum() / total) if total else 0.0
+        share = (self._shares[:, 1] * weights).sum() / total if total else 0.0
+        return float(np.clip(share, 0.0, 1.0))  # running shares drift by ~1e-18 once the poison has left
 
     # -- checkpointing (services.checkpoint) ---------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from simulator.config import Scenario
@@ -53,3 +55,11 @@ def test_observed_rate_tracks_rho_and_budget_caps_the_attacker():
     # 6,000 events after start at rho = 0.25: 1,500 expected, binomial sd ~34
     assert abs(uncapped["poison_events_total"] - 1500) < 4 * 34
     assert uncapped["observed_poisoning_rate"] == uncapped["poison_events_total"] / 8_000
+
+
+def test_window_contamination_is_a_share_when_a_small_budget_has_left_the_window():
+    """Ten flips, then clean traffic pushes them out: the running shares must not drift below 0."""
+    series = run(Scenario.from_toml(Path(__file__).parents[2] / "scenarios" / "label_flip.toml",
+                                    ["stream.n_events=3000", "attack.start=1000", "attack.budget=10"])).timeseries
+    contamination = [row["window_contamination"] for row in series]
+    assert all(0.0 <= share <= 1.0 for share in contamination) and contamination[-1] == 0.0
