@@ -34,7 +34,7 @@ def scenario(rho: float, seed: int, events: int) -> dict:
         "stream": {"source": "digits", "n_events": events},
         "model": {"kind": "centroid-classifier", "window_size": 50, "window_policy": "fifo"},
         "attack": {"kind": "label-flip", "rate": rho, "flip": "farthest"},
-        "evaluation": {"every": events // 4},
+        "evaluation": {"every": max(1, events // 4)},
     }
 
 
@@ -55,7 +55,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.4])
     parser.add_argument("--out", type=Path, default=Path("results/quickstart.png"))
     args = parser.parse_args(argv)
-    runs = sweep(args.rates, args.seeds, args.events)
+    if args.events < 1 or args.seeds < 1:
+        parser.error(f"--events and --seeds: expected integers >= 1, got {args.events} and {args.seeds}")
+    try:
+        runs = sweep(args.rates, args.seeds, args.events)
+    except poisonsim.ConfigError as exc:  # e.g. a rate outside [0, 1]
+        parser.error(str(exc))
     final = runs[runs["events"] == args.events]
     table = final.groupby("rho")["clean_accuracy"].agg(["mean", "std", "count"])
     print(f"poisonsim {poisonsim.__version__}: label flipping, clean accuracy at the end of the stream")

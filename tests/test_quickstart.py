@@ -17,3 +17,11 @@ def test_the_quickstart_script_runs_a_small_sweep_and_writes_its_figure(tmp_path
     rows = [line.split() for line in done.stdout.splitlines() if line.startswith(("0.0 ", "0.4 "))]
     assert [row[0] for row in rows] == ["0.0", "0.4"] and all(row[3] == "2" for row in rows)  # rho, mean, std, count
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_arguments_are_one_clear_line():
+    for args, expected in ((["--events", "0"], "--events and --seeds: expected integers >= 1, got 0 and 4"),
+                           (["--events", "3", "--seeds", "1", "--rates", "1.5"], "attack.rate: expected a number <= 1")):
+        done = subprocess.run([sys.executable, "docs/quickstart.py", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr, done.stderr
