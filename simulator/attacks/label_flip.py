@@ -5,9 +5,7 @@ The attacker draws clean samples and relabels them by one of three rules:
 ``farthest`` (the class whose mean, estimated from the attacker's own draws,
 lies farthest from ``x``: the flip that drags a centroid furthest).
 
->>> from typing import Annotated
-
-import numpy as np
+>>> import numpy as np
 >>> flip = LabelFlip(flip="cyclic")
 >>> flip.n_classes_ = 3
 >>> flip.poison(np.zeros((3, 1)), np.array([0, 1, 2]), np.random.default_rng(0))[1].tolist()
