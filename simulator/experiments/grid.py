@@ -155,7 +155,8 @@ def _refuse_keys_set_twice(axes: dict[str, list], fixed: dict[str, Any]) -> None
     for key, values in axes.items():
         tables = [value for value in values if isinstance(value, dict)]
         inner = {_dotted(f"{key}.{sub}") for table in tables for sub in flatten_keys(table)}
-        for clash in sorted(inner & where.keys()):
+        clash = min(inner & where.keys(), default=None)
+        if clash is not None:
             raise ConfigError(f"axes.{key}: a value sets {clash}, which {where[clash]} sets too")
 
 
