@@ -87,7 +87,8 @@ class DetectorProcess:
         self.key = kafka_io.scenario_key(scenario)
         n_events = scenario.stream.n_events
         self.codec = Codec(self.world.source.n_features, self.world.source.n_classes, n_events,
-                           pinned=self.world.scenario.attack.channel == "split-view")  # fmt: skip
+                           pinned=self.world.scenario.attack.channel == "split-view",
+                           n_sources=self.world.n_source_ids)  # fmt: skip
         self.metrics = DetectorMetrics(registry, detector)
         scenario_info(registry, scenario, self.key.decode(), "detector")
         self._mtime: float | None = None

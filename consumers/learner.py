@@ -63,7 +63,8 @@ class LearnerProcess:
         self.learner = Learner(self.world)
         self.n_events = scenario.stream.n_events
         self.codec = Codec(self.world.source.n_features, self.world.source.n_classes, self.n_events,
-                           pinned=scenario.attack.channel == "split-view")  # fmt: skip
+                           pinned=scenario.attack.channel == "split-view",
+                           n_sources=self.world.n_source_ids)  # fmt: skip
         self.metrics = ConsumerMetrics(registry)
         self.collector = LearnerCollector(scenario.model.kind, registry)
         scenario_info(registry, scenario, self.key.decode(), "learner")
@@ -232,7 +233,7 @@ class LearnerProcess:
 
     def _feed(self) -> int:
         released = 0
-        before = self.merger.duplicates
+        before, skipped = self.merger.duplicates, self.merger.skipped
         while (ready := self.merger.pop()) is not None:
             batch, truth, _topics = ready
             self.learner.feed(batch, truth)
@@ -243,6 +244,7 @@ class LearnerProcess:
                     self.counts["events"][i] += n
             released += len(batch)
         self.metrics.duplicates.inc(self.merger.duplicates - before)
+        self.metrics.skipped.inc(self.merger.skipped - skipped)  # conflicting ids given up as the merge passed them
         self.metrics.buffered.set(self.merger.buffered)
         if released:
             self.collector.update(self.learner)

@@ -75,7 +75,7 @@ def produce(scenario, role: str, settings, args, registry, log, stop) -> tuple[i
 
     world = World.build(scenario)
     n_events = scenario.stream.n_events
-    codec = Codec(world.source.n_features, world.source.n_classes, n_events,
+    codec = Codec(world.source.n_features, world.source.n_classes, n_events, n_sources=world.n_source_ids,
                   pinned=scenario.attack.channel == "split-view")  # split-view: events carry the vetted hash
     if not 1 <= args.events_per_message <= codec.max_events_per_message():
         raise ConfigError(f"--events-per-message: expected 1..{codec.max_events_per_message()} (messages of at "

@@ -203,7 +203,8 @@ def scenario_parts(args: list[str]):
 
     scenario = Scenario.from_toml(ROOT / args[0], args[2::2])
     world = World.build(scenario)
-    codec = Codec(world.source.n_features, world.source.n_classes, scenario.stream.n_events)
+    codec = Codec(world.source.n_features, world.source.n_classes, scenario.stream.n_events,
+                  n_sources=world.n_source_ids)  # fmt: skip
     return scenario, world, codec, scenario_key(scenario)
 
 

@@ -122,6 +122,12 @@ class World:
             attack.fit(knowledge, np.random.default_rng(rng_attacker))
         return cls(scenario, source, model, attack, _defenses(scenario, source, model))
 
+    @property
+    def n_source_ids(self) -> int:
+        """Public source ids the stream uses: the benign ones, and the attacker's own when it has its own."""
+        attack = self.scenario.attack
+        return self.scenario.stream.benign_sources + (attack.identities if attack.identity_pool == "own" else 0)
+
     def stream(self) -> MergedStream:
         """The producer side: the merged stream, batch by batch."""
         attack, model = self.scenario.attack, self.scenario.model

@@ -62,6 +62,7 @@ DECODE_REASONS = (
     "non_finite",
     "bad_label",
     "bad_id",
+    "bad_source",
     "bad_truth",
 )
 RECEIVER_REASONS = (  # refused before decoding, by the receiver, or by the merge
@@ -107,7 +108,7 @@ class Decoded:
 class Codec:
     """Encoder and validating decoder for one scenario's events.
 
-    ``n_classes`` and ``n_events`` bound labels and ids (``None``: unchecked);
+    ``n_classes``, ``n_events`` and ``n_sources`` bound labels, ids and source ids (``None``: unchecked);
     ``max_bytes`` bounds a message; ``pinned``: events carry their vetted content hash.
     """
 
@@ -116,6 +117,7 @@ class Codec:
     n_events: int | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
     pinned: bool = False
+    n_sources: int | None = None
 
     @property
     def record(self) -> np.dtype:
@@ -218,6 +220,10 @@ class Codec:
             raise DecodeError("bad_label", f"labels {y.min()}..{y.max()}, expected 0..{self.n_classes - 1}")
         if self.n_events is not None and ((ids < 0) | (ids >= self.n_events)).any():
             raise DecodeError("bad_id", f"ids {ids.min()}..{ids.max()}, expected 0..{self.n_events - 1}")
+        source = records["source"]
+        if self.n_sources is not None and ((source < 0) | (source >= self.n_sources)).any():
+            raise DecodeError("bad_source", f"source ids {source.min()}..{source.max()}, "
+                                            f"expected 0..{self.n_sources - 1}")  # fmt: skip
 
     def decode_many(self, values: list[bytes | None], truths: list[bytes | None]) -> Decoded:
         """Decode a list of messages; refused ones are listed in ``errors``, never raised."""
@@ -264,6 +270,8 @@ class Codec:
             good &= ((records["y"] >= 0) & (records["y"] < self.n_classes)).all(axis=1)
         if self.n_events is not None:
             good &= ((records["id"] >= 0) & (records["id"] < self.n_events)).all(axis=1)
+        if self.n_sources is not None:
+            good &= ((records["source"] >= 0) & (records["source"] < self.n_sources)).all(axis=1)
         if m % 4:  # padding bits of the bitmap must be zero
             good &= (bits[:, -1] >> (2 * m % 8)) == 0
         index = np.asarray(index)

@@ -204,11 +204,18 @@ def test_two_copies_of_an_id_with_different_content_are_neither_learned(broker, 
     ensure_topics(KafkaSettings(broker.bootstrap), [topics.benign, topics.attack], partitions=1)
     send_all(broker, topics, key, [(bytes(forged), [(TRUTH_HEADER, bits)], "conflict")])
     producers = produce_both(broker, topics, CENTROID, tmp_path)
-    learner = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--no-metrics"),
-                                tmp_path / "consume.log")  # fmt: skip
-    wait_all([*producers, learner], timeout=120, logs=[tmp_path / "consume.log"])
+    port = free_port()
+    learner = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port,
+                                                "--keep-serving"), tmp_path / "consume.log")  # fmt: skip
+    try:
+        wait_all(producers, timeout=120, logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"])
+        wait_for_log(tmp_path / "consume.log", "serving metrics until SIGTERM", timeout=120, process=learner)
+        exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        stop_all(learner)
     summary = read_summary(tmp_path / "out")
     assert summary["events_total"] == scenario.stream.n_events - 1  # event 12,345 given up, not learned
+    assert "poisonsim_skipped_events_total 1.0" in exposition and 'reason="conflict"} 2.0' in exposition
     dead = read_dead_letters(broker, topics.dead_letter, 2)
     assert [dict(r.headers)["reason"] for r in dead] == [b"conflict", b"conflict"]
     assert {dict(r.headers)["source-topic"].decode() for r in dead} == {topics.attack, topics.benign}

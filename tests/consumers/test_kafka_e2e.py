@@ -72,9 +72,10 @@ def malformed_corpus(codec: Codec, seed: int = 0) -> list[tuple[bytes | None, by
         good, bits = header.tobytes() + records.tobytes(), bytes([1, 0])
         bad = records.copy()
         bad["x"][rng.integers(0, 3), rng.integers(0, codec.n_features)] = rng.choice([np.nan, np.inf, -np.inf])
-        label, ident = records.copy(), records.copy()
+        label, ident, source = records.copy(), records.copy(), records.copy()
         label["y"][rng.integers(0, 3)] = rng.choice([-1, codec.n_classes, 10**6])
         ident["id"][rng.integers(0, 3)] = rng.choice([-5, world_ids, 2**40])
+        source["source"][rng.integers(0, 3)] = rng.choice([-1, codec.n_sources, 5000])
         corpus += [
             (None, bits, "empty"),
             (good[: int(rng.integers(1, len(good)))], bits, "truncated"),
@@ -86,6 +87,7 @@ def malformed_corpus(codec: Codec, seed: int = 0) -> list[tuple[bytes | None, by
             (header.tobytes() + bad.tobytes(), bits, "non_finite"),
             (header.tobytes() + label.tobytes(), bits, "bad_label"),
             (header.tobytes() + ident.tobytes(), bits, "bad_id"),
+            (header.tobytes() + source.tobytes(), bits, "bad_source"),
             (good, rng.choice([None, b"", bytes([1]), bytes([7, 0])]), "bad_truth"),
         ]
     assert {reason for *_, reason in corpus} == set(DECODE_REASONS)

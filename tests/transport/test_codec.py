@@ -13,7 +13,7 @@ from simulator.events import EventBatch, Truth
 from simulator.transport.codec import DECODE_REASONS, HEADER, Codec, DecodeError
 
 D = 3
-CODEC = Codec(n_features=D, n_classes=4, n_events=10_000, max_bytes=4096)
+CODEC = Codec(n_features=D, n_classes=4, n_events=10_000, max_bytes=4096, n_sources=2)
 
 
 def make(n: int, seed: int = 0, first_id: int = 0) -> tuple[EventBatch, Truth]:
@@ -85,6 +85,7 @@ MALFORMED = {
     "non_finite": lambda v, t: (_set_record(v, "x", 1, np.nan), t),
     "bad_label": lambda v, t: (_set_record(v, "y", 0, 4), t),
     "bad_id": lambda v, t: (_set_record(v, "id", 0, -1), t),
+    "bad_source": lambda v, t: (_set_record(v, "source", 1, 5000), t),
     "bad_truth": lambda v, t: (v, None),
 }
 
