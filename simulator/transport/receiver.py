@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PROBE_TIMEOUT_S = 10.0  # how long the receiver looks for the record the client library cannot parse
+PROBE_FIRST_WAIT_MS, PROBE_LONGEST_WAIT_MS = 200, 2000  # one partition's turn: the first, the longest
+
 
 @dataclass
 class Received:
@@ -142,17 +145,36 @@ class EventReceiver:
 
     def _skip_unreadable(self, exc: Exception) -> Received:
         """Find the partition whose next record the client cannot parse, dead-letter it and seek past it."""
-        for tp in sorted(self.consumer.assignment()):
-            offset = self.consumer.position(tp)
-            if self._unreadable_at(tp, offset):
-                self._dead_letter(RecordAt(tp.topic, tp.partition, offset), "unreadable", str(exc))
-                self.consumer.seek(tp, offset + 1)
-                empty = self.codec.decode_many([], [])
-                return Received(self._stream[tp.topic], empty, np.zeros(0, np.int64), offset + 1, 0, ["unreadable"])
-        raise exc  # not a record of ours: a real error
+        tp = self._find_unreadable({tp: self.consumer.position(tp) for tp in sorted(self.consumer.assignment())})
+        if tp is None:
+            raise exc  # not a record of ours: a real error
+        offset = self.consumer.position(tp)
+        self._dead_letter(RecordAt(tp.topic, tp.partition, offset), "unreadable", str(exc))
+        self.consumer.seek(tp, offset + 1)
+        empty = self.codec.decode_many([], [])
+        return Received(self._stream[tp.topic], empty, np.zeros(0, np.int64), offset + 1, 0, ["unreadable"])
 
-    def _unreadable_at(self, tp, offset: int, timeout_s: float = 10.0) -> bool:
-        """Whether the record at ``offset`` makes the client raise (read alone, by a probe consumer)."""
+    def _find_unreadable(self, positions: dict, timeout_s: float = PROBE_TIMEOUT_S):
+        """The partition whose record at its position makes the client raise, or None.
+
+        Each partition is read alone, in turn, for a short while (doubled each round), so a partition with
+        nothing to read yet costs a fifth of a second, not the whole timeout.
+        """
+        left, wait_ms = dict(positions), PROBE_FIRST_WAIT_MS
+        deadline = time.monotonic() + timeout_s
+        while left and time.monotonic() < deadline:
+            for tp, offset in list(left.items()):
+                verdict = self._probe_at(tp, offset, wait_ms)
+                if verdict:
+                    return tp
+                if verdict is False:  # a record the client reads: not this partition
+                    del left[tp]
+            wait_ms = min(2 * wait_ms, PROBE_LONGEST_WAIT_MS)
+        return None
+
+    def _probe_at(self, tp, offset: int, wait_ms: int) -> bool | None:
+        """Whether the record at ``offset`` makes the client raise (read alone by a probe consumer); None:
+        nothing came within ``wait_ms``."""
         from kafka import KafkaConsumer
         from kafka.errors import CorruptRecordError
 
@@ -161,14 +183,10 @@ class EventReceiver:
                                         max_poll_records=1)  # fmt: skip
         self._probe.assign([tp])
         self._probe.seek(tp, offset)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if self._probe.poll(timeout_ms=500):
-                    return False
-            except CorruptRecordError:
-                return True
-        return False
+        try:
+            return False if self._probe.poll(timeout_ms=wait_ms) else None
+        except CorruptRecordError:
+            return True
 
     def lag(self) -> list[int | None]:
         """Messages behind the end of each partition read (None until known)."""

@@ -73,3 +73,37 @@ def test_with_a_key_only_records_signed_with_it_decode():
                         record(2, value, other), record(3, value, good), record(4, value, reordered)])  # fmt: skip
     assert dead.sent == [(0, "bad_signature"), (1, "bad_signature"), (2, "bad_signature")]
     assert got.offsets.tolist() == [3, 4]  # header order does not matter
+
+
+class SlowProbe:
+    """A probe consumer: ``benign`` holds an unparseable record; ``attack`` has nothing yet (a poll waits it out)."""
+
+    def __init__(self):
+        self.waited_ms = 0
+        self.tp = None
+
+    def assign(self, tps):
+        (self.tp,) = tps
+
+    def seek(self, tp, offset):
+        pass
+
+    def poll(self, timeout_ms):
+        from kafka.errors import CorruptRecordError
+
+        if self.tp.topic == "benign":
+            raise CorruptRecordError("header name is not UTF-8")
+        self.waited_ms += timeout_ms
+        return {}
+
+
+def test_an_unparseable_record_is_found_without_waiting_out_an_empty_partition():
+    """Partitions are read in turn a little at a time: the empty one (read first) costs 0.2 s, not the timeout."""
+    from kafka import TopicPartition
+
+    r, _ = receiver()
+    r._probe = SlowProbe()
+    attack, benign = TopicPartition("attack", 0), TopicPartition("benign", 0)
+    assert r._find_unreadable({attack: 5, benign: 7}) == benign
+    assert r._probe.waited_ms == 200
+    assert r._find_unreadable({attack: 5}, timeout_s=0.5) is None  # nothing unparseable anywhere
