@@ -188,3 +188,16 @@ def test_defenses_verdicts_and_drift_alarms_are_exported():
     drift = next(d for d in learner.defenses if d.kind == "drift-reset")
     exported = registry.get_sample_value("poisonsim_drift_alarms_total", {"detector": "drift-reset/adwin"})
     assert exported == len(drift.alarm_events_) >= 1  # the attack from event 3,000 sets it off
+
+
+def test_the_readme_names_every_metric_the_processes_expose():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    producer, detector = CollectorRegistry(), CollectorRegistry()
+    ProducerMetrics(producer)
+    DetectorMetrics(detector, "centroid")
+    families = {family.name for registry in (exposed_registry()[0], producer, detector) for family in registry.collect()}
+    # a counter family "x" is exposed as x_total; an info family as x_info
+    shown = {name for name in families if not any(f"`{name}{end}" in readme for end in ("", "_total", "_info"))}
+    assert not shown, sorted(shown)
