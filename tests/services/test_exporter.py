@@ -7,6 +7,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,8 +171,6 @@ def test_drift_monitor_alarms_when_the_prequential_error_jumps_and_not_before():
 
 
 def test_defenses_verdicts_and_drift_alarms_are_exported():
-    from pathlib import Path
-
     scenario = Scenario.from_toml(Path(__file__).parents[2] / "scenarios" / "centroid_defended.toml",
                                   ["stream.n_events=6000", "attack.start=3000"])  # fmt: skip
     world = World.build(scenario)
@@ -191,8 +190,6 @@ def test_defenses_verdicts_and_drift_alarms_are_exported():
 
 
 def test_the_readme_names_every_metric_the_processes_expose():
-    from pathlib import Path
-
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     producer, detector = CollectorRegistry(), CollectorRegistry()
     ProducerMetrics(producer)
