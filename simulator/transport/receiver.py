@@ -145,10 +145,11 @@ class EventReceiver:
 
     def _skip_unreadable(self, exc: Exception) -> Received:
         """Find the partition whose next record the client cannot parse, dead-letter it and seek past it."""
-        tp = self._find_unreadable({tp: self.consumer.position(tp) for tp in sorted(self.consumer.assignment())})
+        positions = {tp: self.consumer.position(tp) for tp in sorted(self.consumer.assignment())}
+        tp = self._find_unreadable(positions)
         if tp is None:
             raise exc  # not a record of ours: a real error
-        offset = self.consumer.position(tp)
+        offset = positions[tp]
         self._dead_letter(RecordAt(tp.topic, tp.partition, offset), "unreadable", str(exc))
         self.consumer.seek(tp, offset + 1)
         empty = self.codec.decode_many([], [])
