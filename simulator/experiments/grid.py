@@ -133,7 +133,6 @@ class Grid:
         return runs
 
 
-
 def _dotted(key: str) -> str:
     """``defense[0].check`` as ``defense.0.check``."""
     return re.sub(r"\[(\d+)\]", r".\1", key)

@@ -44,7 +44,8 @@ class WindowOptions:
             if estimator not in ESTIMATOR_CODES:
                 raise ValueError(f"estimator: expected one of {', '.join(ESTIMATOR_CODES)}; got {estimator!r}")
             if estimator != "mean" and self.window_policy == "infinite":
-                raise ValueError(f"model.window_policy: a robust centroid ({estimator}) needs stored points; 'infinite' keeps none")
+                raise ValueError(f"model.window_policy: a robust centroid ({estimator}) needs stored points; "
+                                 "'infinite' keeps none")  # fmt: skip
             self._estimator = estimator
         if trim is not None:
             if not 0 <= trim < 0.5:
