@@ -329,6 +329,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     return raw
 
 
+def dotted(key: str) -> str:
+    """A key with array indices written as parts: ``defense[0].check`` as ``defense.0.check``."""
+    return re.sub(r"\[(\d+)\]", r".\1", key)
+
+
 def set_key(raw: dict[str, Any], key: str, value: Any) -> None:
     """Set a dotted key in a parsed scenario, creating tables on the way; a number picks one table of an array
     of tables, as does a kind (``defense.0.check``, ``defense[0].check``: the first ``[[defense]]`` table's
@@ -351,7 +356,7 @@ def set_key(raw: dict[str, Any], key: str, value: Any) -> None:
     ...
     simulator.config.ConfigError: defense.strip: the scenario has no [[defense]] table; add one: --set "defense=[{kind='strip'}]"
     """
-    *parents, leaf = re.sub(r"\[(\d+)\]", r".\1", key).split(".")
+    *parents, leaf = dotted(key).split(".")
     table: Any = raw
     for depth, part in enumerate(parents):
         where = ".".join(parents[: depth + 1])

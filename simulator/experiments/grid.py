@@ -20,12 +20,11 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulator.config import ConfigError, Scenario, read_toml, set_key
+from simulator.config import ConfigError, Scenario, dotted, read_toml, set_key
 
 GRID_KEYS = ("base", "seeds", "mode", "axes", "set")
 MODES = ("product", "zip")
@@ -112,7 +111,7 @@ class Grid:
         """
         raw = copy.deepcopy(self.base)
         assignments = [*self.fixed.items(), *((k, self.axes[k][at]) for k, at in point.items())]
-        for key, value in sorted(assignments, key=lambda item: _dotted(item[0]).count(".")):
+        for key, value in sorted(assignments, key=lambda item: dotted(item[0]).count(".")):
             set_key(raw, key, copy.deepcopy(value))
         return raw
 
@@ -133,11 +132,6 @@ class Grid:
         return runs
 
 
-def _dotted(key: str) -> str:
-    """``defense[0].check`` as ``defense.0.check``."""
-    return re.sub(r"\[(\d+)\]", r".\1", key)
-
-
 def _refuse_keys_set_twice(axes: dict[str, list], fixed: dict[str, Any]) -> None:
     """Each key swept or fixed once: in ``[set]``, as an axis, or inside the tables of one axis.
 
@@ -146,14 +140,14 @@ def _refuse_keys_set_twice(axes: dict[str, list], fixed: dict[str, Any]) -> None
     ...
     simulator.config.ConfigError: axes.attack: a value sets attack.rate, which set.attack.rate sets too
     """
-    where = {_dotted(key): f"set.{key}" for key in fixed}
+    where = {dotted(key): f"set.{key}" for key in fixed}
     for key in axes:
-        if _dotted(key) in where:
+        if dotted(key) in where:
             raise ConfigError(f"axes.{key}: also in [set]; a key is swept or fixed, not both")
-        where[_dotted(key)] = f"axes.{key}"
+        where[dotted(key)] = f"axes.{key}"
     for key, values in axes.items():
         tables = [value for value in values if isinstance(value, dict)]
-        inner = {_dotted(f"{key}.{sub}") for table in tables for sub in flatten_keys(table)}
+        inner = {dotted(f"{key}.{sub}") for table in tables for sub in flatten_keys(table)}
         clash = min(inner & where.keys(), default=None)
         if clash is not None:
             raise ConfigError(f"axes.{key}: a value sets {clash}, which {where[clash]} sets too")
