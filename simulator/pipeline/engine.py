@@ -40,7 +40,7 @@ from simulator.models.window import NOT_LEARNED
 from simulator.resources import check_memory
 from simulator.pipeline.content import mismatched
 from simulator.pipeline.deployment import Deployment
-from simulator.pipeline.stream import MergedStream, attacker_knowledge
+from simulator.pipeline.stream import MergedStream, attacker_knowledge, source_id_count
 from simulator.sources import Source, make_source
 from simulator.transport import InMemoryTransport, Transport
 
@@ -124,9 +124,9 @@ class World:
 
     @property
     def n_source_ids(self) -> int:
-        """Public source ids the stream uses: the benign ones, and the attacker's own when it has its own."""
+        """Public source ids the stream uses (the range a message's ``source`` must lie in)."""
         attack = self.scenario.attack
-        return self.scenario.stream.benign_sources + (attack.identities if attack.identity_pool == "own" else 0)
+        return source_id_count(self.scenario.stream.benign_sources, attack.identities, attack.identity_pool)
 
     def stream(self) -> MergedStream:
         """The producer side: the merged stream, batch by batch."""

@@ -60,6 +60,11 @@ def attacker_knowledge(source: Source, center=None, radius=None, model=None, rat
     )
 
 
+def source_id_count(benign_sources: int, identities: int, identity_pool: str) -> int:
+    """Public source ids a stream uses: the benign ones, and the attacker's own when it has its own."""
+    return benign_sources + (identities if identity_pool == "own" else 0)
+
+
 class MergedStream:
     """Produces consecutive batches of the merged stream, reproducibly from ``seed``."""
 
@@ -79,7 +84,7 @@ class MergedStream:
         if identity_pool == "shared" and identities > benign_sources:
             raise ValueError(f"attack.identities: {identities} shared ids need stream.benign_sources >= "
                              f"{identities}, got {benign_sources}")  # fmt: skip
-        if benign_sources + (identities if identity_pool == "own" else 0) > MAX_SOURCES:
+        if source_id_count(benign_sources, identities, identity_pool) > MAX_SOURCES:
             raise ValueError(f"stream.benign_sources, attack.identities: at most {MAX_SOURCES} source ids in all, "
                              f"got {benign_sources} benign and {identities} of the attacker's own")  # fmt: skip
         self.source = source
