@@ -75,7 +75,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from simulator.attacks.base import Attack, AttackerKnowledge, check_batch
+from simulator.attacks.base import Attack, AttackerKnowledge, check_batch, require_classes
 from simulator.registry import ATTACKS, Key
 
 STEP_SIZE = 0.01  # Adam step on the perturbation, in feature units
@@ -196,8 +196,7 @@ class Accumulative(Attack):
         model = knowledge.model
         if model is None or "torch-net" not in model.offers:
             raise ValueError("accumulative: needs the victim's neural net (a gray-box copy) for its surrogate")
-        if knowledge.n_classes < 2:
-            raise ValueError(f"stream: accumulative needs a source of at least 2 classes, this one has {knowledge.n_classes}")
+        require_classes("accumulative", knowledge.n_classes)
         x, y = knowledge.draw(rng, self.trigger_size)
         self.trigger_x_ = np.asarray(x, dtype=np.float32)
         self.trigger_y_ = ((np.asarray(y) + 1) % knowledge.n_classes).astype(np.int64)

@@ -26,7 +26,7 @@ from typing import Annotated
 import numpy as np
 
 from simulator.attacks.backdoor import TriggerKind
-from simulator.attacks.base import Attack, AttackerKnowledge, check_batch
+from simulator.attacks.base import Attack, AttackerKnowledge, check_batch, require_classes
 from simulator.attacks.triggers import Trigger, fresh_trigger
 from simulator.registry import ATTACKS, Key
 
@@ -76,8 +76,7 @@ def check_offset(offset: int, n_classes: int) -> int:
     ...
     ValueError: offset: 10 is a multiple of the 10 classes, so the trigger sends every class to itself; choose 1..9
     """
-    if n_classes < 2:
-        raise ValueError(f"stream: an all-to-all backdoor needs a source of at least 2 classes, this one has {n_classes}")
+    require_classes("all-to-all", n_classes)
     if offset % n_classes == 0:
         raise ValueError(f"offset: {offset} is a multiple of the {n_classes} classes, so the trigger sends every "
                          f"class to itself; choose 1..{n_classes - 1}")  # fmt: skip

@@ -41,6 +41,18 @@ class AttackerKnowledge:
     rate: float | None = None  # the attacker's own share of the stream (its channel's rate), when it has one
 
 
+def require_classes(kind: str, n_classes: int) -> None:
+    """A clear error when the source has fewer than the two classes attack ``kind`` relabels between.
+
+    >>> require_classes("label-flip", 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: stream: label-flip needs a source of at least 2 classes, this one has 1
+    """
+    if n_classes < 2:
+        raise ValueError(f"stream: {kind} needs a source of at least 2 classes, this one has {n_classes}")
+
+
 def non_target(knowledge: AttackerKnowledge, target_class: int) -> np.ndarray:
     """Pool inputs of classes other than ``target_class`` (what a trigger should flip)."""
     if not 0 <= target_class < knowledge.n_classes:

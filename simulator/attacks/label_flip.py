@@ -18,7 +18,7 @@ from typing import Annotated
 
 import numpy as np
 
-from simulator.attacks.base import Attack, AttackerKnowledge, check_batch
+from simulator.attacks.base import Attack, AttackerKnowledge, check_batch, require_classes
 from simulator.registry import ATTACKS, Key
 
 RULES = ("cyclic", "random", "farthest")
@@ -35,8 +35,7 @@ class LabelFlip(Attack):
         self.flip = flip
 
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> LabelFlip:
-        if knowledge.n_classes < 2:
-            raise ValueError(f"stream: label-flip needs a source of at least 2 classes, this one has {knowledge.n_classes}")
+        require_classes("label-flip", knowledge.n_classes)
         self.n_classes_ = knowledge.n_classes
         x, y = knowledge.draw(rng, ESTIMATE_DRAWS)
         means = np.zeros((self.n_classes_, x.shape[1]))
