@@ -86,7 +86,8 @@ def scenario_on(device: str, quick: bool) -> dict:
 def every_case_on(device: str, names: list[str] | None = None) -> list[dict]:
     """The regression corpus's cases with a torch net (or ``names``) run on ``device``, beside the corpus.
 
-    On the CPU (one torch thread) each row's two values are equal: the corpus was recorded so.
+    On the CPU (one torch thread) each row's two values agree within the corpus's tolerance for the case
+    (``tests/regression/cases.py``): the corpus was recorded so, on some CPU's kernels.
     """
     regression = os.path.join(ROOT, "tests", "regression")
     if regression not in sys.path:

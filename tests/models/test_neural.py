@@ -19,6 +19,12 @@ def _data(m=600, seed=0):
     return x, y.astype(np.int64)
 
 
+def _best_possible(x, y) -> float:
+    """The accuracy of the Bayes rule on these events: the class means differ in one coordinate each, so it
+    picks the largest of the first three features (no learner can do better on average)."""
+    return float((x[:, :3].argmax(axis=1) == y).mean())
+
+
 def test_every_event_is_predicted_before_it_is_learned():
     """Predictions equal those of a reference that predicts each event, then learns it."""
     x, y = _data()
@@ -32,7 +38,8 @@ def test_every_event_is_predicted_before_it_is_learned():
         reference.learn_one(xi, int(yi))
     assert predictions.tolist() == expected
     assert online.steps_ == len(x) // 10
-    assert (predictions[-200:] == y[-200:]).mean() > 0.9  # and it learns
+    # and it learns: within 5 points of the best possible rule on the same 200 events (0.90 there)
+    assert (predictions[-200:] == y[-200:]).mean() >= _best_possible(x[-200:], y[-200:]) - 0.05
 
 
 def test_same_seed_same_net_and_different_seed_different_net():
@@ -128,7 +135,7 @@ def test_batch_norm_nets_learn_on_batch_statistics_and_predict_on_running_ones(a
     assert net.steps_ == 1 and moved == ([False, False] if architecture == "mlp" else [True, True, False])
     learner = NeuralClassifier(3, 9, architecture, image_side=3, norm="batch", batch_size=16, device="cpu", seed=0)
     predictions, _ = learner.process_many(x, y)
-    assert (predictions[-300:] == y[-300:]).mean() > 0.9
+    assert (predictions[-300:] == y[-300:]).mean() >= _best_possible(x[-300:], y[-300:]) - 0.05  # 0.93 there
     assert np.array_equal(learner.predict_many(x[:50]), [learner.predict_one(row) for row in x[:50]])  # running
 
 

@@ -3,20 +3,24 @@
 Each case is a scenario file and ``--set`` overrides; ``record.py`` writes its
 ``summary.json``, ``timeseries.csv`` and ``analysis/*.npz`` under
 ``corpus/<case>/``, and ``test_corpus.py`` checks that a run today gives the
-same figures (timing fields aside) and that no file of ``scenarios/`` lacks
-a case. Torch runs on one thread, so the corpus does not depend on the
-machine's core count.
+same figures (timing fields aside), within the tolerance below that
+another CPU's float32 kernels need, and that no file of ``scenarios/``
+lacks a case. Torch runs on one thread, so the corpus does not depend on
+the machine's core count.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from compare import Tolerance
+
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).resolve().parent / "corpus"
 TORCH_THREADS = 1
 
 NEURAL = ["stream.n_events=1200", "model.pretrain_events=300", "evaluation.every=400"]
+MNIST_CNN = ["model.kind=cnn"]
 SUPPLY = ["stream.n_events=600", "attack.supplier_events=300", "evaluation.every=200"]
 ACCUMULATIVE = ["stream.n_events=1536", "model.pretrain_events=2000", "attack.start=256", "attack.budget=288",
                 "attack.accumulate=256", "attack.steps=4", "attack.validation_events=64", "evaluation.every=128"]
@@ -43,14 +47,16 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "malicious_architecture": ("malicious_architecture.toml", SUPPLY),
     "malicious_training": ("malicious_training.toml", SUPPLY),
     "mnist_accumulative": ("mnist_accumulative.toml", ACCUMULATIVE),
-    "mnist_badnets": ("mnist_badnets.toml", [*NEURAL, "evaluation.explain_inputs=40"]),
-    "mnist_blended": ("mnist_blended.toml", NEURAL),
+    # the MNIST cases train the digits' CNN: LeNet under Adam is chaotic across CPU kernels (see LOOSER)
+    "mnist_badnets": ("mnist_badnets.toml", [*NEURAL, *MNIST_CNN, "evaluation.explain_inputs=40"]),
+    "mnist_blended": ("mnist_blended.toml", [*NEURAL, *MNIST_CNN]),
     "mnist_neural_cleanse": ("mnist_neural_cleanse.toml", ["stream.n_events=800", "model.pretrain_events=300",
-                                                           "evaluation.every=400", "attack.rate=0.4",
+                                                           *MNIST_CNN, "evaluation.every=400", "attack.rate=0.2",
                                                            "defense.neural-cleanse.at=700",
-                                                           "defense.neural-cleanse.steps=40"]),  # a suspect: unlearns
-    "mnist_strip": ("mnist_strip.toml", ["stream.n_events=600", "model.pretrain_events=300", "evaluation.every=300",
-                                         "defense.strip.overlays=4", "defense.strip.every=300"]),
+                                                           "defense.neural-cleanse.steps=80"]),  # suspects: unlearns
+    "mnist_strip": ("mnist_strip.toml", ["stream.n_events=600", "model.pretrain_events=300", *MNIST_CNN,
+                                         "evaluation.every=300", "defense.strip.overlays=4",
+                                         "defense.strip.every=300"]),
     "provoke": ("provoke.toml", ["stream.n_events=12000", "attack.start=4000"]),
     "provoke_fine_pruning": ("provoke_fine_pruning.toml", [*NEURAL, "attack.start=400"]),
     "split_view": ("split_view.toml", ["stream.n_events=3000", "attack.start=1000"]),
@@ -101,3 +107,37 @@ CASES: dict[str, tuple[str, list[str]]] = {
                                                                      "superimpose='additive',every=300,scale='union',"
                                                                      "layers=2,robust=true,check=200,mode='drop'}]"]),
 }
+
+TOLERANCE = Tolerance(relative=1e-3, absolute=1e-6, shares=0.005, arrays=1e-3)
+"""How far a figure may move under another CPU's kernels, ten times the spread ``kernels.py`` measured over
+oneDNN SSE4.1 / AVX / AVX2, ATen's default vector width, MKL SSE4.2, OpenBLAS Sandybridge and the machine the
+corpus was first recorded on: floats 9.8e-5 relative at most (blended_cnn's target-class probability; 2e-8
+absolute on a probability of 1.3e-4), shares one prediction (0.0025: badnets_cnn's attack success at 800
+events sits on a tie), integers and text equal, the centroid cases equal to 7e-16. Small real changes
+still fail: Adam's learning rate 5% higher fails 16 cases, a BadNets patch 5% dimmer 12."""
+
+MNIST = Tolerance(relative=5e-3, absolute=1e-6, shares=0.005, arrays=0.05)
+"""The MNIST cases: 784 inputs and more steps carry the kernels' differences further (measured: floats 1e-3,
+saliency arrays 9.8e-3 of their scale). LeNet under Adam, as the MNIST scenarios ship, is not compared at
+all: there Adam's normalisation turns float32 rounding in near-zero gradients into steps of lr size, and
+1,200 events later the clean accuracy differs by a point between AVX and AVX2 kernels; the cases train
+the digits' CNN on MNIST instead."""
+
+LOOSER: dict[str, Tolerance] = {
+    # STRIP's 'union' score is a rank among the calibration sample: one tie flipped moves it by 1/718
+    "cnn_strip_union_robust_check": Tolerance(relative=1e-3, absolute=1e-6, shares=0.005, arrays=1e-3,
+                                              shared_names=frozenset({"score"})),
+    "mnist_badnets": MNIST,
+    "mnist_blended": MNIST,
+    "mnist_strip": MNIST,
+    # Neural Cleanse fits a mask and a pattern per class with Adam: their pixels move by up to half their
+    # scale between kernels (not compared), the masks' L1 norms and anomaly indices by 1.2e-2, and the net it
+    # unlearns with them by 2.1e-2 (floats) and 0.008 (clean accuracy)
+    "mnist_neural_cleanse": Tolerance(relative=0.05, absolute=1e-6, shares=0.02, arrays=0.05,
+                                      unchecked=frozenset({"masks", "patterns"})),
+}
+
+
+def tolerance_of(case: str) -> Tolerance:
+    """How far the figures of ``case`` may move under another CPU's kernels."""
+    return LOOSER.get(case, TOLERANCE)

@@ -1,9 +1,14 @@
-"""Write the regression corpus: ``python tests/regression/record.py [CASE ...]`` (all cases by default)."""
+"""Write the regression corpus: ``python tests/regression/record.py [--into DIR] [CASE ...]``.
+
+All cases by default, into ``corpus/``; ``--into`` writes elsewhere (how
+``kernels.py`` records the corpus under other kernel paths to compare).
+"""
 
 from __future__ import annotations
 
+import argparse
 import shutil
-import sys
+from pathlib import Path
 
 import torch
 
@@ -28,12 +33,23 @@ def run_case(name: str):
     return scenario, result
 
 
+def record(name: str, into: Path) -> None:
+    """Run case ``name`` and write its figures under ``into/name`` (no scenario file, no drawings)."""
+    scenario, result = run_case(name)
+    shutil.rmtree(into / name, ignore_errors=True)  # a file the case no longer writes must not stay
+    out = write_results(result, scenario, into / name)
+    (out / "scenario.toml").unlink()
+    for drawing in out.rglob("*.png"):  # drawn from the arrays kept beside them
+        drawing.unlink()
+
+
 if __name__ == "__main__":
-    for name in sys.argv[1:] or CASES:
-        scenario, result = run_case(name)
-        shutil.rmtree(CORPUS / name, ignore_errors=True)  # a file the case no longer writes must not stay
-        out = write_results(result, scenario, CORPUS / name)
-        (out / "scenario.toml").unlink()
-        for drawing in out.rglob("*.png"):  # drawn from the arrays kept beside them
-            drawing.unlink()
-        print(name, "written")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--into", type=Path, default=CORPUS, help="the folder to write (default: the corpus)")
+    parser.add_argument("cases", nargs="*", metavar="CASE", help="default: every case")
+    args = parser.parse_args()
+    if unknown := sorted(set(args.cases) - set(CASES)):
+        parser.error(f"no case named {', '.join(unknown)} (cases.py names {len(CASES)})")
+    for name in args.cases or CASES:
+        record(name, args.into)
+        print(name, "written", flush=True)

@@ -1,4 +1,4 @@
-"""Every ready scenario gives the figures recorded in ``corpus/`` (timing fields aside).
+"""Every ready scenario gives the figures recorded in ``corpus/`` (timing fields aside), on any CPU.
 
 The figures are ``summary.json``, ``timeseries.csv`` and the arrays of
 ``analysis/*.npz`` (attributions, reversed triggers); the PNGs drawn from them
@@ -6,75 +6,30 @@ are not kept (their bytes follow matplotlib's version, not ours).
 
 A refactoring that changes a figure fails here; a change that means to move
 figures re-records the corpus with ``python tests/regression/record.py`` and
-says why in its commit. Text and integers must match exactly; a number with
-a fraction to within ``RELATIVE`` of the recorded one, the rounding that a
-new numpy or BLAS build moves (a different summation order in the last
-digits), not a figure a change of ours moves.
+says why in its commit. Text and integers must match exactly; floats computed
+in float32 within a tolerance measured across CPU kernel paths
+(``python tests/regression/kernels.py``: oneDNN SSE4.1 / AVX / AVX2, ATen's
+default vector width, MKL SSE4.2, OpenBLAS Sandybridge, and the machine the
+corpus was recorded on): relative 1e-3 against a largest measured gap of
+9.8e-5, shares of predictions within 0.005 against one flipped prediction
+(0.0025). ``cases.py`` keeps the numbers (``TOLERANCE``, ``LOOSER``) and
+``compare.py`` the rules; CI runs this file again under the forced kernels.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cases import CASES, CORPUS, ROOT  # noqa: E402
+from cases import CASES, CORPUS, ROOT, tolerance_of  # noqa: E402
+from compare import figure_files, file_differences  # noqa: E402
 from record import run_case  # noqa: E402
 
 from simulator.pipeline.engine import write_results  # noqa: E402
-
-RELATIVE = 1e-9
-
-
-def same(new, recorded) -> bool:
-    """``new`` equals ``recorded``: exactly, or as floats within ``RELATIVE`` (nested lists and dicts alike).
-
-    >>> same({"a": [1, 0.30799913237661436]}, {"a": [1, 0.3079991323766143]}), same(0.31, 0.3079991323766143)
-    (True, False)
-    >>> same(2, 2.0000000001), same("x", "y")
-    (False, False)
-    """
-    if isinstance(recorded, dict):
-        return isinstance(new, dict) and new.keys() == recorded.keys() and all(same(new[k], v) for k, v in
-                                                                               recorded.items())  # fmt: skip
-    if isinstance(recorded, list):
-        return isinstance(new, list) and len(new) == len(recorded) and all(map(same, new, recorded))
-    if isinstance(recorded, float) and isinstance(new, float):
-        return math.isclose(new, recorded, rel_tol=RELATIVE) or (math.isnan(new) and math.isnan(recorded))
-    return type(new) is type(recorded) and new == recorded
-
-
-def cell(text: str):
-    """A CSV cell as JSON reads it (a number with a fraction becomes a float), else the text itself."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def read(path: Path):
-    if path.suffix == ".npz":
-        with np.load(path) as arrays:
-            return {key: arrays[key].tolist() for key in arrays.files}
-    if path.suffix == ".json":
-        return json.loads(path.read_text())
-    if path.suffix == ".csv":
-        with path.open(newline="") as handle:
-            return [[cell(text) for text in row] for row in csv.reader(handle)]
-    return path.read_text()
-
-
-def figure_files(directory: Path) -> list[str]:
-    """The files under ``directory`` that the corpus compares, as paths relative to it."""
-    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*")
-                  if p.is_file() and p.name != "scenario.toml" and p.suffix != ".png")  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -83,8 +38,9 @@ def test_case_matches_corpus(name, tmp_path):
     write_results(result, scenario, tmp_path)
     recorded = figure_files(CORPUS / name)
     assert recorded == figure_files(tmp_path)
-    for file in recorded:
-        assert same(read(tmp_path / file), read(CORPUS / name / file)), f"{name}/{file} changed"
+    changed = [f"{file} {d}" for file in recorded
+               for d in file_differences(CORPUS / name / file, tmp_path / file, tolerance_of(name))]  # fmt: skip
+    assert not changed, f"{name}: {len(changed)} figures moved beyond {tolerance_of(name)}:\n" + "\n".join(changed[:20])
 
 
 def test_every_ready_scenario_has_a_case():

@@ -1,0 +1,116 @@
+"""The regression corpus under torch's other CPU kernel paths: measure the spread, or check it holds.
+
+``python tests/regression/kernels.py [--jobs 2] [CASE ...]`` records the cases
+once under each setting of ``KERNELS`` (a fresh process each: the switches
+are read when torch loads), then prints, case by case, the largest gap of
+each kind (see ``compare.py``) from the recorded corpus, and the figures
+that fall outside their tolerance. The tolerances in ``cases.py`` come from
+this table.
+
+``--check`` runs ``test_corpus.py`` itself under each setting but the native
+one instead (what ``make test-kernels`` and CI do) and fails if any run does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from cases import CASES, CORPUS, tolerance_of
+from compare import file_gaps, figure_files
+
+KERNELS: dict[str, dict[str, str]] = {
+    "native": {},
+    "oneDNN SSE4.1": {"DNNL_MAX_CPU_ISA": "SSE41"},
+    "oneDNN AVX": {"DNNL_MAX_CPU_ISA": "AVX"},
+    "ATen default": {"ATEN_CPU_CAPABILITY": "default"},
+    "MKL SSE4.2": {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+    "OpenBLAS Sandybridge": {"OPENBLAS_CORETYPE": "Sandybridge"},
+}
+"""The switches that pick another kernel for the same arithmetic: oneDNN's instruction set (convolutions,
+linear layers), ATen's vector width (elementwise ops, reductions), MKL's code path and numpy's OpenBLAS core."""
+
+CHECKED = ("oneDNN SSE4.1", "oneDNN AVX", "ATen default")
+"""The settings ``--check`` runs the corpus under: those that move a figure (MKL's and OpenBLAS's switches
+left every figure as the native run has it)."""
+
+KINDS = ("float", "share", "array", "exact")
+
+
+def record_under(name: str, switches: dict[str, str], cases: list[str], into: Path) -> None:
+    env = {**os.environ, **switches, "OMP_WAIT_POLICY": "PASSIVE"}
+    command = [sys.executable, str(Path(__file__).with_name("record.py")), "--into", str(into), *cases]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{name}: record.py failed\n{done.stderr[-2000:]}")
+
+
+def largest_gaps(case: str, folder: Path, reference: Path = CORPUS) -> dict[str, float]:
+    """The largest gap of each kind between ``folder/case`` and the corpus (inf: a text or shape changed)."""
+    largest = dict.fromkeys(KINDS, 0.0)
+    for file in figure_files(reference / case):
+        for gap in file_gaps(reference / case / file, folder / case / file, tolerance_of(case)):
+            largest[gap.kind] = max(largest[gap.kind], gap.size)
+    return largest
+
+
+def check_under(name: str, switches: dict[str, str]) -> tuple[str, int, str]:
+    """``test_corpus.py`` run under ``switches``: the setting, pytest's exit status and its closing line."""
+    env = {**os.environ, **switches, "OMP_WAIT_POLICY": "PASSIVE"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__).with_name(
+        "test_corpus.py"))]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    lines = done.stdout.strip().splitlines() or [done.stderr.strip()]
+    report = done.stdout if done.returncode else lines[-1]
+    return name, done.returncode, report
+
+
+def check(jobs: int) -> int:
+    alternatives = {name: KERNELS[name] for name in CHECKED}
+    failed = 0
+    with ThreadPoolExecutor(jobs) as pool:
+        for name, status, report in pool.map(lambda item: check_under(*item), alternatives.items()):
+            switches = " ".join(f"{key}={value}" for key, value in alternatives[name].items())
+            print(f"corpus under {switches}: {report}", flush=True)
+            failed += status != 0
+    return 1 if failed else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2, help="kernel settings run at once (default 2)")
+    parser.add_argument("--check", action="store_true", help="run test_corpus.py under each alternative setting")
+    parser.add_argument("cases", nargs="*", metavar="CASE", help="default: every case")
+    args = parser.parse_args()
+    if args.check:
+        return check(args.jobs)
+    if unknown := sorted(set(args.cases) - set(CASES)):
+        parser.error(f"no case named {', '.join(unknown)}")
+    cases = args.cases or sorted(CASES)
+    with tempfile.TemporaryDirectory() as scratch:
+        folders = {name: Path(scratch) / str(i) for i, name in enumerate(KERNELS)}
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda name: record_under(name, KERNELS[name], cases, folders[name]), KERNELS))
+        outside = []
+        print(f"{'case':34} {'kernels':22} " + " ".join(f"{kind:>9}" for kind in KINDS))
+        for case in cases:
+            for name, folder in folders.items():
+                largest = largest_gaps(case, folder)
+                if any(largest.values()):
+                    print(f"{case:34} {name:22} " + " ".join(f"{largest[kind]:9.2g}" for kind in KINDS))
+                tolerance = tolerance_of(case)
+                for file in figure_files(CORPUS / case):
+                    for gap in file_gaps(CORPUS / case / file, folder / case / file, tolerance):
+                        if not gap.within(tolerance):
+                            outside.append(f"{case} under {name}: {file} {gap}")
+    print("\n".join(["", f"{len(outside)} figures outside their tolerance", *outside]))
+    return 1 if outside else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
