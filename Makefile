@@ -1,12 +1,13 @@
-# Set-up and the two everyday commands. `make demo` and `make test` create the
-# virtual environment on first use (torch pinned to the local CPU wheel).
+# Set-up and the everyday commands. Each creates the virtual environment on first use
+# (torch pinned to the local CPU wheel).
 VENV   ?= .venv
 PYTHON ?= python3
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 TORCH   = torch==2.13.0
+PYTEST  = OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest
 
-.PHONY: demo test test-all bench setup clean
+.PHONY: demo test reproduce test-kernels test-all bench setup clean
 
 setup: $(STAMP)
 
@@ -20,11 +21,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/poisonsim run scenarios/centroid_shift.toml --out results/demo
 
-test: $(STAMP)  # the fast tests: everything not marked slow
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -m "not slow"
+test: $(STAMP)  # every module's tests but the long reproductions; starts its own Kafka broker
+	$(PYTEST) -n 2 -m "not slow"  # two pytest-xdist workers, each with its own broker
 
-test-all: $(STAMP)  # the whole suite, slow reproductions and Kafka runs included (what CI runs)
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest
+reproduce: $(STAMP)  # the long reproductions: papers' figures over seeds, Kafka deployments end to end
+	$(PYTEST) -m slow  # one worker: the reproductions run their seeds on two processes themselves
+
+test-kernels: $(STAMP)  # the regression corpus again under each forced alternative CPU kernel path
+	OMP_WAIT_POLICY=PASSIVE $(PY) tests/regression/kernels.py --check
+
+test-all: test reproduce test-kernels  # what CI runs
 
 bench: $(STAMP)
 	$(PY) benchmarks/centroid_throughput.py
