@@ -4,10 +4,6 @@ WORKDIR /app
 ENV PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR=/tmp/numba
 COPY pyproject.toml README.md LICENSE ./
 COPY poisonsim poisonsim
-COPY simulator simulator
-COPY services services
-COPY producers producers
-COPY consumers consumers
 RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
     && pip install --no-cache-dir '.[kafka,neural]'
 COPY scenarios scenarios

@@ -28,9 +28,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from simulator.config import Scenario  # noqa: E402
-from simulator.models import build_model  # noqa: E402
-from simulator.pipeline.engine import run  # noqa: E402
+from poisonsim.config import Scenario  # noqa: E402
+from poisonsim.models import build_model  # noqa: E402
+from poisonsim.pipeline.engine import run  # noqa: E402
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "..", "scenarios", "centroid_shift.toml")
 
@@ -52,9 +52,9 @@ def river_rate(s: Scenario, n_events: int) -> float:
     """The same detector on river: an EWMean per feature, event by event."""
     from river import stats
 
-    from simulator.attacks import build_attack, build_schedule
-    from simulator.pipeline.stream import MergedStream, attacker_knowledge
-    from simulator.sources import make_source
+    from poisonsim.attacks import build_attack, build_schedule
+    from poisonsim.pipeline.stream import MergedStream, attacker_knowledge
+    from poisonsim.sources import make_source
 
     seeds = np.random.SeedSequence(s.seed).spawn(5)
     source = make_source(s.stream, np.random.default_rng(seeds[0]))
@@ -89,7 +89,7 @@ def river_rate(s: Scenario, n_events: int) -> float:
 def peak_rss_mib(n_features: int, n_events: int) -> float:
     code = (
         "import sys; sys.path.insert(0, '.');"
-        "from benchmarks.centroid_throughput import scenario; from simulator.pipeline.engine import run;"
+        "from benchmarks.centroid_throughput import scenario; from poisonsim.pipeline.engine import run;"
         f"run(scenario({n_features}, {n_events}));"
         "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0] / 1024)"
     )

@@ -94,9 +94,9 @@ def every_case_on(device: str, names: list[str] | None = None) -> list[dict]:
         sys.path.insert(0, regression)
     from cases import CASES, CORPUS
 
-    from simulator.config import Scenario
-    from simulator.pipeline.engine import run
-    from simulator.registry import MODELS
+    from poisonsim.config import Scenario
+    from poisonsim.pipeline.engine import run
+    from poisonsim.registry import MODELS
 
     rows = []
     for name in names or sorted(CASES):

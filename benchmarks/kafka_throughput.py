@@ -43,10 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from simulator.config import Scenario  # noqa: E402
-from simulator.pipeline.engine import World  # noqa: E402
-from simulator.transport.codec import TRUTH_HEADER, Codec  # noqa: E402
-from simulator.transport.kafka import KafkaSettings, ensure_topics, scenario_key  # noqa: E402
+from poisonsim.config import Scenario  # noqa: E402
+from poisonsim.pipeline.engine import World  # noqa: E402
+from poisonsim.transport.codec import TRUTH_HEADER, Codec  # noqa: E402
+from poisonsim.transport.kafka import KafkaSettings, ensure_topics, scenario_key  # noqa: E402
 
 
 def scenario(n_events: int) -> Scenario:
@@ -102,9 +102,9 @@ def raw(settings: KafkaSettings, s: Scenario, per_message: int) -> tuple[float, 
 def ours(settings: KafkaSettings, s: Scenario, per_message: int, state: Path) -> tuple[float, float]:
     from prometheus_client import CollectorRegistry
 
-    from consumers.learner import LearnerOptions, LearnerProcess
-    from producers.process import produce
-    from simulator.transport.signing import load_signer
+    from poisonsim.consumers.learner import LearnerOptions, LearnerProcess
+    from poisonsim.producers.process import produce
+    from poisonsim.transport.signing import load_signer
 
     tag = uuid.uuid4().hex[:8]
     args = SimpleNamespace(benign_topic=f"ps{tag}.benign", attack_topic=f"ps{tag}.attack", partitions=1, rate=0.0,
@@ -127,7 +127,7 @@ def lag_under_load(bootstrap: str, n_events: int, rate: float, state: Path) -> l
               "--set", "attack.rate=0.2",
               "--bootstrap-servers", bootstrap, "--benign-topic", f"lag{tag}.benign", "--attack-topic",
               f"lag{tag}.attack", "--dead-letter-topic", f"lag{tag}.dead"]  # fmt: skip
-    run = lambda *a: subprocess.Popen([sys.executable, "-m", "simulator.cli", *a], cwd=ROOT,  # noqa: E731
+    run = lambda *a: subprocess.Popen([sys.executable, "-m", "poisonsim.cli", *a], cwd=ROOT,  # noqa: E731
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     consumer = run("consume", *common, "--checkpoint-dir", str(state), "--metrics-port", str(port), "--keep-serving")
     time.sleep(3)
@@ -171,7 +171,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     broker = None
     if args.bootstrap_servers is None:
-        from services.broker import tansu_binary
+        from poisonsim.services.broker import tansu_binary
 
         port = _free_port()
         url = f"tcp://127.0.0.1:{port}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from simulator.experiments.sweep import collect
+from poisonsim.experiments.sweep import collect
 
 DEFENSES = ("none", "strip", "isolation", "fine-pruning", "neural-cleanse")
 

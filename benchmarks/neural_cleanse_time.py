@@ -2,7 +2,7 @@
 
 The net is the one ``scenarios/mnist_badnets.toml`` trains online (12,000
 events of real MNIST, 5% BadNets poison); the analysis is the defense's own
-(:func:`simulator.defenses.neural_cleanse.reverse_triggers` on the defender's
+(:func:`poisonsim.defenses.neural_cleanse.reverse_triggers` on the defender's
 1,000 trusted digits, all classes in one batched tensor, one Adam optimiser),
 with its default keys unless given. Training the net is not timed. One torch
 thread. Printed: seconds per analysis (best and every run), optimisation
@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from simulator.config import Scenario
-from simulator.defenses.neural_cleanse import anomaly_indices, reverse_triggers, suspects
-from simulator.pipeline.engine import World, run
+from poisonsim.config import Scenario
+from poisonsim.defenses.neural_cleanse import anomaly_indices, reverse_triggers, suspects
+from poisonsim.pipeline.engine import World, run
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "..", "scenarios", "mnist_neural_cleanse.toml")
 

@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from simulator.models.neural import NeuralClassifier  # noqa: E402
-from simulator.sources import Digits  # noqa: E402
+from poisonsim.models.neural import NeuralClassifier  # noqa: E402
+from poisonsim.sources import Digits  # noqa: E402
 
 CHUNK = 1_000  # events per call, as the engine's batches
 

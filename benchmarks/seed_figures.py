@@ -187,8 +187,8 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
 def measure(case: str, seed: int) -> dict:
     """One run of ``case`` at ``seed``: its figures (the seed overrides any in the case's overrides)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from simulator.config import Scenario
-    from simulator.pipeline.engine import run
+    from poisonsim.config import Scenario
+    from poisonsim.pipeline.engine import run
 
     path, overrides, keys, derive = CASES[case]
     result = run(Scenario.from_toml(ROOT / "scenarios" / path, [*overrides, f"seed={seed}"]))

@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.seed_figures import seeds_of  # noqa: E402
-from simulator.defenses.strip import SCALES  # noqa: E402
+from poisonsim.defenses.strip import SCALES  # noqa: E402
 
 # setting -> (scenario, overrides): the ready scenarios' source, trigger and rate
 SETTINGS = {
@@ -68,10 +68,10 @@ def measure(source: str, seed: int, target: int, layers: tuple[int, ...] = (1, 2
     """One net (``source``, ``seed``, BadNets to ``target``; ``extra``: more scenario overrides): attack success,
     and FAR / FRR for each variant."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from simulator.config import Scenario
-    from simulator.defenses.base import DefenderKnowledge
-    from simulator.defenses.strip import Strip
-    from simulator.pipeline.engine import Learner, World
+    from poisonsim.config import Scenario
+    from poisonsim.defenses.base import DefenderKnowledge
+    from poisonsim.defenses.strip import Strip
+    from poisonsim.pipeline.engine import Learner, World
 
     path, overrides = SETTINGS[source]
     scenario = Scenario.from_toml(ROOT / "scenarios" / path, [*overrides, *extra, "defense=[]", f"seed={seed}",

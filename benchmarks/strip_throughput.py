@@ -33,9 +33,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from simulator.config import Scenario
-from simulator.defenses.strip import strip_entropy, strip_entropy_loop
-from simulator.pipeline.engine import World
+from poisonsim.config import Scenario
+from poisonsim.defenses.strip import strip_entropy, strip_entropy_loop
+from poisonsim.pipeline.engine import World
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "..", "scenarios", "strip_badnets.toml")
 

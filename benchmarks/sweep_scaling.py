@@ -26,10 +26,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulator.config import Scenario  # noqa: E402
-from simulator.experiments.grid import Grid  # noqa: E402
-from simulator.experiments.sweep import run_sweep  # noqa: E402
-from simulator.pipeline.engine import TIMING_FIELDS, run  # noqa: E402
+from poisonsim.config import Scenario  # noqa: E402
+from poisonsim.experiments.grid import Grid  # noqa: E402
+from poisonsim.experiments.sweep import run_sweep  # noqa: E402
+from poisonsim.pipeline.engine import TIMING_FIELDS, run  # noqa: E402
 
 BASE = {
     "stream": {"n_features": 64},

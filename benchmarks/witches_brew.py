@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from simulator.config import Scenario  # noqa: E402
-from simulator.pipeline.engine import run  # noqa: E402
+from poisonsim.config import Scenario  # noqa: E402
+from poisonsim.pipeline.engine import run  # noqa: E402
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "witches_brew_retrain.toml"
 PAPER = "Geiping et al. 2021, CIFAR-10 / ResNet-18 from scratch, eps 16/255, budget 1%: about 90% of targets"

@@ -13,23 +13,70 @@
 
 The same scenario runs from a TOML file (``poisonsim.run("scenarios/centroid_shift.toml")``),
 with ``--set``-style overrides (``overrides=["attack.rate=0.3"]``) and another seed (``seed=4``).
+
+``poisonsim`` is the one import name: the library's modules (``poisonsim.attacks``,
+``poisonsim.models``, ...), the Kafka roles (``poisonsim.producers``, ``poisonsim.consumers``,
+``poisonsim.services``) and, for plug-in authors, the bases and registries at the top:
+
+>>> from poisonsim import ATTACKS, Attack, Defense, Key, Model
+>>> issubclass(ATTACKS.get("label-flip").factory, Attack)
+True
+
+Names are loaded on first use, so ``import poisonsim.transport.codec`` does not import torch.
 """
 
 from __future__ import annotations
 
+import importlib
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from simulator import __version__
-from simulator.config import ConfigError, Scenario
-from simulator.pipeline.engine import RunResult, World, write_results
-from simulator.registry import REGISTRIES, Key
+try:
+    __version__ = version("poisonsim")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+if TYPE_CHECKING:
+    from poisonsim.config import Scenario
+    from poisonsim.pipeline.engine import RunResult
+
+_EXPORTS = {
+    # running scenarios and reading results
+    "ConfigError": "poisonsim.config", "Scenario": "poisonsim.config",
+    "RunResult": "poisonsim.pipeline.engine", "World": "poisonsim.pipeline.engine",
+    "write_results": "poisonsim.pipeline.engine",
+    # writing a kind of one's own: the bases, the parameter declaration and the registries
+    "Attack": "poisonsim.attacks.base", "AttackerKnowledge": "poisonsim.attacks.base",
+    "TargetClass": "poisonsim.attacks.base", "check_batch": "poisonsim.attacks.base",
+    "non_target": "poisonsim.attacks.base",
+    "Defense": "poisonsim.defenses.base", "DefenderKnowledge": "poisonsim.defenses.base",
+    "Model": "poisonsim.models.base", "AttackerHook": "poisonsim.models.base",
+    "Trigger": "poisonsim.attacks.triggers", "Channel": "poisonsim.attacks.schedule",
+    "SourceKind": "poisonsim.sources.datasets", "Estimator": "poisonsim.base",
+    "Key": "poisonsim.registry", "REGISTRIES": "poisonsim.registry", "ATTACKS": "poisonsim.registry",
+    "DEFENSES": "poisonsim.registry", "MODELS": "poisonsim.registry", "TRIGGERS": "poisonsim.registry",
+    "CHANNELS": "poisonsim.registry", "SOURCES": "poisonsim.registry",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    """The names of ``_EXPORTS``, imported from their module on first use (PEP 562)."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'poisonsim' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
 
 
 def scenario(spec: str | Path | dict[str, Any] | Scenario, overrides: list[str] | tuple[str, ...] = (),
              seed: int | None = None) -> Scenario:  # fmt: skip
     """A validated :class:`Scenario` from a TOML path, a dict (a parsed TOML document) or a scenario."""
-    from simulator.config import apply_overrides
+    from poisonsim.config import ConfigError, Scenario, apply_overrides
 
     if isinstance(overrides, (str, bytes)) or not all(isinstance(item, str) for item in overrides):
         raise ConfigError(f'overrides: expected a list of "section.key=value" strings, got {overrides!r}')
@@ -48,24 +95,38 @@ def scenario(spec: str | Path | dict[str, Any] | Scenario, overrides: list[str] 
 def run(spec: str | Path | dict[str, Any] | Scenario, overrides: list[str] | tuple[str, ...] = (),
         seed: int | None = None, transport=None) -> RunResult:  # fmt: skip
     """Run a scenario to its end, embedded (or over ``transport``); its summary, timeseries and scores."""
-    from simulator.pipeline.engine import run as run_scenario
+    from poisonsim.pipeline.engine import run as run_scenario
 
     return run_scenario(scenario(spec, overrides, seed), transport=transport)
 
 
 def kinds(concept: str | None = None) -> dict[str, Any]:
-    """Registered kinds (plug-ins included): ``{concept: {kind: Kind}}``, or one concept's ``{kind: Kind}``."""
+    """Registered kinds (plug-ins included): ``{concept: {kind: Kind}}``, or one concept's ``{kind: Kind}``.
+
+    >>> kinds("atack")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    poisonsim.config.ConfigError: concept: no concept 'atack' (did you mean 'attack'?); concepts: ...
+    """
+    from poisonsim.registry import REGISTRIES
+
     if concept is not None:
+        if concept not in REGISTRIES:
+            from difflib import get_close_matches
+
+            from poisonsim.config import ConfigError
+
+            near = get_close_matches(str(concept), REGISTRIES, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"concept: no concept {concept!r}{hint}; concepts: {', '.join(REGISTRIES)}")
         return REGISTRIES[concept].load_all()
     return {name: registry.load_all() for name, registry in REGISTRIES.items()}
 
 
 def river_classifier(model):
     """A poisonsim classifier behind river's classifier interface (``river.evaluate.progressive_val_score``)."""
-    from simulator.models.river_adapter import RiverClassifier
+    from poisonsim.models.river_adapter import RiverClassifier
 
     return RiverClassifier(model)
 
 
-__all__ = ["ConfigError", "Key", "RunResult", "Scenario", "World", "__version__", "kinds", "river_classifier", "run",
-           "scenario", "write_results"]  # fmt: skip
+__all__ = ["__version__", "kinds", "river_classifier", "run", "scenario", *_EXPORTS]

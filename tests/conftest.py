@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported: tests and their subprocesses
-from services.broker import tansu_binary  # noqa: E402
+from poisonsim.services.broker import tansu_binary  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
 
@@ -120,7 +120,7 @@ def consume_command(scenario_args: list, broker, topics: Topics, tmp_path: Path,
 def poisonsim_process(args: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
     """``poisonsim ARGS`` as a real subprocess, its output in ``log_path``."""
     with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "simulator.cli", *map(str, args)], cwd=ROOT, stdout=log,
+        return subprocess.Popen([sys.executable, "-m", "poisonsim.cli", *map(str, args)], cwd=ROOT, stdout=log,
                                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})  # fmt: skip
 
 
@@ -185,8 +185,8 @@ def stop_all(*processes: subprocess.Popen, timeout: float = 20) -> list[int]:
 
 
 def embedded(args: list[str]) -> tuple[dict, list[dict]]:
-    from simulator.config import Scenario
-    from simulator.pipeline.engine import TIMING_FIELDS, run
+    from poisonsim.config import Scenario
+    from poisonsim.pipeline.engine import TIMING_FIELDS, run
 
     scenario = Scenario.from_toml(ROOT / args[0], args[2::2])
     result = run(scenario)
@@ -196,10 +196,10 @@ def embedded(args: list[str]) -> tuple[dict, list[dict]]:
 
 def scenario_parts(args: list[str]):
     """A scenario from command-line style ``args``: the scenario, its world, its codec and its Kafka key."""
-    from simulator.config import Scenario
-    from simulator.pipeline.engine import World
-    from simulator.transport.codec import Codec
-    from simulator.transport.kafka import scenario_key
+    from poisonsim.config import Scenario
+    from poisonsim.pipeline.engine import World
+    from poisonsim.transport.codec import Codec
+    from poisonsim.transport.kafka import scenario_key
 
     scenario = Scenario.from_toml(ROOT / args[0], args[2::2])
     world = World.build(scenario)
@@ -209,7 +209,7 @@ def scenario_parts(args: list[str]):
 
 
 def read_summary(out) -> dict:
-    from simulator.pipeline.engine import TIMING_FIELDS
+    from poisonsim.pipeline.engine import TIMING_FIELDS
 
     summary = json.loads((out / "summary.json").read_text())
     return {k: v for k, v in summary.items() if k not in TIMING_FIELDS}

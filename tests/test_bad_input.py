@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.cli import main
+from poisonsim.cli import main
 
 ROOT = Path(__file__).parent.parent
 CENTROID = str(ROOT / "scenarios" / "centroid_shift.toml")
@@ -98,8 +98,8 @@ def test_a_bad_scenario_value_is_one_clear_line_and_nothing_runs(path, override,
 
 
 def test_the_memory_check_allows_the_largest_ready_scenario(capsys):
-    from simulator.config import Scenario
-    from simulator.resources import available_bytes, check_memory
+    from poisonsim.config import Scenario
+    from poisonsim.resources import available_bytes, check_memory
 
     for path in sorted((ROOT / "scenarios").glob("*.toml")):
         check_memory(Scenario.from_toml(path), available=min(available_bytes() or 2**31, 2**31))  # 2 GiB machines
@@ -151,7 +151,7 @@ def test_bad_process_flags_are_refused_before_connecting(tmp_path):
     processes = []
     for args, _ in FLAGS:
         where = ["--checkpoint-dir", str(tmp_path)] if args[0] == "consume" else []  # consume's own flag
-        command = [sys.executable, "-m", "simulator.cli", *args, *NOWHERE, *where]
+        command = [sys.executable, "-m", "poisonsim.cli", *args, *NOWHERE, *where]
         processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           text=True))  # fmt: skip
     for process, (args, expected) in zip(processes, FLAGS):
@@ -166,30 +166,30 @@ def test_bad_process_flags_are_refused_before_connecting(tmp_path):
 
 
 def test_a_short_signing_key_is_refused(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "simulator.cli", "consume", CENTROID, *NOWHERE], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", "consume", CENTROID, *NOWHERE], cwd=ROOT,
                           env={**os.environ, "POISONSIM_SIGNING_KEY": "abcd"}, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert done.returncode == 2 and "POISONSIM_SIGNING_KEY: expected at least 16 bytes" in done.stderr, done.stderr
 
 
 def test_a_scenario_name_cannot_place_the_checkpoint_outside_its_directory():
-    from simulator.config import Scenario
-    from simulator.transport.kafka import scenario_key
+    from poisonsim.config import Scenario
+    from poisonsim.transport.kafka import scenario_key
 
     key = scenario_key(Scenario.from_dict({"name": "../../etc/evil name"})).decode()
     assert "/" not in key and not key.startswith(".") and key.startswith("_.._etc_evil_name-")
 
 
 def test_a_checkpoint_of_the_right_format_with_wrong_contents_is_a_clear_error(tmp_path):
-    from services import checkpoint
-    from simulator.config import Scenario
-    from simulator.transport.kafka import DEFAULT_TOPICS, scenario_key
+    from poisonsim.services import checkpoint
+    from poisonsim.config import Scenario
+    from poisonsim.transport.kafka import DEFAULT_TOPICS, scenario_key
 
     key = scenario_key(Scenario.from_toml(CENTROID)).decode()
     topics = [DEFAULT_TOPICS["benign"], DEFAULT_TOPICS["attack"]]
     checkpoint.save(tmp_path / f"{key}.npz", {"scenario_key": key, "topics": topics, "next_id": 5, "offsets": [0],
                                               "learner": {"model": "not a state"}, "counters": {}})  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "simulator.cli", "consume", CENTROID, *NOWHERE, "--checkpoint-dir",
+    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", "consume", CENTROID, *NOWHERE, "--checkpoint-dir",
                            str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2 and "not a learner state of this scenario" in done.stderr and "--fresh" in done.stderr
     assert "Traceback" not in done.stderr, done.stderr

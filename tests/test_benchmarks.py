@@ -56,7 +56,7 @@ def test_the_device_check_of_every_case_gives_the_corpus_figures_on_the_cpu():
 
 
 def test_a_case_that_fails_on_the_device_is_a_row_with_its_error_and_the_others_still_run(monkeypatch):
-    from simulator.pipeline import engine
+    from poisonsim.pipeline import engine
 
     def on_the_wrong_device(scenario):
         raise RuntimeError("Expected all tensors to be on the same device")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.pipeline.engine import TIMING_FIELDS
+from poisonsim.pipeline.engine import TIMING_FIELDS
 
 ROOT = Path(__file__).parent.parent
 SCENARIO = ROOT / "scenarios" / "centroid_shift.toml"
@@ -19,7 +19,7 @@ SMALL = ["--set", "stream.n_events=20000", "--set", "attack.start=2000"]
 
 def poisonsim(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=300
+        [sys.executable, "-m", "poisonsim.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=300
     )
 
 
@@ -114,7 +114,7 @@ def test_an_embedded_run_serves_the_learners_metrics_live(tmp_path):
     from conftest import free_port
 
     port = free_port()
-    command = [sys.executable, "-m", "simulator.cli", "run", str(SCENARIO), "--set", "stream.n_events=4000",
+    command = [sys.executable, "-m", "poisonsim.cli", "run", str(SCENARIO), "--set", "stream.n_events=4000",
                "--quiet", "--metrics-port", str(port), "--keep-serving", "--out", str(tmp_path)]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -137,6 +137,6 @@ def test_an_embedded_run_serves_the_learners_metrics_live(tmp_path):
 
 
 def test_metrics_port_errors_name_the_flag():
-    done = subprocess.run([sys.executable, "-m", "simulator.cli", "run", str(SCENARIO), "--metrics-port", "70000"],
+    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", "run", str(SCENARIO), "--metrics-port", "70000"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2 and "--metrics-port: expected 0..65535, got 70000" in done.stderr

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.config import ConfigError, Scenario
+from poisonsim.config import ConfigError, Scenario
 
 SCENARIOS = sorted(Path(__file__).parent.parent.joinpath("scenarios").glob("*.toml"))
 

@@ -7,9 +7,9 @@ import pkgutil
 
 import pytest
 
-import simulator
-from simulator import checks
-from simulator.registry import REGISTRIES
+import poisonsim
+from poisonsim import checks
+from poisonsim.registry import REGISTRIES
 
 
 def _cases():
@@ -26,9 +26,9 @@ def test_kind(kind, check):
 
 
 def test_every_module_that_registers_kinds_is_known_to_its_registry():
-    """A module under simulator/ that registers a kind its registry does not import on its own is a mistake."""
+    """A module under poisonsim/ that registers a kind its registry does not import on its own is a mistake."""
     before = {concept: set(registry.load_all()) for concept, registry in REGISTRIES.items()}
-    for module in pkgutil.walk_packages(simulator.__path__, "simulator."):
+    for module in pkgutil.walk_packages(poisonsim.__path__, "poisonsim."):
         importlib.import_module(module.name)
     after = {concept: set(registry.load_all()) for concept, registry in REGISTRIES.items()}
     assert after == before, "kinds registered in modules their registry does not list"

@@ -14,13 +14,13 @@ ROOT = Path(__file__).parent.parent
 
 
 def test_the_import_name_and_version_come_from_the_installed_distribution(tmp_path):
-    code = "import poisonsim, simulator; print(poisonsim.__version__, poisonsim.__file__)"
+    code = "import poisonsim; print(poisonsim.__version__, poisonsim.__file__)"
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     shown, where = done.stdout.split()
     assert shown == version("poisonsim") == poisonsim.__version__ and shown != "0+unknown"
     assert Path(where).parent == ROOT / "poisonsim"  # found through the installation, not the working directory
-    cli = subprocess.run([sys.executable, "-m", "simulator.cli", "--version"], capture_output=True, text=True,
+    cli = subprocess.run([sys.executable, "-m", "poisonsim.cli", "--version"], capture_output=True, text=True,
                          timeout=120)  # fmt: skip
     assert cli.stdout.strip() == f"poisonsim {shown}"
 
@@ -52,7 +52,7 @@ def test_models_take_river_rows_and_river_evaluates_them():
     estimator checks on it (rows whose features come and go aside: the model's width is fixed)."""
     from river import checks, datasets, evaluate, metrics
 
-    from simulator.models import CentroidClassifier, CentroidDetector
+    from poisonsim.models import CentroidClassifier, CentroidDetector
 
     for dataset, n_classes, bound in ((datasets.Phishing(), 2, 0.85), (datasets.ImageSegments(), 7, 0.65)):
         model = poisonsim.river_classifier(CentroidClassifier(n_classes=n_classes, window_size=50))
@@ -70,3 +70,20 @@ def test_models_take_river_rows_and_river_evaluates_them():
         too_many.learn_one({"a": 1.0}, label)
     with pytest.raises(ValueError, match="y: 'z' would be class 3 of a model of 2 classes"):
         too_many.learn_one({"a": 1.0}, "z")
+
+
+def test_plugin_authors_import_the_bases_and_registries_from_poisonsim_alone():
+    from poisonsim import ATTACKS, DEFENSES, MODELS, Attack, Defense, Key, Model
+
+    assert issubclass(ATTACKS.get("badnets").factory, Attack) and issubclass(DEFENSES.get("strip").factory, Defense)
+    assert issubclass(MODELS.get("cnn").factory, Model) and Key("a doc", ge=0).ge == 0
+    assert set(poisonsim.__all__) <= set(dir(poisonsim))
+    with pytest.raises(AttributeError, match="no attribute 'Atack'"):
+        poisonsim.Atack  # noqa: B018
+
+
+def test_a_kafka_role_imports_its_codec_without_the_library_or_torch(tmp_path):
+    code = "import sys, poisonsim.transport.codec; print('torch' in sys.modules, 'poisonsim.pipeline.engine' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]

@@ -18,8 +18,7 @@ from typing import Annotated
 
 import numpy as np
 
-from simulator.attacks.base import Attack, TargetClass, check_batch, non_target
-from simulator.registry import ATTACKS, Key
+from poisonsim import ATTACKS, Attack, Key, TargetClass, check_batch, non_target
 
 
 @ATTACKS.register("ramp-trigger", examples=[{"width": 3, "height": 0.8}])
@@ -52,8 +51,7 @@ from typing import Annotated
 
 import numpy as np
 
-from simulator.defenses.base import Defense
-from simulator.registry import DEFENSES, Key
+from poisonsim import DEFENSES, Defense, Key
 
 
 @DEFENSES.register("low-confidence", requires=("probabilities",), examples=[{"threshold": 0.3}])
@@ -76,8 +74,7 @@ from typing import Annotated
 
 import numpy as np
 
-from simulator.attacks.triggers import Trigger
-from simulator.registry import TRIGGERS, Key
+from poisonsim import TRIGGERS, Key, Trigger
 
 
 @TRIGGERS.register("sig", examples=[{"delta": 0.3, "frequency": 1}])
@@ -102,7 +99,7 @@ class SignalTrigger(Trigger):
 
 def poisonsim(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_WAIT_POLICY": "PASSIVE"}
-    return subprocess.run([sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "poisonsim.cli", *args], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=600)
 
 

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 from conftest import ROOT, embedded, free_port, read_summary
 
-from services.broker import tansu_binary
+from poisonsim.services.broker import tansu_binary
 
 
 def readme_commands() -> str:

@@ -18,13 +18,13 @@ import pytest
 
 import poisonsim
 from conftest import margin
-from simulator.attacks.all_to_all import AllToAll
-from simulator.attacks.base import AttackerKnowledge
-from simulator.attacks.triggers import PatchTrigger
-from simulator.config import ConfigError, Scenario
-from simulator.evaluation.metrics import Evaluator
-from simulator.pipeline.engine import World
-from simulator.sources import Source
+from poisonsim.attacks.all_to_all import AllToAll
+from poisonsim.attacks.base import AttackerKnowledge
+from poisonsim.attacks.triggers import PatchTrigger
+from poisonsim.config import ConfigError, Scenario
+from poisonsim.evaluation.metrics import Evaluator
+from poisonsim.pipeline.engine import World
+from poisonsim.sources import Source
 
 SCENARIO = Path(__file__).parents[2] / "scenarios" / "all_to_all.toml"
 SEEDS = tuple(range(1, 9))

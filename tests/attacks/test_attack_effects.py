@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.config import Scenario
-from simulator.pipeline.engine import run
+from poisonsim.config import Scenario
+from poisonsim.pipeline.engine import run
 
 SEEDS = range(1, 7)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import margin
-from consumers.detector import DETECTORS
-from simulator.config import ConfigError, Scenario
-from simulator.pipeline.engine import Learner, World
+from poisonsim.consumers.detector import DETECTORS
+from poisonsim.config import ConfigError, Scenario
+from poisonsim.pipeline.engine import Learner, World
 
 SCENARIO = Path(__file__).parents[2] / "scenarios" / "strip_badnets.toml"
 
@@ -50,6 +50,6 @@ def test_strip_detector_needs_a_strip_defense_in_the_scenario():
 
 
 def test_the_detector_flag_offers_every_detector_and_auto():
-    from consumers.process import DETECTOR_CHOICES
+    from poisonsim.consumers.process import DETECTOR_CHOICES
 
     assert set(DETECTOR_CHOICES) == {"auto", *DETECTORS}

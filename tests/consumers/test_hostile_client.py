@@ -22,10 +22,10 @@ from conftest import (
 )
 from test_kafka_e2e import CENTROID, malformed_corpus
 
-from simulator.pipeline.engine import World
-from simulator.transport.codec import TRUTH_HEADER, Codec
-from simulator.transport.kafka import KafkaSettings, ensure_topics
-from simulator.transport.signing import SIGNATURE_HEADER, Signer
+from poisonsim.pipeline.engine import World
+from poisonsim.transport.codec import TRUTH_HEADER, Codec
+from poisonsim.transport.kafka import KafkaSettings, ensure_topics
+from poisonsim.transport.signing import SIGNATURE_HEADER, Signer
 
 KEY = bytes(range(32))
 PACED = ["--rate", "4000"]  # 20,000 events in about 5 s: the pills sent meanwhile land between real records

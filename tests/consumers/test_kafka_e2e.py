@@ -18,10 +18,10 @@ from conftest import (
     wait_all, wait_for_log,
 )
 
-from simulator.config import Scenario
-from simulator.transport.codec import DECODE_REASONS, HEADER, TRUTH_HEADER, Codec
-from simulator.transport.dead_letters import MAX_VALUE_BYTES
-from simulator.transport.kafka import KafkaSettings, ensure_topics
+from poisonsim.config import Scenario
+from poisonsim.transport.codec import DECODE_REASONS, HEADER, TRUTH_HEADER, Codec
+from poisonsim.transport.dead_letters import MAX_VALUE_BYTES
+from poisonsim.transport.kafka import KafkaSettings, ensure_topics
 
 CENTROID = ["scenarios/centroid_shift.toml", "--set", "stream.n_events=20000", "--set", "attack.start=2000"]
 LABEL_FLIP = ["scenarios/label_flip.toml", "--set", "stream.n_events=10000", "--set", "attack.start=1000"]
@@ -155,6 +155,6 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_the_run_goes_on(brok
     ],
 )
 def test_bad_flags_are_refused_before_connecting(args, message):
-    done = subprocess.run([sys.executable, "-m", "simulator.cli", *args, "--bootstrap-servers", "127.0.0.1:1"],
+    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", *args, "--bootstrap-servers", "127.0.0.1:1"],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
     assert done.returncode == 2 and message in done.stderr, done.stderr

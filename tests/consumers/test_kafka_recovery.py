@@ -15,7 +15,7 @@ from conftest import (
     consume_command, embedded, poisonsim_process, produce_both, read_summary, stop, wait_all, wait_for_log,
 )
 
-from services import checkpoint
+from poisonsim.services import checkpoint
 
 N_LONG = 150_000
 LONG = ["scenarios/centroid_shift.toml", "--set", f"stream.n_events={N_LONG}", "--set", "attack.start=2000",

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.defenses import strip
-from simulator.defenses.base import DefenderKnowledge
-from simulator.models.neural import NeuralClassifier
+from poisonsim.defenses import strip
+from poisonsim.defenses.base import DefenderKnowledge
+from poisonsim.models.neural import NeuralClassifier
 
 SHIFT = {"bits": 0.0}  # how far the planted net has moved since calibration: every entropy drops by this much
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.defenses import strip
-from simulator.defenses.base import DefenderKnowledge
-from simulator.models.neural import NeuralClassifier
+from poisonsim.defenses import strip
+from poisonsim.defenses.base import DefenderKnowledge
+from poisonsim.models.neural import NeuralClassifier
 
 
 def _planted(model, x, backgrounds, how, own_share=False, median=False):

@@ -41,11 +41,11 @@ import pytest
 
 from benchmarks.seed_figures import figures_over_seeds, measure
 from conftest import margin
-from simulator.config import Scenario
-from simulator.defenses.window import RobustCentroid
-from simulator.models.centroid import CentroidClassifier, CentroidDetector
-from simulator.models.options import FROZEN, LEARNED, OUTSIDE, OVER_QUOTA
-from simulator.pipeline.engine import World, run
+from poisonsim.config import Scenario
+from poisonsim.defenses.window import RobustCentroid
+from poisonsim.models.centroid import CentroidClassifier, CentroidDetector
+from poisonsim.models.options import FROZEN, LEARNED, OUTSIDE, OVER_QUOTA
+from poisonsim.pipeline.engine import World, run
 
 N, NU, SEEDS = 50, 0.3, range(8)
 
@@ -332,8 +332,8 @@ def test_the_defended_scenario_keeps_the_attacker_out_of_the_window():
 
 
 def test_a_defended_learner_checkpoints_its_model_options_and_window_mirror(tmp_path):
-    from services import checkpoint
-    from simulator.pipeline.engine import Learner
+    from poisonsim.services import checkpoint
+    from poisonsim.pipeline.engine import Learner
 
     scenario = _scenario(1, [{"kind": "fpr-reset", "alpha": 0.1, "every": 100}, {"kind": "robust-centroid"},
                              {"kind": "source-quota", "quota": 0.9}], radius=2.45)  # fmt: skip

@@ -13,15 +13,15 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from simulator import cli
-from simulator.config import Scenario
-from simulator.defenses import Defense
-from simulator.evaluation import explain
-from simulator.evaluation.explain import read_analysis
-from simulator.experiments.grid import Grid
-from simulator.experiments.report import write_report
-from simulator.experiments.sweep import POINTS_DIR, run_sweep
-from simulator.pipeline.engine import run, write_results
+from poisonsim import cli
+from poisonsim.config import Scenario
+from poisonsim.defenses import Defense
+from poisonsim.evaluation import explain
+from poisonsim.evaluation.explain import read_analysis
+from poisonsim.experiments.grid import Grid
+from poisonsim.experiments.report import write_report
+from poisonsim.experiments.sweep import POINTS_DIR, run_sweep
+from poisonsim.pipeline.engine import run, write_results
 from conftest import margin
 
 ROOT = Path(__file__).parents[2]
@@ -192,7 +192,7 @@ def test_a_defenses_artifacts_are_saved_and_drawn_by_its_classes_figure(tmp_path
 
 
 def test_neural_cleanse_draws_with_its_classes_figure():
-    from simulator.defenses.neural_cleanse import NeuralCleanse, reversed_trigger_figure
+    from poisonsim.defenses.neural_cleanse import NeuralCleanse, reversed_trigger_figure
 
     assert explain.figure_of(NeuralCleanse) is reversed_trigger_figure
     assert explain.defense_figure("neural-cleanse") is reversed_trigger_figure
@@ -204,8 +204,8 @@ DEFENSE = '''
 import numpy as np
 from matplotlib.figure import Figure
 
-from simulator.defenses.base import Defense
-from simulator.registry import DEFENSES
+from poisonsim.defenses.base import Defense
+from poisonsim.registry import DEFENSES
 
 
 def draw(artifacts, true_region, image_side):
@@ -239,7 +239,7 @@ def test_a_plugged_defenses_artifacts_are_saved_by_run_and_redrawn_by_report(tmp
     out = tmp_path / "run"
 
     def poisonsim(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "poisonsim.cli", *args], capture_output=True, text=True,
                               cwd=ROOT, env=env, timeout=300)  # fmt: skip
 
     done = poisonsim("run", str(DIGITS), "--set", "stream.n_events=600", "--set", "model.pretrain_events=200",

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulator.attacks.centroid_shift import ATTACKER_MARGIN
-from simulator.config import ConfigError
-from simulator.experiments.grid import Grid
-from simulator.experiments.report import rho_figure, roc_curve, strip_figure, timeline_figure, write_report
-from simulator.experiments.sweep import run_sweep
+from poisonsim.attacks.centroid_shift import ATTACKER_MARGIN
+from poisonsim.config import ConfigError
+from poisonsim.experiments.grid import Grid
+from poisonsim.experiments.report import rho_figure, roc_curve, strip_figure, timeline_figure, write_report
+from poisonsim.experiments.sweep import run_sweep
 
 ROOT = Path(__file__).parents[2]
 N = 20
@@ -224,11 +224,11 @@ def test_markdown_summary_names_counts_figures_and_means(rho_sweep):
 
 
 def test_cli_report_writes_figures_and_refuses_an_unknown_run(kloft_laskov):
-    done = subprocess.run([sys.executable, "-m", "simulator.cli", "report", str(kloft_laskov)],
+    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", "report", str(kloft_laskov)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "displacement: " in done.stdout and "report.md" in done.stdout
-    bad = subprocess.run([sys.executable, "-m", "simulator.cli", "report", str(kloft_laskov), "--run", "p9999-s1"],
+    bad = subprocess.run([sys.executable, "-m", "poisonsim.cli", "report", str(kloft_laskov), "--run", "p9999-s1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "--run p9999-s1: no finished run" in bad.stderr
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from simulator.config import ConfigError
-from simulator.experiments.grid import Grid
-from simulator.experiments.sweep import read_journal, run_sweep
-from simulator.pipeline import engine
-from simulator.pipeline.engine import TIMING_FIELDS
+from poisonsim.config import ConfigError
+from poisonsim.experiments.grid import Grid
+from poisonsim.experiments.sweep import read_journal, run_sweep
+from poisonsim.pipeline import engine
+from poisonsim.pipeline.engine import TIMING_FIELDS
 
 ROOT = Path(__file__).parents[2]
 BASE = {
@@ -248,7 +248,7 @@ def test_another_grid_into_the_same_results_is_refused(tmp_path):
 
 
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "simulator.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "poisonsim.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kwargs)  # fmt: skip
 
 
@@ -341,7 +341,7 @@ def test_cli_sweep_writes_tables_and_shows_progress(tmp_path):
         'base = "scenarios/centroid_shift.toml"\nseeds = [1, 2]\n[axes]\n"attack.rate" = [0.0, 0.2]\n'
         '[set]\n"stream.n_events" = 4000\n"attack.start" = 1000\n"evaluation.every" = 1000\n'
     )
-    done = subprocess.run([sys.executable, "-m", "simulator.cli", "sweep", str(grid_file), "--out", str(tmp_path / "o"),
+    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", "sweep", str(grid_file), "--out", str(tmp_path / "o"),
                            "--workers", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "4/4" in done.stdout and "0 failed" in done.stdout
@@ -355,7 +355,7 @@ def test_cli_sweep_writes_tables_and_shows_progress(tmp_path):
 def test_cli_sweep_refuses_a_bad_grid_clearly(tmp_path):
     grid_file = tmp_path / "grid.toml"
     grid_file.write_text('mode = "zip"\n[axes]\n"attack.rate" = [0.1]\n"model.window_size" = [1, 2]\n')
-    done = subprocess.run([sys.executable, "-m", "simulator.cli", "sweep", str(grid_file), "--out",
+    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", "sweep", str(grid_file), "--out",
                            str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert 'axes: mode "zip" needs axes of equal length' in done.stderr

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from simulator.models.neural import NeuralClassifier
+from poisonsim.models.neural import NeuralClassifier
 
 
 def _data(m=600, seed=0):
@@ -105,7 +105,7 @@ def test_bad_labels_are_refused():
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_state_round_trip_resumes_exactly(tmp_path, optimizer):
     """Stop after part of a stream, restore into a fresh learner: same as never stopping."""
-    from services import checkpoint
+    from poisonsim.services import checkpoint
 
     x, y = _data()
     kwargs = dict(batch_size=10, replay=40, replay_batch=5, optimizer=optimizer, lr=0.01, device="cpu", seed=2)

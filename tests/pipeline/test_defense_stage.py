@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.config import ConfigError, Scenario
-from simulator.defenses.base import Defense
-from simulator.pipeline.engine import World, run
-from simulator.registry import DEFENSES
+from poisonsim.config import ConfigError, Scenario
+from poisonsim.defenses.base import Defense
+from poisonsim.pipeline.engine import World, run
+from poisonsim.registry import DEFENSES
 
 
 @DEFENSES.register("drop-label-one", examples=[{}])
@@ -50,7 +50,7 @@ def test_a_gate_keeps_flagged_events_from_the_model_and_is_scored_against_truth(
 
 
 def test_defended_runs_are_reproducible_and_write_their_columns(gate, tmp_path):
-    from simulator.pipeline.engine import write_results
+    from poisonsim.pipeline.engine import write_results
 
     first, second = run(_scenario()), run(_scenario())
     assert first.timeseries == second.timeseries

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.config import Scenario
-from simulator.events import EventBatch, Truth
-from simulator.pipeline.engine import Learner, World, run
+from poisonsim.config import Scenario
+from poisonsim.events import EventBatch, Truth
+from poisonsim.pipeline.engine import Learner, World, run
 
 
 def _concat(parts):
@@ -74,7 +74,7 @@ def test_services_that_share_a_results_directory_check_it_at_once(tmp_path):
     not take each other's probe file away (each has a name of its own)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from simulator.pipeline.engine import check_out
+    from poisonsim.pipeline.engine import check_out
 
     out = tmp_path / "shared"
     with ThreadPoolExecutor(8) as pool:

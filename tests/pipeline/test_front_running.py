@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from conftest import margin
-from simulator.config import ConfigError, Scenario
-from simulator.defenses import Defense
-from simulator.events import EventBatch, Truth
-from simulator.pipeline.engine import Learner, World, run
+from poisonsim.config import ConfigError, Scenario
+from poisonsim.defenses import Defense
+from poisonsim.events import EventBatch, Truth
+from poisonsim.pipeline.engine import Learner, World, run
 
 SEEDS = range(1, 9)
 
@@ -81,7 +81,7 @@ def _run_with_detector(scenario: Scenario) -> dict:
 
 
 def _knowledge(world: World):
-    from simulator.defenses import DefenderKnowledge
+    from poisonsim.defenses import DefenderKnowledge
 
     x, y = world.source.sample(np.random.default_rng(0), 1_000)
     return DefenderKnowledge(x, y, world.source.n_classes)
@@ -152,7 +152,7 @@ def test_front_running_keys_are_checked():
 
 
 def test_a_checkpointed_learner_resumes_with_its_snapshots(tmp_path):
-    from services import checkpoint
+    from poisonsim.services import checkpoint
 
     scenario = _scenario(4, snapshot_jitter=0.3, quarantine=100)
     reference = run(scenario).timeseries

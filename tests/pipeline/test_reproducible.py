@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.pipeline.engine import TIMING_FIELDS
+from poisonsim.pipeline.engine import TIMING_FIELDS
 
 ROOT = Path(__file__).parents[2]
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).parents[2]
 def run_on_cores(cores: str, out: Path, *overrides: str) -> tuple[dict, str]:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     env.pop("OMP_NUM_THREADS", None)
-    command = ["taskset", "-c", cores, sys.executable, "-m", "simulator.cli", "run",
+    command = ["taskset", "-c", cores, sys.executable, "-m", "poisonsim.cli", "run",
                str(ROOT / "scenarios" / "badnets_cnn.toml"), "--set", "stream.n_events=1200",
                "--set", "evaluation.every=400", *overrides, "--quiet", "--out", str(out)]  # fmt: skip
     subprocess.run(command, check=True, env=env, cwd=ROOT, timeout=600)

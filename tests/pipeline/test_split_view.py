@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import margin
-from simulator.config import ConfigError, Scenario
-from simulator.pipeline.engine import World, run
+from poisonsim.config import ConfigError, Scenario
+from poisonsim.pipeline.engine import World, run
 
 SEEDS = range(1, 9)
 SHARE = 0.2
@@ -66,7 +66,7 @@ def test_with_pinning_no_swapped_content_reaches_the_model_and_every_refusal_is_
 def test_vetting_saw_clean_content_and_nothing_marks_the_attackers_references():
     world = World.build(_scenario(1, pin=False))
     batch, truth = world.stream().next_batch(N_EVENTS)
-    from simulator.pipeline.content import content_hash
+    from poisonsim.pipeline.content import content_hash
 
     swapped = content_hash(batch.x, batch.y) != batch.pin
     assert np.array_equal(swapped, truth.is_poison)  # exactly the attacker's references changed after vetting
@@ -92,7 +92,7 @@ def test_split_view_keys_are_checked():
 
 
 def test_the_codec_carries_the_pins_and_refuses_a_layout_it_was_not_built_for():
-    from simulator.transport.codec import Codec, DecodeError
+    from poisonsim.transport.codec import Codec, DecodeError
 
     world = World.build(_scenario(1, pin=True))
     batch, truth = world.stream().next_batch(2_000)

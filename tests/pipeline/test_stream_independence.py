@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.config import Scenario
-from simulator.events import EventBatch, Truth
-from simulator.pipeline.engine import World
-from simulator.transport.codec import Codec
+from poisonsim.config import Scenario
+from poisonsim.events import EventBatch, Truth
+from poisonsim.pipeline.engine import World
+from poisonsim.transport.codec import Codec
 
 N_EVENTS = 6_000
 SCENARIOS = {
@@ -74,7 +74,7 @@ def test_events_per_message_do_not_change_what_the_consumer_reads(case):
 
 def test_a_defended_run_gives_the_same_results_at_any_evaluation_cadence_it_shares_steps_with():
     """Rows at shared steps agree when the defense's units and the cadences line up (multiples of 64)."""
-    from simulator.pipeline.engine import run
+    from poisonsim.pipeline.engine import run
 
     base = {"seed": 9, "stream": {"source": "digits", "n_events": 1_536},
             "model": {"kind": "centroid-classifier", "window_size": 30},
@@ -99,7 +99,7 @@ def test_by_default_no_source_id_tells_poison_from_clean(case):
 
 
 def test_identities_are_checked_against_the_benign_ids():
-    from simulator.config import ConfigError
+    from poisonsim.config import ConfigError
 
     with pytest.raises(ConfigError, match="attack.identities: 20 shared ids need stream.benign_sources >= 20, got 5"):
         World.build(_scenario("badnets on digits", 1_000).replace(

@@ -14,8 +14,8 @@ import torch
 
 from cases import CASES, CORPUS, ROOT, TORCH_THREADS
 
-from simulator.config import Scenario
-from simulator.pipeline.engine import TIMING_FIELDS, run, write_results
+from poisonsim.config import Scenario
+from poisonsim.pipeline.engine import TIMING_FIELDS, run, write_results
 
 
 def run_case(name: str):

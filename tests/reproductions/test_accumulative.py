@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from conftest import margin
-from simulator.attacks.accumulative import Accumulative, craft, flat_grad, lookahead_direction
-from simulator.models.neural import NeuralClassifier
-from simulator.pipeline.stream import attacker_knowledge
-from simulator.sources import Blobs
+from poisonsim.attacks.accumulative import Accumulative, craft, flat_grad, lookahead_direction
+from poisonsim.models.neural import NeuralClassifier
+from poisonsim.pipeline.stream import attacker_knowledge
+from poisonsim.sources import Blobs
 
 SCENARIOS = Path(__file__).parents[2] / "scenarios"
 SCENARIO = SCENARIOS / "accumulative.toml"

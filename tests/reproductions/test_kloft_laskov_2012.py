@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 from conftest import margin
-from simulator.attacks.centroid_shift import ATTACKER_MARGIN
-from simulator.config import Scenario
-from simulator.pipeline.engine import run
+from poisonsim.attacks.centroid_shift import ATTACKER_MARGIN
+from poisonsim.config import Scenario
+from poisonsim.pipeline.engine import run
 
 pytestmark = pytest.mark.slow  # a paper-level reproduction: CI runs it, `-m "not slow"` skips it
 

@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 
 from conftest import margin
-from simulator.config import Scenario
-from simulator.defenses.base import DefenderKnowledge
-from simulator.defenses.neural_cleanse import NeuralCleanse, anomaly_indices, reversed_trigger_figure, suspects
-from simulator.evaluation.metrics import mask_iou
-from simulator.pipeline.engine import World, run
+from poisonsim.config import Scenario
+from poisonsim.defenses.base import DefenderKnowledge
+from poisonsim.defenses.neural_cleanse import NeuralCleanse, anomaly_indices, reversed_trigger_figure, suspects
+from poisonsim.evaluation.metrics import mask_iou
+from poisonsim.pipeline.engine import World, run
 
 SCENARIO = Path(__file__).parents[2] / "scenarios" / "mnist_neural_cleanse.toml"
 ATTACKED_SEEDS = (11, 12, 13, 14)
@@ -85,7 +85,7 @@ def test_mask_iou_binarises_at_half_the_maximum():
 
 
 def test_neural_cleanse_needs_images():
-    from simulator.models.neural import NeuralClassifier
+    from poisonsim.models.neural import NeuralClassifier
 
     knowledge = DefenderKnowledge(np.zeros((10, 5), dtype=np.float32), np.arange(10) % 2, n_classes=2)
     model = NeuralClassifier(n_classes=2, n_features=5, device="cpu")

@@ -9,9 +9,9 @@ import pytest
 
 from benchmarks.seed_figures import figures_over_seeds
 from conftest import margin
-from simulator.config import Scenario
-from simulator.defenses.strip import strip_entropy, strip_entropy_loop, superimpose
-from simulator.pipeline.engine import World, run
+from poisonsim.config import Scenario
+from poisonsim.defenses.strip import strip_entropy, strip_entropy_loop, superimpose
+from poisonsim.pipeline.engine import World, run
 
 pytestmark = pytest.mark.slow  # a paper-level reproduction: CI runs it, `-m "not slow"` skips it
 
@@ -63,9 +63,9 @@ def test_strip_on_badnets_over_the_stream_cuts_the_attack_and_misses_its_frr_tar
 
 
 def test_strip_calibration_overlays_each_trusted_input_on_the_other_half_only(monkeypatch):
-    from simulator.defenses import strip
-    from simulator.defenses.base import DefenderKnowledge
-    from simulator.models.neural import NeuralClassifier
+    from poisonsim.defenses import strip
+    from poisonsim.defenses.base import DefenderKnowledge
+    from poisonsim.models.neural import NeuralClassifier
 
     seen = []
     monkeypatch.setattr(strip, "strip_entropy",
@@ -83,9 +83,9 @@ def test_strip_calibration_overlays_each_trusted_input_on_the_other_half_only(mo
 
 
 def test_strip_confidence_sets_how_far_below_the_frr_quantile_the_threshold_sits(monkeypatch):
-    from simulator.defenses import strip
-    from simulator.defenses.base import DefenderKnowledge
-    from simulator.models.neural import NeuralClassifier
+    from poisonsim.defenses import strip
+    from poisonsim.defenses.base import DefenderKnowledge
+    from poisonsim.models.neural import NeuralClassifier
 
     monkeypatch.setattr(strip, "strip_entropy",
                         lambda model, x, bg, how, own_share, median: np.arange(len(x), dtype=float))
@@ -101,9 +101,9 @@ def test_strip_confidence_sets_how_far_below_the_frr_quantile_the_threshold_sits
 
 
 def test_strip_layers_stack_distinct_trusted_inputs_into_each_background():
-    from simulator.defenses import strip
-    from simulator.defenses.base import DefenderKnowledge
-    from simulator.models.neural import NeuralClassifier
+    from poisonsim.defenses import strip
+    from poisonsim.defenses.base import DefenderKnowledge
+    from poisonsim.models.neural import NeuralClassifier
 
     clean_x = np.random.default_rng(0).uniform(size=(1000, 4)).astype(np.float32)
     knowledge = DefenderKnowledge(clean_x, np.zeros(1000, dtype=np.int64), n_classes=2)
@@ -121,9 +121,9 @@ def test_strip_layers_stack_distinct_trusted_inputs_into_each_background():
 
 
 def test_strip_builds_backgrounds_a_block_of_inputs_at_a_time(monkeypatch):
-    from simulator.defenses import strip
-    from simulator.defenses.base import DefenderKnowledge
-    from simulator.models.neural import NeuralClassifier
+    from poisonsim.defenses import strip
+    from poisonsim.defenses.base import DefenderKnowledge
+    from poisonsim.models.neural import NeuralClassifier
 
     clean_x = np.random.default_rng(0).uniform(size=(300, 4)).astype(np.float32)
     knowledge = DefenderKnowledge(clean_x, np.arange(300) % 2, n_classes=2)
@@ -209,8 +209,8 @@ def test_pruned_units_stay_silent_through_fine_tuning():
 
     import torch
 
-    from simulator.defenses.pruning import mean_activations, prune_units, pruned_layer
-    from simulator.models.nets import build_net, train_offline
+    from poisonsim.defenses.pruning import mean_activations, prune_units, pruned_layer
+    from poisonsim.models.nets import build_net, train_offline
 
     net = build_net("cnn", 64, 10, 16, 8)
     rng = np.random.default_rng(0)
@@ -248,7 +248,7 @@ def test_activation_analysis_points_at_the_backdoored_class_and_not_on_a_clean_s
 
 @pytest.mark.slow
 def test_a_strip_run_writes_the_scores_the_report_draws(tmp_path):
-    from simulator.pipeline.engine import write_results
+    from poisonsim.pipeline.engine import write_results
 
     scenario = _scenario("strip_badnets.toml", ["stream.n_events=2000", "evaluation.every=2000"])
     result = run(scenario)

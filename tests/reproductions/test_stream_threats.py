@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from conftest import margin
-from simulator.config import Scenario, apply_overrides, read_toml
-from simulator.experiments.drift_bench import bench_table, write_bench
-from simulator.experiments.grid import Grid
-from simulator.experiments.sweep import run_sweep
-from simulator.pipeline import engine
+from poisonsim.config import Scenario, apply_overrides, read_toml
+from poisonsim.experiments.drift_bench import bench_table, write_bench
+from poisonsim.experiments.grid import Grid
+from poisonsim.experiments.sweep import run_sweep
+from poisonsim.pipeline import engine
 
 pytestmark = pytest.mark.slow  # whole streams, over seeds: CI runs them, `-m "not slow"` skips them
 

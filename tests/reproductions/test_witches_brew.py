@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from simulator.config import Scenario
-from simulator.models.neural import NeuralClassifier
-from simulator.models.nets import train_offline
-from simulator.models.retrain import retrain_rngs
-from simulator.pipeline.engine import Learner, World, run
+from poisonsim.config import Scenario
+from poisonsim.models.neural import NeuralClassifier
+from poisonsim.models.nets import train_offline
+from poisonsim.models.retrain import retrain_rngs
+from poisonsim.pipeline.engine import Learner, World, run
 
 SCENARIO = Path(__file__).parents[2] / "scenarios" / "witches_brew_retrain.toml"
 SMALL = dict(architecture="cnn", image_side=4, hidden=8, batch_size=16, device="cpu", pretrain_events=60,
@@ -78,7 +78,7 @@ def test_off_by_default_and_the_lake_size_is_honoured():
 
 
 def test_a_checkpoint_holds_the_lake_and_resumes_exactly(tmp_path):
-    from services import checkpoint
+    from poisonsim.services import checkpoint
 
     x, y = _data()
     whole = NeuralClassifier(3, 16, seed=2, lake_size=90, **SMALL)

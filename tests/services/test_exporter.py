@@ -17,9 +17,9 @@ from conftest import (
 )
 from prometheus_client import CollectorRegistry, generate_latest
 
-from services.exporter import ConsumerMetrics, DetectorMetrics, LearnerCollector, MetricsServer, ProducerMetrics
-from simulator.config import Scenario
-from simulator.pipeline.engine import Learner, World
+from poisonsim.services.exporter import ConsumerMetrics, DetectorMetrics, LearnerCollector, MetricsServer, ProducerMetrics
+from poisonsim.config import Scenario
+from poisonsim.pipeline.engine import Learner, World
 
 SCENARIO = Scenario.from_dict({"seed": 3, "stream": {"n_events": 6000}, "evaluation": {"every": 1000},
                                "attack": {"kind": "centroid-shift", "rate": 0.3, "start": 500}})  # fmt: skip
@@ -156,7 +156,7 @@ def test_a_real_prometheus_scrapes_the_consumer(broker, topics, tmp_path):
 
 
 def test_drift_monitor_alarms_when_the_prequential_error_jumps_and_not_before():
-    from services.exporter import DriftMonitor
+    from poisonsim.services.exporter import DriftMonitor
 
     rows, correct = [], 0.0
     for step in range(1, 41):

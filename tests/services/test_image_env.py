@@ -73,6 +73,15 @@ def test_the_image_installs_what_it_copies():
     assert any("torch==" in " ".join(c) for c in installs)  # torch pinned
 
 
+def test_the_distribution_installs_the_import_name_poisonsim_alone(image_env, tmp_path):
+    python, _ = image_env
+    code = ("from importlib.metadata import distribution; "
+            "print(' '.join(sorted({f.parts[0] for f in distribution('poisonsim').files if f.suffix == '.py'})))")
+    done = subprocess.run([python, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["poisonsim"]  # no simulator, services, producers or consumers beside it
+
+
 @pytest.mark.parametrize("scenario, n_events, detector", [
     ("scenarios/centroid_shift.toml", 4_000, "centroid"),
     ("scenarios/strip_badnets.toml", 1_500, "strip"),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.config import Scenario
-from simulator.pipeline.engine import run
-from simulator.sources import BUNDLED_RIVER_SETS, Blobs, Digits
-from simulator.sources import augment_images
+from poisonsim.config import Scenario
+from poisonsim.pipeline.engine import run
+from poisonsim.sources import BUNDLED_RIVER_SETS, Blobs, Digits
+from poisonsim.sources import augment_images
 
 
 def test_digits_split_into_disjoint_held_out_trusted_and_stream_pools():
@@ -73,7 +73,7 @@ def test_bundled_river_sets_stream_through_the_classifier(name):
 
 
 def test_mnist_splits_into_disjoint_pools_of_real_28x28_digits():
-    from simulator.sources import Mnist
+    from poisonsim.sources import Mnist
 
     src = Mnist(augment=False).load(np.random.default_rng(0))
     assert (src.n_features, src.n_classes, src.image_side) == (784, 10, 28)

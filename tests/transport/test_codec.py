@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulator.events import EventBatch, Truth
-from simulator.transport.codec import DECODE_REASONS, HEADER, Codec, DecodeError
+from poisonsim.events import EventBatch, Truth
+from poisonsim.transport.codec import DECODE_REASONS, HEADER, Codec, DecodeError
 
 D = 3
 CODEC = Codec(n_features=D, n_classes=4, n_events=10_000, max_bytes=4096, n_sources=2)

@@ -6,11 +6,11 @@ import uuid
 
 import pytest
 
-from simulator.config import Scenario
-from simulator.pipeline.engine import TIMING_FIELDS, World, run
-from simulator.transport.codec import Codec
-from simulator.transport.kafka import KafkaSettings, scenario_key
-from simulator.transport.kafka_transport import KafkaTransport
+from poisonsim.config import Scenario
+from poisonsim.pipeline.engine import TIMING_FIELDS, World, run
+from poisonsim.transport.codec import Codec
+from poisonsim.transport.kafka import KafkaSettings, scenario_key
+from poisonsim.transport.kafka_transport import KafkaTransport
 
 CASES = [
     ({"stream": {"n_events": 3000}, "attack": {"kind": "centroid-shift", "rate": 0.2, "start": 500},

@@ -6,10 +6,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.config import Scenario
-from simulator.events import EventBatch, Truth
-from simulator.pipeline.engine import Learner, World, run
-from simulator.transport.merge import Merger
+from poisonsim.config import Scenario
+from poisonsim.events import EventBatch, Truth
+from poisonsim.pipeline.engine import Learner, World, run
+from poisonsim.transport.merge import Merger
 
 SCENARIO = Scenario.from_dict({"seed": 2, "stream": {"n_events": 3000}, "evaluation": {"every": 500},
                                "attack": {"kind": "centroid-shift", "rate": 0.3, "start": 300}})  # fmt: skip

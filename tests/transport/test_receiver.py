@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 from kafka.consumer.fetcher import ConsumerRecord
 
-from simulator.events import EventBatch, Truth
-from simulator.transport.codec import TRUTH_HEADER, Codec
-from simulator.transport.receiver import EventReceiver
-from simulator.transport.signing import SIGNATURE_HEADER, Signer
+from poisonsim.events import EventBatch, Truth
+from poisonsim.transport.codec import TRUTH_HEADER, Codec
+from poisonsim.transport.receiver import EventReceiver
+from poisonsim.transport.signing import SIGNATURE_HEADER, Signer
 
 KEY = b"scenario-0123"
 CODEC = Codec(n_features=2, n_classes=2, n_events=100)

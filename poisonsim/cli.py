@@ -1,0 +1,349 @@
+"""The ``poisonsim`` command line.
+
+    poisonsim run scenarios/centroid_shift.toml --out results/demo
+    poisonsim run SCENARIO --set attack.rate=0.3 --set model.window_policy=random-out --seed 3
+    poisonsim sweep sweeps/rho_targeted.toml --out results/rho --workers 2
+    poisonsim report results/rho
+    poisonsim kinds attack badnets
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# OpenMP threads that finish early sleep instead of spinning, so torch beside other work does not burn the
+# cores (set before torch is first imported; an explicit OMP_WAIT_POLICY wins)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from poisonsim import __version__
+from poisonsim.config import ConfigError, Scenario, describe_options
+
+SUMMARY_ROWS = (
+    ("events_total", "events"),
+    ("poison_events_total", "poison events"),
+    ("observed_poisoning_rate", "observed rho (stream)"),
+    ("learned_poisoning_rate", "rho of all it learned from"),
+    ("clean_accuracy", "clean accuracy (held-out)"),
+    ("prequential_accuracy", "prequential accuracy"),
+    ("attack_success_rate", "attack success rate"),
+    ("displacement_radii", "displacement (radii)"),
+    ("centroid_displacement", "centroid displacement"),
+    ("window_contamination", "window contamination"),
+    ("first_success_poison_events", "poison events to first success"),
+    ("attack_success_rate_mean", "attack success, mean over the run"),
+    ("deployed_clean_accuracy", "deployed model: clean accuracy"),
+    ("deployed_attack_success_rate", "deployed model: attack success"),
+    ("deployed_attack_success_rate_mean", "deployed model: attack success, mean"),
+    ("snapshots_deployed", "snapshots deployed"),
+    ("snapshots_vetoed", "snapshots vetoed"),
+    ("events_per_second", "events / s"),
+)
+DEFENSE_FIGURES = (  # over time after the attack starts (mean, worst interval), then at the end of the stream
+    ("precision_mean", "precision, mean"), ("recall_mean", "recall, mean"), ("recall_worst", "recall, worst"),
+    ("stream_frr_mean", "clean stream events flagged, mean"),
+    ("far_mean", "FAR, mean"), ("far_worst", "FAR, worst"), ("frr_mean", "FRR, mean"), ("frr_worst", "FRR, worst"),
+    ("attack_success_behind_mean", "attack success behind it, mean"),
+    ("precision", "precision at the end"), ("recall", "recall at the end"), ("far", "FAR at the end"),
+    ("frr", "FRR at the end"), ("attack_success_behind", "attack success behind it at the end"), ("resets", "resets"),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(f"poisonsim: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="poisonsim",
+        description="Streaming simulator of data poisoning and backdoors in online learning.",
+    )
+    parser.add_argument("--version", action="version", version=f"poisonsim {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="run one scenario embedded (in-memory transport, no services)",
+        description="Run one scenario embedded and print a summary; --out writes "
+        "summary.json, timeseries.csv and the resolved scenario.toml.",
+        epilog="keys every section takes (override any with --set section.key=value; each kind's own keys: "
+        "poisonsim kinds [CONCEPT [KIND]]):\n" + describe_options(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("scenario", type=Path, help="scenario TOML file")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a scenario key, e.g. attack.rate=0.3 or defense.strip.check=100 "
+                          "(repeatable)")  # fmt: skip
+    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--out", type=Path, help="directory for summary.json, timeseries.csv, scenario.toml")
+    run.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    run.add_argument("--metrics-port", type=int, metavar="PORT",
+                     help="serve the learner's Prometheus metrics on this port while the run runs (0: any free port; "
+                     "needs the kafka extra's prometheus-client)")  # fmt: skip
+    run.add_argument("--metrics-address", default="127.0.0.1", metavar="ADDRESS",
+                     help="address the metrics endpoint binds (default %(default)s)")  # fmt: skip
+    run.add_argument("--keep-serving", action="store_true", help="after the run, keep the metrics endpoint up "
+                     "until Ctrl-C or SIGTERM")  # fmt: skip
+    run.set_defaults(handler=_run)
+    from poisonsim.kinds_cli import add_parsers
+
+    add_parsers(commands)
+    for command in _plugged_commands():  # produce, consume: the Kafka processes register themselves
+        command.load()(commands)
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a grid of scenarios (local process pool or dask cluster); resumable",
+        description="Run every point of a grid file under every seed and write results.csv, results.parquet, "
+        "timeseries.parquet and one directory per run. Started again, it skips finished runs.",
+    )
+    sweep.add_argument("grid", type=Path, help="grid TOML file (base, seeds, mode, [axes], [set]; see sweeps/)")
+    sweep.add_argument("--out", type=Path, required=True, help="results directory")
+    sweep.add_argument("--workers", type=int, help="local worker processes (default: CPU count; 1: in-process)")
+    sweep.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on this dask.distributed scheduler")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.set_defaults(handler=_sweep)
+    bench = commands.add_parser(
+        "drift-bench",
+        help="every drift detector and trivial baseline on clean and attacked streams (a sweep); delay, false alarms",
+        description="Run a drift-bench grid (runs with a drift-watch defense, each stream named by `name`) like "
+        "`poisonsim sweep`, then write drift_bench.csv, drift_bench.parquet and drift_bench.png: per stream and "
+        "detector, false alarms per 10,000 clean events, detection delay, missed attacks.",
+    )
+    bench.add_argument("grid", type=Path, nargs="?", default=Path("sweeps/drift_bench.toml"),
+                       help="grid TOML file (default: %(default)s)")  # fmt: skip
+    bench.add_argument("--out", type=Path, required=True, help="results directory")
+    bench.add_argument("--workers", type=int, help="local worker processes (default: CPU count; 1: in-process)")
+    bench.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on this dask.distributed scheduler")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    bench.set_defaults(handler=_drift_bench)
+    report = commands.add_parser(
+        "report", help="figures (PNG) and report.md from a sweep's results (or a run's)",
+        description="Write figures/*.png and report.md into a sweep's results directory, or into the directory of "
+                    "one run (`poisonsim run --out DIR`): its timeline and its analysis figures, drawn again from "
+                    "DIR/analysis/*.npz.",
+    )  # fmt: skip
+    report.add_argument("results", type=Path, help="results directory of `poisonsim sweep` or of `poisonsim run --out`")
+    report.add_argument("--run", help="run id for the over-time figure, e.g. p0003-s1 (default: strongest attacker)")
+    report.set_defaults(handler=_report)
+    return parser
+
+
+def _plugged_commands() -> list:
+    """Subcommands other packages add (entry points ``poisonsim.commands``: a function of the subparsers).
+
+    ``poisonsim.producers`` and ``poisonsim.consumers`` plug ``produce`` and ``consume`` in this way, so the
+    library under them never imports the Kafka roles.
+    """
+    from importlib.metadata import entry_points
+
+    return sorted(entry_points(group="poisonsim.commands"), key=lambda entry: entry.name, reverse=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from poisonsim.pipeline.engine import World, check_out, run, write_results
+
+    scenario = Scenario.from_toml(args.scenario, args.overrides, args.seed)
+    if args.out:
+        check_out(args.out)
+    metrics = _embedded_metrics(args, scenario) if args.metrics_port is not None else None
+    observe = metrics.observe if metrics else None
+    try:
+        if args.quiet:
+            result = run(scenario, observe=observe)
+        else:
+            world = World.build(scenario)  # a scenario the model, attack or defenses refuse fails before the bar
+            result = _run_with_progress(scenario, partial(run, world=world, observe=observe))
+            _print_summary(scenario, result.summary)
+        if args.out:
+            out = write_results(result, scenario, args.out)
+            if not args.quiet:
+                print(f"results written to {out}/")
+        if metrics and args.keep_serving:
+            print("run complete; serving metrics until Ctrl-C or SIGTERM", flush=True)
+            metrics.serve_until_stopped()
+    finally:
+        if metrics:
+            metrics.close()
+    return 0
+
+
+def _embedded_metrics(args: argparse.Namespace, scenario: Scenario):
+    """The live metrics endpoint of ``--metrics-port`` (a ConfigError naming the flag when it cannot start)."""
+    from poisonsim.services.runtime import check_metrics
+
+    check_metrics(args)
+    try:
+        from poisonsim.services.exporter import EmbeddedMetrics
+    except ImportError as exc:
+        raise ConfigError(f"--metrics-port: needs prometheus-client ({exc.name} is missing): "
+                          "pip install 'poisonsim[kafka]'") from None  # fmt: skip
+    try:
+        metrics = EmbeddedMetrics(scenario, args.metrics_port, args.metrics_address)
+    except OSError as exc:
+        raise ConfigError(f"--metrics-port: cannot serve on {args.metrics_address}:{args.metrics_port} "
+                          f"({exc.strerror})") from None  # fmt: skip
+    print(f"metrics at http://{metrics.server.address}:{metrics.server.port}/metrics", flush=True)
+    return metrics
+
+
+
+def _run_with_progress(scenario: Scenario, run):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task(scenario.name, total=scenario.stream.n_events)
+        return run(scenario, on_progress=lambda done: progress.update(task, completed=done))
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from poisonsim.experiments.grid import Grid
+    from poisonsim.experiments.sweep import run_sweep
+
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers: expected an integer >= 1, got {args.workers}")
+    grid = Grid.from_toml(args.grid)
+    try:
+        done = _sweep_with_progress(grid, args, run_sweep)
+    except KeyboardInterrupt:
+        print(f"poisonsim: interrupted; finished runs are kept in {args.out}/, the same command resumes",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    if not args.quiet:
+        print(f"{done.done} runs done, {done.failed} failed, {done.skipped} already finished; "
+              f"tables written to {args.out}/")  # fmt: skip
+    return 1 if done.failed else 0
+
+
+def _sweep_with_progress(grid, args: argparse.Namespace, run_sweep):
+    if args.quiet:
+        return run_sweep(grid, args.out, args.workers, args.scheduler)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("[red]{task.fields[failed]} failed"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, transient=False) as progress:
+        tasks = []
+
+        def show(p):  # runs finished before this start count as done, not as speed
+            if not tasks:
+                tasks.append(progress.add_task(args.grid.stem, total=p.total, completed=p.skipped, failed=0))
+            progress.update(tasks[0], completed=p.skipped + p.done + p.failed, failed=p.failed)
+
+        return run_sweep(grid, args.out, args.workers, args.scheduler, on_progress=show)
+
+
+def _drift_bench(args: argparse.Namespace) -> int:
+    from poisonsim.experiments.drift_bench import TABLE, write_bench
+
+    code = _sweep(args)
+    if code == 130:
+        return code
+    try:
+        table = write_bench(args.out)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not args.quiet:
+        shown = table[["stream", "detector", "runs", "false_alarms_per_10k", "detection_delay", "missed"]]
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"bench written to {args.out}/{TABLE}.csv, .parquet, .png")
+    return code
+
+
+def _report(args: argparse.Namespace) -> int:
+    from poisonsim.experiments.report import write_report
+
+    report = write_report(args.results, args.run)
+    for name, path in report.figures.items():
+        print(f"{name}: {path}")
+    for name, reason in report.skipped.items():
+        print(f"{name}: skipped, {reason}")
+    print(f"summary: {report.markdown}")
+    return 0
+
+
+def _print_summary(scenario: Scenario, summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{scenario.name}: {scenario.model.kind} under {scenario.attack.kind} (seed {scenario.seed})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for label, value in summary_rows(summary):
+        table.add_row(label, value)
+    Console().print(table)
+    print(verdict(summary))
+
+
+def summary_rows(summary: dict) -> list[tuple[str, str]]:
+    """The printed table's rows: the run's figures, then each defense's (verdicts scored against ground truth).
+
+    >>> summary_rows({"events_total": 1000, "defenses": {"strip": {"precision": 0.5, "far": 0.03, "tp": 3}}})
+    [('events', '1,000'), ('strip: precision at the end', '0.5'), ('strip: FAR at the end', '0.03')]
+    """
+    rows = [(label, _shown(summary[key])) for key, label in SUMMARY_ROWS if summary.get(key) is not None]
+    for kind, figures in (summary.get("defenses") or {}).items():
+        rows += [(f"{kind}: {label}", _shown(figures[key])) for key, label in DEFENSE_FIGURES
+                 if figures.get(key) is not None]  # fmt: skip
+    return rows
+
+
+def verdict(summary: dict) -> str:
+    """One line on what the attacker achieved.
+
+    >>> verdict({"attack": "label-flip", "poison_events_total": 0, "attack_success_rate": 0.0})
+    'label-flip: no poison reached the learner (the attack starts after the stream ends, or its rate is 0)'
+    """
+    attack, success, poison = summary.get("attack"), summary.get("attack_success_rate"), summary.get("poison_events_total")
+    if attack == "none":
+        return "clean baseline: no attacker"
+    from poisonsim.registry import ATTACKS, UnknownKind
+
+    try:
+        supplies_model = ATTACKS.get(attack).factory.supplies_model
+    except UnknownKind:
+        supplies_model = False
+    if poison == 0 and not supplies_model:
+        return f"{attack}: no poison reached the learner (the attack starts after the stream ends, or its rate is 0)"
+    if success is None:
+        return f"{attack}: {poison:,} poison events; this attack has no success measure on this model"
+    outcome = "succeeded" if success >= 0.5 else "partly succeeded" if success > 0 else "failed"
+    behind = [f"{kind} {f['attack_success_behind']:.3g}" for kind, f in (summary.get("defenses") or {}).items()
+              if f.get("attack_success_behind") is not None]  # fmt: skip
+    shown = f"; behind {', '.join(behind)}" if behind else ""
+    how = "through the supplied model" if supplies_model else f"with {poison:,} poison events"
+    why = _why_short(summary) if success < 0.5 else ""
+    return f"{attack}: {outcome} at the end of the stream (attack success {success:.3g}{shown}) {how}{why}"
+
+
+def _why_short(summary: dict) -> str:
+    """Why an attack on a centroid detector fell short: how far the centroid went of the way to A.
+
+    >>> _why_short({"displacement_radii": 0.38, "attack_details": {"target_distance_radii": 3.0}})
+    '; the centroid moved 0.38 radii toward A, which is accepted once within 1 radius (it started 3 radii away)'
+    """
+    moved, details = summary.get("displacement_radii"), summary.get("attack_details") or {}
+    distance = details.get("target_distance_radii")
+    if moved is None or distance is None:
+        return ""
+    return (f"; the centroid moved {moved:.2g} radii toward A, which is accepted once within 1 radius "
+            f"(it started {distance:.2g} radii away)")  # fmt: skip
+
+
+def _shown(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return f"{value:,}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

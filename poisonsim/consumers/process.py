@@ -1,0 +1,150 @@
+"""``poisonsim consume SCENARIO``: the learner (default) or a detector, over Kafka.
+
+The learner merges the scenario's benign and attack topics back into the
+embedded order, learns test-then-train, evaluates, exports Prometheus metrics
+and checkpoints (model, evaluator and offsets together). Killed at any point
+and restarted, it resumes from its checkpoint and ends with the same results
+as an uninterrupted run; with --out it writes the same summary.json,
+timeseries.csv and scenario.toml as `poisonsim run`.
+
+With --role detector it judges every event with a detector on a snapshot of
+the learner's model (read from the learner's checkpoint), as its own group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from poisonsim.services import runtime as service
+from poisonsim.transport import kafka as kafka_io
+
+DEFAULT_METRICS_PORT = 9400
+
+
+DETECTOR_CHOICES = ("auto", "centroid", "strip")  # poisonsim.consumers.detector.DETECTORS and auto (imports no torch here)
+
+
+def add_parser(commands) -> None:
+    env = os.environ.get
+    parser = commands.add_parser(
+        "consume",
+        help="learn a scenario from Kafka (or detect, with --role detector)",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    service.add_scenario_arguments(parser)
+    parser.add_argument("--role", choices=("learner", "detector"), default=env("POISONSIM_ROLE", "learner"))
+    parser.add_argument("--out", type=Path, help="directory for summary.json, timeseries.csv, scenario.toml")
+    parser.add_argument("--group-id", default=env("POISONSIM_GROUP_ID"),
+                        help="consumer group (default poisonsim-learner or poisonsim-detector)")  # fmt: skip
+    parser.add_argument("--checkpoint-dir", type=Path,
+                        default=Path(env("POISONSIM_CHECKPOINT_DIR", "results/checkpoints")),
+                        help="where the learner keeps <scenario id>.npz (default %(default)s)")  # fmt: skip
+    parser.add_argument("--checkpoint-interval", type=float, default=float(env("POISONSIM_CHECKPOINT_INTERVAL", "5")),
+                        metavar="SECONDS", help="checkpoint at most this often (default %(default)s)")  # fmt: skip
+    parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+    parser.add_argument("--keep-serving", action="store_true",
+                        default=env("POISONSIM_KEEP_SERVING", "") not in ("", "0", "false"),
+                        help="after the stream ends, keep the metrics endpoint up until SIGTERM")  # fmt: skip
+    parser.add_argument("--stall-seconds", type=float, default=5.0,
+                        help="warn when no event has arrived for this long (default %(default)s)")  # fmt: skip
+    parser.add_argument("--gap-timeout", type=float, default=0.0, metavar="SECONDS",
+                        help="give up on a missing event after this long, once both topics are read to "
+                        "their end (default 0: wait forever, nothing is skipped)")  # fmt: skip
+    parser.add_argument("--detector", default=env("POISONSIM_DETECTOR", "auto"), metavar="|".join(DETECTOR_CHOICES),
+                        help="detector: which one judges events (auto: strip when the scenario has a strip defense, "
+                        "centroid for a centroid detector; default %(default)s)")  # fmt: skip
+    parser.add_argument("--snapshot", type=Path, help="detector: the learner checkpoint to take the model from "
+                        "(default: the learner's in --checkpoint-dir)")  # fmt: skip
+    service.add_kafka_arguments(parser)
+    service.add_metrics_arguments(parser, default_port=DEFAULT_METRICS_PORT)
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    service.need_kafka("poisonsim consume")
+    from prometheus_client import CollectorRegistry
+
+    log = service.setup_logging(args.log_level, args.role)
+    service.check_metrics(args)
+    scenario = service.load_scenario(args)
+    settings = service.kafka_settings(args)
+    for name in ("checkpoint_interval", "stall_seconds", "gap_timeout"):
+        service.check_number(f"--{name.replace('_', '-')}", getattr(args, name), 0, "seconds")
+    if args.out:
+        from poisonsim.pipeline.engine import check_out
+
+        check_out(args.out)
+    key = kafka_io.scenario_key(scenario).decode()
+    checkpoint_path = args.checkpoint_dir / f"{key}.npz"
+    topics = (args.benign_topic, args.attack_topic)
+    registry, stop, signer = CollectorRegistry(), service.StopFlag(log), service.signer(args, log)
+    if args.role == "detector":
+        from poisonsim.consumers.detector import DetectorProcess, detector_for
+
+        if args.detector not in DETECTOR_CHOICES:
+            raise service.ConfigError(f"--detector: expected one of {', '.join(DETECTOR_CHOICES)}; "
+                                      f"got {args.detector!r}")  # fmt: skip
+        if args.detector == "auto":
+            args.detector = detector_for(scenario)
+            if args.detector is None:  # compose starts a detector for every scenario: nothing to judge is no error
+                log.info("no runtime detector for this scenario (model %s, no strip defense): nothing to judge",
+                         scenario.model.kind)  # fmt: skip
+                return 0
+        log.info("detector: %s", args.detector)
+
+        process = DetectorProcess(scenario, settings, topics, args.group_id or "poisonsim-detector",
+                                  args.snapshot or checkpoint_path, args.detector, registry, stop, signer)  # fmt: skip
+        server = service.start_metrics(args, registry)
+        try:
+            process.run()
+            if args.keep_serving and server and not stop():
+                log.info("serving metrics until SIGTERM")
+                while not stop():
+                    time.sleep(0.2)
+        finally:
+            if server:
+                server.close()
+        return 0
+
+    from poisonsim.consumers.learner import LearnerOptions, LearnerProcess
+
+    options = LearnerOptions(
+        topics, args.dead_letter_topic, args.group_id or "poisonsim-learner", checkpoint_path,
+        args.checkpoint_interval, args.fresh, args.stall_seconds, args.gap_timeout, partitions=args.partitions,
+        signer=signer,
+    )  # fmt: skip
+    from poisonsim.services.checkpoint import CheckpointError
+
+    try:
+        process = LearnerProcess(scenario, settings, options, registry, stop)
+    except CheckpointError as exc:
+        raise service.ConfigError(str(exc)) from None
+    server = service.start_metrics(args, registry)
+    try:
+        result = process.run()
+        if result is not None:
+            _report(result.summary, log)
+            if args.out:
+                from poisonsim.pipeline.engine import write_results
+
+                log.info("results written to %s/", write_results(result, scenario, args.out))
+            if args.keep_serving and server:
+                log.info("stream complete; serving metrics until SIGTERM")
+                while not stop():
+                    time.sleep(0.2)
+    finally:
+        if server:
+            server.close()
+    return 0
+
+
+def _report(summary: dict, log) -> None:
+    figures = ("events_total", "poison_events_total", "observed_poisoning_rate", "clean_accuracy",
+               "attack_success_rate", "displacement_radii", "window_contamination")  # fmt: skip
+    shown = ", ".join(f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
+                      for k in figures if summary.get(k) is not None)  # fmt: skip
+    log.info("done: %s", shown)

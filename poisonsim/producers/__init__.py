@@ -1,0 +1,1 @@
+"""Kafka producer processes: ``poisonsim produce benign|attack SCENARIO`` (see :mod:`poisonsim.producers.process`)."""

@@ -1,1 +1,0 @@
-"""Kafka producer processes: ``poisonsim produce benign|attack SCENARIO`` (see :mod:`producers.process`)."""
