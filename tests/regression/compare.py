@@ -124,8 +124,9 @@ def _float_gap(name: str, recorded: float, new: float, tolerance: Tolerance) -> 
 
 
 def _is_share(name: str, tolerance: Tolerance) -> bool:
-    last = re.split(r"[.:]", name)[-1]  # summary.json's defense.strip.far, timeseries.csv:clean_accuracy
-    return last in SHARES or last in tolerance.shared_names
+    """``name`` (``summary.json.defenses.strip.far``, ``timeseries.csv:defense.strip.far``,
+    ``summary.json.attack_success_by_class.3``) names a share in one of its parts."""
+    return any(part in SHARES or part in tolerance.shared_names for part in re.split(r"[.:]", name))
 
 
 def array_gaps(recorded: np.ndarray, new: np.ndarray, tolerance: Tolerance, name: str):
