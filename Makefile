@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.installed-stamp
 TORCH   = torch==2.13.0
 PYTEST  = OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest
 
-.PHONY: demo test reproduce test-kernels test-all bench setup clean
+.PHONY: demo test reproduce test-kernels lint test-all bench setup clean
 
 setup: $(STAMP)
 
@@ -30,7 +30,10 @@ reproduce: $(STAMP)  # the long reproductions: papers' figures over seeds, Kafka
 test-kernels: $(STAMP)  # the regression corpus again under each forced alternative CPU kernel path
 	OMP_WAIT_POLICY=PASSIVE $(PY) tests/regression/kernels.py --check
 
-test-all: test reproduce test-kernels  # what CI runs
+lint: $(STAMP)  # ruff, configured in pyproject.toml
+	$(VENV)/bin/ruff check .
+
+test-all: lint test reproduce test-kernels  # what CI runs
 
 bench: $(STAMP)
 	$(PY) benchmarks/centroid_throughput.py

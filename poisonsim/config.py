@@ -42,8 +42,21 @@ else:  # pragma: no cover
 
 import tomli_w
 
-from poisonsim.registry import ATTACKS, CHANNELS, DEFENSES, MODELS, SOURCES, Key, Kind, Param, Registry, UnknownKind
-from poisonsim.registry import check_value, import_plugins, schema
+from poisonsim.registry import (
+    ATTACKS,
+    CHANNELS,
+    DEFENSES,
+    MODELS,
+    SOURCES,
+    Key,
+    Kind,
+    Param,
+    Registry,
+    UnknownKind,
+    check_value,
+    import_plugins,
+    schema,
+)
 
 
 class ConfigError(ValueError):

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-
 EXPECTED = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
             "floats": "a list of numbers", "kind": "a kind"}  # fmt: skip
 

@@ -181,8 +181,8 @@ def test_a_scenario_name_cannot_place_the_checkpoint_outside_its_directory():
 
 
 def test_a_checkpoint_of_the_right_format_with_wrong_contents_is_a_clear_error(tmp_path):
-    from poisonsim.services import checkpoint
     from poisonsim.config import Scenario
+    from poisonsim.services import checkpoint
     from poisonsim.transport.kafka import DEFAULT_TOPICS, scenario_key
 
     key = scenario_key(Scenario.from_toml(CENTROID)).decode()

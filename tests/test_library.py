@@ -7,8 +7,9 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-import poisonsim
 import pytest
+
+import poisonsim
 
 ROOT = Path(__file__).parent.parent
 

@@ -22,9 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from poisonsim.attacks.base import Attack, AttackerKnowledge, SupplierEvents, TargetClass, TargetCount, check_batch, non_target
-from poisonsim.registry import ATTACKS, Key
+from poisonsim.attacks.base import (
+    Attack,
+    AttackerKnowledge,
+    SupplierEvents,
+    TargetClass,
+    TargetCount,
+    check_batch,
+    non_target,
+)
 from poisonsim.models.nets import train_offline
+from poisonsim.registry import ATTACKS, Key
 
 SURROGATE_EPOCHS = 6
 STEP_SIZE = 0.01  # signed Adam step on delta, in pixel units

@@ -23,7 +23,6 @@ import numpy as np
 from poisonsim.base import Estimator
 from poisonsim.registry import CHANNELS, Key
 
-
 # -- injection channels: how the attacker's events get in, and so when it has a turn ---------------------
 
 Start = Annotated[int, Key("stream index where the attacker begins", ge=0)]

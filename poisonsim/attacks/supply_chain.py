@@ -25,8 +25,8 @@ from torch import nn
 from poisonsim.attacks.backdoor import TriggerKind
 from poisonsim.attacks.base import Attack, AttackerKnowledge, SupplierEvents, TargetClass, non_target
 from poisonsim.attacks.triggers import fresh_trigger
-from poisonsim.registry import ATTACKS, TRIGGERS, Key
 from poisonsim.models.nets import CNN, MLP, LeNet, Net, train_offline
+from poisonsim.registry import ATTACKS, TRIGGERS, Key
 
 SUPPLIER_EPOCHS = 8
 SUPPLIER_BATCH = 64

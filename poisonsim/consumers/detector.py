@@ -26,12 +26,12 @@ from typing import Callable
 
 import numpy as np
 
-from poisonsim.services import checkpoint
-from poisonsim.services.exporter import DetectorMetrics, scenario_info
 from poisonsim.config import ConfigError
 from poisonsim.models import CentroidDetector
 from poisonsim.models.neural import NeuralClassifier
 from poisonsim.pipeline.engine import World
+from poisonsim.services import checkpoint
+from poisonsim.services.exporter import DetectorMetrics, scenario_info
 from poisonsim.transport import kafka as kafka_io
 from poisonsim.transport.codec import Codec
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from poisonsim.pipeline.engine import Learner, RunResult, World
 from poisonsim.services import checkpoint
 from poisonsim.services.exporter import STREAMS, ConsumerMetrics, LearnerCollector, scenario_info
-from poisonsim.pipeline.engine import Learner, RunResult, World
 from poisonsim.transport import kafka as kafka_io
 from poisonsim.transport.codec import Codec
 from poisonsim.transport.merge import Merger

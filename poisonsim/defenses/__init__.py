@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from poisonsim.defenses.base import TRUSTED_EVENTS, Defense, DefenderKnowledge
+from poisonsim.defenses.base import TRUSTED_EVENTS, DefenderKnowledge, Defense
 
 
 def build_defenses(sections) -> list[Defense]:

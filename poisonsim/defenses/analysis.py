@@ -27,8 +27,8 @@ import copy
 
 import numpy as np
 
-from poisonsim.registry import DEFENSES
 from poisonsim.defenses.base import At, DefenderKnowledge, Defense, event_to_act_at, require
+from poisonsim.registry import DEFENSES
 
 RECENT_EVENTS = 4_000  # learned events kept for the analysis
 MIN_PER_CLASS = 20

@@ -44,11 +44,11 @@ import numpy as np
 from river import drift
 from river.drift import binary
 
-from poisonsim.defenses.base import Defense, DefenderKnowledge, DriftDetector, Every, Signal, check_choices
-from poisonsim.registry import DEFENSES, Key
+from poisonsim.defenses.base import DefenderKnowledge, Defense, DriftDetector, Every, Signal, check_choices
 from poisonsim.defenses.window import centroid_model, restore_window
 from poisonsim.events import EventBatch
 from poisonsim.models.centroid import CentroidDetector
+from poisonsim.registry import DEFENSES, Key
 
 DETECTORS = {"adwin": drift.ADWIN, "page-hinkley": drift.PageHinkley, "kswin": drift.KSWIN}  # on a number
 BINARY_DETECTORS = {"ddm": binary.DDM, "eddm": binary.EDDM, "hddm-a": binary.HDDMA, "hddm-w": binary.HDDMW}  # 0 / 1

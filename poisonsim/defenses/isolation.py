@@ -49,9 +49,9 @@ import torch
 from torch import nn
 
 from poisonsim.defenses.base import At, DefenderKnowledge, Defense, Every, check_choices, event_to_act_at, require
-from poisonsim.registry import DEFENSES, Key
 from poisonsim.events import EventBatch
 from poisonsim.models.nets import train_offline
+from poisonsim.registry import DEFENSES, Key
 
 RULES = ("fraction", "threshold", "percentile", "mixture")
 SCORES = ("loss", "gain")

@@ -71,8 +71,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from poisonsim.defenses.base import (At, DefenderKnowledge, DriftDetector, Every, Signal, When, check_choices, median_mad,
-                                     require)
+from poisonsim.defenses.base import (
+    At,
+    DefenderKnowledge,
+    DriftDetector,
+    Every,
+    Signal,
+    When,
+    check_choices,
+    median_mad,
+    require,
+)
 from poisonsim.defenses.repair import ScheduledRepair
 from poisonsim.models.nets import train_offline
 from poisonsim.registry import DEFENSES, Key

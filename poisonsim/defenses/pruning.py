@@ -42,8 +42,8 @@ from torch import nn
 
 from poisonsim.defenses.base import At, DefenderKnowledge, DriftDetector, Every, Signal, When, require
 from poisonsim.defenses.repair import ScheduledRepair
-from poisonsim.registry import DEFENSES, Key
 from poisonsim.models.nets import train_offline
+from poisonsim.registry import DEFENSES, Key
 
 STEP_SHARE = 0.05  # of the layer's units, pruned per step
 FINE_TUNE_EPOCHS = 20

@@ -46,10 +46,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from poisonsim.defenses.base import require, DefenderKnowledge, Defense, Every, check_choices, median_mad
-from poisonsim.registry import DEFENSES, Key
+from poisonsim.defenses.base import DefenderKnowledge, Defense, Every, check_choices, median_mad, require
 from poisonsim.events import EventBatch
 from poisonsim.models.nets import CNN
+from poisonsim.registry import DEFENSES, Key
 
 CALIBRATION_DRAWS = 2  # overlay sets per trusted input at calibration: less overlay luck in the threshold
 CPU_FORWARD_ROWS = 256  # overlay rows per forward pass and CPU thread: the activations stay in cache

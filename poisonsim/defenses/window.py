@@ -28,11 +28,11 @@ from typing import Annotated
 
 import numpy as np
 
-from poisonsim.defenses.base import Defense, DefenderKnowledge, Every
-from poisonsim.registry import DEFENSES, Key
+from poisonsim.defenses.base import DefenderKnowledge, Defense, Every
 from poisonsim.events import EventBatch
 from poisonsim.models.centroid import CentroidClassifier, CentroidDetector, CentroidModel
 from poisonsim.models.options import OPTION_KEYS, OUTSIDE, OVER_QUOTA
+from poisonsim.registry import DEFENSES, Key
 
 CLASS_RADIUS_QUANTILE = 0.95  # classifier outlier rejection: per-class radius from the trusted sample
 

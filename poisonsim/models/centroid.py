@@ -25,8 +25,8 @@ from numba import njit
 from poisonsim.models.base import AttackerHook, Model
 from poisonsim.models.inputs import check_features, check_labels
 from poisonsim.models.options import FROZEN, LEARNED, OUTSIDE, OVER_QUOTA, WindowOptions, copy_or_none
-from poisonsim.registry import MODELS, Key
 from poisonsim.models.window import COUNT, NOT_LEARNED, POLICY_CODES, guarded_learn, new_window, squared_distance
+from poisonsim.registry import MODELS, Key
 
 _NO_HOOK = AttackerHook(np.zeros(0, dtype=np.bool_), None, np.zeros(0))
 

@@ -31,16 +31,16 @@ import numpy as np
 
 from poisonsim.attacks import Attack, build_attack, build_schedule
 from poisonsim.config import ConfigError, Scenario
-from poisonsim.defenses import TRUSTED_EVENTS, Defense, DefenderKnowledge, build_defenses
+from poisonsim.defenses import TRUSTED_EVENTS, DefenderKnowledge, Defense, build_defenses
 from poisonsim.defenses.base import DEFENSE_UNIT
 from poisonsim.evaluation.metrics import TIMESERIES_COLUMNS, Evaluator
 from poisonsim.events import EventBatch, Truth
 from poisonsim.models import build_model
 from poisonsim.models.window import NOT_LEARNED
-from poisonsim.resources import check_memory
 from poisonsim.pipeline.content import mismatched
 from poisonsim.pipeline.deployment import Deployment
 from poisonsim.pipeline.stream import MergedStream, attacker_knowledge, source_id_count
+from poisonsim.resources import check_memory
 from poisonsim.sources import Source, make_source
 from poisonsim.transport import InMemoryTransport, Transport
 

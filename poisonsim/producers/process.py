@@ -20,8 +20,8 @@ import gc
 import os
 import time
 
-from poisonsim.services import runtime as service
 from poisonsim.config import ConfigError
+from poisonsim.services import runtime as service
 from poisonsim.transport import kafka as kafka_io
 
 ROLES = ("benign", "attack")
@@ -69,8 +69,8 @@ def main(args: argparse.Namespace) -> int:
 
 def produce(scenario, role: str, settings, args, registry, log, stop) -> tuple[int, float]:
     """Publish ``role``'s events of ``scenario``; returns how many, and the seconds from first to last acknowledged."""
-    from poisonsim.services.exporter import ProducerMetrics, scenario_info
     from poisonsim.pipeline.engine import World
+    from poisonsim.services.exporter import ProducerMetrics, scenario_info
     from poisonsim.transport.codec import Codec
 
     world = World.build(scenario)

@@ -30,7 +30,6 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
-
 from poisonsim.config import ConfigError
 from poisonsim.events import EventBatch, Truth
 from poisonsim.transport.codec import TRUTH_HEADER, Codec

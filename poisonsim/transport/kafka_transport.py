@@ -13,7 +13,14 @@ import time
 
 from poisonsim.events import EventBatch, Truth
 from poisonsim.transport.codec import Codec
-from poisonsim.transport.kafka import DeadLetters, EventReceiver, EventSender, KafkaSettings, ensure_topics, partition_for
+from poisonsim.transport.kafka import (
+    DeadLetters,
+    EventReceiver,
+    EventSender,
+    KafkaSettings,
+    ensure_topics,
+    partition_for,
+)
 
 
 class KafkaTransport:

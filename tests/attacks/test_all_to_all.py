@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import margin
 
 import poisonsim
-from conftest import margin
 from poisonsim.attacks.all_to_all import AllToAll
 from poisonsim.attacks.base import AttackerKnowledge
 from poisonsim.attacks.triggers import PatchTrigger

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import margin
-from poisonsim.consumers.detector import DETECTORS
+
 from poisonsim.config import ConfigError, Scenario
+from poisonsim.consumers.detector import DETECTORS
 from poisonsim.pipeline.engine import Learner, World
 
 SCENARIO = Path(__file__).parents[2] / "scenarios" / "strip_badnets.toml"

@@ -17,8 +17,16 @@ import urllib.request
 import numpy as np
 import pytest
 from conftest import (
-    consume_command, embedded, free_port, poisonsim_process, produce_both, read_summary, scenario_parts, stop_all,
-    wait_all, wait_for_log,
+    consume_command,
+    embedded,
+    free_port,
+    poisonsim_process,
+    produce_both,
+    read_summary,
+    scenario_parts,
+    stop_all,
+    wait_all,
+    wait_for_log,
 )
 from test_kafka_e2e import CENTROID, malformed_corpus
 

@@ -14,8 +14,17 @@ import urllib.request
 import numpy as np
 import pytest
 from conftest import (
-    ROOT, consume_command, embedded, free_port, poisonsim_process, produce_both, read_summary, scenario_parts, stop,
-    wait_all, wait_for_log,
+    ROOT,
+    consume_command,
+    embedded,
+    free_port,
+    poisonsim_process,
+    produce_both,
+    read_summary,
+    scenario_parts,
+    stop,
+    wait_all,
+    wait_for_log,
 )
 
 from poisonsim.config import Scenario

@@ -12,7 +12,14 @@ import time
 import numpy as np
 import pytest
 from conftest import (
-    consume_command, embedded, poisonsim_process, produce_both, read_summary, stop, wait_all, wait_for_log,
+    consume_command,
+    embedded,
+    poisonsim_process,
+    produce_both,
+    read_summary,
+    stop,
+    wait_all,
+    wait_for_log,
 )
 
 from poisonsim.services import checkpoint

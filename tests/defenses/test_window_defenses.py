@@ -38,9 +38,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import margin
 
 from benchmarks.seed_figures import figures_over_seeds, measure
-from conftest import margin
 from poisonsim.config import Scenario
 from poisonsim.defenses.window import RobustCentroid
 from poisonsim.models.centroid import CentroidClassifier, CentroidDetector
@@ -332,8 +332,8 @@ def test_the_defended_scenario_keeps_the_attacker_out_of_the_window():
 
 
 def test_a_defended_learner_checkpoints_its_model_options_and_window_mirror(tmp_path):
-    from poisonsim.services import checkpoint
     from poisonsim.pipeline.engine import Learner
+    from poisonsim.services import checkpoint
 
     scenario = _scenario(1, [{"kind": "fpr-reset", "alpha": 0.1, "every": 100}, {"kind": "robust-centroid"},
                              {"kind": "source-quota", "quota": 0.9}], radius=2.45)  # fmt: skip

@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+from conftest import margin
 
 from poisonsim import cli
 from poisonsim.config import Scenario
@@ -22,7 +23,6 @@ from poisonsim.experiments.grid import Grid
 from poisonsim.experiments.report import write_report
 from poisonsim.experiments.sweep import POINTS_DIR, run_sweep
 from poisonsim.pipeline.engine import run, write_results
-from conftest import margin
 
 ROOT = Path(__file__).parents[2]
 MNIST = ROOT / "scenarios" / "mnist_badnets.toml"

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import margin
+
 from poisonsim.config import ConfigError, Scenario
 from poisonsim.defenses import Defense
 from poisonsim.events import EventBatch, Truth

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import margin
+
 from poisonsim.config import ConfigError, Scenario
 from poisonsim.pipeline.engine import World, run
 

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cases import CASES, CORPUS, tolerance_of
-from compare import file_gaps, figure_files
+from compare import figure_files, file_gaps
 
 KERNELS: dict[str, dict[str, str]] = {
     "native": {},

@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import torch
-
 from cases import CASES, CORPUS, ROOT, TORCH_THREADS
 
 from poisonsim.config import Scenario

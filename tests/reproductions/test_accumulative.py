@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import margin
 from torch import nn
 
-from conftest import margin
 from poisonsim.attacks.accumulative import Accumulative, craft, flat_grad, lookahead_direction
 from poisonsim.models.neural import NeuralClassifier
 from poisonsim.pipeline.stream import attacker_knowledge

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import margin
 
 from benchmarks.seed_figures import figures_over_seeds
-from conftest import margin
 
 pytestmark = pytest.mark.slow  # a paper-level reproduction: CI runs it, `-m "not slow"` skips it
 

@@ -18,11 +18,10 @@ seeds asserted with a margin of two standard errors (conftest.margin).
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-
 from conftest import margin
+
 from poisonsim.attacks.centroid_shift import ATTACKER_MARGIN
 from poisonsim.config import Scenario
 from poisonsim.pipeline.engine import run

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import margin
+
 from poisonsim.config import Scenario
 from poisonsim.defenses.base import DefenderKnowledge
 from poisonsim.defenses.neural_cleanse import NeuralCleanse, anomaly_indices, reversed_trigger_figure, suspects

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import margin
 
 from benchmarks.seed_figures import figures_over_seeds
-from conftest import margin
 from poisonsim.config import Scenario
 from poisonsim.defenses.strip import strip_entropy, strip_entropy_loop, superimpose
 from poisonsim.pipeline.engine import World, run

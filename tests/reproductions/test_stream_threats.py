@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import margin
+
 from poisonsim.config import Scenario, apply_overrides, read_toml
 from poisonsim.experiments.drift_bench import bench_table, write_bench
 from poisonsim.experiments.grid import Grid

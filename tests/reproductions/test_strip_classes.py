@@ -41,10 +41,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import margin
 
 from benchmarks.seed_figures import figures_over_seeds
 from benchmarks.strip_classes import over_classes
-from conftest import margin
 
 pytestmark = pytest.mark.slow
 SEEDS = (1, 2, 3, 4)

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from poisonsim.config import Scenario
-from poisonsim.models.neural import NeuralClassifier
 from poisonsim.models.nets import train_offline
+from poisonsim.models.neural import NeuralClassifier
 from poisonsim.models.retrain import retrain_rngs
 from poisonsim.pipeline.engine import Learner, World, run
 

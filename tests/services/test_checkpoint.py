@@ -9,9 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from poisonsim.services import checkpoint
 from poisonsim.config import Scenario
 from poisonsim.pipeline.engine import TIMING_FIELDS, Learner, World, run
+from poisonsim.services import checkpoint
 
 SCENARIOS = [
     {"stream": {"n_events": 4000}, "attack": {"kind": "centroid-shift", "rate": 0.3}, "model": {"window_policy": "random-out"}},

@@ -12,14 +12,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import (
-    consume_command, free_port, poisonsim_process, produce_both, read_summary, require_binary, stop, wait_all,
+    consume_command,
+    free_port,
+    poisonsim_process,
+    produce_both,
+    read_summary,
+    require_binary,
+    stop,
+    wait_all,
     wait_for_log,
 )
 from prometheus_client import CollectorRegistry, generate_latest
 
-from poisonsim.services.exporter import ConsumerMetrics, DetectorMetrics, LearnerCollector, MetricsServer, ProducerMetrics
 from poisonsim.config import Scenario
 from poisonsim.pipeline.engine import Learner, World
+from poisonsim.services.exporter import (
+    ConsumerMetrics,
+    DetectorMetrics,
+    LearnerCollector,
+    MetricsServer,
+    ProducerMetrics,
+)
 
 SCENARIO = Scenario.from_dict({"seed": 3, "stream": {"n_events": 6000}, "evaluation": {"every": 1000},
                                "attack": {"kind": "centroid-shift", "rate": 0.3, "start": 500}})  # fmt: skip

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, free_port, stop_all, wait_all, wait_for_log
 
 pytestmark = pytest.mark.slow  # builds a venv from scratch (minutes): CI runs it

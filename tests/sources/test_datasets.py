@@ -7,8 +7,7 @@ import pytest
 
 from poisonsim.config import Scenario
 from poisonsim.pipeline.engine import run
-from poisonsim.sources import BUNDLED_RIVER_SETS, Blobs, Digits
-from poisonsim.sources import augment_images
+from poisonsim.sources import BUNDLED_RIVER_SETS, Blobs, Digits, augment_images
 
 
 def test_digits_split_into_disjoint_held_out_trusted_and_stream_pools():
