@@ -112,9 +112,9 @@ TOLERANCE = Tolerance(relative=1e-3, absolute=1e-6, shares=0.005, arrays=1e-3)
 """How far a figure may move under another CPU's kernels: floats ten times, shares twice the spread that
 ``kernels.py`` measured over oneDNN SSE4.1 / AVX / AVX2, ATen's default vector width, MKL SSE4.2, OpenBLAS
 Sandybridge and the machine the corpus was first recorded on: floats 9.8e-5 relative at most (blended_cnn's
-target-class probability; 2e-8 absolute on a probability of 1.3e-4), shares one prediction (0.0025: badnets_cnn's attack success at 800
-events sits on a tie), integers and text equal, the centroid cases equal to 7e-16. Small real changes
-still fail: Adam's learning rate 5% higher fails 16 cases, a BadNets patch 5% dimmer 12."""
+target-class probability; 2e-8 absolute on a probability of 1.3e-4), shares one prediction (0.0025: badnets_cnn's
+attack success at 800 events sits on a tie), integers and text equal, the centroid cases equal to 7e-16. Small
+real changes still fail: Adam's learning rate 5% higher fails 16 cases, a BadNets patch 5% dimmer 12."""
 
 MNIST = Tolerance(relative=5e-3, absolute=1e-6, shares=0.005, arrays=0.05)
 """The MNIST cases: 784 inputs and more steps carry the kernels' differences further (measured: floats 1e-3,
