@@ -90,8 +90,13 @@ class Gap:
 
 def differences(recorded, new, tolerance: Tolerance, name: str = "") -> list[str]:
     """Every leaf of ``new`` (nested dicts and lists) that lies outside ``tolerance`` of ``recorded``."""
+    return _outside(gaps(recorded, new, tolerance, name), tolerance)
+
+
+def _outside(found, tolerance: Tolerance) -> list[str]:
+    """The gaps of ``found`` beyond ``tolerance``, each with what was allowed."""
     return [f"{gap}, allowed {gap.allowed(tolerance):g}" if gap.kind != "exact" else str(gap)
-            for gap in gaps(recorded, new, tolerance, name) if not gap.within(tolerance)]  # fmt: skip
+            for gap in found if not gap.within(tolerance)]  # fmt: skip
 
 
 def gaps(recorded, new, tolerance: Tolerance, name: str = ""):
@@ -175,8 +180,7 @@ def file_gaps(recorded: Path, new: Path, tolerance: Tolerance):
 
 def file_differences(recorded: Path, new: Path, tolerance: Tolerance) -> list[str]:
     """What differs beyond ``tolerance`` between two figure files."""
-    return [f"{gap}, allowed {gap.allowed(tolerance):g}" if gap.kind != "exact" else str(gap)
-            for gap in file_gaps(recorded, new, tolerance) if not gap.within(tolerance)]  # fmt: skip
+    return _outside(file_gaps(recorded, new, tolerance), tolerance)
 
 
 def _columns(path: Path) -> dict[str, list]:

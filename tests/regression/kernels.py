@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cases import CASES, CORPUS, tolerance_of
-from compare import figure_files, file_gaps
+from compare import Gap, figure_files, file_gaps
 
 KERNELS: dict[str, dict[str, str]] = {
     "native": {},
@@ -42,29 +42,37 @@ left every figure as the native run has it)."""
 KINDS = ("float", "share", "array", "exact")
 
 
+def _env(switches: dict[str, str]) -> dict[str, str]:
+    """This process's environment with a kernel setting's switches (read when torch loads in the child)."""
+    return {**os.environ, **switches, "OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def record_under(name: str, switches: dict[str, str], cases: list[str], into: Path) -> None:
-    env = {**os.environ, **switches, "OMP_WAIT_POLICY": "PASSIVE"}
     command = [sys.executable, str(Path(__file__).with_name("record.py")), "--into", str(into), *cases]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, env=_env(switches), capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{name}: record.py failed\n{done.stderr[-2000:]}")
 
 
-def largest_gaps(case: str, folder: Path, reference: Path = CORPUS) -> dict[str, float]:
-    """The largest gap of each kind between ``folder/case`` and the corpus (inf: a text or shape changed)."""
+def case_gaps(case: str, folder: Path, reference: Path = CORPUS) -> list[tuple[str, Gap]]:
+    """Every figure of ``folder/case`` that differs from ``reference/case``, with the file it is in."""
+    return [(file, gap) for file in figure_files(reference / case)
+            for gap in file_gaps(reference / case / file, folder / case / file, tolerance_of(case))]  # fmt: skip
+
+
+def largest_gaps(gaps: list[tuple[str, Gap]]) -> dict[str, float]:
+    """The largest gap of each kind (inf: a text or shape changed)."""
     largest = dict.fromkeys(KINDS, 0.0)
-    for file in figure_files(reference / case):
-        for gap in file_gaps(reference / case / file, folder / case / file, tolerance_of(case)):
-            largest[gap.kind] = max(largest[gap.kind], gap.size)
+    for _, gap in gaps:
+        largest[gap.kind] = max(largest[gap.kind], gap.size)
     return largest
 
 
 def check_under(name: str, switches: dict[str, str]) -> tuple[str, int, str]:
     """``test_corpus.py`` run under ``switches``: the setting, pytest's exit status and its closing line."""
-    env = {**os.environ, **switches, "OMP_WAIT_POLICY": "PASSIVE"}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__).with_name(
         "test_corpus.py"))]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    done = subprocess.run(command, env=_env(switches), capture_output=True, text=True, cwd=Path(__file__).parents[2])
     lines = done.stdout.strip().splitlines() or [done.stderr.strip()]
     report = done.stdout if done.returncode else lines[-1]
     return name, done.returncode, report
@@ -100,14 +108,12 @@ def main() -> int:
         print(f"{'case':34} {'kernels':22} " + " ".join(f"{kind:>9}" for kind in KINDS))
         for case in cases:
             for name, folder in folders.items():
-                largest = largest_gaps(case, folder)
+                gaps = case_gaps(case, folder)
+                largest = largest_gaps(gaps)
                 if any(largest.values()):
                     print(f"{case:34} {name:22} " + " ".join(f"{largest[kind]:9.2g}" for kind in KINDS))
-                tolerance = tolerance_of(case)
-                for file in figure_files(CORPUS / case):
-                    for gap in file_gaps(CORPUS / case / file, folder / case / file, tolerance):
-                        if not gap.within(tolerance):
-                            outside.append(f"{case} under {name}: {file} {gap}")
+                outside += [f"{case} under {name}: {file} {gap}" for file, gap in gaps
+                            if not gap.within(tolerance_of(case))]  # fmt: skip
     print("\n".join(["", f"{len(outside)} figures outside their tolerance", *outside]))
     return 1 if outside else 0
 
