@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -63,10 +65,19 @@ def variants(layers: tuple[int, ...] = (1, 2)) -> dict[str, dict]:
             for n in layers for scale in SCALES}  # fmt: skip
 
 
-def measure(source: str, seed: int, target: int, layers: tuple[int, ...] = (1, 2), confidence: float = 0.9,
-            extra: tuple[str, ...] = (), robust: bool = False) -> dict:  # fmt: skip
-    """One net (``source``, ``seed``, BadNets to ``target``; ``extra``: more scenario overrides): attack success,
-    and FAR / FRR for each variant."""
+class Calibration(NamedTuple):
+    """How STRIP is fitted: the overlay layer counts measured, the confidence that FRR stays under 1% (0.5: the
+    paper's quantile rule) and whether it is robust."""
+
+    layers: tuple[int, ...] = (1, 2)
+    confidence: float = 0.9
+    robust: bool = False
+
+
+def measure(source: str, seed: int, target: int, calibrations: tuple[Calibration, ...] = (Calibration(),),
+            extra: tuple[str, ...] = ()) -> list[dict]:  # fmt: skip
+    """One net (``source``, ``seed``, BadNets to ``target``; ``extra``: more scenario overrides), trained once:
+    attack success, and FAR / FRR for each variant of each calibration (a dict per calibration)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from poisonsim.config import Scenario
     from poisonsim.defenses.base import DefenderKnowledge
@@ -83,27 +94,44 @@ def measure(source: str, seed: int, target: int, layers: tuple[int, ...] = (1, 2
     model, src, attack = world.model, world.source, world.attack
     knowledge = DefenderKnowledge(*src.trusted_sample(np.random.default_rng([seed, 1])), src.n_classes, src.image_side)
     fired = model.predict_many(attack.target_x_) == target
-    figures = {"attack_success": float(fired.mean())}
-    for name, keys in variants(layers).items():
-        strip = Strip(**STRIP, **keys, confidence=confidence, robust=robust)
-        strip.fit(knowledge, model, np.random.default_rng([seed, 2]))
-        triggered, clean = strip.score(attack.target_x_[fired], model), strip.score(src.test_x, model)
-        figures[f"{name}_far"] = float((triggered >= strip.threshold_).mean())
-        figures[f"{name}_frr"] = float((clean < strip.threshold_).mean())
-        figures[f"{name}_far_exact"] = float((triggered >= np.quantile(clean, STRIP["frr"])).mean())
-    return figures
+    measured, memo = [], {}
+    for calibration in calibrations:
+        figures = {"attack_success": float(fired.mean())}
+        for name, keys in sorted(variants(calibration.layers).items(), key=lambda item: item[1]["scale"] != "union"):
+            strip = Strip(**STRIP, **keys, confidence=calibration.confidence, robust=calibration.robust)
+            strip.entropies = functools.partial(shared_entropies, strip, memo)
+            strip.fit(knowledge, model, np.random.default_rng([seed, 2]))
+            triggered, clean = strip.score(attack.target_x_[fired], model), strip.score(src.test_x, model)
+            figures[f"{name}_far"] = float((triggered >= strip.threshold_).mean())
+            figures[f"{name}_frr"] = float((clean < strip.threshold_).mean())
+            figures[f"{name}_far_exact"] = float((triggered >= np.quantile(clean, STRIP["frr"])).mean())
+        names = [f"{name}_{figure}" for name in variants(calibration.layers) for figure in ("far", "frr", "far_exact")]
+        measured.append({"attack_success": figures["attack_success"], **{name: figures[name] for name in names}})
+    return measured
+
+
+def shared_entropies(strip, memo: dict, model, X: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """``strip.entropies(model, X, picks)``, computed once per net for every scale: the scales share their
+    overlays (one seed) and the entropy column of the union's ``(entropy, own share)`` is the others' score.
+    Union variants are measured first, so theirs is the one computed."""
+    key = (strip.layers, strip.robust, *(hashlib.sha1(np.ascontiguousarray(a)).hexdigest() for a in (X, picks)))
+    if key not in memo or (strip.scale == "union" and memo[key].ndim == 1):
+        memo[key] = type(strip).entropies(strip, model, X, picks)
+    return memo[key] if strip.scale == "union" or memo[key].ndim == 1 else memo[key][:, 0]
 
 
 @functools.lru_cache(maxsize=None)
-def over_classes(source: str, seeds: tuple[int, ...], workers: int = 2, layers: tuple[int, ...] = (1, 2),
-                 confidence: float = 0.9, extra: tuple[str, ...] = (), robust: bool = False
-                 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """Each figure as a (seeds, 10 target classes) array."""
+def over_classes(source: str, seeds: tuple[int, ...], workers: int = 2,
+                 calibrations: tuple[Calibration, ...] = (Calibration(),), extra: tuple[str, ...] = ()
+                 ) -> dict[Calibration, dict[str, np.ndarray]]:  # fmt: skip
+    """For each calibration, each figure as a (seeds, 10 target classes) array; each net trained once for all
+    the calibrations."""
     cases = [(seed, target) for seed in seeds for target in range(10)]
-    one = functools.partial(measure, source, layers=layers, confidence=confidence, extra=extra, robust=robust)
+    one = functools.partial(measure, source, calibrations=calibrations, extra=extra)
     with ProcessPoolExecutor(workers) as pool:
         runs = list(pool.map(one, *zip(*cases)))
-    return {key: np.array([r[key] for r in runs]).reshape(len(seeds), 10) for key in runs[0]}
+    return {calibration: {key: np.array([r[i][key] for r in runs]).reshape(len(seeds), 10) for key in runs[0][i]}
+            for i, calibration in enumerate(calibrations)}  # fmt: skip
 
 
 def main() -> int:
@@ -120,8 +148,8 @@ def main() -> int:
     parser.add_argument("--robust", action="store_true",
                         help="robust = true in every variant: median entropy, class spreads shrunk")
     args = parser.parse_args()
-    figures = over_classes(args.source, tuple(args.seeds), args.workers, args.layers, args.confidence,
-                           tuple(args.extra), args.robust)  # fmt: skip
+    calibration = Calibration(args.layers, args.confidence, args.robust)
+    figures = over_classes(args.source, tuple(args.seeds), args.workers, (calibration,), tuple(args.extra))[calibration]
     shown = f" ({', '.join(args.extra + ['robust'] * args.robust)})" if args.extra or args.robust else ""
     print(f"{args.source}{shown}, seeds {args.seeds[0]}-{args.seeds[-1]}: mean over seeds per target class")
     print("figure                " + " ".join(f"{c:>6d}" for c in range(10)) + "    all")

@@ -233,6 +233,25 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+def over_seeds(function, *arguments, workers: int = 2) -> list:
+    """``function`` over zipped ``arguments`` (as ``map``), on ``workers`` processes with torch on one thread
+    each: a reproduction's seeds side by side. ``function`` is a module-level function (it is pickled).
+
+    >>> over_seeds(pow, [2, 3], [2, 2])
+    [4, 9]
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, initializer=_one_torch_thread) as pool:
+        return list(pool.map(function, *arguments))
+
+
+def _one_torch_thread() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
 def margin(values) -> float:
     """Two standard errors of a mean over seeds: the margin by which the mean must clear a claimed bound."""
     import numpy as np

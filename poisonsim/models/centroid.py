@@ -176,13 +176,15 @@ class CentroidDetector(CentroidModel):
         return alarms, slots
 
     def _run(self, X, uniforms, hook: AttackerHook, alarms, slots, lo, hi, radius) -> None:
-        if hi > lo:
-            kernel = _detector_kernel if hook.rule is None else _detector_kernel_with_hook
-            kernel(
-                X, lo, hi, self._center, self._window, self._state, self._policy,
-                radius, self._learn_factor, uniforms, hook.rows, hook.rule, hook.params, alarms, slots,
-                self._sources, self._slot_sources[0], self._shares[0], *self._guard_args(), self.refusals_,
-            )  # fmt: skip
+        if hi <= lo:
+            return
+        state = (self._center, self._window, self._state, self._policy, radius, self._learn_factor, uniforms)
+        judged = (alarms, slots, self._sources, self._slot_sources[0], self._shares[0], *self._guard_args(),
+                  self.refusals_)  # fmt: skip
+        if hook.rule is None:
+            _detector_kernel(X, lo, hi, *state, *judged)
+        else:
+            _detector_kernel_with_hook(X, lo, hi, *state, hook.rows, hook.rule, hook.params, *judged)
 
     def _calibrate(self) -> None:
         if self.radius is not None:
@@ -323,18 +325,14 @@ class CentroidClassifier(CentroidModel):
 
 @njit(cache=True)
 def _detector_kernel(
-    X, lo, hi, center, window, state, policy, radius, learn_factor, uniforms, rows, rule, params, alarms, slots,
-    sources, slot_source, shares, estimator, trim, quota, frozen, refusals,
+    X, lo, hi, center, window, state, policy, radius, learn_factor, uniforms, alarms, slots, sources, slot_source,
+    shares, estimator, trim, quota, frozen, refusals,
 ):  # fmt: skip
-    """``learn_factor``: learn only points within this many radii (< 0: learn all)."""
+    """Judge, then learn, events ``lo`` to ``hi``. ``learn_factor``: learn only points within this many radii
+    (< 0: learn all)."""
     d = X.shape[1]
     x = np.empty(d)
     for i in range(lo, hi):
-        if rule is not None and rows[i]:
-            # the white-box attacker's turn: its rule reads the public state (centroid, radius) now
-            rule(center, radius, params, x)
-            for j in range(d):
-                X[i, j] = x[j]
         for j in range(d):
             x[j] = X[i, j]
         d2 = squared_distance(x, center)
@@ -350,9 +348,32 @@ def _detector_kernel(
             refusals[i] = OVER_QUOTA if slots[i] == NOT_LEARNED else LEARNED
 
 
-# The same loop compiled apart for an attacker's rule: numba's on-disk cache cannot store a signature that
-# holds a function (it fails, and shared cache files break other processes), so this one is never cached.
-_detector_kernel_with_hook = njit(cache=False)(_detector_kernel.py_func)
+@njit(cache=False)
+def _detector_kernel_with_hook(
+    X, lo, hi, center, window, state, policy, radius, learn_factor, uniforms, rows, rule, params, alarms, slots,
+    sources, slot_source, shares, estimator, trim, quota, frozen, refusals,
+):  # fmt: skip
+    """:func:`_detector_kernel` with the white-box attacker's turns (``rows``): the events before a turn go
+    through the cached kernel, then the attacker's rule fills the turn's row from the public state (centroid,
+    radius) it sees now. Only this small loop is compiled in each process: numba's on-disk cache cannot store
+    a signature that holds a function."""
+    d = X.shape[1]
+    x = np.empty(d)
+    start = lo
+    for i in range(lo, hi):
+        if rows[i]:
+            _detector_kernel(
+                X, start, i, center, window, state, policy, radius, learn_factor, uniforms, alarms, slots, sources,
+                slot_source, shares, estimator, trim, quota, frozen, refusals,
+            )  # fmt: skip
+            rule(center, radius, params, x)
+            for j in range(d):  # element by element: a slice assignment compiles numba's shape checks (seconds)
+                X[i, j] = x[j]
+            start = i
+    _detector_kernel(
+        X, start, hi, center, window, state, policy, radius, learn_factor, uniforms, alarms, slots, sources,
+        slot_source, shares, estimator, trim, quota, frozen, refusals,
+    )  # fmt: skip
 
 
 @njit(cache=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import margin
+from conftest import margin, over_seeds
 
 import poisonsim
 from poisonsim.attacks.all_to_all import AllToAll
@@ -122,9 +122,13 @@ def test_a_run_reports_success_for_every_source_class_and_single_target_attacks_
     assert "attack_success_by_class" not in _summary({"kind": "badnets", "rate": 0.2})
 
 
+def _seed_summary(overrides: list[str], seed: int) -> dict:
+    return poisonsim.run(SCENARIO, overrides=overrides, seed=seed).summary
+
+
 def _over_seeds(overrides: list[str], seeds=SEEDS) -> dict[str, np.ndarray]:
     """Attack success (overall and per source class) and clean accuracy of the scenario over ``seeds``."""
-    summaries = [poisonsim.run(SCENARIO, overrides=overrides, seed=s).summary for s in seeds]
+    summaries = over_seeds(_seed_summary, [overrides] * len(seeds), seeds)
     return {"success": np.array([s["attack_success_rate"] for s in summaries]),
             "by_class": np.array([[s.get("attack_success_by_class", {}).get(str(c)) for c in range(10)]
                                   for s in summaries], dtype=float),  # NaN: no attack

@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import margin
+from conftest import margin, over_seeds
 
 from poisonsim import cli
 from poisonsim.config import Scenario
@@ -52,7 +52,7 @@ def shares(path: Path, seed: int) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("path", [MNIST, DIGITS], ids=["mnist-lenet", "digits-cnn"])
 def test_integrated_gradients_put_5x_more_mass_in_the_trigger_on_triggered_inputs(path):
-    runs = [shares(path, seed) for seed in SEEDS]
+    runs = over_seeds(shares, [path] * len(SEEDS), SEEDS)
     on = np.array([r["trigger_attribution_share"] for r in runs])
     off = np.array([r["trigger_attribution_share_clean"] for r in runs])  # the same images, no trigger
     gap = on - 5 * off

@@ -12,13 +12,12 @@ alone, at well under a point before it (see the README section).
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import margin
+from conftest import margin, over_seeds
 from torch import nn
 
 from poisonsim.attacks.accumulative import Accumulative, craft, flat_grad, lookahead_direction
@@ -138,7 +137,7 @@ def test_the_trigger_is_a_cliff_with_or_without_the_accumulation_which_adds_only
     accuracy 11.3 points on average (4.7-20.7); alone, at the same event, 9.4 (4.0-21.8): paired, +1.9 points
     (2 s.e. 1.9). Clean accuracy just before the trigger is 1.0 point (2 s.e. 0.3) below the run without
     attack. Far short of the paper's 3x (see the README section)."""
-    runs = [_figures(seed) for seed in SEEDS]
+    runs = over_seeds(_figures, SEEDS)
     figures = {key: np.array([run[key] for run in runs]) for key in runs[0]}
     assert (figures["accumulated"] == 1920).all()
     drop = figures["before"] - figures["after"]
@@ -157,8 +156,7 @@ def test_with_batch_norm_the_accumulation_makes_the_trigger_drop_accuracy_over_3
     alone, 2.0 (0.2-5.3): 4.2x, higher in every seed (paired gain 6.5, 2 s.e. 1.4). Clean accuracy just before
     the trigger is 0.25 points (2 s.e. 0.35) below the run without attack. Seeds 9-16, not named here: 9.1 vs
     2.0 points (4.6x, every seed higher), 0.3 points before the trigger."""
-    with ProcessPoolExecutor(2, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        runs = list(pool.map(_figures, SEEDS, [SCENARIOS / "accumulative_bn.toml"] * len(SEEDS)))
+    runs = over_seeds(_figures, SEEDS, [SCENARIOS / "accumulative_bn.toml"] * len(SEEDS))
     figures = {key: np.array([run[key] for run in runs]) for key in runs[0]}
     assert (figures["accumulated"] == 1920).all()
     drop = figures["before"] - figures["after"]

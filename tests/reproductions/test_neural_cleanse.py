@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import margin
+from conftest import margin, over_seeds
 
 from poisonsim.config import Scenario
 from poisonsim.defenses.base import DefenderKnowledge
@@ -35,18 +35,23 @@ CLEAN_SEEDS = tuple(range(11, 21))
 QUICK = ["evaluation.every=6000"]
 
 
-@functools.lru_cache(maxsize=None)
-def _run(seed: int, *overrides: str) -> dict:
+def _summary(seed: int, overrides: tuple[str, ...]) -> dict:
     """A run's summary."""
     return run(Scenario.from_toml(SCENARIO, [f"seed={seed}", *QUICK, *overrides])).summary
+
+
+@functools.lru_cache(maxsize=None)
+def _summaries(seeds: tuple[int, ...], overrides: tuple[str, ...]) -> tuple[dict, ...]:
+    """Each seed's summary, the seeds side by side."""
+    return tuple(over_seeds(_summary, seeds, [overrides] * len(seeds)))
 
 
 def _figures(seeds, *overrides: str, compare: bool = True) -> dict[str, np.ndarray]:
     """Per seed (printed, ``pytest -s``): the defended run's figures and, with ``compare``, the undefended one's."""
     rows = []
-    for seed in seeds:
-        defended = _run(seed, *overrides)
-        undefended = _run(seed, *overrides, "defense=[]") if compare else defended
+    defended_runs = _summaries(seeds, overrides)
+    undefended_runs = _summaries(seeds, (*overrides, "defense=[]")) if compare else defended_runs
+    for seed, defended, undefended in zip(seeds, defended_runs, undefended_runs):
         section = defended["defenses"]["neural-cleanse"]
         rows.append({
             "flagged": len(section["suspect_classes"]) > 0,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import margin
+from conftest import margin, over_seeds
 
 from poisonsim.config import Scenario, apply_overrides, read_toml
 from poisonsim.experiments.drift_bench import bench_table, write_bench
@@ -27,12 +27,17 @@ def summary(scenario: str, seed: int, *overrides: str) -> dict:
     return engine.run(Scenario.from_dict(apply_overrides({**raw, "seed": seed}, list(overrides)))).summary
 
 
+def summaries(scenario: str, seeds, *overrides: str) -> list[dict]:
+    """:func:`summary` of each seed, the seeds side by side."""
+    return over_seeds(summary, [scenario] * len(seeds), seeds, *([override] * len(seeds) for override in overrides))
+
+
 def test_boiling_frog_moves_twice_as_far_as_the_greedy_attacker_gets_before_adwin_or_page_hinkley_fire():
     """scenarios/boiling_frog.toml (rho 0.3 from event 10,000 of 20,000; 2,000-point window). The frog: no
     ADWIN or PageHinkley alarm in any seed (seeds 1-10 measured: none), displacement 0.19 radii. The greedy
     attacker: ADWIN fires within about 150 events, at 0.03 radii; PageHinkley within 300, at 0.05."""
-    frog = [summary("boiling_frog.toml", seed) for seed in SEEDS]
-    greedy = [summary("boiling_frog.toml", seed, "attack.kind=centroid-shift") for seed in SEEDS]
+    frog = summaries("boiling_frog.toml", SEEDS)
+    greedy = summaries("boiling_frog.toml", SEEDS, "attack.kind=centroid-shift")
     reached = np.array([s["displacement_radii"] for s in frog])
     for detector in ("adwin", "page-hinkley"):
         assert all(s["defenses"]["drift-watch"][detector]["alarms"] == 0 for s in frog), detector
@@ -51,18 +56,17 @@ def test_provoking_bursts_make_drift_reset_throw_away_learning_ten_times_per_10k
     alarm is a reset, counted, and each reset undoes what the window learned since its trusted state."""
     seeds = (1, 2, 3)
     added = []
-    for seed in seeds:
-        provoked = summary("provoke.toml", seed)["defenses"]["drift-reset"]
-        clean = summary("provoke.toml", seed, "attack.kind=none", "attack.rate=0")["defenses"]["drift-reset"]
+    clean_runs = summaries("provoke.toml", seeds, "attack.kind=none", "attack.rate=0")
+    for provoked, clean in zip(summaries("provoke.toml", seeds), clean_runs):
+        provoked, clean = provoked["defenses"]["drift-reset"], clean["defenses"]["drift-reset"]
         assert provoked["resets"] == provoked["alarms"] and provoked["events_undone"] > 10_000
         assert len(clean["alarm_events"]) == clean["alarms"] < 100  # every clean alarm listed
         clean_rate = 10_000 * sum(e > 10_000 for e in clean["alarm_events"]) / 20_000  # the same span
         added.append(provoked["attack_alarms_per_10k"] - clean_rate)
     assert np.mean(added) - margin(added) >= 10, added
-    for seed in seeds:
-        adwin = summary("provoke.toml", seed, "attack.burst_length=20",
-                        "defense=[{kind = \"drift-reset\", detector = \"adwin\", every = 1000}]")
-        figures = adwin["defenses"]["drift-reset"]
+    adwin = "defense=[{kind = \"drift-reset\", detector = \"adwin\", every = 1000}]"
+    for run in summaries("provoke.toml", seeds, "attack.burst_length=20", adwin):
+        figures = run["defenses"]["drift-reset"]
         assert figures["false_alarms"] == 0 and figures["resets"] == figures["alarms"]
         assert figures["attack_alarms_per_10k"] >= 10, figures
 
@@ -151,9 +155,8 @@ def test_provoking_bursts_make_fine_pruning_on_drift_prune_again_and_again():
     units pruned in all, the run 5-6 times as long), against 0-1 on the clean stream; clean accuracy within 2.5
     points of the clean run's (measured: -0.2 points on one CPU, +0.4 (2 s.e. 1.2) on another)."""
     repairs, cost = [], []
-    for seed in (1, 2, 3):
-        provoked = summary("provoke_fine_pruning.toml", seed)
-        clean = summary("provoke_fine_pruning.toml", seed, "attack.kind=none", "attack.rate=0")
+    clean_runs = summaries("provoke_fine_pruning.toml", (1, 2, 3), "attack.kind=none", "attack.rate=0")
+    for provoked, clean in zip(summaries("provoke_fine_pruning.toml", (1, 2, 3)), clean_runs):
         assert len(clean["defenses"]["fine-pruning"]["repairs"]) <= 1
         repairs.append(10_000 * len(provoked["defenses"]["fine-pruning"]["repairs"]) / 15_000)
         cost.append(provoked["clean_accuracy"] - clean["clean_accuracy"])

@@ -44,14 +44,23 @@ import pytest
 from conftest import margin
 
 from benchmarks.seed_figures import figures_over_seeds
-from benchmarks.strip_classes import over_classes
+from benchmarks.strip_classes import Calibration, over_classes
 
 pytestmark = pytest.mark.slow
 SEEDS = (1, 2, 3, 4)
+BOUND, PAPERS = Calibration(), Calibration(layers=(2,), confidence=0.5)  # FRR under 1% with 90% confidence; 1% quantile
+BOUND_ROBUST, PAPERS_ROBUST = Calibration(layers=(2,), robust=True), PAPERS._replace(robust=True)
+CALIBRATIONS = {"mnist": (BOUND, BOUND_ROBUST), "digits": (BOUND, PAPERS, PAPERS_ROBUST, BOUND_ROBUST)}
+
+
+def strip_over_classes(source: str, calibration: Calibration) -> dict[str, np.ndarray]:
+    """Each figure as a (seeds, target classes) array: every net of ``source`` trained once for all the
+    calibrations this module measures."""
+    return over_classes(source, SEEDS, calibrations=CALIBRATIONS[source])[calibration]
 
 
 def test_per_class_scale_and_two_layer_overlays_cut_strip_far_over_target_classes_at_the_same_frr():
-    figures = over_classes("mnist", SEEDS)
+    figures = strip_over_classes("mnist", BOUND)
     assert figures["attack_success"].mean() >= 0.95  # a backdoor that fires is what STRIP is judged on
     for variant in ("pooled", "per-class", "pooled-2", "per-class-2"):
         frr = figures[f"{variant}_frr"].mean(axis=1)  # per seed, over the ten nets
@@ -69,7 +78,7 @@ def test_per_class_scale_and_two_layer_overlays_cut_strip_far_over_target_classe
 
 
 def test_two_layer_overlays_cut_pooled_strip_far_on_the_8x8_digits():
-    figures = over_classes("digits", SEEDS)
+    figures = strip_over_classes("digits", BOUND)
     frr = figures["pooled-2_frr"].mean(axis=1)
     assert frr.mean() - margin(frr) <= 0.01
     gain = figures["pooled_far"].mean(axis=1) - figures["pooled-2_far"].mean(axis=1)
@@ -77,8 +86,8 @@ def test_two_layer_overlays_cut_pooled_strip_far_on_the_8x8_digits():
 
 
 def test_the_papers_quantile_calibration_spends_the_frr_budget_and_cuts_far_on_the_8x8_digits():
-    bounded = over_classes("digits", SEEDS)  # FRR under 1% with 90% confidence
-    figures = over_classes("digits", SEEDS, layers=(2,), confidence=0.5)
+    bounded = strip_over_classes("digits", BOUND)  # FRR under 1% with 90% confidence
+    figures = strip_over_classes("digits", PAPERS)
     frr = figures["pooled-2_frr"].mean(axis=1)
     assert abs(frr.mean() - 0.01) <= margin(frr) + 0.002  # 1% on average (measured 0.010)
     spent = frr - bounded["pooled-2_frr"].mean(axis=1)
@@ -88,7 +97,7 @@ def test_the_papers_quantile_calibration_spends_the_frr_budget_and_cuts_far_on_t
 
 
 def test_union_strip_keeps_far_under_005_for_every_mnist_target_class():
-    figures = over_classes("mnist", SEEDS)
+    figures = strip_over_classes("mnist", BOUND)
     frr = figures["union-2_frr"].mean(axis=1)
     assert frr.mean() - margin(frr) <= 0.01  # measured 0.8%: the three tails share the FRR budget
     far = figures["union-2_far"].mean(axis=1)
@@ -98,7 +107,7 @@ def test_union_strip_keeps_far_under_005_for_every_mnist_target_class():
 
 
 def test_union_strip_far_on_the_8x8_digits_at_the_papers_calibration():
-    figures = over_classes("digits", SEEDS, layers=(2,), confidence=0.5)
+    figures = strip_over_classes("digits", PAPERS)
     frr = figures["union-2_frr"].mean(axis=1)
     assert abs(frr.mean() - 0.01) <= margin(frr) + 0.003  # measured 0.8%
     far = figures["union-2_far"].mean(axis=1)
@@ -127,20 +136,20 @@ def test_checks_every_100_events_hold_the_union_strips_stream_frr_at_the_papers(
 
 
 def test_robust_union_strip_keeps_far_under_005_for_every_digits_target_class_at_the_papers_calibration():
-    figures = over_classes("digits", SEEDS, layers=(2,), confidence=0.5, robust=True)
+    figures = strip_over_classes("digits", PAPERS_ROBUST)
     frr = figures["union-2_frr"].mean(axis=1)
     assert abs(frr.mean() - 0.01) <= margin(frr) + 0.003  # measured 1.0%: "at FRR 0.01"
     far = figures["union-2_far"].mean(axis=1)
     assert far.mean() + margin(far) <= 0.02  # measured 0.004 (per seed 0.001, 0.000, 0.015, 0.000)
     by_class = figures["union-2_far"].mean(axis=0)
     assert by_class.max() <= 0.05  # every target class, one test; measured at most 0.028 (target 1)
-    plain = over_classes("digits", SEEDS, layers=(2,), confidence=0.5)["union-2_far"].mean(axis=1)
+    plain = strip_over_classes("digits", PAPERS)["union-2_far"].mean(axis=1)
     gain = plain - far
     assert gain.mean() - margin(gain) > 0  # median entropy and shrunk spreads: 0.035 -> 0.004, seed by seed
 
 
 def test_robust_union_strip_on_the_8x8_digits_with_the_frr_bound():
-    figures = over_classes("digits", SEEDS, layers=(2,), robust=True)  # FRR under 1% with 90% confidence
+    figures = strip_over_classes("digits", BOUND_ROBUST)  # FRR under 1% with 90% confidence
     frr = figures["union-2_frr"].mean(axis=1)
     assert frr.mean() - margin(frr) <= 0.01  # measured 0.4%
     far = figures["union-2_far"].mean(axis=1)
@@ -148,7 +157,7 @@ def test_robust_union_strip_on_the_8x8_digits_with_the_frr_bound():
 
 
 def test_robust_union_strip_on_mnist_every_target_class():
-    figures = over_classes("mnist", SEEDS, layers=(2,), robust=True)
+    figures = strip_over_classes("mnist", BOUND_ROBUST)
     frr = figures["union-2_frr"].mean(axis=1)
     assert frr.mean() - margin(frr) <= 0.01  # measured 0.7%
     far = figures["union-2_far"].mean(axis=1)

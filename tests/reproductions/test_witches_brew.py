@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import over_seeds
 
 from poisonsim.config import Scenario
 from poisonsim.models.nets import train_offline
@@ -130,9 +131,12 @@ def test_the_scenario_runs_and_a_restored_learner_ends_like_the_uninterrupted_on
 # -- the measurement -------------------------------------------------------------------------------------------
 
 
+def _summary(seed: int, eps: float) -> dict:
+    return run(Scenario.from_toml(SCENARIO, [f"attack.eps={eps}", f"seed={seed}"])).summary
+
+
 def _p_target(seeds, eps: float) -> np.ndarray:
-    base = Scenario.from_toml(SCENARIO, [f"attack.eps={eps}"])
-    summaries = [run(base.replace([f"seed={seed}"])).summary for seed in seeds]
+    summaries = over_seeds(_summary, seeds, [eps] * len(seeds))
     assert all(s["poison_events_total"] == 40 for s in summaries)
     return np.array([[s["attack_success_rate"], s["target_class_probability"], s["clean_accuracy"]] for s in summaries])
 
