@@ -97,6 +97,14 @@ def _mnist_strip(keys: str, figures: tuple[str, ...] = ()) -> tuple:
     return ("mnist_strip.toml", [defense], [*ATTACK[:2], *STRIP, *(f"defenses.strip.{k}" for k in figures)], None)
 
 
+def _digits_strip(keys: str, figures: tuple[str, ...] = ()) -> tuple:
+    """``scenarios/strip_badnets.toml`` (6,000 events) with a STRIP that recalibrates every 1,000 events, its other
+    ``keys`` as given, and more of STRIP's ``figures`` reported."""
+    defense = f"defense=[{{kind='strip',overlays=32,superimpose='additive',frr=0.01,every=1000,{keys}}}]"
+    return ("strip_badnets.toml", [*SIX_K, defense], ["attack_success_rate", *STRIP,
+                                                      *(f"defenses.strip.{k}" for k in figures)], None)  # fmt: skip
+
+
 # name -> (scenario file, overrides, summary keys, derived figures)
 CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     # undefended BadNets over 10,000 events: the same runs as abl_badnets.toml or fine_pruning_badnets.toml without
@@ -125,6 +133,9 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     "mnist-strip-union-2-robust-check-100": _mnist_strip("every=1000,scale='union',layers=2,check=100,robust=true",
                                                          CHECK_FIGURES),
     "strip": ("strip_badnets.toml", SIX_K, ["attack_success_rate", *STRIP], None),
+    "strip-stream-paper": _digits_strip("scale='pooled'"),
+    "strip-stream-per-class-2": _digits_strip("scale='per-class',layers=2"),
+    "strip-stream-union-2-check-100": _digits_strip("scale='union',layers=2,check=100", CHECK_FIGURES),
     "strip-class-2": ("strip_badnets.toml", [*SIX_K, "attack.target_class=2"], ["attack_success_rate", *STRIP], None),
     "isolation": ("abl_badnets.toml", [], ["attack_success_rate", "clean_accuracy", *ISOLATION], None),
     "isolation-rules": ("abl_badnets.toml", ["stream.n_events=6000"], RULES, None),

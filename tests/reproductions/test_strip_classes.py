@@ -1,9 +1,11 @@
 """STRIP for every target class, pooled, per-class and union thresholds, one- and two-layer overlays
 (benchmarks/strip_classes.py).
 
-Seeds 1-4, BadNets to each of the ten classes; STRIP fitted at the end of
-the stream on the same net under each variant. MNIST (3x3 patch, rho 0.05,
-12,000 events): every variant keeps the held-out FRR at the 1% it is
+BadNets to each of the ten classes; STRIP fitted at the end of the stream
+on the same net under each variant. The figures below were measured over
+seeds 1-4 (``benchmarks/strip_classes.py``); the tests train MNIST's nets
+for seeds 1-3 (30 nets, a third of this module's time) and the digits' for
+1-4. MNIST (3x3 patch, rho 0.05, 12,000 events): every variant keeps the held-out FRR at the 1% it is
 calibrated for; per-class STRIP's FAR averages 0.047 over classes and seeds,
 and with two trusted inputs stacked into each overlay's background
 (``layers = 2``) 0.021, lower in every seed (paired gains 0.021, 0.038,
@@ -19,7 +21,10 @@ the digits' pooled two-layer FAR falls to 0.066 (README: even a threshold
 at the held-out clean scores' own 1% quantile leaves classes above 0.05).
 Over the learning stream of ``scenarios/mnist_strip.toml`` (probes between
 calibrations) per-class scales with two layers flag 9.2% of clean stream
-events against the paper's 1.6%: their scales go stale as the net learns.
+events against the paper's 1.6%: their scales go stale as the net learns
+(``benchmarks/seed_figures.py mnist-strip mnist-strip-per-class-2 --seeds
+1-4``; the test asserts it on the 8x8 digits' stream, seeds 1-6, STRIP
+recalibrated every 1,000 of 6,000 events: 24.2% against the paper's 9.2%).
 
 ``scale = "union"`` (pooled entropy, per-class entropy and per-class
 own-class share; flagged when any is in its tail) with two layers: on
@@ -29,7 +34,9 @@ mean 0.008 at FRR 0.8%; on the 8x8 digits, at the paper's calibration,
 the learning stream its per-class tails go stale as per-class scales do:
 checks of the FRR between calibrations every 250 events (``check = 250``)
 bring the clean stream events flagged from 9.4% to 3.6%, every 100 events
-to 1.6%, the paper's STRIP's level, with FAR on the final net still 0.009.
+to 1.6%, the paper's STRIP's level, with FAR on the final net still 0.009
+(``mnist-strip-union-2-check-100``; on the digits' stream, tested: 2.5%
+against the paper's 9.2%, FAR on the final net 0.034 against 0.186).
 
 ``robust = true`` (each input's entropy the median over its overlays, class
 spreads shrunk towards the pooled one) closes the digits: union with two
@@ -47,7 +54,8 @@ from benchmarks.seed_figures import figures_over_seeds
 from benchmarks.strip_classes import Calibration, over_classes
 
 pytestmark = pytest.mark.slow
-SEEDS = (1, 2, 3, 4)
+SEEDS = {"mnist": (1, 2, 3), "digits": (1, 2, 3, 4)}  # a net per seed and target class
+STREAM_SEEDS = tuple(range(1, 7))  # the learning-stream runs on the digits
 BOUND, PAPERS = Calibration(), Calibration(layers=(2,), confidence=0.5)  # FRR under 1% with 90% confidence; 1% quantile
 BOUND_ROBUST, PAPERS_ROBUST = Calibration(layers=(2,), robust=True), PAPERS._replace(robust=True)
 CALIBRATIONS = {"mnist": (BOUND, BOUND_ROBUST), "digits": (BOUND, PAPERS, PAPERS_ROBUST, BOUND_ROBUST)}
@@ -56,7 +64,7 @@ CALIBRATIONS = {"mnist": (BOUND, BOUND_ROBUST), "digits": (BOUND, PAPERS, PAPERS
 def strip_over_classes(source: str, calibration: Calibration) -> dict[str, np.ndarray]:
     """Each figure as a (seeds, target classes) array: every net of ``source`` trained once for all the
     calibrations this module measures."""
-    return over_classes(source, SEEDS, calibrations=CALIBRATIONS[source])[calibration]
+    return over_classes(source, SEEDS[source], calibrations=CALIBRATIONS[source])[calibration]
 
 
 def test_per_class_scale_and_two_layer_overlays_cut_strip_far_over_target_classes_at_the_same_frr():
@@ -115,24 +123,22 @@ def test_union_strip_far_on_the_8x8_digits_at_the_papers_calibration():
 
 
 def test_per_class_two_layer_strip_needs_recalibrating_more_often_on_a_learning_stream():
-    paper, variant = figures_over_seeds("mnist-strip", SEEDS), figures_over_seeds("mnist-strip-per-class-2", SEEDS)
-    far = variant["defenses.strip.far"]  # on the final net
-    assert far.mean() + margin(far) <= 0.03  # measured 0.010 (the paper's: 0.126)
-    paper_stream = paper["defenses.strip.stream_frr_mean"]
-    assert paper_stream.mean() - margin(paper_stream) <= 0.02  # measured 1.6% of the clean stream flagged
-    lost = variant["defenses.strip.stream_frr_mean"] - paper_stream
-    assert lost.mean() - margin(lost) > 0.02  # measured 9.2% against 1.6%: stale per-class scales, seed by seed
+    paper = figures_over_seeds("strip-stream-paper", STREAM_SEEDS)
+    variant = figures_over_seeds("strip-stream-per-class-2", STREAM_SEEDS)
+    lost = variant["defenses.strip.stream_frr_mean"] - paper["defenses.strip.stream_frr_mean"]
+    assert lost.mean() - margin(lost) > 0.05  # measured 24.2% of the clean stream flagged against 9.2% (2 s.e. 0.059)
 
 
-def test_checks_every_100_events_hold_the_union_strips_stream_frr_at_the_papers():
-    checked = figures_over_seeds("mnist-strip-union-2-check-100", SEEDS)
+def test_checks_every_100_events_cut_the_union_strips_stream_frr():
+    paper = figures_over_seeds("strip-stream-paper", STREAM_SEEDS)
+    checked = figures_over_seeds("strip-stream-union-2-check-100", STREAM_SEEDS)
     stream = checked["defenses.strip.stream_frr_mean"]
-    assert stream.mean() + margin(stream) <= 0.025  # measured 1.6% (2 s.e. 0.4), as the paper's STRIP (no checks: 9.4%)
-    probes = checked["defenses.strip.frr_mean"]
-    assert probes.mean() + margin(probes) <= 0.025  # held-out FRR between calibrations, measured 1.6% (2 s.e. 0.4)
+    assert stream.mean() + margin(stream) <= 0.04  # measured 2.5% (2 s.e. 0.5%); the paper's STRIP: 9.2%
+    gain = paper["defenses.strip.stream_frr_mean"] - stream
+    assert gain.mean() - margin(gain) > 0  # measured 0.067 (2 s.e. 0.043)
     far = checked["defenses.strip.far"]
-    assert far.mean() + margin(far) <= 0.03  # the final net's FAR as without checks (0.009; the paper's: 0.126)
-    assert checked["defenses.strip.check_recalibrations"].min() >= 10  # the cost: 39 of 108 checks recalibrated
+    assert far.mean() + margin(far) <= 0.1  # the final net's FAR: measured 0.034 (the paper's: 0.186)
+    assert checked["defenses.strip.check_recalibrations"].min() >= 10  # the cost: 26-36 of 54 checks recalibrated
 
 
 def test_robust_union_strip_keeps_far_under_005_for_every_digits_target_class_at_the_papers_calibration():
