@@ -20,7 +20,7 @@ consumer's lag (its own metric) is sampled while they run.
 
     .venv/bin/python benchmarks/kafka_throughput.py            # starts a Tansu broker
     .venv/bin/python benchmarks/kafka_throughput.py --bootstrap-servers HOST:PORT
-    .venv/bin/python benchmarks/kafka_throughput.py --signed   # records signed and checked
+    .venv/bin/python benchmarks/kafka_throughput.py --insecure-unsigned   # records neither signed nor checked
 """
 
 from __future__ import annotations
@@ -104,17 +104,19 @@ def ours(settings: KafkaSettings, s: Scenario, per_message: int, state: Path) ->
 
     from poisonsim.consumers.learner import LearnerOptions, LearnerProcess
     from poisonsim.producers.process import produce
-    from poisonsim.transport.signing import load_signer
+    from poisonsim.transport.signing import KEY_VARIABLE, load_signer
 
     tag = uuid.uuid4().hex[:8]
     args = SimpleNamespace(benign_topic=f"ps{tag}.benign", attack_topic=f"ps{tag}.attack", partitions=1, rate=0.0,
-                           events_per_message=per_message, signing_key_file=None)  # fmt: skip
+                           events_per_message=per_message, signing_key_file=None,
+                           insecure_unsigned=KEY_VARIABLE not in os.environ)  # fmt: skip
     log, never = logging.getLogger("bench"), lambda: False
     # each process's own figure: from its first event to its last (set-up and connections excluded,
     # as for raw, whose clients exist before its clock starts)
     produced = sum(produce(s, role, settings, args, CollectorRegistry(), log, never)[1] for role in ("benign", "attack"))
     options = LearnerOptions((args.benign_topic, args.attack_topic), f"ps{tag}.dead", None,
-                             state / f"{tag}.npz", checkpoint_interval_s=5.0, signer=load_signer())  # fmt: skip
+                             state / f"{tag}.npz", checkpoint_interval_s=5.0,
+                             signer=None if args.insecure_unsigned else load_signer()[0])  # fmt: skip
     result = LearnerProcess(s, settings, options, CollectorRegistry(), never).run()
     assert result.summary["events_total"] == s.stream.n_events
     return produced, result.summary["elapsed_seconds"]
@@ -163,10 +165,11 @@ def main() -> None:
     parser.add_argument("--lag-rate", type=float, default=10_000, help="merged events/s for the lag run (default %(default)s)")
     parser.add_argument("--lag-events", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each phase, alternating; the best is shown")
-    parser.add_argument("--signed", action="store_true", help="poisonsim signs and checks every record (HMAC-SHA256)")
+    parser.add_argument("--insecure-unsigned", action="store_true",
+                        help="poisonsim neither signs nor checks records (default: HMAC-SHA256 on every record)")
     args = parser.parse_args()
     os.environ.pop("POISONSIM_SIGNING_KEY", None)
-    if args.signed:
+    if not args.insecure_unsigned:
         os.environ["POISONSIM_SIGNING_KEY"] = "00" * 32
     logging.basicConfig(level=logging.WARNING)
     broker = None

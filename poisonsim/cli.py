@@ -132,7 +132,30 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("results", type=Path, help="results directory of `poisonsim sweep` or of `poisonsim run --out`")
     report.add_argument("--run", help="run id for the over-time figure, e.g. p0003-s1 (default: strongest attacker)")
     report.set_defaults(handler=_report)
+    keygen = commands.add_parser(
+        "keygen", help="make a signing key for the Kafka processes (printed, or written to a file)",
+        description="Print a fresh random signing key (hex), or write it to FILE (owner-only) unless FILE exists; "
+                    "the processes of a deployment pass it with --signing-key-file FILE or POISONSIM_SIGNING_KEY. "
+                    "Without either they share the key made on first use in POISONSIM_KEY_DIR (default "
+                    "~/.config/poisonsim).",
+    )  # fmt: skip
+    keygen.add_argument("--out", type=Path, metavar="FILE", help="write the key here instead of printing it")
+    keygen.set_defaults(handler=_keygen)
     return parser
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from poisonsim.transport.signing import ensure_key_file, new_key
+
+    if args.out is None:
+        print(new_key())
+        return 0
+    try:
+        made = ensure_key_file(args.out)
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot write {args.out} ({exc.strerror})") from None
+    print(f"{'wrote a new key to' if made else 'kept the key already in'} {args.out}")
+    return 0
 
 
 def _plugged_commands() -> list:

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported: tests and their subprocesses
+# the Kafka processes the tests start sign with this run's own deployment key, never the user's
+os.environ.setdefault("POISONSIM_KEY_DIR", tempfile.mkdtemp(prefix="poisonsim-keys-"))
 from poisonsim.services.broker import tansu_binary  # noqa: E402
 
 ROOT = Path(__file__).parent.parent

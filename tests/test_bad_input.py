@@ -148,6 +148,7 @@ FLAGS = [  # (command, what the error must name)
 
 def test_bad_process_flags_are_refused_before_connecting(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("POISONSIM_")}
+    env["POISONSIM_KEY_DIR"] = str(tmp_path / "keys")  # the deployment key a process makes, never the user's
     processes = []
     for args, _ in FLAGS:
         where = ["--checkpoint-dir", str(tmp_path)] if args[0] == "consume" else []  # consume's own flag
@@ -160,7 +161,7 @@ def test_bad_process_flags_are_refused_before_connecting(tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
             raise AssertionError(f"{args}: not refused before connecting (still running)") from None
-        lines = [line for line in err.splitlines() if "WARNING" not in line]  # the no-signing-key warning
+        lines = [line for line in err.splitlines() if " INFO " not in line]  # the signing key's origin
         assert process.returncode == 2 and expected in err and "Traceback" not in err, (args, err)
         assert len(lines) == 1, (args, err)
 

@@ -19,6 +19,7 @@ never interrupted.
 
 from __future__ import annotations
 
+import collections
 import gc
 import logging
 import time
@@ -72,6 +73,7 @@ class LearnerProcess:
         self.last_id = [-1, -1]  # per topic: the id of the last event read from it
         self.counts = {"events": [0, 0], "dead_letters": {}}  # what the checkpoint carries over to the metrics
         self.dead_letters: kafka_io.DeadLetters | None = None
+        self._withheld: dict[str, int] = {}  # dead letters withheld past the rate, as the metrics have them
         self._started: float | None = None
         self._restore()
         self.collector.update(self.learner)
@@ -210,26 +212,32 @@ class LearnerProcess:
                 self.last_id[part.stream] = int(batch.ids[-1])
             if part.ignored:
                 self.metrics.ignored.inc(part.ignored)
-            for reason in part.dead:
-                self._count_dead_letter(reason)
+            for reason, n in collections.Counter(part.dead).items():
+                self._count_dead_letter(reason, n)
             arrived += len(batch)
         self._dead_letter_conflicts()
+        self._count_withheld()
         return arrived
 
-    def _count_dead_letter(self, reason: str) -> None:
-        self.metrics.dead_letters.labels(reason=reason).inc()
-        self.counts["dead_letters"][reason] = self.counts["dead_letters"].get(reason, 0) + 1
+    def _count_dead_letter(self, reason: str, n: int = 1) -> None:
+        self.metrics.dead_letters.labels(reason=reason).inc(n)
+        self.counts["dead_letters"][reason] = self.counts["dead_letters"].get(reason, 0) + n
 
     def _dead_letter_conflicts(self) -> None:
         """Each copy of an id that arrived twice with different content: not learned, dead-lettered."""
         for event_id, stream, offset in self.merger.conflicts:
             topic = self.options.topics[stream]
-            log.error("conflict: event %d arrived twice with different content (%s offset %d); neither is learned",
-                      event_id, topic, offset)  # fmt: skip
             record = kafka_io.RecordAt(topic, self.receiver.partition_of(stream), offset, key=self.key)
-            self.dead_letters.send(record, "conflict", f"event {event_id} held with other content")
+            self.receiver.dead_letter(record, "conflict", f"event {event_id} arrived twice with different "
+                                      "content; neither is learned")  # fmt: skip
             self._count_dead_letter("conflict")
         self.merger.conflicts.clear()
+
+    def _count_withheld(self) -> None:
+        """The dead letters withheld past the topic's rate since the last call, into the metrics."""
+        for reason, n in self.dead_letters.withheld.items():
+            self.metrics.withheld.labels(reason=reason).inc(n - self._withheld.get(reason, 0))
+        self._withheld = dict(self.dead_letters.withheld)
 
     def _feed(self) -> int:
         released = 0

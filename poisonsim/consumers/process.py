@@ -81,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
     key = kafka_io.scenario_key(scenario).decode()
     checkpoint_path = args.checkpoint_dir / f"{key}.npz"
     topics = (args.benign_topic, args.attack_topic)
-    registry, stop, signer = CollectorRegistry(), service.StopFlag(log), service.signer(args, log)
+    registry, stop = CollectorRegistry(), service.StopFlag(log)
     if args.role == "detector":
         from poisonsim.consumers.detector import DetectorProcess, detector_for
 
@@ -95,6 +95,7 @@ def main(args: argparse.Namespace) -> int:
                          scenario.model.kind)  # fmt: skip
                 return 0
         log.info("detector: %s", args.detector)
+        signer = service.signer(args, log)
 
         process = DetectorProcess(scenario, settings, topics, args.group_id or "poisonsim-detector",
                                   args.snapshot or checkpoint_path, args.detector, registry, stop, signer)  # fmt: skip
@@ -112,6 +113,7 @@ def main(args: argparse.Namespace) -> int:
 
     from poisonsim.consumers.learner import LearnerOptions, LearnerProcess
 
+    signer = service.signer(args, log)
     options = LearnerOptions(
         topics, args.dead_letter_topic, args.group_id or "poisonsim-learner", checkpoint_path,
         args.checkpoint_interval, args.fresh, args.stall_seconds, args.gap_timeout, partitions=args.partitions,

@@ -59,7 +59,12 @@ class ConsumerMetrics:
         self.events = Counter("poisonsim_events", "Events learned, by the stream each belongs to (benign or attack)", ["stream"],
                               registry=registry)  # fmt: skip
         self.dead_letters = Counter(
-            "poisonsim_dead_letters", "Messages sent to the dead-letter topic, by reason", ["reason"], registry=registry
+            "poisonsim_dead_letters", "Records refused, by reason (each counted; the dead-letter topic gets them at a "
+            "bounded rate)", ["reason"], registry=registry
+        )
+        self.withheld = Counter(
+            "poisonsim_dead_letters_withheld", "Refused records not written to the dead-letter topic (past its rate), "
+            "by reason", ["reason"], registry=registry
         )
         self.duplicates = Counter(
             "poisonsim_duplicate_events", "Redelivered events dropped (already learned or buffered)", registry=registry
@@ -89,6 +94,7 @@ class ConsumerMetrics:
             self.lag.labels(stream=stream)
         for reason in REASONS:
             self.dead_letters.labels(reason=reason)
+            self.withheld.labels(reason=reason)
 
 
 class ProducerMetrics:
@@ -265,15 +271,58 @@ def _confusion(s: dict) -> tuple[int, int, int, int]:
     return tp, s["alarms"] - tp, s["correct"] - tp, s["poison"] - tp
 
 
+METRICS_PATH, HEALTH_PATH = "/metrics", "/healthz"
+
+
+def metrics_app(registry: CollectorRegistry):
+    """The WSGI app of one registry: the exposition at ``/metrics``, ``ok`` at ``/healthz``, 404 elsewhere.
+
+    >>> from wsgiref.util import setup_testing_defaults
+    >>> def get(path):
+    ...     environ, status = {"PATH_INFO": path}, []
+    ...     setup_testing_defaults(environ)
+    ...     body = b"".join(metrics_app(CollectorRegistry())(environ, lambda s, h: status.append(s)))
+    ...     return status[0], body[:20]
+    >>> get("/metrics")[0], get("/healthz"), get("/")[0], get("/metrics/x")[0]
+    ('200 OK', ('200 OK', b'ok\\n'), '404 Not Found', '404 Not Found')
+    """
+    from prometheus_client import make_wsgi_app
+
+    exposition = make_wsgi_app(registry)
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == METRICS_PATH:
+            return exposition(environ, start_response)
+        found = path == HEALTH_PATH
+        start_response("200 OK" if found else "404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"ok\n" if found else f"not found; the metrics are at {METRICS_PATH}\n".encode()]
+
+    return app
+
+
 class MetricsServer:
-    """The ``/metrics`` endpoint of one registry; loopback unless told otherwise."""
+    """The ``/metrics`` endpoint of one registry (and ``/healthz``; 404 elsewhere), served by a daemon thread;
+    loopback unless told otherwise."""
 
     def __init__(self, registry: CollectorRegistry, port: int, address: str = "127.0.0.1"):
-        from prometheus_client import start_http_server
+        import socket
+        from socketserver import ThreadingMixIn
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-        self._server, self._thread = start_http_server(port, addr=address, registry=registry)
+        class Server(ThreadingMixIn, WSGIServer):
+            daemon_threads = True
+            address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, *args) -> None:  # no line per scrape
+                pass
+
+        self._server = make_server(address, port, metrics_app(registry), Server, handler_class=Quiet)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+        self._thread.start()
         self.address, self.port = self._server.server_address[:2]
-        log.info("metrics at http://%s:%d/metrics", self.address, self.port)
+        log.info("metrics at http://%s:%d%s", self.address, self.port, METRICS_PATH)
 
     def close(self) -> None:
         self._server.shutdown()

@@ -63,7 +63,12 @@ def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
                        help="partitions of topics this process creates when missing (default %(default)s)")  # fmt: skip
     kafka.add_argument("--signing-key-file", default=_env("SIGNING_KEY_FILE"), metavar="PATH",
                        help="key that signs (producers) and verifies (consumers) every record; or the key itself "
-                       "in POISONSIM_SIGNING_KEY (hex). Without one, records are neither signed nor checked")  # fmt: skip
+                       "in POISONSIM_SIGNING_KEY (hex); default: this machine's deployment key, made on first use "
+                       "(POISONSIM_KEY_DIR, else ~/.config/poisonsim/signing.key)")  # fmt: skip
+    kafka.add_argument("--insecure-unsigned", action="store_true", default=_env("INSECURE_UNSIGNED") == "1",
+                       help="neither sign nor check records: anyone who can write the topics can forge events and "
+                       "ground truth, and a forged copy of a coming event takes its place (POISONSIM_INSECURE_"
+                       "UNSIGNED=1)")  # fmt: skip
 
 
 def check_number(flag: str, value: float, low: float = 0, what: str = "a number") -> None:
@@ -87,18 +92,22 @@ def kafka_settings(args: argparse.Namespace) -> KafkaSettings:
 
 
 def signer(args: argparse.Namespace, log: logging.Logger):
-    """The record signer the flags give, or None (and a warning: anyone who can write the topics can forge)."""
+    """The record signer the flags give (see :mod:`poisonsim.transport.signing`), or None with
+    ``--insecure-unsigned`` (and a warning: anyone who can write the topics can forge)."""
     from poisonsim.transport.signing import load_signer
 
+    if args.insecure_unsigned:
+        log.warning("--insecure-unsigned: records are neither signed nor checked, so anyone who can write the "
+                    "topics can forge events and ground truth, and a forged copy of a coming event takes the real "
+                    "one's place (the real one is then counted in poisonsim_duplicate_events_total, or with other "
+                    "content still held, both in poisonsim_skipped_events_total)")  # fmt: skip
+        return None
     try:
-        loaded = load_signer(args.signing_key_file)
+        loaded, origin = load_signer(args.signing_key_file)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if loaded is None:
-        log.warning("no signing key (--signing-key-file or POISONSIM_SIGNING_KEY): records are not signed or "
-                    "checked, so anyone who can write the topics can forge events and ground truth")  # fmt: skip
+    log.info("records signed and checked with the key from %s", origin)
     return loaded
-
 
 def add_metrics_arguments(parser: argparse.ArgumentParser, default_port: int | None) -> None:
     env_port = os.environ.get("POISONSIM_METRICS_PORT")

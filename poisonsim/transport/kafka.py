@@ -214,7 +214,7 @@ class EventSender:
     def _headers(self, value: bytes, bits: bytes) -> list[tuple[str, bytes]]:
         if self.signer is None:
             return [(TRUTH_HEADER, bits)]
-        return [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, self.signer.sign(self.key, value, bits))]
+        return [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, self.signer.sign(self.key, self.topic, value, bits))]
 
     def _send_one(self, value: bytes, bits: bytes) -> None:
         from kafka.errors import KafkaTimeoutError

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from poisonsim.transport.codec import TRUTH_HEADER, Codec, Decoded
-from poisonsim.transport.dead_letters import DeadLetters, RecordAt
+from poisonsim.transport.dead_letters import DeadLetters, RecordAt, RefusalLog
 from poisonsim.transport.signing import SIGNATURE_HEADER, Signer
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class EventReceiver:
 
         self.key, self.codec, self.dead_letters, self.group_id = key, codec, dead_letters, group_id
         self.settings, self.signer, self._probe = settings, signer, None
+        self.refusals = RefusalLog(log.warning)
         # small fetches keep the topics interleaved (a broker may fill a fetch with one partition first),
         # so the merge buffers little
         config = {"enable_auto_commit": False, "auto_offset_reset": "earliest", "max_poll_records": 20_000,
@@ -87,6 +88,7 @@ class EventReceiver:
     def poll(self, timeout_ms: int) -> list[Received]:
         from kafka.errors import CorruptRecordError
 
+        self.refusals.tick()
         try:
             fetched = self.consumer.poll(timeout_ms=timeout_ms)
         except CorruptRecordError as exc:  # a record the client library cannot parse: skip it, dead-lettered
@@ -105,18 +107,22 @@ class EventReceiver:
                 truths.append(headers[0][1])
             elif not unsigned and len(headers) == 2 and headers[0][0] == TRUTH_HEADER \
                     and headers[1][0] == SIGNATURE_HEADER and type(r.value) is bytes \
-                    and self.signer.verify(key, r.value, headers[0][1], headers[1][1]):  # fmt: skip
-                screened.append(r)
-                truths.append(headers[0][1])
+                    and type(headers[0][1]) is bytes and type(headers[1][1]) is bytes:  # fmt: skip
+                if self.signer.verify(key, r.topic, r.value, headers[0][1], headers[1][1]):
+                    screened.append(r)
+                    truths.append(headers[0][1])
+                else:  # the usual shape, a wrong tag: refused without screening (and verifying) again
+                    self.dead_letter(r, "bad_signature", "signature does not match")
+                    refused.append(("bad_signature", ""))
             elif reason := self._screen(r):
-                self._dead_letter(r, *reason)
+                self.dead_letter(r, *reason)
                 refused.append(reason)
             else:
                 screened.append(r)
                 truths.append(_truth_header(headers))
         decoded = self.codec.decode_many([r.value for r in screened], truths)
         for i, error in decoded.errors:
-            self._dead_letter(screened[i], error.reason, error.detail)
+            self.dead_letter(screened[i], error.reason, error.detail)
         offsets = np.array([r.offset for r in screened], dtype=np.int64)[decoded.message]
         dead = [reason for reason, _ in refused] + [error.reason for _, error in decoded.errors]
         return Received(stream, decoded, offsets, records[-1].offset + 1, len(records) - len(mine), dead)
@@ -133,13 +139,13 @@ class EventReceiver:
             return "empty", "no value"
         if self.signer is not None:
             tag = dict(headers).get(SIGNATURE_HEADER)
-            if not self.signer.verify(self.key, record.value, _truth_header(headers), tag):
+            if not self.signer.verify(self.key, record.topic, record.value, _truth_header(headers), tag):
                 return "bad_signature", "no signature" if tag is None else "signature does not match"
         return None
 
-    def _dead_letter(self, record, reason: str, detail: str) -> None:
-        log.warning("dead letter: %s[%s] offset %d: %s: %s", record.topic, record.partition, record.offset, reason,
-                    detail)  # fmt: skip
+    def dead_letter(self, record, reason: str, detail: str) -> None:
+        """Log (in aggregate) and publish (at a bounded rate) the refusal of ``record``."""
+        self.refusals.refused(record, reason, detail)
         if self.dead_letters is not None:
             self.dead_letters.send(record, reason, detail)
 
@@ -150,7 +156,7 @@ class EventReceiver:
         if tp is None:
             raise exc  # not a record of ours: a real error
         offset = positions[tp]
-        self._dead_letter(RecordAt(tp.topic, tp.partition, offset), "unreadable", str(exc))
+        self.dead_letter(RecordAt(tp.topic, tp.partition, offset), "unreadable", str(exc))
         self.consumer.seek(tp, offset + 1)
         empty = self.codec.decode_many([], [])
         return Received(self._stream[tp.topic], empty, np.zeros(0, np.int64), offset + 1, 0, ["unreadable"])
@@ -222,6 +228,7 @@ class EventReceiver:
             log.warning("offset commit failed (%s); the checkpoint still holds them", exc)
 
     def close(self) -> None:
+        self.refusals.flush()
         if self._probe is not None:
             self._probe.close()
         self.consumer.close(autocommit=False)

@@ -1,15 +1,21 @@
-"""An outside client that is not our codec or producer writes into the stream topics of a signed run.
+"""An outside client that is not our codec or producer writes into the stream topics of a run started the
+default way (signed with the deployment key the processes make on first use).
 
 Poison pills (a header name that is not UTF-8, repeated headers, a value past
-the broker's 1 MB, forged and unsigned records carrying real ids, malformed
-payloads) arrive interleaved with the real stream: every one lands in the
-dead-letter topic with its reason and is counted, the learner ends exactly as
-the embedded run, and the detector keeps running. A forged flood repeating
-one future id costs bounded memory and skips no real event.
+the broker's 1 MB, forged and unsigned records carrying real ids, a real
+record signed for the other topic, malformed payloads) arrive interleaved
+with the real stream: every one lands in the dead-letter topic with its
+reason and is counted, the learner ends exactly as the embedded run, and the
+detector keeps running. A flood of forged copies of coming events is refused
+at a bounded cost in dead letters and log lines and takes no real event's
+place. On an explicitly unsigned run (``--insecure-unsigned``) a flood
+repeating one future id costs bounded memory and skips no real event, and two
+copies of an id with different content are neither learned.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import urllib.request
@@ -32,10 +38,11 @@ from test_kafka_e2e import CENTROID, malformed_corpus
 
 from poisonsim.pipeline.engine import World
 from poisonsim.transport.codec import TRUTH_HEADER, Codec
+from poisonsim.transport.dead_letters import LOG_INTERVAL_S, PUBLISH_BURST, PUBLISH_PER_S
 from poisonsim.transport.kafka import KafkaSettings, ensure_topics
-from poisonsim.transport.signing import SIGNATURE_HEADER, Signer
+from poisonsim.transport.signing import SIGNATURE_HEADER, Signer, load_signer
 
-KEY = bytes(range(32))
+UNSIGNED = "--insecure-unsigned"  # the flood and conflict tests: what unsigned topics let through
 PACED = ["--rate", "4000"]  # 20,000 events in about 5 s: the pills sent meanwhile land between real records
 
 
@@ -59,40 +66,62 @@ def real_message(world: World, codec: Codec, event_id: int) -> tuple[bytes, byte
     raise AssertionError(f"no event {event_id}")
 
 
-def hostile_records(codec: Codec, world: World, key: bytes) -> list[tuple[bytes | None, list, str]]:
-    """(value, headers, expected dead-letter reason) of every record the outside client sends."""
-    signer, stranger = Signer(KEY), Signer(b"s" * 32)
+def forged_copies(world: World, codec: Codec, first: int, count: int) -> list[tuple[bytes, bytes]]:
+    """A message (value, truth header) per event ``first`` .. ``first + count - 1``, its first feature +0.5."""
+    stream, seen, messages = world.stream(), 0, []
+    for size in world.batch_sizes():
+        batch, truth = stream.next_batch(size)
+        rows = np.flatnonzero((batch.ids >= first) & (batch.ids < first + count))
+        if len(rows):
+            picked = batch.select(rows)
+            moved = dataclasses.replace(picked, x=picked.x + np.float32([0.5] + [0] * (picked.n_features - 1)))
+            messages += codec.encode(moved, truth.select(rows), 1)
+        seen += size
+        if seen >= first + count:
+            return messages
+    raise AssertionError(f"the stream ends before event {first + count - 1}")
+
+
+def hostile_records(codec: Codec, world: World, key: bytes, topics, signer: Signer) -> list[tuple[str, bytes | None,
+                                                                                              list, str]]:  # fmt: skip
+    """(topic, value, headers, expected dead-letter reason) of every record the outside client sends; ``signer``
+    holds the deployment's key (an insider's malformed records are signed with it)."""
+    stranger = Signer(b"s" * 32)
     records = []
-    for value, bits, reason in malformed_corpus(codec, seed=1)[::3]:  # an insider's malformed records, signed
+    for i, (value, bits, reason) in enumerate(malformed_corpus(codec, seed=1)[::3]):
+        topic = topics.benign if i % 2 else topics.attack
         if value is not None and bits is not None:
-            records.append((value, [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, signer.sign(key, value, bits))], reason))
+            headers = [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, signer.sign(key, topic, value, bits))]
+            records.append((topic, value, headers, reason))
         else:
-            records.append((value, [] if bits is None else [(TRUTH_HEADER, bits)], reason if value is None else
+            records.append((topic, value, [] if bits is None else [(TRUTH_HEADER, bits)], reason if value is None else
                             "bad_signature"))  # fmt: skip
     value, bits = real_message(world, codec, 12_345)
     forged = bytearray(value)
     forged[-4:] = np.float32(9.0).tobytes()  # the real id, another feature value
     flipped = bytes([bits[0], bits[1] ^ 1])  # the real event, its ground truth flipped
     big = bytes(1_048_000)
+    sign = lambda topic, value, bits: [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, signer.sign(key, topic, value, bits))]  # noqa: E731
+    benign, attack = topics.benign, topics.attack
     records += [
-        (value, [(RawName("truth"), bits)], "unreadable"),
-        (value, [(TRUTH_HEADER, bits), (TRUTH_HEADER, bits), (SIGNATURE_HEADER, signer.sign(key, value, bits))],
-         "bad_header"),
-        (bytes(forged), [(TRUTH_HEADER, bits)], "bad_signature"),
-        (bytes(forged), [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, stranger.sign(key, bytes(forged), bits))],
-         "bad_signature"),
-        (value, [(TRUTH_HEADER, flipped), (SIGNATURE_HEADER, signer.sign(key, value, bits))], "bad_signature"),
-        (big, [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, signer.sign(key, big, bits))], "oversized"),
+        (benign, value, [(RawName("truth"), bits)], "unreadable"),
+        (attack, value, [(TRUTH_HEADER, bits), *sign(attack, value, bits)], "bad_header"),
+        (benign, bytes(forged), [(TRUTH_HEADER, bits)], "bad_signature"),
+        (attack, bytes(forged), [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, stranger.sign(key, attack, bytes(forged),
+                                                                                          bits))], "bad_signature"),
+        (benign, value, [(TRUTH_HEADER, flipped), sign(benign, value, bits)[1]], "bad_signature"),
+        (benign, value, sign(attack, value, bits), "bad_signature"),  # a real record, signed for the other topic
+        (attack, big, sign(attack, big, bits), "oversized"),
     ]  # fmt: skip
     return records
 
 
-def send_all(broker, topics, key: bytes, records) -> None:
+def send_all(broker, key: bytes, records) -> None:
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, max_request_size=4_000_000)
-    for i, (value, headers, _) in enumerate(records):
-        producer.send(topics.benign if i % 2 else topics.attack, value, key=key, headers=headers, partition=0)
+    for topic, value, headers, _ in records:
+        producer.send(topic, value, key=key, headers=headers, partition=0)
         producer.flush()  # one record per batch: kafka-python cannot read past an unparseable record in its batch
     producer.close()
 
@@ -116,24 +145,22 @@ def read_dead_letters(broker, topic: str, expected: int) -> list:
 @pytest.mark.slow
 def test_poison_pills_are_dead_lettered_and_the_signed_run_ends_as_embedded(broker, topics, tmp_path):
     scenario, world, codec, key = scenario_parts(CENTROID)
-    records = hostile_records(codec, world, key)
-    (tmp_path / "key").write_text(KEY.hex())
-    signed = ["--signing-key-file", tmp_path / "key"]
+    records = hostile_records(codec, world, key, topics, load_signer()[0])  # the key the processes make or find
     ensure_topics(KafkaSettings(broker.bootstrap), [topics.benign, topics.attack], partitions=1)
-    send_all(broker, topics, key, records[: len(records) // 2])  # ahead of the real stream ...
+    send_all(broker, key, records[: len(records) // 2])  # ahead of the real stream ...
 
     port = free_port()
-    producers = produce_both(broker, topics, CENTROID, tmp_path, *PACED, *signed)
+    producers = produce_both(broker, topics, CENTROID, tmp_path, *PACED)  # started the default way: signed
     learner = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port,
-                                                "--keep-serving", *signed), tmp_path / "consume.log")  # fmt: skip
+                                                "--keep-serving"), tmp_path / "consume.log")  # fmt: skip
     detector = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--role", "detector",
-                                                 "--no-metrics", *signed), tmp_path / "detector.log")  # fmt: skip
+                                                 "--no-metrics"), tmp_path / "detector.log")  # fmt: skip
     try:
         # ... and among it: once both producers publish, about 5 s of paced stream are left (not a fixed delay,
         # which a loaded machine could stretch past the stream's end)
         for role, producer in zip(("benign", "attack"), producers):
             wait_for_log(tmp_path / f"produce-{role}.log", "publishing the", timeout=60, process=producer)
-        send_all(broker, topics, key, records[len(records) // 2 :])
+        send_all(broker, key, records[len(records) // 2 :])
         wait_all(producers, timeout=120, logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"])
         wait_for_log(tmp_path / "consume.log", "serving metrics until SIGTERM", timeout=120, process=learner)
         exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
@@ -189,8 +216,8 @@ def test_a_replay_flood_of_one_future_id_costs_bounded_memory_and_skips_nothing(
     producer.flush()
     producer.close()
 
-    producers = produce_both(broker, topics, CENTROID, tmp_path)
-    learner = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--no-metrics"),
+    producers = produce_both(broker, topics, CENTROID, tmp_path, UNSIGNED)
+    learner = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--no-metrics", UNSIGNED),
                                 tmp_path / "consume.log")  # fmt: skip
     sampled: list[float] = []
     sampler = threading.Thread(target=lambda: sampled.append(peak_rss_mib(learner)))
@@ -210,11 +237,11 @@ def test_two_copies_of_an_id_with_different_content_are_neither_learned(broker, 
     forged = bytearray(value)
     forged[-4:] = np.float32(9.0).tobytes()
     ensure_topics(KafkaSettings(broker.bootstrap), [topics.benign, topics.attack], partitions=1)
-    send_all(broker, topics, key, [(bytes(forged), [(TRUTH_HEADER, bits)], "conflict")])
-    producers = produce_both(broker, topics, CENTROID, tmp_path)
+    send_all(broker, key, [(topics.attack, bytes(forged), [(TRUTH_HEADER, bits)], "conflict")])
+    producers = produce_both(broker, topics, CENTROID, tmp_path, UNSIGNED)
     port = free_port()
     learner = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port,
-                                                "--keep-serving"), tmp_path / "consume.log")  # fmt: skip
+                                                "--keep-serving", UNSIGNED), tmp_path / "consume.log")  # fmt: skip
     try:
         wait_all(producers, timeout=120, logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"])
         wait_for_log(tmp_path / "consume.log", "serving metrics until SIGTERM", timeout=120, process=learner)
@@ -227,3 +254,43 @@ def test_two_copies_of_an_id_with_different_content_are_neither_learned(broker, 
     dead = read_dead_letters(broker, topics.dead_letter, 2)
     assert [dict(r.headers)["reason"] for r in dead] == [b"conflict", b"conflict"]
     assert {dict(r.headers)["source-topic"].decode() for r in dead} == {topics.attack, topics.benign}
+
+
+@pytest.mark.slow
+def test_a_flood_of_forged_coming_events_is_refused_at_a_bounded_cost(broker, topics, tmp_path):
+    """Run started the default way: ahead of the stream, 20,000 forged copies of the coming events 5,000-14,999
+    (first feature +0.5), half without a tag, half with a random one."""
+    from kafka import KafkaProducer
+
+    scenario, world, codec, key = scenario_parts(CENTROID)
+    forged = forged_copies(world, codec, 5_000, 10_000)
+    rng = np.random.default_rng(7)
+    ensure_topics(KafkaSettings(broker.bootstrap), [topics.benign, topics.attack], partitions=1)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    for value, bits in forged + forged:
+        tag = [(SIGNATURE_HEADER, rng.bytes(32))] if rng.random() < 0.5 else []
+        producer.send(topics.benign, value, key=key, headers=[(TRUTH_HEADER, bits), *tag], partition=0)
+    producer.flush()
+    producer.close()
+    flood = 2 * len(forged)
+
+    port = free_port()
+    producers = produce_both(broker, topics, CENTROID, tmp_path)
+    started = time.monotonic()
+    learner = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port,
+                                                "--keep-serving"), tmp_path / "consume.log")  # fmt: skip
+    try:
+        wait_all(producers, timeout=120, logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"])
+        wait_for_log(tmp_path / "consume.log", "serving metrics until SIGTERM", timeout=180, process=learner)
+        elapsed = time.monotonic() - started
+        exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        stop_all(learner)
+    assert read_summary(tmp_path / "out") == embedded(CENTROID)[0]  # nothing forged learned, no real event lost
+    assert f'poisonsim_dead_letters_total{{reason="bad_signature"}} {float(flood)}' in exposition  # every one counted
+    withheld = float(exposition.split('poisonsim_dead_letters_withheld_total{reason="bad_signature"} ')[1].split()[0])
+    written = flood - int(withheld)
+    assert PUBLISH_BURST <= written <= PUBLISH_BURST + PUBLISH_PER_S * elapsed  # the topic gets a bounded share
+    assert len(read_dead_letters(broker, topics.dead_letter, written)) == written
+    lines = [line for line in (tmp_path / "consume.log").read_text().splitlines() if "dead letter" in line]
+    assert 1 <= len(lines) <= 2 * (elapsed / LOG_INTERVAL_S + 2)  # per interval: the first in full, then a count

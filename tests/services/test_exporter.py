@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -114,6 +115,20 @@ def test_the_metrics_endpoint_binds_to_loopback_by_default():
     try:
         assert server.address == "127.0.0.1"
         assert urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5).status == 200
+    finally:
+        server.close()
+
+
+def test_the_metrics_endpoint_answers_on_its_paths_alone():
+    server = MetricsServer(CollectorRegistry(), 0)
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        assert urllib.request.urlopen(f"{base}/healthz", timeout=5).read() == b"ok\n"
+        for path in ("/", "/metric", "/metrics/x", "/index.html", "/favicon.ico"):
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(base + path, timeout=5)
+            assert answer.value.code == 404, path
+        assert b"# HELP" not in urllib.request.urlopen(f"{base}/healthz", timeout=5).read()
     finally:
         server.close()
 

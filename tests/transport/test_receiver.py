@@ -11,10 +11,12 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from poisonsim.events import EventBatch, Truth
 from poisonsim.transport.codec import TRUTH_HEADER, Codec
+from poisonsim.transport.dead_letters import RefusalLog
 from poisonsim.transport.receiver import EventReceiver
 from poisonsim.transport.signing import SIGNATURE_HEADER, Signer
 
 KEY = b"scenario-0123"
+TOPIC = "t"
 CODEC = Codec(n_features=2, n_classes=2, n_events=100)
 
 
@@ -31,12 +33,12 @@ class Collected:
 def receiver(signer=None) -> tuple[EventReceiver, Collected]:
     dead = Collected()
     r = EventReceiver.__new__(EventReceiver)  # no consumer: only the decoding path is exercised
-    r.key, r.codec, r.dead_letters, r.signer = KEY, CODEC, dead, signer
+    r.key, r.codec, r.dead_letters, r.signer, r.refusals = KEY, CODEC, dead, signer, RefusalLog()
     return r, dead
 
 
-def record(offset: int, value, headers, key: bytes = KEY) -> ConsumerRecord:
-    return ConsumerRecord("t", 0, -1, offset, 0, 0, key, value, headers, None, 0, 0, 0)
+def record(offset: int, value, headers, key: bytes = KEY, topic: str = TOPIC) -> ConsumerRecord:
+    return ConsumerRecord(topic, 0, -1, offset, 0, 0, key, value, headers, None, 0, 0, 0)
 
 
 def message(event_id: int) -> tuple[bytes, bytes]:
@@ -61,18 +63,20 @@ def test_null_repeated_and_missing_headers_are_dead_letters_and_the_rest_decodes
     assert got.ignored == 1 and got.next_offset == 6 and got.dead == ["bad_header"] * 3 + ["empty"]
 
 
-def test_with_a_key_only_records_signed_with_it_decode():
+def test_with_a_key_only_records_signed_with_it_for_their_own_topic_decode():
     signer = Signer(b"k" * 32)
     r, dead = receiver(signer)
     value, bits = message(7)
-    good = [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, signer.sign(KEY, value, bits))]
+    good = [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, signer.sign(KEY, TOPIC, value, bits))]
     forged_truth = [(TRUTH_HEADER, bytes([bits[0], bits[1] ^ 1])), good[1]]
-    other = [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, Signer(b"o" * 32).sign(KEY, value, bits))]
+    other = [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, Signer(b"o" * 32).sign(KEY, TOPIC, value, bits))]
     reordered = [good[1], good[0]]
+    elsewhere = [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, signer.sign(KEY, "attack", value, bits))]
     got = r._decode(0, [record(0, value, [(TRUTH_HEADER, bits)]), record(1, value, forged_truth),
-                        record(2, value, other), record(3, value, good), record(4, value, reordered)])  # fmt: skip
-    assert dead.sent == [(0, "bad_signature"), (1, "bad_signature"), (2, "bad_signature")]
-    assert got.offsets.tolist() == [3, 4]  # header order does not matter
+                        record(2, value, other), record(3, value, good), record(4, value, reordered),
+                        record(5, value, elsewhere)])  # fmt: skip
+    assert dead.sent == [(0, "bad_signature"), (1, "bad_signature"), (2, "bad_signature"), (5, "bad_signature")]
+    assert got.offsets.tolist() == [3, 4]  # header order does not matter; a record signed for another topic: refused
 
 
 class SlowProbe:

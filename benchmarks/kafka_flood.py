@@ -1,0 +1,225 @@
+"""What a flood of forged records costs a signed run, and how soon a fresh learner consumes, over a real broker.
+
+Two phases on fresh topics, alternating ``--repeat`` times (the best time of
+each kept, to see through other load on the machine), both signed as every
+run is by default:
+
+- clean: both producers publish the centroid-shift stream, then the learner
+  consumes it to its end;
+- flood: the same, with ``--flood`` records an outside client (kafka-python,
+  not our producer) sent ahead of the stream: forged copies of coming events
+  (the real ids, first feature +0.5) with a random tag.
+
+Printed for each: the learner's time (its first poll to the stream's end,
+``elapsed_seconds``), the flood's ratio to clean, the bytes the learner
+logged, and the dead letters counted, written and withheld. Then the time
+to first event: a ``poisonsim consume`` process started beside topics that
+already hold the stream, from its start to its metrics endpoint answering
+and to its stream position leaving 0 (sampled every 20 ms).
+
+    .venv/bin/python benchmarks/kafka_flood.py                 # starts a Tansu broker
+    .venv/bin/python benchmarks/kafka_flood.py --bootstrap-servers HOST:PORT --flood 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from poisonsim.config import Scenario  # noqa: E402
+from poisonsim.pipeline.engine import TIMING_FIELDS, World  # noqa: E402
+from poisonsim.transport.codec import TRUTH_HEADER, Codec  # noqa: E402
+from poisonsim.transport.kafka import KafkaSettings, ensure_topics, scenario_key  # noqa: E402
+from poisonsim.transport.signing import KEY_VARIABLE, SIGNATURE_HEADER  # noqa: E402
+
+OVERRIDES = ["stream.n_events=200000", "attack.start=2000", "attack.rate=0.2", "evaluation.every=10000"]
+
+
+def scenario() -> Scenario:
+    return Scenario.from_toml(ROOT / "scenarios/centroid_shift.toml", OVERRIDES)
+
+
+def forged_records(s: Scenario, count: int, seed: int = 0) -> list[tuple[bytes, list]]:
+    """``count`` forged copies of the stream's events from the 1,000th on (again from there past the stream's end),
+    one per message, with a random tag."""
+    world = World.build(s)
+    codec = Codec(world.source.n_features, world.source.n_classes, s.stream.n_events)
+    rng, stream, out = np.random.default_rng(seed), world.stream(), []
+    for size in world.batch_sizes():
+        batch, truth = stream.next_batch(size)
+        rows = np.flatnonzero(batch.ids >= 1000)[: count - len(out)]
+        if len(rows):
+            picked = batch.select(rows)
+            shift = np.zeros(picked.n_features, np.float32)
+            shift[0] = 0.5
+            for value, bits in codec.encode(dataclasses.replace(picked, x=picked.x + shift), truth.select(rows), 1):
+                out.append((value, [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, rng.bytes(32))]))
+        if len(out) == count:
+            return out
+    return [out[i % len(out)] for i in range(count)]
+
+
+def send_flood(settings: KafkaSettings, topic: str, key: bytes, records) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(**settings.client_config(), linger_ms=5, batch_size=256 * 1024)
+    for value, headers in records:
+        producer.send(topic, value, key=key, headers=headers, partition=0)
+    producer.flush()
+    producer.close()
+
+
+def topics_args(tag: str) -> SimpleNamespace:
+    return SimpleNamespace(benign_topic=f"fl{tag}.benign", attack_topic=f"fl{tag}.attack", partitions=1, rate=0.0,
+                           events_per_message=1, signing_key_file=None, insecure_unsigned=False)  # fmt: skip
+
+
+def produce_stream(settings: KafkaSettings, s: Scenario, args: SimpleNamespace) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from poisonsim.producers.process import produce
+
+    for role in ("benign", "attack"):
+        produce(s, role, settings, args, CollectorRegistry(), logging.getLogger("bench"), lambda: False)
+
+
+def learn(settings: KafkaSettings, s: Scenario, flood: list, state: Path) -> dict:
+    """One phase: the flood (if any) ahead of the stream, then the learner; its time, log bytes, dead letters."""
+    from prometheus_client import CollectorRegistry
+
+    from poisonsim.consumers.learner import LearnerOptions, LearnerProcess
+    from poisonsim.transport.signing import load_signer
+
+    tag, key = uuid.uuid4().hex[:8], scenario_key(s)
+    args = topics_args(tag)
+    ensure_topics(settings, [args.benign_topic, args.attack_topic])
+    if flood:
+        send_flood(settings, args.benign_topic, key, flood)
+    produce_stream(settings, s, args)
+    logged = io.StringIO()
+    handler = logging.StreamHandler(logged)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    registry = CollectorRegistry()
+    options = LearnerOptions((args.benign_topic, args.attack_topic), f"fl{tag}.dead", None, state / f"{tag}.npz",
+                             checkpoint_interval_s=5.0, signer=load_signer()[0])  # fmt: skip
+    try:
+        result = LearnerProcess(s, settings, options, registry, lambda: False).run()
+    finally:
+        root.removeHandler(handler)
+    assert result.summary["events_total"] == s.stream.n_events, "a real event was lost"
+    counted = sum(registry.get_sample_value("poisonsim_dead_letters_total", {"reason": r}) or 0
+                  for r in ("bad_signature",))  # fmt: skip
+    withheld = registry.get_sample_value("poisonsim_dead_letters_withheld_total", {"reason": "bad_signature"}) or 0
+    return {"seconds": result.summary["elapsed_seconds"], "log_bytes": len(logged.getvalue().encode()),
+            "dead": int(counted), "withheld": int(withheld), "summary": result.summary}  # fmt: skip
+
+
+def time_to_first_event(bootstrap: str, state: Path) -> tuple[float, float]:
+    """Seconds from starting ``poisonsim consume`` (topics already full) to its metrics answering, and to its
+    stream position leaving 0."""
+    from conftest import free_port
+
+    s, tag, port = scenario(), uuid.uuid4().hex[:8], free_port()
+    settings, args = KafkaSettings(bootstrap), topics_args(tag)
+    ensure_topics(settings, [args.benign_topic, args.attack_topic])
+    produce_stream(settings, s, args)
+    command = [sys.executable, "-m", "poisonsim.cli", "consume", "scenarios/centroid_shift.toml",
+               *(a for o in OVERRIDES for a in ("--set", o)), "--bootstrap-servers", bootstrap,
+               "--benign-topic", args.benign_topic, "--attack-topic", args.attack_topic,
+               "--dead-letter-topic", f"fl{tag}.dead", "--checkpoint-dir", str(state / tag), "--metrics-port",
+               str(port)]  # fmt: skip
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    answering = None
+    try:
+        while process.poll() is None and time.monotonic() - started < 120:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
+            except OSError:
+                time.sleep(0.02)
+                continue
+            answering = answering or time.monotonic() - started
+            position = re.search(r"^poisonsim_stream_position_events (\S+)", text, re.MULTILINE)
+            if position and float(position.group(1)) > 0:
+                return answering, time.monotonic() - started
+            time.sleep(0.02)
+        raise SystemExit("the learner never left stream position 0")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap-servers", help="use this broker instead of starting Tansu")
+    parser.add_argument("--flood", type=int, default=200_000, help="forged records ahead of the stream")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each phase, alternating; the best is shown")
+    args = parser.parse_args()
+    os.environ[KEY_VARIABLE] = "00" * 32  # the bench's own key: producers and learner in this process share it
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger().setLevel(logging.INFO)  # what a learner logs by default
+    logging.getLogger().handlers[0].setLevel(logging.WARNING)  # the console: warnings only
+    broker = None
+    if args.bootstrap_servers is None:
+        from conftest import free_port
+
+        from poisonsim.services.broker import tansu_binary
+
+        port = free_port()
+        url = f"tcp://127.0.0.1:{port}"
+        broker = subprocess.Popen([tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        args.bootstrap_servers = f"127.0.0.1:{port}"
+        time.sleep(0.5)
+    settings, state, s = KafkaSettings(args.bootstrap_servers), Path(tempfile.mkdtemp()), scenario()
+    try:
+        flood = forged_records(s, args.flood)
+        runs = {"clean": [], "flood": []}
+        for _ in range(args.repeat):
+            runs["clean"].append(learn(settings, s, [], state))
+            runs["flood"].append(learn(settings, s, flood, state))
+        best = {phase: min(r, key=lambda run: run["seconds"]) for phase, r in runs.items()}
+        learned = [{k: v for k, v in best[p]["summary"].items() if k not in TIMING_FIELDS} for p in ("clean", "flood")]
+        assert learned[0] == learned[1], "the flood changed what was learned"
+        print(f"centroid-shift, {s.stream.n_events:,} events (one per message), signed; flood: {args.flood:,} "
+              f"forged copies of coming events with a random tag, sent ahead of the stream")  # fmt: skip
+        print("| phase | learner s | vs clean | log bytes | dead letters counted | written | withheld |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for phase, run in best.items():
+            print(f"| {phase} | {run['seconds']:.2f} | {run['seconds'] / best['clean']['seconds']:.2f}x | "
+                  f"{run['log_bytes']:,} | {run['dead']:,} | {run['dead'] - run['withheld']:,} | "
+                  f"{run['withheld']:,} |")  # fmt: skip
+        firsts = [time_to_first_event(args.bootstrap_servers, state) for _ in range(args.repeat)]
+        answering, first = min(f[0] for f in firsts), min(f[1] for f in firsts)
+        print(f"\ntime to first event of a fresh learner (topics already full): metrics answer after {answering:.2f} "
+              f"s, stream position > 0 after {first:.2f} s (best of {args.repeat})")  # fmt: skip
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+        if broker is not None:
+            broker.terminate()
+            broker.wait()
+
+
+if __name__ == "__main__":
+    main()
