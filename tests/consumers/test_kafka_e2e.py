@@ -119,9 +119,11 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_the_run_goes_on(brok
     producer.close()
 
     port = free_port()
-    producers = produce_both(broker, topics, CENTROID, tmp_path)
+    # unsigned, so that the codec itself screens them (a signed run refuses them before: test_hostile_client.py)
+    producers = produce_both(broker, topics, CENTROID, tmp_path, "--insecure-unsigned")
     consumer = poisonsim_process(
-        consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port, "--keep-serving"),
+        consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port, "--keep-serving",
+                        "--insecure-unsigned"),
         tmp_path / "consume.log",
     )  # fmt: skip
     try:
