@@ -24,7 +24,6 @@ and to its stream position leaving 0 (sampled every 20 ms).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import logging
 import os
@@ -45,6 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from conftest import forged_copies, free_port  # noqa: E402
+
+from benchmarks.kafka_throughput import local_broker  # noqa: E402
 from poisonsim.config import Scenario  # noqa: E402
 from poisonsim.pipeline.engine import TIMING_FIELDS, World  # noqa: E402
 from poisonsim.transport.codec import TRUTH_HEADER, Codec  # noqa: E402
@@ -60,22 +62,13 @@ def scenario() -> Scenario:
 
 def forged_records(s: Scenario, count: int, seed: int = 0) -> list[tuple[bytes, list]]:
     """``count`` forged copies of the stream's events from the 1,000th on (again from there past the stream's end),
-    one per message, with a random tag."""
+    one per message, each with a random tag."""
     world = World.build(s)
     codec = Codec(world.source.n_features, world.source.n_classes, s.stream.n_events)
-    rng, stream, out = np.random.default_rng(seed), world.stream(), []
-    for size in world.batch_sizes():
-        batch, truth = stream.next_batch(size)
-        rows = np.flatnonzero(batch.ids >= 1000)[: count - len(out)]
-        if len(rows):
-            picked = batch.select(rows)
-            shift = np.zeros(picked.n_features, np.float32)
-            shift[0] = 0.5
-            for value, bits in codec.encode(dataclasses.replace(picked, x=picked.x + shift), truth.select(rows), 1):
-                out.append((value, [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, rng.bytes(32))]))
-        if len(out) == count:
-            return out
-    return [out[i % len(out)] for i in range(count)]
+    copies = forged_copies(world, codec, 1000, min(count, s.stream.n_events - 1000))
+    rng = np.random.default_rng(seed)
+    return [(value, [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, rng.bytes(32))])
+            for value, bits in (copies[i % len(copies)] for i in range(count))]  # fmt: skip
 
 
 def send_flood(settings: KafkaSettings, topic: str, key: bytes, records) -> None:
@@ -128,9 +121,9 @@ def learn(settings: KafkaSettings, s: Scenario, flood: list, state: Path) -> dic
     finally:
         root.removeHandler(handler)
     assert result.summary["events_total"] == s.stream.n_events, "a real event was lost"
-    counted = sum(registry.get_sample_value("poisonsim_dead_letters_total", {"reason": r}) or 0
-                  for r in ("bad_signature",))  # fmt: skip
-    withheld = registry.get_sample_value("poisonsim_dead_letters_withheld_total", {"reason": "bad_signature"}) or 0
+    refused = {"reason": "bad_signature"}
+    counted = registry.get_sample_value("poisonsim_dead_letters_total", refused)
+    withheld = registry.get_sample_value("poisonsim_dead_letters_withheld_total", refused)
     return {"seconds": result.summary["elapsed_seconds"], "log_bytes": len(logged.getvalue().encode()),
             "dead": int(counted), "withheld": int(withheld), "summary": result.summary}  # fmt: skip
 
@@ -138,8 +131,6 @@ def learn(settings: KafkaSettings, s: Scenario, flood: list, state: Path) -> dic
 def time_to_first_event(bootstrap: str, state: Path) -> tuple[float, float]:
     """Seconds from starting ``poisonsim consume`` (topics already full) to its metrics answering, and to its
     stream position leaving 0."""
-    from conftest import free_port
-
     s, tag, port = scenario(), uuid.uuid4().hex[:8], free_port()
     settings, args = KafkaSettings(bootstrap), topics_args(tag)
     ensure_topics(settings, [args.benign_topic, args.attack_topic])
@@ -180,19 +171,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger().setLevel(logging.INFO)  # what a learner logs by default
     logging.getLogger().handlers[0].setLevel(logging.WARNING)  # the console: warnings only
-    broker = None
-    if args.bootstrap_servers is None:
-        from conftest import free_port
+    with local_broker(args.bootstrap_servers) as bootstrap:
+        run_phases(args, bootstrap)
 
-        from poisonsim.services.broker import tansu_binary
 
-        port = free_port()
-        url = f"tcp://127.0.0.1:{port}"
-        broker = subprocess.Popen([tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        args.bootstrap_servers = f"127.0.0.1:{port}"
-        time.sleep(0.5)
-    settings, state, s = KafkaSettings(args.bootstrap_servers), Path(tempfile.mkdtemp()), scenario()
+def run_phases(args: argparse.Namespace, bootstrap: str) -> None:
+    settings, state, s = KafkaSettings(bootstrap), Path(tempfile.mkdtemp()), scenario()
     try:
         flood = forged_records(s, args.flood)
         runs = {"clean": [], "flood": []}
@@ -210,15 +194,12 @@ def main() -> None:
             print(f"| {phase} | {run['seconds']:.2f} | {run['seconds'] / best['clean']['seconds']:.2f}x | "
                   f"{run['log_bytes']:,} | {run['dead']:,} | {run['dead'] - run['withheld']:,} | "
                   f"{run['withheld']:,} |")  # fmt: skip
-        firsts = [time_to_first_event(args.bootstrap_servers, state) for _ in range(args.repeat)]
+        firsts = [time_to_first_event(bootstrap, state) for _ in range(args.repeat)]
         answering, first = min(f[0] for f in firsts), min(f[1] for f in firsts)
         print(f"\ntime to first event of a fresh learner (topics already full): metrics answer after {answering:.2f} "
               f"s, stream position > 0 after {first:.2f} s (best of {args.repeat})")  # fmt: skip
     finally:
         shutil.rmtree(state, ignore_errors=True)
-        if broker is not None:
-            broker.terminate()
-            broker.wait()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ consumer's lag (its own metric) is sampled while they run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -38,6 +39,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -150,6 +152,26 @@ def lag_under_load(bootstrap: str, n_events: int, rate: float, state: Path) -> l
     return lags
 
 
+@contextlib.contextmanager
+def local_broker(bootstrap: str | None) -> Iterator[str]:
+    """``bootstrap``, or, when it is None, a Tansu broker started on a free port for as long as the block runs."""
+    if bootstrap is not None:
+        yield bootstrap
+        return
+    from poisonsim.services.broker import tansu_binary
+
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    broker = subprocess.Popen([tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(0.5)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        broker.terminate()
+        broker.wait()
+
+
 def _free_port() -> int:
     from conftest import free_port
 
@@ -172,17 +194,12 @@ def main() -> None:
     if not args.insecure_unsigned:
         os.environ["POISONSIM_SIGNING_KEY"] = "00" * 32
     logging.basicConfig(level=logging.WARNING)
-    broker = None
-    if args.bootstrap_servers is None:
-        from poisonsim.services.broker import tansu_binary
+    with local_broker(args.bootstrap_servers) as bootstrap:
+        run_phases(args, bootstrap)
 
-        port = _free_port()
-        url = f"tcp://127.0.0.1:{port}"
-        broker = subprocess.Popen([tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        args.bootstrap_servers = f"127.0.0.1:{port}"
-        time.sleep(0.5)
-    settings, state = KafkaSettings(args.bootstrap_servers), Path(tempfile.mkdtemp())
+
+def run_phases(args: argparse.Namespace, bootstrap: str) -> None:
+    settings, state = KafkaSettings(bootstrap), Path(tempfile.mkdtemp())
     try:
         print("| events per message | events | raw produce ev/s | raw consume ev/s | raw end to end ev/s | "
               "poisonsim produce ev/s | poisonsim consume ev/s | poisonsim end to end ev/s | ratio |")  # fmt: skip
@@ -194,16 +211,13 @@ def main() -> None:
             pp, pc = min(r[1][0] for r in runs), min(r[1][1] for r in runs)
             print(f"| {per_message} | {n:,} | {n / rp:,.0f} | {n / rc:,.0f} | {n / (rp + rc):,.0f} | {n / pp:,.0f} | "
                   f"{n / pc:,.0f} | {n / (pp + pc):,.0f} | {(rp + rc) / (pp + pc):.2f}x |", flush=True)  # fmt: skip
-        lags = lag_under_load(args.bootstrap_servers, args.lag_events, args.lag_rate, state)
+        lags = lag_under_load(bootstrap, args.lag_events, args.lag_rate, state)
         if lags:
             print(f"\nconsumer lag with producers at {args.lag_rate:,.0f} merged events/s (one per message), "
                   f"{len(lags)} samples: max {max(lags):,.0f} messages, last {lags[-1]:,.0f}, "
                   f"median {sorted(lags)[len(lags) // 2]:,.0f}")  # fmt: skip
     finally:
         shutil.rmtree(state, ignore_errors=True)
-        if broker is not None:
-            broker.terminate()
-            broker.wait()
 
 
 if __name__ == "__main__":

@@ -211,6 +211,27 @@ def scenario_parts(args: list[str]):
     return scenario, world, codec, scenario_key(scenario)
 
 
+def forged_copies(world, codec, first: int, count: int) -> list[tuple[bytes, bytes]]:
+    """A message (value, truth header) per event ``first`` .. ``first + count - 1`` of ``world``'s stream, its first
+    feature +0.5: a forged copy of a coming event, as an outside client would send it."""
+    import dataclasses
+
+    import numpy as np
+
+    stream, seen, messages = world.stream(), 0, []
+    for size in world.batch_sizes():
+        batch, truth = stream.next_batch(size)
+        rows = np.flatnonzero((batch.ids >= first) & (batch.ids < first + count))
+        if len(rows):
+            picked = batch.select(rows)
+            moved = dataclasses.replace(picked, x=picked.x + np.float32([0.5] + [0] * (picked.n_features - 1)))
+            messages += codec.encode(moved, truth.select(rows), 1)
+        seen += size
+        if seen >= first + count:
+            return messages
+    raise AssertionError(f"the stream ends before event {first + count - 1}")
+
+
 def read_summary(out) -> dict:
     from poisonsim.pipeline.engine import TIMING_FIELDS
 

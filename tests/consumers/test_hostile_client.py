@@ -15,7 +15,6 @@ copies of an id with different content are neither learned.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 import urllib.request
@@ -25,6 +24,7 @@ import pytest
 from conftest import (
     consume_command,
     embedded,
+    forged_copies,
     free_port,
     poisonsim_process,
     produce_both,
@@ -64,22 +64,6 @@ def real_message(world: World, codec: Codec, event_id: int) -> tuple[bytes, byte
             return codec.encode(batch.select(row), truth.select(row), 1)[0]
         seen += size
     raise AssertionError(f"no event {event_id}")
-
-
-def forged_copies(world: World, codec: Codec, first: int, count: int) -> list[tuple[bytes, bytes]]:
-    """A message (value, truth header) per event ``first`` .. ``first + count - 1``, its first feature +0.5."""
-    stream, seen, messages = world.stream(), 0, []
-    for size in world.batch_sizes():
-        batch, truth = stream.next_batch(size)
-        rows = np.flatnonzero((batch.ids >= first) & (batch.ids < first + count))
-        if len(rows):
-            picked = batch.select(rows)
-            moved = dataclasses.replace(picked, x=picked.x + np.float32([0.5] + [0] * (picked.n_features - 1)))
-            messages += codec.encode(moved, truth.select(rows), 1)
-        seen += size
-        if seen >= first + count:
-            return messages
-    raise AssertionError(f"the stream ends before event {first + count - 1}")
 
 
 def hostile_records(codec: Codec, world: World, key: bytes, topics, signer: Signer) -> list[tuple[str, bytes | None,
