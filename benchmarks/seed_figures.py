@@ -41,6 +41,7 @@ RULES = [f"defenses.isolation/{rule}.{k}" for rule in ("fraction", "threshold", 
 DRIFT = ["stream.n_events=6000", "evaluation.every=64", "attack.start=3000",
          "defense=[{kind='fine-pruning',when='drift',detector='page-hinkley',every=1000}]"]  # fmt: skip
 ANALYSIS = ["stream.n_events=6000", "evaluation.every=6000", "defense=[{kind='activation-analysis'}]"]
+TWIN = ("twin_", "accuracy_drop", "disagreement")  # figures that need the clean twin: without them, no twin
 
 
 def _after(start: int) -> Callable[[object], dict]:
@@ -202,7 +203,9 @@ def measure(case: str, seed: int) -> dict:
     from poisonsim.pipeline.engine import run
 
     path, overrides, keys, derive = CASES[case]
-    result = run(Scenario.from_toml(ROOT / "scenarios" / path, [*overrides, f"seed={seed}"]))
+    twin = any(word in key for key in keys for word in TWIN)
+    result = run(Scenario.from_toml(ROOT / "scenarios" / path, [*overrides, f"seed={seed}",
+                                                                f"evaluation.twin={str(twin).lower()}"]))
     figures = {key: _read(result.summary, key) for key in keys}
     if derive:
         figures.update(derive(result))

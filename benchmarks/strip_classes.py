@@ -86,7 +86,8 @@ def measure(source: str, seed: int, target: int, calibrations: tuple[Calibration
 
     path, overrides = SETTINGS[source]
     scenario = Scenario.from_toml(ROOT / "scenarios" / path, [*overrides, *extra, "defense=[]", f"seed={seed}",
-                                                               f"attack.target_class={target}"])  # fmt: skip
+                                                               f"attack.target_class={target}",
+                                                               "evaluation.twin=false"])  # fmt: skip
     world = World.build(scenario)
     stream, learner = world.stream(), Learner(world)
     for size in world.batch_sizes():

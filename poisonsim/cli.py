@@ -21,22 +21,32 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from poisonsim import __version__
 from poisonsim.config import ConfigError, Scenario, describe_options
 
-SUMMARY_ROWS = (
+SUMMARY_ROWS = (  # over the stream first (mean over the evaluations after the attack's first event, worst one),
+    # then at the end; "vs clean twin": against the same model learning the same stream without the poison
     ("events_total", "events"),
     ("poison_events_total", "poison events"),
     ("observed_poisoning_rate", "observed rho (stream)"),
     ("learned_poisoning_rate", "rho of all it learned from"),
-    ("clean_accuracy", "clean accuracy (held-out)"),
+    ("attack_success_rate_mean", "attack success, mean over the stream"),
+    ("attack_success_rate_worst", "attack success, worst"),
+    ("attack_success_rate", "attack success at the end"),
+    ("twin_attack_success_rate_mean", "clean twin: attack success, mean (base rate)"),
+    ("accuracy_drop_mean", "accuracy lost vs clean twin, mean"),
+    ("accuracy_drop_worst", "accuracy lost vs clean twin, worst"),
+    ("accuracy_drop", "accuracy lost vs clean twin at the end"),
+    ("disagreement_mean", "held-out predictions changed vs clean twin, mean"),
+    ("clean_accuracy_mean", "clean accuracy (held-out), mean"),
+    ("clean_accuracy", "clean accuracy (held-out) at the end"),
+    ("twin_clean_accuracy", "clean twin: clean accuracy at the end"),
     ("prequential_accuracy", "prequential accuracy"),
-    ("attack_success_rate", "attack success rate"),
     ("displacement_radii", "displacement (radii)"),
+    ("twin_displacement_radii", "clean twin: displacement (radii)"),
     ("centroid_displacement", "centroid displacement"),
     ("window_contamination", "window contamination"),
     ("first_success_poison_events", "poison events to first success"),
-    ("attack_success_rate_mean", "attack success, mean over the run"),
-    ("deployed_clean_accuracy", "deployed model: clean accuracy"),
-    ("deployed_attack_success_rate", "deployed model: attack success"),
     ("deployed_attack_success_rate_mean", "deployed model: attack success, mean"),
+    ("deployed_attack_success_rate", "deployed model: attack success at the end"),
+    ("deployed_clean_accuracy", "deployed model: clean accuracy at the end"),
     ("snapshots_deployed", "snapshots deployed"),
     ("snapshots_vetoed", "snapshots vetoed"),
     ("events_per_second", "events / s"),
@@ -325,6 +335,10 @@ def verdict(summary: dict) -> str:
 
     >>> verdict({"attack": "label-flip", "poison_events_total": 0, "attack_success_rate": 0.0})
     'label-flip: no poison reached the learner (the attack starts after the stream ends, or its rate is 0)'
+    >>> verdict({"attack": "label-flip", "poison_events_total": 4509, "accuracy_drop_mean": 0.065,
+    ...          "accuracy_drop_worst": 0.114})
+    'label-flip: with 4,509 poison events; it cost 0.065 of held-out accuracy against the clean twin, mean over \
+the stream (worst 0.114)'
     """
     attack, success, poison = summary.get("attack"), summary.get("attack_success_rate"), summary.get("poison_events_total")
     if attack == "none":
@@ -337,15 +351,22 @@ def verdict(summary: dict) -> str:
         supplies_model = False
     if poison == 0 and not supplies_model:
         return f"{attack}: no poison reached the learner (the attack starts after the stream ends, or its rate is 0)"
+    how = "through the supplied model" if supplies_model else f"with {poison:,} poison events"
+    drop = summary.get("accuracy_drop_mean")
+    cost = "" if drop is None else (f"; it cost {drop:.3g} of held-out accuracy against the clean twin, mean over "
+                                    f"the stream (worst {summary['accuracy_drop_worst']:.3g})")  # fmt: skip
     if success is None:
-        return f"{attack}: {poison:,} poison events; this attack has no success measure on this model"
+        if drop is None:
+            return f"{attack}: {poison:,} poison events; this attack has no success measure on this model"
+        return f"{attack}: {how}{cost}"
     outcome = "succeeded" if success >= 0.5 else "partly succeeded" if success > 0 else "failed"
     behind = [f"{kind} {f['attack_success_behind']:.3g}" for kind, f in (summary.get("defenses") or {}).items()
               if f.get("attack_success_behind") is not None]  # fmt: skip
     shown = f"; behind {', '.join(behind)}" if behind else ""
-    how = "through the supplied model" if supplies_model else f"with {poison:,} poison events"
+    mean = summary.get("attack_success_rate_mean")
+    over = "" if mean is None else f"; mean over the stream {mean:.3g}"
     why = _why_short(summary) if success < 0.5 else ""
-    return f"{attack}: {outcome} at the end of the stream (attack success {success:.3g}{shown}) {how}{why}"
+    return f"{attack}: {outcome} at the end of the stream (attack success {success:.3g}{shown}{over}) {how}{why}{cost}"
 
 
 def _why_short(summary: dict) -> str:

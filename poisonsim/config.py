@@ -126,10 +126,14 @@ class EvaluationKeys:
                                      "square images under a trigger attack; skipped otherwise")] = False,
         explain_inputs: Annotated[int, Key("held-out inputs explained, clean and the same ones triggered",
                                            ge=1, le=100_000)] = 200,
+        twin: Annotated[bool, Key("a clean twin of the model learns the same stream without the poison and "
+                                  "without defenses, so the run reports what the attack did and what a defense "
+                                  "cost (accuracy_drop, disagreement); false halves a net's training")] = True,
     ):  # fmt: skip
         self.every = every
         self.explain = explain
         self.explain_inputs = explain_inputs
+        self.twin = twin
 
 
 @dataclass(frozen=True)

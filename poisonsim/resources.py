@@ -9,7 +9,10 @@ failing half-way with a traceback from numpy.
 >>> s = Scenario.from_dict({"stream": {"n_features": 4096}, "model": {"window_size": 10**6}})
 >>> largest = max(estimate(s), key=lambda item: item[1])
 >>> largest[0], round(largest[1] / 2**30, 1)
-('model.window_size', 30.5)
+('model.window_size', 61.0)
+>>> s.evaluation.twin = False  # no clean twin: one window
+>>> round(max(estimate(s), key=lambda item: item[1])[1] / 2**30, 1)
+30.5
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ def estimate(scenario: Scenario) -> list[tuple[str, int, str]]:
     items = [("evaluation.every", scenario.evaluation.every * d * 4 * 8, "a stream batch and its copies")]
     if "n_test" in stream:
         items.append(("stream.n_test", stream["n_test"] * d * 4 * 4, "the held-out set, clean and triggered"))
+    models, twice = (2, ", the clean twin's too") if scenario.evaluation.twin else (1, "")
     window = model.get("window_size")
     if window:
         windows = k if "classifier" in model["kind"] else 1
-        items.append(("model.window_size", window * windows * d * 8, f"{windows} window(s) of float64 points"))
+        items.append(("model.window_size", models * window * windows * d * 8,
+                      f"{windows} window(s) of float64 points{twice}"))  # fmt: skip
     if model.get("retrain_every"):  # the data lake: float32 features and an int64 label per event it keeps
         kept = model.get("lake_size") or model.get("pretrain_events", 0) + stream.get("n_events", 0)
-        items.append(("model.lake_size", kept * (d * 4 + 8), f"a data lake of {kept:,} events"))
+        items.append(("model.lake_size", models * kept * (d * 4 + 8), f"a data lake of {kept:,} events{twice}"))
     return items
 
 

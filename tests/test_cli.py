@@ -26,7 +26,7 @@ def poisonsim(*args: str) -> subprocess.CompletedProcess:
 def test_run_writes_summary_timeseries_and_resolved_scenario(tmp_path):
     done = poisonsim("run", str(SCENARIO), *SMALL, "--set", "attack.rate=0.3", "--seed", "3", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    assert "attack success rate" in done.stdout  # the summary table
+    assert "attack success at the end" in done.stdout  # the summary table
     summary = json.loads((tmp_path / "summary.json").read_text())
     for key in ("events_total", "poison_events_total", "observed_poisoning_rate", "clean_accuracy",
                 "attack_success_rate", "displacement_radii", "window_contamination", "events_per_second",
@@ -99,7 +99,8 @@ def test_the_printed_summary_shows_defense_and_deployment_figures_and_a_verdict(
     assert "outlier-rejection: precision" in defended and "drift-reset: resets" in defended
     deployed = poisonsim("run", "scenarios/front_running.toml", "--set", "stream.n_events=4000").stdout
     assert "deployed model: attack success" in deployed
-    assert "targeted: succeeded at the end of the stream (attack success 1) with 100 poison events" in deployed
+    assert "targeted: succeeded at the end of the stream (attack success 1; mean over the stream" in deployed
+    assert "with 100 poison events; it cost" in deployed  # the accuracy it cost against the clean twin
     late = poisonsim("run", "scenarios/label_flip.toml", "--set", "stream.n_events=1000", "--set",
                      "attack.start=5000").stdout  # fmt: skip
     assert "label-flip: no poison reached the learner" in late

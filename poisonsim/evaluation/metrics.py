@@ -26,7 +26,23 @@ on held-out clean data and on the attacker's targets:
 - ``learned_poisoning_rate``: poison events the model was fed / everything it
   was fed, its pre-training included (the rho the model lived with).
 
-Defense figures are kept over time as well as at the end (see
+Against the clean twin (``evaluation.twin``: the same model learning the same
+stream without the poison and without defenses), what the attack did:
+
+- ``twin_clean_accuracy``, ``twin_attack_success_rate``: the twin's figures
+  (the success inputs' base rate: what reaches the target without an attack);
+- ``accuracy_drop``: ``twin_clean_accuracy - clean_accuracy``, the held-out
+  accuracy the attack (and the defenses, when there are any) cost;
+- ``disagreement``: the share of held-out clean inputs the model and its
+  twin classify differently (a detector: accept or flag differently);
+- ``twin_target_class_probability``, ``twin_displacement_radii``: the twin's
+  target probability (nets) and displacement (centroid detectors).
+
+Over the stream first: the summary gives each figure's mean over the
+evaluation rows after the attack's first poison event (the stretch before
+a backdoor is learned counts: the attacker had not won it yet) and its worst
+row, beside the value at the end (:func:`~poisonsim.evaluation.over_time.stream_figures`).
+Defense figures are kept over time as well (see
 :mod:`poisonsim.evaluation.over_time`).
 """
 
@@ -39,7 +55,7 @@ from numba import njit
 
 from poisonsim.attacks import Attack
 from poisonsim.evaluation.alarms import alarm_figures
-from poisonsim.evaluation.over_time import interval_figures, probe_figures, probe_position
+from poisonsim.evaluation.over_time import interval_figures, probe_figures, probe_position, stream_figures
 from poisonsim.events import EventBatch, Truth
 from poisonsim.models import CentroidDetector
 from poisonsim.models.window import INFINITE, MERGED, NOT_LEARNED, POLICY_CODES, follow_shares
@@ -65,10 +81,11 @@ TIMESERIES_COLUMNS = (
 class Evaluator:
     """Scores one run against ground truth; the model never sees what it reads."""
 
-    def __init__(self, model, source: Source, attack: Attack):
+    def __init__(self, model, source: Source, attack: Attack, twin=None):
         self.model = model
         self.source = source
         self.attack = attack
+        self.twin = twin  # the clean twin, or None
         self.is_detector = isinstance(model, CentroidDetector)
         self.has_windows = "window" in model.offers
         self.events = 0
@@ -196,6 +213,7 @@ class Evaluator:
     def evaluate(self) -> dict:
         """Measure now; the row is kept for the timeseries and returned."""
         on_targets = self._target_predictions()
+        on_clean = self.model.predict_many(self.source.test_x)
         row = {
             "events": self.events,
             "poison_events": self.poison_events,
@@ -203,7 +221,7 @@ class Evaluator:
             "learned_poisoning_rate": _ratio(self.poison_reached, self.pretrained + self.events - self.dropped
                                              - self.refused),
             "prequential_accuracy": _ratio(self.correct, self.judged),
-            "clean_accuracy": self._clean_accuracy(),
+            "clean_accuracy": self._accuracy(on_clean),
             "attack_success_rate": self._attack_success(on_targets),
             "target_class_probability": self._target_probability(),
             "displacement_radii": self._displacement_radii(),
@@ -212,6 +230,8 @@ class Evaluator:
             "stream_alarm_rate": _ratio(self.alarms, self.events) if self.is_detector else None,
             "dropped_events": self.dropped,
         }
+        if self.twin is not None:
+            row.update(self._twin_figures(on_clean, row["clean_accuracy"]))
         if self.split_view:
             row.update(refused_content=self.refused, poison_reached_model=self.poison_reached)
         if self.deployment is not None:
@@ -251,10 +271,7 @@ class Evaluator:
         }
         if self.split_view:  # vetting saw the attacker's clean content: every swapped reference passed it
             summary.update(poison_passed_vetting=self.poison_events, refused_poison=self.refused_poison)
-        if self.deployment is not None:  # time averages over the rows after the first (the stream's start)
-            for key in ("attack_success_rate", "deployed_attack_success_rate"):
-                values = [r[key] for r in self.rows[1:] if r[key] is not None]
-                summary[f"{key}_mean"] = float(np.mean(values)) if values else None
+        summary.update(stream_figures(self.rows, self.first_poison_at or 0))
         if self.attack.report_:
             summary["attack_details"] = dict(self.attack.report_)
         if self.defense_counts or self.input_judges:
@@ -279,10 +296,28 @@ class Evaluator:
         return np.linalg.norm(self._centers() - self.initial_centers, axis=1)
 
     def _clean_accuracy(self, model=None) -> float:
-        predictions = (self.model if model is None else model).predict_many(self.source.test_x)
+        return self._accuracy((self.model if model is None else model).predict_many(self.source.test_x))
+
+    def _accuracy(self, predictions: np.ndarray) -> float:
+        """Held-out accuracy of predictions on the clean test set (a detector's: the share it accepts)."""
         if self.is_detector:
             return float(1.0 - predictions.mean())
         return float((predictions == self.source.test_y).mean())
+
+    def _twin_figures(self, on_clean: np.ndarray, clean_accuracy: float) -> dict:
+        """The clean twin's figures and the attacked model's against them (the module's docstring)."""
+        twin = self.twin
+        on_clean_twin = twin.predict_many(self.source.test_x)
+        twin_accuracy = self._accuracy(on_clean_twin)
+        figures = {
+            "twin_clean_accuracy": twin_accuracy,
+            "accuracy_drop": twin_accuracy - clean_accuracy,
+            "disagreement": float((on_clean_twin != on_clean).mean()),
+            "twin_attack_success_rate": self._attack_success(self._target_predictions(twin)),
+            "twin_target_class_probability": self._target_probability(twin),
+            "twin_displacement_radii": self._displacement_radii(twin),
+        }
+        return {key: value for key, value in figures.items() if value is not None}  # none: not for this model
 
     def _defense_summary(self, kind: str, last: dict) -> dict:
         """End-of-stream figures, and the same over time after the attack starts (its ``_mean`` and ``_worst``)."""
@@ -360,14 +395,15 @@ class Evaluator:
         when it gives one, else its ``target_class_`` (``None``: no class target)."""
         return self.attack.target_y_ if self.attack.target_y_ is not None else self.attack.target_class_
 
-    def _target_probability(self) -> float | None:
-        """Mean probability the model gives the target class on the success inputs (neural nets)."""
+    def _target_probability(self, model=None) -> float | None:
+        """Mean probability the (live, or given) model gives the target class on the success inputs (nets)."""
+        model = self.model if model is None else model
         wanted = self._wanted()
         if self.attack.target_x_ is None or wanted is None:
             return None
-        if "probabilities" not in self.model.offers:
+        if "probabilities" not in model.offers:
             return None
-        proba = self.model.predict_proba_many(self.attack.target_x_)
+        proba = model.predict_proba_many(self.attack.target_x_)
         return float(proba[np.arange(len(proba)), wanted].mean())
 
     def _success_by_class(self) -> dict[str, float | None] | None:
@@ -395,12 +431,14 @@ class Evaluator:
             return float((~predictions).mean())
         return float((predictions == self._wanted()).mean())
 
-    def _displacement_radii(self) -> float | None:
+    def _displacement_radii(self, model=None) -> float | None:
+        """How far the (live, or given) detector's centroid moved toward the attack point, in its radii."""
         if not self.is_detector or self.attack.target_x_ is None:
             return None
+        model = self.model if model is None else model
         c0, target = self.initial_centers[0], self.attack.target_x_[0]
         direction = target - c0
-        return float((self.model.center - c0) @ direction / (self.model.radius_ * np.linalg.norm(direction)))
+        return float((model.center - c0) @ direction / (model.radius_ * np.linalg.norm(direction)))
 
     def _contamination(self) -> float:
         weights = self._counts if self._policy == INFINITE else np.minimum(self._counts, self._window_size)
@@ -410,7 +448,7 @@ class Evaluator:
 
     # -- checkpointing (poisonsim.services.checkpoint) ---------------------------------
 
-    _REFERENCES = ("model", "source", "attack", "input_judges", "deployment", "probe_plan", "defenses",
+    _REFERENCES = ("model", "twin", "source", "attack", "input_judges", "deployment", "probe_plan", "defenses",
                    "_last_on_targets")  # rebuilt (a resumed evaluator predicts again)
 
     def get_state(self) -> dict:

@@ -57,6 +57,38 @@ def probe_figures(probes: list[dict], kind: str, attack_start: int) -> dict:
     return _mean_and_worst(values)
 
 
+OVER_THE_STREAM = {  # evaluator row key -> what its worst row is (None: the mean alone)
+    "attack_success_rate": max, "clean_accuracy": min, "accuracy_drop": max, "disagreement": max,
+    "twin_clean_accuracy": None, "twin_attack_success_rate": None,
+    "deployed_attack_success_rate": max, "deployed_clean_accuracy": min,
+}  # fmt: skip
+
+
+def stream_figures(rows: list[dict], attack_start: int) -> dict:
+    """The evaluator's figures over the stream: ``<key>_mean`` over the evaluation rows after ``attack_start`` (a
+    stream position; 0 for a run without poison: every row after the first) and ``<key>_worst``, the worst row.
+
+    >>> rows = [{"events": e, "attack_success_rate": a, "clean_accuracy": c}
+    ...         for e, a, c in ((0, 0.0, 0.9), (100, 0.1, 0.9), (200, 0.6, 0.8), (300, 0.9, 0.85))]
+    >>> stream_figures(rows, attack_start=150)
+    {'attack_success_rate_mean': 0.75, 'attack_success_rate_worst': 0.9, 'clean_accuracy_mean': 0.825, \
+'clean_accuracy_worst': 0.8}
+    """
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        if row["events"] <= attack_start:
+            continue
+        for key in OVER_THE_STREAM:
+            if row.get(key) is not None:
+                values.setdefault(key, []).append(row[key])
+    figures = {}
+    for name, series in values.items():
+        figures[f"{name}_mean"] = float(np.mean(series))
+        if OVER_THE_STREAM[name] is not None:
+            figures[f"{name}_worst"] = float(OVER_THE_STREAM[name](series))
+    return figures
+
+
 def probe_position(seed: int, interval: int, every: int, unit: int, n_events: int) -> int:
     """Where the probe of evaluation interval ``interval`` (events ``(k every, (k+1) every]``) is taken: a
     multiple of ``unit`` in it drawn from ``seed`` (its end when it holds none).

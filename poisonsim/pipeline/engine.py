@@ -76,6 +76,7 @@ class World:
     model: object
     attack: Attack
     defenses: list[Defense] = field(default_factory=list)
+    twin: object | None = None  # the clean twin (evaluation.twin): the model as it stood before the attacker acted
 
     @classmethod
     def build(cls, scenario: Scenario) -> World:
@@ -106,13 +107,17 @@ class World:
         with _naming("attack", scenario.attack):
             attack = build_attack(scenario.attack)
         if attack.supplies_model:  # the victim starts from the attacker's model, not its own pre-training
+            twin = copy.deepcopy(model) if scenario.evaluation.twin else None
+            if twin is not None and twin.warmup_events:  # without the attacker, the victim pre-trains its own
+                twin.learn_many(*source.sample(np.random.default_rng(rng_warmup), twin.warmup_events))
             with _naming("attack", scenario.attack):
                 attack.fit(attacker_knowledge(source, model=model), np.random.default_rng(rng_attacker))
             model.start_from(attack.supplied_)
-            return cls(scenario, source, model, attack, _defenses(scenario, source, model))
+            return cls(scenario, source, model, attack, _defenses(scenario, source, model), twin)
         warmup = model.warmup_events
         if warmup:
             model.learn_many(*source.sample(np.random.default_rng(rng_warmup), warmup))
+        twin = copy.deepcopy(model) if scenario.evaluation.twin else None
         rate = getattr(build_schedule(scenario.attack, scenario.model.snapshot_every), "rate", None)
         if "centroid-state" in model.offers:
             knowledge = attacker_knowledge(source, model.center, model.radius_, copy.deepcopy(model), rate)
@@ -120,7 +125,7 @@ class World:
             knowledge = attacker_knowledge(source, model=copy.deepcopy(model), rate=rate)
         with _naming("attack", scenario.attack):
             attack.fit(knowledge, np.random.default_rng(rng_attacker))
-        return cls(scenario, source, model, attack, _defenses(scenario, source, model))
+        return cls(scenario, source, model, attack, _defenses(scenario, source, model), twin)
 
     @property
     def n_source_ids(self) -> int:
@@ -146,13 +151,18 @@ class Learner:
     Batches of any size are split at evaluation steps, so the timeseries does
     not depend on how a transport cut the stream. The timeseries starts with a
     row at 0 events: the model as the stream finds it.
+
+    The clean twin (``world.twin``), when there is one, learns every event
+    that is not poison, undefended: the evaluator reads the truth for it, and
+    nothing it learns reaches the model, the defenses or the attacker.
     """
 
     def __init__(self, world: World):
         self.world = world
         self.model = world.model
+        self.twin = world.twin
         self.defenses = world.defenses
-        self.evaluator = Evaluator(world.model, world.source, world.attack)
+        self.evaluator = Evaluator(world.model, world.source, world.attack, world.twin)
         self.evaluator.defenses = self.defenses  # it scores what a defense reconstructed against the truth
         for defense in self.defenses:
             self.evaluator.defense_counts[defense.kind] = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
@@ -194,6 +204,8 @@ class Learner:
 
     def _resolve(self, batch: EventBatch, truth: Truth) -> None:
         """Content pinning: refuse (and count) content whose hash differs from the one pinned at vetting."""
+        if self.twin is not None:
+            self._teach_twin(batch, truth)
         if self.pin_content and batch.pin is not None:
             refused = mismatched(batch.x, batch.y, batch.pin)
             if refused.any():
@@ -201,6 +213,14 @@ class Learner:
                 batch, truth = batch.select(~refused), truth.select(~refused)
         if len(batch):
             self._process(batch, truth)
+
+    def _teach_twin(self, batch: EventBatch, truth: Truth) -> None:
+        """The clean twin learns the batch's events that are not poison, in order (no defense, no attacker)."""
+        clean = ~truth.is_poison
+        if not clean.all():
+            batch = batch.select(clean)
+        if len(batch):
+            self.twin.process_many(batch.x, batch.y, None, batch.source if self.twin.needs_sources else None)
 
     def _process(self, batch: EventBatch, truth: Truth) -> None:
         flags = {}
@@ -271,6 +291,8 @@ class Learner:
     def get_state(self) -> dict:
         """Model, evaluator, attacker and defense state (numpy arrays and plain values), for a checkpoint."""
         state = {"model": self.model.get_state(), "evaluator": self.evaluator.get_state()}
+        if self.twin is not None:
+            state["twin"] = self.twin.get_state()
         attack = self.world.attack.get_state()
         if attack:  # what an adapting attacker learned from the system's answers
             state["attack"] = attack
@@ -283,6 +305,11 @@ class Learner:
     def set_state(self, state: dict) -> None:
         """Resume from :meth:`get_state` of a learner of the same scenario."""
         self.model.set_state(state["model"])
+        if (self.twin is None) != ("twin" not in state):
+            raise ValueError(f"twin: the checkpoint {'holds' if 'twin' in state else 'lacks'} a clean twin, the "
+                             f"scenario's evaluation.twin is {self.twin is not None}")  # fmt: skip
+        if self.twin is not None:
+            self.twin.set_state(state["twin"])
         self.evaluator.set_state(state["evaluator"])
         self.world.attack.set_state(state.get("attack", {}))
         if self.deployment:

@@ -217,8 +217,9 @@ class LearnerCollector(Collector):
             family = GaugeMetricFamily(name, doc, labels=["model"])
             if row.get(key) is not None:
                 family.add_metric(model, row[key])
-            if row.get(f"deployed_{key}") is not None:  # snapshots: the model serving uses, next to the live one
-                family.add_metric([f"{self.model_kind}/deployed"], row[f"deployed_{key}"])
+            for other in ("deployed", "twin"):  # the snapshot serving uses; the clean twin (evaluation.twin)
+                if row.get(f"{other}_{key}") is not None:
+                    family.add_metric([f"{self.model_kind}/{other}"], row[f"{other}_{key}"])
             families.append(family)
         refused = CounterMetricFamily("poisonsim_refused_content", "Split-view: resolved content refused by pinning")
         if row.get("refused_content") is not None:
@@ -259,6 +260,10 @@ _ROW_GAUGES = (  # metric, evaluator row key, help
     ("poisonsim_attack_success_ratio", "attack_success_rate", "Share of the attacker's targets classified as it wants"),
     ("poisonsim_displacement_radii", "displacement_radii", "Centroid displacement toward the attack point, in radii"),
     ("poisonsim_window_contamination_ratio", "window_contamination", "Share of poison in the model's window(s)"),
+    ("poisonsim_accuracy_drop_ratio", "accuracy_drop", "Held-out accuracy the model lost against its clean twin "
+     "(the same model learning the stream without the poison or defenses)"),
+    ("poisonsim_twin_disagreement_ratio", "disagreement", "Share of held-out clean inputs the model and its clean "
+     "twin classify differently"),
 )
 
 

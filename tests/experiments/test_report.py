@@ -218,9 +218,15 @@ def test_markdown_summary_names_counts_figures_and_means(rho_sweep):
     assert "18 runs (6 points x 3 seeds): 18 finished, 0 failed" in text
     assert "![rho](figures/rho.png)" in text and "![displacement](figures/displacement.png)" in text
     assert "- strip: skipped" in text
+    assert "over the evaluations after the attack's first poison event" in text  # the means are defined
     table = pd.read_parquet(rho_sweep / "results.parquet")
-    point = table[table["point"] == 5]["clean_accuracy"]
-    assert f"| 0.4 | fifo | {point.mean():.3g} ± {point.std():.2g} |" in text
+    lines = text.splitlines()
+    header = next(line for line in lines if "| clean_accuracy |" in line).strip("| ").split(" | ")
+    row = next(line for line in lines if line.startswith("| 0.4 | fifo |")).strip("| ").split(" | ")
+    assert header.index("attack_success_rate_mean") < header.index("clean_accuracy")  # over the stream first
+    for figure in ("clean_accuracy", "accuracy_drop_mean"):
+        point = table[table["point"] == 5][figure]
+        assert row[header.index(figure)] == f"{point.mean():.3g} ± {point.std():.2g}"
 
 
 def test_cli_report_writes_figures_and_refuses_an_unknown_run(kloft_laskov):

@@ -47,6 +47,10 @@ SHARES = frozenset({
     "far", "far_mean", "far_worst", "far_all", "far_all_mean", "far_all_worst",
     "frr", "frr_mean", "frr_worst", "trusted_accuracy_before", "trusted_accuracy_after", "trusted_accuracy_pruned",
     "surrogate_clean_accuracy", "surrogate_after_trigger_accuracy", "success", "attack_success_by_class",
+    "attack_success_rate_worst", "clean_accuracy_mean", "clean_accuracy_worst", "deployed_attack_success_rate_worst",
+    "deployed_clean_accuracy_mean", "deployed_clean_accuracy_worst", "twin_clean_accuracy", "twin_clean_accuracy_mean",
+    "twin_attack_success_rate", "twin_attack_success_rate_mean", "accuracy_drop", "accuracy_drop_mean",
+    "accuracy_drop_worst", "disagreement", "disagreement_mean", "disagreement_worst",
 })  # fmt: skip
 """Figures that count predictions of the net on held-out or trusted inputs (one flipped prediction moves them
 by 1/n); ``defense.strip.far`` and the like in ``timeseries.csv`` are matched on their last part."""

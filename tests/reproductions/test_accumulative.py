@@ -116,7 +116,7 @@ def _figures(seed: int, scenario: Path = SCENARIO) -> dict:
     import poisonsim
 
     def rows(overrides):
-        result = poisonsim.run(str(scenario), overrides=overrides, seed=seed)
+        result = poisonsim.run(str(scenario), overrides=[*overrides, "evaluation.twin=false"], seed=seed)
         return {r["events"]: r for r in result.timeseries}, result.summary
 
     attacked, summary = rows([])

@@ -32,7 +32,7 @@ from poisonsim.pipeline.engine import World, run
 SCENARIO = Path(__file__).parents[2] / "scenarios" / "mnist_neural_cleanse.toml"
 ATTACKED_SEEDS = (11, 12, 13, 14)
 CLEAN_SEEDS = tuple(range(11, 21))
-QUICK = ["evaluation.every=6000"]
+QUICK = ["evaluation.every=6000", "evaluation.twin=false"]
 
 
 def _summary(seed: int, overrides: tuple[str, ...]) -> dict:

@@ -20,7 +20,7 @@ SHORT = ["stream.n_events=6000", "evaluation.every=3000"]
 
 
 def _scenario(name: str, overrides: list[str]) -> Scenario:
-    return Scenario.from_toml(SCENARIOS / name, overrides)
+    return Scenario.from_toml(SCENARIOS / name, [*overrides, "evaluation.twin=false"])
 
 
 def test_batched_strip_entropy_equals_the_per_input_loop():

@@ -132,7 +132,7 @@ def test_the_scenario_runs_and_a_restored_learner_ends_like_the_uninterrupted_on
 
 
 def _summary(seed: int, eps: float) -> dict:
-    return run(Scenario.from_toml(SCENARIO, [f"attack.eps={eps}", f"seed={seed}"])).summary
+    return run(Scenario.from_toml(SCENARIO, [f"attack.eps={eps}", f"seed={seed}", "evaluation.twin=false"])).summary
 
 
 def _p_target(seeds, eps: float) -> np.ndarray:

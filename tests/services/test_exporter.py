@@ -76,6 +76,11 @@ def test_the_learner_collector_reports_the_evaluator_at_scrape_time():
     assert get("poisonsim_poisoning_rate_ratio") == row["observed_poisoning_rate"]
     assert get("poisonsim_centroid_displacement", {**model, "class": "0"}) == row["centroid_displacement"]
     assert get("poisonsim_stream_position_events") == 6000
+    twin = {"model": "centroid-detector/twin"}  # the clean twin beside the attacked model
+    assert get("poisonsim_clean_accuracy_ratio", twin) == row["twin_clean_accuracy"]
+    assert get("poisonsim_attack_success_ratio", twin) == row["twin_attack_success_rate"] == 0.0
+    assert get("poisonsim_accuracy_drop_ratio", model) == row["accuracy_drop"] > 0  # A accepted costs clean traffic
+    assert get("poisonsim_twin_disagreement_ratio", model) == row["disagreement"] >= row["accuracy_drop"]
 
 
 def test_learner_detections_are_its_confusion_matrix_against_ground_truth():
