@@ -139,6 +139,9 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     "strip-stream-union-2-check-100": _digits_strip("scale='union',layers=2,check=100", CHECK_FIGURES),
     "strip-class-2": ("strip_badnets.toml", [*SIX_K, "attack.target_class=2"], ["attack_success_rate", *STRIP], None),
     "isolation": ("abl_badnets.toml", [], ["attack_success_rate", "clean_accuracy", *ISOLATION], None),
+    "isolation-unlearn-every-1000": ("abl_badnets.toml", ["defense.isolation.unlearn_every=1000"],
+                                     ["attack_success_rate_mean", "attack_success_rate_worst", "attack_success_rate",
+                                      "accuracy_drop_mean", *ISOLATION], None),  # fmt: skip
     "isolation-rules": ("abl_badnets.toml", ["stream.n_events=6000"], RULES, None),
     "isolation-loss": ("abl_badnets.toml", ["defense=[{kind='isolation',score='loss',rule='fraction',fraction=0.05}]"],
                        ["attack_success_rate", *ISOLATION], None),  # fmt: skip

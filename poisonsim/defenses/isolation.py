@@ -30,7 +30,10 @@ verdicts are scored apart by the evaluator (``isolation/<rule>``), so each
 rule's precision and recall sit side by side. With ``unlearn = true``, at
 event ``at`` (default: the stream's end) the net takes gradient ascent
 steps on the isolated events (``-lambda * L``, capped) while fine-tuning on
-the recent events not isolated and the defender's clean sample.
+the recent events not isolated and the defender's clean sample. With
+``unlearn_every = K`` it also does so every K events while the stream runs,
+and isolation goes on: an isolated event stays in the served net at most K
+events, not to the end of the stream.
 
 >>> import numpy as np
 >>> z = np.r_[np.full(50, 6.0), np.full(950, 1.0)] + np.random.default_rng(0).normal(0, 0.3, 1000)
@@ -102,6 +105,8 @@ class Isolation(Defense):
         unlearn_weight: Annotated[float, Key("lambda of the unlearning (ascent) loss", gt=0, le=1e3)] = 1.0,
         every: Every = 500,
         at: At = None,
+        unlearn_every: Annotated[int, Key("events between unlearnings while the stream runs, isolation going on "
+                                          "after each (0: once, at `at`)", ge=0, le=10**9)] = 0,
     ):  # fmt: skip
         check_choices(rule=(rule, RULES), score=(score, SCORES))
         self.rule = rule
@@ -113,6 +118,7 @@ class Isolation(Defense):
         self.unlearn_weight = unlearn_weight
         self.every = every
         self.at = at
+        self.unlearn_every = unlearn_every
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> Isolation:
         require(model, "isolation", "losses")
@@ -129,6 +135,8 @@ class Isolation(Defense):
         self._clean_cut = self._next_clean = 0
         self.unlearned_at_: int | None = None
         self.unlearn_figures_: dict = {}
+        self.unlearnings_ = 0
+        self._next_unlearn = self.unlearn_every if self.unlearn and self.unlearn_every else None
         if self.rule == "threshold" and self.score == "loss":
             model.set_flooding(self.gamma)
         return self
@@ -184,6 +192,11 @@ class Isolation(Defense):
             (self._isolated if is_flagged else self._kept).append((x, int(y)))
         if self.unlearn and self.at_ is not None and position >= self.at_:
             self._unlearn(model, position)
+            self.unlearned_at_ = position  # the last one: isolation stops
+            model.set_flooding(None)
+        elif self._next_unlearn is not None and position >= self._next_unlearn:
+            self._unlearn(model, position)
+            self._next_unlearn = (position // self.unlearn_every + 1) * self.unlearn_every
         return flagged
 
     def extra_flags(self) -> dict[str, np.ndarray]:
@@ -192,11 +205,10 @@ class Isolation(Defense):
 
     def _unlearn(self, model, position: int) -> None:
         """ABL's unlearning: ascend the isolated events' loss, descend the kept events' (one optimiser)."""
-        model.set_flooding(None)
-        self.unlearned_at_ = position
         if not self._isolated:
             self.unlearn_figures_ = {"unlearn_steps": 0}
             return
+        self.unlearnings_ += 1
         iso_x, iso_y = (np.array(v) for v in zip(*self._isolated))
         keep_x, keep_y = (np.array(v) for v in zip(*self._kept)) if self._kept else (self.clean_x_, self.clean_y_)
         keep_x, keep_y = np.r_[keep_x, self.clean_x_], np.r_[keep_y, self.clean_y_]  # the defender's own data too
@@ -224,6 +236,7 @@ class Isolation(Defense):
         return {"history": np.fromiter(self._history, dtype=np.float64), "isolated_x": iso_x, "isolated_y": iso_y,
                 "kept_x": keep_x, "kept_y": keep_y, "clean_cut": self._clean_cut, "next_clean": self._next_clean,
                 "unlearned_at": self.unlearned_at_, "unlearn_figures": dict(self.unlearn_figures_),
+                "unlearnings": self.unlearnings_, "next_unlearn": self._next_unlearn,
                 "rng": self._rng.bit_generator.state}  # fmt: skip
 
     def set_state(self, state: dict, model) -> None:
@@ -232,12 +245,14 @@ class Isolation(Defense):
         self._kept = deque(zip(state["kept_x"], state["kept_y"].tolist()), maxlen=KEEP)
         self._clean_cut, self._next_clean = state["clean_cut"], state["next_clean"]
         self.unlearned_at_, self.unlearn_figures_ = state["unlearned_at"], dict(state["unlearn_figures"])
+        self.unlearnings_, self._next_unlearn = state["unlearnings"], state["next_unlearn"]
         self._rng.bit_generator.state = state["rng"]
         if self.unlearned_at_ is not None:
             model.set_flooding(None)
 
     def report(self) -> dict:
         return {"rule": self.rule, "score": self.score, "isolated_events": len(self._isolated),
-                "unlearned_at": self.unlearned_at_, **self.unlearn_figures_}  # fmt: skip
+                "unlearned_at": self.unlearned_at_, "unlearnings": self.unlearnings_,
+                **self.unlearn_figures_}  # fmt: skip
 
 

@@ -164,6 +164,18 @@ def test_isolation_scores_every_cutoff_rule_against_ground_truth():
     assert "defense.isolation/mixture.tp" in result.timeseries[-1]
 
 
+def test_isolation_that_unlearns_every_1000_events_keeps_the_backdoor_out_over_the_stream():
+    """Unlearning once, at the end, leaves the served net backdoored for the whole stream: measured on seeds 41-44,
+    attack success 0.60-0.72 on average over the stream. Unlearning every 1,000 events (isolation going on): 0.003-
+    0.041 (mean 0.014), at 0.006-0.033 more held-out accuracy than the clean twin (the fine-tuning on trusted data).
+    On MNIST (LeNet, ``mnist_badnets.toml`` with the same defense, targets 0, 3, 6, 9): 0.021-0.096 against
+    0.45-0.59 (``benchmarks/seed_figures.py``-style runs, README)."""
+    figures = figures_over_seeds("isolation-unlearn-every-1000", seeds=(41, 42, 43, 44))
+    success, cost = figures["attack_success_rate_mean"], figures["accuracy_drop_mean"]
+    assert success.mean() + margin(success) <= 0.10
+    assert cost.mean() + margin(cost) < 0.01  # no clean cost against the twin
+
+
 def test_isolation_and_unlearning_remove_the_badnets_backdoor_in_most_seeds():
     """Seeds 1-8, 10,000 events, gain score, percentile rule, unlearning at the last event: attack success
     0.005-0.063 in seven seeds, 0.98 in seed 7 (unlearning failed there); clean accuracy -0.5 points (2 s.e. 0.9)."""
