@@ -257,6 +257,23 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+def resumed_after_first_batch(scenario):
+    """``(first, resumed)``: a learner fed the scenario's first batch, and a fresh learner resumed from its state
+    and fed the rest (to compare with an uninterrupted run)."""
+    from poisonsim.pipeline.engine import Learner, World
+
+    world = World.build(scenario)
+    stream = world.stream()
+    parts = [stream.next_batch(size) for size in world.batch_sizes()]
+    first = Learner(world)
+    first.feed(*parts[0])
+    resumed = Learner(World.build(scenario))
+    resumed.set_state(first.get_state())
+    for part in parts[1:]:
+        resumed.feed(*part)
+    return first, resumed
+
+
 def over_seeds(function, *arguments, workers: int = 2) -> list:
     """``function`` over zipped ``arguments`` (as ``map``), on ``workers`` processes with torch on one thread
     each: a reproduction's seeds side by side. ``function`` is a module-level function (it is pickled).

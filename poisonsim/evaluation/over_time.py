@@ -26,7 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 COUNTS = ("tp", "fp", "tn", "fn")
-WORST = {"precision": min, "recall": min, "stream_frr": max, "frr": max, "far": max, "attack_success_behind": max}
+WORST = {"precision": min, "recall": min, "stream_frr": max, "frr": max, "far": max, "attack_success_behind": max,
+         "clean_accuracy": min, "deployed_clean_accuracy": min}  # fmt: skip
 
 
 def interval_figures(rows: list[dict], kind: str, attack_start: int) -> dict:
@@ -57,11 +58,9 @@ def probe_figures(probes: list[dict], kind: str, attack_start: int) -> dict:
     return _mean_and_worst(values)
 
 
-OVER_THE_STREAM = {  # evaluator row key -> what its worst row is (None: the mean alone)
-    "attack_success_rate": max, "clean_accuracy": min, "accuracy_drop": max, "disagreement": max,
-    "twin_clean_accuracy": None, "twin_attack_success_rate": None,
-    "deployed_attack_success_rate": max, "deployed_clean_accuracy": min,
-}  # fmt: skip
+OVER_THE_STREAM = ("attack_success_rate", "clean_accuracy", "accuracy_drop", "disagreement",
+                   "deployed_attack_success_rate", "deployed_clean_accuracy")  # evaluator row keys: mean and worst
+TWIN_BASE = ("twin_clean_accuracy", "twin_attack_success_rate")  # the twin's own figures: the mean alone
 
 
 def stream_figures(rows: list[dict], attack_start: int) -> dict:
@@ -78,15 +77,10 @@ def stream_figures(rows: list[dict], attack_start: int) -> dict:
     for row in rows:
         if row["events"] <= attack_start:
             continue
-        for key in OVER_THE_STREAM:
+        for key in (*OVER_THE_STREAM, *TWIN_BASE):
             if row.get(key) is not None:
                 values.setdefault(key, []).append(row[key])
-    figures = {}
-    for name, series in values.items():
-        figures[f"{name}_mean"] = float(np.mean(series))
-        if OVER_THE_STREAM[name] is not None:
-            figures[f"{name}_worst"] = float(OVER_THE_STREAM[name](series))
-    return figures
+    return _mean_and_worst(values, mean_only=TWIN_BASE)
 
 
 def probe_position(seed: int, interval: int, every: int, unit: int, n_events: int) -> int:
@@ -104,10 +98,11 @@ def probe_position(seed: int, interval: int, every: int, unit: int, n_events: in
     return first + unit * int(np.random.default_rng([seed, interval]).integers(choices))
 
 
-def _mean_and_worst(values: dict[str, list[float]]) -> dict:
+def _mean_and_worst(values: dict[str, list[float]], mean_only: tuple[str, ...] = ()) -> dict:
     figures = {}
     for name, series in values.items():
         if series:
             figures[f"{name}_mean"] = float(np.mean(series))
-            figures[f"{name}_worst"] = float(WORST.get(name, max)(series))
+            if name not in mean_only:
+                figures[f"{name}_worst"] = float(WORST.get(name, max)(series))
     return figures

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import margin, over_seeds
+from conftest import margin, over_seeds, resumed_after_first_batch
 
 from poisonsim.cli import verdict
 from poisonsim.config import Scenario
@@ -77,15 +77,7 @@ def test_over_the_stream_means_the_rows_after_the_first_poison_event():
 
 def test_a_resumed_learner_keeps_its_twin_and_a_checkpoint_without_one_is_refused():
     scenario = Scenario.from_toml(ROOT / "scenarios" / "label_flip.toml", ["stream.n_events=3000"])
-    world = World.build(scenario)
-    stream = world.stream()
-    parts = [stream.next_batch(size) for size in world.batch_sizes()]
-    first = Learner(world)
-    first.feed(*parts[0])
-    resumed = Learner(World.build(scenario))
-    resumed.set_state(first.get_state())
-    for part in parts[1:]:
-        resumed.feed(*part)
+    first, resumed = resumed_after_first_batch(scenario)
     assert resumed.evaluator.rows == run(scenario).timeseries
     untwinned = Learner(World.build(Scenario.from_toml(ROOT / "scenarios" / "label_flip.toml",
                                                        ["stream.n_events=3000", "evaluation.twin=false"])))  # fmt: skip

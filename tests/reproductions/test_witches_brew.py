@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import over_seeds
+from conftest import over_seeds, resumed_after_first_batch
 
 from poisonsim.config import Scenario
 from poisonsim.models.nets import train_offline
 from poisonsim.models.neural import NeuralClassifier
 from poisonsim.models.retrain import retrain_rngs
-from poisonsim.pipeline.engine import Learner, World, run
+from poisonsim.pipeline.engine import run
 
 SCENARIO = Path(__file__).parents[2] / "scenarios" / "witches_brew_retrain.toml"
 SMALL = dict(architecture="cnn", image_side=4, hidden=8, batch_size=16, device="cpu", pretrain_events=60,
@@ -115,15 +115,7 @@ def test_the_scenario_runs_and_a_restored_learner_ends_like_the_uninterrupted_on
     tiny = _tiny_scenario()
     reference = run(tiny)
     assert reference.summary["poison_events_total"] == 6
-    world = World.build(tiny)
-    stream = world.stream()
-    parts = [stream.next_batch(size) for size in world.batch_sizes()]
-    first = Learner(world)
-    first.feed(*parts[0])
-    resumed = Learner(World.build(tiny))
-    resumed.set_state(first.get_state())
-    for part in parts[1:]:
-        resumed.feed(*part)
+    _, resumed = resumed_after_first_batch(tiny)
     assert resumed.evaluator.rows == reference.timeseries
     assert resumed.model.retrains_ == 2
 
