@@ -133,6 +133,10 @@ LOOSER: dict[str, Tolerance] = {
     # Neural Cleanse fits a mask and a pattern per class with Adam: their pixels move by up to half their
     # scale between kernels (not compared), the masks' L1 norms and anomaly indices by 1.2e-2, and the net it
     # unlearns with them by 2.1e-2 (floats) and 0.008 (clean accuracy)
+    # the retrained nets' small probabilities: ATen's default vector width moves the twin's probability of the
+    # target class (0.030) by 3e-3 relative and the clean accuracy by one prediction (the other settings: 4e-7);
+    # ten times that still fails Adam's learning rate 5% higher (22 figures) and 5 attack steps for 4 (11)
+    "witches_brew_retrain": Tolerance(relative=0.03, absolute=1e-6, shares=0.005, arrays=1e-3),
     "mnist_neural_cleanse": Tolerance(relative=0.05, absolute=1e-6, shares=0.02, arrays=0.05,
                                       unchecked=frozenset({"masks", "patterns"})),
 }
