@@ -65,3 +65,18 @@ def test_a_case_that_fails_on_the_device_is_a_row_with_its_error_and_the_others_
     rows = cpu_vs_gpu.every_case_on("cpu", names=["badnets_cnn", "mnist_blended"])
     assert [row["error"] for row in rows] == ["RuntimeError: Expected all tensors to be on the same device"] * 2
     assert rows[0]["clean_accuracy"]["cpu"] is None and rows[0]["clean_accuracy"]["cpu corpus"] > 0
+
+
+def test_strip_over_stream_keeps_its_rows_in_a_data_file_and_the_docs_table_comes_from_it(tmp_path):
+    from benchmarks import strip_over_stream
+
+    rows = [{"setting": "digits", "config": "snapshot", "seed": 7.0, "target": float(t), "attack_success_behind_mean": b,
+             "attack_success_behind_worst": 0.3, "far_mean": 0.1, "frr_mean": 0.01, "stream_frr": 0.005,
+             "calibrations": 21.0, "attack_success_rate_mean": 0.8, "twin_attack_success_rate_mean": 0.04,
+             "accuracy_drop_mean": None, "seconds": 40.0} for t, b in ((3, 0.05), (1, 0.01))]  # fmt: skip
+    strip_over_stream.write_rows(rows, tmp_path / "rows.csv")
+    back = strip_over_stream.read_rows(tmp_path / "rows.csv")
+    assert back == sorted(rows, key=lambda row: row["target"])  # sorted by key, numbers back as written
+    assert "| digits | snapshot | 2 | 0.030 | 0.050 (3) | 0.300 | 0.50% | 0.50% | 0.040 |" in strip_over_stream.table(back)
+    page = (strip_over_stream.ROOT / "docs" / "strip-over-the-stream.md").read_text()
+    assert strip_over_stream.table(strip_over_stream.read_rows()) in page  # the page's table is the data file's

@@ -87,6 +87,22 @@ def prune_units(net: nn.Module, units) -> None:
         layer.weight[:, units] = 0.0
 
 
+def unprune(layer: nn.Module) -> None:
+    """Take a layer's unit mask and its hook off again (a copy of the net from before it was pruned).
+
+    >>> from poisonsim.models.nets import build_net
+    >>> net = build_net("mlp", n_features=4, n_classes=3, hidden=8, image_side=None)
+    >>> prune_units(net, [0, 1])
+    >>> unprune(net.head)
+    >>> hasattr(net.head, "unit_mask"), len(net.head._forward_pre_hooks)
+    (False, 0)
+    """
+    for key, hook in list(layer._forward_pre_hooks.items()):
+        if hook is _mask_inputs:
+            del layer._forward_pre_hooks[key]
+    del layer.unit_mask
+
+
 def pruned(net: nn.Module) -> np.ndarray:
     """Indices of the units pruned so far."""
     mask = getattr(pruned_layer(net), "unit_mask", None)

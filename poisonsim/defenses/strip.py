@@ -26,6 +26,16 @@ spread is shrunk towards the pooled one
 (:func:`class_scales`: a few dozen calibration scores of a sure class can
 have a MAD near 0, which would make a hair's difference a far outlier).
 
+On a stream the net learns between calibrations, and a threshold taken on
+one net and applied to a later one goes stale: clean entropies fall as the
+net grows surer, and for a while most clean inputs are flagged (or, the other
+way, triggered ones pass). ``judge = "snapshot"`` judges every input with the
+very net the threshold was calibrated on (:class:`Snapshot`), and a new one
+takes over only once it is calibrated: the clean scores stay exchangeable
+with the calibration sample, so the FRR bound holds by construction between
+calibrations. ``judge = "live"`` (the paper's, where one net is both) judges
+with the served net as it is; ``check`` then watches for a stale threshold.
+
 All overlays of a batch are judged together (:func:`strip_entropy`: the net
 runs in cache-sized chunks, our CNN as :func:`channels_last_logits`);
 :func:`strip_entropy_loop` is the per-input loop of the reference code, kept
@@ -39,6 +49,7 @@ for the benchmark and as a check.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Annotated, Iterator
 
@@ -47,6 +58,7 @@ import torch
 from torch import nn
 
 from poisonsim.defenses.base import DefenderKnowledge, Defense, Every, check_choices, median_mad, require
+from poisonsim.defenses.pruning import unprune
 from poisonsim.events import EventBatch
 from poisonsim.models.nets import CNN
 from poisonsim.registry import DEFENSES, Key
@@ -61,6 +73,7 @@ LOG_FLOOR = 1e-3  # bits added before the log: entropies near 0 stay finite
 BACKGROUND_BYTES = 32 * 2**20  # backgrounds built at once (a block of inputs): memory stays flat in the batch size
 CHECK_INPUTS = 256  # trusted inputs re-scored at each check of the FRR between calibrations
 CHECK_LEVEL = 0.01  # a check recalibrates when so many are flagged that an FRR of frr would do so this rarely
+JUDGES = ("live", "snapshot")
 
 
 def superimpose(x: np.ndarray, backgrounds: np.ndarray, how: str) -> np.ndarray:
@@ -255,6 +268,53 @@ def channels_last_logits(net):
     return logits
 
 
+class Snapshot:
+    """The net as it stood when STRIP calibrated on it (``judge = "snapshot"``): it judges inputs until the next
+    calibration, whatever the served net learns meanwhile.
+
+    >>> from poisonsim.models.neural import NeuralClassifier
+    >>> model = NeuralClassifier(n_classes=3, n_features=4, hidden=8, batch_size=16, lr=0.5, device="cpu")
+    >>> snapshot = Snapshot(model)
+    >>> x = np.random.default_rng(0).random((64, 4), dtype=np.float32)
+    >>> model.learn_many(x, np.full(64, 2))  # the served net learns that everything is a 2
+    >>> model.predict_many(x[:5]).tolist(), bool((snapshot.predict_many(x) == 2).all())
+    ([2, 2, 2, 2, 2], False)
+    """
+
+    def __init__(self, model):
+        self.net = copy.deepcopy(model.net).eval()  # unit masks (fine-pruning's plain attributes) come along
+        self.device_ = model.device_
+        for weight in self.net.parameters():
+            weight.requires_grad_(False)
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        """Predicted classes of the snapshot's net."""
+        rows = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device_)
+        with torch.inference_mode():
+            parts = [self.net(rows[i : i + CPU_FORWARD_ROWS]).argmax(dim=1).cpu().numpy()
+                     for i in range(0, len(rows), CPU_FORWARD_ROWS)]  # fmt: skip
+        return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+    def get_state(self) -> dict:
+        """Weights, and the unit masks of the modules that carry one then."""
+        return {"weights": {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()},
+                "masks": {name: module.unit_mask.cpu().numpy().copy() for name, module in self.net.named_modules()
+                          if hasattr(module, "unit_mask")}}  # fmt: skip
+
+    @classmethod
+    def restored(cls, model, state: dict) -> Snapshot:
+        """The snapshot of ``state`` on a copy of ``model``'s net, whose unit masks (pruning only ever adds to
+        them) are set back to what they were then, or taken off where there were none."""
+        snapshot = cls(model)
+        snapshot.net.load_state_dict({k: torch.as_tensor(v) for k, v in state["weights"].items()})
+        for name, module in snapshot.net.named_modules():
+            if hasattr(module, "unit_mask") and name in state["masks"]:
+                module.unit_mask.copy_(torch.as_tensor(state["masks"][name]))
+            elif hasattr(module, "unit_mask"):
+                unprune(module)
+        return snapshot
+
+
 def strip_entropy_loop(model, x: np.ndarray, backgrounds: np.ndarray, how: str) -> np.ndarray:
     """The same figure one input at a time, overlays built one by one (the reference code's loop)."""
     out = np.empty(len(x))
@@ -273,6 +333,7 @@ def strip_entropy_loop(model, x: np.ndarray, backgrounds: np.ndarray, how: str) 
     {"overlays": 4, "scale": "union", "layers": 2, "every": 100},
     {"overlays": 4, "scale": "union", "layers": 2, "robust": True, "every": 100},
     {"overlays": 4, "every": 200, "check": 50},
+    {"overlays": 4, "every": 200, "judge": "snapshot"},
 ])
 class Strip(Defense):
     """Flag (or drop, ``mode = "drop"``) inputs whose overlays' mean entropy is below the calibrated threshold.
@@ -288,7 +349,9 @@ class Strip(Defense):
     trusted inputs are re-scored on the current net, and too many of them
     flagged for an FRR of ``frr`` (:func:`too_many`) recalibrates at once. The
     check watches the net, not the stream, so the attacker's rate cannot
-    trigger it.
+    trigger it. With ``judge = "snapshot"`` inputs are judged by the net the
+    threshold was calibrated on (:class:`Snapshot`), and the check asks
+    whether the served net has drifted from it far enough to take a new one.
     With ``scale = "per-class"`` each half's scores are standardised by the
     other half's class scales (:func:`class_scales`) before the threshold is
     taken; inputs met later, by the scales of the whole sample.
@@ -331,6 +394,9 @@ class Strip(Defense):
         robust: Annotated[bool, Key("median entropy over an input's overlays, class spreads shrunk towards the "
                                     "pooled one (false: the mean, as in the paper, and each class's own MAD)")]
         = False,
+        judge: Annotated[str, Key("the net that judges inputs: the served one as it is (live, the paper's), or the "
+                                  "one the threshold was calibrated on until the next calibration (snapshot: the "
+                                  "FRR bound holds between calibrations)", choices=JUDGES)] = "live",
     ):  # fmt: skip
         self.scale = scale
         self.layers = layers
@@ -342,8 +408,9 @@ class Strip(Defense):
         self.every = every
         self.check = check
         self.robust = robust
+        self.judge = judge
         check_choices(mode=(mode, ("flag", "drop")), superimpose=(superimpose, ("blend", "additive")),
-                      scale=(scale, SCALES))  # fmt: skip
+                      scale=(scale, SCALES), judge=(judge, JUDGES))  # fmt: skip
         self.drops = mode == "drop"
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> Strip:
@@ -384,10 +451,13 @@ class Strip(Defense):
     def score(self, X: np.ndarray, model, rng: np.random.Generator | None = None) -> np.ndarray:
         """Each input's score, low: likely triggered (pooled: mean overlay entropy; per-class: standardised;
         union: the lowest tail share)."""
-        rng = rng or np.random.default_rng(self._flag_seed)
+        return self._score_on(self._judge(model), X, rng or np.random.default_rng(self._flag_seed))
+
+    def _score_on(self, net, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """:meth:`score` with the given net judging (a model, or a :class:`Snapshot`)."""
         X = np.asarray(X, dtype=np.float32)
-        entropies = self.entropies(model, X, self.picks(len(X), len(self.pool_x_), rng))
-        return self._scaled(entropies, X, model)
+        entropies = self.entropies(net, X, self.picks(len(X), len(self.pool_x_), rng))
+        return self._scaled(entropies, X, net)
 
     def entropies(self, model, X: np.ndarray, picks: np.ndarray) -> np.ndarray:
         """:func:`strip_entropy` of ``X`` on the backgrounds of ``picks``, built a block of inputs at a time
@@ -427,8 +497,21 @@ class Strip(Defense):
             out[part] = standardised(values[part], classes[part], center, spread)
         return out
 
+    def _judge(self, model):
+        """The net that judges inputs now: the served ``model`` (``judge = "live"``) or the calibrated snapshot
+        (one restored from a checkpoint is rebuilt at its first use, once every defense has put its masks back)."""
+        if self.judge == "live":
+            return model
+        if self.snapshot_ is None:
+            self.snapshot_ = Snapshot.restored(model, self._saved_snapshot)
+        return self.snapshot_
+
     def calibrate(self, model) -> float:
-        """Threshold from the trusted sample, each half overlaid on the other (see the class)."""
+        """Threshold from the trusted sample, each half overlaid on the other (see the class); with
+        ``judge = "snapshot"`` the net as it is now judges from here on."""
+        if self.judge == "snapshot":
+            self.snapshot_ = Snapshot(model)
+        model = self._judge(model)
         rng, n = np.random.default_rng(self._flag_seed + 1), len(self.pool_x_)
         half = n // 2
         draws = [np.concatenate([half + self.picks(half, n - half, rng), self.picks(n - half, half, rng)])
@@ -473,11 +556,12 @@ class Strip(Defense):
             self._next_check = (position // self.check + 1) * self.check
 
     def frr_exceeded(self, model, position: int) -> bool:
-        """Whether ``CHECK_INPUTS`` trusted inputs, re-scored on the net as it is, are flagged more often than an
-        FRR of ``frr`` allows (:func:`too_many`); the overlays are drawn from the position, not the stream's draws."""
+        """Whether ``CHECK_INPUTS`` trusted inputs, re-scored on the served net as it is (whichever net judges),
+        are flagged more often than an FRR of ``frr`` allows (:func:`too_many`); the overlays are drawn from the
+        position, not the stream's draws."""
         self.checks_ += 1
-        inputs = self.pool_x_[:CHECK_INPUTS]
-        flagged = self.score(inputs, model, np.random.default_rng([self._flag_seed, 2, position])) < self.threshold_
+        inputs, rng = self.pool_x_[:CHECK_INPUTS], np.random.default_rng([self._flag_seed, 2, position])
+        flagged = self._score_on(model, inputs, rng) < self.threshold_
         return too_many(int(flagged.sum()), len(inputs), self.frr)
 
     def report(self) -> dict:
@@ -495,6 +579,8 @@ class Strip(Defense):
             state.update(center=self.center_.copy(), spread=self.spread_.copy())
         if self.scale == "union":
             state.update(references=self.references_.copy())
+        if self.judge == "snapshot":
+            state.update(snapshot=self.snapshot_.get_state())
         return state
 
     def set_state(self, state: dict, model) -> None:
@@ -502,6 +588,8 @@ class Strip(Defense):
             self.center_, self.spread_ = np.asarray(state["center"]), np.asarray(state["spread"])
         if self.scale == "union":
             self.references_ = np.asarray(state["references"])
+        if self.judge == "snapshot":
+            self.snapshot_, self._saved_snapshot = None, state["snapshot"]
         self.threshold_, self.calibrations_ = state["threshold"], state["calibrations"]
         self._next_calibration = state["next_calibration"]
         self._stream_rng.bit_generator.state = state["rng"]

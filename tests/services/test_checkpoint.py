@@ -27,7 +27,7 @@ SCENARIOS = [
      "defense": [{"kind": "isolation", "at": 3000}, {"kind": "activation-analysis", "at": 3500}]},
     {"stream": {"source": "digits", "n_events": 4000}, "model": {"kind": "cnn"},  # pruned at 1536, saved at 2100
      "attack": {"kind": "badnets", "rate": 0.05, "start": 1200},
-     "defense": [{"kind": "strip", "superimpose": "additive", "every": 1000},
+     "defense": [{"kind": "strip", "superimpose": "additive", "every": 1000, "judge": "snapshot"},
                  {"kind": "fine-pruning", "when": "drift", "detector": "page-hinkley", "every": 500}]},
 ]  # fmt: skip
 
