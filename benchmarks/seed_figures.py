@@ -118,11 +118,11 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     "mnist-badnets": ("mnist_badnets.toml", [], ATTACK, None),
     "mnist-badnets-clean": ("mnist_badnets.toml", [NO_ATTACK], ["clean_accuracy"], None),
     "mnist-blended": ("mnist_blended.toml", [], ATTACK, None),
-    # STRIP on MNIST over the stream: the ready scenario (the paper's: pooled, one layer), per-class scales with two
+    # STRIP on MNIST over the stream: the paper's (pooled, one layer), per-class scales with two
     # layers, each change alone, recalibrated four times as often, and the union of three scores with two layers
     # (benchmarks/strip_classes.py: FAR per target class on the final net), also with checks of its FRR between
     # calibrations, and robust (median entropies, shrunk class scales)
-    "mnist-strip": ("mnist_strip.toml", [], [*ATTACK[:2], *STRIP], None),
+    "mnist-strip": ("mnist_strip_paper.toml", [], [*ATTACK[:2], *STRIP], None),
     "mnist-strip-per-class-2": _mnist_strip("every=1000,scale='per-class',layers=2"),
     "mnist-strip-pooled-2": _mnist_strip("every=1000,layers=2"),
     "mnist-strip-per-class": _mnist_strip("every=1000,scale='per-class'"),
@@ -133,11 +133,12 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     "mnist-strip-union-2-check-100": _mnist_strip("every=1000,scale='union',layers=2,check=100", CHECK_FIGURES),
     "mnist-strip-union-2-robust-check-100": _mnist_strip("every=1000,scale='union',layers=2,check=100,robust=true",
                                                          CHECK_FIGURES),
-    "strip": ("strip_badnets.toml", SIX_K, ["attack_success_rate", *STRIP], None),
+    "strip": ("strip_badnets_paper.toml", SIX_K, ["attack_success_rate", *STRIP], None),
     "strip-stream-paper": _digits_strip("scale='pooled'"),
     "strip-stream-per-class-2": _digits_strip("scale='per-class',layers=2"),
     "strip-stream-union-2-check-100": _digits_strip("scale='union',layers=2,check=100", CHECK_FIGURES),
-    "strip-class-2": ("strip_badnets.toml", [*SIX_K, "attack.target_class=2"], ["attack_success_rate", *STRIP], None),
+    "strip-class-2": ("strip_badnets_paper.toml", [*SIX_K, "attack.target_class=2"], ["attack_success_rate", *STRIP],
+                      None),
     "isolation": ("abl_badnets.toml", [], ["attack_success_rate", "clean_accuracy", *ISOLATION], None),
     "isolation-unlearn-every-1000": ("abl_badnets.toml", ["defense.isolation.unlearn_every=1000"],
                                      ["attack_success_rate_mean", "attack_success_rate_worst", "attack_success_rate",

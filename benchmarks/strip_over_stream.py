@@ -1,22 +1,24 @@
 """STRIP over the stream, for every target class: attack success behind it and clean traffic it flags.
 
-For each setting (the 8x8 digits: ``scenarios/strip_badnets.toml``; MNIST:
-``scenarios/mnist_strip.toml``), each STRIP configuration of ``CONFIGS``,
-each seed and each target class, the ready scenario runs once with STRIP in
-it, and a row keeps the run's figures over the stream (means over the
-evaluator's probes after the first poison event, at positions STRIP does
-not know): attack success behind STRIP (triggered held-out inputs that reach
-the target class and pass it) and its worst probe, FAR, the held-out FRR,
-the share of clean stream events STRIP flagged (``stream_frr``), attack
-success with no input judged and the clean twin's (the triggered inputs a
-net that never saw poison sends to the target class on its own).
+For each setting (the 8x8 digits: ``scenarios/strip_badnets_paper.toml``;
+MNIST: ``scenarios/mnist_strip_paper.toml``), each STRIP configuration of
+``CONFIGS`` (keys over the paper's STRIP; ``SHIPPED`` is the one the ready
+scenarios ``strip_badnets.toml`` and ``mnist_strip.toml`` run), each seed
+and each target class, the scenario runs once, and a row keeps the run's
+figures over the stream (means over the evaluator's probes after the first
+poison event, at positions STRIP does not know): attack success behind
+STRIP (triggered held-out inputs that reach the target class and pass it)
+and its worst probe, FAR, the held-out FRR, the share of clean stream
+events STRIP flagged (``stream_frr``), attack success with no input judged
+and the clean twin's (the triggered inputs a net that never saw poison
+sends to the target class on its own).
 
 Rows go to ``--data`` (one per run, keyed by setting, configuration, seed
 and target; a run already there is not run again); ``--table`` prints the
 documentation's table from that file alone.
 
-    .venv/bin/python benchmarks/strip_over_stream.py digits --seeds 101 --configs snapshot,live --workers 2
-    .venv/bin/python benchmarks/strip_over_stream.py mnist --seeds 101 --configs snapshot
+    .venv/bin/python benchmarks/strip_over_stream.py digits --seeds 101-102 --configs snapshot-3-layers-64,paper
+    .venv/bin/python benchmarks/strip_over_stream.py mnist --seeds 101 --targets 2 --configs snapshot-3-layers-64
     .venv/bin/python benchmarks/strip_over_stream.py --table
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import os
 import sys
 import time
@@ -39,18 +42,31 @@ if str(ROOT) not in sys.path:
 from benchmarks.seed_figures import seeds_of  # noqa: E402
 
 DATA = ROOT / "docs" / "data" / "strip_over_stream.csv"
-SETTINGS = {  # setting -> (scenario, overrides): evaluated often enough for a mean over the stream
-    "digits": ("strip_badnets.toml", ["evaluation.every=500"]),
-    "mnist": ("mnist_strip.toml", ["evaluation.every=1000"]),
+SETTINGS = {  # setting -> (the paper's scenario, overrides): evaluated often enough for a mean over the stream
+    "digits": ("strip_badnets_paper.toml", ["evaluation.every=500"]),
+    "mnist": ("mnist_strip_paper.toml", ["evaluation.every=1000"]),
 }
-UNION = ["defense.strip.scale=union", "defense.strip.layers=2", "defense.strip.robust=true"]
-CONFIGS = {  # name -> STRIP's keys over the ready scenario's
-    "paper": [],  # the ready scenarios' STRIP: pooled entropy, one layer, the served net judging
-    "live": [*UNION, "defense.strip.confidence=0.5"],
-    "live-check-100": [*UNION, "defense.strip.confidence=0.5", "defense.strip.check=100"],
-    "snapshot": [*UNION, "defense.strip.confidence=0.5", "defense.strip.judge=snapshot"],
-    "snapshot-frr-0.02": [*UNION, "defense.strip.frr=0.02", "defense.strip.judge=snapshot"],
+READY = {"digits": "strip_badnets.toml", "mnist": "mnist_strip.toml"}  # the ready scenarios: SHIPPED's STRIP
+
+
+def _strip(**keys) -> list[str]:
+    """``--set`` overrides of STRIP's ``keys``."""
+    return [f"defense.strip.{key}={value}" for key, value in keys.items()]
+
+
+UNION = _strip(scale="union", layers=2, robust="true")
+DEEP = _strip(scale="union", layers=3, robust="true", overlays=64, confidence=0.5, judge="snapshot", every=250)
+CONFIGS = {  # name -> STRIP's keys over the paper's (pooled entropy, one layer, the served net judging)
+    "paper": [],
+    "live": [*UNION, *_strip(confidence=0.5)],
+    "live-check-100": [*UNION, *_strip(confidence=0.5, check=100)],
+    "snapshot": [*UNION, *_strip(confidence=0.5, judge="snapshot")],
+    "snapshot-frr-0.02": [*UNION, *_strip(frr=0.02, judge="snapshot")],
+    "snapshot-every-250": [*UNION, *_strip(confidence=0.5, judge="snapshot", every=250)],
+    "snapshot-3-layers-64": DEEP,
+    "snapshot-3-layers-64-frr-0.02": [*DEEP, *_strip(frr=0.02)],
 }
+SHIPPED = "snapshot-3-layers-64"  # the configuration the ready scenarios run (a test holds them to it)
 STRIP_FIGURES = ("attack_success_behind_mean", "attack_success_behind_worst", "far_mean", "frr_mean", "stream_frr",
                  "calibrations")  # fmt: skip
 RUN_FIGURES = ("attack_success_rate_mean", "twin_attack_success_rate_mean", "accuracy_drop_mean")
@@ -84,16 +100,24 @@ def read_rows(data: Path = DATA) -> list[dict]:
                 for row in csv.DictReader(file)]  # fmt: skip
 
 
+def key_of(row: dict) -> tuple:
+    """A row's key: setting, configuration, seed and target."""
+    return tuple(row[k] if k in ("setting", "config") else int(row[k]) for k in KEY)
+
+
 def write_rows(rows: list[dict], data: Path = DATA) -> None:
-    """Every row, sorted by its key, written whole (a new file, then renamed over the old)."""
+    """``rows`` merged into the file's (a row of the same key replaced), sorted by key, written whole: a new file
+    renamed over the old, under a lock, so that benchmarks writing the same file at once lose no row."""
     data.parent.mkdir(parents=True, exist_ok=True)
-    rows = sorted(rows, key=lambda row: tuple(row[k] for k in KEY))
-    scratch = data.with_suffix(".tmp")
-    with scratch.open("w", newline="") as file:
-        writer = csv.DictWriter(file, FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    scratch.replace(data)
+    with open(data.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = {key_of(row): row for row in [*read_rows(data), *rows]}
+        scratch = data.with_suffix(".tmp")
+        with scratch.open("w", newline="") as file:
+            writer = csv.DictWriter(file, FIELDS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(merged[key] for key in sorted(merged))
+        scratch.replace(data)
 
 
 def table(rows: list[dict]) -> str:
@@ -131,7 +155,7 @@ def main() -> int:
     parser.add_argument("settings", nargs="*", help=f"of {', '.join(SETTINGS)} (default: all)")
     parser.add_argument("--seeds", default="101", type=seeds_of, help="e.g. 101-102 or 101,103 (default 101)")
     parser.add_argument("--targets", default="0-9", type=seeds_of, help="target classes (default 0-9)")
-    parser.add_argument("--configs", default="snapshot", help=f"comma-separated, of: {', '.join(CONFIGS)}")
+    parser.add_argument("--configs", default=SHIPPED, help=f"comma-separated, of: {', '.join(CONFIGS)}")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data", type=Path, default=DATA, help=f"the data file (default {DATA.relative_to(ROOT)})")
     parser.add_argument("--table", action="store_true", help="print the table from the data file and stop")
@@ -144,16 +168,14 @@ def main() -> int:
         parser.error(f"no configuration named {', '.join(unknown)}; expected some of {', '.join(CONFIGS)}")
     if unknown := sorted(set(args.settings) - set(SETTINGS)):
         parser.error(f"no setting named {', '.join(unknown)}; expected some of {', '.join(SETTINGS)}")
-    rows = read_rows(args.data)
-    done = {tuple(row[k] if k in ("setting", "config") else int(row[k]) for k in KEY) for row in rows}
+    done = {key_of(row) for row in read_rows(args.data)}
     todo = [(s, c, seed, t) for s in args.settings or list(SETTINGS) for c in configs for seed in args.seeds
             for t in args.targets if (s, c, seed, t) not in done]  # fmt: skip
     with ProcessPoolExecutor(args.workers) as pool:
         for row in pool.map(measure, *zip(*todo)) if todo else ():
-            rows.append(row)
-            write_rows(rows, args.data)  # every run kept as it ends: an interrupted benchmark goes on from here
+            write_rows([row], args.data)  # every run kept as it ends: an interrupted benchmark goes on from here
             print(" ".join(f"{k}={row[k]}" for k in (*KEY, "attack_success_behind_mean", "stream_frr")), flush=True)
-    print(table(rows))
+    print(table(read_rows(args.data)))
     return 0
 
 

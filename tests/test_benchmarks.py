@@ -1,9 +1,10 @@
-"""The CPU / GPU benchmark script runs end to end and says what it did not measure."""
+"""The benchmark scripts run end to end, say what they did not measure, and keep the docs' tables true."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from benchmarks import cpu_vs_gpu
@@ -77,6 +78,21 @@ def test_strip_over_stream_keeps_its_rows_in_a_data_file_and_the_docs_table_come
     strip_over_stream.write_rows(rows, tmp_path / "rows.csv")
     back = strip_over_stream.read_rows(tmp_path / "rows.csv")
     assert back == sorted(rows, key=lambda row: row["target"])  # sorted by key, numbers back as written
+    strip_over_stream.write_rows([{**rows[0], "seed": 8.0}], tmp_path / "rows.csv")  # another run's writer
+    assert len(strip_over_stream.read_rows(tmp_path / "rows.csv")) == 3  # merged: no row lost
     assert "| digits | snapshot | 2 | 0.030 | 0.050 (3) | 0.300 | 0.50% | 0.50% | 0.040 |" in strip_over_stream.table(back)
     page = (strip_over_stream.ROOT / "docs" / "strip-over-the-stream.md").read_text()
     assert strip_over_stream.table(strip_over_stream.read_rows()) in page  # the page's table is the data file's
+
+
+@pytest.mark.parametrize("setting", ["digits", "mnist"])
+def test_the_ready_strip_scenarios_run_the_configuration_the_docs_call_shipped(setting):
+    from benchmarks import strip_over_stream as bench
+    from poisonsim.config import Scenario
+
+    paper, _ = bench.SETTINGS[setting]
+    measured = Scenario.from_toml(bench.ROOT / "scenarios" / paper, bench.CONFIGS[bench.SHIPPED])
+    ready = Scenario.from_toml(bench.ROOT / "scenarios" / bench.READY[setting])
+    assert ready.to_dict()["defense"] == measured.to_dict()["defense"]
+    assert {k: v for k, v in ready.to_dict().items() if k not in ("defense", "name")} == {
+        k: v for k, v in measured.to_dict().items() if k not in ("defense", "name")}  # the same stream and attack

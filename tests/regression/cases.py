@@ -57,11 +57,15 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "mnist_strip": ("mnist_strip.toml", ["stream.n_events=600", "model.pretrain_events=300", *MNIST_CNN,
                                          "evaluation.every=300", "defense.strip.overlays=4",
                                          "defense.strip.every=300"]),
+    "mnist_strip_paper": ("mnist_strip_paper.toml", ["stream.n_events=600", "model.pretrain_events=300", *MNIST_CNN,
+                                                     "evaluation.every=300", "defense.strip.overlays=4",
+                                                     "defense.strip.every=300"]),
     "provoke": ("provoke.toml", ["stream.n_events=12000", "attack.start=4000"]),
     "provoke_fine_pruning": ("provoke_fine_pruning.toml", [*NEURAL, "attack.start=400"]),
     "split_view": ("split_view.toml", ["stream.n_events=3000", "attack.start=1000"]),
-    "strip_badnets": ("strip_badnets.toml", [*NEURAL, "defense=[{kind='strip',overlays=8,superimpose='additive',"
-                                                      "every=300,mode='drop'}]"]),
+    "strip_badnets": ("strip_badnets.toml", [*NEURAL, "defense.strip.overlays=8", "defense.strip.every=300"]),
+    "strip_badnets_paper": ("strip_badnets_paper.toml", [*NEURAL, "defense=[{kind='strip',overlays=8,"
+                                                                  "superimpose='additive',every=300,mode='drop'}]"]),
     "targeted": ("targeted.toml", ["stream.n_events=4000", "attack.start=1000"]),
     "witches_brew_retrain": ("witches_brew_retrain.toml", ["stream.n_events=600", "model.pretrain_events=300",
                                                            "model.retrain_every=300", "model.retrain_epochs=2",
@@ -123,13 +127,20 @@ all: there Adam's normalisation turns float32 rounding in near-zero gradients in
 1,200 events later the clean accuracy differs by a point between AVX and AVX2 kernels; the cases train
 the digits' CNN on MNIST instead."""
 
+UNION_RANKS = Tolerance(relative=1e-3, absolute=1e-6, shares=0.005, arrays=1e-3, shared_names=frozenset({"score"}))
+"""STRIP with ``scale = "union"``: its score is a rank among the calibration sample, and one tie flipped moves
+it by 1/718 (the digits' trusted sample, two draws)."""
+
 LOOSER: dict[str, Tolerance] = {
-    # STRIP's 'union' score is a rank among the calibration sample: one tie flipped moves it by 1/718
-    "cnn_strip_union_robust_check": Tolerance(relative=1e-3, absolute=1e-6, shares=0.005, arrays=1e-3,
-                                              shared_names=frozenset({"score"})),
+    "cnn_strip_union_robust_check": UNION_RANKS,
+    "strip_badnets": UNION_RANKS,
     "mnist_badnets": MNIST,
     "mnist_blended": MNIST,
-    "mnist_strip": MNIST,
+    # union ranks on MNIST, and one of 98 triggered inputs changes sides (FAR 0.969 / 0.980 under oneDNN SSE4.1
+    # and ATen's default vector width): two of them may
+    "mnist_strip": Tolerance(relative=5e-3, absolute=1e-6, shares=0.021, arrays=0.05,
+                             shared_names=frozenset({"score"})),
+    "mnist_strip_paper": MNIST,
     # Neural Cleanse fits a mask and a pattern per class with Adam: their pixels move by up to half their
     # scale between kernels (not compared), the masks' L1 norms and anomaly indices by 1.2e-2, and the net it
     # unlearns with them by 2.1e-2 (floats) and 0.008 (clean accuracy)

@@ -19,7 +19,7 @@ Calibrated by the paper's rule (``confidence = 0.5``: the 1% quantile of the
 trusted clean scores) the FRR averages 1% instead of staying under it, and
 the digits' pooled two-layer FAR falls to 0.066 (README: even a threshold
 at the held-out clean scores' own 1% quantile leaves classes above 0.05).
-Over the learning stream of ``scenarios/mnist_strip.toml`` (probes between
+Over the learning stream of ``scenarios/mnist_strip_paper.toml`` (probes between
 calibrations) per-class scales with two layers flag 9.2% of clean stream
 events against the paper's 1.6%: their scales go stale as the net learns
 (``benchmarks/seed_figures.py mnist-strip mnist-strip-per-class-2 --seeds
