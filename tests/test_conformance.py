@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+import numpy as np
 import pytest
 
 import poisonsim
-from poisonsim import checks
-from poisonsim.registry import REGISTRIES
+from poisonsim import Attack, checks
+from poisonsim.checks import attacks
+from poisonsim.registry import REGISTRIES, Kind
 
 
 def _cases():
@@ -38,3 +40,21 @@ def test_the_suite_covers_every_concept():
     concepts = {kind.concept for kind in checks.all_kinds()}
     assert concepts == set(REGISTRIES)
     assert len(checks.all_kinds()) >= 31
+
+
+class _InPlaceUnseeded(Attack):
+    """Adds noise of its own (not the seeded draws) to its input, in place, and returns it."""
+
+    def fit(self, knowledge, rng):
+        return self
+
+    def poison(self, x, y, rng):
+        x += np.random.default_rng().random(x.shape, dtype=np.float32)  # a fresh seed each call
+        return x, y
+
+
+def test_the_seeded_check_catches_an_unseeded_attack_that_returns_its_own_input():
+    kind = Kind("attack", "in-place", _InPlaceUnseeded, keys={}, examples=[{}])
+    for check in (attacks.check_attack_seeded, attacks.check_pickle_attack):
+        with pytest.raises(AssertionError, match="same seed gave different poison|a pickled copy poisoned differently"):
+            check(kind)

@@ -37,10 +37,11 @@ def _fitted(kind: Kind, example: dict, seed: int = 0):
 
 @_each_attack
 def check_attack_seeded(kind: Kind, example: dict) -> None:
-    """Same seed, same draws: the same poison."""
+    """Same seed, same draws: the same poison (each call on its own copy of the draws, so that an attack that
+    changes its input and returns it is not compared with itself)."""
     x, y = sample_data(50)
-    a = _fitted(kind, example).poison(x, y, np.random.default_rng(3))
-    b = _fitted(kind, example).poison(x, y, np.random.default_rng(3))
+    a = _fitted(kind, example).poison(x.copy(), y.copy(), np.random.default_rng(3))
+    b = _fitted(kind, example).poison(x.copy(), y.copy(), np.random.default_rng(3))
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]), "same seed gave different poison"
 
 
@@ -92,9 +93,9 @@ def check_pickle_attack(kind: Kind, example: dict) -> None:
     fitted = _fitted(kind, example)
     copy = pickle.loads(pickle.dumps(fitted))
     x, y = sample_data(20)
-    a = fitted.poison(x, y, np.random.default_rng(1))
-    b = copy.poison(x, y, np.random.default_rng(1))
-    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    a = fitted.poison(x.copy(), y.copy(), np.random.default_rng(1))
+    b = copy.poison(x.copy(), y.copy(), np.random.default_rng(1))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]), "a pickled copy poisoned differently"
 
 
 ATTACK_CHECKS = (check_attack_seeded, check_attack_inputs_unchanged, check_attack_output_shape,
