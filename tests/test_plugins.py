@@ -163,6 +163,45 @@ def test_the_check_suite_runs_plugin_kinds(tmp_path):
         assert "check_host_state_round_trip" in done.stdout and "FAIL" not in done.stdout
 
 
+GENERATOR_DEFENSE = '''
+"""Flag a random share of events; its state keeps numpy's Generator itself (a checkpoint cannot store it)."""
+from typing import Annotated
+
+import numpy as np
+
+from poisonsim import DEFENSES, Defense, Key
+
+
+@DEFENSES.register("coin-flip", examples=[{"share": 0.1}])
+class CoinFlip(Defense):
+    """Flag each event with probability share."""
+
+    def __init__(self, share: Annotated[float, Key("share of events flagged", ge=0, le=1)] = 0.1):
+        self.share = share
+
+    def fit(self, knowledge, model, rng):
+        self.rng_ = np.random.default_rng(rng.integers(2**32))
+        return self
+
+    def inspect(self, batch, model):
+        return self.rng_.random(len(batch)) < self.share
+
+    def get_state(self):
+        return {"rng": self.rng_}
+
+    def set_state(self, state, model):
+        self.rng_ = state["rng"]
+'''
+
+
+def test_the_check_suite_refuses_a_state_that_a_checkpoint_cannot_store(tmp_path):
+    (tmp_path / "coin_flip.py").write_text(textwrap.dedent(GENERATOR_DEFENSE))
+    done = poisonsim(tmp_path, "check", "defense", "coin-flip", "--plugin", "coin_flip")
+    assert done.returncode != 0
+    assert "coin-flip: its state cannot be checkpointed" in done.stdout + done.stderr
+    assert "cannot store a Generator" in done.stdout + done.stderr
+
+
 def install_trigger_package(tmp_path: Path) -> Path:
     """Build a wheel that declares the trigger under the ``poisonsim.triggers`` entry point; pip installs it."""
     wheel = tmp_path / "sig_trigger-0.1-py3-none-any.whl"

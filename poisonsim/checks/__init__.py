@@ -19,6 +19,7 @@ batch equals one by one, bad input refused with a clear error, pickling).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -111,7 +112,8 @@ def check_host_seeded(kind: Kind) -> None:
 
 
 def check_host_state_round_trip(kind: Kind) -> None:
-    """A learner restored from another's state halfway ends like the uninterrupted one."""
+    """A learner restored from another's state halfway ends like the uninterrupted one, the state going through
+    the checkpoint format on the way (numpy arrays and plain values, as a Kafka learner saves it)."""
     from poisonsim.pipeline.engine import Learner, World, run
 
     scenario = _host_scenario(kind)
@@ -123,10 +125,26 @@ def check_host_state_round_trip(kind: Kind) -> None:
     for part in parts[: len(parts) // 2]:
         first.feed(*part)
     resumed = Learner(World.build(scenario))
-    resumed.set_state(first.get_state())
+    resumed.set_state(_through_a_checkpoint(kind, first.get_state()))
     for part in parts[len(parts) // 2 :]:
         resumed.feed(*part)
     assert resumed.evaluator.rows == reference.timeseries, f"{kind.name}: a restored learner diverged"
+
+
+def _through_a_checkpoint(kind: Kind, state: dict) -> dict:
+    """``state`` saved with :mod:`poisonsim.services.checkpoint` and loaded back; a state it cannot store fails the
+    check with the checkpoint's reason."""
+    import tempfile
+
+    from poisonsim.services import checkpoint
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "state.npz"
+        try:
+            checkpoint.save(path, state)
+        except (TypeError, ValueError) as exc:
+            raise AssertionError(f"{kind.name}: its state cannot be checkpointed: {exc}") from exc
+        return checkpoint.load(path)
 
 
 def _comparable(result) -> tuple:
