@@ -22,6 +22,8 @@ TORCH_THREADS = 1
 NEURAL = ["stream.n_events=1200", "model.pretrain_events=300", "evaluation.every=400"]
 MNIST_CNN = ["model.kind=cnn"]
 SUPPLY = ["stream.n_events=600", "attack.supplier_events=300", "evaluation.every=200"]
+MNIST_STRIP = ["stream.n_events=600", "model.pretrain_events=300", *MNIST_CNN, "evaluation.every=300",
+               "defense.strip.overlays=4", "defense.strip.every=300"]
 ACCUMULATIVE = ["stream.n_events=1536", "model.pretrain_events=2000", "attack.start=256", "attack.budget=288",
                 "attack.accumulate=256", "attack.steps=4", "attack.validation_events=64", "evaluation.every=128"]
 
@@ -54,12 +56,8 @@ CASES: dict[str, tuple[str, list[str]]] = {
                                                            *MNIST_CNN, "evaluation.every=400", "attack.rate=0.2",
                                                            "defense.neural-cleanse.at=700",
                                                            "defense.neural-cleanse.steps=80"]),  # suspects: unlearns
-    "mnist_strip": ("mnist_strip.toml", ["stream.n_events=600", "model.pretrain_events=300", *MNIST_CNN,
-                                         "evaluation.every=300", "defense.strip.overlays=4",
-                                         "defense.strip.every=300"]),
-    "mnist_strip_paper": ("mnist_strip_paper.toml", ["stream.n_events=600", "model.pretrain_events=300", *MNIST_CNN,
-                                                     "evaluation.every=300", "defense.strip.overlays=4",
-                                                     "defense.strip.every=300"]),
+    "mnist_strip": ("mnist_strip.toml", MNIST_STRIP),
+    "mnist_strip_paper": ("mnist_strip_paper.toml", MNIST_STRIP),
     "provoke": ("provoke.toml", ["stream.n_events=12000", "attack.start=4000"]),
     "provoke_fine_pruning": ("provoke_fine_pruning.toml", [*NEURAL, "attack.start=400"]),
     "split_view": ("split_view.toml", ["stream.n_events=3000", "attack.start=1000"]),
