@@ -146,6 +146,11 @@ LOOSER: dict[str, Tolerance] = {
     # target class (0.030) by 3e-3 relative and the clean accuracy by one prediction (the other settings: 4e-7);
     # ten times that still fails Adam's learning rate 5% higher (22 figures) and 5 attack steps for 4 (11)
     "witches_brew_retrain": Tolerance(relative=0.03, absolute=1e-6, shares=0.005, arrays=1e-3),
+    # the supply-chain twin pre-trains its own net, whose small probability of the target class (0.004-0.016)
+    # moves by up to 5.7e-3 relative under AVX-512 (an Intel CPU's native kernels) and ATen's default vector
+    # width, and one clean prediction in 400 (share 0.0025); every other figure by at most 1.2e-6
+    "malicious_architecture": Tolerance(relative=0.03, absolute=1e-6, shares=0.005, arrays=1e-3),
+    "malicious_training": Tolerance(relative=0.03, absolute=1e-6, shares=0.005, arrays=1e-3),
     "mnist_neural_cleanse": Tolerance(relative=0.05, absolute=1e-6, shares=0.02, arrays=0.05,
                                       unchecked=frozenset({"masks", "patterns"})),
 }

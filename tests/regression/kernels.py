@@ -29,15 +29,17 @@ KERNELS: dict[str, dict[str, str]] = {
     "oneDNN SSE4.1": {"DNNL_MAX_CPU_ISA": "SSE41"},
     "oneDNN AVX": {"DNNL_MAX_CPU_ISA": "AVX"},
     "ATen default": {"ATEN_CPU_CAPABILITY": "default"},
+    "ATen AVX2": {"ATEN_CPU_CAPABILITY": "avx2"},
     "MKL SSE4.2": {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
     "OpenBLAS Sandybridge": {"OPENBLAS_CORETYPE": "Sandybridge"},
 }
 """The switches that pick another kernel for the same arithmetic: oneDNN's instruction set (convolutions,
 linear layers), ATen's vector width (elementwise ops, reductions), MKL's code path and numpy's OpenBLAS core."""
 
-CHECKED = ("oneDNN SSE4.1", "oneDNN AVX", "ATen default")
+CHECKED = ("oneDNN SSE4.1", "oneDNN AVX", "ATen default", "ATen AVX2")
 """The settings ``--check`` runs the corpus under: those that move a figure (MKL's and OpenBLAS's switches
-left every figure as the native run has it)."""
+left every figure as the native run has it). ATen AVX2 is a CPU with AVX-512's view of one without it (on a
+CPU without AVX-512 it is the native run again)."""
 
 KINDS = ("float", "share", "array", "exact")
 
