@@ -48,7 +48,8 @@ from conftest import forged_copies, free_port  # noqa: E402
 
 from benchmarks.kafka_throughput import local_broker  # noqa: E402
 from poisonsim.config import Scenario  # noqa: E402
-from poisonsim.pipeline.engine import TIMING_FIELDS, World  # noqa: E402
+from poisonsim.pipeline.results import TIMING_FIELDS  # noqa: E402
+from poisonsim.pipeline.world import World  # noqa: E402
 from poisonsim.transport.codec import TRUTH_HEADER, Codec  # noqa: E402
 from poisonsim.transport.kafka import KafkaSettings, ensure_topics, scenario_key  # noqa: E402
 from poisonsim.transport.signing import KEY_VARIABLE, SIGNATURE_HEADER  # noqa: E402

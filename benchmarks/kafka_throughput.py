@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from poisonsim.config import Scenario  # noqa: E402
-from poisonsim.pipeline.engine import World  # noqa: E402
+from poisonsim.pipeline.world import World  # noqa: E402
 from poisonsim.transport.codec import TRUTH_HEADER, Codec  # noqa: E402
 from poisonsim.transport.kafka import KafkaSettings, ensure_topics, scenario_key  # noqa: E402
 

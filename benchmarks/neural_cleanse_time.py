@@ -31,7 +31,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from poisonsim.config import Scenario
 from poisonsim.defenses.neural_cleanse import anomaly_indices, reverse_triggers, suspects
-from poisonsim.pipeline.engine import World, run
+from poisonsim.pipeline.engine import run
+from poisonsim.pipeline.world import World
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "..", "scenarios", "mnist_neural_cleanse.toml")
 

@@ -82,7 +82,8 @@ def measure(source: str, seed: int, target: int, calibrations: tuple[Calibration
     from poisonsim.config import Scenario
     from poisonsim.defenses.base import DefenderKnowledge
     from poisonsim.defenses.strip import Strip
-    from poisonsim.pipeline.engine import Learner, World
+    from poisonsim.pipeline.learner import Learner
+    from poisonsim.pipeline.world import World
 
     path, overrides = SETTINGS[source]
     scenario = Scenario.from_toml(ROOT / "scenarios" / path, [*overrides, *extra, "defense=[]", f"seed={seed}",

@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from poisonsim.config import Scenario
 from poisonsim.defenses.strip import strip_entropy, strip_entropy_loop
-from poisonsim.pipeline.engine import World
+from poisonsim.pipeline.world import World
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "..", "scenarios", "strip_badnets.toml")
 

@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from poisonsim.config import Scenario  # noqa: E402
 from poisonsim.experiments.grid import Grid  # noqa: E402
 from poisonsim.experiments.sweep import run_sweep  # noqa: E402
-from poisonsim.pipeline.engine import TIMING_FIELDS, run  # noqa: E402
+from poisonsim.pipeline.engine import run  # noqa: E402
+from poisonsim.pipeline.results import TIMING_FIELDS  # noqa: E402
 
 BASE = {
     "stream": {"n_features": 64},

@@ -39,13 +39,13 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 if TYPE_CHECKING:
     from poisonsim.config import Scenario
-    from poisonsim.pipeline.engine import RunResult
+    from poisonsim.pipeline.results import RunResult
 
 _EXPORTS = {
     # running scenarios and reading results
     "ConfigError": "poisonsim.config", "Scenario": "poisonsim.config",
-    "RunResult": "poisonsim.pipeline.engine", "World": "poisonsim.pipeline.engine",
-    "write_results": "poisonsim.pipeline.engine",
+    "RunResult": "poisonsim.pipeline.results", "World": "poisonsim.pipeline.world",
+    "write_results": "poisonsim.pipeline.results",
     # writing a kind of one's own: the bases, the parameter declaration and the registries
     "Attack": "poisonsim.attacks.base", "AttackerKnowledge": "poisonsim.attacks.base",
     "TargetClass": "poisonsim.attacks.base", "check_batch": "poisonsim.attacks.base",

@@ -20,7 +20,10 @@ from typing import Any
 
 
 class Estimator:
-    """Base with ``clone``, ``params`` and a signature-derived ``repr``."""
+    """Base with ``clone``, ``params`` and a signature-derived ``repr``; ``offers``: what the kind can do
+    (tags of :data:`poisonsim.capabilities.CAPABILITIES`)."""
+
+    offers: frozenset[str] = frozenset()
 
     @classmethod
     def _param_names(cls) -> list[str]:

@@ -182,7 +182,9 @@ def _plugged_commands() -> list:
 def _run(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from poisonsim.pipeline.engine import World, check_out, run, write_results
+    from poisonsim.pipeline.engine import run
+    from poisonsim.pipeline.results import check_out, write_results
+    from poisonsim.pipeline.world import World
 
     scenario = Scenario.from_toml(args.scenario, args.overrides, args.seed)
     if args.out:
@@ -341,14 +343,15 @@ def verdict(summary: dict) -> str:
 the stream (worst 0.114)'
     """
     attack, success, poison = summary.get("attack"), summary.get("attack_success_rate"), summary.get("poison_events_total")
-    if attack == "none":
-        return "clean baseline: no attacker"
     from poisonsim.registry import ATTACKS, UnknownKind
 
     try:
-        supplies_model = ATTACKS.get(attack).factory.supplies_model
+        does = ATTACKS.get(attack).factory.offers
     except UnknownKind:
-        supplies_model = False
+        does = frozenset()
+    if "no-poison" in does:
+        return "clean baseline: no attacker"
+    supplies_model = "supplies-model" in does
     if poison == 0 and not supplies_model:
         return f"{attack}: no poison reached the learner (the attack starts after the stream ends, or its rate is 0)"
     how = "through the supplied model" if supplies_model else f"with {poison:,} poison events"

@@ -15,11 +15,17 @@ poisonsim.config.ConfigError: attack.kind: "centroid-shift" needs a model or sou
 from __future__ import annotations
 
 from poisonsim.config import ConfigError, Scenario, Section
+from poisonsim.registry import CHANNELS, either
 
 
 def offers(section: Section, selector: str = "kind") -> frozenset[str]:
-    """What the kind a section selected offers to the others."""
-    return frozenset(getattr(section.kind_of(selector).factory, "offers", frozenset()))
+    """What the kind a section selected offers (:mod:`poisonsim.capabilities`)."""
+    return section.kind_of(selector).factory.offers
+
+
+def pins_content(s: Scenario) -> bool:
+    """Whether the attack's channel swaps content after vetting, so events carry the vetted content's hash."""
+    return "swaps-content" in offers(s.attack, "channel")
 
 
 def check_combination(s: Scenario) -> None:
@@ -29,16 +35,16 @@ def check_combination(s: Scenario) -> None:
     _require("attack.kind", s.attack.kind_of(), source | model, s)
     for i, defense in enumerate(s.defense):
         _require(f"defense[{i}].kind", defense.kind_of(), source | model, s)
-    a = s.attack
-    supplies = getattr(a.kind_of().factory, "supplies_model", False)
-    if supplies and a.channel != "stream":
+    a, does, channel = s.attack, offers(s.attack), offers(s.attack, "channel")
+    supplies = "supplies-model" in does
+    if supplies and "rate" not in channel:
         raise ConfigError(f"attack.channel: {a.kind} supplies the model and uses no stream channel; "
-                          f'attack.channel must be "stream", got {a.channel!r}')  # fmt: skip
+                          f"attack.channel must be {either(CHANNELS.offering('rate'))}, got {a.channel!r}")  # fmt: skip
     if supplies and a.rate > 0:
         raise ConfigError(f"attack.rate: {a.kind} supplies the starting model and leaves the stream clean, "
                           f"so the rate must be 0, got {a.rate}")  # fmt: skip
-    if a.kind == "none" and a.channel == "stream" and a.rate > 0:
-        raise ConfigError(f'attack.rate: attack.kind is "none", so the rate must be 0, got {a.rate}')
+    if "no-poison" in does and "rate" in channel and a.rate > 0:
+        raise ConfigError(f'attack.rate: attack.kind "{a.kind}" poisons nothing, so the rate must be 0, got {a.rate}')
     _check_channel(s)
 
 
@@ -54,21 +60,22 @@ def _require(path: str, kind, offered: frozenset[str], s: Scenario, model_includ
 
 
 def _check_channel(s: Scenario) -> None:
-    """Front-running and split-view: the keys of one channel need the others."""
-    a, m = s.attack, s.model
-    if a.channel == "split-view" and getattr(a.kind_of().factory, "white_box", False):
+    """Content swaps and front-running: the keys of one channel need the others."""
+    a, m, does, channel = s.attack, s.model, offers(s.attack), offers(s.attack, "channel")
+    if "swaps-content" in channel and "white-box" in does:
         raise ConfigError(f"attack.channel: {a.kind} places its points when they are delivered, after vetting could "
-                          f'see them; split-view swaps vetted content instead. Use attack.channel = "stream"')  # fmt: skip
-    if a.channel == "split-view" and a.kind == "none":
-        raise ConfigError('attack.channel: split-view swaps in a payload; set attack.kind (e.g. "targeted")')
-    if m.pin_content and a.channel != "split-view":
-        raise ConfigError(f'model.pin_content: pins the content of split-view references; needs attack.channel = '
-                          f'"split-view", got {a.channel!r}')  # fmt: skip
-    if a.channel == "front-running":
-        if a.kind == "none":
-            raise ConfigError('attack.channel: front-running times bursts of a payload; set attack.kind (e.g. "targeted")')
+                          f"see them; {a.channel} swaps vetted content instead. "
+                          f"Use attack.channel = {either(CHANNELS.offering('rate'))}")  # fmt: skip
+    if "swaps-content" in channel and "no-poison" in does:
+        raise ConfigError(f'attack.channel: {a.channel} swaps in a payload; set attack.kind (e.g. "targeted")')
+    if m.pin_content and "swaps-content" not in channel:
+        raise ConfigError(f"model.pin_content: pins the content of swapped references; needs attack.channel = "
+                          f"{either(CHANNELS.offering('swaps-content'))}, got {a.channel!r}")  # fmt: skip
+    if "runs-ahead" in channel:
+        if "no-poison" in does:
+            raise ConfigError(f'attack.channel: {a.channel} times bursts of a payload; set attack.kind (e.g. "targeted")')
         if m.snapshot_every == 0:
-            raise ConfigError("attack.channel: front-running needs snapshots to run ahead of; set model.snapshot_every")
+            raise ConfigError(f"attack.channel: {a.channel} needs snapshots to run ahead of; set model.snapshot_every")
         if a.burst_size + a.lead > m.snapshot_every:
             raise ConfigError(f"attack.burst_size: burst ({a.burst_size}) plus lead ({a.lead}) must fit in one "
                               f"snapshot interval (model.snapshot_every = {m.snapshot_every})")  # fmt: skip

@@ -175,6 +175,10 @@ class Section:
             return SimpleNamespace(**{p.name: values[p.name] for p in self._params.values() if p.key.table == name})
         raise AttributeError(f"{self.__dict__.get('_path', 'section')}.{name}: not a key of this section")
 
+    def __contains__(self, name: str) -> bool:
+        """Whether ``name`` is a key (or a kind selector) of this section."""
+        return name in self._kinds or name in self._params
+
     def kind_of(self, selector: str = "kind") -> Kind:
         """The registered kind a selector chose."""
         return self._kinds[selector]

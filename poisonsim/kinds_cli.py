@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from poisonsim.capabilities import CAPABILITIES
 from poisonsim.config import ConfigError
 from poisonsim.registry import REGISTRIES, UnknownKind, import_plugins
 
@@ -44,6 +45,8 @@ def _kinds(args: argparse.Namespace) -> int:
     if args.kind:
         kind = kinds[0]
         print(f"{kind.concept} kind {kind.name!r}: {kind.doc}")
+        for tag in sorted(kind.factory.offers):
+            print(f"  offers {tag}: {CAPABILITIES[tag]}")
         if kind.requires:
             print(f"  needs a model or source that offers: {', '.join(sorted(kind.requires))}")
         for param in kind.keys.values():

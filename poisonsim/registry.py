@@ -8,7 +8,7 @@ one-line doc, bounds, choices). Parameters the world supplies (a model's
 >>> from typing import Annotated
 >>> things = Registry("thing")
 >>> @things.register("box", examples=[{"side": 2}])
-... class Box:
+... class Box(Estimator):
 ...     '''A box.'''
 ...     def __init__(self, side: Annotated[int, Key("edge length", ge=1)] = 1):
 ...         self.side = side
@@ -35,6 +35,9 @@ import typing
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
+
+from poisonsim.base import Estimator
+from poisonsim.capabilities import check_tags
 
 EXPECTED = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
             "floats": "a list of numbers", "kind": "a kind"}  # fmt: skip
@@ -188,6 +191,12 @@ class Registry:
         """
 
         def decorate(cls: type) -> type:
+            where = f"{self.concept} kind {name!r}"
+            check_tags(requires, f"{where}: requires")
+            if not issubclass(cls, Estimator):
+                raise TypeError(f"{where}: {cls.__name__} must subclass its concept's base (poisonsim.Attack, "
+                                "poisonsim.Defense, poisonsim.Model, ...) or poisonsim.Estimator")  # fmt: skip
+            check_tags(cls.offers, f"{where}: offers")
             if name in self._kinds and self._kinds[name].factory is not cls:
                 raise ValueError(f"{self.concept} kind {name!r} is registered twice "
                                  f"({self._kinds[name].factory.__module__} and {cls.__module__})")  # fmt: skip
@@ -214,6 +223,10 @@ class Registry:
         table = {"kind": spec} if isinstance(spec, str) else {"kind": default, **spec}
         return self.get(table.pop("kind")).build(table)
 
+    def offering(self, capability: str) -> list[str]:
+        """Every kind whose class offers ``capability`` (built-in and plug-in kinds), sorted."""
+        return [name for name, kind in self.load_all().items() if capability in kind.factory.offers]
+
     def names(self) -> list[str]:
         """Every kind registered so far, sorted (call :meth:`load_all` first for all of them)."""
         return sorted(self._kinds)
@@ -239,6 +252,16 @@ class Registry:
             point.load()  # the module registers its kinds on import
 
 
+def either(names: list[str]) -> str:
+    """Kind names as an error message offers them.
+
+    >>> either(["mlp", "cnn", "lenet"]), either(["stream"]), either([])
+    ('"mlp", "cnn" or "lenet"', '"stream"', 'none registered')
+    """
+    quoted = [f'"{name}"' for name in names]
+    return " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted) or "none registered"
+
+
 def schema(cls: type, context: frozenset[str] | set[str] = frozenset()) -> dict[str, Param]:
     """The scenario keys of ``cls``: its constructor's parameters, less the context ones."""
     hints = typing.get_type_hints(cls.__init__, include_extras=True)
@@ -247,7 +270,8 @@ def schema(cls: type, context: frozenset[str] | set[str] = frozenset()) -> dict[
         if name == "self" or name in context or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         hint = hints.get(name)
-        extras = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Key)]
+        annotated = typing.get_origin(hint) is typing.Annotated
+        extras = [m for m in typing.get_args(hint)[1:] if isinstance(m, Key)] if annotated else []
         if not extras:
             raise TypeError(f"{cls.__name__}.__init__: parameter {name!r} needs an Annotated[..., Key(...)]")
         if p.default is p.empty:

@@ -189,7 +189,8 @@ def stop_all(*processes: subprocess.Popen, timeout: float = 20) -> list[int]:
 
 def embedded(args: list[str]) -> tuple[dict, list[dict]]:
     from poisonsim.config import Scenario
-    from poisonsim.pipeline.engine import TIMING_FIELDS, run
+    from poisonsim.pipeline.engine import run
+    from poisonsim.pipeline.results import TIMING_FIELDS
 
     scenario = Scenario.from_toml(ROOT / args[0], args[2::2])
     result = run(scenario)
@@ -200,7 +201,7 @@ def embedded(args: list[str]) -> tuple[dict, list[dict]]:
 def scenario_parts(args: list[str]):
     """A scenario from command-line style ``args``: the scenario, its world, its codec and its Kafka key."""
     from poisonsim.config import Scenario
-    from poisonsim.pipeline.engine import World
+    from poisonsim.pipeline.world import World
     from poisonsim.transport.codec import Codec
     from poisonsim.transport.kafka import scenario_key
 
@@ -233,7 +234,7 @@ def forged_copies(world, codec, first: int, count: int) -> list[tuple[bytes, byt
 
 
 def read_summary(out) -> dict:
-    from poisonsim.pipeline.engine import TIMING_FIELDS
+    from poisonsim.pipeline.results import TIMING_FIELDS
 
     summary = json.loads((out / "summary.json").read_text())
     return {k: v for k, v in summary.items() if k not in TIMING_FIELDS}
@@ -260,7 +261,8 @@ def one_torch_thread():
 def resumed_after_first_batch(scenario):
     """``(first, resumed)``: a learner fed the scenario's first batch, and a fresh learner resumed from its state
     and fed the rest (to compare with an uninterrupted run)."""
-    from poisonsim.pipeline.engine import Learner, World
+    from poisonsim.pipeline.learner import Learner
+    from poisonsim.pipeline.world import World
 
     world = World.build(scenario)
     stream = world.stream()

@@ -141,7 +141,7 @@ FLAGS = [  # (command, what the error must name)
     (["consume", CENTROID, "--stall-seconds", "-1"], "--stall-seconds: expected seconds >= 0"),
     (["consume", CENTROID, "--metrics-port", "70000"], "--metrics-port: expected 0..65535"),
     (["consume", CENTROID, "--signing-key-file", "/nonexistent/key"], "--signing-key-file: cannot read"),
-    (["consume", CENTROID, "--role", "detector", "--detector", "nope"], "--detector: expected one of"),
+    (["consume", CENTROID, "--role", "detector", "--detector", "nope"], "--detector: expected auto or one of this scenario's judges (model); got 'nope'"),
     (["produce", "benign", CENTROID, "--set", "attack.rate=nan"], "attack.rate: expected a finite number"),
 ]  # fmt: skip
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from poisonsim.pipeline.engine import TIMING_FIELDS
+from poisonsim.pipeline.results import TIMING_FIELDS
 
 ROOT = Path(__file__).parent.parent
 SCENARIO = ROOT / "scenarios" / "centroid_shift.toml"

@@ -27,7 +27,7 @@ def test_ready_scenarios_load_and_round_trip(path):
         ({"model": {"windowsize": 3}}, 'model.windowsize: not a key of model kind "centroid-detector" (its keys: window_size, window_policy'),
         ({"attack": {"rate": 1.5}}, "attack.rate: expected a number <= 1, got 1.5"),
         ({"attack": {"rate": "high"}}, "attack.rate: expected a number, got 'high'"),
-        ({"attack": {"kind": "none", "rate": 0.1}}, 'attack.rate: attack.kind is "none"'),
+        ({"attack": {"kind": "none", "rate": 0.1}}, 'attack.rate: attack.kind "none" poisons nothing, so the rate must be 0'),
         ({"attack": {"kind": "targeted", "target_point": [1, "a"]}}, "attack.target_point: expected a list of numbers"),
         ({"stream": {"source": "cifar10"}}, 'stream.source: source kind "cifar10" does not exist (known: blobs, digits, mnist, river:Bananas'),
         ({"stream": {"source": "river:Elec2"}}, 'stream.source: source kind "river:Elec2" does not exist'),

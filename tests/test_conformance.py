@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import poisonsim
-from poisonsim import Attack, checks
+from poisonsim import Attack, Defense, checks
 from poisonsim.checks import attacks
-from poisonsim.registry import REGISTRIES, Kind
+from poisonsim.checks.defenses import check_defense_interface
+from poisonsim.registry import DEFENSES, REGISTRIES, Kind
 
 
 def _cases():
@@ -58,3 +59,30 @@ def test_the_seeded_check_catches_an_unseeded_attack_that_returns_its_own_input(
     for check in (attacks.check_attack_seeded, attacks.check_pickle_attack):
         with pytest.raises(AssertionError, match="same seed gave different poison|a pickled copy poisoned differently"):
             check(kind)
+
+
+class _IntegerFlags(Defense):
+    """Flags every event, as integers rather than booleans."""
+
+    def inspect(self, batch, model):
+        return np.ones(len(batch), dtype=np.int64)
+
+
+class _Scrubber(Defense):
+    """Zeroes the features of the batch it is shown, in place."""
+
+    def update(self, batch, predictions, slots, model, position):
+        batch.x[:] = 0.0
+        return None
+
+
+@pytest.mark.parametrize("defense, fault", [(_IntegerFlags, "inspect returned int64 of shape"),
+                                            (_Scrubber, "update changed the batch it was given")])  # fmt: skip
+def test_the_defense_check_catches_wrong_verdicts_and_a_changed_batch(defense, fault):
+    name = f"check-{defense.__name__.lower()}"
+    DEFENSES.register(name, examples=[{}])(defense)
+    try:
+        with pytest.raises(AssertionError, match=fault):
+            check_defense_interface(DEFENSES.get(name))
+    finally:
+        DEFENSES._kinds.pop(name)

@@ -74,14 +74,16 @@ class Attack(Estimator):
 
     kind: str = ""
 
-    white_box: bool = False  # True: a white-box attacker fills in x when delivered
-    supplies_model: bool = False  # True: the victim starts from the attacker's model (supply chain)
+    # offers "white-box" (it fills in x when delivered), "supplies-model" (the victim starts from its model)
+    # or "no-poison" (the clean baseline): poisonsim.capabilities
 
     target_x_: np.ndarray | None = None  # X' (targeted) or A (centroid-shift), one per row
     target_class_: int | None = None
     target_y_: np.ndarray | None = None  # all-to-all: each success input's own target class (else target_class_)
     source_y_: np.ndarray | None = None  # ... and its true class (success is also scored per source class)
     report_: dict | None = None  # what the attack reports of itself (plain values), for the summary
+    trigger_ = None  # a backdoor's fitted trigger (a Trigger), scored against what defenses reconstruct
+    supplied_ = None  # "supplies-model": the model it hands the victim
 
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> Attack:
         """Choose targets from what the attacker knows; returns ``self``."""
@@ -111,6 +113,8 @@ class Attack(Estimator):
 @ATTACKS.register("none", examples=[{}])
 class NoAttack(Attack):
     """The clean baseline: the attacker never gets a turn."""
+
+    offers = frozenset({"no-poison"})
 
     def poison(self, x, y, rng):
         """Copies, unchanged (a clean baseline has no poison)."""

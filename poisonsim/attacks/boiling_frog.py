@@ -129,7 +129,7 @@ class BoilingFrog(Attack):
     events to estimate where benign ones fall.
     """
 
-    white_box = True
+    offers = frozenset({"white-box"})
 
     def __init__(
         self,

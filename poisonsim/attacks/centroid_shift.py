@@ -4,7 +4,7 @@ The attacker wants an attack point ``A`` accepted. Each of its points lies on
 the current boundary toward ``A``: ``x_i = c_i + r (A - c_i) / ||A - c_i||``,
 so it is always accepted and drags the centroid as far as one point can.
 This is a perfect-knowledge (white-box) attacker: it sees ``c_i`` at its
-turn, so its points are filled in when delivered (:attr:`white_box`).
+turn, so its points are filled in when delivered (it offers ``white-box``).
 
 With ``adaptive = true`` it also listens to what the system answers: after
 each unit of events in which some of its points were refused (an outlier
@@ -88,7 +88,7 @@ class CentroidShift(Attack):
     radii from the initial centroid in a random direction.
     """
 
-    white_box = True
+    offers = frozenset({"white-box"})
 
     def __init__(
         self,

@@ -43,6 +43,8 @@ class Channel(Estimator):
 class Schedule(Channel):
     """Poison mixed into the stream at a share rho, constantly or in bursts."""
 
+    offers = frozenset({"rate"})
+
     def __init__(
         self,
         rate: Annotated[float, Key("rho: share of attacker events in the merged stream", ge=0, le=1)] = 0.0,
@@ -106,6 +108,8 @@ class FrontRunning(Estimator):
     [0, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0]
     """
 
+    rate: float | None = None  # bursts: no set share of the stream
+
     def __init__(self, every: int, burst_size: int, lead: int = 0, start: int = 0, budget: int | None = None):
         if every < 1:
             raise ValueError(f"snapshot_every: expected an integer >= 1, got {every!r}")
@@ -132,6 +136,8 @@ class FrontRunning(Estimator):
 class FrontRunningChannel(Channel):
     """Bursts sent just before each snapshot the learner publishes."""
 
+    offers = frozenset({"runs-ahead"})
+
     def __init__(
         self,
         burst_size: Annotated[int, Key("attacker events in the burst before each snapshot", ge=1)] = 50,
@@ -148,6 +154,8 @@ class FrontRunningChannel(Channel):
 @CHANNELS.register("split-view", examples=[{"controlled_share": 0.2}])
 class SplitViewChannel(Channel):
     """References whose content the attacker swaps after vetting (expired domains)."""
+
+    offers = frozenset({"swaps-content"})
 
     def __init__(
         self,

@@ -41,7 +41,7 @@ class SuppliedModel:
 
 
 class SupplyChainAttack(Attack):
-    supplies_model = True
+    offers = frozenset({"supplies-model"})
 
     def __init__(
         self,

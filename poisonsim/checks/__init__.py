@@ -8,7 +8,8 @@ and, run inside a small host scenario through the real learner, the same
 seed gives the same result and a learner restored from its state
 (``get_state``/``set_state``) ends like an uninterrupted one. Models and
 attacks and triggers also pass the checks of their own interface (inputs not mutated,
-batch equals one by one, bad input refused with a clear error, pickling).
+batch equals one by one, bad input refused with a clear error, pickling); defenses
+that of theirs, with what each capability they offer promises.
 
 >>> from poisonsim.registry import MODELS
 >>> kind = MODELS.get("centroid-detector")
@@ -39,11 +40,13 @@ def all_kinds() -> list[Kind]:
 def yield_checks(kind: Kind) -> Iterator[Callable[[Kind], None]]:
     """The checks that apply to ``kind``."""
     yield from (check_metadata, check_bounds_refused, check_host_seeded, check_host_state_round_trip)
-    from poisonsim.checks import attacks, models
+    from poisonsim.checks import attacks, defenses, models
 
     if kind.concept == "model":
         yield from models.CHECKS
-    if kind.concept == "attack" and getattr(kind.factory, "supplies_model", False):
+    if kind.concept == "defense":
+        yield from defenses.DEFENSE_CHECKS
+    if kind.concept == "attack" and "supplies-model" in kind.factory.offers:
         yield attacks.check_supplied_model_seeded
     elif kind.concept == "attack":
         yield from attacks.ATTACK_CHECKS
@@ -114,7 +117,9 @@ def check_host_seeded(kind: Kind) -> None:
 def check_host_state_round_trip(kind: Kind) -> None:
     """A learner restored from another's state halfway ends like the uninterrupted one, the state going through
     the checkpoint format on the way (numpy arrays and plain values, as a Kafka learner saves it)."""
-    from poisonsim.pipeline.engine import Learner, World, run
+    from poisonsim.pipeline.engine import run
+    from poisonsim.pipeline.learner import Learner
+    from poisonsim.pipeline.world import World
 
     scenario = _host_scenario(kind)
     reference = run(scenario)
@@ -148,7 +153,7 @@ def _through_a_checkpoint(kind: Kind, state: dict) -> dict:
 
 
 def _comparable(result) -> tuple:
-    from poisonsim.pipeline.engine import TIMING_FIELDS
+    from poisonsim.pipeline.results import TIMING_FIELDS
 
     return {k: v for k, v in result.summary.items() if k not in TIMING_FIELDS}, result.timeseries
 
@@ -178,7 +183,7 @@ def _host(kind: Kind, keys: dict) -> dict:
     if kind.concept == "trigger":
         raw["attack"] = {"kind": "badnets", "rate": 0.1, "trigger": {"kind": kind.name, **keys}}
     elif kind.concept == "attack":
-        rate = {} if getattr(kind.factory, "supplies_model", False) or kind.name == "none" else {"rate": 0.1}
+        rate = {} if kind.factory.offers & {"supplies-model", "no-poison"} else {"rate": 0.1}
         raw["attack"] = {"kind": kind.name, **keys, **rate}
     elif kind.concept == "channel":
         raw["attack"] = {"kind": "targeted", "channel": kind.name, "target_count": 1, **keys}

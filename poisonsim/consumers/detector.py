@@ -1,4 +1,4 @@
-"""The detector process: judge every event with a detector on a snapshot of the learner's model.
+"""The detector process: judge every event on a snapshot of the learner's model.
 
 It joins its own consumer group (``poisonsim-detector`` by default), so it
 reads the stream independently of the learner and scales with partitions;
@@ -8,86 +8,96 @@ scenario's rebuilt world. Verdicts are scored against the ground-truth header
 into ``poisonsim_detections_total{role="detector",detector,outcome}``; offsets are committed
 after each poll is scored.
 
-Detectors are looked up by name in :data:`DETECTORS`: each builds, from the
-scenario's world, a ``flag(model, X)`` returning one boolean per row and a
-``refresh(model)`` run whenever a new snapshot is loaded. ``strip`` uses the
-scenario's ``[[defense]] kind = "strip"`` (its trusted sample, overlays and
-target false rejection rate) and recalibrates its threshold on each snapshot.
-A white-box attacker's events are placeholders until the learner fills them
-in, so they are not judged here.
+What judges (``--detector``): any of the scenario's defenses that offers
+``judges-inputs`` (STRIP, or a plug-in's), named by its kind, which hears of
+each new snapshot through :meth:`~poisonsim.Defense.new_model` (STRIP
+recalibrates its threshold on it); or ``model``, the model's own alarms, for
+a model that offers ``alarms``. A white-box attacker's events are
+placeholders until the learner fills them in, so they are not judged here.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from poisonsim.config import ConfigError
-from poisonsim.models import CentroidDetector
-from poisonsim.models.neural import NeuralClassifier
-from poisonsim.pipeline.engine import World
+from poisonsim.combinations import offers
+from poisonsim.config import ConfigError, Scenario
+from poisonsim.pipeline.world import World
 from poisonsim.services import checkpoint
-from poisonsim.services.exporter import DetectorMetrics, scenario_info
+from poisonsim.services.exporter import MODEL_ALARMS, DetectorMetrics, scenario_info
 from poisonsim.transport import kafka as kafka_io
 from poisonsim.transport.codec import Codec
 
 log = logging.getLogger("detect")
 
 
-def centroid_alarm(world: World) -> tuple[Callable, Callable]:
-    """The centroid detector's own alarm (``||x - c|| > r``) on the snapshot."""
-    return (lambda model, X: model.predict_many(X)), (lambda model: None)
+@dataclass(frozen=True)
+class Judge:
+    """One way to judge inputs: ``flag(X, model)`` (True: rejected), ``new_model(model)`` on each snapshot."""
+
+    name: str
+    flag: Callable[[np.ndarray, object], np.ndarray]
+    new_model: Callable[[object], None]
 
 
-def strip(world: World) -> tuple[Callable, Callable]:
-    """STRIP with the scenario's own strip defense, recalibrated on each snapshot."""
-    defense = next((d for d in world.defenses if d.kind == "strip"), None)
-    if defense is None:
-        raise ConfigError('--detector strip: the scenario has no [[defense]] with kind = "strip"')
-    return (lambda model, X: defense.flag(X, model)), defense.calibrate
+def judge_names(scenario: Scenario) -> list[str]:
+    """What ``--detector`` may name for ``scenario``: each defense kind that judges inputs, in the scenario's
+    order, then ``model`` when the model raises alarms.
 
-
-DETECTORS: dict[str, tuple[Callable, type]] = {
-    "centroid": (centroid_alarm, CentroidDetector),
-    "strip": (strip, NeuralClassifier),
-}
-
-
-def detector_for(scenario) -> str | None:
-    """``--detector auto``: STRIP when the scenario has a strip defense, the centroid alarm for a centroid
-    detector, else None (the scenario has no runtime detector to run).
-
-    >>> from poisonsim.config import Scenario
-    >>> detector_for(Scenario.from_dict({})), detector_for(Scenario.from_dict({"model": {"kind": "mlp"}}))
-    ('centroid', None)
+    >>> judge_names(Scenario.from_dict({})), judge_names(Scenario.from_dict({"model": {"kind": "mlp"}}))
+    (['model'], [])
     """
-    if any(d.kind == "strip" for d in scenario.defense):
-        return "strip"
-    return "centroid" if scenario.model.kind == "centroid-detector" else None
+    names = [d.kind for d in scenario.defense if "judges-inputs" in offers(d)]
+    return names + [MODEL_ALARMS] if "alarms" in offers(scenario.model) else names
+
+
+def detector_for(scenario: Scenario) -> str | None:
+    """``--detector auto``: the scenario's first judge (:func:`judge_names`), None when it has none."""
+    names = judge_names(scenario)
+    return names[0] if names else None
+
+
+def check_judge(scenario: Scenario, name: str) -> None:
+    """A clear error when ``scenario`` has no judge ``name``, listing the ones it has.
+
+    >>> check_judge(Scenario.from_dict({}), "strip")
+    Traceback (most recent call last):
+    ...
+    poisonsim.config.ConfigError: --detector: expected auto or one of this scenario's judges (model); got 'strip'
+    """
+    if name not in judge_names(scenario):
+        have = ", ".join(judge_names(scenario)) or "none: no defense offers judges-inputs, the model raises no alarms"
+        raise ConfigError(f"--detector: expected auto or one of this scenario's judges ({have}); got {name!r}")
+
+
+def judge(world: World, name: str) -> Judge:
+    """The judge ``name`` of the world's scenario (:func:`check_judge` first)."""
+    check_judge(world.scenario, name)
+    if name == MODEL_ALARMS:
+        return Judge(name, lambda X, model: model.predict_many(X), lambda model: None)
+    defense = next(d for d in world.defenses if d.kind == name)
+    return Judge(name, defense.flag, defense.new_model)
 
 
 class DetectorProcess:
     def __init__(self, scenario, settings, topics: tuple[str, str], group_id: str, snapshot: Path, detector: str,
                  registry, stop, signer=None, snapshot_interval_s: float = 5.0):  # fmt: skip
-        if detector not in DETECTORS:
-            raise ConfigError(f"--detector: expected one of {', '.join(DETECTORS)}; got {detector!r}")
-        make, model_type = DETECTORS[detector]
+        check_judge(scenario, detector)
         self.world = World.build(scenario)
-        if not isinstance(self.world.model, model_type):
-            raise ConfigError(f"--detector {detector}: needs a {model_type.__name__} model, "
-                              f"the scenario has {scenario.model.kind}")  # fmt: skip
-        self.flag, self.refresh = make(self.world)
+        self.judge = judge(self.world, detector)
         self.scenario, self.settings, self.topics, self.group_id = scenario, settings, topics, group_id
         self.snapshot, self.snapshot_interval_s = snapshot, snapshot_interval_s
         self.detector, self.stop = detector, stop
         self.key = kafka_io.scenario_key(scenario)
         n_events = scenario.stream.n_events
         self.codec = Codec(self.world.source.n_features, self.world.source.n_classes, n_events,
-                           pinned=self.world.scenario.attack.channel == "split-view",
+                           pinned=self.world.pins_content,
                            n_sources=self.world.n_source_ids)  # fmt: skip
         self.metrics = DetectorMetrics(registry, detector)
         scenario_info(registry, scenario, self.key.decode(), "detector")
@@ -116,7 +126,7 @@ class DetectorProcess:
         good = self.world.model.get_state()
         try:
             self.world.model.set_state(state["learner"]["model"])
-            self.refresh(self.world.model)
+            self.judge.new_model(self.world.model)
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:  # the right format, wrong contents
             log.warning("model snapshot %s not loaded (%s: %s); keeping the last good one", self.snapshot,
                         type(exc).__name__, exc)  # fmt: skip
@@ -160,6 +170,6 @@ class DetectorProcess:
         real = ~decoded.truth.is_adaptive  # white-box placeholders are not inputs yet
         if not real.any():
             return
-        flags = np.asarray(self.flag(self.world.model, decoded.batch.x[real]), dtype=bool)
+        flags = np.asarray(self.judge.flag(decoded.batch.x[real], self.world.model), dtype=bool)
         self.metrics.count(self.detector, flags, decoded.truth.is_poison[real])
         self.judged += int(real.sum())

@@ -1,10 +1,10 @@
 """The learner process: merge the two topics, learn test-then-train, evaluate, export, checkpoint.
 
-It rebuilds the scenario's :class:`~poisonsim.pipeline.engine.World` from the scenario
+It rebuilds the scenario's :class:`~poisonsim.pipeline.world.World` from the scenario
 file (so it knows the model's warm-up and the white-box attacker's target),
 reads the scenario's partition of the benign and attack topics, merges them
 back into the embedded order (:class:`~poisonsim.transport.merge.Merger`) and feeds a
-:class:`~poisonsim.pipeline.engine.Learner`. Messages that do not decode go to the
+:class:`~poisonsim.pipeline.learner.Learner`. Messages that do not decode go to the
 dead-letter topic.
 
 Delivery is at least once and learning exactly once: a checkpoint holds the
@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from poisonsim.pipeline.engine import Learner, RunResult, World
+from poisonsim.pipeline.learner import Learner
+from poisonsim.pipeline.results import RunResult
+from poisonsim.pipeline.world import World
 from poisonsim.services import checkpoint
 from poisonsim.services.exporter import STREAMS, ConsumerMetrics, LearnerCollector, scenario_info
 from poisonsim.transport import kafka as kafka_io
@@ -64,7 +66,7 @@ class LearnerProcess:
         self.learner = Learner(self.world)
         self.n_events = scenario.stream.n_events
         self.codec = Codec(self.world.source.n_features, self.world.source.n_classes, self.n_events,
-                           pinned=scenario.attack.channel == "split-view",
+                           pinned=self.world.pins_content,
                            n_sources=self.world.n_source_ids)  # fmt: skip
         self.metrics = ConsumerMetrics(registry)
         self.collector = LearnerCollector(scenario.model.kind, registry)

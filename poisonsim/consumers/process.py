@@ -24,9 +24,6 @@ from poisonsim.transport import kafka as kafka_io
 DEFAULT_METRICS_PORT = 9400
 
 
-DETECTOR_CHOICES = ("auto", "centroid", "strip")  # poisonsim.consumers.detector.DETECTORS and auto (imports no torch here)
-
-
 def add_parser(commands) -> None:
     env = os.environ.get
     parser = commands.add_parser(
@@ -54,9 +51,10 @@ def add_parser(commands) -> None:
     parser.add_argument("--gap-timeout", type=float, default=0.0, metavar="SECONDS",
                         help="give up on a missing event after this long, once both topics are read to "
                         "their end (default 0: wait forever, nothing is skipped)")  # fmt: skip
-    parser.add_argument("--detector", default=env("POISONSIM_DETECTOR", "auto"), metavar="|".join(DETECTOR_CHOICES),
-                        help="detector: which one judges events (auto: strip when the scenario has a strip defense, "
-                        "centroid for a centroid detector; default %(default)s)")  # fmt: skip
+    parser.add_argument("--detector", default=env("POISONSIM_DETECTOR", "auto"), metavar="auto|KIND|model",
+                        help="detector: what judges events: a defense kind of the scenario that judges inputs "
+                        "(strip, or a plug-in's), model (the model's own alarms), or auto (the first of those the "
+                        "scenario has; default %(default)s)")  # fmt: skip
     parser.add_argument("--snapshot", type=Path, help="detector: the learner checkpoint to take the model from "
                         "(default: the learner's in --checkpoint-dir)")  # fmt: skip
     service.add_kafka_arguments(parser)
@@ -75,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
     for name in ("checkpoint_interval", "stall_seconds", "gap_timeout"):
         service.check_number(f"--{name.replace('_', '-')}", getattr(args, name), 0, "seconds")
     if args.out:
-        from poisonsim.pipeline.engine import check_out
+        from poisonsim.pipeline.results import check_out
 
         check_out(args.out)
     key = kafka_io.scenario_key(scenario).decode()
@@ -83,17 +81,15 @@ def main(args: argparse.Namespace) -> int:
     topics = (args.benign_topic, args.attack_topic)
     registry, stop = CollectorRegistry(), service.StopFlag(log)
     if args.role == "detector":
-        from poisonsim.consumers.detector import DetectorProcess, detector_for
+        from poisonsim.consumers.detector import DetectorProcess, check_judge, detector_for
 
-        if args.detector not in DETECTOR_CHOICES:
-            raise service.ConfigError(f"--detector: expected one of {', '.join(DETECTOR_CHOICES)}; "
-                                      f"got {args.detector!r}")  # fmt: skip
         if args.detector == "auto":
             args.detector = detector_for(scenario)
             if args.detector is None:  # compose starts a detector for every scenario: nothing to judge is no error
-                log.info("no runtime detector for this scenario (model %s, no strip defense): nothing to judge",
-                         scenario.model.kind)  # fmt: skip
+                log.info("no runtime detector for this scenario (no defense judges inputs, model %s raises no "
+                         "alarms): nothing to judge", scenario.model.kind)  # fmt: skip
                 return 0
+        check_judge(scenario, args.detector)
         log.info("detector: %s", args.detector)
         signer = service.signer(args, log)
 
@@ -131,7 +127,7 @@ def main(args: argparse.Namespace) -> int:
         if result is not None:
             _report(result.summary, log)
             if args.out:
-                from poisonsim.pipeline.engine import write_results
+                from poisonsim.pipeline.results import write_results
 
                 log.info("results written to %s/", write_results(result, scenario, args.out))
             if args.keep_serving and server:

@@ -15,9 +15,14 @@ A defense sees each batch twice, in stream order:
 A checkpoint holds what a defense learned from the stream (:meth:`Defense.get_state`);
 what it fitted before the stream is fitted again, identically, from the seed.
 
-For the analysis figures a defense may also offer ``artifacts() -> dict[str,
+A runtime detector offers ``judges-inputs``: :meth:`Defense.flag` and
+:meth:`Defense.score` judge any input, and :meth:`Defense.new_model` hears of
+each new model it will judge with (the Kafka detector role runs any such
+defense on snapshots of the learner's model).
+
+For the analysis figures a defense may also return ``artifacts() -> dict[str,
 np.ndarray]`` (e.g. a reconstructed trigger's mask and pattern), saved by
-``poisonsim run --out DIR`` as ``DIR/analysis/<kind>.npz``, and a class
+``poisonsim run --out DIR`` as ``DIR/analysis/<kind>.npz``, and set the class
 attribute ``figure = staticmethod(draw)`` with ``draw(artifacts, true_region,
 image_side) -> matplotlib Figure | None``, drawn as ``DIR/analysis/<kind>.png``
 and again by ``poisonsim report``. ``true_region`` (the pixels the attack's
@@ -38,7 +43,7 @@ import numpy as np
 
 from poisonsim.base import Estimator
 from poisonsim.events import EventBatch
-from poisonsim.registry import Key
+from poisonsim.registry import MODELS, Key, either
 
 # keys several defense kinds share
 Every = Annotated[int, Key("events between the defense's checks", ge=1, le=10**9)]
@@ -113,21 +118,23 @@ def event_to_act_at(at: int | None, knowledge: DefenderKnowledge, defense: str) 
 def require(model, defense: str, capability: str) -> None:
     """A clear error when ``model`` does not offer what defense ``defense`` needs.
 
-    >>> require(type("M", (), {"offers": frozenset()})(), "strip", "torch-net")
+    >>> from poisonsim.models.base import Model
+    >>> require(Model(), "strip", "torch-net")
     Traceback (most recent call last):
     ...
-    ValueError: defense.kind: strip needs a model that offers torch-net (model.kind = "mlp" or "cnn")
+    ValueError: defense.kind: strip needs a model that offers torch-net (model.kind = "cnn", "lenet" or "mlp")
     """
-    if capability not in getattr(model, "offers", ()):
-        raise ValueError(f'defense.kind: {defense} needs a model that offers {capability} (model.kind = "mlp" or "cnn")')
+    if capability not in model.offers:
+        raise ValueError(f"defense.kind: {defense} needs a model that offers {capability} "
+                         f"(model.kind = {either(MODELS.offering(capability))})")  # fmt: skip
 
 
 class Defense(Estimator):
     """Base: flags nothing, changes nothing. Every hook the learner calls is declared here with its default."""
 
     kind: str = ""
-    drops: bool = False  # True: events flagged by inspect() never reach the model
-    judges_inputs: bool = False  # True: a runtime detector, :meth:`flag` judges any input (FAR / FRR measured)
+    drops: bool = False  # True: events flagged by inspect() never reach the model (a gate, under its keys)
+    figure = None  # staticmethod(draw): how its artifacts are drawn (see the module's docstring)
     extra_flag_names: tuple[str, ...] = ()  # alternative verdicts (:meth:`extra_flags`), scored apart
     saved_at_: int | None = None  # window defenses: the model state was saved at this event (this unit)
     restored_from_: int | None = None  # ... or restored from the state saved at this event
@@ -152,6 +159,19 @@ class Defense(Estimator):
     def score(self, X: np.ndarray, model) -> np.ndarray:
         """A runtime detector's score of each input (written to ``<kind>_scores.csv`` at the end of a run)."""
         raise NotImplementedError(f"{type(self).__name__} judges no inputs")
+
+    def new_model(self, model) -> None:
+        """A runtime detector: ``model`` is the one it judges with from now on (the Kafka detector role's
+        latest snapshot of the learner's model); recalibrate what depends on it."""
+
+    def reversed_masks(self) -> np.ndarray | None:
+        """A trigger-reversing defense (``reverses-triggers``): the trigger mask it found per class
+        (``n_classes x features``), ``None`` before any search."""
+        return None
+
+    def artifacts(self) -> dict[str, np.ndarray]:
+        """Arrays worth keeping for the analysis (``DIR/analysis/<kind>.npz``); none by default."""
+        return {}
 
     def extra_flags(self) -> dict[str, np.ndarray]:
         """Verdicts of the alternative rules on the last update's batch, by name."""

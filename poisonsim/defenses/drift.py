@@ -45,9 +45,8 @@ from river import drift
 from river.drift import binary
 
 from poisonsim.defenses.base import DefenderKnowledge, Defense, DriftDetector, Every, Signal, check_choices
-from poisonsim.defenses.window import centroid_model, restore_window
+from poisonsim.defenses.window import restore_window, window_model
 from poisonsim.events import EventBatch
-from poisonsim.models.centroid import CentroidDetector
 from poisonsim.registry import DEFENSES, Key
 
 DETECTORS = {"adwin": drift.ADWIN, "page-hinkley": drift.PageHinkley, "kswin": drift.KSWIN}  # on a number
@@ -112,8 +111,9 @@ class DriftMonitor:
 
 
 def class_scales(knowledge: DefenderKnowledge, model) -> np.ndarray:
-    """Per class, the median trusted distance to its centroid (a classifier's distance unit; 1 for a detector)."""
-    if isinstance(model, CentroidDetector):
+    """Per class, the median trusted distance to its centroid (a classifier's distance unit; 1 for a model
+    with one centroid and radius: its radius is the unit)."""
+    if "centroid-state" in model.offers:
         return np.ones(1)
     d = np.linalg.norm(knowledge.clean_x - model.centers[knowledge.clean_y], axis=1)
     scale = np.array([np.median(d[knowledge.clean_y == c]) if (knowledge.clean_y == c).any() else 1.0
@@ -126,7 +126,7 @@ def window_signal(signal: str, batch: EventBatch, model, scale: np.ndarray, cent
     """``distance`` or ``confidence`` (see the module's docstring) of each event of ``batch``, against
     ``centers`` (default: the model's now); ``scale``: :func:`class_scales`."""
     x = np.asarray(batch.x, dtype=np.float64)
-    if isinstance(model, CentroidDetector):
+    if "centroid-state" in model.offers:
         center = model.center if centers is None else centers[0]
         ratio = np.linalg.norm(x - center, axis=1) / (model.radius_ if model.radius_ > 0 else 1.0)
         return ratio if signal == "distance" else np.maximum(0.0, 1.0 - ratio)
@@ -157,7 +157,7 @@ class DriftReset(Defense):
                       action=(action, ("reset", "freeze")))  # fmt: skip
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> DriftReset:
-        model = centroid_model(model, "drift-reset")
+        model = window_model(model, "drift-reset")
         self.scale_ = class_scales(knowledge, model)
         self.alarm_events_: list[int] = []
         self.seed_ = int(rng.integers(2**31))  # KSWIN samples its reference window: seeded from the defender's stream
@@ -178,7 +178,7 @@ class DriftReset(Defense):
 
     def inspect(self, batch: EventBatch, model) -> np.ndarray | None:
         """Keep the centroids as the unit finds them (the signal is read in :meth:`update`)."""
-        self._centers = model.center[None] if isinstance(model, CentroidDetector) else model.centers
+        self._centers = model.centers
         self._was_frozen = model.frozen
         return None
 
@@ -258,7 +258,7 @@ class DriftWatch(Defense):
         self.period = period
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> DriftWatch:
-        model = centroid_model(model, "drift-watch")
+        model = window_model(model, "drift-watch")
         self.scale_ = class_scales(knowledge, model)
         self.seed_ = int(rng.integers(2**31))
         self._replay(np.empty(0), np.empty(0))
@@ -275,13 +275,13 @@ class DriftWatch(Defense):
 
     def inspect(self, batch: EventBatch, model) -> np.ndarray | None:
         """Keep the centroids as the unit finds them (the signal is read in :meth:`update`)."""
-        self._centers = model.center[None] if isinstance(model, CentroidDetector) else model.centers
+        self._centers = model.centers
         return None
 
     def update(self, batch: EventBatch, predictions, slots, model, position: int) -> np.ndarray | None:
         first = position - len(batch)
         values = window_signal(self.signal, batch, model, self.scale_, self._centers).tolist()
-        wrong = np.asarray(predictions, dtype=bool) if isinstance(model, CentroidDetector) else predictions != batch.y
+        wrong = np.asarray(predictions, dtype=bool) if "alarms" in model.offers else predictions != batch.y
         errors = wrong.astype(np.float64).tolist()
         self._values.extend(values)
         self._errors.extend(errors)

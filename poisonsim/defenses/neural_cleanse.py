@@ -269,6 +269,7 @@ class NeuralCleanse(ScheduledRepair):
     """Reverse a trigger per class, flag the class whose mask is an outlier in L1 norm, unlearn its trigger."""
 
     kind = "neural-cleanse"
+    offers = frozenset({"reverses-triggers"})
     figure = staticmethod(reversed_trigger_figure)  # DIR/analysis/neural-cleanse.png
 
     def __init__(

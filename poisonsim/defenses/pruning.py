@@ -63,6 +63,11 @@ def _mask_inputs(layer: nn.Linear, args: tuple) -> tuple:
     return (args[0] * layer.unit_mask,)
 
 
+def unit_mask(layer: nn.Module) -> torch.Tensor | None:
+    """A pruned layer's unit mask (0: pruned); ``None`` for a layer that was never pruned (no mask hook on it)."""
+    return layer.unit_mask if any(hook is _mask_inputs for hook in layer._forward_pre_hooks.values()) else None
+
+
 def mean_activations(net: nn.Module, x: torch.Tensor) -> np.ndarray:
     """Mean activation of each prunable unit on ``x`` (0 for a pruned unit)."""
     layer, seen = pruned_layer(net), []
@@ -79,7 +84,7 @@ def mean_activations(net: nn.Module, x: torch.Tensor) -> np.ndarray:
 def prune_units(net: nn.Module, units) -> None:
     """Silence units for good: masked at the dense layer's input, their weights there set to 0."""
     layer, units = pruned_layer(net), list(units)
-    if not hasattr(layer, "unit_mask"):  # a plain attribute and a module-level hook: both survive deepcopy
+    if unit_mask(layer) is None:  # a plain attribute and a module-level hook: both survive deepcopy
         layer.unit_mask = torch.ones(layer.in_features, device=layer.weight.device)
         layer.register_forward_pre_hook(_mask_inputs)
     with torch.no_grad():
@@ -94,8 +99,8 @@ def unprune(layer: nn.Module) -> None:
     >>> net = build_net("mlp", n_features=4, n_classes=3, hidden=8, image_side=None)
     >>> prune_units(net, [0, 1])
     >>> unprune(net.head)
-    >>> hasattr(net.head, "unit_mask"), len(net.head._forward_pre_hooks)
-    (False, 0)
+    >>> unit_mask(net.head) is None, len(net.head._forward_pre_hooks), "unit_mask" in vars(net.head)
+    (True, 0, False)
     """
     for key, hook in list(layer._forward_pre_hooks.items()):
         if hook is _mask_inputs:
@@ -105,7 +110,7 @@ def unprune(layer: nn.Module) -> None:
 
 def pruned(net: nn.Module) -> np.ndarray:
     """Indices of the units pruned so far."""
-    mask = getattr(pruned_layer(net), "unit_mask", None)
+    mask = unit_mask(pruned_layer(net))
     return np.empty(0, dtype=np.int64) if mask is None else np.flatnonzero(mask.cpu().numpy() == 0)
 
 

@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from poisonsim.defenses.base import DefenderKnowledge, Defense, Every, check_choices, median_mad, require
-from poisonsim.defenses.pruning import unprune
+from poisonsim.defenses.pruning import unit_mask, unprune
 from poisonsim.events import EventBatch
 from poisonsim.models.nets import CNN
 from poisonsim.registry import DEFENSES, Key
@@ -297,9 +297,9 @@ class Snapshot:
 
     def get_state(self) -> dict:
         """Weights, and the unit masks of the modules that carry one then."""
+        masks = {name: unit_mask(module) for name, module in self.net.named_modules()}
         return {"weights": {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()},
-                "masks": {name: module.unit_mask.cpu().numpy().copy() for name, module in self.net.named_modules()
-                          if hasattr(module, "unit_mask")}}  # fmt: skip
+                "masks": {name: mask.cpu().numpy().copy() for name, mask in masks.items() if mask is not None}}
 
     @classmethod
     def restored(cls, model, state: dict) -> Snapshot:
@@ -308,9 +308,10 @@ class Snapshot:
         snapshot = cls(model)
         snapshot.net.load_state_dict({k: torch.as_tensor(v) for k, v in state["weights"].items()})
         for name, module in snapshot.net.named_modules():
-            if hasattr(module, "unit_mask") and name in state["masks"]:
-                module.unit_mask.copy_(torch.as_tensor(state["masks"][name]))
-            elif hasattr(module, "unit_mask"):
+            mask = unit_mask(module)
+            if mask is not None and name in state["masks"]:
+                mask.copy_(torch.as_tensor(state["masks"][name]))
+            elif mask is not None:
                 unprune(module)
         return snapshot
 
@@ -370,7 +371,7 @@ class Strip(Defense):
     the rules: the median entropy, shrunk class spreads.
     """
 
-    judges_inputs = True
+    offers = frozenset({"judges-inputs"})
 
     def __init__(
         self,
@@ -536,6 +537,10 @@ class Strip(Defense):
         self.threshold_ = float(np.sort(scores)[self.rank_ * CALIBRATION_DRAWS - 1])  # draws x one draw's rank
         self.calibrations_ += 1
         return self.threshold_
+
+    def new_model(self, model) -> None:
+        """A new model to judge with (the Kafka detector role's snapshot): recalibrate on it."""
+        self.calibrate(model)
 
     def flag(self, X: np.ndarray, model) -> np.ndarray:
         """Runtime verdicts on held-out inputs (the evaluator's FAR / FRR); draws do not touch the stream's."""

@@ -28,20 +28,17 @@ from typing import Annotated
 
 import numpy as np
 
-from poisonsim.defenses.base import DefenderKnowledge, Defense, Every
+from poisonsim.defenses.base import DefenderKnowledge, Defense, Every, require
 from poisonsim.events import EventBatch
-from poisonsim.models.centroid import CentroidClassifier, CentroidDetector, CentroidModel
 from poisonsim.models.options import OPTION_KEYS, OUTSIDE, OVER_QUOTA
 from poisonsim.registry import DEFENSES, Key
 
 CLASS_RADIUS_QUANTILE = 0.95  # classifier outlier rejection: per-class radius from the trusted sample
 
 
-def centroid_model(model, kind: str) -> CentroidModel:
-    """``model`` if it is a centroid model, else a clear error naming the defense."""
-    if not isinstance(model, CentroidModel):
-        raise ValueError(f"defense.kind: {kind!r} needs a centroid model (model.kind centroid-detector or "
-                         f"centroid-classifier), got {type(model).__name__}")  # fmt: skip
+def window_model(model, kind: str):
+    """``model`` if it offers windows, else a clear error naming the defense."""
+    require(model, kind, "window")
     return model
 
 
@@ -51,7 +48,7 @@ class _Refusals(Defense):
     reason: int = -1
 
     def update(self, batch: EventBatch, predictions, slots, model, position: int) -> np.ndarray | None:
-        refusals = getattr(model, "refusals_", None)
+        refusals = model.refusals_
         if refusals is None or len(refusals) != len(batch):
             return None
         return refusals == self.reason
@@ -62,6 +59,7 @@ class OutlierRejection(_Refusals):
     """Learn only points within ``radius_factor`` radii of the centroid."""
 
     reason = OUTSIDE
+    radii_: np.ndarray | None = None  # the learning radius of each window, once fitted
 
     def __init__(
         self,
@@ -73,8 +71,8 @@ class OutlierRejection(_Refusals):
         self.quantile = quantile
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> OutlierRejection:
-        model = centroid_model(model, "outlier-rejection")
-        if isinstance(model, CentroidDetector):
+        model = window_model(model, "outlier-rejection")
+        if "alarms" in model.offers:  # one window, one radius
             model.configure(learn_radius=self.radius_factor)
             self.radii_ = np.array([model.radius_ * self.radius_factor])
             return self
@@ -89,7 +87,7 @@ class OutlierRejection(_Refusals):
         return self
 
     def report(self) -> dict:
-        return {"learn_radius": float(np.mean(self.radii_))} if hasattr(self, "radii_") else {}
+        return {} if self.radii_ is None else {"learn_radius": float(np.mean(self.radii_))}
 
 
 @DEFENSES.register("robust-centroid", requires=("window",),
@@ -106,7 +104,7 @@ class RobustCentroid(Defense):
         self.trim = trim
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> RobustCentroid:
-        centroid_model(model, "robust-centroid").configure(estimator=self.estimator, trim=self.trim)
+        window_model(model, "robust-centroid").configure(estimator=self.estimator, trim=self.trim)
         return self
 
 
@@ -120,7 +118,7 @@ class SourceQuota(_Refusals):
         self.quota = quota
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> SourceQuota:
-        centroid_model(model, "source-quota").configure(quota=self.quota)
+        window_model(model, "source-quota").configure(quota=self.quota)
         return self
 
 
@@ -134,7 +132,7 @@ class FprReset(Defense):
         self.every = every
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> FprReset:
-        self.model_ = centroid_model(model, "fpr-reset")
+        self.model_ = window_model(model, "fpr-reset")
         self.clean_x_, self.clean_y_ = knowledge.clean_x, knowledge.clean_y
         self.trusted_state_ = model.get_state()
         self.trusted_at_ = 0
@@ -147,9 +145,9 @@ class FprReset(Defense):
     def false_alarm_rate(self, model) -> float:
         """Detector: share of trusted clean points it alarms on; classifier: share it gets wrong."""
         predictions = model.predict_many(self.clean_x_)
-        if isinstance(model, CentroidClassifier):
-            return float((predictions != self.clean_y_).mean())
-        return float(np.mean(predictions))
+        if "alarms" in model.offers:
+            return float(np.mean(predictions))
+        return float((predictions != self.clean_y_).mean())
 
     def update(self, batch: EventBatch, predictions, slots, model, position: int) -> np.ndarray | None:
         self.saved_at_ = self.restored_from_ = None

@@ -72,6 +72,8 @@ from typing import Callable
 
 import numpy as np
 
+from poisonsim.registry import MODELS, SOURCES, either
+
 IG_STEPS = 16  # Gauss-Legendre steps of Integrated Gradients (see the module docstring)
 EXAMPLES = 4  # example inputs drawn with their maps
 ANALYSIS_DIR = "analysis"
@@ -82,20 +84,20 @@ METHODS = (("ig", "Integrated Gradients"), ("saliency", "saliency"))
 
 def why_not(model, source, attack) -> str | None:
     """Why the run cannot be explained (``None``: it can)."""
-    side = getattr(source, "image_side", None)
-    if "torch-net" not in getattr(model, "offers", ()) or not hasattr(model, "net"):
-        return "the model is not a torch net (model.kind = mlp, cnn or lenet)"
+    side = source.image_side
+    if "torch-net" not in model.offers:
+        return f"the model is not a torch net (model.kind = {either(MODELS.offering('torch-net'))})"
     if side is None or side * side != source.n_features:
-        return "the inputs are not square images (stream.source = digits or mnist)"
-    if getattr(attack, "trigger_", None) is None or attack.target_x_ is None or attack.target_class_ is None:
-        return "the attack has no trigger (badnets, blended, supply-chain)"
+        return f"the inputs are not square images (stream.source = {either(SOURCES.offering('images'))})"
+    if attack.trigger_ is None or attack.target_x_ is None or attack.target_class_ is None:
+        return "the attack has no trigger (a backdoor attack: attack.kind = \"badnets\", \"blended\", ...)"
     return None
 
 
 def true_trigger(source, attack) -> dict[str, np.ndarray] | None:
     """The trigger's true region, the image side and the target class (evaluator side), or ``None``."""
-    trigger = getattr(attack, "trigger_", None)
-    if trigger is None or getattr(attack, "target_class_", None) is None:
+    trigger = attack.trigger_
+    if trigger is None or attack.target_class_ is None:
         return None
     n_features = int(source.n_features)
     return {
@@ -308,16 +310,14 @@ def defense_figure(kind: str) -> Callable | None:
 def figure_of(cls: type) -> Callable | None:
     """A defense class's drawing function: its ``figure`` attribute (a staticmethod ``figure(artifacts,
     true_region, image_side) -> Figure | None``), or ``None``."""
-    draw = getattr(cls, "figure", None)
-    return draw if callable(draw) else None
+    return cls.figure
 
 
 def defense_artifacts(defenses) -> dict[str, dict[str, np.ndarray]]:
-    """Each defense's ``artifacts()`` (those that have the method and return something), by kind."""
+    """Each defense's ``artifacts()`` (those that return something), by kind."""
     found = {}
     for defense in defenses:
-        get = getattr(defense, "artifacts", None)
-        arrays = get() if callable(get) else None
+        arrays = defense.artifacts()
         if arrays:
             found[defense.kind] = {name: np.asarray(value) for name, value in arrays.items()}
     return found

@@ -57,7 +57,6 @@ from poisonsim.attacks import Attack
 from poisonsim.evaluation.alarms import alarm_figures
 from poisonsim.evaluation.over_time import interval_figures, probe_figures, probe_position, stream_figures
 from poisonsim.events import EventBatch, Truth
-from poisonsim.models import CentroidDetector
 from poisonsim.models.window import INFINITE, MERGED, NOT_LEARNED, POLICY_CODES, follow_shares
 from poisonsim.sources import Source
 
@@ -81,17 +80,22 @@ TIMESERIES_COLUMNS = (
 class Evaluator:
     """Scores one run against ground truth; the model never sees what it reads."""
 
-    def __init__(self, model, source: Source, attack: Attack, twin=None):
+    def __init__(self, model, source: Source, attack: Attack, twin=None, defenses: list | tuple = (),
+                 deployment=None, split_view: bool = False, probe_plan: tuple[int, int, int, int] | None = None):  # fmt: skip
+        """``defenses``: their verdicts are scored (each kind, and each alternative rule apart), a runtime
+        detector's (``judges-inputs``) also on held-out inputs at ``probe_plan`` = (seed, every, unit,
+        n_events) positions, a reversed trigger against the true one; ``deployment``: the snapshots serving
+        uses; ``split_view``: report vetting and pinning figures."""
         self.model = model
         self.source = source
         self.attack = attack
         self.twin = twin  # the clean twin, or None
-        self.is_detector = isinstance(model, CentroidDetector)
+        self.is_detector = "alarms" in model.offers
         self.has_windows = "window" in model.offers
         self.events = 0
         self.poison_events = 0
         self.first_poison_at: int | None = None  # stream position of the first poison event (the attack's start)
-        self.pretrained = int(getattr(model, "warmup_events", 0))  # clean events learned before the stream
+        self.pretrained = int(model.warmup_events)  # clean events learned before the stream
         self.correct = 0
         self.judged = 0
         self.alarms = 0
@@ -99,15 +103,18 @@ class Evaluator:
         self.poison_reached = 0  # poison events the model processed (not dropped, not refused)
         self.refused = 0  # split-view: content refused by pinning (hash differs from the vetted one)
         self.refused_poison = 0
-        self.split_view = False  # set by the learner: report vetting and pinning figures
-        self.deployment = None  # set by the learner: a Deployment whose snapshot serving uses
-        self.defenses: list = []  # set by the learner: defenses whose reversed triggers are scored (reversed_masks())
-        self.defense_counts: dict[str, dict[str, int]] = {}  # kind -> tp/fp/tn/fn
+        self.split_view = split_view
+        self.deployment = deployment
+        self.defenses = list(defenses)
+        self.defense_counts: dict[str, dict[str, int]] = {}  # kind (or kind/rule) -> tp/fp/tn/fn
+        for defense in self.defenses:
+            for name in (defense.kind, *(f"{defense.kind}/{rule}" for rule in defense.extra_flag_names)):
+                self.defense_counts[name] = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
         self.alarm_displacement: dict[str, float | None] = {}  # detector -> displacement at its first attack alarm
-        self.input_judges: dict[str, object] = {}  # kind -> defense with flag(X, model): FAR/FRR on held-out
+        self.input_judges = {d.kind: d for d in self.defenses if "judges-inputs" in d.offers}  # FAR/FRR held out
         self.rows: list[dict] = []
         self.probes: list[dict] = []  # runtime detectors' held-out rates at positions they do not know
-        self.probe_plan: tuple[int, int, int, int] | None = None  # (seed, every, unit, n_events), set by the learner
+        self.probe_plan = probe_plan
         self._last_on_targets: tuple[int | None, np.ndarray | None] = (None, None)  # the last row's events, predictions
         if self.has_windows:
             self.initial_centers = self._centers().copy()
@@ -334,7 +341,7 @@ class Evaluator:
             figures.update(probe_figures(self.probes, kind, start))
             figures["probes"] = sum(p["events"] > start for p in self.probes)
         for defense in self.defenses:
-            if defense.kind == kind and callable(getattr(defense, "reversed_masks", None)):
+            if defense.kind == kind and "reverses-triggers" in defense.offers:
                 figures.update(self._reversed_trigger_figures(defense))
             if defense.kind == kind:
                 figures.update(self._alarm_figures(defense))
@@ -356,7 +363,7 @@ class Evaluator:
         """A trigger-reversing defense (Neural Cleanse) against the true trigger: ``target_found`` (the
         attack's target class among its ``suspect_classes``) and ``mask_iou`` (:func:`mask_iou` of the target
         class's reversed mask with the trigger's pixels); none without a trigger, a target or a search yet."""
-        trigger, target = getattr(self.attack, "trigger_", None), self.attack.target_class_
+        trigger, target = self.attack.trigger_, self.attack.target_class_
         masks = defense.reversed_masks()
         if trigger is None or target is None or masks is None:
             return {}

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from poisonsim.combinations import offers
 from poisonsim.config import ConfigError, Scenario
 from poisonsim.evaluation.explain import ANALYSIS_DIR, analysis_figures, read_analysis
 from poisonsim.experiments.grid import flatten_keys
@@ -271,7 +272,7 @@ def write_run_report(out: str | Path) -> Report:
     report = Report(out / "report.md")
     (out / FIGURES_DIR).mkdir(exist_ok=True)
     title = f"{scenario.name}: {scenario.model.kind} under {scenario.attack.kind} (seed {scenario.seed})"
-    start = getattr(scenario.attack, "start", None) if scenario.attack.kind != "none" else None
+    start = None if "no-poison" in offers(scenario.attack) else scenario.attack.start
     scores = out / STRIP_SCORES
     _draw(report, out, {
         "timeline": (lambda: timeline_figure(series, title, start), "no evaluation step"),

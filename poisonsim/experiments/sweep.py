@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator
 from poisonsim.config import ConfigError
 from poisonsim.experiments.grid import Grid, Run, flatten_keys
 from poisonsim.pipeline import engine
+from poisonsim.pipeline.results import RunResult, write_results
 
 POINTS_DIR = "points"
 MANIFEST = "sweep.json"
@@ -40,7 +41,7 @@ class Outcome:
     """What one run gave: its result, or the error that stopped it."""
 
     id: str
-    result: engine.RunResult | None = None
+    result: RunResult | None = None
     error: str | None = None
 
 
@@ -120,7 +121,7 @@ def _on_pool(runs: list[Run], workers: int) -> Iterator[Outcome]:
     try:
         yield from _drain({pool.submit(execute, run): run.id for run in runs}, as_completed)
     except BaseException:  # Ctrl-C (or the sweep stopped): stop the workers now; their runs stay unfinished
-        for process in list((getattr(pool, "_processes", None) or {}).values()):  # public only from 3.14
+        for process in list((pool._processes or {}).values()):  # the executor's own workers (no public handle)
             process.terminate()
         raise
     finally:
@@ -219,7 +220,7 @@ def _record(out: Path, run: Run, outcome: Outcome) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     if outcome.result is not None:
-        engine.write_results(outcome.result, run.scenario, tmp)
+        write_results(outcome.result, run.scenario, tmp)
     else:
         tmp.mkdir(parents=True)
         (tmp / "error.txt").write_text(outcome.error)
@@ -311,4 +312,8 @@ def _last_line(text: str) -> str:
 
 
 def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """CPUs this process may run on: its affinity where the platform keeps one (Linux), else every CPU."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1

@@ -2,10 +2,12 @@
 
 A model learns test-then-train: :meth:`Model.process_many` predicts each
 event with the current state, then learns it. What a model offers to
-attacks and defenses is stated in :attr:`Model.offers` (``window``,
+attacks and defenses is stated in its ``offers`` (``window``, ``alarms``,
 ``centroid-state``, ``classes``, ``torch-net``, ``probabilities``,
-``embeddings``, ``losses``); a kind that needs one says so when it is
-registered (``requires``), and the scenario is checked once, up front.
+``embeddings``, ``losses``: :mod:`poisonsim.capabilities`); a kind that needs
+one says so when it is registered (``requires``), and the scenario is
+checked once, up front. The hooks each capability promises are declared
+below with their defaults.
 
 A white-box attacker's turn (:class:`AttackerHook`) is the attacker reading
 the model's public state at that moment (centroid and radius) and writing
@@ -38,8 +40,16 @@ class Model(OneAtATime, Estimator):
     ``predict_one`` take river's dict rows too (:class:`~poisonsim.models.inputs.OneAtATime`)."""
 
     kind: str = ""
-    offers: frozenset[str] = frozenset()
-    needs_sources: bool = False  # True: process_many wants the events' public producer ids
+    needs_sources: bool = False  # True: process_many wants the events' public producer ids (now, under its options)
+    # "centroid-state": the centroid and radius a white-box attacker reads
+    center: np.ndarray | None = None
+    radius_: float = 0.0
+    # "window": the window defenses' view of the model (see poisonsim.models.options)
+    refusals_: np.ndarray | None = None  # after process_many: why each event was not learned (None: not a window)
+    frozen: bool = False
+    # "torch-net": the net (a torch.nn.Module) and the device it runs on
+    net = None
+    device_ = None
 
     @property
     def warmup_events(self) -> int:
@@ -56,6 +66,36 @@ class Model(OneAtATime, Estimator):
                      sources: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
         """Test-then-train each event in order; returns ``(predictions, slots)`` (slots: window models)."""
         raise NotImplementedError
+
+    def predict_proba_many(self, X: np.ndarray) -> np.ndarray:
+        """``probabilities``: each row's class probabilities."""
+        raise NotImplementedError(f"{type(self).__name__} offers no probabilities")
+
+    def embed_many(self, X: np.ndarray) -> np.ndarray:
+        """``embeddings``: each row's penultimate-layer activations."""
+        raise NotImplementedError(f"{type(self).__name__} offers no embeddings")
+
+    def losses_many(self, X: np.ndarray, Y) -> np.ndarray:
+        """``losses``: each row's training loss under the model as it is."""
+        raise NotImplementedError(f"{type(self).__name__} offers no losses")
+
+    def start_from(self, supplied, how: str | None = None) -> None:
+        """``torch-net``: start from a model an attacker supplied (``supplies-model``) instead of pre-training."""
+        raise NotImplementedError(f"{type(self).__name__} cannot start from a supplied model")
+
+    @property
+    def centers(self) -> np.ndarray:
+        """``window``: the centroid of each window, one row per window."""
+        raise NotImplementedError(f"{type(self).__name__} offers no windows")
+
+    @property
+    def window_counts(self) -> np.ndarray:
+        """``window``: points learned so far, per window."""
+        raise NotImplementedError(f"{type(self).__name__} offers no windows")
+
+    def configure(self, **options) -> None:
+        """``window``: switch the window defenses' options (see :class:`~poisonsim.models.options.WindowOptions`)."""
+        raise NotImplementedError(f"{type(self).__name__} offers no windows")
 
     def get_state(self) -> dict:
         """Mutable state: numpy arrays and plain values (copies), for a checkpoint."""

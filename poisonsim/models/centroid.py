@@ -73,7 +73,7 @@ class CentroidDetector(CentroidModel):
     of the stored points' distances to ``c``.
     """
 
-    offers = frozenset({"window", "centroid-state"})
+    offers = frozenset({"window", "centroid-state", "alarms"})
 
     def __init__(
         self,
@@ -124,6 +124,11 @@ class CentroidDetector(CentroidModel):
     def center(self) -> np.ndarray:
         """The current centroid (a copy)."""
         return np.array(self._center)
+
+    @property
+    def centers(self) -> np.ndarray:
+        """The centroid as the one row of a window model's centroids (a copy)."""
+        return self.center[None]
 
     @property
     def window_counts(self) -> np.ndarray:

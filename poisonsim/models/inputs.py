@@ -61,6 +61,7 @@ class OneAtATime:
 
     feature_names_: tuple | None = None
     labels_: list | None = None  # the caller's labels, by class number (None: integer labels, used as they are)
+    n_classes: int | None = None  # a classifier's number of classes (None: not a classifier)
 
     def learn_one(self, x, y=None) -> None:
         self.learn_many(self._row(x), None if y is None else [self._class_of(y)])
@@ -69,7 +70,7 @@ class OneAtATime:
         prediction = self.predict_many(self._row(x))[0]
         if self.labels_ is not None and 0 <= int(prediction) < len(self.labels_):
             return self.labels_[int(prediction)]
-        return prediction.item() if hasattr(prediction, "item") else prediction
+        return np.asarray(prediction).item()
 
     def _row(self, x) -> np.ndarray:
         if isinstance(x, dict):
@@ -89,7 +90,7 @@ class OneAtATime:
         if self.labels_ is None:
             self.labels_ = [False, True] if isinstance(y, (bool, np.bool_)) else []
         if y not in self.labels_:
-            limit = getattr(self, "n_classes", None)
+            limit = self.n_classes
             if limit is not None and len(self.labels_) >= limit:
                 raise ValueError(f"y: {y!r} would be class {len(self.labels_) + 1} of a model of {limit} classes")
             self.labels_.append(y)

@@ -45,7 +45,7 @@ class RiverClassifier(base.Classifier):
     def predict_proba_one(self, x: dict) -> dict:
         """The net's class probabilities when it offers them, else all weight on the predicted class; every label
         seen so far is a key."""
-        labels = self.model.labels_ or list(range(getattr(self.model, "n_classes", 0)))
+        labels = self.model.labels_ or list(range(self.model.n_classes or 0))
         if "probabilities" in self.model.offers:
             proba = self.model.predict_proba_many(self.model._row(x))[0]
             return {label: float(p) for label, p in zip(labels, proba)}

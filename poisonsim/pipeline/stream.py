@@ -134,7 +134,7 @@ class MergedStream:
         source[turns] = self.identities[self._ids_rng.integers(0, len(self.identities), size=n_attack)]
         pin = content_hash(vetted_x, vetted_y) if self.split_view else None
         batch = EventBatch.from_arrays(x, y, first_id=self._made, source=source, pin=pin)
-        adaptive = turns if self.attack.white_box else np.zeros(m, dtype=bool)
+        adaptive = turns if "white-box" in self.attack.offers else np.zeros(m, dtype=bool)
         self._made += m
         self.attacker_events += n_attack
         return batch, Truth(is_poison=turns, is_adaptive=adaptive)

@@ -69,14 +69,14 @@ def main(args: argparse.Namespace) -> int:
 
 def produce(scenario, role: str, settings, args, registry, log, stop) -> tuple[int, float]:
     """Publish ``role``'s events of ``scenario``; returns how many, and the seconds from first to last acknowledged."""
-    from poisonsim.pipeline.engine import World
+    from poisonsim.pipeline.world import World
     from poisonsim.services.exporter import ProducerMetrics, scenario_info
     from poisonsim.transport.codec import Codec
 
     world = World.build(scenario)
     n_events = scenario.stream.n_events
     codec = Codec(world.source.n_features, world.source.n_classes, n_events, n_sources=world.n_source_ids,
-                  pinned=scenario.attack.channel == "split-view")  # split-view: events carry the vetted hash
+                  pinned=world.pins_content)  # a content swap: events carry the vetted hash
     if not 1 <= args.events_per_message <= codec.max_events_per_message():
         raise ConfigError(f"--events-per-message: expected 1..{codec.max_events_per_message()} (messages of at "
                           f"most {codec.max_bytes} bytes), got {args.events_per_message}")  # fmt: skip

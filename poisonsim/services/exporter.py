@@ -31,6 +31,8 @@ from prometheus_client.registry import Collector
 
 from poisonsim.transport.codec import REASONS
 
+MODEL_ALARMS = "model"  # the detections metric's label for the model's own alarms (a model that offers "alarms")
+
 log = logging.getLogger(__name__)
 
 STREAMS = ("benign", "attack")
@@ -137,7 +139,7 @@ class DetectorMetrics:
                 self.detections.labels(role="detector", detector=detector, outcome=outcome).inc(n)
 
 
-class DriftMonitor:
+class ErrorDriftAlarm:
     """Page-Hinkley (river) on the prequential error of each evaluation step; counts its alarms.
 
     Monitoring only: it reads the evaluator's rows, so it gives the same alarms
@@ -171,7 +173,7 @@ class LearnerCollector(Collector):
 
     def __init__(self, model_kind: str, registry: CollectorRegistry | None = None):
         self.model_kind = model_kind
-        self.drift = DriftMonitor()
+        self.drift = ErrorDriftAlarm()
         self._lock = threading.Lock()
         self._snapshot: dict = {}
         if registry is not None:
@@ -196,8 +198,9 @@ class LearnerCollector(Collector):
             self.drift.update(evaluator.rows, evaluator.is_detector)
         snapshot["drift_alarms"] = self.drift.alarms
         snapshot["defense_counts"] = {kind: dict(counts) for kind, counts in evaluator.defense_counts.items()}
-        snapshot["defense_alarms"] = {  # drift-reset defenses: their alarms, by detector
-            f"drift-reset/{d.detector}": len(d.alarm_events_) for d in learner.defenses if d.kind == "drift-reset"
+        snapshot["defense_alarms"] = {  # every defense's drift alarms: "<kind>", or "<kind>/<detector>" for several
+            f"{d.kind}/{name}" if name else d.kind: len(positions)
+            for d in learner.defenses for name, positions in d.alarms().items()
         }
         with self._lock:
             self._snapshot = snapshot
@@ -242,7 +245,7 @@ class LearnerCollector(Collector):
                                          labels=["role", "detector", "outcome"])  # fmt: skip
         if s.get("is_detector"):  # the learner's own model, and its defenses: role "learner"
             for outcome, n in zip(OUTCOMES, _confusion(s)):
-                detections.add_metric(["learner", "centroid", outcome], n)
+                detections.add_metric(["learner", MODEL_ALARMS, outcome], n)
         for kind, counts in s.get("defense_counts", {}).items():  # each defense's verdicts
             for outcome in OUTCOMES:
                 detections.add_metric(["learner", kind, outcome], counts.get(outcome, 0))

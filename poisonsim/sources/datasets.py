@@ -105,7 +105,6 @@ class SourceKind(Estimator):
     """Base of every source kind: what it offers the other kinds, and how it loads."""
 
     kind: str = ""
-    offers: frozenset[str] = frozenset()  # e.g. "images": square images, side in Source.image_side
 
     def load(self, rng: np.random.Generator) -> Source:
         """The distribution to draw from and its held-out clean set; ``rng`` fixes the split."""

@@ -235,7 +235,7 @@ class EventSender:
 
     def flush(self) -> None:
         """Block until every queued message is acknowledged (sending failed ones again)."""
-        from kafka.errors import KafkaTimeoutError
+        from kafka.errors import KafkaError, KafkaTimeoutError
 
         wait = 0.5
         while self._pending:
@@ -255,7 +255,7 @@ class EventSender:
             failed = [i for i, f in enumerate(self._futures) if f.failed()]
             for i in failed:
                 exc = self._futures[i].exception
-                if not (getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError)):
+                if not (isinstance(exc, KafkaError) and exc.retriable or isinstance(exc, KafkaTimeoutError)):
                     raise exc
             again = [self._pending[i] for i in failed]
             self._pending, self._futures = [], []

@@ -23,7 +23,8 @@ from poisonsim.attacks.base import AttackerKnowledge
 from poisonsim.attacks.triggers import PatchTrigger
 from poisonsim.config import ConfigError, Scenario
 from poisonsim.evaluation.metrics import Evaluator
-from poisonsim.pipeline.engine import World
+from poisonsim.models.base import Model
+from poisonsim.pipeline.world import World
 from poisonsim.sources import Source
 
 SCENARIO = Path(__file__).parents[2] / "scenarios" / "all_to_all.toml"
@@ -72,7 +73,7 @@ def test_a_scenario_with_a_bad_offset_is_refused_before_the_run():
         Scenario.from_dict({"attack": {"kind": "all-to-all", "rate": 0.1, "offset": 0}})
 
 
-class _Stub:
+class _Stub(Model):
     """Reads the class off feature 0; sends classes 0 and 1 where the attacker wants them, keeps class 2."""
 
     offers = frozenset({"classes", "probabilities"})

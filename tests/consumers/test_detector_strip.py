@@ -9,8 +9,9 @@ import pytest
 from conftest import margin, over_seeds
 
 from poisonsim.config import ConfigError, Scenario
-from poisonsim.consumers.detector import DETECTORS
-from poisonsim.pipeline.engine import Learner, World
+from poisonsim.consumers.detector import detector_for, judge
+from poisonsim.pipeline.learner import Learner
+from poisonsim.pipeline.world import World
 
 SCENARIO = Path(__file__).parents[2] / "scenarios" / "strip_badnets.toml"
 
@@ -33,13 +34,13 @@ def _snapshot_gap(seed: int) -> float:
         learner.feed(*stream.next_batch(size))
 
     detector_world = World.build(scenario)  # the detector process rebuilds the world, then loads the snapshot
-    make, model_type = DETECTORS["strip"]
-    flag, refresh = make(detector_world)
-    assert isinstance(detector_world.model, model_type)
+    strip = judge(detector_world, detector_for(scenario))
+    assert strip.name == "strip"
     detector_world.model.set_state(learner_world.model.get_state())
-    refresh(detector_world.model)
+    strip.new_model(detector_world.model)
     targets, attack = learner_world.attack.target_x_, learner_world.attack
-    triggered, clean = flag(detector_world.model, targets), flag(detector_world.model, learner_world.source.test_x)
+    triggered = strip.flag(targets, detector_world.model)
+    clean = strip.flag(learner_world.source.test_x, detector_world.model)
     own = learner_world.defenses[0]  # the learner's STRIP, recalibrated on the same final model
     own.calibrate(learner_world.model)
     assert (triggered == own.flag(targets, learner_world.model)).all()
@@ -47,13 +48,8 @@ def _snapshot_gap(seed: int) -> float:
     return float(triggered[fired].mean() - clean.mean())
 
 
-def test_strip_detector_needs_a_strip_defense_in_the_scenario():
+def test_the_detector_role_runs_only_a_judge_the_scenario_has():
     scenario = Scenario.from_toml(SCENARIO, ["stream.n_events=100", "defense=[]", "model.pretrain_events=0"])
-    with pytest.raises(ConfigError, match='no \\[\\[defense\\]\\] with kind = "strip"'):
-        DETECTORS["strip"][0](World.build(scenario))
-
-
-def test_the_detector_flag_offers_every_detector_and_auto():
-    from poisonsim.consumers.process import DETECTOR_CHOICES
-
-    assert set(DETECTOR_CHOICES) == {"auto", *DETECTORS}
+    assert detector_for(scenario) is None  # a net without a defense that judges inputs: nothing to judge
+    with pytest.raises(ConfigError, match=r"judges \(none: no defense offers judges-inputs.*got 'strip'"):
+        judge(World.build(scenario), "strip")

@@ -36,7 +36,7 @@ from conftest import (
 )
 from test_kafka_e2e import CENTROID, malformed_corpus
 
-from poisonsim.pipeline.engine import World
+from poisonsim.pipeline.world import World
 from poisonsim.transport.codec import TRUTH_HEADER, Codec
 from poisonsim.transport.dead_letters import LOG_INTERVAL_S, PUBLISH_BURST, PUBLISH_PER_S
 from poisonsim.transport.kafka import KafkaSettings, ensure_topics

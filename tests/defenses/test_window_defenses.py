@@ -43,9 +43,11 @@ from conftest import margin
 from benchmarks.seed_figures import figures_over_seeds, measure
 from poisonsim.config import Scenario
 from poisonsim.defenses.window import RobustCentroid
+from poisonsim.models.base import Model
 from poisonsim.models.centroid import CentroidClassifier, CentroidDetector
 from poisonsim.models.options import FROZEN, LEARNED, OUTSIDE, OVER_QUOTA
-from poisonsim.pipeline.engine import World, run
+from poisonsim.pipeline.engine import run
+from poisonsim.pipeline.world import World
 
 N, NU, SEEDS = 50, 0.3, range(8)
 
@@ -283,8 +285,9 @@ def test_options_are_checked_and_name_their_key():
         clf.configure(quota=0.0)
     with pytest.raises(ValueError, match="learn_radii"):
         clf.configure(learn_radii=[1.0])
-    with pytest.raises(ValueError, match="'robust-centroid' needs a centroid model"):
-        RobustCentroid().fit(None, object(), None)
+    with pytest.raises(ValueError, match='robust-centroid needs a model that offers window \\(model.kind = '
+                                         '"centroid-classifier" or "centroid-detector"\\)'):
+        RobustCentroid().fit(None, Model(), None)
 
 
 def _case(case: str) -> dict[str, np.ndarray]:
@@ -332,7 +335,7 @@ def test_the_defended_scenario_keeps_the_attacker_out_of_the_window():
 
 
 def test_a_defended_learner_checkpoints_its_model_options_and_window_mirror(tmp_path):
-    from poisonsim.pipeline.engine import Learner
+    from poisonsim.pipeline.learner import Learner
     from poisonsim.services import checkpoint
 
     scenario = _scenario(1, [{"kind": "fpr-reset", "alpha": 0.1, "every": 100}, {"kind": "robust-centroid"},

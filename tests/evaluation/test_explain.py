@@ -22,7 +22,8 @@ from poisonsim.evaluation.explain import read_analysis
 from poisonsim.experiments.grid import Grid
 from poisonsim.experiments.report import write_report
 from poisonsim.experiments.sweep import POINTS_DIR, run_sweep
-from poisonsim.pipeline.engine import run, write_results
+from poisonsim.pipeline.engine import run
+from poisonsim.pipeline.results import write_results
 
 ROOT = Path(__file__).parents[2]
 MNIST = ROOT / "scenarios" / "mnist_badnets.toml"

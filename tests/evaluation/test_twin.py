@@ -10,7 +10,10 @@ from conftest import margin, over_seeds, resumed_after_first_batch
 
 from poisonsim.cli import verdict
 from poisonsim.config import Scenario
-from poisonsim.pipeline.engine import TIMING_FIELDS, Learner, World, run
+from poisonsim.pipeline.engine import run
+from poisonsim.pipeline.learner import Learner
+from poisonsim.pipeline.results import TIMING_FIELDS
+from poisonsim.pipeline.world import World
 
 ROOT = Path(__file__).parents[2]
 TWIN_KEYS = ("twin_", "accuracy_drop", "disagreement")

@@ -17,7 +17,7 @@ from poisonsim.config import ConfigError
 from poisonsim.experiments.grid import Grid
 from poisonsim.experiments.sweep import read_journal, run_sweep
 from poisonsim.pipeline import engine
-from poisonsim.pipeline.engine import TIMING_FIELDS
+from poisonsim.pipeline.results import TIMING_FIELDS
 
 ROOT = Path(__file__).parents[2]
 BASE = {
@@ -212,7 +212,7 @@ def test_a_refused_combination_is_a_failed_row_not_a_stopped_sweep(tmp_path):
     rows = pd.read_parquet(tmp_path / "results.parquet")
     refused = rows[rows["error"].notna()]
     assert list(refused["run"]) == ["p0001-s0"]
-    assert refused["error"].iloc[0].startswith('attack.rate: attack.kind is "none"')
+    assert refused["error"].iloc[0].startswith('attack.rate: attack.kind "none" poisons nothing')
 
 
 def test_a_grid_whose_every_run_is_refused_stops_before_running(tmp_path):

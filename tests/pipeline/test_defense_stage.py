@@ -6,7 +6,8 @@ import pytest
 
 from poisonsim.config import ConfigError, Scenario
 from poisonsim.defenses.base import Defense
-from poisonsim.pipeline.engine import World, run
+from poisonsim.pipeline.engine import run
+from poisonsim.pipeline.world import World
 from poisonsim.registry import DEFENSES
 
 
@@ -50,7 +51,7 @@ def test_a_gate_keeps_flagged_events_from_the_model_and_is_scored_against_truth(
 
 
 def test_defended_runs_are_reproducible_and_write_their_columns(gate, tmp_path):
-    from poisonsim.pipeline.engine import write_results
+    from poisonsim.pipeline.results import write_results
 
     first, second = run(_scenario()), run(_scenario())
     assert first.timeseries == second.timeseries

@@ -7,7 +7,9 @@ import pytest
 
 from poisonsim.config import Scenario
 from poisonsim.events import EventBatch, Truth
-from poisonsim.pipeline.engine import Learner, World, run
+from poisonsim.pipeline.engine import run
+from poisonsim.pipeline.learner import Learner
+from poisonsim.pipeline.world import World
 
 
 def _concat(parts):
@@ -74,7 +76,7 @@ def test_services_that_share_a_results_directory_check_it_at_once(tmp_path):
     not take each other's probe file away (each has a name of its own)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from poisonsim.pipeline.engine import check_out
+    from poisonsim.pipeline.results import check_out
 
     out = tmp_path / "shared"
     with ThreadPoolExecutor(8) as pool:

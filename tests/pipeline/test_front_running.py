@@ -20,7 +20,9 @@ from conftest import margin
 from poisonsim.config import ConfigError, Scenario
 from poisonsim.defenses import Defense
 from poisonsim.events import EventBatch, Truth
-from poisonsim.pipeline.engine import Learner, World, run
+from poisonsim.pipeline.engine import run
+from poisonsim.pipeline.learner import Learner
+from poisonsim.pipeline.world import World
 
 SEEDS = range(1, 9)
 

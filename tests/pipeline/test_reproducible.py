@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from poisonsim.pipeline.engine import TIMING_FIELDS
+from poisonsim.pipeline.results import TIMING_FIELDS
 
 ROOT = Path(__file__).parents[2]
 

@@ -11,7 +11,8 @@ import pytest
 from conftest import margin
 
 from poisonsim.config import ConfigError, Scenario
-from poisonsim.pipeline.engine import World, run
+from poisonsim.pipeline.engine import run
+from poisonsim.pipeline.world import World
 
 SEEDS = range(1, 9)
 SHARE = 0.2

@@ -11,7 +11,7 @@ import pytest
 
 from poisonsim.config import Scenario
 from poisonsim.events import EventBatch, Truth
-from poisonsim.pipeline.engine import World
+from poisonsim.pipeline.world import World
 from poisonsim.transport.codec import Codec
 
 N_EVENTS = 6_000

@@ -14,7 +14,8 @@ import torch
 from cases import CASES, CORPUS, ROOT, TORCH_THREADS
 
 from poisonsim.config import Scenario
-from poisonsim.pipeline.engine import TIMING_FIELDS, run, write_results
+from poisonsim.pipeline.engine import run
+from poisonsim.pipeline.results import TIMING_FIELDS, write_results
 
 
 def run_case(name: str):

@@ -29,7 +29,7 @@ from cases import CASES, CORPUS, ROOT, tolerance_of  # noqa: E402
 from compare import figure_files, file_differences  # noqa: E402
 from record import run_case  # noqa: E402
 
-from poisonsim.pipeline.engine import write_results  # noqa: E402
+from poisonsim.pipeline.results import write_results  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

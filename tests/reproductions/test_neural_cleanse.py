@@ -27,7 +27,8 @@ from poisonsim.config import Scenario
 from poisonsim.defenses.base import DefenderKnowledge
 from poisonsim.defenses.neural_cleanse import NeuralCleanse, anomaly_indices, reversed_trigger_figure, suspects
 from poisonsim.evaluation.metrics import mask_iou
-from poisonsim.pipeline.engine import World, run
+from poisonsim.pipeline.engine import run
+from poisonsim.pipeline.world import World
 
 SCENARIO = Path(__file__).parents[2] / "scenarios" / "mnist_neural_cleanse.toml"
 ATTACKED_SEEDS = (11, 12, 13, 14)

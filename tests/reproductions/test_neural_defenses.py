@@ -11,7 +11,8 @@ from conftest import margin
 from benchmarks.seed_figures import figures_over_seeds
 from poisonsim.config import Scenario
 from poisonsim.defenses.strip import strip_entropy, strip_entropy_loop, superimpose
-from poisonsim.pipeline.engine import World, run
+from poisonsim.pipeline.engine import run
+from poisonsim.pipeline.world import World
 
 pytestmark = pytest.mark.slow  # a paper-level reproduction: CI runs it, `-m "not slow"` skips it
 
@@ -260,7 +261,7 @@ def test_activation_analysis_points_at_the_backdoored_class_and_not_on_a_clean_s
 
 @pytest.mark.slow
 def test_a_strip_run_writes_the_scores_the_report_draws(tmp_path):
-    from poisonsim.pipeline.engine import write_results
+    from poisonsim.pipeline.results import write_results
 
     scenario = _scenario("strip_badnets.toml", ["stream.n_events=2000", "evaluation.every=2000"])
     result = run(scenario)

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from poisonsim.config import Scenario
-from poisonsim.pipeline.engine import TIMING_FIELDS, Learner, World, run
+from poisonsim.pipeline.engine import run
+from poisonsim.pipeline.learner import Learner
+from poisonsim.pipeline.results import TIMING_FIELDS
+from poisonsim.pipeline.world import World
 from poisonsim.services import checkpoint
 
 SCENARIOS = [

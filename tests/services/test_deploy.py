@@ -134,7 +134,7 @@ def test_each_python_service_command_runs_locally_against_the_test_broker(broker
         wait_for_log(tmp_path / "detector.log", "model snapshot at stream position 10000", timeout=60,
                      process=processes["detector"])  # fmt: skip
         detected = urllib.request.urlopen(f"http://127.0.0.1:{ports['detector']}/metrics", timeout=10).read().decode()
-        assert 'poisonsim_detections_total{detector="centroid",outcome="tn",role="detector"}' in detected
+        assert 'poisonsim_detections_total{detector="model",outcome="tn",role="detector"}' in detected
         for name in ("learner", "detector"):  # compose's own healthcheck code, against the running services
             check = python[name]["healthcheck"]["test"][3]
             subprocess.run([sys.executable, "-c", check], check=True, timeout=30,

@@ -26,7 +26,8 @@ from conftest import (
 from prometheus_client import CollectorRegistry, generate_latest
 
 from poisonsim.config import Scenario
-from poisonsim.pipeline.engine import Learner, World
+from poisonsim.pipeline.learner import Learner
+from poisonsim.pipeline.world import World
 from poisonsim.services.exporter import (
     ConsumerMetrics,
     DetectorMetrics,
@@ -43,7 +44,7 @@ def exposed_names() -> set[str]:
     """Every metric name (families and samples) the learner, producer and detector processes expose."""
     producer, detector = CollectorRegistry(), CollectorRegistry()
     ProducerMetrics(producer)
-    DetectorMetrics(detector, "centroid")
+    DetectorMetrics(detector, "model")
     names = set()
     for registry in (exposed_registry()[0], producer, detector):
         for family in registry.collect():
@@ -96,7 +97,7 @@ def test_learner_detections_are_its_confusion_matrix_against_ground_truth():
         for flag, poison in zip(alarms, truth.is_poison):
             counts[("t" if flag == poison else "f") + ("p" if flag else "n")] += 1
     for outcome, n in counts.items():
-        assert registry.get_sample_value("poisonsim_detections_total", {"role": "learner", "detector": "centroid", "outcome": outcome}) == n
+        assert registry.get_sample_value("poisonsim_detections_total", {"role": "learner", "detector": "model", "outcome": outcome}) == n
 
 
 def test_every_labelled_series_exists_at_zero_and_labels_are_bounded():
@@ -106,9 +107,9 @@ def test_every_labelled_series_exists_at_zero_and_labels_are_bounded():
     assert 'poisonsim_events_total{stream="benign"} 0.0' in text and 'poisonsim_consumer_lag_messages{stream="attack"} 0.0' in text
     metrics.processing.observe(0.002)
     assert registry.get_sample_value("poisonsim_processing_seconds_count") == 1
-    detector = DetectorMetrics(registry, "centroid")
-    detector.count("centroid", np.array([True, True, False, False]), np.array([True, False, True, False]))
-    assert [registry.get_sample_value("poisonsim_detections_total", {"role": "detector", "detector": "centroid", "outcome": o})
+    detector = DetectorMetrics(registry, "model")
+    detector.count("model", np.array([True, True, False, False]), np.array([True, False, True, False]))
+    assert [registry.get_sample_value("poisonsim_detections_total", {"role": "detector", "detector": "model", "outcome": o})
             for o in ("tp", "fp", "tn", "fn")] == [1, 1, 1, 1]  # fmt: skip
     for family in registry.collect():  # no label carries an id or a name
         for sample in family.samples:
@@ -189,13 +190,13 @@ def test_a_real_prometheus_scrapes_the_consumer(broker, topics, tmp_path):
 
 
 def test_drift_monitor_alarms_when_the_prequential_error_jumps_and_not_before():
-    from poisonsim.services.exporter import DriftMonitor
+    from poisonsim.services.exporter import ErrorDriftAlarm
 
     rows, correct = [], 0.0
     for step in range(1, 41):
         correct += 950 if step <= 20 else 600  # 5% error, then 40%
         rows.append({"events": step * 1000, "poison_events": 0, "prequential_accuracy": correct / (step * 1000)})
-    early, monitor = DriftMonitor(), DriftMonitor()
+    early, monitor = ErrorDriftAlarm(), ErrorDriftAlarm()
     early.update(rows[:20], is_detector=True)
     for end in range(0, 41, 7):  # fed in any pieces: the same alarms
         monitor.update(rows[:end], is_detector=True)
@@ -218,7 +219,7 @@ def test_defenses_verdicts_and_drift_alarms_are_exported():
             value = registry.get_sample_value("poisonsim_detections_total", {"role": "learner", "detector": kind, "outcome": outcome})
             assert value == counts[kind][outcome]
     drift = next(d for d in learner.defenses if d.kind == "drift-reset")
-    exported = registry.get_sample_value("poisonsim_drift_alarms_total", {"detector": "drift-reset/adwin"})
+    exported = registry.get_sample_value("poisonsim_drift_alarms_total", {"detector": "drift-reset"})
     assert exported == len(drift.alarm_events_) >= 1  # the attack from event 3,000 sets it off
 
 
@@ -226,7 +227,7 @@ def test_the_readme_names_every_metric_the_processes_expose():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     producer, detector = CollectorRegistry(), CollectorRegistry()
     ProducerMetrics(producer)
-    DetectorMetrics(detector, "centroid")
+    DetectorMetrics(detector, "model")
     families = {family.name for registry in (exposed_registry()[0], producer, detector) for family in registry.collect()}
     # a counter family "x" is exposed as x_total; an info family as x_info
     shown = {name for name in families if not any(f"`{name}{end}" in readme for end in ("", "_total", "_info"))}

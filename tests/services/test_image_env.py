@@ -82,7 +82,7 @@ def test_the_distribution_installs_the_import_name_poisonsim_alone(image_env, tm
 
 
 @pytest.mark.parametrize("scenario, n_events, detector", [
-    ("scenarios/centroid_shift.toml", 4_000, "centroid"),
+    ("scenarios/centroid_shift.toml", 4_000, "model"),
     ("scenarios/strip_badnets.toml", 1_500, "strip"),
 ])  # fmt: skip
 def test_every_service_runs_from_the_image_environment(image_env, broker, topics, tmp_path, scenario, n_events,

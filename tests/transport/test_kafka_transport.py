@@ -7,7 +7,9 @@ import uuid
 import pytest
 
 from poisonsim.config import Scenario
-from poisonsim.pipeline.engine import TIMING_FIELDS, World, run
+from poisonsim.pipeline.engine import run
+from poisonsim.pipeline.results import TIMING_FIELDS
+from poisonsim.pipeline.world import World
 from poisonsim.transport.codec import Codec
 from poisonsim.transport.kafka import KafkaSettings, scenario_key
 from poisonsim.transport.kafka_transport import KafkaTransport

@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from poisonsim.config import Scenario
 from poisonsim.events import EventBatch, Truth
-from poisonsim.pipeline.engine import Learner, World, run
+from poisonsim.pipeline.engine import run
+from poisonsim.pipeline.learner import Learner
+from poisonsim.pipeline.world import World
 from poisonsim.transport.merge import Merger
 
 SCENARIO = Scenario.from_dict({"seed": 2, "stream": {"n_events": 3000}, "evaluation": {"every": 500},
