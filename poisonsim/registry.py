@@ -28,6 +28,7 @@ entry-point group ``poisonsim.<concept>s`` or named in a scenario's
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
@@ -35,6 +36,8 @@ import typing
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
+
+import numpy as np
 
 from poisonsim.base import Estimator
 from poisonsim.capabilities import check_tags
@@ -201,6 +204,8 @@ class Registry:
                 raise ValueError(f"{self.concept} kind {name!r} is registered twice "
                                  f"({self._kinds[name].factory.__module__} and {cls.__module__})")  # fmt: skip
             keys = schema(cls, self.context | set(fixed or {}))
+            if "__init__" in vars(cls) and vars(cls)["__init__"] not in _CHECKED_INITS:
+                cls.__init__ = _checking_keys(vars(cls)["__init__"], keys)
             self._kinds[name] = Kind(self.concept, name, cls, keys, frozenset(requires), list(examples or []),
                                      dict(fixed or {}))  # fmt: skip
             return cls
@@ -250,6 +255,35 @@ class Registry:
         self._entry_points_loaded = True
         for point in metadata.entry_points(group=self.group):
             point.load()  # the module registers its kinds on import
+
+
+_CHECKED_INITS: set = set()  # constructors that check their keys (a class registered twice is wrapped once)
+
+
+def _checking_keys(init, keys: dict[str, Param]):
+    """``init`` that first checks the keys it is given, with the same rule (and the same message) as a
+    scenario file: one validator, whether a kind is built from a scenario or by hand.
+
+    >>> from poisonsim.attacks.label_flip import LabelFlip
+    >>> LabelFlip(flip="sideways")
+    Traceback (most recent call last):
+    ...
+    ValueError: flip: expected one of cyclic, random, farthest; got 'sideways'
+    """
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def checked(self, *args, **kwargs):
+        for name, value in signature.bind(self, *args, **kwargs).arguments.items():
+            param = keys.get(name)
+            if param is None or param.type == "kind" and not isinstance(value, (str, dict)):
+                continue  # not a key, or a kind given built
+            plain = value.tolist() if isinstance(value, (np.generic, np.ndarray)) else value  # numpy, as plain values
+            check_value(name, param, plain)
+        init(self, *args, **kwargs)
+
+    _CHECKED_INITS.add(checked)
+    return checked
 
 
 def either(names: list[str]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from poisonsim import REGISTRIES, Defense
@@ -107,3 +108,18 @@ def test_the_registry_refuses_a_class_that_is_no_kind_of_the_project():
     with pytest.raises(TypeError, match="Loose must subclass its concept's base"):
         Registry("thing").register("loose")(Loose)
 
+
+
+def test_a_kind_built_by_hand_checks_its_keys_as_a_scenario_file_does():
+    """One validator: the registry's check of each key runs in the constructor too, with the same words."""
+    from poisonsim.config import ConfigError, Scenario
+    from poisonsim.defenses.strip import Strip
+
+    with pytest.raises(ConfigError) as from_file:
+        Scenario.from_dict({"model": {"kind": "mlp"}, "defense": [{"kind": "strip", "frr": 1.5}]})
+    with pytest.raises(ValueError) as by_hand:
+        Strip(frr=1.5)
+    assert str(from_file.value) == f"defense[0].{by_hand.value}"
+    with pytest.raises(ValueError, match="mode: expected one of flag, drop; got 'keep'"):
+        Strip(mode="keep")
+    assert Strip(overlays=np.int64(16)).overlays == 16  # a numpy number is a number

@@ -55,10 +55,6 @@ class Schedule(Channel):
         ramp: Annotated[int, Key("constant: events from start over which the share grows linearly from 0 to "
                                  "rho (0: at once)", ge=0)] = 0,
     ):
-        if not 0 <= rate <= 1:
-            raise ValueError(f"rate: expected a number in [0, 1], got {rate!r}")
-        if schedule not in ("constant", "bursts"):
-            raise ValueError(f'schedule: expected "constant" or "bursts", got {schedule!r}')
         self.rate = rate
         self.start = start
         self.budget = budget

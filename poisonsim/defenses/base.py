@@ -82,20 +82,6 @@ def median_mad(values: np.ndarray) -> tuple[float, float]:
     return median, MAD_TO_SD * float(np.median(np.abs(values - median)))
 
 
-def check_choices(**choices: tuple[str, object]) -> None:
-    """Each ``key=(value, allowed)``: a clear error naming ``defense.<key>`` when value is not allowed.
-
-    >>> check_choices(mode=("drop", ("flag", "drop")))
-    >>> check_choices(mode=("keep", ("flag", "drop")))
-    Traceback (most recent call last):
-    ...
-    ValueError: defense.mode: expected one of flag, drop; got 'keep'
-    """
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ValueError(f"defense.{key}: expected one of {', '.join(allowed)}; got {value!r}")
-
-
 def event_to_act_at(at: int | None, knowledge: DefenderKnowledge, defense: str) -> int | None:
     """``at``, or the stream's end when it is unset; an ``at`` past the end is refused (it would never come).
 

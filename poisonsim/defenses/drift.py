@@ -44,7 +44,7 @@ import numpy as np
 from river import drift
 from river.drift import binary
 
-from poisonsim.defenses.base import DefenderKnowledge, Defense, DriftDetector, Every, Signal, check_choices
+from poisonsim.defenses.base import DefenderKnowledge, Defense, DriftDetector, Every, Signal
 from poisonsim.defenses.window import restore_window, window_model
 from poisonsim.events import EventBatch
 from poisonsim.registry import DEFENSES, Key
@@ -153,8 +153,6 @@ class DriftReset(Defense):
         self.signal = signal
         self.action = action
         self.every = every
-        check_choices(detector=(detector, DETECTORS), signal=(signal, ("distance", "confidence")),
-                      action=(action, ("reset", "freeze")))  # fmt: skip
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> DriftReset:
         model = window_model(model, "drift-reset")
@@ -253,7 +251,6 @@ class DriftWatch(Defense):
 
     def __init__(self, signal: Signal = "distance",
                  period: Annotated[int, Key("the periodic baseline fires every this many events", ge=1)] = 1000):
-        check_choices(signal=(signal, ("distance", "confidence")))
         self.signal = signal
         self.period = period
 

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from poisonsim.defenses.base import At, DefenderKnowledge, Defense, Every, check_choices, event_to_act_at, require
+from poisonsim.defenses.base import At, DefenderKnowledge, Defense, Every, event_to_act_at, require
 from poisonsim.events import EventBatch
 from poisonsim.models.nets import train_offline
 from poisonsim.registry import DEFENSES, Key
@@ -108,7 +108,6 @@ class Isolation(Defense):
         unlearn_every: Annotated[int, Key("events between unlearnings while the stream runs, isolation going on "
                                           "after each (0: once, at `at`)", ge=0, le=10**9)] = 0,
     ):  # fmt: skip
-        check_choices(rule=(rule, RULES), score=(score, SCORES))
         self.rule = rule
         self.score = score
         self.fraction = fraction

@@ -78,7 +78,6 @@ from poisonsim.defenses.base import (
     Every,
     Signal,
     When,
-    check_choices,
     median_mad,
     require,
 )
@@ -300,7 +299,6 @@ class NeuralCleanse(ScheduledRepair):
         self.unlearn = unlearn
         self.unlearn_share = unlearn_share
         super().__init__(at=at, when=when, detector=detector, signal=signal, every=every)
-        check_choices(norm_scale=(norm_scale, ("log", "linear")))
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> NeuralCleanse:
         require(model, "neural-cleanse", "torch-net")

@@ -34,13 +34,12 @@ from collections import deque
 
 import numpy as np
 
-from poisonsim.defenses.base import DefenderKnowledge, Defense, check_choices, event_to_act_at
-from poisonsim.defenses.drift import DETECTORS, DriftMonitor
+from poisonsim.defenses.base import DefenderKnowledge, Defense, event_to_act_at
+from poisonsim.defenses.drift import DriftMonitor
 from poisonsim.events import EventBatch
 
 RECENT = 64  # events whose mean signal an alarm compares with the events before them
 SIGNALS = {"distance": 1.0, "confidence": -1.0}  # sign: +1 a rise is worse, -1 a drop is worse
-WHEN = ("once", "drift")
 
 
 class ScheduledRepair(Defense):
@@ -56,8 +55,7 @@ class ScheduledRepair(Defense):
         self.check_schedule()
 
     def check_schedule(self) -> None:
-        """A clear error for schedule keys that do not go together."""
-        check_choices(when=(self.when, WHEN), detector=(self.detector, DETECTORS), signal=(self.signal, SIGNALS))
+        """A clear error for schedule keys that do not go together (each key alone is checked by its Key)."""
         if self.when == "drift" and self.at is not None:
             name = self.kind or type(self).__name__
             raise ValueError(f'defense.at: {name} repairs at drift alarms with when = "drift"; leave `at` unset')

@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from poisonsim.defenses.base import DefenderKnowledge, Defense, Every, check_choices, median_mad, require
+from poisonsim.defenses.base import DefenderKnowledge, Defense, Every, median_mad, require
 from poisonsim.defenses.pruning import unit_mask, unprune
 from poisonsim.events import EventBatch
 from poisonsim.models.nets import CNN
@@ -410,8 +410,6 @@ class Strip(Defense):
         self.check = check
         self.robust = robust
         self.judge = judge
-        check_choices(mode=(mode, ("flag", "drop")), superimpose=(superimpose, ("blend", "additive")),
-                      scale=(scale, SCALES), judge=(judge, JUDGES))  # fmt: skip
         self.drops = mode == "drop"
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> Strip:

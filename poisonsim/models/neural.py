@@ -118,10 +118,6 @@ class NeuralClassifier(Model):
         self.retrain_epochs = retrain_epochs
         self.lake_size = lake_size
         self.seed = seed
-        if optimizer not in ("adam", "sgd"):
-            raise ValueError(f'optimizer: expected "adam" or "sgd", got {optimizer!r}')
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
         self.device_ = resolve_device(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -45,10 +45,6 @@ class Deployment:
 
     def __init__(self, model, every: int, rng: np.random.Generator, jitter: float = 0.0,
                  quarantine: int = 0, veto_flags: int = 0):  # fmt: skip
-        if every < 1:
-            raise ValueError(f"model.snapshot_every: expected an integer >= 1, got {every!r}")
-        if not 0 <= jitter < 1:
-            raise ValueError(f"model.snapshot_jitter: expected a number in [0, 1), got {jitter!r}")
         self.every = every
         self.jitter = jitter
         self.quarantine = quarantine
