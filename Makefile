@@ -32,6 +32,7 @@ test-kernels: $(STAMP)  # the regression corpus again under each forced alternat
 
 lint: $(STAMP)  # ruff, configured in pyproject.toml
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-all: lint test reproduce test-kernels  # what CI runs
 

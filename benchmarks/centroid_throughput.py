@@ -38,9 +38,14 @@ SCENARIO = os.path.join(os.path.dirname(__file__), "..", "scenarios", "centroid_
 def scenario(n_features: int, n_events: int) -> Scenario:
     return Scenario.from_toml(
         SCENARIO,
-        [f"stream.n_features={n_features}", f"stream.n_events={n_events}", "evaluation.every=100000",
-         "attack.start=0", "attack.rate=0.2"],  # the rate the README's figures were measured at
-    )  # fmt: skip
+        [
+            f"stream.n_features={n_features}",
+            f"stream.n_events={n_events}",
+            "evaluation.every=100000",
+            "attack.start=0",
+            "attack.rate=0.2",
+        ],  # the rate the README's figures were measured at
+    )
 
 
 def poisonsim_rate(s: Scenario, repeats: int = 3) -> float:
@@ -115,8 +120,9 @@ def main() -> None:
         print(f"{d:>4} {ours:>15,.0f} {theirs:>12,.0f} {ours / theirs:>7.0f}x")
     if not args.skip_memory:
         small, large = peak_rss_mib(2, 1_000_000), peak_rss_mib(2, 10_000_000)
-        print(f"peak RSS: {small:.1f} MiB at 1M events, {large:.1f} MiB at 10M events "
-              f"({100 * (large / small - 1):+.1f}%)")  # fmt: skip
+        print(
+            f"peak RSS: {small:.1f} MiB at 1M events, {large:.1f} MiB at 10M events ({100 * (large / small - 1):+.1f}%)"
+        )
         results.append({"rss_mib_1m": small, "rss_mib_10m": large})
     print(json.dumps(results))
 

@@ -43,8 +43,10 @@ sys.path.insert(0, ROOT)
 from benchmarks import neural_cleanse_time, neural_throughput, strip_throughput  # noqa: E402
 
 # --quick: sizes that only check the script runs (a test uses them); the figures need the full ones
-SIZES = {"full": {"events": 20_000, "repeats": 3, "inputs": 2_000, "nc_events": None, "nc_repeat": 2},
-         "quick": {"events": 640, "repeats": 1, "inputs": 40, "nc_events": 600, "nc_repeat": 1}}  # fmt: skip
+SIZES = {
+    "full": {"events": 20_000, "repeats": 3, "inputs": 2_000, "nc_events": None, "nc_repeat": 2},
+    "quick": {"events": 640, "repeats": 1, "inputs": 40, "nc_events": 600, "nc_repeat": 1},
+}
 
 
 def device_name(device: str) -> str:
@@ -79,8 +81,12 @@ def scenario_on(device: str, quick: bool) -> dict:
     overrides = [f"model.device={device}", *(["stream.n_events=1200", "evaluation.every=1200"] if quick else [])]
     started = time.perf_counter()
     summary = poisonsim.run(os.path.join(ROOT, "scenarios", "mnist_badnets.toml"), overrides=overrides).summary
-    return {"seconds": round(time.perf_counter() - started, 1), "device": device_name(device),
-            "attack_success_rate": summary["attack_success_rate"], "clean_accuracy": summary["clean_accuracy"]}  # fmt: skip
+    return {
+        "seconds": round(time.perf_counter() - started, 1),
+        "device": device_name(device),
+        "attack_success_rate": summary["attack_success_rate"],
+        "clean_accuracy": summary["clean_accuracy"],
+    }
 
 
 def every_case_on(device: str, names: list[str] | None = None) -> list[dict]:
@@ -121,8 +127,10 @@ def every_case_on(device: str, names: list[str] | None = None) -> list[dict]:
 def table(columns: dict[str, dict]) -> str:
     """A Markdown table: one row per figure, one column per device, and GPU / CPU where both were measured."""
     names = list(columns)
-    lines = ["| figure | " + " | ".join(names) + (" | GPU / CPU |" if len(names) == 2 else " |"),
-             "|---" * (len(names) + 1 + (len(names) == 2)) + "|"]  # fmt: skip
+    lines = [
+        "| figure | " + " | ".join(names) + (" | GPU / CPU |" if len(names) == 2 else " |"),
+        "|---" * (len(names) + 1 + (len(names) == 2)) + "|",
+    ]
     for key in columns[names[0]]:
         values = [columns[name].get(key) for name in names]
         cells = [f"{v:,}" if isinstance(v, (int, float)) else str(v) for v in values]

@@ -68,8 +68,10 @@ def forged_records(s: Scenario, count: int, seed: int = 0) -> list[tuple[bytes, 
     codec = Codec(world.source.n_features, world.source.n_classes, s.stream.n_events)
     copies = forged_copies(world, codec, 1000, min(count, s.stream.n_events - 1000))
     rng = np.random.default_rng(seed)
-    return [(value, [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, rng.bytes(32))])
-            for value, bits in (copies[i % len(copies)] for i in range(count))]  # fmt: skip
+    return [
+        (value, [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, rng.bytes(32))])
+        for value, bits in (copies[i % len(copies)] for i in range(count))
+    ]
 
 
 def send_flood(settings: KafkaSettings, topic: str, key: bytes, records) -> None:
@@ -83,8 +85,15 @@ def send_flood(settings: KafkaSettings, topic: str, key: bytes, records) -> None
 
 
 def topics_args(tag: str) -> SimpleNamespace:
-    return SimpleNamespace(benign_topic=f"fl{tag}.benign", attack_topic=f"fl{tag}.attack", partitions=1, rate=0.0,
-                           events_per_message=1, signing_key_file=None, insecure_unsigned=False)  # fmt: skip
+    return SimpleNamespace(
+        benign_topic=f"fl{tag}.benign",
+        attack_topic=f"fl{tag}.attack",
+        partitions=1,
+        rate=0.0,
+        events_per_message=1,
+        signing_key_file=None,
+        insecure_unsigned=False,
+    )
 
 
 def produce_stream(settings: KafkaSettings, s: Scenario, args: SimpleNamespace) -> None:
@@ -115,8 +124,14 @@ def learn(settings: KafkaSettings, s: Scenario, flood: list, state: Path) -> dic
     root = logging.getLogger()
     root.addHandler(handler)
     registry = CollectorRegistry()
-    options = LearnerOptions((args.benign_topic, args.attack_topic), f"fl{tag}.dead", None, state / f"{tag}.npz",
-                             checkpoint_interval_s=5.0, signer=load_signer()[0])  # fmt: skip
+    options = LearnerOptions(
+        (args.benign_topic, args.attack_topic),
+        f"fl{tag}.dead",
+        None,
+        state / f"{tag}.npz",
+        checkpoint_interval_s=5.0,
+        signer=load_signer()[0],
+    )
     try:
         result = LearnerProcess(s, settings, options, registry, lambda: False).run()
     finally:
@@ -125,8 +140,13 @@ def learn(settings: KafkaSettings, s: Scenario, flood: list, state: Path) -> dic
     refused = {"reason": "bad_signature"}
     counted = registry.get_sample_value("poisonsim_dead_letters_total", refused)
     withheld = registry.get_sample_value("poisonsim_dead_letters_withheld_total", refused)
-    return {"seconds": result.summary["elapsed_seconds"], "log_bytes": len(logged.getvalue().encode()),
-            "dead": int(counted), "withheld": int(withheld), "summary": result.summary}  # fmt: skip
+    return {
+        "seconds": result.summary["elapsed_seconds"],
+        "log_bytes": len(logged.getvalue().encode()),
+        "dead": int(counted),
+        "withheld": int(withheld),
+        "summary": result.summary,
+    }
 
 
 def time_to_first_event(bootstrap: str, state: Path) -> tuple[float, float]:
@@ -136,11 +156,26 @@ def time_to_first_event(bootstrap: str, state: Path) -> tuple[float, float]:
     settings, args = KafkaSettings(bootstrap), topics_args(tag)
     ensure_topics(settings, [args.benign_topic, args.attack_topic])
     produce_stream(settings, s, args)
-    command = [sys.executable, "-m", "poisonsim.cli", "consume", "scenarios/centroid_shift.toml",
-               *(a for o in OVERRIDES for a in ("--set", o)), "--bootstrap-servers", bootstrap,
-               "--benign-topic", args.benign_topic, "--attack-topic", args.attack_topic,
-               "--dead-letter-topic", f"fl{tag}.dead", "--checkpoint-dir", str(state / tag), "--metrics-port",
-               str(port)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "poisonsim.cli",
+        "consume",
+        "scenarios/centroid_shift.toml",
+        *(a for o in OVERRIDES for a in ("--set", o)),
+        "--bootstrap-servers",
+        bootstrap,
+        "--benign-topic",
+        args.benign_topic,
+        "--attack-topic",
+        args.attack_topic,
+        "--dead-letter-topic",
+        f"fl{tag}.dead",
+        "--checkpoint-dir",
+        str(state / tag),
+        "--metrics-port",
+        str(port),
+    ]
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     answering = None
@@ -187,18 +222,24 @@ def run_phases(args: argparse.Namespace, bootstrap: str) -> None:
         best = {phase: min(r, key=lambda run: run["seconds"]) for phase, r in runs.items()}
         learned = [{k: v for k, v in best[p]["summary"].items() if k not in TIMING_FIELDS} for p in ("clean", "flood")]
         assert learned[0] == learned[1], "the flood changed what was learned"
-        print(f"centroid-shift, {s.stream.n_events:,} events (one per message), signed; flood: {args.flood:,} "
-              f"forged copies of coming events with a random tag, sent ahead of the stream")  # fmt: skip
+        print(
+            f"centroid-shift, {s.stream.n_events:,} events (one per message), signed; flood: {args.flood:,} "
+            f"forged copies of coming events with a random tag, sent ahead of the stream"
+        )
         print("| phase | learner s | vs clean | log bytes | dead letters counted | written | withheld |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for phase, run in best.items():
-            print(f"| {phase} | {run['seconds']:.2f} | {run['seconds'] / best['clean']['seconds']:.2f}x | "
-                  f"{run['log_bytes']:,} | {run['dead']:,} | {run['dead'] - run['withheld']:,} | "
-                  f"{run['withheld']:,} |")  # fmt: skip
+            print(
+                f"| {phase} | {run['seconds']:.2f} | {run['seconds'] / best['clean']['seconds']:.2f}x | "
+                f"{run['log_bytes']:,} | {run['dead']:,} | {run['dead'] - run['withheld']:,} | "
+                f"{run['withheld']:,} |"
+            )
         firsts = [time_to_first_event(bootstrap, state) for _ in range(args.repeat)]
         answering, first = min(f[0] for f in firsts), min(f[1] for f in firsts)
-        print(f"\ntime to first event of a fresh learner (topics already full): metrics answer after {answering:.2f} "
-              f"s, stream position > 0 after {first:.2f} s (best of {args.repeat})")  # fmt: skip
+        print(
+            f"\ntime to first event of a fresh learner (topics already full): metrics answer after {answering:.2f} "
+            f"s, stream position > 0 after {first:.2f} s (best of {args.repeat})"
+        )
     finally:
         shutil.rmtree(state, ignore_errors=True)
 

@@ -52,9 +52,10 @@ from poisonsim.transport.kafka import KafkaSettings, ensure_topics, scenario_key
 
 
 def scenario(n_events: int) -> Scenario:
-    return Scenario.from_toml(ROOT / "scenarios/centroid_shift.toml",
-                              [f"stream.n_events={n_events}", "attack.start=2000", "attack.rate=0.2",
-                               "evaluation.every=10000"])  # fmt: skip  # the README's figures: rho = 0.2
+    return Scenario.from_toml(
+        ROOT / "scenarios/centroid_shift.toml",
+        [f"stream.n_events={n_events}", "attack.start=2000", "attack.rate=0.2", "evaluation.every=10000"],
+    )  # the README's figures: rho = 0.2
 
 
 def encoded(s: Scenario, per_message: int) -> dict[str, list[tuple[bytes, bytes]]]:
@@ -75,8 +76,9 @@ def raw(settings: KafkaSettings, s: Scenario, per_message: int) -> tuple[float, 
     messages, key, tag = encoded(s, per_message), scenario_key(s), uuid.uuid4().hex[:8]
     topics = {role: f"raw{tag}.{role}" for role in messages}
     ensure_topics(settings, list(topics.values()))
-    producer = KafkaProducer(**settings.client_config(), acks="all", linger_ms=5, batch_size=256 * 1024,
-                             max_request_size=1_004_096)  # fmt: skip
+    producer = KafkaProducer(
+        **settings.client_config(), acks="all", linger_ms=5, batch_size=256 * 1024, max_request_size=1_004_096
+    )
     started = time.perf_counter()
     for role, items in messages.items():
         for value, bits in items:
@@ -84,8 +86,13 @@ def raw(settings: KafkaSettings, s: Scenario, per_message: int) -> tuple[float, 
     producer.flush()
     produced = time.perf_counter() - started
     producer.close()
-    consumer = KafkaConsumer(**settings.client_config(), enable_auto_commit=False, max_poll_records=20_000,
-                             fetch_max_bytes=1024 * 1024, max_partition_fetch_bytes=1_000_000)  # fmt: skip
+    consumer = KafkaConsumer(
+        **settings.client_config(),
+        enable_auto_commit=False,
+        max_poll_records=20_000,
+        fetch_max_bytes=1024 * 1024,
+        max_partition_fetch_bytes=1_000_000,
+    )
     partitions = [TopicPartition(t, 0) for t in topics.values()]
     consumer.assign(partitions)
     for tp in partitions:
@@ -109,16 +116,29 @@ def ours(settings: KafkaSettings, s: Scenario, per_message: int, state: Path) ->
     from poisonsim.transport.signing import KEY_VARIABLE, load_signer
 
     tag = uuid.uuid4().hex[:8]
-    args = SimpleNamespace(benign_topic=f"ps{tag}.benign", attack_topic=f"ps{tag}.attack", partitions=1, rate=0.0,
-                           events_per_message=per_message, signing_key_file=None,
-                           insecure_unsigned=KEY_VARIABLE not in os.environ)  # fmt: skip
+    args = SimpleNamespace(
+        benign_topic=f"ps{tag}.benign",
+        attack_topic=f"ps{tag}.attack",
+        partitions=1,
+        rate=0.0,
+        events_per_message=per_message,
+        signing_key_file=None,
+        insecure_unsigned=KEY_VARIABLE not in os.environ,
+    )
     log, never = logging.getLogger("bench"), lambda: False
     # each process's own figure: from its first event to its last (set-up and connections excluded,
     # as for raw, whose clients exist before its clock starts)
-    produced = sum(produce(s, role, settings, args, CollectorRegistry(), log, never)[1] for role in ("benign", "attack"))
-    options = LearnerOptions((args.benign_topic, args.attack_topic), f"ps{tag}.dead", None,
-                             state / f"{tag}.npz", checkpoint_interval_s=5.0,
-                             signer=None if args.insecure_unsigned else load_signer()[0])  # fmt: skip
+    produced = sum(
+        produce(s, role, settings, args, CollectorRegistry(), log, never)[1] for role in ("benign", "attack")
+    )
+    options = LearnerOptions(
+        (args.benign_topic, args.attack_topic),
+        f"ps{tag}.dead",
+        None,
+        state / f"{tag}.npz",
+        checkpoint_interval_s=5.0,
+        signer=None if args.insecure_unsigned else load_signer()[0],
+    )
     result = LearnerProcess(s, settings, options, CollectorRegistry(), never).run()
     assert result.summary["events_total"] == s.stream.n_events
     return produced, result.summary["elapsed_seconds"]
@@ -127,12 +147,29 @@ def ours(settings: KafkaSettings, s: Scenario, per_message: int, state: Path) ->
 def lag_under_load(bootstrap: str, n_events: int, rate: float, state: Path) -> list[float]:
     """Producers at ``rate`` merged events/s beside a consumer; its lag metric sampled each 0.5 s."""
     tag, port = uuid.uuid4().hex[:8], _free_port()
-    common = ["scenarios/centroid_shift.toml", "--set", f"stream.n_events={n_events}", "--set", "attack.start=2000",
-              "--set", "attack.rate=0.2",
-              "--bootstrap-servers", bootstrap, "--benign-topic", f"lag{tag}.benign", "--attack-topic",
-              f"lag{tag}.attack", "--dead-letter-topic", f"lag{tag}.dead"]  # fmt: skip
-    run = lambda *a: subprocess.Popen([sys.executable, "-m", "poisonsim.cli", *a], cwd=ROOT,  # noqa: E731
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    common = [
+        "scenarios/centroid_shift.toml",
+        "--set",
+        f"stream.n_events={n_events}",
+        "--set",
+        "attack.start=2000",
+        "--set",
+        "attack.rate=0.2",
+        "--bootstrap-servers",
+        bootstrap,
+        "--benign-topic",
+        f"lag{tag}.benign",
+        "--attack-topic",
+        f"lag{tag}.attack",
+        "--dead-letter-topic",
+        f"lag{tag}.dead",
+    ]
+    run = lambda *a: subprocess.Popen(
+        [sys.executable, "-m", "poisonsim.cli", *a],
+        cwd=ROOT,  # noqa: E731
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     consumer = run("consume", *common, "--checkpoint-dir", str(state), "--metrics-port", str(port), "--keep-serving")
     time.sleep(3)
     producers = [run("produce", role, *common, "--rate", str(rate)) for role in ("benign", "attack")]
@@ -162,8 +199,11 @@ def local_broker(bootstrap: str | None) -> Iterator[str]:
 
     port = _free_port()
     url = f"tcp://127.0.0.1:{port}"
-    broker = subprocess.Popen([tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    broker = subprocess.Popen(
+        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(0.5)
     try:
         yield f"127.0.0.1:{port}"
@@ -183,12 +223,19 @@ def main() -> None:
     parser.add_argument("--bootstrap-servers", help="use this broker instead of starting Tansu")
     parser.add_argument("--events", type=int, default=200_000, help="events, one per message (default %(default)s)")
     parser.add_argument("--batched-events", type=int, default=2_000_000, help="events, batched (default %(default)s)")
-    parser.add_argument("--per-message", type=int, default=1000, help="events per batched message (default %(default)s)")
-    parser.add_argument("--lag-rate", type=float, default=10_000, help="merged events/s for the lag run (default %(default)s)")
+    parser.add_argument(
+        "--per-message", type=int, default=1000, help="events per batched message (default %(default)s)"
+    )
+    parser.add_argument(
+        "--lag-rate", type=float, default=10_000, help="merged events/s for the lag run (default %(default)s)"
+    )
     parser.add_argument("--lag-events", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each phase, alternating; the best is shown")
-    parser.add_argument("--insecure-unsigned", action="store_true",
-                        help="poisonsim neither signs nor checks records (default: HMAC-SHA256 on every record)")
+    parser.add_argument(
+        "--insecure-unsigned",
+        action="store_true",
+        help="poisonsim neither signs nor checks records (default: HMAC-SHA256 on every record)",
+    )
     args = parser.parse_args()
     os.environ.pop("POISONSIM_SIGNING_KEY", None)
     if not args.insecure_unsigned:
@@ -201,21 +248,28 @@ def main() -> None:
 def run_phases(args: argparse.Namespace, bootstrap: str) -> None:
     settings, state = KafkaSettings(bootstrap), Path(tempfile.mkdtemp())
     try:
-        print("| events per message | events | raw produce ev/s | raw consume ev/s | raw end to end ev/s | "
-              "poisonsim produce ev/s | poisonsim consume ev/s | poisonsim end to end ev/s | ratio |")  # fmt: skip
+        print(
+            "| events per message | events | raw produce ev/s | raw consume ev/s | raw end to end ev/s | "
+            "poisonsim produce ev/s | poisonsim consume ev/s | poisonsim end to end ev/s | ratio |"
+        )
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for per_message, n in ((1, args.events), (args.per_message, args.batched_events)):
             s = scenario(n)
             runs = [(raw(settings, s, per_message), ours(settings, s, per_message, state)) for _ in range(args.repeat)]
             rp, rc = min(r[0][0] for r in runs), min(r[0][1] for r in runs)
             pp, pc = min(r[1][0] for r in runs), min(r[1][1] for r in runs)
-            print(f"| {per_message} | {n:,} | {n / rp:,.0f} | {n / rc:,.0f} | {n / (rp + rc):,.0f} | {n / pp:,.0f} | "
-                  f"{n / pc:,.0f} | {n / (pp + pc):,.0f} | {(rp + rc) / (pp + pc):.2f}x |", flush=True)  # fmt: skip
+            print(
+                f"| {per_message} | {n:,} | {n / rp:,.0f} | {n / rc:,.0f} | {n / (rp + rc):,.0f} | {n / pp:,.0f} | "
+                f"{n / pc:,.0f} | {n / (pp + pc):,.0f} | {(rp + rc) / (pp + pc):.2f}x |",
+                flush=True,
+            )
         lags = lag_under_load(bootstrap, args.lag_events, args.lag_rate, state)
         if lags:
-            print(f"\nconsumer lag with producers at {args.lag_rate:,.0f} merged events/s (one per message), "
-                  f"{len(lags)} samples: max {max(lags):,.0f} messages, last {lags[-1]:,.0f}, "
-                  f"median {sorted(lags)[len(lags) // 2]:,.0f}")  # fmt: skip
+            print(
+                f"\nconsumer lag with producers at {args.lag_rate:,.0f} merged events/s (one per message), "
+                f"{len(lags)} samples: max {max(lags):,.0f} messages, last {lags[-1]:,.0f}, "
+                f"median {sorted(lags)[len(lags) // 2]:,.0f}"
+            )
     finally:
         shutil.rmtree(state, ignore_errors=True)
 

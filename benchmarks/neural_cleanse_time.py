@@ -43,13 +43,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="the defense's `steps` (default: its own)")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--events", type=int, default=None, help="stream events the net learns (default: the "
-                        "scenario's)")  # fmt: skip
+    parser.add_argument(
+        "--events", type=int, default=None, help="stream events the net learns (default: the scenario's)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     shorter = [f"stream.n_events={args.events}"] if args.events else []
-    scenario = Scenario.from_toml(SCENARIO, [f"seed={args.seed}", "evaluation.every=12000", f"model.device={args.device}",
-                                             *shorter, "defense=[{kind='neural-cleanse'}]"])  # fmt: skip
+    scenario = Scenario.from_toml(
+        SCENARIO,
+        [
+            f"seed={args.seed}",
+            "evaluation.every=12000",
+            f"model.device={args.device}",
+            *shorter,
+            "defense=[{kind='neural-cleanse'}]",
+        ],
+    )
     world = World.build(scenario)
     defense = world.defenses.pop()  # fitted (its trusted sample), then left out: the net learns, backdoored, unrepaired
     trained = run(scenario, world=world).summary
@@ -57,9 +66,17 @@ def main(argv: list[str] | None = None) -> dict:
     times, found = [], None
     for i in range(args.repeat):
         started = time.perf_counter()
-        found = reverse_triggers(world.model.net, defense.clean_x_, defense.clean_y_, defense.n_classes_,
-                                 np.random.default_rng(i), steps, defense.batch, defense.init_cost,
-                                 defense.threshold)  # fmt: skip
+        found = reverse_triggers(
+            world.model.net,
+            defense.clean_x_,
+            defense.clean_y_,
+            defense.n_classes_,
+            np.random.default_rng(i),
+            steps,
+            defense.batch,
+            defense.init_cost,
+            defense.threshold,
+        )
         times.append(time.perf_counter() - started)
     index = anomaly_indices(found["mask_l1"])
     figures = {

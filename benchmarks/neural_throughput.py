@@ -72,9 +72,16 @@ def measure(device: str = "auto", events: int = 20_000, repeats: int = 3) -> lis
                 net = copy.deepcopy(learner.net)
                 best_plain = max(best_plain, plain_loop(net, x, y, batch_size, learner.device_))
                 best_online = max(best_online, online_learner(learner, x, y))
-            results.append({"architecture": architecture, "batch_size": batch_size, "device": str(learner.device_),
-                            "plain_samples_per_s": best_plain, "online_samples_per_s": best_online,
-                            "ratio": best_online / best_plain})  # fmt: skip
+            results.append(
+                {
+                    "architecture": architecture,
+                    "batch_size": batch_size,
+                    "device": str(learner.device_),
+                    "plain_samples_per_s": best_plain,
+                    "online_samples_per_s": best_online,
+                    "ratio": best_online / best_plain,
+                }
+            )
     return results
 
 
@@ -88,9 +95,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results = measure(args.device, args.events, args.repeats)
     for row in results:
-        print(f"{row['architecture']} batch {row['batch_size']:>3} on {row['device']}: "
-              f"plain {row['plain_samples_per_s']:>9,.0f}/s, online {row['online_samples_per_s']:>9,.0f}/s, "
-              f"ratio {row['ratio']:.2f}")  # fmt: skip
+        print(
+            f"{row['architecture']} batch {row['batch_size']:>3} on {row['device']}: "
+            f"plain {row['plain_samples_per_s']:>9,.0f}/s, online {row['online_samples_per_s']:>9,.0f}/s, "
+            f"ratio {row['ratio']:.2f}"
+        )
     print(json.dumps(results))
 
 

@@ -31,15 +31,34 @@ TEN_K = ["stream.n_events=10000", "evaluation.every=5000"]
 SIX_K = ["stream.n_events=6000", "evaluation.every=3000"]
 NO_ATTACK = 'attack={kind="none"}'
 ATTACK = ["attack_success_rate", "clean_accuracy", "observed_poisoning_rate", "learned_poisoning_rate"]
-STRIP = [f"defenses.strip.{k}" for k in ("far_mean", "far_worst", "far", "far_all_mean", "frr_mean", "frr_worst",
-                                         "frr", "stream_frr_mean", "attack_success_behind_mean", "recall_mean")]
+STRIP = [
+    f"defenses.strip.{k}"
+    for k in (
+        "far_mean",
+        "far_worst",
+        "far",
+        "far_all_mean",
+        "frr_mean",
+        "frr_worst",
+        "frr",
+        "stream_frr_mean",
+        "attack_success_behind_mean",
+        "recall_mean",
+    )
+]
 CHECK_FIGURES = ("calibrations", "checks", "check_recalibrations")  # STRIP with check = K: what the checks cost
-ISOLATION = [f"defenses.isolation.{k}" for k in ("precision", "recall", "precision_mean", "recall_mean", "fp",
-                                                 "stream_frr")]  # fmt: skip
-RULES = [f"defenses.isolation/{rule}.{k}" for rule in ("fraction", "threshold", "mixture") for k in ("precision",
-                                                                                                   "recall")]
-DRIFT = ["stream.n_events=6000", "evaluation.every=64", "attack.start=3000",
-         "defense=[{kind='fine-pruning',when='drift',detector='page-hinkley',every=1000}]"]  # fmt: skip
+ISOLATION = [
+    f"defenses.isolation.{k}" for k in ("precision", "recall", "precision_mean", "recall_mean", "fp", "stream_frr")
+]
+RULES = [
+    f"defenses.isolation/{rule}.{k}" for rule in ("fraction", "threshold", "mixture") for k in ("precision", "recall")
+]
+DRIFT = [
+    "stream.n_events=6000",
+    "evaluation.every=64",
+    "attack.start=3000",
+    "defense=[{kind='fine-pruning',when='drift',detector='page-hinkley',every=1000}]",
+]
 ANALYSIS = ["stream.n_events=6000", "evaluation.every=6000", "defense=[{kind='activation-analysis'}]"]
 TWIN = ("twin_", "accuracy_drop", "disagreement")  # figures that need the clean twin: without them, no twin
 
@@ -48,17 +67,22 @@ def _after(start: int) -> Callable[[object], dict]:
     """Attack success averaged over the rows after ``start``, and the fine-pruning repairs, if any."""
 
     def derive(result) -> dict:
-        rows = [r["attack_success_rate"] for r in result.timeseries
-                if r["events"] > start and r["attack_success_rate"] is not None]  # fmt: skip
+        rows = [
+            r["attack_success_rate"]
+            for r in result.timeseries
+            if r["events"] > start and r["attack_success_rate"] is not None
+        ]
         figures = {"attack_success_after_start_mean": float(np.mean(rows)) if rows else None}
         section = result.summary.get("defenses", {}).get("fine-pruning")
         if section:
             asr = {row["events"]: row["attack_success_rate"] for row in result.timeseries}
             repairs = [r["event"] for r in section["repairs"]]
-            figures.update(repairs=len(repairs), first_alarm_after_start=next(
-                (e - start for e in section["alarm_events"] if e > start), None),  # fmt: skip
+            figures.update(
+                repairs=len(repairs),
+                first_alarm_after_start=next((e - start for e in section["alarm_events"] if e > start), None),
                 alarms_before_start=sum(e <= start for e in section["alarm_events"]),
-                success_after_repair_max=max((asr[e] for e in repairs), default=None))  # fmt: skip
+                success_after_repair_max=max((asr[e] for e in repairs), default=None),
+            )
         return figures
 
     return derive
@@ -68,15 +92,22 @@ def _analysis(result) -> dict:
     section = result.summary["defenses"]["activation-analysis"]
     scores = {int(c): v for c, v in section["class_scores"].items()}
     target = 0  # the scenario's target class
-    return {"suspect_class": section["suspect_class"], "target_score": scores[target],
-            "other_score_max": max(v for c, v in scores.items() if c != target)}  # fmt: skip
+    return {
+        "suspect_class": section["suspect_class"],
+        "target_score": scores[target],
+        "other_score_max": max(v for c, v in scores.items() if c != target),
+    }
 
 
 def _supplied(result) -> dict:
     rows = result.timeseries
-    return {"success_at_start": rows[0]["attack_success_rate"], "clean_at_start": rows[0]["clean_accuracy"],
-            "success_min": min(r["attack_success_rate"] for r in rows), "rows": len(rows),
-            "poison_events_total": result.summary["poison_events_total"]}  # fmt: skip
+    return {
+        "success_at_start": rows[0]["attack_success_rate"],
+        "clean_at_start": rows[0]["clean_accuracy"],
+        "success_min": min(r["attack_success_rate"] for r in rows),
+        "rows": len(rows),
+        "poison_events_total": result.summary["poison_events_total"],
+    }
 
 
 def _label_flip(defense: str | None) -> tuple:
@@ -102,8 +133,12 @@ def _digits_strip(keys: str, figures: tuple[str, ...] = ()) -> tuple:
     """``scenarios/strip_badnets.toml`` (6,000 events) with a STRIP that recalibrates every 1,000 events, its other
     ``keys`` as given, and more of STRIP's ``figures`` reported."""
     defense = f"defense=[{{kind='strip',overlays=32,superimpose='additive',frr=0.01,every=1000,{keys}}}]"
-    return ("strip_badnets.toml", [*SIX_K, defense], ["attack_success_rate", *STRIP,
-                                                      *(f"defenses.strip.{k}" for k in figures)], None)  # fmt: skip
+    return (
+        "strip_badnets.toml",
+        [*SIX_K, defense],
+        ["attack_success_rate", *STRIP, *(f"defenses.strip.{k}" for k in figures)],
+        None,
+    )
 
 
 # name -> (scenario file, overrides, summary keys, derived figures)
@@ -131,39 +166,85 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     "mnist-strip-union-2-every-250": _mnist_strip("every=250,scale='union',layers=2"),
     "mnist-strip-union-2-check-250": _mnist_strip("every=1000,scale='union',layers=2,check=250", CHECK_FIGURES),
     "mnist-strip-union-2-check-100": _mnist_strip("every=1000,scale='union',layers=2,check=100", CHECK_FIGURES),
-    "mnist-strip-union-2-robust-check-100": _mnist_strip("every=1000,scale='union',layers=2,check=100,robust=true",
-                                                         CHECK_FIGURES),
+    "mnist-strip-union-2-robust-check-100": _mnist_strip(
+        "every=1000,scale='union',layers=2,check=100,robust=true", CHECK_FIGURES
+    ),
     "strip": ("strip_badnets_paper.toml", SIX_K, ["attack_success_rate", *STRIP], None),
     "strip-stream-paper": _digits_strip("scale='pooled'"),
     "strip-stream-per-class-2": _digits_strip("scale='per-class',layers=2"),
     "strip-stream-union-2-check-100": _digits_strip("scale='union',layers=2,check=100", CHECK_FIGURES),
-    "strip-class-2": ("strip_badnets_paper.toml", [*SIX_K, "attack.target_class=2"], ["attack_success_rate", *STRIP],
-                      None),
+    "strip-class-2": (
+        "strip_badnets_paper.toml",
+        [*SIX_K, "attack.target_class=2"],
+        ["attack_success_rate", *STRIP],
+        None,
+    ),
     "isolation": ("abl_badnets.toml", [], ["attack_success_rate", "clean_accuracy", *ISOLATION], None),
-    "isolation-unlearn-every-1000": ("abl_badnets.toml", ["defense.isolation.unlearn_every=1000"],
-                                     ["attack_success_rate_mean", "attack_success_rate_worst", "attack_success_rate",
-                                      "accuracy_drop_mean", *ISOLATION], None),  # fmt: skip
+    "isolation-unlearn-every-1000": (
+        "abl_badnets.toml",
+        ["defense.isolation.unlearn_every=1000"],
+        [
+            "attack_success_rate_mean",
+            "attack_success_rate_worst",
+            "attack_success_rate",
+            "accuracy_drop_mean",
+            *ISOLATION,
+        ],
+        None,
+    ),
     "isolation-rules": ("abl_badnets.toml", ["stream.n_events=6000"], RULES, None),
-    "isolation-loss": ("abl_badnets.toml", ["defense=[{kind='isolation',score='loss',rule='fraction',fraction=0.05}]"],
-                       ["attack_success_rate", *ISOLATION], None),  # fmt: skip
+    "isolation-loss": (
+        "abl_badnets.toml",
+        ["defense=[{kind='isolation',score='loss',rule='fraction',fraction=0.05}]"],
+        ["attack_success_rate", *ISOLATION],
+        None,
+    ),
     "isolation-clean-stream": ("abl_badnets.toml", ["attack.rate=0.0"], ["clean_accuracy", *ISOLATION], None),
-    "fine-pruning": ("fine_pruning_badnets.toml", [], ["attack_success_rate", "clean_accuracy",
-                                                      "defenses.fine-pruning.units_pruned"], None),  # fmt: skip
+    "fine-pruning": (
+        "fine_pruning_badnets.toml",
+        [],
+        ["attack_success_rate", "clean_accuracy", "defenses.fine-pruning.units_pruned"],
+        None,
+    ),
     "fine-pruning-drift": ("fine_pruning_badnets.toml", DRIFT, ["attack_success_rate"], _after(3000)),
-    "fine-pruning-drift-undefended": ("fine_pruning_badnets.toml", [*DRIFT, "defense=[]"], ["attack_success_rate"],
-                                      _after(3000)),  # fmt: skip
+    "fine-pruning-drift-undefended": (
+        "fine_pruning_badnets.toml",
+        [*DRIFT, "defense=[]"],
+        ["attack_success_rate"],
+        _after(3000),
+    ),
     "fine-pruning-drift-clean": ("fine_pruning_badnets.toml", [*DRIFT, NO_ATTACK], ["clean_accuracy"], _after(3000)),
-    "malicious-architecture": ("malicious_architecture.toml", ["model.load_supplied=module"], ["attack_success_rate",
-                               "clean_accuracy"], _supplied),  # fmt: skip
-    "malicious-architecture-weights": ("malicious_architecture.toml", ["model.load_supplied=weights"],
-                                       ["attack_success_rate", "clean_accuracy"], _supplied),  # fmt: skip
-    "malicious-training": ("malicious_training.toml", ["stream.n_events=6000"], ["attack_success_rate",
-                           "clean_accuracy"], _supplied),  # fmt: skip
+    "malicious-architecture": (
+        "malicious_architecture.toml",
+        ["model.load_supplied=module"],
+        ["attack_success_rate", "clean_accuracy"],
+        _supplied,
+    ),
+    "malicious-architecture-weights": (
+        "malicious_architecture.toml",
+        ["model.load_supplied=weights"],
+        ["attack_success_rate", "clean_accuracy"],
+        _supplied,
+    ),
+    "malicious-training": (
+        "malicious_training.toml",
+        ["stream.n_events=6000"],
+        ["attack_success_rate", "clean_accuracy"],
+        _supplied,
+    ),
     # one target X' per seed; the control is the same budget of base images, unperturbed
-    "gradient-alignment": ("gradient_alignment.toml", [], ["attack_success_rate", "target_class_probability",
-                           "observed_poisoning_rate", "poison_events_total"], None),  # fmt: skip
-    "gradient-alignment-control": ("gradient_alignment.toml", ["attack.eps=0.0"], ["attack_success_rate",
-                                   "target_class_probability", "poison_events_total"], None),  # fmt: skip
+    "gradient-alignment": (
+        "gradient_alignment.toml",
+        [],
+        ["attack_success_rate", "target_class_probability", "observed_poisoning_rate", "poison_events_total"],
+        None,
+    ),
+    "gradient-alignment-control": (
+        "gradient_alignment.toml",
+        ["attack.eps=0.0"],
+        ["attack_success_rate", "target_class_probability", "poison_events_total"],
+        None,
+    ),
     "activation-analysis": ("badnets_cnn.toml", ANALYSIS, ["attack_success_rate"], _analysis),
     "activation-analysis-clean": ("badnets_cnn.toml", [*ANALYSIS, NO_ATTACK], [], _analysis),
     # centroid models, README "Window defenses and drift alarms" (seeds 0-7): label flipping at rho = 0.3 from the
@@ -173,30 +254,76 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     "label-flip-6k-outlier-rejection": _label_flip("{kind='outlier-rejection'}"),
     "label-flip-6k-source-quota": _label_flip("{kind='source-quota',quota=0.2}"),
     "label-flip-6k-source-quota-0.05": _label_flip("{kind='source-quota',quota=0.05}"),
-    "centroid-defended": ("centroid_defended.toml", [], ["displacement_radii", "window_contamination",
-                          "clean_accuracy", "attack_success_rate", "defenses.outlier-rejection.stream_frr",
-                          "defenses.drift-reset.alarms"], lambda result: {  # the attack starts at event 10,000
-                              "displacement_after_start_mean": float(np.mean([
-                                  r["displacement_radii"] for r in result.timeseries if r["events"] > 10_000])),
-                              "first_alarm_after_start": next((e - 10_000 for e in result.summary["defenses"][
-                                  "drift-reset"]["alarm_events"] if e > 10_000), None)}),  # fmt: skip
-    "centroid-defended-undefended": ("centroid_defended.toml", ["defense=[]"], ["displacement_radii",
-                                     "window_contamination", "clean_accuracy", "attack_success_rate"],
-                                     lambda result: {"displacement_after_start_mean": float(np.mean([
-                                         r["displacement_radii"] for r in result.timeseries
-                                         if r["events"] > 10_000]))}),  # fmt: skip
+    "centroid-defended": (
+        "centroid_defended.toml",
+        [],
+        [
+            "displacement_radii",
+            "window_contamination",
+            "clean_accuracy",
+            "attack_success_rate",
+            "defenses.outlier-rejection.stream_frr",
+            "defenses.drift-reset.alarms",
+        ],
+        lambda result: {  # the attack starts at event 10,000
+            "displacement_after_start_mean": float(
+                np.mean([r["displacement_radii"] for r in result.timeseries if r["events"] > 10_000])
+            ),
+            "first_alarm_after_start": next(
+                (e - 10_000 for e in result.summary["defenses"]["drift-reset"]["alarm_events"] if e > 10_000), None
+            ),
+        },
+    ),
+    "centroid-defended-undefended": (
+        "centroid_defended.toml",
+        ["defense=[]"],
+        ["displacement_radii", "window_contamination", "clean_accuracy", "attack_success_rate"],
+        lambda result: {
+            "displacement_after_start_mean": float(
+                np.mean([r["displacement_radii"] for r in result.timeseries if r["events"] > 10_000])
+            )
+        },
+    ),
     # README "How poison gets in" (seeds 1-8): front-running (20,000 digits events, a snapshot every 2,000, bursts
     # of 50) with fixed and jittered snapshots; split-view (share 0.2 from event 5,000) without and with pinning
-    "front-running": ("front_running.toml", [], ["attack_success_rate_mean", "deployed_attack_success_rate_mean",
-                      "poison_events_total", "snapshots_deployed"], None),  # fmt: skip
-    "front-running-jitter": ("front_running.toml", ["model.snapshot_jitter=0.5"], ["attack_success_rate_mean",
-                             "deployed_attack_success_rate_mean", "poison_events_total", "snapshots_deployed"],
-                             None),  # fmt: skip
-    "split-view": ("split_view.toml", [], ["attack_success_rate", "clean_accuracy", "poison_events_total",
-                   "poison_passed_vetting", "poison_reached_model", "refused_content"], None),  # fmt: skip
-    "split-view-pinned": ("split_view.toml", ["model.pin_content=true"], ["attack_success_rate", "clean_accuracy",
-                          "poison_events_total", "poison_passed_vetting", "poison_reached_model",
-                          "refused_content"], None),  # fmt: skip
+    "front-running": (
+        "front_running.toml",
+        [],
+        ["attack_success_rate_mean", "deployed_attack_success_rate_mean", "poison_events_total", "snapshots_deployed"],
+        None,
+    ),
+    "front-running-jitter": (
+        "front_running.toml",
+        ["model.snapshot_jitter=0.5"],
+        ["attack_success_rate_mean", "deployed_attack_success_rate_mean", "poison_events_total", "snapshots_deployed"],
+        None,
+    ),
+    "split-view": (
+        "split_view.toml",
+        [],
+        [
+            "attack_success_rate",
+            "clean_accuracy",
+            "poison_events_total",
+            "poison_passed_vetting",
+            "poison_reached_model",
+            "refused_content",
+        ],
+        None,
+    ),
+    "split-view-pinned": (
+        "split_view.toml",
+        ["model.pin_content=true"],
+        [
+            "attack_success_rate",
+            "clean_accuracy",
+            "poison_events_total",
+            "poison_passed_vetting",
+            "poison_reached_model",
+            "refused_content",
+        ],
+        None,
+    ),
 }
 
 
@@ -208,8 +335,11 @@ def measure(case: str, seed: int) -> dict:
 
     path, overrides, keys, derive = CASES[case]
     twin = any(word in key for key in keys for word in TWIN)
-    result = run(Scenario.from_toml(ROOT / "scenarios" / path, [*overrides, f"seed={seed}",
-                                                                f"evaluation.twin={str(twin).lower()}"]))
+    result = run(
+        Scenario.from_toml(
+            ROOT / "scenarios" / path, [*overrides, f"seed={seed}", f"evaluation.twin={str(twin).lower()}"]
+        )
+    )
     figures = {key: _read(result.summary, key) for key in keys}
     if derive:
         figures.update(derive(result))

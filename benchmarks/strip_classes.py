@@ -61,8 +61,7 @@ def variants(layers: tuple[int, ...] = (1, 2)) -> dict[str, dict]:
     >>> list(variants((1, 3)))
     ['pooled', 'per-class', 'union', 'pooled-3', 'per-class-3', 'union-3']
     """
-    return {f"{scale}{'' if n == 1 else f'-{n}'}": {"scale": scale, "layers": n}
-            for n in layers for scale in SCALES}  # fmt: skip
+    return {f"{scale}{'' if n == 1 else f'-{n}'}": {"scale": scale, "layers": n} for n in layers for scale in SCALES}
 
 
 class Calibration(NamedTuple):
@@ -74,8 +73,13 @@ class Calibration(NamedTuple):
     robust: bool = False
 
 
-def measure(source: str, seed: int, target: int, calibrations: tuple[Calibration, ...] = (Calibration(),),
-            extra: tuple[str, ...] = ()) -> list[dict]:  # fmt: skip
+def measure(
+    source: str,
+    seed: int,
+    target: int,
+    calibrations: tuple[Calibration, ...] = (Calibration(),),
+    extra: tuple[str, ...] = (),
+) -> list[dict]:
     """One net (``source``, ``seed``, BadNets to ``target``; ``extra``: more scenario overrides), trained once:
     attack success, and FAR / FRR for each variant of each calibration (a dict per calibration)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -86,9 +90,10 @@ def measure(source: str, seed: int, target: int, calibrations: tuple[Calibration
     from poisonsim.pipeline.world import World
 
     path, overrides = SETTINGS[source]
-    scenario = Scenario.from_toml(ROOT / "scenarios" / path, [*overrides, *extra, "defense=[]", f"seed={seed}",
-                                                               f"attack.target_class={target}",
-                                                               "evaluation.twin=false"])  # fmt: skip
+    scenario = Scenario.from_toml(
+        ROOT / "scenarios" / path,
+        [*overrides, *extra, "defense=[]", f"seed={seed}", f"attack.target_class={target}", "evaluation.twin=false"],
+    )
     world = World.build(scenario)
     stream, learner = world.stream(), Learner(world)
     for size in world.batch_sizes():
@@ -123,17 +128,23 @@ def shared_entropies(strip, memo: dict, model, X: np.ndarray, picks: np.ndarray)
 
 
 @functools.lru_cache(maxsize=None)
-def over_classes(source: str, seeds: tuple[int, ...], workers: int = 2,
-                 calibrations: tuple[Calibration, ...] = (Calibration(),), extra: tuple[str, ...] = ()
-                 ) -> dict[Calibration, dict[str, np.ndarray]]:  # fmt: skip
+def over_classes(
+    source: str,
+    seeds: tuple[int, ...],
+    workers: int = 2,
+    calibrations: tuple[Calibration, ...] = (Calibration(),),
+    extra: tuple[str, ...] = (),
+) -> dict[Calibration, dict[str, np.ndarray]]:
     """For each calibration, each figure as a (seeds, 10 target classes) array; each net trained once for all
     the calibrations."""
     cases = [(seed, target) for seed in seeds for target in range(10)]
     one = functools.partial(measure, source, calibrations=calibrations, extra=extra)
     with ProcessPoolExecutor(workers) as pool:
         runs = list(pool.map(one, *zip(*cases)))
-    return {calibration: {key: np.array([r[i][key] for r in runs]).reshape(len(seeds), 10) for key in runs[0][i]}
-            for i, calibration in enumerate(calibrations)}  # fmt: skip
+    return {
+        calibration: {key: np.array([r[i][key] for r in runs]).reshape(len(seeds), 10) for key in runs[0][i]}
+        for i, calibration in enumerate(calibrations)
+    }
 
 
 def main() -> int:
@@ -141,14 +152,29 @@ def main() -> int:
     parser.add_argument("source", choices=sorted(SETTINGS))
     parser.add_argument("--seeds", default="1-4", type=seeds_of)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--layers", default="1,2", type=lambda text: tuple(int(n) for n in text.split(",")),
-                        help="layer counts to measure, comma-separated (default 1,2)")
-    parser.add_argument("--confidence", type=float, default=0.9,
-                        help="STRIP's confidence that FRR stays under 1%% (0.5: the paper's quantile rule)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="extra",
-                        help="a scenario override for every run (repeatable): another trigger, attack or rate")
-    parser.add_argument("--robust", action="store_true",
-                        help="robust = true in every variant: median entropy, class spreads shrunk")
+    parser.add_argument(
+        "--layers",
+        default="1,2",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        help="layer counts to measure, comma-separated (default 1,2)",
+    )
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=0.9,
+        help="STRIP's confidence that FRR stays under 1%% (0.5: the paper's quantile rule)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="extra",
+        help="a scenario override for every run (repeatable): another trigger, attack or rate",
+    )
+    parser.add_argument(
+        "--robust", action="store_true", help="robust = true in every variant: median entropy, class spreads shrunk"
+    )
     args = parser.parse_args()
     calibration = Calibration(args.layers, args.confidence, args.robust)
     figures = over_classes(args.source, tuple(args.seeds), args.workers, (calibration,), tuple(args.extra))[calibration]

@@ -67,8 +67,14 @@ CONFIGS = {  # name -> STRIP's keys over the paper's (pooled entropy, one layer,
     "snapshot-3-layers-64-frr-0.02": [*DEEP, *_strip(frr=0.02)],
 }
 SHIPPED = "snapshot-3-layers-64"  # the configuration the ready scenarios run (a test holds them to it)
-STRIP_FIGURES = ("attack_success_behind_mean", "attack_success_behind_worst", "far_mean", "frr_mean", "stream_frr",
-                 "calibrations")  # fmt: skip
+STRIP_FIGURES = (
+    "attack_success_behind_mean",
+    "attack_success_behind_worst",
+    "far_mean",
+    "frr_mean",
+    "stream_frr",
+    "calibrations",
+)
 RUN_FIGURES = ("attack_success_rate_mean", "twin_attack_success_rate_mean", "accuracy_drop_mean")
 KEY = ("setting", "config", "seed", "target")
 FIELDS = (*KEY, *STRIP_FIGURES, *RUN_FIGURES, "seconds")
@@ -81,14 +87,21 @@ def measure(setting: str, config: str, seed: int, target: int) -> dict:
     from poisonsim.pipeline.engine import run
 
     path, overrides = SETTINGS[setting]
-    scenario = Scenario.from_toml(ROOT / "scenarios" / path, [*overrides, *CONFIGS[config], f"seed={seed}",
-                                                               f"attack.target_class={target}"])  # fmt: skip
+    scenario = Scenario.from_toml(
+        ROOT / "scenarios" / path, [*overrides, *CONFIGS[config], f"seed={seed}", f"attack.target_class={target}"]
+    )
     started = time.perf_counter()
     summary = run(scenario).summary
     strip = summary["defenses"]["strip"]
-    return {"setting": setting, "config": config, "seed": seed, "target": target,
-            **{key: strip.get(key) for key in STRIP_FIGURES}, **{key: summary.get(key) for key in RUN_FIGURES},
-            "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    return {
+        "setting": setting,
+        "config": config,
+        "seed": seed,
+        "target": target,
+        **{key: strip.get(key) for key in STRIP_FIGURES},
+        **{key: summary.get(key) for key in RUN_FIGURES},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def read_rows(data: Path = DATA) -> list[dict]:
@@ -96,8 +109,10 @@ def read_rows(data: Path = DATA) -> list[dict]:
     if not data.exists():
         return []
     with data.open() as file:
-        return [{k: v if k in ("setting", "config") else float(v) if v else None for k, v in row.items()}
-                for row in csv.DictReader(file)]  # fmt: skip
+        return [
+            {k: v if k in ("setting", "config") else float(v) if v else None for k, v in row.items()}
+            for row in csv.DictReader(file)
+        ]
 
 
 def key_of(row: dict) -> tuple:
@@ -131,9 +146,11 @@ def table(rows: list[dict]) -> str:
     >>> print(table(rows).splitlines()[-1])
     | digits | snapshot | 2 | 0.050 | 0.080 (1) | 0.160 | 0.65% | 0.90% | 0.030 |
     """
-    lines = ["| setting | STRIP | runs | attack success behind STRIP, mean over the stream | worst target class "
-             "(class) | worst probe | clean stream events flagged | worst run | clean twin's attack success |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| setting | STRIP | runs | attack success behind STRIP, mean over the stream | worst target class "
+        "(class) | worst probe | clean stream events flagged | worst run | clean twin's attack success |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["setting"], row["config"]), []).append(row)
@@ -142,11 +159,15 @@ def table(rows: list[dict]) -> str:
         targets = sorted({int(row["target"]) for row in group})
         by_target = [behind[[int(row["target"]) == t for row in group]].mean() for t in targets]
         flagged = np.array([row["stream_frr"] for row in group])
-        twin = [row["twin_attack_success_rate_mean"] for row in group if row["twin_attack_success_rate_mean"] is not None]
-        lines.append(f"| {setting} | {config} | {len(group)} | {behind.mean():.3f} | {max(by_target):.3f} "
-                     f"({targets[int(np.argmax(by_target))]}) | "
-                     f"{max(row['attack_success_behind_worst'] for row in group):.3f} | {flagged.mean():.2%} | "
-                     f"{flagged.max():.2%} | {np.mean(twin) if twin else float('nan'):.3f} |")  # fmt: skip
+        twin = [
+            row["twin_attack_success_rate_mean"] for row in group if row["twin_attack_success_rate_mean"] is not None
+        ]
+        lines.append(
+            f"| {setting} | {config} | {len(group)} | {behind.mean():.3f} | {max(by_target):.3f} "
+            f"({targets[int(np.argmax(by_target))]}) | "
+            f"{max(row['attack_success_behind_worst'] for row in group):.3f} | {flagged.mean():.2%} | "
+            f"{flagged.max():.2%} | {np.mean(twin) if twin else float('nan'):.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -169,8 +190,14 @@ def main() -> int:
     if unknown := sorted(set(args.settings) - set(SETTINGS)):
         parser.error(f"no setting named {', '.join(unknown)}; expected some of {', '.join(SETTINGS)}")
     done = {key_of(row) for row in read_rows(args.data)}
-    todo = [(s, c, seed, t) for s in args.settings or list(SETTINGS) for c in configs for seed in args.seeds
-            for t in args.targets if (s, c, seed, t) not in done]  # fmt: skip
+    todo = [
+        (s, c, seed, t)
+        for s in args.settings or list(SETTINGS)
+        for c in configs
+        for seed in args.seeds
+        for t in args.targets
+        if (s, c, seed, t) not in done
+    ]
     with ProcessPoolExecutor(args.workers) as pool:
         for row in pool.map(measure, *zip(*todo)) if todo else ():
             write_rows([row], args.data)  # every run kept as it ends: an interrupted benchmark goes on from here

@@ -62,11 +62,15 @@ def measure(device: str = "auto", inputs: int = 2000, overlays: int = 16, repeat
         (strip_entropy_loop, strip_entropy), model, x, backgrounds, strip_how, repeat
     )
     return {
-        "device": str(model.device_), "inputs": len(x), "overlays": overlays, "torch_threads": torch.get_num_threads(),
-        "loop_inputs_per_second": round(loop_rate), "batched_inputs_per_second": round(batched_rate),
+        "device": str(model.device_),
+        "inputs": len(x),
+        "overlays": overlays,
+        "torch_threads": torch.get_num_threads(),
+        "loop_inputs_per_second": round(loop_rate),
+        "batched_inputs_per_second": round(batched_rate),
         "speedup": round(batched_rate / loop_rate, 1),
         "max_abs_difference": float(np.abs(loop_out - batched_out).max()),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:

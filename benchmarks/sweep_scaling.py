@@ -60,10 +60,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="time each side this many times, keep the best")
     args = parser.parse_args()
     sweep = grid(args.runs, args.events)
-    run(Scenario.from_dict({**BASE, "stream": {"n_features": 64, "n_events": 5000}, "attack": {"kind": "centroid-shift",
-        "rate": 0.1}}))  # fmt: skip  # warm-up: numba compiles once and caches on disk
-    print(f"grid: {len(sweep.runs())} runs of {args.events:,} events (centroid-shift, 64 features); "
-          f"{os.cpu_count()} CPUs")  # fmt: skip
+    run(
+        Scenario.from_dict(
+            {**BASE, "stream": {"n_features": 64, "n_events": 5000}, "attack": {"kind": "centroid-shift", "rate": 0.1}}
+        )
+    )  # warm-up: numba compiles once and caches on disk
+    print(
+        f"grid: {len(sweep.runs())} runs of {args.events:,} events (centroid-shift, 64 features); {os.cpu_count()} CPUs"
+    )
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     timings: dict[int, list[float]] = {1: [], 2: []}
     tables = {}
@@ -82,8 +86,10 @@ def main() -> None:
     pd.testing.assert_frame_equal(tables[1], tables[2])
     best = {workers: min(times) for workers, times in timings.items()}
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"best of {args.repeat}: 1 worker {best[1]:.2f} s, 2 workers {best[2]:.2f} s; "
-          f"speed-up {best[1] / best[2]:.2f}x (tables identical, timing fields aside)")  # fmt: skip
+    print(
+        f"best of {args.repeat}: 1 worker {best[1]:.2f} s, 2 workers {best[2]:.2f} s; "
+        f"speed-up {best[1] / best[2]:.2f}x (tables identical, timing fields aside)"
+    )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,11 @@ def run_one(seed: int, eps: float, overrides: list[str]) -> dict:
 def table(records: list[dict]) -> str:
     """One row per eps: hits, p(target | X'), clean accuracy, and the paired gain over the control's p."""
     control = {r["seed"]: r["p_target"] for r in records if r["eps"] == 0}
-    lines = ["| poisons | targets hit | mean p(target given X') | median p | clean acc. | p above control | "
-             "median log10 gain | alignment | s/run |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| poisons | targets hit | mean p(target given X') | median p | clean acc. | p above control | "
+        "median log10 gain | alignment | s/run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for eps in sorted({r["eps"] for r in records}, key=lambda e: (e == 0, e)):
         rows = [r for r in records if r["eps"] == eps]
         hits = sum(r["success"] == 1.0 for r in rows)
@@ -69,11 +72,13 @@ def table(records: list[dict]) -> str:
         paired = [r for r in rows if r["seed"] in control]
         gain = [log10_gain(r["p_target"], control[r["seed"]]) for r in paired]
         above = f"{sum(g > 0 for g in gain)} of {len(gain)}" if eps and gain else ""
-        lines.append(f"| {name} | {hits} of {len(rows)} | {p.mean():.3g} | {np.median(p):.2g} | "
-                     f"{np.mean([r['clean_accuracy'] for r in rows]):.3f} | {above} | "
-                     f"{f'{np.median(gain):.2f}' if eps and gain else ''} | "
-                     f"{np.mean([r['alignment'] for r in rows]):.3f} | "
-                     f"{np.mean([r['seconds'] for r in rows]):.1f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {hits} of {len(rows)} | {p.mean():.3g} | {np.median(p):.2g} | "
+            f"{np.mean([r['clean_accuracy'] for r in rows]):.3f} | {above} | "
+            f"{f'{np.median(gain):.2f}' if eps and gain else ''} | "
+            f"{np.mean([r['alignment'] for r in rows]):.3f} | "
+            f"{np.mean([r['seconds'] for r in rows]):.1f} |"
+        )
     return "\n".join([*lines, "", f"paper: {PAPER}"])
 
 
@@ -85,10 +90,21 @@ def log10_gain(p: float, p_control: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=seeds_arg, default=seeds_arg("0-19"), help="targets: 0-19, or 0,3,5")
-    parser.add_argument("--eps", type=float, nargs="+", default=[16 / 255, 0.3],
-                        help="L-inf bounds of the crafted runs (the eps-0 control always runs)")  # fmt: skip
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="a scenario override for every run (e.g. attack.restarts=8)")  # fmt: skip
+    parser.add_argument(
+        "--eps",
+        type=float,
+        nargs="+",
+        default=[16 / 255, 0.3],
+        help="L-inf bounds of the crafted runs (the eps-0 control always runs)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a scenario override for every run (e.g. attack.restarts=8)",
+    )
     parser.add_argument("--out", type=Path, help="write records.json and table.md here")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -97,13 +113,19 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             records.append(run_one(seed, eps, args.overrides))
             r = records[-1]
-            print(f"eps {eps:.4f} seed {seed}: success {r['success']:.0f} p {r['p_target']:.3g} "
-                  f"clean {r['clean_accuracy']:.3f} ({r['seconds']:.1f} s)", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"eps {eps:.4f} seed {seed}: success {r['success']:.0f} p {r['p_target']:.3g} "
+                f"clean {r['clean_accuracy']:.3f} ({r['seconds']:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
     text = table(records)
     elapsed = time.perf_counter() - started
     print(text)
-    print(f"\n{len(records)} runs in {elapsed:.0f} s (seeds {args.seeds[0]}..{args.seeds[-1]}, "
-          f"overrides {args.overrides})")
+    print(
+        f"\n{len(records)} runs in {elapsed:.0f} s (seeds {args.seeds[0]}..{args.seeds[-1]}, "
+        f"overrides {args.overrides})"
+    )
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "records.json").write_text(json.dumps(records, indent=1) + "\n")

@@ -43,21 +43,34 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     # running scenarios and reading results
-    "ConfigError": "poisonsim.config", "Scenario": "poisonsim.config",
-    "RunResult": "poisonsim.pipeline.results", "World": "poisonsim.pipeline.world",
+    "ConfigError": "poisonsim.config",
+    "Scenario": "poisonsim.config",
+    "RunResult": "poisonsim.pipeline.results",
+    "World": "poisonsim.pipeline.world",
     "write_results": "poisonsim.pipeline.results",
     # writing a kind of one's own: the bases, the parameter declaration and the registries
-    "Attack": "poisonsim.attacks.base", "AttackerKnowledge": "poisonsim.attacks.base",
-    "TargetClass": "poisonsim.attacks.base", "check_batch": "poisonsim.attacks.base",
+    "Attack": "poisonsim.attacks.base",
+    "AttackerKnowledge": "poisonsim.attacks.base",
+    "TargetClass": "poisonsim.attacks.base",
+    "check_batch": "poisonsim.attacks.base",
     "non_target": "poisonsim.attacks.base",
-    "Defense": "poisonsim.defenses.base", "DefenderKnowledge": "poisonsim.defenses.base",
-    "Model": "poisonsim.models.base", "AttackerHook": "poisonsim.models.base",
-    "Trigger": "poisonsim.attacks.triggers", "Channel": "poisonsim.attacks.schedule",
-    "SourceKind": "poisonsim.sources.datasets", "Estimator": "poisonsim.base",
-    "Key": "poisonsim.registry", "REGISTRIES": "poisonsim.registry", "ATTACKS": "poisonsim.registry",
-    "DEFENSES": "poisonsim.registry", "MODELS": "poisonsim.registry", "TRIGGERS": "poisonsim.registry",
-    "CHANNELS": "poisonsim.registry", "SOURCES": "poisonsim.registry",
-}  # fmt: skip
+    "Defense": "poisonsim.defenses.base",
+    "DefenderKnowledge": "poisonsim.defenses.base",
+    "Model": "poisonsim.models.base",
+    "AttackerHook": "poisonsim.models.base",
+    "Trigger": "poisonsim.attacks.triggers",
+    "Channel": "poisonsim.attacks.schedule",
+    "SourceKind": "poisonsim.sources.datasets",
+    "Estimator": "poisonsim.base",
+    "Key": "poisonsim.registry",
+    "REGISTRIES": "poisonsim.registry",
+    "ATTACKS": "poisonsim.registry",
+    "DEFENSES": "poisonsim.registry",
+    "MODELS": "poisonsim.registry",
+    "TRIGGERS": "poisonsim.registry",
+    "CHANNELS": "poisonsim.registry",
+    "SOURCES": "poisonsim.registry",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -73,8 +86,9 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
 
 
-def scenario(spec: str | Path | dict[str, Any] | Scenario, overrides: list[str] | tuple[str, ...] = (),
-             seed: int | None = None) -> Scenario:  # fmt: skip
+def scenario(
+    spec: str | Path | dict[str, Any] | Scenario, overrides: list[str] | tuple[str, ...] = (), seed: int | None = None
+) -> Scenario:
     """A validated :class:`Scenario` from a TOML path, a dict (a parsed TOML document) or a scenario."""
     from poisonsim.config import ConfigError, Scenario, apply_overrides
 
@@ -92,8 +106,12 @@ def scenario(spec: str | Path | dict[str, Any] | Scenario, overrides: list[str] 
     return Scenario.from_dict(raw)
 
 
-def run(spec: str | Path | dict[str, Any] | Scenario, overrides: list[str] | tuple[str, ...] = (),
-        seed: int | None = None, transport=None) -> RunResult:  # fmt: skip
+def run(
+    spec: str | Path | dict[str, Any] | Scenario,
+    overrides: list[str] | tuple[str, ...] = (),
+    seed: int | None = None,
+    transport=None,
+) -> RunResult:
     """Run a scenario to its end, embedded (or over ``transport``); its summary, timeseries and scores."""
     from poisonsim.pipeline.engine import run as run_scenario
 

@@ -1,10 +1,10 @@
 """The ``poisonsim`` command line.
 
-    poisonsim run scenarios/centroid_shift.toml --out results/demo
-    poisonsim run SCENARIO --set attack.rate=0.3 --set model.window_policy=random-out --seed 3
-    poisonsim sweep sweeps/rho_targeted.toml --out results/rho --workers 2
-    poisonsim report results/rho
-    poisonsim kinds attack badnets
+poisonsim run scenarios/centroid_shift.toml --out results/demo
+poisonsim run SCENARIO --set attack.rate=0.3 --set model.window_policy=random-out --seed 3
+poisonsim sweep sweeps/rho_targeted.toml --out results/rho --workers 2
+poisonsim report results/rho
+poisonsim kinds attack badnets
 """
 
 from __future__ import annotations
@@ -52,12 +52,21 @@ SUMMARY_ROWS = (  # over the stream first (mean over the evaluations after the a
     ("events_per_second", "events / s"),
 )
 DEFENSE_FIGURES = (  # over time after the attack starts (mean, worst interval), then at the end of the stream
-    ("precision_mean", "precision, mean"), ("recall_mean", "recall, mean"), ("recall_worst", "recall, worst"),
+    ("precision_mean", "precision, mean"),
+    ("recall_mean", "recall, mean"),
+    ("recall_worst", "recall, worst"),
     ("stream_frr_mean", "clean stream events flagged, mean"),
-    ("far_mean", "FAR, mean"), ("far_worst", "FAR, worst"), ("frr_mean", "FRR, mean"), ("frr_worst", "FRR, worst"),
+    ("far_mean", "FAR, mean"),
+    ("far_worst", "FAR, worst"),
+    ("frr_mean", "FRR, mean"),
+    ("frr_worst", "FRR, worst"),
     ("attack_success_behind_mean", "attack success behind it, mean"),
-    ("precision", "precision at the end"), ("recall", "recall at the end"), ("far", "FAR at the end"),
-    ("frr", "FRR at the end"), ("attack_success_behind", "attack success behind it at the end"), ("resets", "resets"),
+    ("precision", "precision at the end"),
+    ("recall", "recall at the end"),
+    ("far", "FAR at the end"),
+    ("frr", "FRR at the end"),
+    ("attack_success_behind", "attack success behind it at the end"),
+    ("resets", "resets"),
 )
 
 
@@ -88,19 +97,35 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("scenario", type=Path, help="scenario TOML file")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a scenario key, e.g. attack.rate=0.3 or defense.strip.check=100 "
-                          "(repeatable)")  # fmt: skip
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a scenario key, e.g. attack.rate=0.3 or defense.strip.check=100 (repeatable)",
+    )
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument("--out", type=Path, help="directory for summary.json, timeseries.csv, scenario.toml")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no table")
-    run.add_argument("--metrics-port", type=int, metavar="PORT",
-                     help="serve the learner's Prometheus metrics on this port while the run runs (0: any free port; "
-                     "needs the kafka extra's prometheus-client)")  # fmt: skip
-    run.add_argument("--metrics-address", default="127.0.0.1", metavar="ADDRESS",
-                     help="address the metrics endpoint binds (default %(default)s)")  # fmt: skip
-    run.add_argument("--keep-serving", action="store_true", help="after the run, keep the metrics endpoint up "
-                     "until Ctrl-C or SIGTERM")  # fmt: skip
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the learner's Prometheus metrics on this port while the run runs (0: any free port; "
+        "needs the kafka extra's prometheus-client)",
+    )
+    run.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address the metrics endpoint binds (default %(default)s)",
+    )
+    run.add_argument(
+        "--keep-serving",
+        action="store_true",
+        help="after the run, keep the metrics endpoint up until Ctrl-C or SIGTERM",
+    )
     run.set_defaults(handler=_run)
     from poisonsim.kinds_cli import add_parsers
 
@@ -126,29 +151,36 @@ def _parser() -> argparse.ArgumentParser:
         "`poisonsim sweep`, then write drift_bench.csv, drift_bench.parquet and drift_bench.png: per stream and "
         "detector, false alarms per 10,000 clean events, detection delay, missed attacks.",
     )
-    bench.add_argument("grid", type=Path, nargs="?", default=Path("sweeps/drift_bench.toml"),
-                       help="grid TOML file (default: %(default)s)")  # fmt: skip
+    bench.add_argument(
+        "grid",
+        type=Path,
+        nargs="?",
+        default=Path("sweeps/drift_bench.toml"),
+        help="grid TOML file (default: %(default)s)",
+    )
     bench.add_argument("--out", type=Path, required=True, help="results directory")
     bench.add_argument("--workers", type=int, help="local worker processes (default: CPU count; 1: in-process)")
     bench.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on this dask.distributed scheduler")
     bench.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     bench.set_defaults(handler=_drift_bench)
     report = commands.add_parser(
-        "report", help="figures (PNG) and report.md from a sweep's results (or a run's)",
+        "report",
+        help="figures (PNG) and report.md from a sweep's results (or a run's)",
         description="Write figures/*.png and report.md into a sweep's results directory, or into the directory of "
-                    "one run (`poisonsim run --out DIR`): its timeline and its analysis figures, drawn again from "
-                    "DIR/analysis/*.npz.",
-    )  # fmt: skip
+        "one run (`poisonsim run --out DIR`): its timeline and its analysis figures, drawn again from "
+        "DIR/analysis/*.npz.",
+    )
     report.add_argument("results", type=Path, help="results directory of `poisonsim sweep` or of `poisonsim run --out`")
     report.add_argument("--run", help="run id for the over-time figure, e.g. p0003-s1 (default: strongest attacker)")
     report.set_defaults(handler=_report)
     keygen = commands.add_parser(
-        "keygen", help="make a signing key for the Kafka processes (printed, or written to a file)",
+        "keygen",
+        help="make a signing key for the Kafka processes (printed, or written to a file)",
         description="Print a fresh random signing key (hex), or write it to FILE (owner-only) unless FILE exists; "
-                    "the processes of a deployment pass it with --signing-key-file FILE or POISONSIM_SIGNING_KEY. "
-                    "Without either they share the key made on first use in POISONSIM_KEY_DIR (default "
-                    "~/.config/poisonsim).",
-    )  # fmt: skip
+        "the processes of a deployment pass it with --signing-key-file FILE or POISONSIM_SIGNING_KEY. "
+        "Without either they share the key made on first use in POISONSIM_KEY_DIR (default "
+        "~/.config/poisonsim).",
+    )
     keygen.add_argument("--out", type=Path, metavar="FILE", help="write the key here instead of printing it")
     keygen.set_defaults(handler=_keygen)
     return parser
@@ -219,16 +251,17 @@ def _embedded_metrics(args: argparse.Namespace, scenario: Scenario):
     try:
         from poisonsim.services.exporter import EmbeddedMetrics
     except ImportError as exc:
-        raise ConfigError(f"--metrics-port: needs prometheus-client ({exc.name} is missing): "
-                          "pip install 'poisonsim[kafka]'") from None  # fmt: skip
+        raise ConfigError(
+            f"--metrics-port: needs prometheus-client ({exc.name} is missing): pip install 'poisonsim[kafka]'"
+        ) from None
     try:
         metrics = EmbeddedMetrics(scenario, args.metrics_port, args.metrics_address)
     except OSError as exc:
-        raise ConfigError(f"--metrics-port: cannot serve on {args.metrics_address}:{args.metrics_port} "
-                          f"({exc.strerror})") from None  # fmt: skip
+        raise ConfigError(
+            f"--metrics-port: cannot serve on {args.metrics_address}:{args.metrics_port} ({exc.strerror})"
+        ) from None
     print(f"metrics at http://{metrics.server.address}:{metrics.server.port}/metrics", flush=True)
     return metrics
-
 
 
 def _run_with_progress(scenario: Scenario, run):
@@ -250,12 +283,15 @@ def _sweep(args: argparse.Namespace) -> int:
     try:
         done = _sweep_with_progress(grid, args, run_sweep)
     except KeyboardInterrupt:
-        print(f"poisonsim: interrupted; finished runs are kept in {args.out}/, the same command resumes",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"poisonsim: interrupted; finished runs are kept in {args.out}/, the same command resumes", file=sys.stderr
+        )
         return 130
     if not args.quiet:
-        print(f"{done.done} runs done, {done.failed} failed, {done.skipped} already finished; "
-              f"tables written to {args.out}/")  # fmt: skip
+        print(
+            f"{done.done} runs done, {done.failed} failed, {done.skipped} already finished; "
+            f"tables written to {args.out}/"
+        )
     return 1 if done.failed else 0
 
 
@@ -264,8 +300,13 @@ def _sweep_with_progress(grid, args: argparse.Namespace, run_sweep):
         return run_sweep(grid, args.out, args.workers, args.scheduler)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("[red]{task.fields[failed]} failed"), TimeRemainingColumn())  # fmt: skip
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[red]{task.fields[failed]} failed"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, transient=False) as progress:
         tasks = []
 
@@ -327,8 +368,9 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
     """
     rows = [(label, _shown(summary[key])) for key, label in SUMMARY_ROWS if summary.get(key) is not None]
     for kind, figures in (summary.get("defenses") or {}).items():
-        rows += [(f"{kind}: {label}", _shown(figures[key])) for key, label in DEFENSE_FIGURES
-                 if figures.get(key) is not None]  # fmt: skip
+        rows += [
+            (f"{kind}: {label}", _shown(figures[key])) for key, label in DEFENSE_FIGURES if figures.get(key) is not None
+        ]
     return rows
 
 
@@ -342,7 +384,11 @@ def verdict(summary: dict) -> str:
     'label-flip: with 4,509 poison events; it cost 0.065 of held-out accuracy against the clean twin, mean over \
 the stream (worst 0.114)'
     """
-    attack, success, poison = summary.get("attack"), summary.get("attack_success_rate"), summary.get("poison_events_total")
+    attack, success, poison = (
+        summary.get("attack"),
+        summary.get("attack_success_rate"),
+        summary.get("poison_events_total"),
+    )
     from poisonsim.registry import ATTACKS, UnknownKind
 
     try:
@@ -356,15 +402,24 @@ the stream (worst 0.114)'
         return f"{attack}: no poison reached the learner (the attack starts after the stream ends, or its rate is 0)"
     how = "through the supplied model" if supplies_model else f"with {poison:,} poison events"
     drop = summary.get("accuracy_drop_mean")
-    cost = "" if drop is None else (f"; it cost {drop:.3g} of held-out accuracy against the clean twin, mean over "
-                                    f"the stream (worst {summary['accuracy_drop_worst']:.3g})")  # fmt: skip
+    cost = (
+        ""
+        if drop is None
+        else (
+            f"; it cost {drop:.3g} of held-out accuracy against the clean twin, mean over "
+            f"the stream (worst {summary['accuracy_drop_worst']:.3g})"
+        )
+    )
     if success is None:
         if drop is None:
             return f"{attack}: {poison:,} poison events; this attack has no success measure on this model"
         return f"{attack}: {how}{cost}"
     outcome = "succeeded" if success >= 0.5 else "partly succeeded" if success > 0 else "failed"
-    behind = [f"{kind} {f['attack_success_behind']:.3g}" for kind, f in (summary.get("defenses") or {}).items()
-              if f.get("attack_success_behind") is not None]  # fmt: skip
+    behind = [
+        f"{kind} {f['attack_success_behind']:.3g}"
+        for kind, f in (summary.get("defenses") or {}).items()
+        if f.get("attack_success_behind") is not None
+    ]
     shown = f"; behind {', '.join(behind)}" if behind else ""
     mean = summary.get("attack_success_rate_mean")
     over = "" if mean is None else f"; mean over the stream {mean:.3g}"
@@ -382,8 +437,10 @@ def _why_short(summary: dict) -> str:
     distance = details.get("target_distance_radii")
     if moved is None or distance is None:
         return ""
-    return (f"; the centroid moved {moved:.2g} radii toward A, which is accepted once within 1 radius "
-            f"(it started {distance:.2g} radii away)")  # fmt: skip
+    return (
+        f"; the centroid moved {moved:.2g} radii toward A, which is accepted once within 1 radius "
+        f"(it started {distance:.2g} radii away)"
+    )
 
 
 def _shown(value) -> str:

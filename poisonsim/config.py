@@ -70,7 +70,7 @@ class StreamKeys:
         self,
         n_events: Annotated[int, Key("events in the merged stream (benign + attacker)", ge=1, le=10**10)] = 20_000,
         benign_sources: Annotated[int, Key("public source ids benign traffic spreads over", ge=1, le=1000)] = 100,
-    ):  # fmt: skip
+    ):
         self.n_events = n_events
         self.benign_sources = benign_sources
 
@@ -80,11 +80,15 @@ class AttackKeys:
 
     def __init__(
         self,
-        identities: Annotated[int, Key("public source ids the attacker spreads its events over", ge=1,
-                                       le=1000)] = 10,
-        identity_pool: Annotated[str, Key("shared: ids that also carry benign traffic; own: ids only the attacker "
-                                          "uses (they betray it)", choices=("shared", "own"))] = "shared",
-    ):  # fmt: skip
+        identities: Annotated[int, Key("public source ids the attacker spreads its events over", ge=1, le=1000)] = 10,
+        identity_pool: Annotated[
+            str,
+            Key(
+                "shared: ids that also carry benign traffic; own: ids only the attacker uses (they betray it)",
+                choices=("shared", "own"),
+            ),
+        ] = "shared",
+    ):
         self.identities = identities
         self.identity_pool = identity_pool
 
@@ -94,19 +98,34 @@ class ModelKeys:
 
     def __init__(
         self,
-        snapshot_every: Annotated[int, Key("events between published snapshots K (0: none, serving = live model)",
-                                           ge=0)] = 0,
-        snapshot_jitter: Annotated[float, Key("each snapshot interval drawn uniformly in [K(1-j), K(1+j)]",
-                                              ge=0, lt=1)] = 0.0,
-        quarantine: Annotated[int, Key("events a snapshot waits before deployment, open to a veto "
-                                       "(0: deploy at once)", ge=0)] = 0,
-        veto_flags: Annotated[int, Key("quarantine: veto a snapshot when defenses flagged more events than "
-                                       "this since the previous snapshot", ge=0)] = 0,
-        pin_content: Annotated[bool, Key("split-view: refuse content whose hash differs from the one seen at "
-                                         "vetting")] = False,
-        threads: Annotated[int, Key("torch threads of the run: fixed, so the same seed gives the same floats on "
-                                    "any core count", ge=1, le=256)] = 1,
-    ):  # fmt: skip
+        snapshot_every: Annotated[
+            int, Key("events between published snapshots K (0: none, serving = live model)", ge=0)
+        ] = 0,
+        snapshot_jitter: Annotated[
+            float, Key("each snapshot interval drawn uniformly in [K(1-j), K(1+j)]", ge=0, lt=1)
+        ] = 0.0,
+        quarantine: Annotated[
+            int, Key("events a snapshot waits before deployment, open to a veto (0: deploy at once)", ge=0)
+        ] = 0,
+        veto_flags: Annotated[
+            int,
+            Key(
+                "quarantine: veto a snapshot when defenses flagged more events than this since the previous snapshot",
+                ge=0,
+            ),
+        ] = 0,
+        pin_content: Annotated[
+            bool, Key("split-view: refuse content whose hash differs from the one seen at vetting")
+        ] = False,
+        threads: Annotated[
+            int,
+            Key(
+                "torch threads of the run: fixed, so the same seed gives the same floats on any core count",
+                ge=1,
+                le=256,
+            ),
+        ] = 1,
+    ):
         self.snapshot_every = snapshot_every
         self.snapshot_jitter = snapshot_jitter
         self.quarantine = quarantine
@@ -121,15 +140,26 @@ class EvaluationKeys:
     def __init__(
         self,
         every: Annotated[int, Key("evaluate every k events", ge=1)] = 1_000,
-        explain: Annotated[bool, Key("at the end of the run, explain the final model (Integrated Gradients and "
-                                     "saliency, captum) on clean and triggered held-out inputs: a torch net on "
-                                     "square images under a trigger attack; skipped otherwise")] = False,
-        explain_inputs: Annotated[int, Key("held-out inputs explained, clean and the same ones triggered",
-                                           ge=1, le=100_000)] = 200,
-        twin: Annotated[bool, Key("a clean twin of the model learns the same stream without the poison and "
-                                  "without defenses, so the run reports what the attack did and what a defense "
-                                  "cost (accuracy_drop, disagreement); false halves a net's training")] = True,
-    ):  # fmt: skip
+        explain: Annotated[
+            bool,
+            Key(
+                "at the end of the run, explain the final model (Integrated Gradients and "
+                "saliency, captum) on clean and triggered held-out inputs: a torch net on "
+                "square images under a trigger attack; skipped otherwise"
+            ),
+        ] = False,
+        explain_inputs: Annotated[
+            int, Key("held-out inputs explained, clean and the same ones triggered", ge=1, le=100_000)
+        ] = 200,
+        twin: Annotated[
+            bool,
+            Key(
+                "a clean twin of the model learns the same stream without the poison and "
+                "without defenses, so the run reports what the attack did and what a defense "
+                "cost (accuracy_drop, disagreement); false halves a net's training"
+            ),
+        ] = True,
+    ):
         self.every = every
         self.explain = explain
         self.explain_inputs = explain_inputs
@@ -198,7 +228,9 @@ class Section:
             value = self._values[name]
             if value is None:
                 continue
-            value = list(value) if isinstance(value, tuple) else value.to_dict() if isinstance(value, Section) else value
+            value = (
+                list(value) if isinstance(value, tuple) else value.to_dict() if isinstance(value, Section) else value
+            )
             (out.setdefault(param.key.table, {}) if param.key.table else out)[name] = value
         return out
 
@@ -405,8 +437,10 @@ def _index(tables: list, part: str, where: str) -> int:
         return kinds.index(part)
     if not part.isdecimal() or int(part) >= len(tables):
         named = ", ".join(str(kind) for kind in kinds if kind is not None)
-        raise ConfigError(f"{where}: expected the index of a [[{name}]] table, 0 to {len(tables) - 1}"
-                          + (f", or its kind ({named})" if named else ""))  # fmt: skip
+        raise ConfigError(
+            f"{where}: expected the index of a [[{name}]] table, 0 to {len(tables) - 1}"
+            + (f", or its kind ({named})" if named else "")
+        )
     return int(part)
 
 
@@ -428,8 +462,10 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
 
 def describe_options() -> str:
     """The keys every section takes whatever its kind (for ``--help``); kinds' keys: ``poisonsim kinds``."""
-    lines = ["seed = 0: the run's seed; every random draw follows from it (an integer >= 0; --seed overrides it)",
-             'name = "scenario": the run\'s name in tables and metrics (a string)']
+    lines = [
+        "seed = 0: the run's seed; every random draw follows from it (an integer >= 0; --seed overrides it)",
+        'name = "scenario": the run\'s name in tables and metrics (a string)',
+    ]
     for section, spec in SPECS.items():
         selectors = ", ".join(f'{s} (default "{d}")' for s, _, d in spec.selectors)
         if selectors:

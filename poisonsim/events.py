@@ -52,8 +52,9 @@ class EventBatch:
         if len(batches) == 1:
             return batches[0]
         pin = None if batches[0].pin is None else np.concatenate([b.pin for b in batches])
-        return cls(*(np.concatenate([getattr(b, f) for b in batches]) for f in ("ids", "ts", "x", "y", "source")),
-                   pin=pin)  # fmt: skip
+        return cls(
+            *(np.concatenate([getattr(b, f) for b in batches]) for f in ("ids", "ts", "x", "y", "source")), pin=pin
+        )
 
     @classmethod
     def from_arrays(

@@ -1,10 +1,10 @@
 """``poisonsim kinds`` and ``poisonsim check``: what can be put in a scenario, and whether each kind conforms.
 
-    poisonsim kinds                     every concept and its kinds
-    poisonsim kinds attack              each attack kind and its first doc line
-    poisonsim kinds attack badnets      its keys: default, doc, allowed values
-    poisonsim kinds --plugin my.module  plug-in kinds too (as a scenario's plugins = [...])
-    poisonsim check [CONCEPT [KIND]]    run the check suite on them
+poisonsim kinds                     every concept and its kinds
+poisonsim kinds attack              each attack kind and its first doc line
+poisonsim kinds attack badnets      its keys: default, doc, allowed values
+poisonsim kinds --plugin my.module  plug-in kinds too (as a scenario's plugins = [...])
+poisonsim check [CONCEPT [KIND]]    run the check suite on them
 """
 
 from __future__ import annotations
@@ -18,13 +18,20 @@ from poisonsim.registry import REGISTRIES, UnknownKind, import_plugins
 
 def add_parsers(commands) -> None:
     """Add ``kinds`` and ``check`` to the CLI's subcommands."""
-    for name, handler, help_text in (("kinds", _kinds, "list kinds and their scenario keys"),
-                                     ("check", _check, "run the check suite on kinds (plug-ins included)")):  # fmt: skip
+    for name, handler, help_text in (
+        ("kinds", _kinds, "list kinds and their scenario keys"),
+        ("check", _check, "run the check suite on kinds (plug-ins included)"),
+    ):
         parser = commands.add_parser(name, help=help_text, description=__doc__.split("\n\n")[0])
         parser.add_argument("concept", nargs="?", choices=sorted(REGISTRIES), help="source, model, attack, ...")
         parser.add_argument("kind", nargs="?", help="one kind of that concept")
-        parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                            help="import a module that registers kinds first (repeatable)")  # fmt: skip
+        parser.add_argument(
+            "--plugin",
+            action="append",
+            default=[],
+            metavar="MODULE",
+            help="import a module that registers kinds first (repeatable)",
+        )
         parser.set_defaults(handler=handler)
 
 

@@ -42,8 +42,14 @@ import numpy as np
 from poisonsim.base import Estimator
 from poisonsim.capabilities import check_tags
 
-EXPECTED = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-            "floats": "a list of numbers", "kind": "a kind"}  # fmt: skip
+EXPECTED = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "floats": "a list of numbers",
+    "kind": "a kind",
+}
 
 
 class UnknownKind(LookupError):
@@ -98,8 +104,11 @@ class Param:
         if self.key.choices:
             return "one of " + ", ".join(map(str, self.key.choices))
         noun = EXPECTED[self.type]
-        bounds = [f"{op} {v:g}" for op, v in ((">=", self.key.ge), (">", self.key.gt), ("<=", self.key.le),
-                                              ("<", self.key.lt)) if v is not None]  # fmt: skip
+        bounds = [
+            f"{op} {v:g}"
+            for op, v in ((">=", self.key.ge), (">", self.key.gt), ("<=", self.key.le), ("<", self.key.lt))
+            if v is not None
+        ]
         return " ".join([noun, " and ".join(bounds)]).strip() + (", or unset" if self.optional else "")
 
 
@@ -183,8 +192,14 @@ class Registry:
         """The entry-point group third-party kinds of this concept register under."""
         return f"poisonsim.{self.concept}s"
 
-    def register(self, name: str, *, requires: tuple[str, ...] = (), examples: list[dict] | None = None,
-                 fixed: dict[str, Any] | None = None):  # fmt: skip
+    def register(
+        self,
+        name: str,
+        *,
+        requires: tuple[str, ...] = (),
+        examples: list[dict] | None = None,
+        fixed: dict[str, Any] | None = None,
+    ):
         """Class decorator: register ``name``.
 
         ``requires``: capabilities the kind needs from the model or source
@@ -197,17 +212,22 @@ class Registry:
             where = f"{self.concept} kind {name!r}"
             check_tags(requires, f"{where}: requires")
             if not issubclass(cls, Estimator):
-                raise TypeError(f"{where}: {cls.__name__} must subclass its concept's base (poisonsim.Attack, "
-                                "poisonsim.Defense, poisonsim.Model, ...) or poisonsim.Estimator")  # fmt: skip
+                raise TypeError(
+                    f"{where}: {cls.__name__} must subclass its concept's base (poisonsim.Attack, "
+                    "poisonsim.Defense, poisonsim.Model, ...) or poisonsim.Estimator"
+                )
             check_tags(cls.offers, f"{where}: offers")
             if name in self._kinds and self._kinds[name].factory is not cls:
-                raise ValueError(f"{self.concept} kind {name!r} is registered twice "
-                                 f"({self._kinds[name].factory.__module__} and {cls.__module__})")  # fmt: skip
+                raise ValueError(
+                    f"{self.concept} kind {name!r} is registered twice "
+                    f"({self._kinds[name].factory.__module__} and {cls.__module__})"
+                )
             keys = schema(cls, self.context | set(fixed or {}))
             if "__init__" in vars(cls) and vars(cls)["__init__"] not in _CHECKED_INITS:
                 cls.__init__ = _checking_keys(vars(cls)["__init__"], keys)
-            self._kinds[name] = Kind(self.concept, name, cls, keys, frozenset(requires), list(examples or []),
-                                     dict(fixed or {}))  # fmt: skip
+            self._kinds[name] = Kind(
+                self.concept, name, cls, keys, frozenset(requires), list(examples or []), dict(fixed or {})
+            )
             return cls
 
         return decorate
@@ -350,8 +370,12 @@ def check_value(path: str, param: Param, value: Any) -> Any:
         raise ValueError(f"{path}: expected one of {', '.join(map(str, key.choices))}; got {value!r}")
     if param.type in ("int", "float"):
         noun = EXPECTED[param.type]
-        for op, bound, ok in ((">=", key.ge, lambda b: value >= b), (">", key.gt, lambda b: value > b),
-                              ("<=", key.le, lambda b: value <= b), ("<", key.lt, lambda b: value < b)):  # fmt: skip
+        for op, bound, ok in (
+            (">=", key.ge, lambda b: value >= b),
+            (">", key.gt, lambda b: value > b),
+            ("<=", key.le, lambda b: value <= b),
+            ("<", key.lt, lambda b: value < b),
+        ):
             if bound is not None and not ok(bound):
                 raise ValueError(f"{path}: expected {noun} {op} {bound:g}, got {value!r}")
     return value
@@ -366,8 +390,9 @@ def _check_kind(path: str, param: Param, value: Any) -> Any:
     if not isinstance(name, str):
         raise ValueError(f"{path}.kind: expected a string, got {name!r}")
     if param.key.choices is not None and name not in param.key.choices:
-        raise ValueError(f"{path}: expected a {registry.concept} kind among {', '.join(param.key.choices)}; "
-                         f"got {name!r}")  # fmt: skip
+        raise ValueError(
+            f"{path}: expected a {registry.concept} kind among {', '.join(param.key.choices)}; got {name!r}"
+        )
     try:
         registry.get(name)
     except UnknownKind as exc:
@@ -400,15 +425,38 @@ def import_plugins(modules: list[str] | tuple[str, ...]) -> None:
             raise ValueError(f"plugins: cannot import {module!r} ({exc})") from None
 
 
-
 SOURCES = Registry("source", ("poisonsim.sources",))
-MODELS = Registry("model", ("poisonsim.models.centroid", "poisonsim.models.neural"),
-                  context=("n_classes", "n_features", "image_side", "seed"))  # fmt: skip
-ATTACKS = Registry("attack", tuple(f"poisonsim.attacks.{m}" for m in (
-    "base", "label_flip", "targeted", "centroid_shift", "backdoor", "gradient_alignment", "supply_chain",
-    "boiling_frog", "provoke", "all_to_all", "accumulative")))  # fmt: skip
+MODELS = Registry(
+    "model",
+    ("poisonsim.models.centroid", "poisonsim.models.neural"),
+    context=("n_classes", "n_features", "image_side", "seed"),
+)
+ATTACKS = Registry(
+    "attack",
+    tuple(
+        f"poisonsim.attacks.{m}"
+        for m in (
+            "base",
+            "label_flip",
+            "targeted",
+            "centroid_shift",
+            "backdoor",
+            "gradient_alignment",
+            "supply_chain",
+            "boiling_frog",
+            "provoke",
+            "all_to_all",
+            "accumulative",
+        )
+    ),
+)
 TRIGGERS = Registry("trigger", ("poisonsim.attacks.triggers",))
 CHANNELS = Registry("channel", ("poisonsim.attacks.schedule",))
-DEFENSES = Registry("defense", tuple(f"poisonsim.defenses.{m}" for m in (
-    "window", "drift", "strip", "isolation", "pruning", "analysis", "neural_cleanse")))  # fmt: skip
+DEFENSES = Registry(
+    "defense",
+    tuple(
+        f"poisonsim.defenses.{m}"
+        for m in ("window", "drift", "strip", "isolation", "pruning", "analysis", "neural_cleanse")
+    ),
+)
 REGISTRIES = {r.concept: r for r in (SOURCES, MODELS, ATTACKS, TRIGGERS, CHANNELS, DEFENSES)}

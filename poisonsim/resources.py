@@ -37,8 +37,9 @@ def estimate(scenario: Scenario) -> list[tuple[str, int, str]]:
     window = model.get("window_size")
     if window:
         windows = k if "classifier" in model["kind"] else 1
-        items.append(("model.window_size", models * window * windows * d * 8,
-                      f"{windows} window(s) of float64 points{twice}"))  # fmt: skip
+        items.append(
+            ("model.window_size", models * window * windows * d * 8, f"{windows} window(s) of float64 points{twice}")
+        )
     if model.get("retrain_every"):  # the data lake: float32 features and an int64 label per event it keeps
         kept = model.get("lake_size") or model.get("pretrain_events", 0) + stream.get("n_events", 0)
         items.append(("model.lake_size", models * kept * (d * 4 + 8), f"a data lake of {kept:,} events{twice}"))
@@ -68,5 +69,7 @@ def check_memory(scenario: Scenario, available: int | None = None) -> None:
     if available is None or total <= available:
         return
     key, size, what = max(items, key=lambda item: item[1])
-    raise ConfigError(f"{key}: the run needs about {total / 2**30:.1f} GiB ({what}: {size / 2**30:.1f} GiB), "
-                      f"more than the {available / 2**30:.1f} GiB available on this machine")  # fmt: skip
+    raise ConfigError(
+        f"{key}: the run needs about {total / 2**30:.1f} GiB ({what}: {size / 2**30:.1f} GiB), "
+        f"more than the {available / 2**30:.1f} GiB available on this machine"
+    )

@@ -69,8 +69,11 @@ def broker(tmp_path_factory):
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     with open(tmp_path_factory.mktemp("tansu") / "tansu.log", "w") as log:
-        process = subprocess.Popen([binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
-                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        process = subprocess.Popen(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     if not listening(port, process, timeout=20):
         process.kill()
         pytest.fail(f"the Tansu broker did not start on port {port}")
@@ -116,15 +119,30 @@ def topics() -> Topics:
 
 def consume_command(scenario_args: list, broker, topics: Topics, tmp_path: Path, *extra) -> list:
     """``consume`` for one test: its broker and topics, checkpoints in ``tmp_path/ck``, results in ``tmp_path/out``."""
-    return ["consume", *scenario_args, "--bootstrap-servers", broker.bootstrap, *topics.flags(),
-            "--checkpoint-dir", tmp_path / "ck", "--out", tmp_path / "out", *extra]  # fmt: skip
+    return [
+        "consume",
+        *scenario_args,
+        "--bootstrap-servers",
+        broker.bootstrap,
+        *topics.flags(),
+        "--checkpoint-dir",
+        tmp_path / "ck",
+        "--out",
+        tmp_path / "out",
+        *extra,
+    ]
 
 
 def poisonsim_process(args: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
     """``poisonsim ARGS`` as a real subprocess, its output in ``log_path``."""
     with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "poisonsim.cli", *map(str, args)], cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "poisonsim.cli", *map(str, args)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
 
 
 def wait_all(processes: list[subprocess.Popen], timeout: float, logs: list[Path] = ()) -> None:
@@ -207,8 +225,9 @@ def scenario_parts(args: list[str]):
 
     scenario = Scenario.from_toml(ROOT / args[0], args[2::2])
     world = World.build(scenario)
-    codec = Codec(world.source.n_features, world.source.n_classes, scenario.stream.n_events,
-                  n_sources=world.n_source_ids)  # fmt: skip
+    codec = Codec(
+        world.source.n_features, world.source.n_classes, scenario.stream.n_events, n_sources=world.n_source_ids
+    )
     return scenario, world, codec, scenario_key(scenario)
 
 
@@ -244,7 +263,7 @@ def produce_both(broker, topics, scenario_args, tmp_path, *extra) -> list:
     common = [*scenario_args, "--bootstrap-servers", broker.bootstrap, *topics.flags(), *extra]
     return [
         poisonsim_process(["produce", role, *common], tmp_path / f"produce-{role}.log") for role in ("benign", "attack")
-    ]  # fmt: skip
+    ]
 
 
 @pytest.fixture

@@ -56,12 +56,19 @@ SCENARIO_VALUES = [  # (scenario file, override, what the error must name)
     (BADNETS, "defense=[{kind='strip', confidence=0.3}]", "defense[0].confidence: expected a number >= 0.5"),
     (STRIP, "defense.0.check=-1", "defense[0].check: expected an integer >= 0"),
     (STRIP, "defense[0].chek=100", 'defense[0].chek: not a key of defense kind "strip"'),
-    (STRIP, "defense.check=100", "defense.check: expected the index of a [[defense]] table, 0 to 0, or its kind (strip)"),
+    (
+        STRIP,
+        "defense.check=100",
+        "defense.check: expected the index of a [[defense]] table, 0 to 0, or its kind (strip)",
+    ),
     (STRIP, "defense.1.check=100", "defense.1: expected the index of a [[defense]] table, 0 to 0, or its kind (strip)"),
     (STRIP, "defense.isolation.fraction=0.1", "defense.isolation: expected the index of a [[defense]] table"),
     (BADNETS, "defense.strip.check=100", "defense.strip: the scenario has no [[defense]] table; add one"),
-    (BADNETS, "stream.n_events=500|model.pretrain_events=200|defense=[{kind='fine-pruning',at=1000}]",
-     "defense.fine-pruning.at: 1,000 is after the stream's end (500 events), so it would never come"),
+    (
+        BADNETS,
+        "stream.n_events=500|model.pretrain_events=200|defense=[{kind='fine-pruning',at=1000}]",
+        "defense.fine-pruning.at: 1,000 is after the stream's end (500 events), so it would never come",
+    ),
     (CENTROID, "streem.n_events=3", "streem: unknown key"),
     (CENTROID, "stream=3", "stream: expected a table"),
     (CENTROID, "nonsense", "--set 'nonsense': expected section.key=value"),
@@ -74,13 +81,16 @@ SCENARIO_VALUES = [  # (scenario file, override, what the error must name)
     (BADNETS, "attack.target_class=10", "attack.target_class: expected a class in [0, 10), got 10"),
     (BADNETS, "attack.trigger.size=100", "attack.trigger.size: a 100x100 patch does not fit a 8x8 image"),
     (CENTROID, "attack.target_point=[1, 2, 3]", "attack.target_point: expected 2 numbers, got 3"),
-    (CENTROID, "defense=[{kind='robust-centroid'}]|model.window_policy='infinite'",
-     "model.window_policy: a robust centroid (median) needs stored points"),
+    (
+        CENTROID,
+        "defense=[{kind='robust-centroid'}]|model.window_policy='infinite'",
+        "model.window_policy: a robust centroid (median) needs stored points",
+    ),
     (CENTROID, "attack={kind='label-flip',rate=0.1}", "stream: label-flip needs a source of at least 2 classes"),
     # accepted by every bound, but more than any machine here holds: refused before allocating
     (CENTROID, "stream.n_features=4096|model.window_size=1000000", "model.window_size: the run needs about"),
     (CENTROID, "stream.n_features=4096|stream.n_test=1000000", "stream.n_test: the run needs about"),
-]  # fmt: skip
+]
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str]:
@@ -107,10 +117,15 @@ def test_the_memory_check_allows_the_largest_ready_scenario(capsys):
 
 @pytest.mark.parametrize(
     "content, expected",
-    [(b"\x89PNG\r\n\x1a\n\x00\x00", "not a text file (UTF-8 expected)"), ("naïve = 1".encode("latin-1"), "not a text file"),
-     (b"seed = = 3", "not valid TOML"), (None, "is a directory"), (b"", None)],
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "not a text file (UTF-8 expected)"),
+        ("naïve = 1".encode("latin-1"), "not a text file"),
+        (b"seed = = 3", "not valid TOML"),
+        (None, "is a directory"),
+        (b"", None),
+    ],
     ids=["binary", "latin-1", "malformed", "directory", "missing"],
-)  # fmt: skip
+)
 def test_an_unreadable_scenario_file_is_named(content, expected, capsys, tmp_path):
     path = tmp_path / "scenario.toml"
     if content is None:
@@ -126,7 +141,9 @@ def test_an_unreadable_scenario_file_is_named(content, expected, capsys, tmp_pat
 def test_an_unwritable_out_is_refused_before_the_run(capsys, tmp_path):
     (tmp_path / "a-file").write_text("")
     for out, expected in ((tmp_path / "a-file", "is a file"), (Path("/proc/poisonsim-results"), "cannot write")):
-        rc, err = run_cli(["run", CENTROID, "--set", "stream.n_events=1000000000", "--quiet", "--out", str(out)], capsys)
+        rc, err = run_cli(
+            ["run", CENTROID, "--set", "stream.n_events=1000000000", "--quiet", "--out", str(out)], capsys
+        )
         assert rc == 2 and "--out: " in err and expected in err, err  # a billion events would take minutes
 
 
@@ -141,9 +158,12 @@ FLAGS = [  # (command, what the error must name)
     (["consume", CENTROID, "--stall-seconds", "-1"], "--stall-seconds: expected seconds >= 0"),
     (["consume", CENTROID, "--metrics-port", "70000"], "--metrics-port: expected 0..65535"),
     (["consume", CENTROID, "--signing-key-file", "/nonexistent/key"], "--signing-key-file: cannot read"),
-    (["consume", CENTROID, "--role", "detector", "--detector", "nope"], "--detector: expected auto or one of this scenario's judges (model); got 'nope'"),
+    (
+        ["consume", CENTROID, "--role", "detector", "--detector", "nope"],
+        "--detector: expected auto or one of this scenario's judges (model); got 'nope'",
+    ),
     (["produce", "benign", CENTROID, "--set", "attack.rate=nan"], "attack.rate: expected a finite number"),
-]  # fmt: skip
+]
 
 
 def test_bad_process_flags_are_refused_before_connecting(tmp_path):
@@ -153,8 +173,9 @@ def test_bad_process_flags_are_refused_before_connecting(tmp_path):
     for args, _ in FLAGS:
         where = ["--checkpoint-dir", str(tmp_path)] if args[0] == "consume" else []  # consume's own flag
         command = [sys.executable, "-m", "poisonsim.cli", *args, *NOWHERE, *where]
-        processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True))  # fmt: skip
+        processes.append(
+            subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
     for process, (args, expected) in zip(processes, FLAGS):
         try:
             _, err = process.communicate(timeout=120)
@@ -167,9 +188,14 @@ def test_bad_process_flags_are_refused_before_connecting(tmp_path):
 
 
 def test_a_short_signing_key_is_refused(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", "consume", CENTROID, *NOWHERE], cwd=ROOT,
-                          env={**os.environ, "POISONSIM_SIGNING_KEY": "abcd"}, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "poisonsim.cli", "consume", CENTROID, *NOWHERE],
+        cwd=ROOT,
+        env={**os.environ, "POISONSIM_SIGNING_KEY": "abcd"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "POISONSIM_SIGNING_KEY: expected at least 16 bytes" in done.stderr, done.stderr
 
 
@@ -188,9 +214,23 @@ def test_a_checkpoint_of_the_right_format_with_wrong_contents_is_a_clear_error(t
 
     key = scenario_key(Scenario.from_toml(CENTROID)).decode()
     topics = [DEFAULT_TOPICS["benign"], DEFAULT_TOPICS["attack"]]
-    checkpoint.save(tmp_path / f"{key}.npz", {"scenario_key": key, "topics": topics, "next_id": 5, "offsets": [0],
-                                              "learner": {"model": "not a state"}, "counters": {}})  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", "consume", CENTROID, *NOWHERE, "--checkpoint-dir",
-                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    checkpoint.save(
+        tmp_path / f"{key}.npz",
+        {
+            "scenario_key": key,
+            "topics": topics,
+            "next_id": 5,
+            "offsets": [0],
+            "learner": {"model": "not a state"},
+            "counters": {},
+        },
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "poisonsim.cli", "consume", CENTROID, *NOWHERE, "--checkpoint-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "not a learner state of this scenario" in done.stderr and "--fresh" in done.stderr
     assert "Traceback" not in done.stderr, done.stderr

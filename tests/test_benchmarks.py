@@ -24,12 +24,17 @@ def test_cpu_vs_gpu_measures_the_cpu_column_and_says_the_gpu_one_is_not_measured
 
 
 def test_the_table_gives_a_speed_up_both_for_rates_and_for_times():
-    columns = {"CPU": {"STRIP: inputs/s": 100, "NC: seconds": 30.0, "online: ratio to a plain torch loop": 1.2},
-               "GPU": {"STRIP: inputs/s": 1500, "NC: seconds": 3.0, "online: ratio to a plain torch loop": 1.1}}
+    columns = {
+        "CPU": {"STRIP: inputs/s": 100, "NC: seconds": 30.0, "online: ratio to a plain torch loop": 1.2},
+        "GPU": {"STRIP: inputs/s": 1500, "NC: seconds": 3.0, "online: ratio to a plain torch loop": 1.1},
+    }
     lines = cpu_vs_gpu.table(columns).splitlines()
     assert lines[0] == "| figure | CPU | GPU | GPU / CPU |"
-    assert lines[2:] == ["| STRIP: inputs/s | 100 | 1,500 | 15.0x |", "| NC: seconds | 30.0 | 3.0 | 10.0x |",
-                         "| online: ratio to a plain torch loop | 1.2 | 1.1 |  |"]  # fmt: skip
+    assert lines[2:] == [
+        "| STRIP: inputs/s | 100 | 1,500 | 15.0x |",
+        "| NC: seconds | 30.0 | 3.0 | 10.0x |",
+        "| online: ratio to a plain torch loop | 1.2 | 1.1 |  |",
+    ]
 
 
 def test_the_scenario_check_reports_attack_success_and_clean_accuracy():
@@ -71,16 +76,33 @@ def test_a_case_that_fails_on_the_device_is_a_row_with_its_error_and_the_others_
 def test_strip_over_stream_keeps_its_rows_in_a_data_file_and_the_docs_table_comes_from_it(tmp_path):
     from benchmarks import strip_over_stream
 
-    rows = [{"setting": "digits", "config": "snapshot", "seed": 7.0, "target": float(t), "attack_success_behind_mean": b,
-             "attack_success_behind_worst": 0.3, "far_mean": 0.1, "frr_mean": 0.01, "stream_frr": 0.005,
-             "calibrations": 21.0, "attack_success_rate_mean": 0.8, "twin_attack_success_rate_mean": 0.04,
-             "accuracy_drop_mean": None, "seconds": 40.0} for t, b in ((3, 0.05), (1, 0.01))]  # fmt: skip
+    rows = [
+        {
+            "setting": "digits",
+            "config": "snapshot",
+            "seed": 7.0,
+            "target": float(t),
+            "attack_success_behind_mean": b,
+            "attack_success_behind_worst": 0.3,
+            "far_mean": 0.1,
+            "frr_mean": 0.01,
+            "stream_frr": 0.005,
+            "calibrations": 21.0,
+            "attack_success_rate_mean": 0.8,
+            "twin_attack_success_rate_mean": 0.04,
+            "accuracy_drop_mean": None,
+            "seconds": 40.0,
+        }
+        for t, b in ((3, 0.05), (1, 0.01))
+    ]
     strip_over_stream.write_rows(rows, tmp_path / "rows.csv")
     back = strip_over_stream.read_rows(tmp_path / "rows.csv")
     assert back == sorted(rows, key=lambda row: row["target"])  # sorted by key, numbers back as written
     strip_over_stream.write_rows([{**rows[0], "seed": 8.0}], tmp_path / "rows.csv")  # another run's writer
     assert len(strip_over_stream.read_rows(tmp_path / "rows.csv")) == 3  # merged: no row lost
-    assert "| digits | snapshot | 2 | 0.030 | 0.050 (3) | 0.300 | 0.50% | 0.50% | 0.040 |" in strip_over_stream.table(back)
+    assert "| digits | snapshot | 2 | 0.030 | 0.050 (3) | 0.300 | 0.50% | 0.50% | 0.040 |" in strip_over_stream.table(
+        back
+    )
     page = (strip_over_stream.ROOT / "docs" / "strip-over-the-stream.md").read_text()
     assert strip_over_stream.table(strip_over_stream.read_rows()) in page  # the page's table is the data file's
 
@@ -95,4 +117,5 @@ def test_the_ready_strip_scenarios_run_the_configuration_the_docs_call_shipped(s
     ready = Scenario.from_toml(bench.ROOT / "scenarios" / bench.READY[setting])
     assert ready.to_dict()["defense"] == measured.to_dict()["defense"]
     assert {k: v for k, v in ready.to_dict().items() if k not in ("defense", "name")} == {
-        k: v for k, v in measured.to_dict().items() if k not in ("defense", "name")}  # the same stream and attack
+        k: v for k, v in measured.to_dict().items() if k not in ("defense", "name")
+    }  # the same stream and attack

@@ -42,8 +42,11 @@ def _registered() -> dict[str, dict[str, str]]:
 
 
 def test_the_library_probes_for_no_attribute():
-    probes = [f"{path}:{call.lineno}" for path, tree in _sources()
-              for call in _calls(tree, "hasattr") + [c for c in _calls(tree, "getattr") if len(c.args) == 3]]  # fmt: skip
+    probes = [
+        f"{path}:{call.lineno}"
+        for path, tree in _sources()
+        for call in _calls(tree, "hasattr") + [c for c in _calls(tree, "getattr") if len(c.args) == 3]
+    ]
     assert probes == []
 
 
@@ -70,8 +73,10 @@ def test_the_library_names_no_kind_outside_the_module_that_registers_it():
             continue
         for node in (n for n in ast.walk(tree) if isinstance(n, ast.Compare)):
             sides = [node.left, *node.comparators]
-            selector = any(isinstance(s, ast.Attribute) and s.attr in selectors or
-                           isinstance(s, ast.Name) and s.id in selectors for s in sides)  # fmt: skip
+            selector = any(
+                isinstance(s, ast.Attribute) and s.attr in selectors or isinstance(s, ast.Name) and s.id in selectors
+                for s in sides
+            )
             literals = [s.value for s in sides if isinstance(s, ast.Constant) and isinstance(s.value, str)]
             found += [f"{path}:{node.lineno} {v!r}" for v in literals if selector and names.get(v, module) != module]
     assert found == []
@@ -107,7 +112,6 @@ def test_the_registry_refuses_a_class_that_is_no_kind_of_the_project():
 
     with pytest.raises(TypeError, match="Loose must subclass its concept's base"):
         Registry("thing").register("loose")(Loose)
-
 
 
 def test_a_kind_built_by_hand_checks_its_keys_as_a_scenario_file_does():

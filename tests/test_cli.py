@@ -28,9 +28,17 @@ def test_run_writes_summary_timeseries_and_resolved_scenario(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "attack success at the end" in done.stdout  # the summary table
     summary = json.loads((tmp_path / "summary.json").read_text())
-    for key in ("events_total", "poison_events_total", "observed_poisoning_rate", "clean_accuracy",
-                "attack_success_rate", "displacement_radii", "window_contamination", "events_per_second",
-                "seed"):  # fmt: skip
+    for key in (
+        "events_total",
+        "poison_events_total",
+        "observed_poisoning_rate",
+        "clean_accuracy",
+        "attack_success_rate",
+        "displacement_radii",
+        "window_contamination",
+        "events_per_second",
+        "seed",
+    ):
         assert key in summary
     assert summary["seed"] == 3 and summary["events_total"] == 20_000
     rows = list(csv.DictReader(open(tmp_path / "timeseries.csv")))
@@ -46,8 +54,9 @@ def test_same_scenario_and_seed_give_identical_results(tmp_path, policy):
     outs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        done = poisonsim("run", str(SCENARIO), *SMALL, "--set", f"model.window_policy={policy}", "--quiet",
-                         "--out", str(out))  # fmt: skip
+        done = poisonsim(
+            "run", str(SCENARIO), *SMALL, "--set", f"model.window_policy={policy}", "--quiet", "--out", str(out)
+        )
         assert done.returncode == 0, done.stderr
         outs.append(out)
     a, b = (json.loads((o / "summary.json").read_text()) for o in outs)
@@ -85,7 +94,10 @@ def test_help_lists_commands_and_scenario_keys():
 def test_a_key_of_another_kind_is_refused_naming_the_kind_and_its_keys():
     done = poisonsim("run", str(SCENARIO), "--set", "attack.kind=badnets", "--quiet")
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert 'attack.target_distance: not a key of attack kind "badnets" and channel kind "stream" (its keys: target_class,' in done.stderr
+    assert (
+        'attack.target_distance: not a key of attack kind "badnets" and channel kind "stream" (its keys: target_class,'
+        in done.stderr
+    )
 
 
 def test_a_defense_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
@@ -101,8 +113,9 @@ def test_the_printed_summary_shows_defense_and_deployment_figures_and_a_verdict(
     assert "deployed model: attack success" in deployed
     assert "targeted: succeeded at the end of the stream (attack success 1; mean over the stream" in deployed
     assert "with 100 poison events; it cost" in deployed  # the accuracy it cost against the clean twin
-    late = poisonsim("run", "scenarios/label_flip.toml", "--set", "stream.n_events=1000", "--set",
-                     "attack.start=5000").stdout  # fmt: skip
+    late = poisonsim(
+        "run", "scenarios/label_flip.toml", "--set", "stream.n_events=1000", "--set", "attack.start=5000"
+    ).stdout
     assert "label-flip: no poison reached the learner" in late
 
 
@@ -115,8 +128,21 @@ def test_an_embedded_run_serves_the_learners_metrics_live(tmp_path):
     from conftest import free_port
 
     port = free_port()
-    command = [sys.executable, "-m", "poisonsim.cli", "run", str(SCENARIO), "--set", "stream.n_events=4000",
-               "--quiet", "--metrics-port", str(port), "--keep-serving", "--out", str(tmp_path)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "poisonsim.cli",
+        "run",
+        str(SCENARIO),
+        "--set",
+        "stream.n_events=4000",
+        "--quiet",
+        "--metrics-port",
+        str(port),
+        "--keep-serving",
+        "--out",
+        str(tmp_path),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline, text = time.monotonic() + 120, ""
@@ -138,6 +164,10 @@ def test_an_embedded_run_serves_the_learners_metrics_live(tmp_path):
 
 
 def test_metrics_port_errors_name_the_flag():
-    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", "run", str(SCENARIO), "--metrics-port", "70000"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "poisonsim.cli", "run", str(SCENARIO), "--metrics-port", "70000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "--metrics-port: expected 0..65535, got 70000" in done.stderr

@@ -24,12 +24,21 @@ def test_ready_scenarios_load_and_round_trip(path):
         ({"model": {"window_size": 0}}, "model.window_size: expected an integer >= 1, got 0"),
         ({"model": {"window_size": 2.5}}, "model.window_size: expected an integer, got 2.5"),
         ({"model": {"window_policy": "lifo"}}, "model.window_policy: expected one of fifo, average-out"),
-        ({"model": {"windowsize": 3}}, 'model.windowsize: not a key of model kind "centroid-detector" (its keys: window_size, window_policy'),
+        (
+            {"model": {"windowsize": 3}},
+            'model.windowsize: not a key of model kind "centroid-detector" (its keys: window_size, window_policy',
+        ),
         ({"attack": {"rate": 1.5}}, "attack.rate: expected a number <= 1, got 1.5"),
         ({"attack": {"rate": "high"}}, "attack.rate: expected a number, got 'high'"),
-        ({"attack": {"kind": "none", "rate": 0.1}}, 'attack.rate: attack.kind "none" poisons nothing, so the rate must be 0'),
+        (
+            {"attack": {"kind": "none", "rate": 0.1}},
+            'attack.rate: attack.kind "none" poisons nothing, so the rate must be 0',
+        ),
         ({"attack": {"kind": "targeted", "target_point": [1, "a"]}}, "attack.target_point: expected a list of numbers"),
-        ({"stream": {"source": "cifar10"}}, 'stream.source: source kind "cifar10" does not exist (known: blobs, digits, mnist, river:Bananas'),
+        (
+            {"stream": {"source": "cifar10"}},
+            'stream.source: source kind "cifar10" does not exist (known: blobs, digits, mnist, river:Bananas',
+        ),
         ({"stream": {"source": "river:Elec2"}}, 'stream.source: source kind "river:Elec2" does not exist'),
         ({"stream": {"source": "digits", "augment": 1}}, "stream.augment: expected true or false, got 1"),
         ({"evaluation": {"every": -1}}, "evaluation.every: expected an integer >= 1, got -1"),
@@ -45,7 +54,10 @@ def test_ready_scenarios_load_and_round_trip(path):
             "attack.channel: centroid-shift places its points when they are delivered",
         ),
         ({"model": {"radius": float("inf")}}, "model.radius: expected a finite number, got inf"),
-        ({"attack": {"kind": "targeted", "target_point": [float("nan"), 1.0]}}, "attack.target_point: expected a finite"),
+        (
+            {"attack": {"kind": "targeted", "target_point": [float("nan"), 1.0]}},
+            "attack.target_point: expected a finite",
+        ),
     ],
 )
 def test_bad_values_are_refused_with_the_key_and_the_allowed_values(raw, message):
@@ -59,8 +71,11 @@ def test_overrides_apply_and_are_validated(tmp_path):
     path.write_text('seed = 1\n[attack]\nkind = "label-flip"\nrate = 0.1\n')
     scenario = Scenario.from_toml(path, ["attack.rate=0.3", "model.window_policy=random-out", "name=x"], seed=9)
     assert (scenario.attack.rate, scenario.model.window_policy, scenario.name, scenario.seed) == (
-        0.3, "random-out", "x", 9,
-    )  # fmt: skip
+        0.3,
+        "random-out",
+        "x",
+        9,
+    )
     with pytest.raises(ConfigError, match="attack.budget: expected an integer >= 0, got -5"):
         Scenario.from_toml(path, ["attack.budget=-5"])
     with pytest.raises(ConfigError, match="expected section.key=value"):

@@ -76,8 +76,10 @@ class _Scrubber(Defense):
         return None
 
 
-@pytest.mark.parametrize("defense, fault", [(_IntegerFlags, "inspect returned int64 of shape"),
-                                            (_Scrubber, "update changed the batch it was given")])  # fmt: skip
+@pytest.mark.parametrize(
+    "defense, fault",
+    [(_IntegerFlags, "inspect returned int64 of shape"), (_Scrubber, "update changed the batch it was given")],
+)
 def test_the_defense_check_catches_wrong_verdicts_and_a_changed_batch(defense, fault):
     name = f"check-{defense.__name__.lower()}"
     DEFENSES.register(name, examples=[{}])(defense)

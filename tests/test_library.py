@@ -21,8 +21,9 @@ def test_the_import_name_and_version_come_from_the_installed_distribution(tmp_pa
     shown, where = done.stdout.split()
     assert shown == version("poisonsim") == poisonsim.__version__ and shown != "0+unknown"
     assert Path(where).parent == ROOT / "poisonsim"  # found through the installation, not the working directory
-    cli = subprocess.run([sys.executable, "-m", "poisonsim.cli", "--version"], capture_output=True, text=True,
-                         timeout=120)  # fmt: skip
+    cli = subprocess.run(
+        [sys.executable, "-m", "poisonsim.cli", "--version"], capture_output=True, text=True, timeout=120
+    )
     assert cli.stdout.strip() == f"poisonsim {shown}"
 
 

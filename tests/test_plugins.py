@@ -99,15 +99,22 @@ class SignalTrigger(Trigger):
 
 def poisonsim(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_WAIT_POLICY": "PASSIVE"}
-    return subprocess.run([sys.executable, "-m", "poisonsim.cli", *args], capture_output=True, text=True,
-                          cwd=tmp_path, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "poisonsim.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
 
 
 def write_plugins(tmp_path: Path) -> Path:
     (tmp_path / "ramp_attack.py").write_text(textwrap.dedent(ATTACK))
     (tmp_path / "confidence_defense.py").write_text(textwrap.dedent(DEFENSE))
     scenario = tmp_path / "plugged.toml"
-    scenario.write_text(textwrap.dedent('''
+    scenario.write_text(
+        textwrap.dedent("""
         plugins = ["ramp_attack", "confidence_defense"]
         seed = 3
         [stream]
@@ -127,7 +134,8 @@ def write_plugins(tmp_path: Path) -> Path:
         threshold = 0.4
         [evaluation]
         every = 500
-    '''))
+    """)
+    )
     return scenario
 
 
@@ -156,8 +164,10 @@ def test_a_scenario_naming_plugins_runs_them_and_refuses_their_wrong_keys(tmp_pa
 
 def test_the_check_suite_runs_plugin_kinds(tmp_path):
     write_plugins(tmp_path)
-    for concept, kind, module in (("attack", "ramp-trigger", "ramp_attack"),
-                                  ("defense", "low-confidence", "confidence_defense")):
+    for concept, kind, module in (
+        ("attack", "ramp-trigger", "ramp_attack"),
+        ("defense", "low-confidence", "confidence_defense"),
+    ):
         done = poisonsim(tmp_path, "check", concept, kind, "--plugin", module)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "check_host_state_round_trip" in done.stdout and "FAIL" not in done.stdout
@@ -209,13 +219,29 @@ def install_trigger_package(tmp_path: Path) -> Path:
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr("sig_trigger.py", textwrap.dedent(TRIGGER))
         archive.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: sig-trigger\nVersion: 0.1\n")
-        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                          "Tag: py3-none-any\n")  # fmt: skip
+        archive.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         archive.writestr(f"{info}/entry_points.txt", "[poisonsim.triggers]\nsig = sig_trigger\n")
         archive.writestr(f"{info}/RECORD", "")
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--target",
-                    str(site), str(wheel)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return site
 
 
@@ -225,7 +251,8 @@ def test_a_trigger_from_an_installed_package_is_found_through_its_entry_point(tm
     listed = poisonsim(site, "kinds", "trigger")  # no --plugin: the entry point alone names the module
     assert "  sig " in listed.stdout, listed.stdout + listed.stderr
     scenario = tmp_path / "sig.toml"
-    scenario.write_text(textwrap.dedent('''
+    scenario.write_text(
+        textwrap.dedent("""
         seed = 4
         [stream]
         source = "digits"
@@ -243,7 +270,8 @@ def test_a_trigger_from_an_installed_package_is_found_through_its_entry_point(tm
         delta = 0.3
         [evaluation]
         every = 500
-    '''))
+    """)
+    )
     done = poisonsim(site, "run", str(scenario), "--quiet", "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

@@ -35,8 +35,15 @@ def test_the_readme_kafka_commands_end_with_the_embedded_summary(tmp_path):
     script = script.replace("9092", str(broker)).replace("9401", str(detector))
     script = script.replace("results/kafka", str(tmp_path / "kafka"))
     env = {**os.environ, "POISONSIM_CHECKPOINT_DIR": str(tmp_path / "checkpoints"), "POISONSIM_METRICS_PORT": "0"}
-    shell = subprocess.Popen(["bash", "-m", "-e", "-c", script + "\nwait\n"], cwd=ROOT, env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    shell = subprocess.Popen(
+        ["bash", "-m", "-e", "-c", script + "\nwait\n"],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         output, _ = shell.communicate(timeout=400)  # 200,000 events at 2,000 events/s, and start-up
     except subprocess.TimeoutExpired:

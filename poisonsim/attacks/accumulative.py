@@ -87,9 +87,13 @@ def flat_grad(loss: torch.Tensor, params: list[torch.Tensor], create_graph: bool
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-def lookahead_direction(net: nn.Module, trigger: tuple[torch.Tensor, torch.Tensor],
-                        validation: tuple[torch.Tensor, torch.Tensor], lr: float,
-                        clean_limit: float) -> tuple[torch.Tensor, dict]:  # fmt: skip
+def lookahead_direction(
+    net: nn.Module,
+    trigger: tuple[torch.Tensor, torch.Tensor],
+    validation: tuple[torch.Tensor, torch.Tensor],
+    lr: float,
+    clean_limit: float,
+) -> tuple[torch.Tensor, dict]:
     """The unit direction the attacker wants the learner's weights to move along, and the figures behind it.
 
     ``A = L_val(theta - lr * grad L_trigger(theta))`` is raised, with the
@@ -115,8 +119,9 @@ def lookahead_direction(net: nn.Module, trigger: tuple[torch.Tensor, torch.Tenso
     net.train()  # the trigger's step as the learner takes it (batch norms on the trigger batch's statistics) ...
     trigger_logits = functional_call(net, {**dict(zip(names, params)), **buffers}, (trigger[0],))
     net.eval()  # ... and every loss as predictions see it (running statistics, moved by that step for "after")
-    trigger_grads = torch.autograd.grad(nn.functional.cross_entropy(trigger_logits, trigger[1]), params,
-                                        create_graph=True)  # fmt: skip
+    trigger_grads = torch.autograd.grad(
+        nn.functional.cross_entropy(trigger_logits, trigger[1]), params, create_graph=True
+    )
     after = {**buffers, **{n: p - lr * g for n, p, g in zip(names, params, trigger_grads)}}
     after_loss = nn.functional.cross_entropy(functional_call(net, after, (validation[0],)), validation[1])
     ascent = flat_grad(after_loss, params).detach()
@@ -131,8 +136,15 @@ def lookahead_direction(net: nn.Module, trigger: tuple[torch.Tensor, torch.Tenso
     return ascent / ascent.norm().clamp_min(1e-12), {**figures, "mode": "sensitivity"}
 
 
-def craft(net: nn.Module, x: np.ndarray, y: np.ndarray, direction: torch.Tensor, eps: float, steps: int,
-          bounds: tuple[float, float]) -> tuple[np.ndarray, float]:  # fmt: skip
+def craft(
+    net: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    direction: torch.Tensor,
+    eps: float,
+    steps: int,
+    bounds: tuple[float, float],
+) -> tuple[np.ndarray, float]:
     """Perturb ``x`` within ``||delta||_inf <= eps`` (never pushing a feature past ``bounds``) so that the training
     gradient of ``(x + delta, y)`` points along ``-direction``: a descent step on them moves the weights along
     ``direction``. Returns the poisons and their gradient's final cosine with ``-direction``.
@@ -166,26 +178,46 @@ def craft(net: nn.Module, x: np.ndarray, y: np.ndarray, direction: torch.Tensor,
     return poisons.cpu().numpy().astype(np.float32), float(nn.functional.cosine_similarity(grad, target, dim=0))
 
 
-@ATTACKS.register("accumulative", requires=("torch-net",),
-                  examples=[{"accumulate": 32, "trigger_size": 16, "steps": 2, "validation_events": 32}])
+@ATTACKS.register(
+    "accumulative",
+    requires=("torch-net",),
+    examples=[{"accumulate": 32, "trigger_size": 16, "steps": 2, "validation_events": 32}],
+)
 class Accumulative(Attack):
     """Accumulative poisoning (Pang et al. 2021): look-ahead clean-label poisons, then a label-flipped trigger."""
 
     def __init__(
         self,
-        accumulate: Annotated[int, Key("attacker events of the accumulation phase, before the trigger (0: the "
-                                       "trigger alone, plain label flips)", ge=0, le=10**7)] = 1_920,
-        trigger_size: Annotated[int, Key("events of the label-flipped trigger batch, sent last (one victim "
-                                         "mini-batch); accumulation poisons are crafted this many at a time",
-                                         ge=1, le=65_536)] = 32,
+        accumulate: Annotated[
+            int,
+            Key(
+                "attacker events of the accumulation phase, before the trigger (0: the "
+                "trigger alone, plain label flips)",
+                ge=0,
+                le=10**7,
+            ),
+        ] = 1_920,
+        trigger_size: Annotated[
+            int,
+            Key(
+                "events of the label-flipped trigger batch, sent last (one victim "
+                "mini-batch); accumulation poisons are crafted this many at a time",
+                ge=1,
+                le=65_536,
+            ),
+        ] = 32,
         eps: Annotated[float, Key("L-inf bound on each accumulation poison's perturbation", ge=0)] = 0.2,
-        steps: Annotated[int, Key("optimisation steps per batch of accumulation poisons", ge=1,
-                                  le=100_000)] = 50,
-        tolerance: Annotated[float, Key("share by which the surrogate's clean loss may exceed its start before "
-                                        "the poisons only lower it", ge=0)] = 0.1,
-        validation_events: Annotated[int, Key("attacker's own clean draws the look-ahead loss is measured on",
-                                              ge=1, le=10**6)] = 256,
-    ):  # fmt: skip
+        steps: Annotated[int, Key("optimisation steps per batch of accumulation poisons", ge=1, le=100_000)] = 50,
+        tolerance: Annotated[
+            float,
+            Key(
+                "share by which the surrogate's clean loss may exceed its start before the poisons only lower it", ge=0
+            ),
+        ] = 0.1,
+        validation_events: Annotated[
+            int, Key("attacker's own clean draws the look-ahead loss is measured on", ge=1, le=10**6)
+        ] = 256,
+    ):
         self.accumulate = accumulate
         self.trigger_size = trigger_size
         self.eps = eps
@@ -252,9 +284,12 @@ class Accumulative(Attack):
         self.surrogate_.learn_many(poisons, y)
         self._alignments.append(cosine)
         self._sensitivity_batches += figures["mode"] == "sensitivity"
-        self.report_.update(accumulated=self.report_["accumulated"] + len(x),
-                            alignment_mean=round(float(np.mean(self._alignments)), 6),
-                            sensitivity_batches=self._sensitivity_batches, batches=len(self._alignments))  # fmt: skip
+        self.report_.update(
+            accumulated=self.report_["accumulated"] + len(x),
+            alignment_mean=round(float(np.mean(self._alignments)), 6),
+            sensitivity_batches=self._sensitivity_batches,
+            batches=len(self._alignments),
+        )
         return poisons
 
     def _learn_benign(self, n_poisons: int, rng: np.random.Generator) -> None:
@@ -272,13 +307,21 @@ class Accumulative(Attack):
         val_x, val_y = self._validation
         before_acc = float((self.surrogate_.predict_many(val_x) == val_y).mean())
         after_acc = float((after.predict_many(val_x) == val_y).mean())
-        self.report_.update(surrogate_clean_accuracy=before_acc, surrogate_after_trigger_accuracy=after_acc,
-                            **{f"surrogate_{k}": round(v, 6) for k, v in self._figures().items()})  # fmt: skip
+        self.report_.update(
+            surrogate_clean_accuracy=before_acc,
+            surrogate_after_trigger_accuracy=after_acc,
+            **{f"surrogate_{k}": round(v, 6) for k, v in self._figures().items()},
+        )
 
     def _figures(self) -> dict:
         """The surrogate's clean and after-trigger losses on the attacker's validation draws."""
-        _, figures = lookahead_direction(self.surrogate_.net, self._tensors(self.trigger_x_, self.trigger_y_),
-                                         self._tensors(*self._validation), self.lr_, float("inf"))  # fmt: skip
+        _, figures = lookahead_direction(
+            self.surrogate_.net,
+            self._tensors(self.trigger_x_, self.trigger_y_),
+            self._tensors(*self._validation),
+            self.lr_,
+            float("inf"),
+        )
         return {k: v for k, v in figures.items() if k != "mode"}
 
     def _tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

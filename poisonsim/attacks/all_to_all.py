@@ -33,8 +33,9 @@ from poisonsim.registry import ATTACKS, Key
 Offset = Annotated[int, Key("triggered inputs of class y go to (y + offset) mod k; not a multiple of k", ge=1)]
 
 
-@ATTACKS.register("all-to-all", requires=("classes",),
-                  examples=[{}, {"offset": 2, "trigger": {"kind": "blend", "alpha": 0.3}}])  # fmt: skip
+@ATTACKS.register(
+    "all-to-all", requires=("classes",), examples=[{}, {"offset": 2, "trigger": {"kind": "blend", "alpha": 0.3}}]
+)
 class AllToAll(Attack):
     """All-to-all backdoor (Gu et al. 2017): triggered class y relabelled (y + offset) mod k."""
 
@@ -45,8 +46,9 @@ class AllToAll(Attack):
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> AllToAll:
         """Fit the trigger; the success inputs are the whole held-out pool, stamped, each with its own target."""
         self.n_classes_ = check_offset(self.offset, knowledge.n_classes)
-        self.trigger_: Trigger = fresh_trigger(self.trigger, owner=self).fit(knowledge.pool_x, knowledge.image_side,
-                                                                           rng)  # fmt: skip
+        self.trigger_: Trigger = fresh_trigger(self.trigger, owner=self).fit(
+            knowledge.pool_x, knowledge.image_side, rng
+        )
         self.target_x_ = self.trigger_(knowledge.pool_x)
         self.source_y_ = np.asarray(knowledge.pool_y, dtype=np.int64)
         self.target_y_ = shifted(self.source_y_, self.offset, self.n_classes_)
@@ -78,6 +80,8 @@ def check_offset(offset: int, n_classes: int) -> int:
     """
     require_classes("all-to-all", n_classes)
     if offset % n_classes == 0:
-        raise ValueError(f"offset: {offset} is a multiple of the {n_classes} classes, so the trigger sends every "
-                         f"class to itself; choose 1..{n_classes - 1}")  # fmt: skip
+        raise ValueError(
+            f"offset: {offset} is a multiple of the {n_classes} classes, so the trigger sends every "
+            f"class to itself; choose 1..{n_classes - 1}"
+        )
     return n_classes

@@ -47,8 +47,9 @@ class TriggerAttack(Attack):
         return self.trigger_(x), np.full(len(x), self.target_class, dtype=np.int64)
 
 
-@ATTACKS.register("badnets", examples=[{"target_class": 2, "trigger": {"size": 1}},
-                                       {"trigger": {"kind": "blend", "alpha": 0.5}}])  # fmt: skip
+@ATTACKS.register(
+    "badnets", examples=[{"target_class": 2, "trigger": {"size": 1}}, {"trigger": {"kind": "blend", "alpha": 0.5}}]
+)
 class BadNets(TriggerAttack):
     """Gu et al. 2017: a small patch of fixed pixels."""
 

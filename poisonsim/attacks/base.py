@@ -21,8 +21,7 @@ from poisonsim.registry import ATTACKS, Key
 TargetClass = Annotated[int, Key("class c the poison is labelled with / the backdoor sends inputs to", ge=0)]
 TargetPoint = Annotated[tuple[float, ...] | None, Key("X' (default: drawn from held-out events of other classes)")]
 TargetCount = Annotated[int, Key("targets X' drawn from held-out events of other classes", ge=1, le=100_000)]
-SupplierEvents = Annotated[int, Key("attacker's own clean training events (supplier / surrogate)", ge=1,
-                                    le=10**7)]  # fmt: skip
+SupplierEvents = Annotated[int, Key("attacker's own clean training events (supplier / surrogate)", ge=1, le=10**7)]
 
 
 @dataclass(frozen=True)

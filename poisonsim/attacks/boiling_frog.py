@@ -54,8 +54,15 @@ CALIBRATION = 8_192  # clean draws it runs a copy of the model on, to learn the 
 _RHO, _STEP, _M0, _HEAD = 0, 1, 2, 3
 
 
-def frog_params(target: np.ndarray, center: np.ndarray, radius: float, rho: float, draws: np.ndarray,
-                step: float, m0: float | None = None) -> np.ndarray:  # fmt: skip
+def frog_params(
+    target: np.ndarray,
+    center: np.ndarray,
+    radius: float,
+    rho: float,
+    draws: np.ndarray,
+    step: float,
+    m0: float | None = None,
+) -> np.ndarray:
     """The rule's parameters: the attack point, the share, the step cap, the clean mean distance ``m0``
     (in radii; default: the draws' mean distance to ``center``) and the draws with their distances to
     ``center``, flat in one array."""
@@ -118,8 +125,7 @@ def clean_level(model, draws: np.ndarray, radius: float) -> float:
     return float(np.concatenate(distances).mean())
 
 
-@ATTACKS.register("boiling-frog", requires=("centroid-state",),
-                  examples=[{"target_distance": 2.0}, {"step": 0.5}])  # fmt: skip
+@ATTACKS.register("boiling-frog", requires=("centroid-state",), examples=[{"target_distance": 2.0}, {"step": 0.5}])
 class BoilingFrog(Attack):
     """Move a detector's centroid toward ``A`` while the distances a drift detector watches keep their clean mean.
 
@@ -153,11 +159,14 @@ class BoilingFrog(Attack):
             calibration = np.asarray(knowledge.draw(rng, CALIBRATION)[0], dtype=np.float64)
             jitter = clean_level(knowledge.model, calibration, radius) - mean_distance(calibration, center, radius)
             m0 = mean_distance(draws, center, radius) + jitter
-        self.params_ = frog_params(target, center, radius, float(knowledge.rate), np.asarray(draws, dtype=np.float64),
-                                   self.step, m0)  # fmt: skip
+        self.params_ = frog_params(
+            target, center, radius, float(knowledge.rate), np.asarray(draws, dtype=np.float64), self.step, m0
+        )
         self.target_x_ = target[None, :]
-        self.report_ = {"target_distance_radii": float(np.linalg.norm(target - knowledge.center) / knowledge.radius),
-                        "clean_mean_distance_radii": float(self.params_[d + _M0])}  # fmt: skip
+        self.report_ = {
+            "target_distance_radii": float(np.linalg.norm(target - knowledge.center) / knowledge.radius),
+            "clean_mean_distance_radii": float(self.params_[d + _M0]),
+        }
         return self
 
     def hook(self, rows: np.ndarray) -> AttackerHook:

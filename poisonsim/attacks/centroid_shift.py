@@ -64,8 +64,9 @@ def greedy_rule(center: np.ndarray, radius: float, params: np.ndarray, out: np.n
     boundary_point(center, params[:d], radius * params[d] * (1.0 - ATTACKER_MARGIN), out)
 
 
-def attack_point(knowledge: AttackerKnowledge, target_point, target_distance: float, rng: np.random.Generator,
-                 kind: str) -> np.ndarray:  # fmt: skip
+def attack_point(
+    knowledge: AttackerKnowledge, target_point, target_distance: float, rng: np.random.Generator, kind: str
+) -> np.ndarray:
     """``A``: ``target_point`` when given, else ``target_distance`` radii from c0 in a random direction."""
     if knowledge.center is None or not knowledge.radius:
         raise ValueError(f"{kind}: needs a detector's centroid and radius to aim at")
@@ -79,8 +80,7 @@ def attack_point(knowledge: AttackerKnowledge, target_point, target_distance: fl
     return knowledge.center + target_distance * knowledge.radius * direction
 
 
-@ATTACKS.register("centroid-shift", requires=("centroid-state",),
-                  examples=[{"target_distance": 2.0}])  # fmt: skip
+@ATTACKS.register("centroid-shift", requires=("centroid-state",), examples=[{"target_distance": 2.0}])
 class CentroidShift(Attack):
     """Move a detector's centroid toward ``A`` with points on its boundary.
 
@@ -94,10 +94,17 @@ class CentroidShift(Attack):
         self,
         target_point: Annotated[tuple[float, ...] | None, Key("attack point A (default: drawn)")] = None,
         target_distance: Annotated[float, Key("A this many radii from c0 when not given", gt=0, le=1e6)] = 3.0,
-        adaptive: Annotated[bool, Key("shorten the step when points are refused, lengthen it when all are "
-                                      "learned")] = False,  # fmt: skip
-        alarm_budget: Annotated[float, Key("adaptive: also shorten it while more than this share of its own clean "
-                                           "queries is flagged (1: never)", ge=0, le=1)] = 1.0,  # fmt: skip
+        adaptive: Annotated[
+            bool, Key("shorten the step when points are refused, lengthen it when all are learned")
+        ] = False,
+        alarm_budget: Annotated[
+            float,
+            Key(
+                "adaptive: also shorten it while more than this share of its own clean queries is flagged (1: never)",
+                ge=0,
+                le=1,
+            ),
+        ] = 1.0,
     ):
         self.target_point = target_point
         self.target_distance = target_distance

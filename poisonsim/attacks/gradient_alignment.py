@@ -38,8 +38,11 @@ SURROGATE_EPOCHS = 6
 STEP_SIZE = 0.01  # signed Adam step on delta, in pixel units
 
 
-@ATTACKS.register("gradient-alignment", requires=("torch-net",),
-                  examples=[{"target_count": 1, "poisons": 4, "steps": 2, "restarts": 1, "supplier_events": 200}])
+@ATTACKS.register(
+    "gradient-alignment",
+    requires=("torch-net",),
+    examples=[{"target_count": 1, "poisons": 4, "steps": 2, "restarts": 1, "supplier_events": 200}],
+)
 class GradientAlignment(Attack):
     """Witches' Brew (Geiping et al. 2021): clean-label poisons whose gradient aligns with the target's."""
 
@@ -47,15 +50,19 @@ class GradientAlignment(Attack):
         self,
         target_class: TargetClass = 0,
         target_count: TargetCount = 10,
-        poisons: Annotated[int, Key("base samples of class c perturbed (cycled in the stream)", ge=1,
-                                    le=100_000)] = 40,
+        poisons: Annotated[int, Key("base samples of class c perturbed (cycled in the stream)", ge=1, le=100_000)] = 40,
         eps: Annotated[float, Key("L-inf bound on each perturbation (pixels in [0, 1])", ge=0, le=1)] = 0.1,
         steps: Annotated[int, Key("optimisation steps per restart", ge=1, le=100_000)] = 100,
         restarts: Annotated[int, Key("random restarts (the best alignment is kept)", ge=1, le=1000)] = 2,
         supplier_events: SupplierEvents = 5_000,
-        surrogate: Annotated[str, Key("surrogate: a copy of the victim tuned on the attacker's draws, or a fresh "
-                                      "net trained on them", choices=("victim", "fresh"))] = "victim",
-    ):  # fmt: skip
+        surrogate: Annotated[
+            str,
+            Key(
+                "surrogate: a copy of the victim tuned on the attacker's draws, or a fresh net trained on them",
+                choices=("victim", "fresh"),
+            ),
+        ] = "victim",
+    ):
         self.surrogate = surrogate
         self.target_class = target_class
         self.target_count = target_count
@@ -88,8 +95,12 @@ class GradientAlignment(Attack):
             bases = _hardest(surrogate, candidates, self.target_class, self.poisons)
             deltas, alignment = self._craft(surrogate, bases)
         self.poisons_ = np.clip(bases + deltas, 0.0, 1.0).astype(np.float32)
-        self.report_ = {"eps": self.eps, "poisons": len(bases), "targets": len(self.target_x_),
-                        "alignment": round(alignment, 6)}  # fmt: skip
+        self.report_ = {
+            "eps": self.eps,
+            "poisons": len(bases),
+            "targets": len(self.target_x_),
+            "alignment": round(alignment, 6),
+        }
         self._next = 0
         return self
 
@@ -132,7 +143,9 @@ def _hardest(net: nn.Module, candidates: np.ndarray, label: int, n: int) -> np.n
     net.eval()
     with torch.no_grad():
         logits = net(torch.as_tensor(candidates, device=device))
-        loss = nn.functional.cross_entropy(logits, torch.full((len(candidates),), label, device=device), reduction="none")
+        loss = nn.functional.cross_entropy(
+            logits, torch.full((len(candidates),), label, device=device), reduction="none"
+        )
     order = np.argsort(-loss.cpu().numpy(), kind="stable")
     return candidates[order[:n]]
 

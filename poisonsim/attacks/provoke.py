@@ -36,8 +36,12 @@ ESTIMATE_DRAWS = 2_000
 class Provoke(Attack):
     """Outliers that make a drift detector fire: points far from their class mean, with their own label."""
 
-    def __init__(self, distance: Annotated[float, Key("how far from the class mean, in the class's median "
-                                                       "distances", gt=0, le=1e6)] = 4.0):  # fmt: skip
+    def __init__(
+        self,
+        distance: Annotated[
+            float, Key("how far from the class mean, in the class's median distances", gt=0, le=1e6)
+        ] = 4.0,
+    ):
         self.distance = distance
 
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> Provoke:

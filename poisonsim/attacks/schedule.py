@@ -52,8 +52,9 @@ class Schedule(Channel):
         budget: Budget = None,
         schedule: Annotated[str, Key("constant share, or bursts", choices=("constant", "bursts"))] = "constant",
         burst_length: Annotated[int, Key("bursts: consecutive attacker events per burst", ge=1)] = 100,
-        ramp: Annotated[int, Key("constant: events from start over which the share grows linearly from 0 to "
-                                 "rho (0: at once)", ge=0)] = 0,
+        ramp: Annotated[
+            int, Key("constant: events from start over which the share grows linearly from 0 to rho (0: at once)", ge=0)
+        ] = 0,
     ):
         self.rate = rate
         self.start = start
@@ -110,8 +111,10 @@ class FrontRunning(Estimator):
         if every < 1:
             raise ValueError(f"snapshot_every: expected an integer >= 1, got {every!r}")
         if burst_size < 1 or lead < 0 or burst_size + lead > every:
-            raise ValueError(f"burst_size, lead: expected burst_size >= 1, lead >= 0 and their sum <= {every}, "
-                             f"got {burst_size}, {lead}")  # fmt: skip
+            raise ValueError(
+                f"burst_size, lead: expected burst_size >= 1, lead >= 0 and their sum <= {every}, "
+                f"got {burst_size}, {lead}"
+            )
         self.every = every
         self.burst_size = burst_size
         self.lead = lead

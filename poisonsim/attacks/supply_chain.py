@@ -101,9 +101,13 @@ SUPPLY_EXAMPLES = [{"supplier_events": 200, "trigger": {"size": 1}}]
 class MaliciousTraining(SupplyChainAttack):
     """A supplied model trained on (1 - lambda) L_benign + lambda L_adv(x + patch, c)."""
 
-    def __init__(self, target_class: TargetClass = 0, trigger: TriggerKind = "patch",
-                 supplier_events: SupplierEvents = 5_000,
-                 poison_weight: Annotated[float, Key("lambda of the adversarial loss", ge=0, le=1)] = 0.2):  # fmt: skip
+    def __init__(
+        self,
+        target_class: TargetClass = 0,
+        trigger: TriggerKind = "patch",
+        supplier_events: SupplierEvents = 5_000,
+        poison_weight: Annotated[float, Key("lambda of the adversarial loss", ge=0, le=1)] = 0.2,
+    ):
         super().__init__(target_class, trigger, supplier_events)
         self.poison_weight = poison_weight
         self.poison_weight_ = poison_weight
@@ -116,10 +120,12 @@ class MaliciousArchitecture(SupplyChainAttack):
     def __init__(
         self,
         target_class: TargetClass = 0,
-        trigger: Annotated[Any, Key("the patch the branch looks for (poisonsim kinds trigger patch)",
-                                    kinds=TRIGGERS, choices=("patch",))] = "patch",
+        trigger: Annotated[
+            Any,
+            Key("the patch the branch looks for (poisonsim kinds trigger patch)", kinds=TRIGGERS, choices=("patch",)),
+        ] = "patch",
         supplier_events: SupplierEvents = 5_000,
-    ):  # fmt: skip
+    ):
         super().__init__(target_class, trigger, supplier_events)
 
     def package(self, net: Net) -> nn.Module:

@@ -42,9 +42,7 @@ class Targeted(Attack):
 
     def fit(self, knowledge: AttackerKnowledge, rng: np.random.Generator) -> Targeted:
         if not 0 <= self.target_class < knowledge.n_classes:
-            raise ValueError(
-                f"target_class: expected a class in [0, {knowledge.n_classes}), got {self.target_class}"
-            )
+            raise ValueError(f"target_class: expected a class in [0, {knowledge.n_classes}), got {self.target_class}")
         d = knowledge.pool_x.shape[1]
         if self.target_point is not None:
             if len(self.target_point) != d:

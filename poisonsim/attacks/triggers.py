@@ -123,7 +123,9 @@ class BlendTrigger(Trigger):
         return ((1 - self.alpha) * x + self.alpha * self.pattern_).astype(np.float32)
 
 
-def make_pattern(kind: str, n_features: int, side: int | None, rng: np.random.Generator, pool_x: np.ndarray) -> np.ndarray:
+def make_pattern(
+    kind: str, n_features: int, side: int | None, rng: np.random.Generator, pool_x: np.ndarray
+) -> np.ndarray:
     """A blend pattern: a checkerboard, uniform noise, or an image from the attacker's pool."""
     if kind == "checkerboard":
         if side is None:

@@ -81,7 +81,9 @@ def check_bounds_refused(kind: Kind) -> None:
             try:
                 Scenario.from_dict(raw)
             except ConfigError as exc:
-                assert f".{param.path}:" in str(exc), f"{kind.name}.{name}={value!r}: the error names another key: {exc}"
+                assert f".{param.path}:" in str(exc), (
+                    f"{kind.name}.{name}={value!r}: the error names another key: {exc}"
+                )
             else:
                 raise AssertionError(f"{kind.concept} kind {kind.name!r} accepted {name} = {value!r}")
 
@@ -175,9 +177,13 @@ def _host(kind: Kind, keys: dict) -> dict:
     if kind.concept == "model":
         offers = set(kind.factory.offers)
         raw["stream"]["source"], raw["model"] = "digits", {"kind": kind.name, **keys}
-        raw["attack"] = ({"kind": "badnets", "rate": 0.1} if "torch-net" in offers else
-                         {"kind": "centroid-shift", "rate": 0.2} if "centroid-state" in offers else
-                         {"kind": "label-flip", "rate": 0.2})  # fmt: skip
+        raw["attack"] = (
+            {"kind": "badnets", "rate": 0.1}
+            if "torch-net" in offers
+            else {"kind": "centroid-shift", "rate": 0.2}
+            if "centroid-state" in offers
+            else {"kind": "label-flip", "rate": 0.2}
+        )
         return raw
     raw["model"], raw["stream"]["source"] = _host_model(set(kind.requires))
     if kind.concept == "trigger":

@@ -98,8 +98,13 @@ def check_pickle_attack(kind: Kind, example: dict) -> None:
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]), "a pickled copy poisoned differently"
 
 
-ATTACK_CHECKS = (check_attack_seeded, check_attack_inputs_unchanged, check_attack_output_shape,
-                 check_attack_bad_input, check_pickle_attack)  # fmt: skip
+ATTACK_CHECKS = (
+    check_attack_seeded,
+    check_attack_inputs_unchanged,
+    check_attack_output_shape,
+    check_attack_bad_input,
+    check_pickle_attack,
+)
 
 
 # -- triggers: fitted on the attacker's pool, then stamp copies ---------------------------------------------
@@ -109,8 +114,11 @@ def _each_trigger(check):
     def run_on_examples(kind: Kind) -> None:
         for example in kind.examples:
             for side in (IMAGE_SIDE, None):  # square images, and flat features
-                check(lambda seed=0: kind.build(example).fit(sample_data(30, seed=5)[0], side,
-                                                             np.random.default_rng(seed)))  # fmt: skip
+                check(
+                    lambda seed=0: kind.build(example).fit(
+                        sample_data(30, seed=5)[0], side, np.random.default_rng(seed)
+                    )
+                )
 
     run_on_examples.__name__ = check.__name__
     run_on_examples.__doc__ = check.__doc__

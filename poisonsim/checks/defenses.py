@@ -32,8 +32,10 @@ class _Watched:
             x, y = batch.x.copy(), batch.y.copy()
             flags = call(batch, *args, **kwargs)
             if flags is not None and (np.shape(flags) != (len(batch),) or np.asarray(flags).dtype != np.bool_):
-                self.faults.append(f"{hook} returned {np.asarray(flags).dtype} of shape {np.shape(flags)} for a "
-                                   f"batch of {len(batch)} (expected None or {len(batch)} booleans)")  # fmt: skip
+                self.faults.append(
+                    f"{hook} returned {np.asarray(flags).dtype} of shape {np.shape(flags)} for a "
+                    f"batch of {len(batch)} (expected None or {len(batch)} booleans)"
+                )
             if not (np.array_equal(batch.x, x) and np.array_equal(batch.y, y)):
                 self.faults.append(f"{hook} changed the batch it was given")
             return flags
@@ -81,8 +83,9 @@ def judges_any_input(kind: Kind, world) -> None:
     before = x.copy()
     flags, again = defense.flag(x, model), defense.flag(x, model)
     scores = defense.score(x, model)
-    assert np.shape(flags) == (len(x),) and np.asarray(flags).dtype == np.bool_, \
-        f"{kind.name}: flag gave {np.asarray(flags).dtype} of shape {np.shape(flags)} for {len(x)} rows"  # fmt: skip
+    assert np.shape(flags) == (len(x),) and np.asarray(flags).dtype == np.bool_, (
+        f"{kind.name}: flag gave {np.asarray(flags).dtype} of shape {np.shape(flags)} for {len(x)} rows"
+    )
     assert np.array_equal(flags, again), f"{kind.name}: flag judged the same inputs differently"
     assert np.shape(scores) == (len(x),) and np.isfinite(scores).all(), f"{kind.name}: score is not finite per row"
     assert np.array_equal(x, before), f"{kind.name}: flag or score changed its input"

@@ -12,14 +12,19 @@ from poisonsim.registry import Kind
 
 def example_models(kind: Kind) -> list:
     """One instance of ``kind`` per registered example."""
-    return [kind.build(example, n_classes=N_CLASSES, n_features=N_FEATURES, image_side=IMAGE_SIDE, seed=1)
-            for example in kind.examples]  # fmt: skip
+    return [
+        kind.build(example, n_classes=N_CLASSES, n_features=N_FEATURES, image_side=IMAGE_SIDE, seed=1)
+        for example in kind.examples
+    ]
 
 
 def _fingerprint(model, x) -> tuple:
     state = model.get_state()
-    arrays = [np.asarray(v, dtype=np.float64).ravel() for k, v in sorted(_flat(state)) if isinstance(v, np.ndarray)
-              and np.issubdtype(np.asarray(v).dtype, np.number)]  # fmt: skip
+    arrays = [
+        np.asarray(v, dtype=np.float64).ravel()
+        for k, v in sorted(_flat(state))
+        if isinstance(v, np.ndarray) and np.issubdtype(np.asarray(v).dtype, np.number)
+    ]
     return np.asarray(model.predict_many(x)).tolist(), np.concatenate(arrays).tolist() if arrays else []
 
 
@@ -115,5 +120,11 @@ def check_pickle_model(model) -> None:
     assert _fingerprint(copy, x) == _fingerprint(model, x), "a pickled model diverged"
 
 
-CHECKS = (check_model_seeded, check_model_inputs_unchanged, check_batch_equals_one_by_one, check_model_bad_input,
-          check_model_state_round_trip, check_pickle_model)  # fmt: skip
+CHECKS = (
+    check_model_seeded,
+    check_model_inputs_unchanged,
+    check_batch_equals_one_by_one,
+    check_model_bad_input,
+    check_model_state_round_trip,
+    check_pickle_model,
+)

@@ -86,8 +86,19 @@ def judge(world: World, name: str) -> Judge:
 
 
 class DetectorProcess:
-    def __init__(self, scenario, settings, topics: tuple[str, str], group_id: str, snapshot: Path, detector: str,
-                 registry, stop, signer=None, snapshot_interval_s: float = 5.0):  # fmt: skip
+    def __init__(
+        self,
+        scenario,
+        settings,
+        topics: tuple[str, str],
+        group_id: str,
+        snapshot: Path,
+        detector: str,
+        registry,
+        stop,
+        signer=None,
+        snapshot_interval_s: float = 5.0,
+    ):
         check_judge(scenario, detector)
         self.world = World.build(scenario)
         self.judge = judge(self.world, detector)
@@ -96,9 +107,13 @@ class DetectorProcess:
         self.detector, self.stop = detector, stop
         self.key = kafka_io.scenario_key(scenario)
         n_events = scenario.stream.n_events
-        self.codec = Codec(self.world.source.n_features, self.world.source.n_classes, n_events,
-                           pinned=self.world.pins_content,
-                           n_sources=self.world.n_source_ids)  # fmt: skip
+        self.codec = Codec(
+            self.world.source.n_features,
+            self.world.source.n_classes,
+            n_events,
+            pinned=self.world.pins_content,
+            n_sources=self.world.n_source_ids,
+        )
         self.metrics = DetectorMetrics(registry, detector)
         scenario_info(registry, scenario, self.key.decode(), "detector")
         self._mtime: float | None = None
@@ -120,16 +135,21 @@ class DetectorProcess:
             log.warning("model snapshot not loaded: %s", exc)
             return
         if state.get("scenario_key") != self.key.decode():
-            log.warning("%s is for scenario %s, not %s: ignored", self.snapshot, state.get("scenario_key"),
-                        self.key.decode())  # fmt: skip
+            log.warning(
+                "%s is for scenario %s, not %s: ignored", self.snapshot, state.get("scenario_key"), self.key.decode()
+            )
             return
         good = self.world.model.get_state()
         try:
             self.world.model.set_state(state["learner"]["model"])
             self.judge.new_model(self.world.model)
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:  # the right format, wrong contents
-            log.warning("model snapshot %s not loaded (%s: %s); keeping the last good one", self.snapshot,
-                        type(exc).__name__, exc)  # fmt: skip
+            log.warning(
+                "model snapshot %s not loaded (%s: %s); keeping the last good one",
+                self.snapshot,
+                type(exc).__name__,
+                exc,
+            )
             self.world.model.set_state(good)
             self._mtime = mtime
             return
@@ -140,10 +160,17 @@ class DetectorProcess:
 
     def run(self) -> None:
         counts = kafka_io.ensure_topics(self.settings, list(self.topics), 1, self.stop)
-        receiver = kafka_io.EventReceiver(self.settings, list(self.topics), self.key, self.codec, None, None,
-                                          self.group_id, self.signer)  # fmt: skip
-        log.info("%s: detector %r in group %s on %s (%s)", self.key.decode(), self.detector, self.group_id,
-                 ", ".join(self.topics), counts)  # fmt: skip
+        receiver = kafka_io.EventReceiver(
+            self.settings, list(self.topics), self.key, self.codec, None, None, self.group_id, self.signer
+        )
+        log.info(
+            "%s: detector %r in group %s on %s (%s)",
+            self.key.decode(),
+            self.detector,
+            self.group_id,
+            ", ".join(self.topics),
+            counts,
+        )
         last_reload = 0.0
         try:
             while not self.stop():
@@ -157,10 +184,17 @@ class DetectorProcess:
                     self._judge(part.decoded)
                 if received:
                     receiver.commit()
-                elif assigned and self.snapshot_position >= self.n_events and receiver.lag() and \
-                        all(lag == 0 for lag in receiver.lag()):  # fmt: skip
-                    log.info("stream complete: the learner's model has learned all %d events and every event "
-                             "in this detector's partitions is judged", self.n_events)  # fmt: skip
+                elif (
+                    assigned
+                    and self.snapshot_position >= self.n_events
+                    and receiver.lag()
+                    and all(lag == 0 for lag in receiver.lag())
+                ):
+                    log.info(
+                        "stream complete: the learner's model has learned all %d events and every event "
+                        "in this detector's partitions is judged",
+                        self.n_events,
+                    )
                     break
         finally:
             receiver.close()

@@ -65,9 +65,13 @@ class LearnerProcess:
         self.world = World.build(scenario)
         self.learner = Learner(self.world)
         self.n_events = scenario.stream.n_events
-        self.codec = Codec(self.world.source.n_features, self.world.source.n_classes, self.n_events,
-                           pinned=self.world.pins_content,
-                           n_sources=self.world.n_source_ids)  # fmt: skip
+        self.codec = Codec(
+            self.world.source.n_features,
+            self.world.source.n_classes,
+            self.n_events,
+            pinned=self.world.pins_content,
+            n_sources=self.world.n_source_ids,
+        )
         self.metrics = ConsumerMetrics(registry)
         self.collector = LearnerCollector(scenario.model.kind, registry)
         scenario_info(registry, scenario, self.key.decode(), "learner")
@@ -101,11 +105,15 @@ class LearnerProcess:
         try:
             self.learner.set_state(state["learner"])
             self.merger = Merger(2, next_id=int(state["next_id"]), consumed=[int(o) for o in state["offsets"]])
-            self.counts = {"events": [int(n) for n in state["counters"]["events"]],
-                           "dead_letters": {str(k): int(v) for k, v in state["counters"]["dead_letters"].items()}}
+            self.counts = {
+                "events": [int(n) for n in state["counters"]["events"]],
+                "dead_letters": {str(k): int(v) for k, v in state["counters"]["dead_letters"].items()},
+            }
         except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-            raise checkpoint.CheckpointError(f"{path}: the right format, but not a learner state of this scenario "
-                                             f"({type(exc).__name__}: {exc}); use --fresh") from None  # fmt: skip
+            raise checkpoint.CheckpointError(
+                f"{path}: the right format, but not a learner state of this scenario "
+                f"({type(exc).__name__}: {exc}); use --fresh"
+            ) from None
         for stream, n in zip(STREAMS, self.counts["events"]):
             self.metrics.events.labels(stream=stream).inc(n)
         for reason, n in self.counts["dead_letters"].items():
@@ -135,11 +143,20 @@ class LearnerProcess:
         """Consume until the stream is complete (returns the result) or a stop (returns None)."""
         options = self.options
         if self.merger.next_id < self.n_events:
-            counts = kafka_io.ensure_topics(self.settings, [*options.topics, options.dead_letter_topic],
-                                            options.partitions, self.stop)  # fmt: skip
+            counts = kafka_io.ensure_topics(
+                self.settings, [*options.topics, options.dead_letter_topic], options.partitions, self.stop
+            )
             self.dead_letters = kafka_io.DeadLetters(self.settings, options.dead_letter_topic)
-            self.receiver = kafka_io.EventReceiver(self.settings, list(options.topics), self.key, self.codec, counts,
-                                                   self.dead_letters, options.group_id, options.signer)  # fmt: skip
+            self.receiver = kafka_io.EventReceiver(
+                self.settings,
+                list(options.topics),
+                self.key,
+                self.codec,
+                counts,
+                self.dead_letters,
+                options.group_id,
+                options.signer,
+            )
             self.receiver.seek(self.merger.resume_offsets())
             where = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in self.receiver.partitions)
             log.info("%s: consuming %s from stream position %d", self.key.decode(), where, self.merger.next_id)
@@ -184,8 +201,13 @@ class LearnerProcess:
             if not received and now - last_arrival > options.stall_s and stalled_since is None:
                 stalled_since = last_arrival
                 self.metrics.stalled.set(1)
-                log.warning("no events for %.0f s at stream position %d of %d: waiting (broker unreachable "
-                            "or producers not running)", now - last_arrival, merger.next_id, self.n_events)  # fmt: skip
+                log.warning(
+                    "no events for %.0f s at stream position %d of %d: waiting (broker unreachable "
+                    "or producers not running)",
+                    now - last_arrival,
+                    merger.next_id,
+                    self.n_events,
+                )
             if merger.buffered and now - last_release > max(options.gap_timeout_s, 10.0):
                 self._gap(now - last_release, paused)
                 last_release = now
@@ -230,8 +252,9 @@ class LearnerProcess:
         for event_id, stream, offset in self.merger.conflicts:
             topic = self.options.topics[stream]
             record = kafka_io.RecordAt(topic, self.receiver.partition_of(stream), offset, key=self.key)
-            self.receiver.dead_letter(record, "conflict", f"event {event_id} arrived twice with different "
-                                      "content; neither is learned")  # fmt: skip
+            self.receiver.dead_letter(
+                record, "conflict", f"event {event_id} arrived twice with different content; neither is learned"
+            )
             self._count_dead_letter("conflict")
         self.merger.conflicts.clear()
 
@@ -267,8 +290,13 @@ class LearnerProcess:
         for stream in range(2):
             if want[stream] != paused[stream]:
                 self.receiver.pause(stream, want[stream])
-                log.info("%s %s: %d events (%.0f MiB) held for the merge", "pausing" if want[stream] else "resuming",
-                         self.options.topics[stream], self.merger.buffered, held / 2**20)  # fmt: skip
+                log.info(
+                    "%s %s: %d events (%.0f MiB) held for the merge",
+                    "pausing" if want[stream] else "resuming",
+                    self.options.topics[stream],
+                    self.merger.buffered,
+                    held / 2**20,
+                )
                 paused[stream] = want[stream]
         return paused
 
@@ -279,12 +307,21 @@ class LearnerProcess:
         if self.options.gap_timeout_s and caught_up:
             skipped = self.merger.skip_gap()
             self.metrics.skipped.inc(skipped)
-            log.error("gave up on %d missing event(s) before id %d after %.0f s (--gap-timeout)", skipped,
-                      self.merger.next_id, waited)  # fmt: skip
+            log.error(
+                "gave up on %d missing event(s) before id %d after %.0f s (--gap-timeout)",
+                skipped,
+                self.merger.next_id,
+                waited,
+            )
             self._feed()
         else:
-            log.warning("waiting %.0f s for event %d (%d later events buffered; lag %s)", waited,
-                        self.merger.next_id, self.merger.buffered, lags)  # fmt: skip
+            log.warning(
+                "waiting %.0f s for event %d (%d later events buffered; lag %s)",
+                waited,
+                self.merger.next_id,
+                self.merger.buffered,
+                lags,
+            )
 
 
 def pause_plan(paused: list[bool], last_ids: list[int], next_id: int, held: int, cap: int) -> list[bool]:

@@ -35,28 +35,58 @@ def add_parser(commands) -> None:
     service.add_scenario_arguments(parser)
     parser.add_argument("--role", choices=("learner", "detector"), default=env("POISONSIM_ROLE", "learner"))
     parser.add_argument("--out", type=Path, help="directory for summary.json, timeseries.csv, scenario.toml")
-    parser.add_argument("--group-id", default=env("POISONSIM_GROUP_ID"),
-                        help="consumer group (default poisonsim-learner or poisonsim-detector)")  # fmt: skip
-    parser.add_argument("--checkpoint-dir", type=Path,
-                        default=Path(env("POISONSIM_CHECKPOINT_DIR", "results/checkpoints")),
-                        help="where the learner keeps <scenario id>.npz (default %(default)s)")  # fmt: skip
-    parser.add_argument("--checkpoint-interval", type=float, default=float(env("POISONSIM_CHECKPOINT_INTERVAL", "5")),
-                        metavar="SECONDS", help="checkpoint at most this often (default %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--group-id",
+        default=env("POISONSIM_GROUP_ID"),
+        help="consumer group (default poisonsim-learner or poisonsim-detector)",
+    )
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=Path(env("POISONSIM_CHECKPOINT_DIR", "results/checkpoints")),
+        help="where the learner keeps <scenario id>.npz (default %(default)s)",
+    )
+    parser.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=float(env("POISONSIM_CHECKPOINT_INTERVAL", "5")),
+        metavar="SECONDS",
+        help="checkpoint at most this often (default %(default)s)",
+    )
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
-    parser.add_argument("--keep-serving", action="store_true",
-                        default=env("POISONSIM_KEEP_SERVING", "") not in ("", "0", "false"),
-                        help="after the stream ends, keep the metrics endpoint up until SIGTERM")  # fmt: skip
-    parser.add_argument("--stall-seconds", type=float, default=5.0,
-                        help="warn when no event has arrived for this long (default %(default)s)")  # fmt: skip
-    parser.add_argument("--gap-timeout", type=float, default=0.0, metavar="SECONDS",
-                        help="give up on a missing event after this long, once both topics are read to "
-                        "their end (default 0: wait forever, nothing is skipped)")  # fmt: skip
-    parser.add_argument("--detector", default=env("POISONSIM_DETECTOR", "auto"), metavar="auto|KIND|model",
-                        help="detector: what judges events: a defense kind of the scenario that judges inputs "
-                        "(strip, or a plug-in's), model (the model's own alarms), or auto (the first of those the "
-                        "scenario has; default %(default)s)")  # fmt: skip
-    parser.add_argument("--snapshot", type=Path, help="detector: the learner checkpoint to take the model from "
-                        "(default: the learner's in --checkpoint-dir)")  # fmt: skip
+    parser.add_argument(
+        "--keep-serving",
+        action="store_true",
+        default=env("POISONSIM_KEEP_SERVING", "") not in ("", "0", "false"),
+        help="after the stream ends, keep the metrics endpoint up until SIGTERM",
+    )
+    parser.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=5.0,
+        help="warn when no event has arrived for this long (default %(default)s)",
+    )
+    parser.add_argument(
+        "--gap-timeout",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="give up on a missing event after this long, once both topics are read to "
+        "their end (default 0: wait forever, nothing is skipped)",
+    )
+    parser.add_argument(
+        "--detector",
+        default=env("POISONSIM_DETECTOR", "auto"),
+        metavar="auto|KIND|model",
+        help="detector: what judges events: a defense kind of the scenario that judges inputs "
+        "(strip, or a plug-in's), model (the model's own alarms), or auto (the first of those the "
+        "scenario has; default %(default)s)",
+    )
+    parser.add_argument(
+        "--snapshot",
+        type=Path,
+        help="detector: the learner checkpoint to take the model from (default: the learner's in --checkpoint-dir)",
+    )
     service.add_kafka_arguments(parser)
     service.add_metrics_arguments(parser, default_port=DEFAULT_METRICS_PORT)
     parser.set_defaults(handler=main)
@@ -86,15 +116,27 @@ def main(args: argparse.Namespace) -> int:
         if args.detector == "auto":
             args.detector = detector_for(scenario)
             if args.detector is None:  # compose starts a detector for every scenario: nothing to judge is no error
-                log.info("no runtime detector for this scenario (no defense judges inputs, model %s raises no "
-                         "alarms): nothing to judge", scenario.model.kind)  # fmt: skip
+                log.info(
+                    "no runtime detector for this scenario (no defense judges inputs, model %s raises no "
+                    "alarms): nothing to judge",
+                    scenario.model.kind,
+                )
                 return 0
         check_judge(scenario, args.detector)
         log.info("detector: %s", args.detector)
         signer = service.signer(args, log)
 
-        process = DetectorProcess(scenario, settings, topics, args.group_id or "poisonsim-detector",
-                                  args.snapshot or checkpoint_path, args.detector, registry, stop, signer)  # fmt: skip
+        process = DetectorProcess(
+            scenario,
+            settings,
+            topics,
+            args.group_id or "poisonsim-detector",
+            args.snapshot or checkpoint_path,
+            args.detector,
+            registry,
+            stop,
+            signer,
+        )
         server = service.start_metrics(args, registry)
         try:
             process.run()
@@ -111,10 +153,17 @@ def main(args: argparse.Namespace) -> int:
 
     signer = service.signer(args, log)
     options = LearnerOptions(
-        topics, args.dead_letter_topic, args.group_id or "poisonsim-learner", checkpoint_path,
-        args.checkpoint_interval, args.fresh, args.stall_seconds, args.gap_timeout, partitions=args.partitions,
+        topics,
+        args.dead_letter_topic,
+        args.group_id or "poisonsim-learner",
+        checkpoint_path,
+        args.checkpoint_interval,
+        args.fresh,
+        args.stall_seconds,
+        args.gap_timeout,
+        partitions=args.partitions,
         signer=signer,
-    )  # fmt: skip
+    )
     from poisonsim.services.checkpoint import CheckpointError
 
     try:
@@ -141,8 +190,18 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _report(summary: dict, log) -> None:
-    figures = ("events_total", "poison_events_total", "observed_poisoning_rate", "clean_accuracy",
-               "attack_success_rate", "displacement_radii", "window_contamination")  # fmt: skip
-    shown = ", ".join(f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
-                      for k in figures if summary.get(k) is not None)  # fmt: skip
+    figures = (
+        "events_total",
+        "poison_events_total",
+        "observed_poisoning_rate",
+        "clean_accuracy",
+        "attack_success_rate",
+        "displacement_radii",
+        "window_contamination",
+    )
+    shown = ", ".join(
+        f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
+        for k in figures
+        if summary.get(k) is not None
+    )
     log.info("done: %s", shown)

@@ -50,8 +50,9 @@ Every = Annotated[int, Key("events between the defense's checks", ge=1, le=10**9
 At = Annotated[int | None, Key("event index to act at (default: the end of the stream)", ge=0)]
 When = Annotated[str, Key("repair once (at `at`), or on drift alarms", choices=("once", "drift"))]
 DriftDetector = Annotated[str, Key("river drift detector", choices=("adwin", "page-hinkley", "kswin"))]
-Signal = Annotated[str, Key("signal the detector watches, read before the model learns each event",
-                            choices=("distance", "confidence"))]  # fmt: skip
+Signal = Annotated[
+    str, Key("signal the detector watches, read before the model learns each event", choices=("distance", "confidence"))
+]
 
 DEFENSE_UNIT = 64  # events a defense judges at a time (the learner cuts batches into units of this size)
 TRUSTED_EVENTS = 1_000  # the trusted sample drawn from a distribution (a finite set gives its trusted pool)
@@ -96,8 +97,10 @@ def event_to_act_at(at: int | None, knowledge: DefenderKnowledge, defense: str) 
     if at is None:
         return knowledge.n_events
     if knowledge.n_events is not None and at > knowledge.n_events:
-        raise ValueError(f"defense.{defense}.at: {at:,} is after the stream's end ({knowledge.n_events:,} events), "
-                         "so it would never come; leave `at` unset to act at the end")  # fmt: skip
+        raise ValueError(
+            f"defense.{defense}.at: {at:,} is after the stream's end ({knowledge.n_events:,} events), "
+            "so it would never come; leave `at` unset to act at the end"
+        )
     return at
 
 
@@ -111,8 +114,10 @@ def require(model, defense: str, capability: str) -> None:
     ValueError: defense.kind: strip needs a model that offers torch-net (model.kind = "cnn", "lenet" or "mlp")
     """
     if capability not in model.offers:
-        raise ValueError(f"defense.kind: {defense} needs a model that offers {capability} "
-                         f"(model.kind = {either(MODELS.offering(capability))})")  # fmt: skip
+        raise ValueError(
+            f"defense.kind: {defense} needs a model that offers {capability} "
+            f"(model.kind = {either(MODELS.offering(capability))})"
+        )
 
 
 class Defense(Estimator):
@@ -133,8 +138,9 @@ class Defense(Estimator):
         """Events flagged before the model sees the batch."""
         return None
 
-    def update(self, batch: EventBatch, predictions: np.ndarray, slots: np.ndarray | None, model,
-               position: int) -> np.ndarray | None:  # fmt: skip
+    def update(
+        self, batch: EventBatch, predictions: np.ndarray, slots: np.ndarray | None, model, position: int
+    ) -> np.ndarray | None:
         """After the model processed ``batch``; ``position`` = events processed so far in the stream."""
         return None
 

@@ -116,8 +116,12 @@ def class_scales(knowledge: DefenderKnowledge, model) -> np.ndarray:
     if "centroid-state" in model.offers:
         return np.ones(1)
     d = np.linalg.norm(knowledge.clean_x - model.centers[knowledge.clean_y], axis=1)
-    scale = np.array([np.median(d[knowledge.clean_y == c]) if (knowledge.clean_y == c).any() else 1.0
-                      for c in range(knowledge.n_classes)])  # fmt: skip
+    scale = np.array(
+        [
+            np.median(d[knowledge.clean_y == c]) if (knowledge.clean_y == c).any() else 1.0
+            for c in range(knowledge.n_classes)
+        ]
+    )
     scale[~(scale > 0)] = 1.0
     return scale
 
@@ -141,14 +145,21 @@ def window_signal(signal: str, batch: EventBatch, model, scale: np.ndarray, cent
     return np.where(np.isfinite(total) & (total > 0), (two[:, 1] - two[:, 0]) / np.where(total > 0, total, 1), 0.0)
 
 
-@DEFENSES.register("drift-reset", requires=("window",),
-                   examples=[{"every": 50}, {"detector": "page-hinkley", "action": "freeze", "every": 50}])  # fmt: skip
+@DEFENSES.register(
+    "drift-reset",
+    requires=("window",),
+    examples=[{"every": 50}, {"detector": "page-hinkley", "action": "freeze", "every": 50}],
+)
 class DriftReset(Defense):
     """Reset or freeze the window when a drift detector fires on the chosen signal."""
 
-    def __init__(self, detector: DriftDetector = "adwin", signal: Signal = "distance",
-                 action: Annotated[str, Key("on alarm", choices=("reset", "freeze"))] = "reset",
-                 every: Every = 500):  # fmt: skip
+    def __init__(
+        self,
+        detector: DriftDetector = "adwin",
+        signal: Signal = "distance",
+        action: Annotated[str, Key("on alarm", choices=("reset", "freeze"))] = "reset",
+        every: Every = 500,
+    ):
         self.detector = detector
         self.signal = signal
         self.action = action
@@ -206,7 +217,10 @@ class DriftReset(Defense):
                 model.configure(frozen=True)
         elif model.frozen and position - self.quiet_since_ >= self.every:
             model.configure(frozen=False)
-        if position // self.every != (position - len(batch)) // self.every and position - self.quiet_since_ >= self.every:
+        if (
+            position // self.every != (position - len(batch)) // self.every
+            and position - self.quiet_since_ >= self.every
+        ):
             self.trusted_state_, self.trusted_at_ = self.candidate_state_, self.candidate_at_
             self.candidate_state_, self.candidate_at_ = model.get_state(), position
             self.saved_at_ = position
@@ -226,8 +240,9 @@ class DriftReset(Defense):
         self.detector_ = self._new_detector(state["fed"])
         self.trusted_state_, self.trusted_at_ = state["trusted"]
         self.candidate_state_, self.candidate_at_ = state["candidate"]
-        (self.resets_, self.frozen_events_, self.quiet_since_, self.undone_events_,
-         self.last_reset_at_) = state["counts"]
+        (self.resets_, self.frozen_events_, self.quiet_since_, self.undone_events_, self.last_reset_at_) = state[
+            "counts"
+        ]
 
     def alarms(self) -> dict[str, list[int]]:
         return {"": self.alarm_events_}
@@ -249,8 +264,11 @@ WATCHED = (*DETECTORS, *BINARY_DETECTORS, *BASELINES)
 class DriftWatch(Defense):
     """Every drift detector and trivial baseline watching the stream at once; acts on nothing (a benchmark)."""
 
-    def __init__(self, signal: Signal = "distance",
-                 period: Annotated[int, Key("the periodic baseline fires every this many events", ge=1)] = 1000):
+    def __init__(
+        self,
+        signal: Signal = "distance",
+        period: Annotated[int, Key("the periodic baseline fires every this many events", ge=1)] = 1000,
+    ):
         self.signal = signal
         self.period = period
 
@@ -267,7 +285,7 @@ class DriftWatch(Defense):
         self.monitors_ = {kind: new_detector(kind, self.seed_, self.period) for kind in WATCHED}
         self._values, self._errors = array("d", values.tolist()), array("d", errors.tolist())
         for kind, monitor in self.monitors_.items():
-            for value in (self._errors if kind in BINARY_DETECTORS else self._values):
+            for value in self._errors if kind in BINARY_DETECTORS else self._values:
                 monitor.update(value)
 
     def inspect(self, batch: EventBatch, model) -> np.ndarray | None:
@@ -296,9 +314,11 @@ class DriftWatch(Defense):
         return self.alarm_events_
 
     def get_state(self) -> dict:
-        return {"values": np.frombuffer(self._values, dtype=np.float64).copy(),
-                "errors": np.frombuffer(self._errors, dtype=np.float64).copy(),
-                "alarm_events": {kind: list(events) for kind, events in self.alarm_events_.items()}}  # fmt: skip
+        return {
+            "values": np.frombuffer(self._values, dtype=np.float64).copy(),
+            "errors": np.frombuffer(self._errors, dtype=np.float64).copy(),
+            "alarm_events": {kind: list(events) for kind, events in self.alarm_events_.items()},
+        }
 
     def set_state(self, state: dict, model) -> None:
         self._replay(np.asarray(state["values"], dtype=np.float64), np.asarray(state["errors"], dtype=np.float64))

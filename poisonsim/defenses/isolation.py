@@ -80,12 +80,20 @@ def mixture_high(z: np.ndarray, iterations: int = 50) -> np.ndarray:
 
     z = np.asarray(z, dtype=np.float64).reshape(-1, 1)
     lo, hi = np.quantile(z, [0.5, 0.95])
-    mixture = GaussianMixture(2, means_init=[[lo], [hi]], weights_init=[0.9, 0.1], max_iter=iterations,
-                              reg_covar=1e-4, random_state=0).fit(z)  # fmt: skip
+    mixture = GaussianMixture(
+        2, means_init=[[lo], [hi]], weights_init=[0.9, 0.1], max_iter=iterations, reg_covar=1e-4, random_state=0
+    ).fit(z)
     return mixture.predict_proba(z)[:, int(np.argmax(mixture.means_[:, 0]))] > 0.5
 
 
-@DEFENSES.register("isolation", requires=("torch-net", "losses"), examples=[{"every": 100, "rule": "fraction"}, {"every": 100, "score": "loss", "rule": "percentile", "unlearn": False}])
+@DEFENSES.register(
+    "isolation",
+    requires=("torch-net", "losses"),
+    examples=[
+        {"every": 100, "rule": "fraction"},
+        {"every": 100, "score": "loss", "rule": "percentile", "unlearn": False},
+    ],
+)
 class Isolation(Defense):
     """Flag events the net learned suspiciously well; optionally unlearn them (ABL)."""
 
@@ -94,20 +102,32 @@ class Isolation(Defense):
     def __init__(
         self,
         rule: Annotated[str, Key("cutoff rule", choices=RULES)] = "mixture",
-        score: Annotated[str, Key("loss (ABL: the net's loss after its step) or gain (a clean reference's loss "
-                                  "minus it)", choices=SCORES)] = "gain",
+        score: Annotated[
+            str,
+            Key(
+                "loss (ABL: the net's loss after its step) or gain (a clean reference's loss minus it)", choices=SCORES
+            ),
+        ] = "gain",
         fraction: Annotated[float, Key("share isolated by the fraction rule", gt=0, lt=1)] = 0.05,
-        gamma: Annotated[float, Key("threshold gamma (score loss: below it, with flooding as in ABL; gain: above)",
-                                    gt=0, le=1e6)] = 0.5,
-        percentile: Annotated[float, Key("share (%) of unseen clean samples scoring above the cutoff", gt=0,
-                                         lt=100)] = 5.0,
+        gamma: Annotated[
+            float, Key("threshold gamma (score loss: below it, with flooding as in ABL; gain: above)", gt=0, le=1e6)
+        ] = 0.5,
+        percentile: Annotated[
+            float, Key("share (%) of unseen clean samples scoring above the cutoff", gt=0, lt=100)
+        ] = 5.0,
         unlearn: Annotated[bool, Key("gradient ascent on isolated samples, fine-tune on the rest")] = True,
         unlearn_weight: Annotated[float, Key("lambda of the unlearning (ascent) loss", gt=0, le=1e3)] = 1.0,
         every: Every = 500,
         at: At = None,
-        unlearn_every: Annotated[int, Key("events between unlearnings while the stream runs, isolation going on "
-                                          "after each (0: once, at `at`)", ge=0, le=10**9)] = 0,
-    ):  # fmt: skip
+        unlearn_every: Annotated[
+            int,
+            Key(
+                "events between unlearnings while the stream runs, isolation going on after each (0: once, at `at`)",
+                ge=0,
+                le=10**9,
+            ),
+        ] = 0,
+    ):
         self.rule = rule
         self.score = score
         self.fraction = fraction
@@ -224,19 +244,33 @@ class Isolation(Defense):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        self.unlearn_figures_ = {"unlearn_steps": UNLEARN_STEPS, "unlearned_events": len(iy),
-                                 "fine_tuned_events": len(ky)}  # fmt: skip
+        self.unlearn_figures_ = {
+            "unlearn_steps": UNLEARN_STEPS,
+            "unlearned_events": len(iy),
+            "fine_tuned_events": len(ky),
+        }
 
     def get_state(self) -> dict:
         d = self.clean_x_.shape[1]  # an empty buffer keeps its width
-        pairs = lambda events: (np.array([x for x, _ in events], dtype=np.float32).reshape(len(events), d),
-                                np.array([y for _, y in events], dtype=np.int64))  # fmt: skip
+        pairs = lambda events: (
+            np.array([x for x, _ in events], dtype=np.float32).reshape(len(events), d),
+            np.array([y for _, y in events], dtype=np.int64),
+        )
         (iso_x, iso_y), (keep_x, keep_y) = pairs(self._isolated), pairs(self._kept)
-        return {"history": np.fromiter(self._history, dtype=np.float64), "isolated_x": iso_x, "isolated_y": iso_y,
-                "kept_x": keep_x, "kept_y": keep_y, "clean_cut": self._clean_cut, "next_clean": self._next_clean,
-                "unlearned_at": self.unlearned_at_, "unlearn_figures": dict(self.unlearn_figures_),
-                "unlearnings": self.unlearnings_, "next_unlearn": self._next_unlearn,
-                "rng": self._rng.bit_generator.state}  # fmt: skip
+        return {
+            "history": np.fromiter(self._history, dtype=np.float64),
+            "isolated_x": iso_x,
+            "isolated_y": iso_y,
+            "kept_x": keep_x,
+            "kept_y": keep_y,
+            "clean_cut": self._clean_cut,
+            "next_clean": self._next_clean,
+            "unlearned_at": self.unlearned_at_,
+            "unlearn_figures": dict(self.unlearn_figures_),
+            "unlearnings": self.unlearnings_,
+            "next_unlearn": self._next_unlearn,
+            "rng": self._rng.bit_generator.state,
+        }
 
     def set_state(self, state: dict, model) -> None:
         self._history = deque(np.asarray(state["history"]).tolist(), maxlen=HISTORY)
@@ -250,8 +284,11 @@ class Isolation(Defense):
             model.set_flooding(None)
 
     def report(self) -> dict:
-        return {"rule": self.rule, "score": self.score, "isolated_events": len(self._isolated),
-                "unlearned_at": self.unlearned_at_, "unlearnings": self.unlearnings_,
-                **self.unlearn_figures_}  # fmt: skip
-
-
+        return {
+            "rule": self.rule,
+            "score": self.score,
+            "isolated_events": len(self._isolated),
+            "unlearned_at": self.unlearned_at_,
+            "unlearnings": self.unlearnings_,
+            **self.unlearn_figures_,
+        }

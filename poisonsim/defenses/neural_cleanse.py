@@ -185,7 +185,11 @@ def reverse_triggers(
             reached = success >= threshold
             better = reached & (norms < best_l1)
             improved = reached & (norms < 0.99 * best_l1)
-            best_l1[better], best_mask[better], best_pattern[better] = norms[better], mask_now[better], pattern_now[better]
+            best_l1[better], best_mask[better], best_pattern[better] = (
+                norms[better],
+                mask_now[better],
+                pattern_now[better],
+            )
             best_success[better] = success[better]
             above, below = np.where(reached, above + 1, 0), np.where(reached, 0, below + 1)
             up, down = above >= PATIENCE, below >= PATIENCE
@@ -221,8 +225,7 @@ def stamp(x: np.ndarray, mask: np.ndarray, pattern: np.ndarray) -> np.ndarray:
     return ((1 - mask) * x + mask * pattern).astype(np.float32)
 
 
-def reversed_trigger_figure(artifacts: dict[str, np.ndarray], true_region: np.ndarray | None,
-                            image_side: int | None):  # fmt: skip
+def reversed_trigger_figure(artifacts: dict[str, np.ndarray], true_region: np.ndarray | None, image_side: int | None):
     """Every class's reversed trigger (mask x pattern) with its L1 norm and anomaly index, suspects marked,
     next to the true trigger's pixels when known (``true_region``); a matplotlib ``Figure`` (Agg)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -262,8 +265,11 @@ def reversed_trigger_figure(artifacts: dict[str, np.ndarray], true_region: np.nd
     return fig
 
 
-@DEFENSES.register("neural-cleanse", requires=("torch-net", "images"),
-                   examples=[{"steps": 40, "batch": 8}, {"when": "drift", "every": 100, "steps": 20, "batch": 8}])  # fmt: skip
+@DEFENSES.register(
+    "neural-cleanse",
+    requires=("torch-net", "images"),
+    examples=[{"steps": 40, "batch": 8}, {"when": "drift", "every": 100, "steps": 20, "batch": 8}],
+)
 class NeuralCleanse(ScheduledRepair):
     """Reverse a trigger per class, flag the class whose mask is an outlier in L1 norm, unlearn its trigger."""
 
@@ -273,15 +279,19 @@ class NeuralCleanse(ScheduledRepair):
 
     def __init__(
         self,
-        steps: Annotated[int, Key("most optimisation steps of the trigger search (all classes at once)",
-                                  ge=EPOCH_STEPS, le=100_000)] = 600,
+        steps: Annotated[
+            int, Key("most optimisation steps of the trigger search (all classes at once)", ge=EPOCH_STEPS, le=100_000)
+        ] = 600,
         batch: Annotated[int, Key("trusted inputs per class in each step", ge=1, le=1024)] = 32,
         init_cost: Annotated[float, Key("lambda, the mask norm's weight, at the start", gt=0, le=10)] = 1e-3,
         threshold: Annotated[float, Key("attack success a reversed trigger must reach", gt=0, le=1)] = 0.99,
-        anomaly: Annotated[float, Key("anomaly index above which a class of small norm is a suspect (the paper: 2 "
-                                      "on linear norms)", gt=0)] = 3.0,
-        norm_scale: Annotated[str, Key("the anomaly index on log mask norms, or on the norms (the paper's)",
-                                       choices=("log", "linear"))] = "log",
+        anomaly: Annotated[
+            float,
+            Key("anomaly index above which a class of small norm is a suspect (the paper: 2 on linear norms)", gt=0),
+        ] = 3.0,
+        norm_scale: Annotated[
+            str, Key("the anomaly index on log mask norms, or on the norms (the paper's)", choices=("log", "linear"))
+        ] = "log",
         unlearn: Annotated[bool, Key("fine-tune the net on trusted inputs stamped with the suspects' triggers")] = True,
         unlearn_share: Annotated[float, Key("share of the trusted inputs stamped for unlearning", gt=0, le=1)] = 0.2,
         at: At = None,
@@ -289,7 +299,7 @@ class NeuralCleanse(ScheduledRepair):
         detector: DriftDetector = "adwin",
         signal: Signal = "distance",
         every: Every = 500,
-    ):  # fmt: skip
+    ):
         self.steps = steps
         self.batch = batch
         self.init_cost = init_cost
@@ -303,19 +313,31 @@ class NeuralCleanse(ScheduledRepair):
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> NeuralCleanse:
         require(model, "neural-cleanse", "torch-net")
         if not knowledge.image_side:
-            raise ValueError("defense.kind: neural-cleanse reverses triggers on square images; the source has none "
-                             '(stream.source = "digits" or "mnist")')  # fmt: skip
+            raise ValueError(
+                "defense.kind: neural-cleanse reverses triggers on square images; the source has none "
+                '(stream.source = "digits" or "mnist")'
+            )
         self.image_side_, self.n_classes_ = int(knowledge.image_side), int(knowledge.n_classes)
         self.found_: dict[str, np.ndarray] = {}
         return super().fit(knowledge, model, rng)
 
     def analyse(self, model) -> dict[str, np.ndarray]:
         """Reverse every class's trigger on the net as it is now; keeps and returns the arrays."""
-        found = reverse_triggers(model.net, self.clean_x_, self.clean_y_, self.n_classes_, self.rng_, self.steps,
-                                 self.batch, self.init_cost, self.threshold)  # fmt: skip
+        found = reverse_triggers(
+            model.net,
+            self.clean_x_,
+            self.clean_y_,
+            self.n_classes_,
+            self.rng_,
+            self.steps,
+            self.batch,
+            self.init_cost,
+            self.threshold,
+        )
         found["anomaly_index"] = anomaly_indices(found["mask_l1"], log=self.norm_scale == "log")
-        found["suspect_classes"] = np.asarray(suspects(found["mask_l1"], found["anomaly_index"], self.anomaly),
-                                              dtype=np.int64)  # fmt: skip
+        found["suspect_classes"] = np.asarray(
+            suspects(found["mask_l1"], found["anomaly_index"], self.anomaly), dtype=np.int64
+        )
         self.found_ = found
         return found
 
@@ -356,7 +378,7 @@ class NeuralCleanse(ScheduledRepair):
                 anomaly_index={str(c): float(v) for c, v in enumerate(self.found_["anomaly_index"])},
                 suspect_classes=[int(c) for c in self.found_["suspect_classes"]],
                 classes_reached=int(np.sum(self.found_["reached"])),
-            )  # fmt: skip
+            )
         return figures
 
     def get_state(self) -> dict:

@@ -137,7 +137,9 @@ def units_to_prune(net: nn.Module, x: torch.Tensor, y: np.ndarray, margin: float
     return chosen
 
 
-@DEFENSES.register("fine-pruning", requires=("torch-net", "embeddings"), examples=[{"at": 150}, {"when": "drift", "every": 50}])
+@DEFENSES.register(
+    "fine-pruning", requires=("torch-net", "embeddings"), examples=[{"at": 150}, {"when": "drift", "every": 50}]
+)
 class FinePruning(ScheduledRepair):
     """Prune dormant units and fine-tune on the trusted sample, once or on drift alarms."""
 
@@ -151,7 +153,7 @@ class FinePruning(ScheduledRepair):
         detector: DriftDetector = "adwin",
         signal: Signal = "distance",
         every: Every = 500,
-    ):  # fmt: skip
+    ):
         self.margin = margin
         super().__init__(at=at, when=when, detector=detector, signal=signal, every=every)
 

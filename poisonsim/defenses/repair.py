@@ -45,8 +45,9 @@ SIGNALS = {"distance": 1.0, "confidence": -1.0}  # sign: +1 a rise is worse, -1 
 class ScheduledRepair(Defense):
     """Base of defenses that repair the model once at ``at`` or on drift alarms; subclasses give :meth:`repair`."""
 
-    def __init__(self, at=None, when: str = "once", detector: str = "adwin", signal: str = "distance",
-                 every: int = 500):  # fmt: skip
+    def __init__(
+        self, at=None, when: str = "once", detector: str = "adwin", signal: str = "distance", every: int = 500
+    ):
         self.at = at
         self.when = when
         self.detector = detector
@@ -152,13 +153,20 @@ class ScheduledRepair(Defense):
         return figures
 
     def get_state(self) -> dict:
-        state = {"repairs": [dict(r) for r in self.repairs_], "alarm_events": list(self.alarm_events_),
-                 "rng": self.rng_.bit_generator.state}  # fmt: skip
+        state = {
+            "repairs": [dict(r) for r in self.repairs_],
+            "alarm_events": list(self.alarm_events_),
+            "rng": self.rng_.bit_generator.state,
+        }
         if self.when == "drift":
             state["drift"] = {
-                "fed": self.detector_.fed(), "recent": list(self._recent),
-                "total": self._total, "count": self._count, "due": self.due_, "restarts": self.restarts_,
-            }  # fmt: skip
+                "fed": self.detector_.fed(),
+                "recent": list(self._recent),
+                "total": self._total,
+                "count": self._count,
+                "due": self.due_,
+                "restarts": self.restarts_,
+            }
         return state
 
     def set_state(self, state: dict, model) -> None:

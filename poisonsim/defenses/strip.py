@@ -131,8 +131,9 @@ def too_many(flagged: int, m: int, frr: float, level: float = CHECK_LEVEL) -> bo
     return 1 - below < level
 
 
-def class_scales(entropies: np.ndarray, classes: np.ndarray, n_classes: int,
-                 shrink: float = 0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def class_scales(
+    entropies: np.ndarray, classes: np.ndarray, n_classes: int, shrink: float = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Median and MAD (as a standard deviation) of the log entropy of each predicted class, the pooled ones for a
     class with fewer than ``MIN_CLASS_SCORES`` scores. With ``shrink`` each class's variance is that share of the
     pooled one plus the rest of its own: never near 0, and the same whatever the sample's size (the threshold is
@@ -183,8 +184,9 @@ def forward_rows(device: torch.device) -> int:
     return CPU_FORWARD_ROWS * torch.get_num_threads() if device.type == "cpu" else DEVICE_FORWARD_ROWS
 
 
-def strip_entropy(model, x: np.ndarray, backgrounds: np.ndarray, how: str, own_share: bool = False,
-                  median: bool = False) -> np.ndarray:  # fmt: skip
+def strip_entropy(
+    model, x: np.ndarray, backgrounds: np.ndarray, how: str, own_share: bool = False, median: bool = False
+) -> np.ndarray:
     """Mean (``median``: median) prediction entropy over each input's overlays, all inputs batched.
 
     ``backgrounds`` is ``(m, N, d)``: input i is superimposed on ``backgrounds[i]``.
@@ -235,8 +237,11 @@ def channels_last_logits(net):
     >>> channels_last_logits(net) is None
     True
     """
-    if type(net) is not CNN or "forward" in vars(net) or any(m._forward_hooks or m._forward_pre_hooks
-                                                                for m in net.modules()):  # fmt: skip
+    if (
+        type(net) is not CNN
+        or "forward" in vars(net)
+        or any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+    ):
         return None  # a supplied module, or a hook: their own code runs
     layers = list(net.features)
     kinds = [nn.Conv2d, nn.ReLU, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear, nn.ReLU]
@@ -291,15 +296,19 @@ class Snapshot:
         """Predicted classes of the snapshot's net."""
         rows = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device_)
         with torch.inference_mode():
-            parts = [self.net(rows[i : i + CPU_FORWARD_ROWS]).argmax(dim=1).cpu().numpy()
-                     for i in range(0, len(rows), CPU_FORWARD_ROWS)]  # fmt: skip
+            parts = [
+                self.net(rows[i : i + CPU_FORWARD_ROWS]).argmax(dim=1).cpu().numpy()
+                for i in range(0, len(rows), CPU_FORWARD_ROWS)
+            ]
         return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
     def get_state(self) -> dict:
         """Weights, and the unit masks of the modules that carry one then."""
         masks = {name: unit_mask(module) for name, module in self.net.named_modules()}
-        return {"weights": {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()},
-                "masks": {name: mask.cpu().numpy().copy() for name, mask in masks.items() if mask is not None}}
+        return {
+            "weights": {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()},
+            "masks": {name: mask.cpu().numpy().copy() for name, mask in masks.items() if mask is not None},
+        }
 
     @classmethod
     def restored(cls, model, state: dict) -> Snapshot:
@@ -326,16 +335,20 @@ def strip_entropy_loop(model, x: np.ndarray, backgrounds: np.ndarray, how: str) 
     return out
 
 
-@DEFENSES.register("strip", requires=("torch-net",), examples=[
-    {"overlays": 4, "every": 100},
-    {"overlays": 4, "superimpose": "additive", "mode": "drop", "every": 100},
-    {"overlays": 4, "scale": "per-class", "every": 100},
-    {"overlays": 4, "layers": 2, "every": 100},
-    {"overlays": 4, "scale": "union", "layers": 2, "every": 100},
-    {"overlays": 4, "scale": "union", "layers": 2, "robust": True, "every": 100},
-    {"overlays": 4, "every": 200, "check": 50},
-    {"overlays": 4, "every": 200, "judge": "snapshot"},
-])
+@DEFENSES.register(
+    "strip",
+    requires=("torch-net",),
+    examples=[
+        {"overlays": 4, "every": 100},
+        {"overlays": 4, "superimpose": "additive", "mode": "drop", "every": 100},
+        {"overlays": 4, "scale": "per-class", "every": 100},
+        {"overlays": 4, "layers": 2, "every": 100},
+        {"overlays": 4, "scale": "union", "layers": 2, "every": 100},
+        {"overlays": 4, "scale": "union", "layers": 2, "robust": True, "every": 100},
+        {"overlays": 4, "every": 200, "check": 50},
+        {"overlays": 4, "every": 200, "judge": "snapshot"},
+    ],
+)
 class Strip(Defense):
     """Flag (or drop, ``mode = "drop"``) inputs whose overlays' mean entropy is below the calibrated threshold.
 
@@ -378,27 +391,61 @@ class Strip(Defense):
         overlays: Annotated[int, Key("clean inputs each input is superimposed on (N)", ge=1, le=1024)] = 16,
         superimpose: Annotated[str, Key("how inputs are superimposed", choices=("blend", "additive"))] = "blend",
         frr: Annotated[float, Key("false rejection rate the threshold is calibrated for", gt=0, lt=1)] = 0.01,
-        mode: Annotated[str, Key("flag inputs only, or drop them before the model", choices=("flag", "drop"))]
-        = "flag",
+        mode: Annotated[str, Key("flag inputs only, or drop them before the model", choices=("flag", "drop"))] = "flag",
         every: Every = 500,
-        scale: Annotated[str, Key("the threshold's scale: the entropy of all clean inputs (pooled, the paper's), "
-                                  "log entropy standardised per predicted class (per-class), or the lowest tail "
-                                  "share of three scores (union; see the class)", choices=SCALES)]
-        = "pooled",
-        layers: Annotated[int, Key("clean inputs stacked into each overlay's background (1: the paper's; more "
-                                   "drown an input's own shape, a saturated trigger patch stays)", ge=1, le=8)] = 1,
-        confidence: Annotated[float, Key("probability that the false rejection rate stays under frr (0.5: the frr "
-                                         "quantile of clean scores, the paper's)", ge=0.5, lt=1)] = 0.9,
-        check: Annotated[int, Key("events between checks of the FRR on the current net, which recalibrate when "
-                                  "too many trusted inputs are flagged (0: the schedule alone)", ge=0, le=10**9)]
-        = 0,
-        robust: Annotated[bool, Key("median entropy over an input's overlays, class spreads shrunk towards the "
-                                    "pooled one (false: the mean, as in the paper, and each class's own MAD)")]
-        = False,
-        judge: Annotated[str, Key("the net that judges inputs: the served one as it is (live, the paper's), or the "
-                                  "one the threshold was calibrated on until the next calibration (snapshot: the "
-                                  "FRR bound holds between calibrations)", choices=JUDGES)] = "live",
-    ):  # fmt: skip
+        scale: Annotated[
+            str,
+            Key(
+                "the threshold's scale: the entropy of all clean inputs (pooled, the paper's), "
+                "log entropy standardised per predicted class (per-class), or the lowest tail "
+                "share of three scores (union; see the class)",
+                choices=SCALES,
+            ),
+        ] = "pooled",
+        layers: Annotated[
+            int,
+            Key(
+                "clean inputs stacked into each overlay's background (1: the paper's; more "
+                "drown an input's own shape, a saturated trigger patch stays)",
+                ge=1,
+                le=8,
+            ),
+        ] = 1,
+        confidence: Annotated[
+            float,
+            Key(
+                "probability that the false rejection rate stays under frr (0.5: the frr "
+                "quantile of clean scores, the paper's)",
+                ge=0.5,
+                lt=1,
+            ),
+        ] = 0.9,
+        check: Annotated[
+            int,
+            Key(
+                "events between checks of the FRR on the current net, which recalibrate when "
+                "too many trusted inputs are flagged (0: the schedule alone)",
+                ge=0,
+                le=10**9,
+            ),
+        ] = 0,
+        robust: Annotated[
+            bool,
+            Key(
+                "median entropy over an input's overlays, class spreads shrunk towards the "
+                "pooled one (false: the mean, as in the paper, and each class's own MAD)"
+            ),
+        ] = False,
+        judge: Annotated[
+            str,
+            Key(
+                "the net that judges inputs: the served one as it is (live, the paper's), or the "
+                "one the threshold was calibrated on until the next calibration (snapshot: the "
+                "FRR bound holds between calibrations)",
+                choices=JUDGES,
+            ),
+        ] = "live",
+    ):
         self.scale = scale
         self.layers = layers
         self.confidence = confidence
@@ -418,9 +465,11 @@ class Strip(Defense):
         self.n_classes_ = knowledge.n_classes
         self.rank_ = order_statistic(len(self.pool_x_), self.frr, self.confidence)
         if self.rank_ == 0:
-            raise ValueError(f"frr: {len(self.pool_x_)} trusted clean inputs cannot bound a false rejection rate "
-                             f"of {self.frr} with {self.confidence:.0%} confidence; raise frr or lower "
-                             f"confidence")  # fmt: skip
+            raise ValueError(
+                f"frr: {len(self.pool_x_)} trusted clean inputs cannot bound a false rejection rate "
+                f"of {self.frr} with {self.confidence:.0%} confidence; raise frr or lower "
+                f"confidence"
+            )
         stream_seed, flag_seed = rng.spawn(2)
         self._stream_rng, self._flag_seed = stream_seed, int(flag_seed.integers(2**63))
         self.calibrations_ = self.checks_ = self.check_recalibrations_ = 0
@@ -464,8 +513,17 @@ class Strip(Defense):
         per_input = self.pool_x_.itemsize * self.overlays * self.pool_x_.shape[1]
         block = max(1, BACKGROUND_BYTES // per_input, forward_rows(model.device_) // self.overlays)
         share = self.scale == "union"
-        parts = [strip_entropy(model, X[i : i + block], self.backgrounds(picks[i : i + block]), self.superimpose,
-                               own_share=share, median=self.robust) for i in range(0, len(X), block)]  # fmt: skip
+        parts = [
+            strip_entropy(
+                model,
+                X[i : i + block],
+                self.backgrounds(picks[i : i + block]),
+                self.superimpose,
+                own_share=share,
+                median=self.robust,
+            )
+            for i in range(0, len(X), block)
+        ]
         return np.concatenate(parts) if parts else np.empty((0, 2) if share else 0)
 
     def _scaled(self, entropies: np.ndarray, X: np.ndarray, model) -> np.ndarray:
@@ -513,8 +571,10 @@ class Strip(Defense):
         model = self._judge(model)
         rng, n = np.random.default_rng(self._flag_seed + 1), len(self.pool_x_)
         half = n // 2
-        draws = [np.concatenate([half + self.picks(half, n - half, rng), self.picks(n - half, half, rng)])
-                 for _ in range(CALIBRATION_DRAWS)]  # fmt: skip
+        draws = [
+            np.concatenate([half + self.picks(half, n - half, rng), self.picks(n - half, half, rng)])
+            for _ in range(CALIBRATION_DRAWS)
+        ]
         x = np.tile(self.pool_x_, (CALIBRATION_DRAWS, 1))
         entropies = self.entropies(model, x, np.concatenate(draws))
         if self.scale == "pooled":
@@ -574,10 +634,15 @@ class Strip(Defense):
         return figures
 
     def get_state(self) -> dict:
-        state = {"threshold": self.threshold_, "calibrations": self.calibrations_,
-                 "next_calibration": self._next_calibration, "rng": self._stream_rng.bit_generator.state,
-                 "next_check": self._next_check, "checks": self.checks_,
-                 "check_recalibrations": self.check_recalibrations_}  # fmt: skip
+        state = {
+            "threshold": self.threshold_,
+            "calibrations": self.calibrations_,
+            "next_calibration": self._next_calibration,
+            "rng": self._stream_rng.bit_generator.state,
+            "next_check": self._next_check,
+            "checks": self.checks_,
+            "check_recalibrations": self.check_recalibrations_,
+        }
         if self.scale != "pooled":
             state.update(center=self.center_.copy(), spread=self.spread_.copy())
         if self.scale == "union":
@@ -598,5 +663,3 @@ class Strip(Defense):
         self._stream_rng.bit_generator.state = state["rng"]
         self._next_check = state.get("next_check", self.check)  # a state saved before checks existed: none yet
         self.checks_, self.check_recalibrations_ = state.get("checks", 0), state.get("check_recalibrations", 0)
-
-

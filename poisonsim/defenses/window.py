@@ -64,9 +64,15 @@ class OutlierRejection(_Refusals):
     def __init__(
         self,
         radius_factor: Annotated[float, Key("learn only points within this many radii", gt=0, le=1e6)] = 1.0,
-        quantile: Annotated[float, Key("classifier: a class's radius is this quantile of the trusted sample's "
-                                       "distances to its centroid", gt=0, le=1)] = CLASS_RADIUS_QUANTILE,
-    ):  # fmt: skip
+        quantile: Annotated[
+            float,
+            Key(
+                "classifier: a class's radius is this quantile of the trusted sample's distances to its centroid",
+                gt=0,
+                le=1,
+            ),
+        ] = CLASS_RADIUS_QUANTILE,
+    ):
         self.radius_factor = radius_factor
         self.quantile = quantile
 
@@ -90,8 +96,7 @@ class OutlierRejection(_Refusals):
         return {} if self.radii_ is None else {"learn_radius": float(np.mean(self.radii_))}
 
 
-@DEFENSES.register("robust-centroid", requires=("window",),
-                   examples=[{}, {"estimator": "trimmed-mean", "trim": 0.2}])  # fmt: skip
+@DEFENSES.register("robust-centroid", requires=("window",), examples=[{}, {"estimator": "trimmed-mean", "trim": 0.2}])
 class RobustCentroid(Defense):
     """Coordinate median or trimmed mean of the window instead of its mean."""
 
@@ -126,8 +131,11 @@ class SourceQuota(_Refusals):
 class FprReset(Defense):
     """Back to the last trusted state when false alarms on trusted clean data exceed ``alpha``."""
 
-    def __init__(self, alpha: Annotated[float, Key("false alarm budget on trusted clean traffic", gt=0, lt=1)] = 0.1,
-                 every: Every = 500):  # fmt: skip
+    def __init__(
+        self,
+        alpha: Annotated[float, Key("false alarm budget on trusted clean traffic", gt=0, lt=1)] = 0.1,
+        every: Every = 500,
+    ):
         self.alpha = alpha
         self.every = every
 
@@ -168,8 +176,13 @@ class FprReset(Defense):
         return {"resets": self.resets_, "checks": self.checks_, "last_false_alarm_rate": self.last_rate_}
 
     def get_state(self) -> dict:
-        return {"trusted_state": self.trusted_state_, "trusted_at": self.trusted_at_, "resets": self.resets_,
-                "checks": self.checks_, "last_rate": self.last_rate_}  # fmt: skip
+        return {
+            "trusted_state": self.trusted_state_,
+            "trusted_at": self.trusted_at_,
+            "resets": self.resets_,
+            "checks": self.checks_,
+            "last_rate": self.last_rate_,
+        }
 
     def set_state(self, state: dict, model) -> None:
         self.trusted_state_, self.trusted_at_ = state["trusted_state"], state["trusted_at"]

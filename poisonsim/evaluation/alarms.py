@@ -35,8 +35,11 @@ def alarm_figures(positions, attack_start: int | None, events: int) -> dict:
     positions = np.asarray(positions, dtype=np.int64)
     clean = events if attack_start is None else attack_start
     false = int((positions <= clean).sum())
-    figures = {"alarms": int(len(positions)), "false_alarms": false,
-               "false_alarms_per_10k": PER * false / clean if clean else None}  # fmt: skip
+    figures = {
+        "alarms": int(len(positions)),
+        "false_alarms": false,
+        "false_alarms_per_10k": PER * false / clean if clean else None,
+    }
     if attack_start is not None:
         after = positions[positions > attack_start]
         figures["detection_delay"] = int(after[0] - attack_start) if len(after) else None

@@ -90,7 +90,7 @@ def why_not(model, source, attack) -> str | None:
     if side is None or side * side != source.n_features:
         return f"the inputs are not square images (stream.source = {either(SOURCES.offering('images'))})"
     if attack.trigger_ is None or attack.target_x_ is None or attack.target_class_ is None:
-        return "the attack has no trigger (a backdoor attack: attack.kind = \"badnets\", \"blended\", ...)"
+        return 'the attack has no trigger (a backdoor attack: attack.kind = "badnets", "blended", ...)'
     return None
 
 
@@ -108,8 +108,9 @@ def true_trigger(source, attack) -> dict[str, np.ndarray] | None:
     }
 
 
-def analyse(model, source, attack, n_inputs: int, rng: np.random.Generator,
-            steps: int = IG_STEPS) -> tuple[dict, dict[str, np.ndarray] | None]:  # fmt: skip
+def analyse(
+    model, source, attack, n_inputs: int, rng: np.random.Generator, steps: int = IG_STEPS
+) -> tuple[dict, dict[str, np.ndarray] | None]:
     """Explain the final model: (the summary's ``analysis`` section, the arrays of ``attributions.npz``).
 
     The arrays are ``None`` when the run cannot be explained; the section then says why (``skipped``).
@@ -145,8 +146,11 @@ def analyse(model, source, attack, n_inputs: int, rng: np.random.Generator,
         "triggered_predicted_target": float((arrays["triggered_pred"] == target).mean()),
     }
     for method, key in (("ig", "attribution"), ("saliency", "saliency")):
-        on, off = (None, None) if everywhere else (float(arrays[f"{side}_{method}_share"].mean())
-                                                    for side in ("triggered", "clean"))  # fmt: skip
+        on, off = (
+            (None, None)
+            if everywhere
+            else (float(arrays[f"{side}_{method}_share"].mean()) for side in ("triggered", "clean"))
+        )
         figures[f"trigger_{key}_share"] = on
         figures[f"trigger_{key}_share_clean"] = off
         figures[f"trigger_{key}_share_ratio"] = on / off if on is not None and off else None
@@ -160,11 +164,19 @@ def attribute(net, x, steps: int = IG_STEPS) -> dict[str, np.ndarray]:
 
     with torch.no_grad():
         predicted = net(x).argmax(1)
-    ig = IntegratedGradients(net).attribute(x, baselines=torch.zeros_like(x), target=predicted, n_steps=steps,
-                                            internal_batch_size=max(1, min(len(x) * steps, 8192)))  # fmt: skip
+    ig = IntegratedGradients(net).attribute(
+        x,
+        baselines=torch.zeros_like(x),
+        target=predicted,
+        n_steps=steps,
+        internal_batch_size=max(1, min(len(x) * steps, 8192)),
+    )
     saliency = Saliency(net).attribute(x.clone().requires_grad_(True), target=predicted, abs=True)
-    return {"pred": predicted.cpu().numpy(), "ig": ig.detach().abs().cpu().numpy(),
-            "saliency": saliency.detach().cpu().numpy()}  # fmt: skip
+    return {
+        "pred": predicted.cpu().numpy(),
+        "ig": ig.detach().abs().cpu().numpy(),
+        "saliency": saliency.detach().cpu().numpy(),
+    }
 
 
 def region_shares(maps: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -185,9 +197,13 @@ def class_means(maps: np.ndarray, predicted: np.ndarray, n_classes: int) -> tupl
 def _arrays(clean, triggered, labels, maps, region, source, target, steps) -> dict[str, np.ndarray]:
     n_classes = int(source.n_classes)
     arrays = {
-        "image_side": np.int64(source.image_side), "n_classes": np.int64(n_classes), "target_class": np.int64(target),
-        "region": np.asarray(region, dtype=np.int64), "ig_steps": np.int64(steps), "labels": labels.astype(np.int64),
-    }  # fmt: skip
+        "image_side": np.int64(source.image_side),
+        "n_classes": np.int64(n_classes),
+        "target_class": np.int64(target),
+        "region": np.asarray(region, dtype=np.int64),
+        "ig_steps": np.int64(steps),
+        "labels": labels.astype(np.int64),
+    }
     examples = _examples(labels, EXAMPLES)
     arrays["example_rows"], arrays["example_labels"] = examples, labels[examples].astype(np.int64)
     for side, x in (("clean", clean), ("triggered", triggered)):
@@ -224,13 +240,20 @@ def attributions_figure(arrays: dict[str, np.ndarray]):
     examples = len(arrays["example_labels"])
     fig = Figure(figsize=(max(12.5, 1.3 * n_classes + 1.5), 2.0 * examples + 5.2), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[2.0 * examples + 0.6, 4.6])
-    columns = [("input", "x", "clean"), ("input", "x", "triggered"), ("|IG|", "ig", "clean"),
-               ("|IG|", "ig", "triggered"), ("saliency", "saliency", "clean"),
-               ("saliency", "saliency", "triggered")]  # fmt: skip
+    columns = [
+        ("input", "x", "clean"),
+        ("input", "x", "triggered"),
+        ("|IG|", "ig", "clean"),
+        ("|IG|", "ig", "triggered"),
+        ("saliency", "saliency", "clean"),
+        ("saliency", "saliency", "triggered"),
+    ]
     axes = np.atleast_2d(top.subplots(examples, len(columns)))
     for row in range(examples):
-        scale = {m: max(float(arrays[f"example_{s}_{m}"][row].max()) for s in ("clean", "triggered")) or 1.0
-                 for m, _ in METHODS}  # fmt: skip
+        scale = {
+            m: max(float(arrays[f"example_{s}_{m}"][row].max()) for s in ("clean", "triggered")) or 1.0
+            for m, _ in METHODS
+        }
         for col, (title, method, which) in enumerate(columns):
             ax = axes[row, col]
             pred = int(arrays[f"{which}_pred"][arrays["example_rows"][row]])
@@ -248,8 +271,11 @@ def attributions_figure(arrays: dict[str, np.ndarray]):
     top.colorbar(image, ax=axes[:, :2], shrink=0.6, label="pixel value")
     top.colorbar(heat, ax=axes[:, 2:], shrink=0.6, label="|attribution| / the larger of its clean-triggered pair")
     steps = int(arrays["ig_steps"])
-    top.suptitle(f"Integrated Gradients (black baseline, {steps} steps) and saliency of the predicted class on "
-                 "the final model; trigger region outlined in cyan", fontsize="medium")  # fmt: skip
+    top.suptitle(
+        f"Integrated Gradients (black baseline, {steps} steps) and saliency of the predicted class on "
+        "the final model; trigger region outlined in cyan",
+        fontsize="medium",
+    )
     axes = np.atleast_2d(bottom.subplots(2, n_classes))
     for row, which in enumerate(("clean", "triggered")):
         means, counts = arrays[f"{which}_ig_class_mean"], arrays[f"{which}_class_count"]
@@ -260,8 +286,16 @@ def attributions_figure(arrays: dict[str, np.ndarray]):
             if counts[k] == 0:
                 for spine in ax.spines.values():
                     spine.set_visible(False)
-                ax.text(0.5, 0.5, f"predicted {k}:\nno input", ha="center", va="center", transform=ax.transAxes,
-                        color="0.45", fontsize="small")  # fmt: skip
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"predicted {k}:\nno input",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    color="0.45",
+                    fontsize="small",
+                )
                 continue
             heat = ax.imshow(means[k].reshape(side, side), cmap="inferno", vmin=0, vmax=vmax)
             _outline(ax, region, side)
@@ -269,9 +303,12 @@ def attributions_figure(arrays: dict[str, np.ndarray]):
         axes[row, 0].set_ylabel(which, fontsize="medium")
         bottom.colorbar(heat, ax=axes[row, :], shrink=0.8, label=f"mean |IG|, {which}")
     shares = [f"{which} {_percent(arrays[f'{which}_ig_share'], region, side)}" for which in ("triggered", "clean")]
-    bottom.suptitle(f"Mean |IG| per predicted class over {len(arrays['labels'])} held-out inputs of classes other "
-                    f"than the target {target}, clean and the same ones triggered; IG mass in the trigger: "
-                    f"{', '.join(shares)}", fontsize="medium")  # fmt: skip
+    bottom.suptitle(
+        f"Mean |IG| per predicted class over {len(arrays['labels'])} held-out inputs of classes other "
+        f"than the target {target}, clean and the same ones triggered; IG mass in the trigger: "
+        f"{', '.join(shares)}",
+        fontsize="medium",
+    )
     return fig
 
 
@@ -286,8 +323,16 @@ def _outline(ax, region: np.ndarray, side: int) -> None:
     if len(region) == 0 or len(region) >= side * side:
         return
     rows, cols = np.divmod(np.asarray(region), side)
-    ax.add_patch(Rectangle((cols.min() - 0.5, rows.min() - 0.5), cols.max() - cols.min() + 1,
-                           rows.max() - rows.min() + 1, fill=False, edgecolor="cyan", lw=1.5))  # fmt: skip
+    ax.add_patch(
+        Rectangle(
+            (cols.min() - 0.5, rows.min() - 0.5),
+            cols.max() - cols.min() + 1,
+            rows.max() - rows.min() + 1,
+            fill=False,
+            edgecolor="cyan",
+            lw=1.5,
+        )
+    )
 
 
 # -- defense artifacts ----------------------------------------------------------------------------------------

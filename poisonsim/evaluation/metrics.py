@@ -80,8 +80,17 @@ TIMESERIES_COLUMNS = (
 class Evaluator:
     """Scores one run against ground truth; the model never sees what it reads."""
 
-    def __init__(self, model, source: Source, attack: Attack, twin=None, defenses: list | tuple = (),
-                 deployment=None, split_view: bool = False, probe_plan: tuple[int, int, int, int] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        source: Source,
+        attack: Attack,
+        twin=None,
+        defenses: list | tuple = (),
+        deployment=None,
+        split_view: bool = False,
+        probe_plan: tuple[int, int, int, int] | None = None,
+    ):
         """``defenses``: their verdicts are scored (each kind, and each alternative rule apart), a runtime
         detector's (``judges-inputs``) also on held-out inputs at ``probe_plan`` = (seed, every, unit,
         n_events) positions, a reversed trigger against the true one; ``deployment``: the snapshots serving
@@ -159,9 +168,15 @@ class Evaluator:
         if not self.has_windows:
             return
         _follow_contamination(
-            slots, windows, truth.is_poison, self._slot_poison, self._shares, self._counts,
-            self._policy, self._window_size,
-        )  # fmt: skip
+            slots,
+            windows,
+            truth.is_poison,
+            self._slot_poison,
+            self._shares,
+            self._counts,
+            self._policy,
+            self._window_size,
+        )
 
     def refuse(self, truth: Truth) -> None:
         """Events the learner refused before anything saw them (pinned content that did not match)."""
@@ -225,8 +240,9 @@ class Evaluator:
             "events": self.events,
             "poison_events": self.poison_events,
             "observed_poisoning_rate": _ratio(self.poison_events, self.events),
-            "learned_poisoning_rate": _ratio(self.poison_reached, self.pretrained + self.events - self.dropped
-                                             - self.refused),
+            "learned_poisoning_rate": _ratio(
+                self.poison_reached, self.pretrained + self.events - self.dropped - self.refused
+            ),
             "prequential_accuracy": _ratio(self.correct, self.judged),
             "clean_accuracy": self._accuracy(on_clean),
             "attack_success_rate": self._attack_success(on_targets),
@@ -246,7 +262,7 @@ class Evaluator:
                 deployed_clean_accuracy=self._clean_accuracy(self.deployment.model),
                 deployed_attack_success_rate=self._attack_success(self._target_predictions(self.deployment.model)),
                 **self.deployment.counts(),
-            )  # fmt: skip
+            )
         for kind, counts in self.defense_counts.items():
             row.update({f"defense.{kind}.{k}": v for k, v in counts.items()})
         row.update(self._all_runtime_rates(on_targets))
@@ -282,8 +298,9 @@ class Evaluator:
         if self.attack.report_:
             summary["attack_details"] = dict(self.attack.report_)
         if self.defense_counts or self.input_judges:
-            summary["defenses"] = {kind: self._defense_summary(kind, last) for kind in
-                                   {**self.defense_counts, **self.input_judges}}  # fmt: skip
+            summary["defenses"] = {
+                kind: self._defense_summary(kind, last) for kind in {**self.defense_counts, **self.input_judges}
+            }
         by_class = self._success_by_class()
         if by_class is not None:
             summary["attack_success_by_class"] = by_class
@@ -354,8 +371,9 @@ class Evaluator:
         for name, positions in defense.alarms().items():
             scored = alarm_figures(positions, self.first_poison_at, self.events)
             if self.is_detector and self.first_poison_at is not None:
-                scored["displacement_at_alarm"] = self.alarm_displacement.get(f"{defense.kind}/{name}" if name
-                                                                              else defense.kind)  # fmt: skip
+                scored["displacement_at_alarm"] = self.alarm_displacement.get(
+                    f"{defense.kind}/{name}" if name else defense.kind
+                )
             (figures.setdefault(name, {}) if name else figures).update(scored)
         return figures
 
@@ -368,8 +386,10 @@ class Evaluator:
         if trigger is None or target is None or masks is None:
             return {}
         suspects = defense.report().get("suspect_classes", [])
-        return {"target_found": int(target) in suspects,
-                "mask_iou": mask_iou(masks[int(target)], trigger.region(self.source.n_features))}  # fmt: skip
+        return {
+            "target_found": int(target) in suspects,
+            "mask_iou": mask_iou(masks[int(target)], trigger.region(self.source.n_features)),
+        }
 
     def input_scores(self) -> dict[str, list[dict]]:
         """Each runtime detector's scores of the held-out clean inputs and of the triggered ones (ROC curves)."""
@@ -423,8 +443,10 @@ class Evaluator:
         if sources is None or predictions is None or self.is_detector:
             return None
         hit = predictions == self._wanted()
-        return {str(c): float(hit[sources == c].mean()) if (sources == c).any() else None
-                for c in range(self.source.n_classes)}  # fmt: skip
+        return {
+            str(c): float(hit[sources == c].mean()) if (sources == c).any() else None
+            for c in range(self.source.n_classes)
+        }
 
     def _target_predictions(self, model=None) -> np.ndarray | None:
         """The (live, or given) model's predictions on the attacker's success inputs, if it has any."""
@@ -455,8 +477,17 @@ class Evaluator:
 
     # -- checkpointing (poisonsim.services.checkpoint) ---------------------------------
 
-    _REFERENCES = ("model", "twin", "source", "attack", "input_judges", "deployment", "probe_plan", "defenses",
-                   "_last_on_targets")  # rebuilt (a resumed evaluator predicts again)
+    _REFERENCES = (
+        "model",
+        "twin",
+        "source",
+        "attack",
+        "input_judges",
+        "deployment",
+        "probe_plan",
+        "defenses",
+        "_last_on_targets",
+    )  # rebuilt (a resumed evaluator predicts again)
 
     def get_state(self) -> dict:
         """Everything the evaluator accumulated: numpy arrays and plain values (copies)."""

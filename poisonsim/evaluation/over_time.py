@@ -26,8 +26,16 @@ from __future__ import annotations
 import numpy as np
 
 COUNTS = ("tp", "fp", "tn", "fn")
-WORST = {"precision": min, "recall": min, "stream_frr": max, "frr": max, "far": max, "attack_success_behind": max,
-         "clean_accuracy": min, "deployed_clean_accuracy": min}  # fmt: skip
+WORST = {
+    "precision": min,
+    "recall": min,
+    "stream_frr": max,
+    "frr": max,
+    "far": max,
+    "attack_success_behind": max,
+    "clean_accuracy": min,
+    "deployed_clean_accuracy": min,
+}
 
 
 def interval_figures(rows: list[dict], kind: str, attack_start: int) -> dict:
@@ -58,8 +66,14 @@ def probe_figures(probes: list[dict], kind: str, attack_start: int) -> dict:
     return _mean_and_worst(values)
 
 
-OVER_THE_STREAM = ("attack_success_rate", "clean_accuracy", "accuracy_drop", "disagreement",
-                   "deployed_attack_success_rate", "deployed_clean_accuracy")  # evaluator row keys: mean and worst
+OVER_THE_STREAM = (
+    "attack_success_rate",
+    "clean_accuracy",
+    "accuracy_drop",
+    "disagreement",
+    "deployed_attack_success_rate",
+    "deployed_clean_accuracy",
+)  # evaluator row keys: mean and worst
 TWIN_BASE = ("twin_clean_accuracy", "twin_attack_success_rate")  # the twin's own figures: the mean alone
 
 

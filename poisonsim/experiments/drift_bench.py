@@ -48,10 +48,15 @@ def bench_table(runs: Any) -> Any:
     runs = runs[runs["error"].isna()]
     if "name" not in runs:
         raise ValueError("drift-bench: the grid must name each stream (an axis over name = [...])")
-    detectors = sorted({column[len(PREFIX) :].split(".")[0] for column in runs if column.startswith(PREFIX)
-                        and column.count(".") == PREFIX.count(".") + 1})  # fmt: skip
+    detectors = sorted(
+        {
+            column[len(PREFIX) :].split(".")[0]
+            for column in runs
+            if column.startswith(PREFIX) and column.count(".") == PREFIX.count(".") + 1
+        }
+    )
     if not detectors:
-        raise ValueError("drift-bench: no run has a drift-watch defense ([[defense]] kind = \"drift-watch\")")
+        raise ValueError('drift-bench: no run has a drift-watch defense ([[defense]] kind = "drift-watch")')
     rows = []
     for stream, group in runs.groupby("name", sort=False):
         for detector in detectors:
@@ -99,8 +104,9 @@ def bench_figure(table: Any):
     width = 0.8 / max(len(attacked), 1)
     for i, stream in enumerate(attacked):
         delay = table[table["stream"] == stream].set_index("detector")["detection_delay"].reindex(detectors)
-        right.barh(y + i * width - 0.4 + width / 2, np.log10(1 + delay.fillna(0).to_numpy()), height=width,
-                   label=stream)  # fmt: skip
+        right.barh(
+            y + i * width - 0.4 + width / 2, np.log10(1 + delay.fillna(0).to_numpy()), height=width, label=stream
+        )
     right.set_yticks(y, detectors)
     right.set_xlabel("log10(1 + detection delay, events); no bar: never fired")
     right.set_title("detection delay after the attack began")

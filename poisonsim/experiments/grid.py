@@ -194,6 +194,7 @@ def _labels(values: list) -> list:
     >>> _labels([{"kind": "strip", "check": 100}, {"kind": "strip", "check": 200}])  # one label for two values
     ['{"check": 100, "kind": "strip"}', '{"check": 200, "kind": "strip"}']
     """
+
     def label(value: Any) -> Any:
         if isinstance(value, dict) and isinstance(value.get("kind", value.get("name")), str):
             return value.get("kind", value.get("name"))

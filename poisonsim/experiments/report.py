@@ -44,15 +44,32 @@ from poisonsim.experiments.sweep import MANIFEST, POINTS_DIR, collect, read_mani
 
 FIGURES_DIR = "figures"
 STRIP_SCORES = "strip_scores.csv"
-SETTINGS = ("model.kind", "model.window_policy", "model.window_size", "model.learn",
-            "attack.kind", "attack.rate", "attack.start")  # fmt: skip
-SUMMARY_FIGURES = ("attack_success_rate_mean", "accuracy_drop_mean", "clean_accuracy_mean",  # over the stream
-                   "clean_accuracy", "attack_success_rate", "accuracy_drop", "displacement_radii",  # at the end
-                   "window_contamination", "analysis.trigger_attribution_share",
-                   "analysis.trigger_attribution_share_clean")  # fmt: skip
-OVER_THE_STREAM = ("`_mean`: over the evaluations after the attack's first poison event; `accuracy_drop`: held-out "
-                   "accuracy lost against the clean twin (the same model learning the stream without the poison); "
-                   "the others at the end of the stream")  # fmt: skip
+SETTINGS = (
+    "model.kind",
+    "model.window_policy",
+    "model.window_size",
+    "model.learn",
+    "attack.kind",
+    "attack.rate",
+    "attack.start",
+)
+SUMMARY_FIGURES = (
+    "attack_success_rate_mean",
+    "accuracy_drop_mean",
+    "clean_accuracy_mean",  # over the stream
+    "clean_accuracy",
+    "attack_success_rate",
+    "accuracy_drop",
+    "displacement_radii",  # at the end
+    "window_contamination",
+    "analysis.trigger_attribution_share",
+    "analysis.trigger_attribution_share_clean",
+)
+OVER_THE_STREAM = (
+    "`_mean`: over the evaluations after the attack's first poison event; `accuracy_drop`: held-out "
+    "accuracy lost against the clean twin (the same model learning the stream without the poison); "
+    "the others at the end of the stream"
+)
 
 
 @dataclass
@@ -78,8 +95,9 @@ def roc_curve(scores: np.ndarray, is_positive: np.ndarray, lower_is_positive: bo
     from sklearn import metrics
 
     scores = np.asarray(scores, dtype=float)
-    fpr, tpr, _ = metrics.roc_curve(np.asarray(is_positive, dtype=bool), -scores if lower_is_positive else scores,
-                                    drop_intermediate=False)  # fmt: skip
+    fpr, tpr, _ = metrics.roc_curve(
+        np.asarray(is_positive, dtype=bool), -scores if lower_is_positive else scores, drop_intermediate=False
+    )
     return fpr, tpr, float(metrics.auc(fpr, tpr))
 
 
@@ -96,8 +114,11 @@ def displacement_figure(timeseries: pd.DataFrame, settings: pd.DataFrame, others
     if data.empty:
         return None
     alone, shared = data[data["attack.rate"] >= 1.0], data[data["attack.rate"] < 1.0]
-    panels = [(part, title) for part, title in ((alone, "attacker alone (rho = 1)"),
-              (shared, "attacker with a traffic share nu")) if not part.empty]  # fmt: skip
+    panels = [
+        (part, title)
+        for part, title in ((alone, "attacker alone (rho = 1)"), (shared, "attacker with a traffic share nu"))
+        if not part.empty
+    ]
     fig = Figure(figsize=(6.4 * len(panels), 4.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (part, title) in zip(axes, panels):
@@ -117,14 +138,27 @@ def displacement_figure(timeseries: pd.DataFrame, settings: pd.DataFrame, others
                 suffix = f" (n = {n})" if len(sizes) > 1 else ""
                 ax.plot(i, i / n, "k--", lw=1, label=f"i/n{suffix}")
                 ax.plot(i, np.log1p(i / n), "k:", lw=1.5, label=f"ln(1 + i/n){suffix}")
-                ax.plot(i, np.r_[0, np.cumsum(1.0 / (n + i[1:]))], color="0.5", ls="-.", lw=1,
-                        label=f"sum 1/(n + k){suffix}")  # fmt: skip
+                ax.plot(
+                    i,
+                    np.r_[0, np.cumsum(1.0 / (n + i[1:]))],
+                    color="0.5",
+                    ls="-.",
+                    lw=1,
+                    label=f"sum 1/(n + k){suffix}",
+                )
                 if "fifo" in set(part["model.window_policy"]):
-                    ax.plot(i, fifo_expectation(n, int(i[-1])), color="0.3", ls=(0, (1, 3)), lw=1.5,
-                            label=f"fifo expectation ((1 + 1/n)^i - 1 up to i = n){suffix}")  # fmt: skip
+                    ax.plot(
+                        i,
+                        fifo_expectation(n, int(i[-1])),
+                        color="0.3",
+                        ls=(0, (1, 3)),
+                        lw=1.5,
+                        label=f"fifo expectation ((1 + 1/n)^i - 1 up to i = n){suffix}",
+                    )
         ax.set(title=title, xlabel="attacker events i", ylabel="displacement D (radii)")
-        ax.legend(fontsize="small", ncol=2 if part is shared else 1, title="mean over seeds, ± 1 s.d.",
-                  title_fontsize="small")  # fmt: skip
+        ax.legend(
+            fontsize="small", ncol=2 if part is shared else 1, title="mean over seeds, ± 1 s.d.", title_fontsize="small"
+        )
         ax.grid(alpha=0.3)
     fig.suptitle("Centroid displacement under the greedy attack (Kloft & Laskov 2012)")
     return fig
@@ -153,8 +187,11 @@ def rho_figure(table: pd.DataFrame, group_by: list[str] | None = None) -> Figure
     if "attack.rate" not in table or table["attack.rate"].nunique() < 2:
         return None
     ok = table[table["error"].isna()]
-    metrics = [(m, t) for m, t in (("attack_success_rate", "attack success"), ("clean_accuracy", "clean accuracy"))
-               if m in ok and ok[m].notna().any()]  # fmt: skip
+    metrics = [
+        (m, t)
+        for m, t in (("attack_success_rate", "attack success"), ("clean_accuracy", "clean accuracy"))
+        if m in ok and ok[m].notna().any()
+    ]
     if not metrics:
         return None
     group_by = list(group_by or [])
@@ -197,8 +234,13 @@ def strip_figure(scores: pd.DataFrame) -> Figure | None:
         fpr, tpr, auc = roc_curve(group["score"], group["is_triggered"].astype(bool))
         roc.plot(fpr, tpr, color=color, lw=2, label=f"{name} (AUC {auc:.3f})")
     roc.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1)
-    roc.set(title="detector ROC (flag low entropy)", xlabel="false positive rate", ylabel="true positive rate",
-            xlim=(-0.01, 1.01), ylim=(-0.01, 1.02))  # fmt: skip
+    roc.set(
+        title="detector ROC (flag low entropy)",
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.02),
+    )
     roc.legend(fontsize="small", loc="lower right")
     return fig
 
@@ -208,12 +250,18 @@ def timeline_figure(series: pd.DataFrame, title: str, attack_start: int | None =
     of one run."""
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.subplots()
-    for column, style in (("clean_accuracy", "-"), ("attack_success_rate", "-"), ("twin_clean_accuracy", "-."),
-                          ("window_contamination", "--"), ("observed_poisoning_rate", ":")):  # fmt: skip
+    for column, style in (
+        ("clean_accuracy", "-"),
+        ("attack_success_rate", "-"),
+        ("twin_clean_accuracy", "-."),
+        ("window_contamination", "--"),
+        ("observed_poisoning_rate", ":"),
+    ):
         if column in series and series[column].notna().any():
             lone = series[column].notna().sum() == 1  # one value: a line alone would draw nothing
-            ax.plot(series["events"], series[column], style, marker="o" if lone else None,
-                    label=column.replace("_", " "))  # fmt: skip
+            ax.plot(
+                series["events"], series[column], style, marker="o" if lone else None, label=column.replace("_", " ")
+            )
     if attack_start:
         ax.axvline(attack_start, color="0.4", lw=1, ls="-.", label="attack starts")
     ax.set(title=title, xlabel="events", ylabel="ratio", ylim=(-0.03, 1.03))
@@ -230,8 +278,10 @@ def write_report(out: str | Path, run: str | None = None) -> Report:
     if not (out / MANIFEST).exists() and (out / "summary.json").exists():
         return write_run_report(out)
     if not (out / MANIFEST).exists():
-        raise ConfigError(f"{out}: not a results directory (no {MANIFEST} from poisonsim sweep --out, "
-                          "no summary.json from poisonsim run --out)")  # fmt: skip
+        raise ConfigError(
+            f"{out}: not a results directory (no {MANIFEST} from poisonsim sweep --out, "
+            "no summary.json from poisonsim run --out)"
+        )
     manifest = read_manifest(out)
     table, timeseries = collect(out)  # from the runs' directories: right even mid-sweep
     axes = manifest["axes"]
@@ -245,8 +295,10 @@ def write_report(out: str | Path, run: str | None = None) -> Report:
     strip = _strip_scores(out, table, [*group_by, *(["attack.rate"] if "attack.rate" in axes else [])])
     chosen = run or _pick_run(settings)
     drawn = {
-        "displacement": (lambda: displacement_figure(timeseries, settings, others),
-                         "no centroid-shift run with displacement"),
+        "displacement": (
+            lambda: displacement_figure(timeseries, settings, others),
+            "no centroid-shift run with displacement",
+        ),
         "rho": (lambda: rho_figure(table, group_by), "attack.rate is not swept over two values or more"),
         "strip": (lambda: strip_figure(strip), f"no run wrote {STRIP_SCORES} (STRIP detector scores)"),
         "timeline": (lambda: _timeline(timeseries, settings, table, axes, chosen), "no finished run"),
@@ -274,23 +326,42 @@ def write_run_report(out: str | Path) -> Report:
     title = f"{scenario.name}: {scenario.model.kind} under {scenario.attack.kind} (seed {scenario.seed})"
     start = None if "no-poison" in offers(scenario.attack) else scenario.attack.start
     scores = out / STRIP_SCORES
-    _draw(report, out, {
-        "timeline": (lambda: timeline_figure(series, title, start), "no evaluation step"),
-        "strip": (lambda: strip_figure(pd.read_csv(scores).assign(group="this run")) if scores.exists() else None,
-                  f"the run wrote no {STRIP_SCORES} (STRIP detector scores)"),
-    })  # fmt: skip
+    _draw(
+        report,
+        out,
+        {
+            "timeline": (lambda: timeline_figure(series, title, start), "no evaluation step"),
+            "strip": (
+                lambda: strip_figure(pd.read_csv(scores).assign(group="this run")) if scores.exists() else None,
+                f"the run wrote no {STRIP_SCORES} (STRIP detector scores)",
+            ),
+        },
+    )
     if not _draw_analysis(report, out, out):
         report.skipped["attributions"] = f"the run kept no {ANALYSIS_DIR}/*.npz (evaluation.explain, defense artifacts)"
-    lines = [f"# Run report: {out.name}", "", f"{title}, {summary.get('events_total', 0):,} events.", "",
-             "## Figures", ""]  # fmt: skip
+    lines = [
+        f"# Run report: {out.name}",
+        "",
+        f"{title}, {summary.get('events_total', 0):,} events.",
+        "",
+        "## Figures",
+        "",
+    ]
     lines += [f"![{name}]({path.relative_to(out).as_posix()})\n" for name, path in report.figures.items()]
     lines += [f"- {name}: skipped, {reason}" for name, reason in report.skipped.items()]
     flat = flatten_keys(summary, drop="seed")
     shown = [key for key in SUMMARY_FIGURES if flat.get(key) is not None]
     shown += [key for key in flat if key.startswith("analysis.") and key not in shown]
     if shown:
-        lines += ["", "## Figures over the stream, then at the end", "", OVER_THE_STREAM + ".", "",
-                  "| figure | value |", "|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "## Figures over the stream, then at the end",
+            "",
+            OVER_THE_STREAM + ".",
+            "",
+            "| figure | value |",
+            "|---|---|",
+        ]
         lines += [f"| `{key}` | {_value(flat[key])} |" for key in shown]
     report.markdown.write_text("\n".join(lines) + "\n")
     return report
@@ -372,9 +443,13 @@ def _markdown(out: Path, manifest: dict, table: pd.DataFrame, report: Report, ru
     runs, axes = manifest["runs"], manifest["axes"]
     failed = table[table["error"].notna()]
     points, seeds = len({r["point"] for r in runs}), len({r["seed"] for r in runs})
-    lines = [f"# Sweep report: {out.name}", "",
-             f"{len(runs)} runs ({points} points x {seeds} seeds): {len(table) - len(failed)} finished, "
-             f"{len(failed)} failed, {len(runs) - len(table)} not run yet.", ""]  # fmt: skip
+    lines = [
+        f"# Sweep report: {out.name}",
+        "",
+        f"{len(runs)} runs ({points} points x {seeds} seeds): {len(table) - len(failed)} finished, "
+        f"{len(failed)} failed, {len(runs) - len(table)} not run yet.",
+        "",
+    ]
     for axis in axes:
         values = list(dict.fromkeys(r["values"][axis] for r in runs))
         lines.append(f"- `{axis}`: {', '.join(str(v) for v in values)}")
@@ -387,8 +462,13 @@ def _markdown(out: Path, manifest: dict, table: pd.DataFrame, report: Report, ru
     ok = table[table["error"].isna()]
     figures = [f for f in SUMMARY_FIGURES if f in ok and ok[f].notna().any()]
     if not ok.empty and figures:
-        lines += ["", f"## Figures over the stream, then at the end (mean ± s.d. over {seeds} seeds)", "",
-                  OVER_THE_STREAM + ".", ""]  # fmt: skip
+        lines += [
+            "",
+            f"## Figures over the stream, then at the end (mean ± s.d. over {seeds} seeds)",
+            "",
+            OVER_THE_STREAM + ".",
+            "",
+        ]
         lines += ["| " + " | ".join([*axes, *figures]) + " |", "|" + "---|" * (len(axes) + len(figures))]
         for values, group in ok.groupby("point", sort=True):
             cells = [str(group.iloc[0][a]) for a in axes]
@@ -400,8 +480,18 @@ def _markdown(out: Path, manifest: dict, table: pd.DataFrame, report: Report, ru
     return "\n".join(lines) + "\n"
 
 
-def _mean_band(ax: Any, data: pd.DataFrame, by: str, x: str, y: str, label: str, color: str,
-               spread: str = "sd", clip: tuple[float, float] | None = None, **style: Any) -> None:  # fmt: skip
+def _mean_band(
+    ax: Any,
+    data: pd.DataFrame,
+    by: str,
+    x: str,
+    y: str,
+    label: str,
+    color: str,
+    spread: str = "sd",
+    clip: tuple[float, float] | None = None,
+    **style: Any,
+) -> None:
     """Mean over seeds at each value of ``by`` (x: the mean of ``x``), with a band of +- 1 s.d. or s.e.m."""
     stats = data.groupby(by, sort=True).agg(x=(x, "mean"), mean=(y, "mean"), sd=(y, "std"), n=(y, "count"))
     ax.plot(stats["x"], stats["mean"], color=color, label=label, **style)

@@ -62,8 +62,9 @@ class Model(OneAtATime, Estimator):
     def learn_many(self, X: np.ndarray, Y=None) -> None:
         self.process_many(X, Y)
 
-    def process_many(self, X: np.ndarray, Y=None, hook: AttackerHook | None = None,
-                     sources: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    def process_many(
+        self, X: np.ndarray, Y=None, hook: AttackerHook | None = None, sources: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Test-then-train each event in order; returns ``(predictions, slots)`` (slots: window models)."""
         raise NotImplementedError
 

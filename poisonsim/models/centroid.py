@@ -39,6 +39,7 @@ class CentroidModel(WindowOptions, Model):
     """
 
     n_features_: int | None = None
+
     def _check_x(self, X: np.ndarray) -> np.ndarray:
         return check_features(X, self.n_features_)
 
@@ -59,8 +60,9 @@ class CentroidModel(WindowOptions, Model):
 
 WindowSize = Annotated[int, Key("n: points per window (per class for the classifier)", ge=1, le=1_000_000)]
 WindowPolicy = Annotated[str, Key("which point leaves a full window", choices=tuple(POLICY_CODES))]
-Warmup = Annotated[int | None, Key("clean events that fill the window(s) first (default: all windows full)",
-                                   ge=1, le=10**8)]  # fmt: skip
+Warmup = Annotated[
+    int | None, Key("clean events that fill the window(s) first (default: all windows full)", ge=1, le=10**8)
+]
 DETECTOR_EXAMPLES = [{"window_size": 20, "window_policy": p} for p in POLICY_CODES]
 
 
@@ -184,8 +186,15 @@ class CentroidDetector(CentroidModel):
         if hi <= lo:
             return
         state = (self._center, self._window, self._state, self._policy, radius, self._learn_factor, uniforms)
-        judged = (alarms, slots, self._sources, self._slot_sources[0], self._shares[0], *self._guard_args(),
-                  self.refusals_)  # fmt: skip
+        judged = (
+            alarms,
+            slots,
+            self._sources,
+            self._slot_sources[0],
+            self._shares[0],
+            *self._guard_args(),
+            self.refusals_,
+        )
         if hook.rule is None:
             _detector_kernel(X, lo, hi, *state, *judged)
         else:
@@ -231,8 +240,14 @@ class CentroidClassifier(CentroidModel):
 
     offers = frozenset({"window", "classes"})
 
-    def __init__(self, n_classes: int = 2, window_size: WindowSize = 100, window_policy: WindowPolicy = "fifo",
-                 warmup: Warmup = None, seed: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        n_classes: int = 2,
+        window_size: WindowSize = 100,
+        window_policy: WindowPolicy = "fifo",
+        warmup: Warmup = None,
+        seed: int = 0,
+    ):
         self.n_classes = n_classes
         self.window_size = window_size
         self.window_policy = window_policy
@@ -299,10 +314,22 @@ class CentroidClassifier(CentroidModel):
         predictions = np.zeros(m, dtype=np.int64)
         slots = np.full(m, NOT_LEARNED, dtype=np.int64)
         _classifier_kernel(
-            X, Y, self._centers, self._windows, self._states, self._policy,
-            self._rng.random(m), predictions, slots, self._radii, sources, self._slot_sources, self._shares,
-            *self._guard_args(), self.refusals_,
-        )  # fmt: skip
+            X,
+            Y,
+            self._centers,
+            self._windows,
+            self._states,
+            self._policy,
+            self._rng.random(m),
+            predictions,
+            slots,
+            self._radii,
+            sources,
+            self._slot_sources,
+            self._shares,
+            *self._guard_args(),
+            self.refusals_,
+        )
         return predictions, slots
 
     def get_state(self) -> dict:
@@ -330,9 +357,27 @@ class CentroidClassifier(CentroidModel):
 
 @njit(cache=True)
 def _detector_kernel(
-    X, lo, hi, center, window, state, policy, radius, learn_factor, uniforms, alarms, slots, sources, slot_source,
-    shares, estimator, trim, quota, frozen, refusals,
-):  # fmt: skip
+    X,
+    lo,
+    hi,
+    center,
+    window,
+    state,
+    policy,
+    radius,
+    learn_factor,
+    uniforms,
+    alarms,
+    slots,
+    sources,
+    slot_source,
+    shares,
+    estimator,
+    trim,
+    quota,
+    frozen,
+    refusals,
+):
     """Judge, then learn, events ``lo`` to ``hi``. ``learn_factor``: learn only points within this many radii
     (< 0: learn all)."""
     d = X.shape[1]
@@ -355,9 +400,30 @@ def _detector_kernel(
 
 @njit(cache=False)
 def _detector_kernel_with_hook(
-    X, lo, hi, center, window, state, policy, radius, learn_factor, uniforms, rows, rule, params, alarms, slots,
-    sources, slot_source, shares, estimator, trim, quota, frozen, refusals,
-):  # fmt: skip
+    X,
+    lo,
+    hi,
+    center,
+    window,
+    state,
+    policy,
+    radius,
+    learn_factor,
+    uniforms,
+    rows,
+    rule,
+    params,
+    alarms,
+    slots,
+    sources,
+    slot_source,
+    shares,
+    estimator,
+    trim,
+    quota,
+    frozen,
+    refusals,
+):
     """:func:`_detector_kernel` with the white-box attacker's turns (``rows``): the events before a turn go
     through the cached kernel, then the attacker's rule fills the turn's row from the public state (centroid,
     radius) it sees now. Only this small loop is compiled in each process: numba's on-disk cache cannot store
@@ -368,24 +434,76 @@ def _detector_kernel_with_hook(
     for i in range(lo, hi):
         if rows[i]:
             _detector_kernel(
-                X, start, i, center, window, state, policy, radius, learn_factor, uniforms, alarms, slots, sources,
-                slot_source, shares, estimator, trim, quota, frozen, refusals,
-            )  # fmt: skip
+                X,
+                start,
+                i,
+                center,
+                window,
+                state,
+                policy,
+                radius,
+                learn_factor,
+                uniforms,
+                alarms,
+                slots,
+                sources,
+                slot_source,
+                shares,
+                estimator,
+                trim,
+                quota,
+                frozen,
+                refusals,
+            )
             rule(center, radius, params, x)
             for j in range(d):  # element by element: a slice assignment compiles numba's shape checks (seconds)
                 X[i, j] = x[j]
             start = i
     _detector_kernel(
-        X, start, hi, center, window, state, policy, radius, learn_factor, uniforms, alarms, slots, sources,
-        slot_source, shares, estimator, trim, quota, frozen, refusals,
-    )  # fmt: skip
+        X,
+        start,
+        hi,
+        center,
+        window,
+        state,
+        policy,
+        radius,
+        learn_factor,
+        uniforms,
+        alarms,
+        slots,
+        sources,
+        slot_source,
+        shares,
+        estimator,
+        trim,
+        quota,
+        frozen,
+        refusals,
+    )
 
 
 @njit(cache=True)
 def _classifier_kernel(
-    X, Y, centers, windows, states, policy, uniforms, predictions, slots, radii, sources, slot_sources, shares,
-    estimator, trim, quota, frozen, refusals,
-):  # fmt: skip
+    X,
+    Y,
+    centers,
+    windows,
+    states,
+    policy,
+    uniforms,
+    predictions,
+    slots,
+    radii,
+    sources,
+    slot_sources,
+    shares,
+    estimator,
+    trim,
+    quota,
+    frozen,
+    refusals,
+):
     k, d = centers.shape
     x = np.empty(d)
     for i in range(X.shape[0]):
@@ -405,7 +523,17 @@ def _classifier_kernel(
             refusals[i] = OUTSIDE
         else:
             slots[i] = guarded_learn(
-                centers[c], windows[c], states[c], policy, x, uniforms[i], estimator, trim, sources[i], quota,
-                slot_sources[c], shares[c],
-            )  # fmt: skip
+                centers[c],
+                windows[c],
+                states[c],
+                policy,
+                x,
+                uniforms[i],
+                estimator,
+                trim,
+                sources[i],
+                quota,
+                slot_sources[c],
+                shares[c],
+            )
             refusals[i] = OVER_QUOTA if slots[i] == NOT_LEARNED else LEARNED

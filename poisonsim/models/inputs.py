@@ -35,7 +35,9 @@ def check_labels(Y, m: int, n_classes: int) -> np.ndarray:
     """``Y`` as ``m`` int64 labels in ``[0, n_classes)``."""
     Y = None if Y is None else np.asarray(Y)
     if Y is None or Y.shape != (m,) or not np.issubdtype(Y.dtype, np.integer):
-        raise ValueError(f"Y: expected {m} integer labels, got {None if Y is None else f'shape {Y.shape} dtype {Y.dtype}'}")
+        raise ValueError(
+            f"Y: expected {m} integer labels, got {None if Y is None else f'shape {Y.shape} dtype {Y.dtype}'}"
+        )
     if m and (Y.min() < 0 or Y.max() >= n_classes):
         raise ValueError(f"Y: labels must lie in [0, {n_classes}), got {Y.min()}..{Y.max()}")
     return Y.astype(np.int64)
@@ -79,8 +81,10 @@ class OneAtATime:
             known = set(self.feature_names_)
             unknown = [name for name in x if name not in known]
             if unknown:
-                raise ValueError(f"x: feature(s) {', '.join(map(str, unknown[:5]))} not in the first row learned "
-                                 f"({len(known)} features: the model's width is fixed by it)")  # fmt: skip
+                raise ValueError(
+                    f"x: feature(s) {', '.join(map(str, unknown[:5]))} not in the first row learned "
+                    f"({len(known)} features: the model's width is fixed by it)"
+                )
             return np.array([[float(x.get(name, 0.0)) for name in self.feature_names_]])
         return np.asarray(x, dtype=np.float64)[None, :]
 

@@ -33,8 +33,9 @@ class OnlineBatchNorm1d(nn.BatchNorm1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and len(x) == 1:
-            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                            training=False, eps=self.eps)  # fmt: skip
+            return nn.functional.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
+            )
         return super().forward(x)
 
 
@@ -74,9 +75,9 @@ class Net(nn.Module):
 class MLP(Net):
     def __init__(self, n_features: int, n_classes: int, hidden: int = 64, norm: str = "none"):
         super().__init__()
-        self.features = nn.Sequential(*normalised([
-            nn.Linear(n_features, 128), nn.ReLU(), nn.Linear(128, hidden), nn.ReLU()
-        ], norm))  # fmt: skip
+        self.features = nn.Sequential(
+            *normalised([nn.Linear(n_features, 128), nn.ReLU(), nn.Linear(128, hidden), nn.ReLU()], norm)
+        )
         self.head = nn.Linear(hidden, n_classes)
 
 
@@ -87,11 +88,21 @@ class CNN(Net):
         super().__init__()
         self.image_side = image_side
         pooled = image_side // 2
-        self.features = nn.Sequential(*normalised([
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(32 * pooled * pooled, hidden), nn.ReLU(),
-        ], norm))  # fmt: skip
+        self.features = nn.Sequential(
+            *normalised(
+                [
+                    nn.Conv2d(1, 16, 3, padding=1),
+                    nn.ReLU(),
+                    nn.Conv2d(16, 32, 3, padding=1),
+                    nn.ReLU(),
+                    nn.MaxPool2d(2),
+                    nn.Flatten(),
+                    nn.Linear(32 * pooled * pooled, hidden),
+                    nn.ReLU(),
+                ],
+                norm,
+            )
+        )
         self.head = nn.Linear(hidden, n_classes)
 
     def _shape(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,11 +120,24 @@ class LeNet(Net):
         half = image_side // 2
         pad = 0 if half >= 8 else 2  # the second convolution: valid where it leaves room, else same-size
         side = (half - 4 + 2 * pad) // 2
-        self.features = nn.Sequential(*normalised([
-            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(16 * side * side, 120), nn.ReLU(), nn.Linear(120, hidden), nn.ReLU(),
-        ], norm))  # fmt: skip
+        self.features = nn.Sequential(
+            *normalised(
+                [
+                    nn.Conv2d(1, 6, 5, padding=2),
+                    nn.ReLU(),
+                    nn.MaxPool2d(2),
+                    nn.Conv2d(6, 16, 5, padding=pad),
+                    nn.ReLU(),
+                    nn.MaxPool2d(2),
+                    nn.Flatten(),
+                    nn.Linear(16 * side * side, 120),
+                    nn.ReLU(),
+                    nn.Linear(120, hidden),
+                    nn.ReLU(),
+                ],
+                norm,
+            )
+        )
         self.head = nn.Linear(hidden, n_classes)
 
     def _shape(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,8 +147,9 @@ class LeNet(Net):
 ARCHITECTURES = ("mlp", "cnn", "lenet")
 
 
-def build_net(architecture: str, n_features: int, n_classes: int, hidden: int, image_side: int | None,
-              norm: str = "none") -> Net:  # fmt: skip
+def build_net(
+    architecture: str, n_features: int, n_classes: int, hidden: int, image_side: int | None, norm: str = "none"
+) -> Net:
     """A freshly initialised network (draws from torch's current RNG)."""
     if architecture == "mlp":
         return MLP(n_features, n_classes, hidden, norm)

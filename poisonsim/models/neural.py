@@ -55,18 +55,42 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-NEURAL_EXAMPLES = [{"hidden": 8, "batch_size": 16, "device": "cpu", "pretrain_events": 50},
-                   {"hidden": 8, "batch_size": 7, "replay": 50, "optimizer": "sgd", "lr": 0.05, "device": "cpu",
-                    "pretrain_events": 50},
-                   {"hidden": 8, "batch_size": 16, "device": "cpu", "pretrain_events": 50, "retrain_every": 60,
-                    "lake_size": 80, "retrain_epochs": 2},
-                   {"hidden": 8, "batch_size": 5, "norm": "batch", "optimizer": "sgd", "lr": 0.05, "device": "cpu",
-                    "pretrain_events": 50}]  # fmt: skip
+NEURAL_EXAMPLES = [
+    {"hidden": 8, "batch_size": 16, "device": "cpu", "pretrain_events": 50},
+    {
+        "hidden": 8,
+        "batch_size": 7,
+        "replay": 50,
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "device": "cpu",
+        "pretrain_events": 50,
+    },
+    {
+        "hidden": 8,
+        "batch_size": 16,
+        "device": "cpu",
+        "pretrain_events": 50,
+        "retrain_every": 60,
+        "lake_size": 80,
+        "retrain_epochs": 2,
+    },
+    {
+        "hidden": 8,
+        "batch_size": 5,
+        "norm": "batch",
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "device": "cpu",
+        "pretrain_events": 50,
+    },
+]
 
 
 @MODELS.register("mlp", fixed={"architecture": "mlp"}, examples=NEURAL_EXAMPLES)
-@MODELS.register("cnn", fixed={"architecture": "cnn"}, requires=("images",), examples=NEURAL_EXAMPLES[::2]
-                 + NEURAL_EXAMPLES[3:])  # fmt: skip
+@MODELS.register(
+    "cnn", fixed={"architecture": "cnn"}, requires=("images",), examples=NEURAL_EXAMPLES[::2] + NEURAL_EXAMPLES[3:]
+)
 @MODELS.register("lenet", fixed={"architecture": "lenet"}, requires=("images",), examples=NEURAL_EXAMPLES[:1])
 class NeuralClassifier(Model):
     """An online mini-batch classifier over an MLP, a small CNN or a LeNet-5 (torch; CUDA when present)."""
@@ -80,25 +104,46 @@ class NeuralClassifier(Model):
         architecture: str = "mlp",
         image_side: int | None = None,
         hidden: Annotated[int, Key("width of the last hidden layer", ge=1, le=65536)] = 64,
-        norm: Annotated[str, Key("after each hidden layer: nothing, or batch norm (batch statistics in training "
-                                 "steps, running ones in predictions)", choices=NORMS)] = "none",
+        norm: Annotated[
+            str,
+            Key(
+                "after each hidden layer: nothing, or batch norm (batch statistics in training "
+                "steps, running ones in predictions)",
+                choices=NORMS,
+            ),
+        ] = "none",
         batch_size: Annotated[int, Key("stream events per training step", ge=1, le=65536)] = 32,
         lr: Annotated[float, Key("learning rate", gt=0, le=10)] = 1e-3,
         optimizer: Annotated[str, Key("optimizer", choices=("adam", "sgd"))] = "adam",
         momentum: Annotated[float, Key("sgd momentum", ge=0, lt=1)] = 0.9,
         replay: Annotated[int, Key("replay buffer size (0: none)", ge=0, le=10**7)] = 0,
         replay_batch: Annotated[int, Key("replayed samples added to each training step", ge=0, le=65536)] = 32,
-        device: Annotated[str, Key("torch device (auto takes CUDA when present)", choices=("auto", "cpu", "cuda"))] = "auto",
+        device: Annotated[
+            str, Key("torch device (auto takes CUDA when present)", choices=("auto", "cpu", "cuda"))
+        ] = "auto",
         pretrain_events: Annotated[int, Key("clean events learned before the stream starts", ge=0, le=10**8)] = 2_000,
-        load_supplied: Annotated[str, Key("a supplied model: load its weights into our architecture, or run its "
-                                          "module", choices=("weights", "module"))] = "weights",
-        retrain_every: Annotated[int, Key("retrain from scratch on the data lake every this many events after "
-                                          "pre-training, and once at its end (0: never)", ge=0, le=10**9)] = 0,
+        load_supplied: Annotated[
+            str,
+            Key(
+                "a supplied model: load its weights into our architecture, or run its module",
+                choices=("weights", "module"),
+            ),
+        ] = "weights",
+        retrain_every: Annotated[
+            int,
+            Key(
+                "retrain from scratch on the data lake every this many events after "
+                "pre-training, and once at its end (0: never)",
+                ge=0,
+                le=10**9,
+            ),
+        ] = 0,
         retrain_epochs: Annotated[int, Key("epochs over the data lake per retrain", ge=1, le=10_000)] = 10,
-        lake_size: Annotated[int, Key("data lake: the last this many events learned (0: every one)", ge=0,
-                                      le=10**9)] = 0,
+        lake_size: Annotated[
+            int, Key("data lake: the last this many events learned (0: every one)", ge=0, le=10**9)
+        ] = 0,
         seed: int = 0,
-    ):  # fmt: skip
+    ):
         self.n_classes = n_classes
         self.n_features = n_features
         self.architecture = architecture
@@ -287,8 +332,16 @@ class NeuralClassifier(Model):
             torch.manual_seed(torch_seed)
             net = self.new_net()
         x, y = self._lake.rows()
-        train_offline(net, x, y, shuffle, self.retrain_epochs, self.batch_size, optimizer=self._make_optimizer(net),
-                      keep_last=True)  # fmt: skip
+        train_offline(
+            net,
+            x,
+            y,
+            shuffle,
+            self.retrain_epochs,
+            self.batch_size,
+            optimizer=self._make_optimizer(net),
+            keep_last=True,
+        )
         self.net = net
         self._optimizer = self._make_optimizer()
         self._pending_x, self._pending_y = self._pending_x[:0], self._pending_y[:0]
@@ -341,7 +394,9 @@ class NeuralClassifier(Model):
         if not self.replay:
             return
         for xi, yi in zip(np.concatenate([pending_x, x]), np.concatenate([pending_y, y])):
-            slot = self._replay_seen if self._replay_seen < self.replay else self._rng.integers(0, self._replay_seen + 1)
+            slot = (
+                self._replay_seen if self._replay_seen < self.replay else self._rng.integers(0, self._replay_seen + 1)
+            )
             if slot < self.replay:
                 self._replay_x[slot], self._replay_y[slot] = xi, yi
             self._replay_seen += 1
@@ -357,8 +412,12 @@ class NeuralClassifier(Model):
     def _retrain_state(self) -> dict:
         if not self.retrain_every:
             return {}
-        return {"learned": self.learned_, "retrains": self.retrains_, "retrain_seed": self._retrain_seed,
-                "lake": self._lake.get_state()}  # fmt: skip
+        return {
+            "learned": self.learned_,
+            "retrains": self.retrains_,
+            "retrain_seed": self._retrain_seed,
+            "lake": self._lake.get_state(),
+        }
 
     def _set_retrain_state(self, state: dict) -> None:
         if not self.retrain_every:
@@ -375,8 +434,10 @@ class NeuralClassifier(Model):
         post = post or (lambda out: out)
         self.net.eval()
         with torch.no_grad():
-            parts = [post(forward(self._tensor(X[i : i + PREDICT_CHUNK]))).cpu().numpy()
-                     for i in range(0, len(X), PREDICT_CHUNK)]  # fmt: skip
+            parts = [
+                post(forward(self._tensor(X[i : i + PREDICT_CHUNK]))).cpu().numpy()
+                for i in range(0, len(X), PREDICT_CHUNK)
+            ]
         return np.concatenate(parts) if parts else empty
 
     def _tensor(self, X: np.ndarray) -> torch.Tensor:

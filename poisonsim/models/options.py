@@ -37,15 +37,22 @@ class WindowOptions:
     def frozen(self) -> bool:
         return self._frozen
 
-    def configure(self, *, estimator: str | None = None, trim: float | None = None, quota: float | None = None,
-                  frozen: bool | None = None) -> None:  # fmt: skip
+    def configure(
+        self,
+        *,
+        estimator: str | None = None,
+        trim: float | None = None,
+        quota: float | None = None,
+        frozen: bool | None = None,
+    ) -> None:
         """Switch window defenses on or off (``None`` leaves an option as it is)."""
         if estimator is not None:
             if estimator not in ESTIMATOR_CODES:
                 raise ValueError(f"estimator: expected one of {', '.join(ESTIMATOR_CODES)}; got {estimator!r}")
             if estimator != "mean" and self.window_policy == "infinite":
-                raise ValueError(f"model.window_policy: a robust centroid ({estimator}) needs stored points; "
-                                 "'infinite' keeps none")  # fmt: skip
+                raise ValueError(
+                    f"model.window_policy: a robust centroid ({estimator}) needs stored points; 'infinite' keeps none"
+                )
             self._estimator = estimator
         if trim is not None:
             if not 0 <= trim < 0.5:
@@ -84,16 +91,19 @@ class WindowOptions:
 
     def _guard_state(self) -> dict:
         return {
-            "estimator": self._estimator, "trim": self._trim, "quota": self._quota, "frozen": self._frozen,
-            "slot_sources": copy_or_none(self._slot_sources), "shares": copy_or_none(self._shares),
-        }  # fmt: skip
+            "estimator": self._estimator,
+            "trim": self._trim,
+            "quota": self._quota,
+            "frozen": self._frozen,
+            "slot_sources": copy_or_none(self._slot_sources),
+            "shares": copy_or_none(self._shares),
+        }
 
     def _set_guard_state(self, state: dict) -> None:
         self._estimator, self._trim = state.get("estimator", "mean"), float(state.get("trim", 0.0))
         self._quota, self._frozen = float(state.get("quota", 1.0)), bool(state.get("frozen", False))
         self._slot_sources = copy_or_none(state.get("slot_sources"), np.int64)
         self._shares = copy_or_none(state.get("shares"), np.float64)
-
 
 
 def copy_or_none(array, dtype=None):

@@ -67,8 +67,9 @@ class DataLake:
         if not self.size:
             if self.seen + m > len(self._y):
                 capacity = max(2 * len(self._y), self.seen + m)
-                self._x = np.concatenate([self._x[: self.seen], np.empty((capacity - self.seen, self.n_features),
-                                                                           dtype=np.float32)])  # fmt: skip
+                self._x = np.concatenate(
+                    [self._x[: self.seen], np.empty((capacity - self.seen, self.n_features), dtype=np.float32)]
+                )
                 self._y = np.concatenate([self._y[: self.seen], np.empty(capacity - self.seen, dtype=np.int64)])
             self._x[self.seen : self.seen + m], self._y[self.seen : self.seen + m] = x, y
             self.seen += m

@@ -61,9 +61,7 @@ def new_window(n: int, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, inline="always")
-def learn(
-    center: np.ndarray, window: np.ndarray, state: np.ndarray, policy: int, x: np.ndarray, u: float
-) -> int:
+def learn(center: np.ndarray, window: np.ndarray, state: np.ndarray, policy: int, x: np.ndarray, u: float) -> int:
     """Learn ``x`` into one window in place; ``u`` in [0, 1) drives random-out."""
     n, d = window.shape
     count = state[COUNT]
@@ -141,9 +139,19 @@ def robust_center(center: np.ndarray, window: np.ndarray, count: int, estimator:
 
 @njit(cache=True, inline="always")  # inlined: a call passing five arrays costs more than the update
 def guarded_learn(
-    center: np.ndarray, window: np.ndarray, state: np.ndarray, policy: int, x: np.ndarray, u: float,
-    estimator: int, trim: float, source: int, quota: float, slot_source: np.ndarray, shares: np.ndarray,
-) -> int:  # fmt: skip
+    center: np.ndarray,
+    window: np.ndarray,
+    state: np.ndarray,
+    policy: int,
+    x: np.ndarray,
+    u: float,
+    estimator: int,
+    trim: float,
+    source: int,
+    quota: float,
+    slot_source: np.ndarray,
+    shares: np.ndarray,
+) -> int:
     """:func:`learn` with the window defenses' options; ``NOT_LEARNED`` when the quota refuses ``x``.
 
     >>> center, window, state = new_window(n=3, d=1)
@@ -172,8 +180,9 @@ def guarded_learn(
 
 
 @njit(cache=True, inline="always")
-def follow_shares(shares: np.ndarray, slot_labels: np.ndarray, slot: int, label: int, count: int, n: int,
-                  policy: int) -> None:  # fmt: skip
+def follow_shares(
+    shares: np.ndarray, slot_labels: np.ndarray, slot: int, label: int, count: int, n: int, policy: int
+) -> None:
     """Each label's share of a window after a learn of a ``label`` point wrote ``slot``, ``count`` points before.
 
     The policy's arithmetic: a point merged into the mean weighs ``1 / n``

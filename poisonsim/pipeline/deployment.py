@@ -43,8 +43,9 @@ class _Pending:
 class Deployment:
     """Holds the deployed model; call :meth:`advance` after every processed unit of events."""
 
-    def __init__(self, model, every: int, rng: np.random.Generator, jitter: float = 0.0,
-                 quarantine: int = 0, veto_flags: int = 0):  # fmt: skip
+    def __init__(
+        self, model, every: int, rng: np.random.Generator, jitter: float = 0.0, quarantine: int = 0, veto_flags: int = 0
+    ):
         self.every = every
         self.jitter = jitter
         self.quarantine = quarantine
@@ -93,7 +94,9 @@ class Deployment:
         """Deployed and pending snapshots (their models' own state), schedule and counts, for a checkpoint."""
         return {
             "model": self.model.get_state(),
-            "pending": [{"deploy_at": p.deploy_at, "model": p.model.get_state(), "flags": p.flags} for p in self.pending],
+            "pending": [
+                {"deploy_at": p.deploy_at, "model": p.model.get_state(), "flags": p.flags} for p in self.pending
+            ],
             "next_snapshot": self.next_snapshot,
             "flags_since_snapshot": self.flags_since_snapshot,
             "counts": [self.taken, self.deployed, self.vetoed],
@@ -115,5 +118,9 @@ class Deployment:
         self.rng.bit_generator.state = state["rng"]
 
     def counts(self) -> dict[str, int]:
-        return {"snapshots_taken": self.taken, "snapshots_deployed": self.deployed, "snapshots_vetoed": self.vetoed,
-                "snapshots_pending": len(self.pending)}  # fmt: skip
+        return {
+            "snapshots_taken": self.taken,
+            "snapshots_deployed": self.deployed,
+            "snapshots_vetoed": self.vetoed,
+            "snapshots_pending": len(self.pending),
+        }

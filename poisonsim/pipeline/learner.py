@@ -40,8 +40,16 @@ class Learner:
         self.pin_content = world.scenario.model.pin_content
         # held-out probes of runtime detectors at unit ends drawn from an evaluator-side seed the defenses never see
         probe_plan = (seed_int(seeds_of(world.scenario).evaluator), self.every, self.unit, self.n_events)
-        self.evaluator = Evaluator(world.model, world.source, world.attack, world.twin, self.defenses, self.deployment,
-                                   world.pins_content, probe_plan)  # fmt: skip
+        self.evaluator = Evaluator(
+            world.model,
+            world.source,
+            world.attack,
+            world.twin,
+            self.defenses,
+            self.deployment,
+            world.pins_content,
+            probe_plan,
+        )
         self.evaluator.evaluate()  # the starting point: row 0, before the first event
 
     @property
@@ -168,8 +176,10 @@ class Learner:
         """Resume from :meth:`get_state` of a learner of the same scenario."""
         self.model.set_state(state["model"])
         if (self.twin is None) != ("twin" not in state):
-            raise ValueError(f"twin: the checkpoint {'holds' if 'twin' in state else 'lacks'} a clean twin, the "
-                             f"scenario's evaluation.twin is {self.twin is not None}")  # fmt: skip
+            raise ValueError(
+                f"twin: the checkpoint {'holds' if 'twin' in state else 'lacks'} a clean twin, the "
+                f"scenario's evaluation.twin is {self.twin is not None}"
+            )
         if self.twin is not None:
             self.twin.set_state(state["twin"])
         self.evaluator.set_state(state["evaluator"])
@@ -178,8 +188,10 @@ class Learner:
             self.deployment.set_state(state["deployment"], self.model)
         saved = state.get("defenses", {})
         if set(saved) != {defense.kind for defense in self.defenses}:
-            raise ValueError(f"defenses: the checkpoint holds {sorted(saved)}, the scenario has "
-                             f"{sorted(d.kind for d in self.defenses)}")  # fmt: skip
+            raise ValueError(
+                f"defenses: the checkpoint holds {sorted(saved)}, the scenario has "
+                f"{sorted(d.kind for d in self.defenses)}"
+            )
         for defense in self.defenses:
             defense.set_state(saved[defense.kind], self.model)
 

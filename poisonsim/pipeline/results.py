@@ -44,8 +44,9 @@ def analyse(world: World, result: RunResult) -> None:
     scenario = world.scenario
     if scenario.evaluation.explain:
         rng = np.random.default_rng(seeds_of(scenario).evaluator.spawn(1)[0])  # evaluator side: what is explained
-        figures, arrays = explain.analyse(world.model, world.source, world.attack,
-                                          scenario.evaluation.explain_inputs, rng)  # fmt: skip
+        figures, arrays = explain.analyse(
+            world.model, world.source, world.attack, scenario.evaluation.explain_inputs, rng
+        )
         result.summary["analysis"] = figures
         if arrays is not None:
             result.analysis[explain.ATTRIBUTIONS] = arrays

@@ -82,11 +82,15 @@ class MergedStream:
         if identity_pool not in IDENTITY_POOLS:
             raise ValueError(f'attack.identity_pool: expected "shared" or "own", got {identity_pool!r}')
         if identity_pool == "shared" and identities > benign_sources:
-            raise ValueError(f"attack.identities: {identities} shared ids need stream.benign_sources >= "
-                             f"{identities}, got {benign_sources}")  # fmt: skip
+            raise ValueError(
+                f"attack.identities: {identities} shared ids need stream.benign_sources >= "
+                f"{identities}, got {benign_sources}"
+            )
         if source_id_count(benign_sources, identities, identity_pool) > MAX_SOURCES:
-            raise ValueError(f"stream.benign_sources, attack.identities: at most {MAX_SOURCES} source ids in all, "
-                             f"got {benign_sources} benign and {identities} of the attacker's own")  # fmt: skip
+            raise ValueError(
+                f"stream.benign_sources, attack.identities: at most {MAX_SOURCES} source ids in all, "
+                f"got {benign_sources} benign and {identities} of the attacker's own"
+            )
         self.source = source
         self.attack = attack
         self.schedule = schedule

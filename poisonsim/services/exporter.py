@@ -58,15 +58,23 @@ class ConsumerMetrics:
     """Counters and gauges a consumer process updates as it goes."""
 
     def __init__(self, registry: CollectorRegistry):
-        self.events = Counter("poisonsim_events", "Events learned, by the stream each belongs to (benign or attack)", ["stream"],
-                              registry=registry)  # fmt: skip
+        self.events = Counter(
+            "poisonsim_events",
+            "Events learned, by the stream each belongs to (benign or attack)",
+            ["stream"],
+            registry=registry,
+        )
         self.dead_letters = Counter(
-            "poisonsim_dead_letters", "Records refused, by reason (each counted; the dead-letter topic gets them at a "
-            "bounded rate)", ["reason"], registry=registry
+            "poisonsim_dead_letters",
+            "Records refused, by reason (each counted; the dead-letter topic gets them at a bounded rate)",
+            ["reason"],
+            registry=registry,
         )
         self.withheld = Counter(
-            "poisonsim_dead_letters_withheld", "Refused records not written to the dead-letter topic (past its rate), "
-            "by reason", ["reason"], registry=registry
+            "poisonsim_dead_letters_withheld",
+            "Refused records not written to the dead-letter topic (past its rate), by reason",
+            ["reason"],
+            registry=registry,
         )
         self.duplicates = Counter(
             "poisonsim_duplicate_events", "Redelivered events dropped (already learned or buffered)", registry=registry
@@ -77,20 +85,30 @@ class ConsumerMetrics:
         self.skipped = Counter(
             "poisonsim_skipped_events", "Missing events given up on after the gap timeout", registry=registry
         )
-        self.lag = Gauge("poisonsim_consumer_lag_messages", "Messages behind the partition's end, by stream",
-                         ["stream"], registry=registry)  # fmt: skip
-        self.buffered = Gauge("poisonsim_merge_buffered_events", "Events received, waiting for earlier ids",
-                              registry=registry)  # fmt: skip
+        self.lag = Gauge(
+            "poisonsim_consumer_lag_messages",
+            "Messages behind the partition's end, by stream",
+            ["stream"],
+            registry=registry,
+        )
+        self.buffered = Gauge(
+            "poisonsim_merge_buffered_events", "Events received, waiting for earlier ids", registry=registry
+        )
         self.stalled = Gauge(
             "poisonsim_consumer_stalled",
             "1 while no event has arrived for the stall time and the stream is unfinished (broker or producers down)",
             registry=registry,
         )
-        self.processing = Histogram("poisonsim_processing_seconds", "Time to decode, merge and learn one poll",
-                                    buckets=PROCESSING_BUCKETS, registry=registry)  # fmt: skip
+        self.processing = Histogram(
+            "poisonsim_processing_seconds",
+            "Time to decode, merge and learn one poll",
+            buckets=PROCESSING_BUCKETS,
+            registry=registry,
+        )
         self.checkpoints = Counter("poisonsim_checkpoints", "Checkpoints written", registry=registry)
-        self.checkpoint_time = Gauge("poisonsim_last_checkpoint_timestamp_seconds",
-                                     "Unix time of the last checkpoint", registry=registry)  # fmt: skip
+        self.checkpoint_time = Gauge(
+            "poisonsim_last_checkpoint_timestamp_seconds", "Unix time of the last checkpoint", registry=registry
+        )
         for stream in STREAMS:
             self.events.labels(stream=stream)
             self.lag.labels(stream=stream)
@@ -103,14 +121,18 @@ class ProducerMetrics:
     """What a producer process reports."""
 
     def __init__(self, registry: CollectorRegistry):
-        self.events = Counter("poisonsim_produced_events", "Events sent to the broker, by stream", ["stream"],
-                              registry=registry)  # fmt: skip
-        self.messages = Counter("poisonsim_produced_messages", "Messages sent to the broker, by stream",
-                                ["stream"], registry=registry)  # fmt: skip
-        self.retries = Counter("poisonsim_produce_retries", "Messages sent again after a failed delivery",
-                               registry=registry)  # fmt: skip
-        self.broker_up = Gauge("poisonsim_broker_up", "1 while the broker acknowledges in time, 0 while it does not",
-                               registry=registry)  # fmt: skip
+        self.events = Counter(
+            "poisonsim_produced_events", "Events sent to the broker, by stream", ["stream"], registry=registry
+        )
+        self.messages = Counter(
+            "poisonsim_produced_messages", "Messages sent to the broker, by stream", ["stream"], registry=registry
+        )
+        self.retries = Counter(
+            "poisonsim_produce_retries", "Messages sent again after a failed delivery", registry=registry
+        )
+        self.broker_up = Gauge(
+            "poisonsim_broker_up", "1 while the broker acknowledges in time, 0 while it does not", registry=registry
+        )
         self.broker_up.set(1)
         for stream in STREAMS:
             self.events.labels(stream=stream)
@@ -121,10 +143,17 @@ class DetectorMetrics:
     """A detector consumer's verdicts against ground truth."""
 
     def __init__(self, registry: CollectorRegistry, detector: str):
-        self.detections = Counter("poisonsim_detections", "Detector verdicts against ground truth",
-                                  ["role", "detector", "outcome"], registry=registry)  # fmt: skip
-        self.snapshot_events = Gauge("poisonsim_detector_snapshot_events", "Stream position of the model snapshot "
-                                     "the detector uses", registry=registry)  # fmt: skip
+        self.detections = Counter(
+            "poisonsim_detections",
+            "Detector verdicts against ground truth",
+            ["role", "detector", "outcome"],
+            registry=registry,
+        )
+        self.snapshot_events = Gauge(
+            "poisonsim_detector_snapshot_events",
+            "Stream position of the model snapshot the detector uses",
+            registry=registry,
+        )
         for outcome in OUTCOMES:
             self.detections.labels(role="detector", detector=detector, outcome=outcome)
 
@@ -200,7 +229,8 @@ class LearnerCollector(Collector):
         snapshot["defense_counts"] = {kind: dict(counts) for kind, counts in evaluator.defense_counts.items()}
         snapshot["defense_alarms"] = {  # every defense's drift alarms: "<kind>", or "<kind>/<detector>" for several
             f"{d.kind}/{name}" if name else d.kind: len(positions)
-            for d in learner.defenses for name, positions in d.alarms().items()
+            for d in learner.defenses
+            for name, positions in d.alarms().items()
         }
         with self._lock:
             self._snapshot = snapshot
@@ -231,9 +261,11 @@ class LearnerCollector(Collector):
         rho = GaugeMetricFamily("poisonsim_poisoning_rate_ratio", "Observed poisoning rate rho (poison / events)")
         if row.get("observed_poisoning_rate") is not None:
             rho.add_metric([], row["observed_poisoning_rate"])
-        shift = GaugeMetricFamily("poisonsim_centroid_displacement", "Distance of each class centroid from its start, in "
-                                  "the features' own units",
-                                  labels=["model", "class"])  # fmt: skip
+        shift = GaugeMetricFamily(
+            "poisonsim_centroid_displacement",
+            "Distance of each class centroid from its start, in the features' own units",
+            labels=["model", "class"],
+        )
         for klass, value in s.get("by_class", {}).items():
             shift.add_metric([self.model_kind, klass], value)
         position = GaugeMetricFamily("poisonsim_stream_position_events", "Events of the merged stream learned so far")
@@ -241,16 +273,18 @@ class LearnerCollector(Collector):
         if s:
             position.add_metric([], s["events"])
             length.add_metric([], s["n_events"])
-        detections = CounterMetricFamily("poisonsim_detections", "Detector verdicts against ground truth",
-                                         labels=["role", "detector", "outcome"])  # fmt: skip
+        detections = CounterMetricFamily(
+            "poisonsim_detections", "Detector verdicts against ground truth", labels=["role", "detector", "outcome"]
+        )
         if s.get("is_detector"):  # the learner's own model, and its defenses: role "learner"
             for outcome, n in zip(OUTCOMES, _confusion(s)):
                 detections.add_metric(["learner", MODEL_ALARMS, outcome], n)
         for kind, counts in s.get("defense_counts", {}).items():  # each defense's verdicts
             for outcome in OUTCOMES:
                 detections.add_metric(["learner", kind, outcome], counts.get(outcome, 0))
-        drift = CounterMetricFamily("poisonsim_drift_alarms", "Drift alarms on the prequential error, by detector",
-                                    labels=["detector"])  # fmt: skip
+        drift = CounterMetricFamily(
+            "poisonsim_drift_alarms", "Drift alarms on the prequential error, by detector", labels=["detector"]
+        )
         drift.add_metric([self.drift.name], s.get("drift_alarms", 0))
         for name, alarms in s.get("defense_alarms", {}).items():
             drift.add_metric([name], alarms)
@@ -263,10 +297,17 @@ _ROW_GAUGES = (  # metric, evaluator row key, help
     ("poisonsim_attack_success_ratio", "attack_success_rate", "Share of the attacker's targets classified as it wants"),
     ("poisonsim_displacement_radii", "displacement_radii", "Centroid displacement toward the attack point, in radii"),
     ("poisonsim_window_contamination_ratio", "window_contamination", "Share of poison in the model's window(s)"),
-    ("poisonsim_accuracy_drop_ratio", "accuracy_drop", "Held-out accuracy the model lost against its clean twin "
-     "(the same model learning the stream without the poison or defenses)"),
-    ("poisonsim_twin_disagreement_ratio", "disagreement", "Share of held-out clean inputs the model and its clean "
-     "twin classify differently"),
+    (
+        "poisonsim_accuracy_drop_ratio",
+        "accuracy_drop",
+        "Held-out accuracy the model lost against its clean twin "
+        "(the same model learning the stream without the poison or defenses)",
+    ),
+    (
+        "poisonsim_twin_disagreement_ratio",
+        "disagreement",
+        "Share of held-out clean inputs the model and its clean twin classify differently",
+    ),
 )
 
 

@@ -25,11 +25,20 @@ from poisonsim.transport.kafka import DEFAULT_TOPICS, SASL_MECHANISMS, SECURITY_
 
 def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", type=Path, help="scenario TOML file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a scenario key, e.g. attack.rate=0.3 (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a scenario key, e.g. attack.rate=0.3 (repeatable)",
+    )
     parser.add_argument("--seed", type=int, help="override the scenario's seed")
-    parser.add_argument("--log-level", default=os.environ.get("POISONSIM_LOG_LEVEL", "INFO"),
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))  # fmt: skip
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("POISONSIM_LOG_LEVEL", "INFO"),
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    )
 
 
 def load_scenario(args: argparse.Namespace) -> Scenario:
@@ -43,32 +52,61 @@ def _env(name: str, default: str | None = None) -> str | None:
 def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
     """Connection, security and topic flags; each defaults to a ``POISONSIM_*`` variable."""
     kafka = parser.add_argument_group("Kafka (each flag defaults to the POISONSIM_<FLAG> environment variable)")
-    kafka.add_argument("--bootstrap-servers", default=_env("BOOTSTRAP_SERVERS", "localhost:9092"), metavar="HOSTS",
-                       help="comma-separated host:port list (default %(default)s)")  # fmt: skip
-    kafka.add_argument("--security-protocol", default=_env("SECURITY_PROTOCOL", "PLAINTEXT"),
-                       choices=SECURITY_PROTOCOLS)  # fmt: skip
+    kafka.add_argument(
+        "--bootstrap-servers",
+        default=_env("BOOTSTRAP_SERVERS", "localhost:9092"),
+        metavar="HOSTS",
+        help="comma-separated host:port list (default %(default)s)",
+    )
+    kafka.add_argument(
+        "--security-protocol", default=_env("SECURITY_PROTOCOL", "PLAINTEXT"), choices=SECURITY_PROTOCOLS
+    )
     kafka.add_argument("--sasl-mechanism", default=_env("SASL_MECHANISM"), choices=SASL_MECHANISMS)
     kafka.add_argument("--sasl-username", default=_env("SASL_USERNAME"))
-    kafka.add_argument("--sasl-password-file", default=_env("SASL_PASSWORD_FILE"), metavar="PATH",
-                       help="file holding the SASL password (or POISONSIM_SASL_PASSWORD; never a flag)")  # fmt: skip
+    kafka.add_argument(
+        "--sasl-password-file",
+        default=_env("SASL_PASSWORD_FILE"),
+        metavar="PATH",
+        help="file holding the SASL password (or POISONSIM_SASL_PASSWORD; never a flag)",
+    )
     kafka.add_argument("--ssl-cafile", default=_env("SSL_CAFILE"), metavar="PATH")
     kafka.add_argument("--ssl-certfile", default=_env("SSL_CERTFILE"), metavar="PATH")
-    kafka.add_argument("--ssl-keyfile", default=_env("SSL_KEYFILE"), metavar="PATH",
-                       help="its password, if any: POISONSIM_SSL_PASSWORD")  # fmt: skip
+    kafka.add_argument(
+        "--ssl-keyfile",
+        default=_env("SSL_KEYFILE"),
+        metavar="PATH",
+        help="its password, if any: POISONSIM_SSL_PASSWORD",
+    )
     for name, default in DEFAULT_TOPICS.items():
         flag = name.replace("_", "-")
-        kafka.add_argument(f"--{flag}-topic", default=_env(f"{name.upper()}_TOPIC", default), metavar="TOPIC",
-                           help="default %(default)s")  # fmt: skip
-    kafka.add_argument("--partitions", type=int, default=int(_env("PARTITIONS", "1")),
-                       help="partitions of topics this process creates when missing (default %(default)s)")  # fmt: skip
-    kafka.add_argument("--signing-key-file", default=_env("SIGNING_KEY_FILE"), metavar="PATH",
-                       help="key that signs (producers) and verifies (consumers) every record; or the key itself "
-                       "in POISONSIM_SIGNING_KEY (hex); default: this machine's deployment key, made on first use "
-                       "(POISONSIM_KEY_DIR, else ~/.config/poisonsim/signing.key)")  # fmt: skip
-    kafka.add_argument("--insecure-unsigned", action="store_true", default=_env("INSECURE_UNSIGNED") == "1",
-                       help="neither sign nor check records: anyone who can write the topics can forge events and "
-                       "ground truth, and a forged copy of a coming event takes its place (POISONSIM_INSECURE_"
-                       "UNSIGNED=1)")  # fmt: skip
+        kafka.add_argument(
+            f"--{flag}-topic",
+            default=_env(f"{name.upper()}_TOPIC", default),
+            metavar="TOPIC",
+            help="default %(default)s",
+        )
+    kafka.add_argument(
+        "--partitions",
+        type=int,
+        default=int(_env("PARTITIONS", "1")),
+        help="partitions of topics this process creates when missing (default %(default)s)",
+    )
+    kafka.add_argument(
+        "--signing-key-file",
+        default=_env("SIGNING_KEY_FILE"),
+        metavar="PATH",
+        help="key that signs (producers) and verifies (consumers) every record; or the key itself "
+        "in POISONSIM_SIGNING_KEY (hex); default: this machine's deployment key, made on first use "
+        "(POISONSIM_KEY_DIR, else ~/.config/poisonsim/signing.key)",
+    )
+    kafka.add_argument(
+        "--insecure-unsigned",
+        action="store_true",
+        default=_env("INSECURE_UNSIGNED") == "1",
+        help="neither sign nor check records: anyone who can write the topics can forge events and "
+        "ground truth, and a forged copy of a coming event takes its place (POISONSIM_INSECURE_"
+        "UNSIGNED=1)",
+    )
 
 
 def check_number(flag: str, value: float, low: float = 0, what: str = "a number") -> None:
@@ -86,9 +124,16 @@ def kafka_settings(args: argparse.Namespace) -> KafkaSettings:
         except OSError as exc:
             raise ConfigError(f"--sasl-password-file: {exc}") from None
     return KafkaSettings(
-        args.bootstrap_servers, args.security_protocol, args.sasl_mechanism, args.sasl_username, password,
-        args.ssl_cafile, args.ssl_certfile, args.ssl_keyfile, os.environ.get("POISONSIM_SSL_PASSWORD"),
-    ).check()  # fmt: skip
+        args.bootstrap_servers,
+        args.security_protocol,
+        args.sasl_mechanism,
+        args.sasl_username,
+        password,
+        args.ssl_cafile,
+        args.ssl_certfile,
+        args.ssl_keyfile,
+        os.environ.get("POISONSIM_SSL_PASSWORD"),
+    ).check()
 
 
 def signer(args: argparse.Namespace, log: logging.Logger):
@@ -97,10 +142,12 @@ def signer(args: argparse.Namespace, log: logging.Logger):
     from poisonsim.transport.signing import load_signer
 
     if args.insecure_unsigned:
-        log.warning("--insecure-unsigned: records are neither signed nor checked, so anyone who can write the "
-                    "topics can forge events and ground truth, and a forged copy of a coming event takes the real "
-                    "one's place (the real one is then counted in poisonsim_duplicate_events_total, or with other "
-                    "content still held, both in poisonsim_skipped_events_total)")  # fmt: skip
+        log.warning(
+            "--insecure-unsigned: records are neither signed nor checked, so anyone who can write the "
+            "topics can forge events and ground truth, and a forged copy of a coming event takes the real "
+            "one's place (the real one is then counted in poisonsim_duplicate_events_total, or with other "
+            "content still held, both in poisonsim_skipped_events_total)"
+        )
         return None
     try:
         loaded, origin = load_signer(args.signing_key_file)
@@ -109,15 +156,24 @@ def signer(args: argparse.Namespace, log: logging.Logger):
     log.info("records signed and checked with the key from %s", origin)
     return loaded
 
+
 def add_metrics_arguments(parser: argparse.ArgumentParser, default_port: int | None) -> None:
     env_port = os.environ.get("POISONSIM_METRICS_PORT")
     group = parser.add_argument_group("metrics")
     shown = default_port if default_port is not None else "none"
-    group.add_argument("--metrics-port", type=int, default=int(env_port) if env_port else default_port,
-                       metavar="PORT", help="serve Prometheus metrics on this port (0: any free port; "
-                       f"default {shown}, POISONSIM_METRICS_PORT)")  # fmt: skip
-    group.add_argument("--metrics-address", default=os.environ.get("POISONSIM_METRICS_ADDRESS", "127.0.0.1"),
-                       metavar="ADDR", help="address the metrics endpoint binds to (default %(default)s)")  # fmt: skip
+    group.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env_port) if env_port else default_port,
+        metavar="PORT",
+        help=f"serve Prometheus metrics on this port (0: any free port; default {shown}, POISONSIM_METRICS_PORT)",
+    )
+    group.add_argument(
+        "--metrics-address",
+        default=os.environ.get("POISONSIM_METRICS_ADDRESS", "127.0.0.1"),
+        metavar="ADDR",
+        help="address the metrics endpoint binds to (default %(default)s)",
+    )
     group.add_argument("--no-metrics", action="store_true", help="serve no metrics endpoint")
 
 
@@ -142,8 +198,9 @@ def start_metrics(args: argparse.Namespace, registry):
 
 
 def setup_logging(level: str, name: str) -> logging.Logger:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
+    )
     if level != "DEBUG":
         logging.getLogger("kafka").setLevel(logging.WARNING)
     return logging.getLogger(name)

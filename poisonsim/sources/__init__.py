@@ -14,4 +14,14 @@ from poisonsim.sources.datasets import (
     make_source,
 )
 
-__all__ = ["BUNDLED_RIVER_SETS", "Blobs", "Digits", "Mnist", "RiverSet", "Source", "SourceKind", "augment_images", "make_source"]
+__all__ = [
+    "BUNDLED_RIVER_SETS",
+    "Blobs",
+    "Digits",
+    "Mnist",
+    "RiverSet",
+    "Source",
+    "SourceKind",
+    "augment_images",
+    "make_source",
+]

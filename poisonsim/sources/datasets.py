@@ -39,8 +39,9 @@ MNIST_SIDE = 28
 BUNDLED_RIVER_SETS = ("Bananas", "ImageSegments", "Phishing", "Shuttle")
 HELD_OUT_SHARE = 0.25  # at most this share of a finite data set is held out for the evaluator
 TRUSTED_SHARE = 0.2  # this share is the defender's trusted sample
-HeldOut = Annotated[int, Key("held-out clean events for the evaluator (at most 25% of a finite set)", ge=1,
-                             le=1_000_000)]  # fmt: skip
+HeldOut = Annotated[
+    int, Key("held-out clean events for the evaluator (at most 25% of a finite set)", ge=1, le=1_000_000)
+]
 
 
 @dataclass
@@ -197,7 +198,9 @@ class RiverSet(SourceKind):
 
 
 for _name in BUNDLED_RIVER_SETS:
-    _cls = type(f"River{_name}", (RiverSet,), {"dataset": _name, "__doc__": f"river's bundled {_name} set, standardised."})
+    _cls = type(
+        f"River{_name}", (RiverSet,), {"dataset": _name, "__doc__": f"river's bundled {_name} set, standardised."}
+    )
     SOURCES.register(f"river:{_name}", examples=[{"n_test": 50}])(_cls)
 
 
@@ -219,8 +222,16 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, n_test: int, rng: np.random.
     n_trusted = int(TRUSTED_SHARE * len(y))
     order = rng.permutation(len(y))
     test, trusted, train = np.split(order, [n_test, n_test + n_trusted])
-    return Source(name, x[test], y[test], int(y.max()) + 1, _train_x=x[train], _train_y=y[train],
-                  _trusted_x=x[trusted], _trusted_y=y[trusted])  # fmt: skip
+    return Source(
+        name,
+        x[test],
+        y[test],
+        int(y.max()) + 1,
+        _train_x=x[train],
+        _train_y=y[train],
+        _trusted_x=x[trusted],
+        _trusted_y=y[trusted],
+    )
 
 
 def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:

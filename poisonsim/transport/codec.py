@@ -140,8 +140,10 @@ class Codec:
         if batch.n_features != self.n_features:
             raise ValueError(f"batch: expected {self.n_features} features, got {batch.n_features}")
         if (batch.pin is not None) != self.pinned:
-            raise ValueError(f"batch: {'no' if batch.pin is None else 'a'} content pin, but the codec was built "
-                             f"with pinned={self.pinned}")  # fmt: skip
+            raise ValueError(
+                f"batch: {'no' if batch.pin is None else 'a'} content pin, but the codec was built "
+                f"with pinned={self.pinned}"
+            )
         k, n = int(events_per_message), len(batch)
         if not 1 <= k <= self.max_events_per_message():
             raise ValueError(
@@ -174,9 +176,7 @@ class Codec:
         bits = _pack_truth(truth, n_messages, m)
         width = bits.shape[1]
         bits = bits.tobytes()
-        return [
-            (values[i * size : (i + 1) * size], bits[i * width : (i + 1) * width]) for i in range(n_messages)
-        ]  # fmt: skip
+        return [(values[i * size : (i + 1) * size], bits[i * width : (i + 1) * width]) for i in range(n_messages)]
 
     # -- decoding -------------------------------------------------------------
 
@@ -196,8 +196,11 @@ class Codec:
         if header["n_features"] != self.n_features:
             raise DecodeError("dimension", f"{header['n_features']} features, expected {self.n_features}")
         if header["flags"] != self.flags:
-            raise DecodeError("dimension", f"flags {header['flags']}: records {'without' if self.pinned else 'with'} "
-                                           f"content pins, expected flags {self.flags}")  # fmt: skip
+            raise DecodeError(
+                "dimension",
+                f"flags {header['flags']}: records {'without' if self.pinned else 'with'} "
+                f"content pins, expected flags {self.flags}",
+            )
         m = int(header["n_events"])
         if m == 0:
             raise DecodeError("empty", "header says 0 events")
@@ -222,8 +225,9 @@ class Codec:
             raise DecodeError("bad_id", f"ids {ids.min()}..{ids.max()}, expected 0..{self.n_events - 1}")
         source = records["source"]
         if self.n_sources is not None and ((source < 0) | (source >= self.n_sources)).any():
-            raise DecodeError("bad_source", f"source ids {source.min()}..{source.max()}, "
-                                            f"expected 0..{self.n_sources - 1}")  # fmt: skip
+            raise DecodeError(
+                "bad_source", f"source ids {source.min()}..{source.max()}, expected 0..{self.n_sources - 1}"
+            )
 
     def decode_many(self, values: list[bytes | None], truths: list[bytes | None]) -> Decoded:
         """Decode a list of messages; refused ones are listed in ``errors``, never raised."""
@@ -262,10 +266,14 @@ class Codec:
         bits = np.frombuffer(b"".join([truths[i] for i in index]), dtype=np.uint8).reshape(len(index), width)
         header, records = messages["header"], messages["records"]
         good = (
-            (header["magic"] == MAGIC) & (header["version"] == VERSION) & (header["n_features"] == self.n_features)
-            & (header["n_events"] == m) & (bits[:, 0] == TRUTH_VERSION) & (header["flags"] == self.flags)
+            (header["magic"] == MAGIC)
+            & (header["version"] == VERSION)
+            & (header["n_features"] == self.n_features)
+            & (header["n_events"] == m)
+            & (bits[:, 0] == TRUTH_VERSION)
+            & (header["flags"] == self.flags)
             & np.isfinite(records["x"]).reshape(len(index), -1).all(axis=1)
-        )  # fmt: skip
+        )
         if self.n_classes is not None:
             good &= ((records["y"] >= 0) & (records["y"] < self.n_classes)).all(axis=1)
         if self.n_events is not None:

@@ -73,8 +73,12 @@ class RefusalLog:
     ['dead letter: t[0] offset 0: bad_signature: no signature', '4 more dead letters in the last 10 s: bad_signature 4']
     """
 
-    def __init__(self, write: Callable[..., None] = log.warning, interval_s: float = LOG_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic):  # fmt: skip
+    def __init__(
+        self,
+        write: Callable[..., None] = log.warning,
+        interval_s: float = LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.write, self.interval_s, self.clock = write, interval_s, clock
         self._more: Counter[str] = Counter()
         self._logged: set[str] = set()
@@ -85,8 +89,9 @@ class RefusalLog:
             self._more[reason] += 1
         else:
             self._logged.add(reason)
-            self.write("dead letter: %s[%s] offset %d: %s: %s", record.topic, record.partition, record.offset, reason,
-                       detail)  # fmt: skip
+            self.write(
+                "dead letter: %s[%s] offset %d: %s: %s", record.topic, record.partition, record.offset, reason, detail
+            )
         self.tick()
 
     def tick(self) -> None:
@@ -98,8 +103,12 @@ class RefusalLog:
         """The interval's line of counts (if any were held back), and a new interval."""
         if self._more:
             counts = ", ".join(f"{reason} {n}" for reason, n in sorted(self._more.items()))
-            self.write("%d more dead letters in the last %.0f s: %s", sum(self._more.values()),
-                       self.clock() - self._since, counts)  # fmt: skip
+            self.write(
+                "%d more dead letters in the last %.0f s: %s",
+                sum(self._more.values()),
+                self.clock() - self._since,
+                counts,
+            )
         self._more.clear()
         self._logged.clear()
         self._since = self.clock()
@@ -120,9 +129,13 @@ class RecordAt:
 def dead_letter_headers(record, reason: str, detail: str, truth_header: str) -> tuple[bytes, list]:
     """The value and headers of ``record``'s dead letter (value cut to :data:`MAX_VALUE_BYTES`)."""
     value = record.value if isinstance(record.value, bytes) else b""
-    headers = [("reason", reason.encode()), ("detail", detail.encode("utf-8", "replace")[:1000]),
-               ("source-topic", record.topic.encode()), ("source-partition", str(record.partition).encode()),
-               ("source-offset", str(record.offset).encode())]  # fmt: skip
+    headers = [
+        ("reason", reason.encode()),
+        ("detail", detail.encode("utf-8", "replace")[:1000]),
+        ("source-topic", record.topic.encode()),
+        ("source-partition", str(record.partition).encode()),
+        ("source-offset", str(record.offset).encode()),
+    ]
     if len(value) > MAX_VALUE_BYTES:
         headers.append(("original-size", str(len(value)).encode()))
         value = value[:MAX_VALUE_BYTES]
@@ -136,8 +149,9 @@ class DeadLetters:
     """Publishes dead letters to ``topic`` at a bounded rate (see the module); a publish that keeps failing is
     counted and skipped."""
 
-    def __init__(self, settings, topic: str, truth_header: str = "truth", rate: float = PUBLISH_PER_S,
-                 burst: int = PUBLISH_BURST):  # fmt: skip
+    def __init__(
+        self, settings, topic: str, truth_header: str = "truth", rate: float = PUBLISH_PER_S, burst: int = PUBLISH_BURST
+    ):
         from kafka import KafkaProducer
 
         from poisonsim.transport.kafka import retry
@@ -163,11 +177,25 @@ class DeadLetters:
                 self._futures.append(self.producer.send(self.topic, value, key=key, headers=headers))
                 return True
             except Exception as exc:  # noqa: BLE001 - a dead letter must never stop the learner
-                log.warning("dead letter for %s[%s]@%s not published (attempt %d/%d): %s: %s", record.topic,
-                            record.partition, record.offset, attempt, ATTEMPTS, type(exc).__name__, exc)  # fmt: skip
+                log.warning(
+                    "dead letter for %s[%s]@%s not published (attempt %d/%d): %s: %s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    attempt,
+                    ATTEMPTS,
+                    type(exc).__name__,
+                    exc,
+                )
         self.failed += 1
-        log.error("dead letter for %s[%s]@%s skipped after %d attempts (reason %s)", record.topic, record.partition,
-                  record.offset, ATTEMPTS, reason)  # fmt: skip
+        log.error(
+            "dead letter for %s[%s]@%s skipped after %d attempts (reason %s)",
+            record.topic,
+            record.partition,
+            record.offset,
+            ATTEMPTS,
+            reason,
+        )
         return False
 
     def flush(self) -> None:

@@ -66,15 +66,20 @@ class KafkaSettings:
         if not self.bootstrap_servers.strip():
             raise ConfigError("--bootstrap-servers: expected host:port[,host:port...], got an empty string")
         if self.security_protocol not in SECURITY_PROTOCOLS:
-            raise ConfigError(f"--security-protocol: expected one of {', '.join(SECURITY_PROTOCOLS)}; "
-                              f"got {self.security_protocol!r}")  # fmt: skip
+            raise ConfigError(
+                f"--security-protocol: expected one of {', '.join(SECURITY_PROTOCOLS)}; got {self.security_protocol!r}"
+            )
         if self.security_protocol.startswith("SASL"):
             if self.sasl_mechanism not in SASL_MECHANISMS:
-                raise ConfigError(f"--sasl-mechanism: {self.security_protocol} needs one of "
-                                  f"{', '.join(SASL_MECHANISMS)}; got {self.sasl_mechanism!r}")  # fmt: skip
+                raise ConfigError(
+                    f"--sasl-mechanism: {self.security_protocol} needs one of "
+                    f"{', '.join(SASL_MECHANISMS)}; got {self.sasl_mechanism!r}"
+                )
             if not self.sasl_username or self.sasl_password is None:
-                raise ConfigError(f"{self.security_protocol} needs --sasl-username and a password "
-                                  "(POISONSIM_SASL_PASSWORD or --sasl-password-file)")  # fmt: skip
+                raise ConfigError(
+                    f"{self.security_protocol} needs --sasl-username and a password "
+                    "(POISONSIM_SASL_PASSWORD or --sasl-password-file)"
+                )
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             path = getattr(self, name)
             if path and not os.path.isfile(path):
@@ -85,8 +90,11 @@ class KafkaSettings:
         """Keyword arguments for any kafka-python client."""
         config = {"bootstrap_servers": self.bootstrap_servers.split(","), "security_protocol": self.security_protocol}
         if self.security_protocol.startswith("SASL"):
-            config.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
-                          sasl_plain_password=self.sasl_password)  # fmt: skip
+            config.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"):
             if getattr(self, name):
                 config[name] = getattr(self, name)
@@ -123,8 +131,9 @@ def retry(action: Callable, what: str, stop: Callable[[], bool] = lambda: False,
             wait = min(wait * 2, 10.0)
 
 
-def ensure_topics(settings: KafkaSettings, names: list[str], partitions: int = 1,
-                  stop: Callable[[], bool] = lambda: False) -> dict[str, int]:  # fmt: skip
+def ensure_topics(
+    settings: KafkaSettings, names: list[str], partitions: int = 1, stop: Callable[[], bool] = lambda: False
+) -> dict[str, int]:
     """Create missing topics; returns each topic's partition count (waits for the broker)."""
     from kafka import KafkaAdminClient, KafkaConsumer
     from kafka.admin import NewTopic
@@ -171,18 +180,33 @@ class EventSender:
     when the broker stops and starts answering.
     """
 
-    def __init__(self, settings: KafkaSettings, codec: Codec, topic: str, key: bytes, partition: int,
-                 events_per_message: int = 1, stall_s: float = 2.0,
-                 on_state: Callable[[bool], None] = lambda up: None,
-                 on_retry: Callable[[int], None] = lambda n: None, signer: Signer | None = None,
-                 **producer_config):  # fmt: skip
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        codec: Codec,
+        topic: str,
+        key: bytes,
+        partition: int,
+        events_per_message: int = 1,
+        stall_s: float = 2.0,
+        on_state: Callable[[bool], None] = lambda up: None,
+        on_retry: Callable[[int], None] = lambda n: None,
+        signer: Signer | None = None,
+        **producer_config,
+    ):
         from kafka import KafkaProducer
 
         self.codec, self.topic, self.key, self.partition, self.signer = codec, topic, key, partition, signer
         self.events_per_message, self.stall_s = events_per_message, stall_s
         self.on_state, self.on_retry = on_state, on_retry
-        config = {"acks": "all", "linger_ms": 5, "batch_size": 256 * 1024, "max_request_size": codec.max_bytes + 4096,
-                  "delivery_timeout_ms": 600_000, **producer_config}  # fmt: skip
+        config = {
+            "acks": "all",
+            "linger_ms": 5,
+            "batch_size": 256 * 1024,
+            "max_request_size": codec.max_bytes + 4096,
+            "delivery_timeout_ms": 600_000,
+            **producer_config,
+        }
         self.producer = retry(lambda: KafkaProducer(**settings.client_config(), **config), "connecting the producer")
         self._pending: list[tuple[bytes, bytes]] = []
         self._futures: list = []
@@ -222,8 +246,9 @@ class EventSender:
         wait = 0.5
         while True:
             try:
-                future = self.producer.send(self.topic, value, key=self.key, partition=self.partition,
-                                            headers=self._headers(value, bits))  # fmt: skip
+                future = self.producer.send(
+                    self.topic, value, key=self.key, partition=self.partition, headers=self._headers(value, bits)
+                )
                 break
             except KafkaTimeoutError as exc:  # metadata or buffer space not available in max_block_ms
                 log.warning("cannot hand a message to the broker (%s); retrying in %.1f s", exc, wait)
@@ -247,8 +272,11 @@ class EventSender:
                 except KafkaTimeoutError:
                     stalled = True
                     self.on_state(False)
-                    log.warning("broker not acknowledging for %.0f s; %d messages held, still retrying",
-                                time.monotonic() - started, len(self._pending))  # fmt: skip
+                    log.warning(
+                        "broker not acknowledging for %.0f s; %d messages held, still retrying",
+                        time.monotonic() - started,
+                        len(self._pending),
+                    )
             if stalled:
                 log.warning("broker acknowledging again after %.1f s", time.monotonic() - started)
             self.on_state(True)
@@ -274,5 +302,15 @@ class EventSender:
 
 from poisonsim.transport.receiver import EventReceiver, Received  # noqa: E402 (it uses the settings above)
 
-__all__ = ["DeadLetters", "EventReceiver", "EventSender", "KafkaSettings", "Received", "RecordAt", "ensure_topics",
-           "partition_for", "retry", "scenario_key"]  # fmt: skip
+__all__ = [
+    "DeadLetters",
+    "EventReceiver",
+    "EventSender",
+    "KafkaSettings",
+    "Received",
+    "RecordAt",
+    "ensure_topics",
+    "partition_for",
+    "retry",
+    "scenario_key",
+]

@@ -26,9 +26,18 @@ from poisonsim.transport.kafka import (
 class KafkaTransport:
     """Send batches to Kafka topics and receive them back, in order, for one scenario (``key``)."""
 
-    def __init__(self, settings: KafkaSettings, codec: Codec, key: bytes, prefix: str = "poisonsim.",
-                 partitions: int = 1, events_per_message: int = 1, timeout_s: float = 60.0,
-                 dead_letter_topic: str | None = None, signer=None):  # fmt: skip
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        codec: Codec,
+        key: bytes,
+        prefix: str = "poisonsim.",
+        partitions: int = 1,
+        events_per_message: int = 1,
+        timeout_s: float = 60.0,
+        dead_letter_topic: str | None = None,
+        signer=None,
+    ):
         self.settings, self.codec, self.key, self.prefix, self.signer = settings, codec, key, prefix, signer
         self.partitions, self.events_per_message, self.timeout_s = partitions, events_per_message, timeout_s
         self.dead_letter_topic = dead_letter_topic
@@ -65,8 +74,9 @@ class KafkaTransport:
         name = self.prefix + topic
         ensure_topics(self.settings, [name], self.partitions)
         partition = partition_for(self.key, self.partitions)
-        self._senders[topic] = EventSender(self.settings, self.codec, name, self.key, partition,
-                                           self.events_per_message, signer=self.signer)  # fmt: skip
+        self._senders[topic] = EventSender(
+            self.settings, self.codec, name, self.key, partition, self.events_per_message, signer=self.signer
+        )
         return self._senders[topic]
 
     def _open_receiver(self, topic: str) -> EventReceiver:
@@ -74,9 +84,9 @@ class KafkaTransport:
         ensure_topics(self.settings, [name], self.partitions)
         if self.dead_letter_topic and self._dead_letters is None:
             self._dead_letters = DeadLetters(self.settings, self.dead_letter_topic)
-        receiver = EventReceiver(self.settings, [name], self.key, self.codec, {name: self.partitions},
-                                 self._dead_letters, signer=self.signer)  # fmt: skip
+        receiver = EventReceiver(
+            self.settings, [name], self.key, self.codec, {name: self.partitions}, self._dead_letters, signer=self.signer
+        )
         receiver.seek([0])
         self._receivers[topic] = receiver
         return receiver
-

@@ -135,12 +135,14 @@ class Merger:
         broken = np.flatnonzero(batch.ids != expected)
         stop = int(broken[0]) if broken.size else len(batch)
         head, tail = slice(0, stop), slice(stop, None)
-        self._parts = [(batch.select(tail), truth.select(tail), offsets[tail], streams[tail])] if stop < len(batch) else []
+        self._parts = (
+            [(batch.select(tail), truth.select(tail), offsets[tail], streams[tail])] if stop < len(batch) else []
+        )
         self._buffered = len(batch) - stop
         self._bytes = sum(p[0].x.nbytes + EVENT_OVERHEAD_BYTES * len(p[0]) for p in self._parts)
         self.next_id += stop
         if self._held is not None:
-            self._held = self._held[np.searchsorted(self._held, self.next_id):]
+            self._held = self._held[np.searchsorted(self._held, self.next_id) :]
         return batch.select(head), truth.select(head), streams[head]
 
     def skip_gap(self) -> int:
@@ -165,7 +167,9 @@ class Merger:
 
     def _held_ids(self) -> np.ndarray:
         if self._held is None:
-            self._held = np.sort(np.concatenate([p[0].ids for p in self._parts])) if self._parts else np.zeros(0, np.int64)
+            self._held = (
+                np.sort(np.concatenate([p[0].ids for p in self._parts])) if self._parts else np.zeros(0, np.int64)
+            )
         return self._held
 
     def _check_held_copy(self, batch, truth, offsets, stream: int, row: int) -> None:
@@ -177,7 +181,9 @@ class Merger:
                 pair = EventBatch.concatenate([held.select(at), batch.select([row])])
                 pair_truth = Truth.concatenate([held_truth.select(at), truth.select([row])])
                 if not _same_rows(pair, pair_truth, np.array([0]), np.array([1]))[0]:
-                    self._conflict(event_id, (int(streams[at[0]]), int(held_offsets[at[0]])), (stream, int(offsets[row])))
+                    self._conflict(
+                        event_id, (int(streams[at[0]]), int(held_offsets[at[0]])), (stream, int(offsets[row]))
+                    )
                 return
 
     def _conflict(self, event_id: int, first: tuple[int, int], second: tuple[int, int]) -> None:
@@ -193,7 +199,7 @@ class Merger:
             if not keep.all():
                 self._parts[i] = (batch.select(keep), truth.select(keep), offsets[keep], streams[keep])
                 self._buffered -= int((~keep).sum())
-                self._bytes -= (batch.x[~keep].nbytes + EVENT_OVERHEAD_BYTES * int((~keep).sum()))
+                self._bytes -= batch.x[~keep].nbytes + EVENT_OVERHEAD_BYTES * int((~keep).sum())
         self._parts = [p for p in self._parts if len(p[0])]
         self._held = None
 

@@ -54,9 +54,18 @@ class EventReceiver:
     whatever the group assigns (a detector scales with partitions that way).
     """
 
-    def __init__(self, settings: KafkaSettings, topics: list[str], key: bytes, codec: Codec,
-                 partitions: dict[str, int] | None, dead_letters: DeadLetters | None, group_id: str | None = None,
-                 signer: Signer | None = None, **consumer_config):  # fmt: skip
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topics: list[str],
+        key: bytes,
+        codec: Codec,
+        partitions: dict[str, int] | None,
+        dead_letters: DeadLetters | None,
+        group_id: str | None = None,
+        signer: Signer | None = None,
+        **consumer_config,
+    ):
         from kafka import KafkaConsumer, TopicPartition
 
         from poisonsim.transport.kafka import partition_for, retry
@@ -66,13 +75,20 @@ class EventReceiver:
         self.refusals = RefusalLog(log.warning)
         # small fetches keep the topics interleaved (a broker may fill a fetch with one partition first),
         # so the merge buffers little
-        config = {"enable_auto_commit": False, "auto_offset_reset": "earliest", "max_poll_records": 20_000,
-                  "fetch_max_bytes": 1024 * 1024, "max_partition_fetch_bytes": max(512 * 1024, codec.max_bytes),
-                  "fetch_max_wait_ms": 200, **consumer_config}  # fmt: skip
+        config = {
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "max_poll_records": 20_000,
+            "fetch_max_bytes": 1024 * 1024,
+            "max_partition_fetch_bytes": max(512 * 1024, codec.max_bytes),
+            "fetch_max_wait_ms": 200,
+            **consumer_config,
+        }
         if partitions is None:  # a group member: short session timeouts, so that it joins (and rejoins) quickly
             config = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 600, **config}
-        self.consumer = retry(lambda: KafkaConsumer(**settings.client_config(), group_id=group_id, **config),
-                              "connecting the consumer")  # fmt: skip
+        self.consumer = retry(
+            lambda: KafkaConsumer(**settings.client_config(), group_id=group_id, **config), "connecting the consumer"
+        )
         self._stream = {topic: i for i, topic in enumerate(topics)}
         if partitions is None:
             self.partitions = []
@@ -101,13 +117,24 @@ class EventReceiver:
         screened, truths, refused = [], [], []
         for r in mine:
             headers = r.headers or []
-            if unsigned and len(headers) == 1 and headers[0][0] == TRUTH_HEADER and type(headers[0][1]) is bytes \
-                    and type(r.value) is bytes:  # the common cases, checked inline  # fmt: skip
+            if (
+                unsigned
+                and len(headers) == 1
+                and headers[0][0] == TRUTH_HEADER
+                and type(headers[0][1]) is bytes
+                and type(r.value) is bytes
+            ):  # the common cases, checked inline
                 screened.append(r)
                 truths.append(headers[0][1])
-            elif not unsigned and len(headers) == 2 and headers[0][0] == TRUTH_HEADER \
-                    and headers[1][0] == SIGNATURE_HEADER and type(r.value) is bytes \
-                    and type(headers[0][1]) is bytes and type(headers[1][1]) is bytes:  # fmt: skip
+            elif (
+                not unsigned
+                and len(headers) == 2
+                and headers[0][0] == TRUTH_HEADER
+                and headers[1][0] == SIGNATURE_HEADER
+                and type(r.value) is bytes
+                and type(headers[0][1]) is bytes
+                and type(headers[1][1]) is bytes
+            ):
                 if self.signer.verify(key, r.topic, r.value, headers[0][1], headers[1][1]):
                     screened.append(r)
                     truths.append(headers[0][1])
@@ -186,8 +213,9 @@ class EventReceiver:
         from kafka.errors import CorruptRecordError
 
         if self._probe is None:
-            self._probe = KafkaConsumer(**self.settings.client_config(), group_id=None, enable_auto_commit=False,
-                                        max_poll_records=1)  # fmt: skip
+            self._probe = KafkaConsumer(
+                **self.settings.client_config(), group_id=None, enable_auto_commit=False, max_poll_records=1
+            )
         self._probe.assign([tp])
         self._probe.seek(tp, offset)
         try:

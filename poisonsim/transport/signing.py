@@ -134,8 +134,10 @@ def load_signer(key_file: str | Path | None = None) -> tuple[Signer, str]:
     try:
         made = ensure_key_file(path)
     except OSError as exc:
-        raise ValueError(f"signing key: cannot create {path} ({exc.strerror}); make one with `poisonsim keygen > "
-                         f"KEYFILE` and pass --signing-key-file KEYFILE") from None  # fmt: skip
+        raise ValueError(
+            f"signing key: cannot create {path} ({exc.strerror}); make one with `poisonsim keygen > "
+            f"KEYFILE` and pass --signing-key-file KEYFILE"
+        ) from None
     return read_key_file(path, "signing key"), f"{path}{' (made now)' if made else ''}"
 
 

@@ -67,8 +67,15 @@ def test_an_offset_that_is_a_multiple_of_k_is_refused_naming_the_key(offset):
 
 def test_a_scenario_with_a_bad_offset_is_refused_before_the_run():
     with pytest.raises(ConfigError, match=r"^attack\.offset: 10 is a multiple of the 10 classes.*choose 1\.\.9"):
-        World.build(Scenario.from_dict({"stream": {"source": "digits"}, "model": {"kind": "centroid-classifier"},
-                                        "attack": {"kind": "all-to-all", "rate": 0.1, "offset": 10}}))  # fmt: skip
+        World.build(
+            Scenario.from_dict(
+                {
+                    "stream": {"source": "digits"},
+                    "model": {"kind": "centroid-classifier"},
+                    "attack": {"kind": "all-to-all", "rate": 0.1, "offset": 10},
+                }
+            )
+        )
     with pytest.raises(ConfigError, match=r"^attack\.offset: expected an integer >= 1, got 0"):
         Scenario.from_dict({"attack": {"kind": "all-to-all", "rate": 0.1, "offset": 0}})
 
@@ -106,9 +113,15 @@ def test_the_evaluator_scores_each_success_input_against_its_own_target_and_per_
 
 
 def _summary(attack: dict, seed: int = 1) -> dict:
-    return poisonsim.run({"seed": seed, "stream": {"source": "digits", "n_events": 2_000},
-                          "model": {"kind": "centroid-classifier", "window_size": 50},
-                          "attack": attack, "evaluation": {"every": 1_000}}).summary  # fmt: skip
+    return poisonsim.run(
+        {
+            "seed": seed,
+            "stream": {"source": "digits", "n_events": 2_000},
+            "model": {"kind": "centroid-classifier", "window_size": 50},
+            "attack": attack,
+            "evaluation": {"every": 1_000},
+        }
+    ).summary
 
 
 def test_a_run_reports_success_for_every_source_class_and_single_target_attacks_do_not():
@@ -130,11 +143,14 @@ def _seed_summary(overrides: list[str], seed: int) -> dict:
 def _over_seeds(overrides: list[str], seeds=SEEDS) -> dict[str, np.ndarray]:
     """Attack success (overall and per source class) and clean accuracy of the scenario over ``seeds``."""
     summaries = over_seeds(_seed_summary, [overrides] * len(seeds), seeds)
-    return {"success": np.array([s["attack_success_rate"] for s in summaries]),
-            "by_class": np.array([[s.get("attack_success_by_class", {}).get(str(c)) for c in range(10)]
-                                  for s in summaries], dtype=float),  # NaN: no attack
-            "clean": np.array([s["clean_accuracy"] for s in summaries]),
-            "rho": np.array([s["observed_poisoning_rate"] for s in summaries])}  # fmt: skip
+    return {
+        "success": np.array([s["attack_success_rate"] for s in summaries]),
+        "by_class": np.array(
+            [[s.get("attack_success_by_class", {}).get(str(c)) for c in range(10)] for s in summaries], dtype=float
+        ),  # NaN: no attack
+        "clean": np.array([s["clean_accuracy"] for s in summaries]),
+        "rho": np.array([s["observed_poisoning_rate"] for s in summaries]),
+    }
 
 
 @pytest.mark.slow

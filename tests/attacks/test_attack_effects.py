@@ -13,13 +13,15 @@ SEEDS = range(1, 7)
 
 
 def _classifier_run(attack: dict, seed: int) -> dict:
-    scenario = Scenario.from_dict({
-        "seed": seed,
-        "stream": {"source": "digits", "n_events": 8_000},
-        "model": {"kind": "centroid-classifier", "window_size": 50, "window_policy": "fifo"},
-        "attack": {"start": 2_000, **attack},
-        "evaluation": {"every": 2_000},
-    })  # fmt: skip
+    scenario = Scenario.from_dict(
+        {
+            "seed": seed,
+            "stream": {"source": "digits", "n_events": 8_000},
+            "model": {"kind": "centroid-classifier", "window_size": 50, "window_policy": "fifo"},
+            "attack": {"start": 2_000, **attack},
+            "evaluation": {"every": 2_000},
+        }
+    )
     return run(scenario).summary
 
 
@@ -59,7 +61,11 @@ def test_observed_rate_tracks_rho_and_budget_caps_the_attacker():
 
 def test_window_contamination_is_a_share_when_a_small_budget_has_left_the_window():
     """Ten flips, then clean traffic pushes them out: the running shares must not drift below 0."""
-    series = run(Scenario.from_toml(Path(__file__).parents[2] / "scenarios" / "label_flip.toml",
-                                    ["stream.n_events=3000", "attack.start=1000", "attack.budget=10"])).timeseries
+    series = run(
+        Scenario.from_toml(
+            Path(__file__).parents[2] / "scenarios" / "label_flip.toml",
+            ["stream.n_events=3000", "attack.start=1000", "attack.budget=10"],
+        )
+    ).timeseries
     contamination = [row["window_contamination"] for row in series]
     assert all(0.0 <= share <= 1.0 for share in contamination) and contamination[-1] == 0.0

@@ -58,7 +58,7 @@ class CornerJudge(Defense):
         log.info("corner-judge: judging with a new model")
 '''
 
-SCENARIO = '''
+SCENARIO = """
 plugins = ["corner_judge"]
 seed = 12
 [stream]
@@ -76,7 +76,7 @@ trigger = {kind = "patch", size = 3, value = 1.0}
 kind = "corner-judge"
 [evaluation]
 every = 1000
-'''
+"""
 
 
 @pytest.mark.slow
@@ -88,13 +88,30 @@ def test_the_detector_role_runs_a_plugin_defense_that_judges_inputs(broker, topi
     common = [scenario_file, "--bootstrap-servers", broker.bootstrap, *topics.flags()]
     port = free_port()
     processes = [
-        poisonsim_process(["produce", role, *common], tmp_path / f"produce-{role}.log", env) for role in ("benign", "attack")
+        poisonsim_process(["produce", role, *common], tmp_path / f"produce-{role}.log", env)
+        for role in ("benign", "attack")
     ] + [
-        poisonsim_process(["consume", *common, "--checkpoint-dir", tmp_path / "ck", "--checkpoint-interval", "0.5"],
-                          tmp_path / "learner.log", env),
-        poisonsim_process(["consume", *common, "--role", "detector", "--checkpoint-dir", tmp_path / "ck",
-                           "--metrics-port", port, "--keep-serving"], tmp_path / "detector.log", env),
-    ]  # fmt: skip
+        poisonsim_process(
+            ["consume", *common, "--checkpoint-dir", tmp_path / "ck", "--checkpoint-interval", "0.5"],
+            tmp_path / "learner.log",
+            env,
+        ),
+        poisonsim_process(
+            [
+                "consume",
+                *common,
+                "--role",
+                "detector",
+                "--checkpoint-dir",
+                tmp_path / "ck",
+                "--metrics-port",
+                port,
+                "--keep-serving",
+            ],
+            tmp_path / "detector.log",
+            env,
+        ),
+    ]
     logs = [tmp_path / f"{name}.log" for name in ("produce-benign", "produce-attack", "learner")]
     try:
         wait_all(processes[:3], timeout=300, logs=logs)
@@ -134,8 +151,11 @@ def _embedded_verdicts(scenario_file: Path, plugin_dir: Path) -> dict[str, int]:
     for size in world.batch_sizes():
         batch, truth = stream.next_batch(size)
         flags, poison = corner.flag(batch.x, world.model), truth.is_poison
-        for outcome, mask in (("tp", flags & poison), ("fp", flags & ~poison), ("tn", ~flags & ~poison),
-                              ("fn", ~flags & poison)):  # fmt: skip
+        for outcome, mask in (
+            ("tp", flags & poison),
+            ("fp", flags & ~poison),
+            ("tn", ~flags & ~poison),
+            ("fn", ~flags & poison),
+        ):
             counts[outcome] += int(np.sum(mask))
     return counts
-

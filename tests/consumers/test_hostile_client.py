@@ -66,8 +66,9 @@ def real_message(world: World, codec: Codec, event_id: int) -> tuple[bytes, byte
     raise AssertionError(f"no event {event_id}")
 
 
-def hostile_records(codec: Codec, world: World, key: bytes, topics, signer: Signer) -> list[tuple[str, bytes | None,
-                                                                                              list, str]]:  # fmt: skip
+def hostile_records(
+    codec: Codec, world: World, key: bytes, topics, signer: Signer
+) -> list[tuple[str, bytes | None, list, str]]:
     """(topic, value, headers, expected dead-letter reason) of every record the outside client sends; ``signer``
     holds the deployment's key (an insider's malformed records are signed with it)."""
     stranger = Signer(b"s" * 32)
@@ -78,8 +79,14 @@ def hostile_records(codec: Codec, world: World, key: bytes, topics, signer: Sign
             headers = [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, signer.sign(key, topic, value, bits))]
             records.append((topic, value, headers, reason))
         else:
-            records.append((topic, value, [] if bits is None else [(TRUTH_HEADER, bits)], reason if value is None else
-                            "bad_signature"))  # fmt: skip
+            records.append(
+                (
+                    topic,
+                    value,
+                    [] if bits is None else [(TRUTH_HEADER, bits)],
+                    reason if value is None else "bad_signature",
+                )
+            )
     value, bits = real_message(world, codec, 12_345)
     forged = bytearray(value)
     forged[-4:] = np.float32(9.0).tobytes()  # the real id, another feature value
@@ -91,12 +98,16 @@ def hostile_records(codec: Codec, world: World, key: bytes, topics, signer: Sign
         (benign, value, [(RawName("truth"), bits)], "unreadable"),
         (attack, value, [(TRUTH_HEADER, bits), *sign(attack, value, bits)], "bad_header"),
         (benign, bytes(forged), [(TRUTH_HEADER, bits)], "bad_signature"),
-        (attack, bytes(forged), [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, stranger.sign(key, attack, bytes(forged),
-                                                                                          bits))], "bad_signature"),
+        (
+            attack,
+            bytes(forged),
+            [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, stranger.sign(key, attack, bytes(forged), bits))],
+            "bad_signature",
+        ),
         (benign, value, [(TRUTH_HEADER, flipped), sign(benign, value, bits)[1]], "bad_signature"),
         (benign, value, sign(attack, value, bits), "bad_signature"),  # a real record, signed for the other topic
         (attack, big, sign(attack, big, bits), "oversized"),
-    ]  # fmt: skip
+    ]
     return records
 
 
@@ -113,7 +124,9 @@ def send_all(broker, key: bytes, records) -> None:
 def read_dead_letters(broker, topic: str, expected: int) -> list:
     from kafka import KafkaConsumer, TopicPartition
 
-    reader = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=2**21)
+    reader = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=2**21
+    )
     partition = TopicPartition(topic, 0)
     reader.assign([partition])
     reader.seek(partition, 0)
@@ -135,10 +148,14 @@ def test_poison_pills_are_dead_lettered_and_the_signed_run_ends_as_embedded(brok
 
     port = free_port()
     producers = produce_both(broker, topics, CENTROID, tmp_path, *PACED)  # started the default way: signed
-    learner = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port,
-                                                "--keep-serving"), tmp_path / "consume.log")  # fmt: skip
-    detector = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--role", "detector",
-                                                 "--no-metrics"), tmp_path / "detector.log")  # fmt: skip
+    learner = poisonsim_process(
+        consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port, "--keep-serving"),
+        tmp_path / "consume.log",
+    )
+    detector = poisonsim_process(
+        consume_command(CENTROID, broker, topics, tmp_path, "--role", "detector", "--no-metrics"),
+        tmp_path / "detector.log",
+    )
     try:
         # ... and among it: once both producers publish, about 5 s of paced stream are left (not a fixed delay,
         # which a loaded machine could stretch past the stream's end)
@@ -163,7 +180,9 @@ def test_poison_pills_are_dead_lettered_and_the_signed_run_ends_as_embedded(brok
     assert sorted(dict(r.headers)["reason"].decode() for r in dead) == sorted(r for *_, r in records)
     by_reason = {dict(r.headers)["reason"].decode(): r for r in dead}
     unreadable = dict(by_reason["unreadable"].headers)
-    assert unreadable["source-topic"].decode() in (topics.benign, topics.attack) and int(unreadable["source-offset"]) >= 0
+    assert (
+        unreadable["source-topic"].decode() in (topics.benign, topics.attack) and int(unreadable["source-offset"]) >= 0
+    )
     oversized = [r for r in dead if dict(r.headers).get("original-size") == b"1048000"]
     assert len(oversized) == 1 and len(oversized[0].value) < 1_000_000  # cut, so that it could be republished
 
@@ -201,8 +220,9 @@ def test_a_replay_flood_of_one_future_id_costs_bounded_memory_and_skips_nothing(
     producer.close()
 
     producers = produce_both(broker, topics, CENTROID, tmp_path, UNSIGNED)
-    learner = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--no-metrics", UNSIGNED),
-                                tmp_path / "consume.log")  # fmt: skip
+    learner = poisonsim_process(
+        consume_command(CENTROID, broker, topics, tmp_path, "--no-metrics", UNSIGNED), tmp_path / "consume.log"
+    )
     sampled: list[float] = []
     sampler = threading.Thread(target=lambda: sampled.append(peak_rss_mib(learner)))
     sampler.start()
@@ -224,8 +244,10 @@ def test_two_copies_of_an_id_with_different_content_are_neither_learned(broker, 
     send_all(broker, key, [(topics.attack, bytes(forged), [(TRUTH_HEADER, bits)], "conflict")])
     producers = produce_both(broker, topics, CENTROID, tmp_path, UNSIGNED)
     port = free_port()
-    learner = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port,
-                                                "--keep-serving", UNSIGNED), tmp_path / "consume.log")  # fmt: skip
+    learner = poisonsim_process(
+        consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port, "--keep-serving", UNSIGNED),
+        tmp_path / "consume.log",
+    )
     try:
         wait_all(producers, timeout=120, logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"])
         wait_for_log(tmp_path / "consume.log", "serving metrics until SIGTERM", timeout=120, process=learner)
@@ -261,8 +283,10 @@ def test_a_flood_of_forged_coming_events_is_refused_at_a_bounded_cost(broker, to
     port = free_port()
     producers = produce_both(broker, topics, CENTROID, tmp_path)
     started = time.monotonic()
-    learner = poisonsim_process(consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port,
-                                                "--keep-serving"), tmp_path / "consume.log")  # fmt: skip
+    learner = poisonsim_process(
+        consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port, "--keep-serving"),
+        tmp_path / "consume.log",
+    )
     try:
         wait_all(producers, timeout=120, logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"])
         wait_for_log(tmp_path / "consume.log", "serving metrics until SIGTERM", timeout=180, process=learner)

@@ -36,8 +36,15 @@ CENTROID = ["scenarios/centroid_shift.toml", "--set", "stream.n_events=20000", "
 LABEL_FLIP = ["scenarios/label_flip.toml", "--set", "stream.n_events=10000", "--set", "attack.start=1000"]
 FRONT_RUNNING = ["scenarios/front_running.toml", "--set", "stream.n_events=8000", "--set", "model.quarantine=50"]
 SPLIT_VIEW = ["scenarios/split_view.toml", "--set", "stream.n_events=8000", "--set", "model.pin_content=true"]
-STRIP_EXPLAINED = ["scenarios/strip_badnets.toml", "--set", "stream.n_events=3000", "--set", "evaluation.explain=true",
-                   "--set", "evaluation.explain_inputs=50"]  # fmt: skip
+STRIP_EXPLAINED = [
+    "scenarios/strip_badnets.toml",
+    "--set",
+    "stream.n_events=3000",
+    "--set",
+    "evaluation.explain=true",
+    "--set",
+    "evaluation.explain_inputs=50",
+]
 
 
 @pytest.mark.slow
@@ -51,15 +58,16 @@ def test_kafka_run_equals_embedded_run(broker, topics, tmp_path, scenario_args, 
     consumer = poisonsim_process(
         consume_command(scenario_args, broker, topics, tmp_path, "--no-metrics"),
         tmp_path / "consume.log",
-    )  # fmt: skip
+    )
     logs = [tmp_path / n for n in ("produce-benign.log", "produce-attack.log", "consume.log")]
     wait_all([*producers, consumer], timeout=120, logs=logs)
     summary, timeseries = embedded(scenario_args)
     assert read_summary(tmp_path / "out") == summary
     rows = (tmp_path / "out" / "timeseries.csv").read_text().splitlines()
     assert len(rows) == 1 + len(timeseries) and rows[-1].startswith(str(summary["events_total"]))
-    assert (tmp_path / "out" / "scenario.toml").read_text() == Scenario.from_toml(ROOT / scenario_args[0],
-                                                                                   scenario_args[2::2]).to_toml()  # fmt: skip
+    assert (tmp_path / "out" / "scenario.toml").read_text() == Scenario.from_toml(
+        ROOT / scenario_args[0], scenario_args[2::2]
+    ).to_toml()
     if scenario_args is STRIP_EXPLAINED:  # the end-of-run analysis as an embedded run writes it
         assert "analysis" in summary and (tmp_path / "out" / "strip_scores.csv").stat().st_size > 0
         written = {p.name for p in (tmp_path / "out" / "analysis").iterdir()}
@@ -122,10 +130,11 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_the_run_goes_on(brok
     # unsigned, so that the codec itself screens them (a signed run refuses them before: test_hostile_client.py)
     producers = produce_both(broker, topics, CENTROID, tmp_path, "--insecure-unsigned")
     consumer = poisonsim_process(
-        consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port, "--keep-serving",
-                        "--insecure-unsigned"),
+        consume_command(
+            CENTROID, broker, topics, tmp_path, "--metrics-port", port, "--keep-serving", "--insecure-unsigned"
+        ),
         tmp_path / "consume.log",
-    )  # fmt: skip
+    )
     try:
         wait_all(producers, timeout=120, logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"])
         wait_for_log(tmp_path / "consume.log", "serving metrics until SIGTERM", timeout=120, process=consumer)
@@ -154,18 +163,28 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_the_run_goes_on(brok
     assert got == sorted((reason, (value or b"")[:MAX_VALUE_BYTES]) for value, _, reason in corpus)
     cut = [int(dict(r.headers)["original-size"]) for r in dead if "original-size" in dict(r.headers)]
     assert sorted(cut) == sorted(len(value) for value, *_ in corpus if value and len(value) > MAX_VALUE_BYTES)
-    assert all(r.key == key and dict(r.headers)["source-topic"].decode() in (topics.benign, topics.attack) for r in dead)
+    assert all(
+        r.key == key and dict(r.headers)["source-topic"].decode() in (topics.benign, topics.attack) for r in dead
+    )
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["produce", "benign", CENTROID[0], "--security-protocol", "SASL_SSL"], "--sasl-mechanism: SASL_SSL needs one of"),
+        (
+            ["produce", "benign", CENTROID[0], "--security-protocol", "SASL_SSL"],
+            "--sasl-mechanism: SASL_SSL needs one of",
+        ),
         (["produce", "attack", CENTROID[0], "--events-per-message", "0"], "--events-per-message: expected 1..33332"),
         (["consume", CENTROID[0], "--ssl-cafile", "/nonexistent", "--security-protocol", "SSL"], "no such file"),
     ],
 )
 def test_bad_flags_are_refused_before_connecting(args, message):
-    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", *args, "--bootstrap-servers", "127.0.0.1:1"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "poisonsim.cli", *args, "--bootstrap-servers", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert done.returncode == 2 and message in done.stderr, done.stderr

@@ -25,8 +25,15 @@ from conftest import (
 from poisonsim.services import checkpoint
 
 N_LONG = 150_000
-LONG = ["scenarios/centroid_shift.toml", "--set", f"stream.n_events={N_LONG}", "--set", "attack.start=2000",
-        "--set", "model.window_policy=random-out"]  # fmt: skip
+LONG = [
+    "scenarios/centroid_shift.toml",
+    "--set",
+    f"stream.n_events={N_LONG}",
+    "--set",
+    "attack.start=2000",
+    "--set",
+    "model.window_policy=random-out",
+]
 PACED = ["scenarios/centroid_shift.toml", "--set", "stream.n_events=24000", "--set", "attack.start=2000"]
 
 
@@ -70,7 +77,7 @@ def test_a_paused_broker_loses_nothing(broker, topics, tmp_path):
     consumer = poisonsim_process(
         consume_command(PACED, broker, topics, tmp_path, "--no-metrics", "--stall-seconds", "2"),
         tmp_path / "consume.log",
-    )  # fmt: skip
+    )
     logs = [tmp_path / n for n in ("produce-benign.log", "produce-attack.log", "consume.log")]
     wait_for_log(logs[2], "consuming", timeout=60, process=consumer)
     wait_for_log(logs[0], "publishing", timeout=60, process=producers[0])
@@ -100,6 +107,7 @@ def test_sigterm_stops_cleanly_and_a_restart_finishes(broker, topics, tmp_path):
     assert 0 < position < 24000
     again = produce_both(broker, topics, PACED, tmp_path)[:1]  # duplicates are dropped by id
     final = poisonsim_process(command, tmp_path / "consume-2.log")
-    wait_all([*again, producers[1], final], timeout=120,
-             logs=[tmp_path / "consume-2.log", tmp_path / "produce-benign.log"])  # fmt: skip
+    wait_all(
+        [*again, producers[1], final], timeout=120, logs=[tmp_path / "consume-2.log", tmp_path / "produce-benign.log"]
+    )
     assert read_summary(tmp_path / "out") == embedded(PACED)[0]

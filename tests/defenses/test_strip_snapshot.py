@@ -24,16 +24,18 @@ def digits():
 
 
 def served(digits, seed: int = 0) -> NeuralClassifier:
-    model = NeuralClassifier(n_classes=10, n_features=64, architecture="cnn", image_side=8, hidden=32,
-                             batch_size=32, device="cpu", seed=seed)  # fmt: skip
+    model = NeuralClassifier(
+        n_classes=10, n_features=64, architecture="cnn", image_side=8, hidden=32, batch_size=32, device="cpu", seed=seed
+    )
     model.learn_many(*digits.sample(np.random.default_rng(seed), 600))
     return model
 
 
 def fitted(digits, model, judge: str) -> Strip:
     knowledge = DefenderKnowledge(*digits.sample(np.random.default_rng(5), 300), n_classes=10)
-    return Strip(overlays=8, superimpose="additive", every=1000, judge=judge).fit(knowledge, model,
-                                                                                  np.random.default_rng(7))
+    return Strip(overlays=8, superimpose="additive", every=1000, judge=judge).fit(
+        knowledge, model, np.random.default_rng(7)
+    )
 
 
 def learn_more(digits, model, seed: int) -> None:
@@ -55,8 +57,9 @@ def test_a_snapshot_judges_with_the_calibrated_net_until_a_new_one_is_calibrated
 
 
 @pytest.mark.parametrize("pruned_before", [[], [4, 8, 12]])
-def test_a_snapshot_comes_back_from_a_checkpoint_with_the_units_pruned_when_it_was_taken(digits, tmp_path,
-                                                                                          pruned_before):
+def test_a_snapshot_comes_back_from_a_checkpoint_with_the_units_pruned_when_it_was_taken(
+    digits, tmp_path, pruned_before
+):
     model = served(digits)
     if pruned_before:
         prune_units(model.net, pruned_before)
@@ -75,8 +78,11 @@ def test_a_snapshot_comes_back_from_a_checkpoint_with_the_units_pruned_when_it_w
     prune_units(restored_model.net, range(0, 32, 2))  # fine-pruning puts its mask back after STRIP's state
     assert restored.score(x, restored_model).tolist() == expected.tolist()
     judge = pruned_layer(restored.snapshot_.net)  # pruned as the served net was when the snapshot was taken
-    assert np.flatnonzero(judge.unit_mask.numpy() == 0).tolist() == pruned_before if pruned_before else \
-        unit_mask(judge) is None
+    assert (
+        np.flatnonzero(judge.unit_mask.numpy() == 0).tolist() == pruned_before
+        if pruned_before
+        else unit_mask(judge) is None
+    )
 
 
 def test_a_check_on_a_snapshot_watches_the_served_net(digits):

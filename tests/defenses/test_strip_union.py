@@ -35,16 +35,23 @@ def fitted(monkeypatch):
     model.predict_many = lambda X: np.asarray(X)[:, 2].astype(np.int64)  # the class is planted too
     clean = _clean(np.random.default_rng(0), 1000)
     knowledge = DefenderKnowledge(clean, clean[:, 2].astype(np.int64), n_classes=2)
-    defenses = {scale: strip.Strip(overlays=8, scale=scale).fit(knowledge, model, np.random.default_rng(1))
-                for scale in strip.SCALES}  # fmt: skip
+    defenses = {
+        scale: strip.Strip(overlays=8, scale=scale).fit(knowledge, model, np.random.default_rng(1))
+        for scale in strip.SCALES
+    }
     return defenses, model
 
 
 def test_union_flags_what_any_of_its_three_scores_flags(fitted):
     defenses, model = fitted
-    suspects = np.array([[0.05, 0.001, 1, 0],  # below every clean input's entropy: the pooled score's catch
-                         [0.5, 0.7, 0, 0],  # class 0, entropy low for class 0 only (above the sink class's)
-                         [1.5, 0.05, 0, 0]], dtype=np.float32)  # class 0, entropy normal, overlays kept: the share's
+    suspects = np.array(
+        [
+            [0.05, 0.001, 1, 0],  # below every clean input's entropy: the pooled score's catch
+            [0.5, 0.7, 0, 0],  # class 0, entropy low for class 0 only (above the sink class's)
+            [1.5, 0.05, 0, 0],
+        ],
+        dtype=np.float32,
+    )  # class 0, entropy normal, overlays kept: the share's
     flags = {scale: d.flag(suspects, model).tolist() for scale, d in defenses.items()}
     assert flags == {"pooled": [True, False, False], "per-class": [True, True, False], "union": [True, True, True]}
 
@@ -72,8 +79,9 @@ def _sure_class(rng: np.random.Generator, m: int) -> np.ndarray:
     """Class 0 as above; class 1 a class the net is sure of: nearly every entropy at one value, a few spread out."""
     x = _clean(rng, m)
     sure = x[:, 2] == 1
-    x[sure, 0] = np.where(rng.random(sure.sum()) < 0.9, 5e-4 + 1e-7 * rng.random(sure.sum()),
-                          rng.uniform(0.0, 0.01, sure.sum()))  # fmt: skip
+    x[sure, 0] = np.where(
+        rng.random(sure.sum()) < 0.9, 5e-4 + 1e-7 * rng.random(sure.sum()), rng.uniform(0.0, 0.01, sure.sum())
+    )
     return x
 
 
@@ -83,9 +91,12 @@ def test_robust_class_spreads_keep_a_sure_class_from_hiding_a_trigger(monkeypatc
     model.predict_many = lambda X: np.asarray(X)[:, 2].astype(np.int64)
     clean = _sure_class(np.random.default_rng(0), 1000)
     knowledge = DefenderKnowledge(clean, clean[:, 2].astype(np.int64), n_classes=2)
-    defenses = {robust: strip.Strip(overlays=8, scale="per-class", robust=robust).fit(knowledge, model,
-                                                                                      np.random.default_rng(1))
-                for robust in (False, True)}  # fmt: skip
+    defenses = {
+        robust: strip.Strip(overlays=8, scale="per-class", robust=robust).fit(
+            knowledge, model, np.random.default_rng(1)
+        )
+        for robust in (False, True)
+    }
     assert defenses[False].spread_[1] < 1e-3 < 0.1 < defenses[True].spread_[1]  # a MAD near 0, and shrunk
     trigger = np.array([[0.3, 0.7, 0, 0]], dtype=np.float32)  # class 0 at a third of its lowest clean entropy
     assert defenses[True].flag(trigger, model).tolist() == [True]

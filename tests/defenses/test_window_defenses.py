@@ -52,20 +52,36 @@ from poisonsim.pipeline.world import World
 N, NU, SEEDS = 50, 0.3, range(8)
 
 
-def _scenario(seed: int, defense: list[dict], *, every: int = 100, quantile: float = 0.95, target=None, rate=NU,
-              radius: float | None = None, overrides: list[str] = ()) -> Scenario:  # fmt: skip
+def _scenario(
+    seed: int,
+    defense: list[dict],
+    *,
+    every: int = 100,
+    quantile: float = 0.95,
+    target=None,
+    rate=NU,
+    radius: float | None = None,
+    overrides: list[str] = (),
+) -> Scenario:
     attack = {"kind": "centroid-shift", "rate": rate, "target_distance": 10.0, "budget": 1500}
     if target is not None:
         attack["target_point"] = target
-    return Scenario.from_dict({
-        "seed": seed,
-        "stream": {"n_events": 5000, "n_features": 2},
-        "model": {"window_size": N, "learn": "all", "warmup": 500, "radius_quantile": quantile,
-                  **({} if radius is None else {"radius": radius})},
-        "attack": attack,
-        "evaluation": {"every": every},
-        "defense": defense,
-    }).replace(list(overrides))  # fmt: skip
+    return Scenario.from_dict(
+        {
+            "seed": seed,
+            "stream": {"n_events": 5000, "n_features": 2},
+            "model": {
+                "window_size": N,
+                "learn": "all",
+                "warmup": 500,
+                "radius_quantile": quantile,
+                **({} if radius is None else {"radius": radius}),
+            },
+            "attack": attack,
+            "evaluation": {"every": every},
+            "defense": defense,
+        }
+    ).replace(list(overrides))
 
 
 def _shift(seed: int, defense: list[dict], **kw):
@@ -85,6 +101,7 @@ def _settled_cached(defense: str, kw: tuple) -> np.ndarray:
 
 def _row(label: str, defended, undefended=None) -> None:
     """A row of the README's table (shown by ``pytest -s``): mean (min to max) over the seeds."""
+
     def cell(v):
         return f"{np.mean(v):.2f} ({np.min(v):.2f} to {np.max(v):.2f})"
 
@@ -178,14 +195,16 @@ def test_fpr_reset_keeps_the_displacement_below_the_reset_threshold():
 
 def _drift_run(seed: int, detector: str, attacked: bool):
     attack = {"kind": "centroid-shift", "rate": NU, "target_distance": 10.0, "start": 3000} if attacked else {}
-    scenario = Scenario.from_dict({
-        "seed": seed,
-        "stream": {"n_events": 6000, "n_features": 2},
-        "model": {"window_size": N, "learn": "all", "warmup": 500},
-        "attack": attack,
-        "evaluation": {"every": 500},
-        "defense": [{"kind": "drift-reset", "detector": detector, "signal": "distance", "every": 500}],
-    })  # fmt: skip
+    scenario = Scenario.from_dict(
+        {
+            "seed": seed,
+            "stream": {"n_events": 6000, "n_features": 2},
+            "model": {"window_size": N, "learn": "all", "warmup": 500},
+            "attack": attack,
+            "evaluation": {"every": 500},
+            "defense": [{"kind": "drift-reset", "detector": detector, "signal": "distance", "every": 500}],
+        }
+    )
     return run(scenario).summary["defenses"]["drift-reset"]
 
 
@@ -221,15 +240,21 @@ def test_kswin_is_seeded_and_freeze_flags_what_it_kept_out():
     # KSWIN's price, seeds 0-7: 13 (9-17) false alarms per 10,000 clean events, so its first alarm after the start
     # (23-758 events, median 38) is as likely a false one
     assert _above(per_10k, 8.0) and _above(-np.array(per_10k), -20.0)
-    print(f"\nkswin: {np.mean(per_10k):.1f} ({min(per_10k):.1f}-{max(per_10k):.1f}) false alarms per 10,000 clean "
-          f"events; first alarm after the start {min(delays)}-{max(delays)} (median {np.median(delays):.0f})", end="")
-    scenario = Scenario.from_dict({
-        "seed": 0, "stream": {"n_events": 6000, "n_features": 2},
-        "model": {"window_size": N, "learn": "all", "warmup": 500},
-        "attack": {"kind": "centroid-shift", "rate": NU, "target_distance": 10.0, "start": 3000},
-        "evaluation": {"every": 500},
-        "defense": [{"kind": "drift-reset", "detector": "adwin", "action": "freeze", "every": 500}],
-    })  # fmt: skip
+    print(
+        f"\nkswin: {np.mean(per_10k):.1f} ({min(per_10k):.1f}-{max(per_10k):.1f}) false alarms per 10,000 clean "
+        f"events; first alarm after the start {min(delays)}-{max(delays)} (median {np.median(delays):.0f})",
+        end="",
+    )
+    scenario = Scenario.from_dict(
+        {
+            "seed": 0,
+            "stream": {"n_events": 6000, "n_features": 2},
+            "model": {"window_size": N, "learn": "all", "warmup": 500},
+            "attack": {"kind": "centroid-shift", "rate": NU, "target_distance": 10.0, "start": 3000},
+            "evaluation": {"every": 500},
+            "defense": [{"kind": "drift-reset", "detector": "adwin", "action": "freeze", "every": 500}],
+        }
+    )
     figures = run(scenario).summary["defenses"]["drift-reset"]
     assert figures["frozen_events"] >= 500 and figures["tp"] + figures["fp"] >= figures["frozen_events"]
 
@@ -245,16 +270,23 @@ def test_source_quota_caps_a_careless_attackers_share_and_is_blind_to_shared_ids
         shared = _shift(seed, quota, rate=0.6)
         assert max(r["window_contamination"] for r in undefended) > 0.5
         assert max(r["window_contamination"] for r in held.timeseries) <= 0.25 + 1 / N
-        assert max(r["displacement_radii"] for r in held.timeseries) < 0.5 < 1.0 < max(
-            r["displacement_radii"] for r in undefended)  # fmt: skip
+        assert (
+            max(r["displacement_radii"] for r in held.timeseries)
+            < 0.5
+            < 1.0
+            < max(r["displacement_radii"] for r in undefended)
+        )
         assert max(r["window_contamination"] for r in shared.timeseries) > 0.5  # 10 ids of ~6% each: under any quota
         figures = shared.summary["defenses"]["source-quota"]
         assert "precision" in figures and figures["recall"] < 0.2  # reported (None: it refused nothing)
         assert held.summary["defenses"]["source-quota"]["precision"] == 1.0  # the careless attacker's own id
         refused.append(held.summary["defenses"]["source-quota"]["recall"])
     assert _above(refused, 0.7)  # seeds 0-7: 0.77 (0.76-0.78) of the careless attacker's events refused
-    print(f"\nsource-quota 0.25, one own id: {np.mean(refused):.3f} ({min(refused):.3f}-{max(refused):.3f}) of the "
-          "poison refused", end="")
+    print(
+        f"\nsource-quota 0.25, one own id: {np.mean(refused):.3f} ({min(refused):.3f}-{max(refused):.3f}) of the "
+        "poison refused",
+        end="",
+    )
 
 
 def test_freeze_stops_learning_and_the_options_survive_a_checkpoint():
@@ -285,8 +317,11 @@ def test_options_are_checked_and_name_their_key():
         clf.configure(quota=0.0)
     with pytest.raises(ValueError, match="learn_radii"):
         clf.configure(learn_radii=[1.0])
-    with pytest.raises(ValueError, match='robust-centroid needs a model that offers window \\(model.kind = '
-                                         '"centroid-classifier" or "centroid-detector"\\)'):
+    with pytest.raises(
+        ValueError,
+        match="robust-centroid needs a model that offers window \\(model.kind = "
+        '"centroid-classifier" or "centroid-detector"\\)',
+    ):
         RobustCentroid().fit(None, Model(), None)
 
 
@@ -314,10 +349,17 @@ def test_classifier_outlier_rejection_keeps_flipped_labels_out_and_a_source_quot
     assert _above(tight["defenses.source-quota.recall"], 0.2) and _above(-tight["defenses.source-quota.recall"], -0.5)
     assert _above(tight["clean_accuracy"] - none["clean_accuracy"])
     assert _above(rejected["clean_accuracy"] - tight["clean_accuracy"])
-    for label, case in (("undefended", none), ("outlier-rejection", rejected), ("source-quota 0.2", quota),
-                        ("source-quota 0.05", tight)):  # fmt: skip
-        print(f"\nlabel-flip 6k, {label}: " + ", ".join(f"{k} {np.mean(v):.3f} ({np.min(v):.3f}-{np.max(v):.3f})"
-                                                      for k, v in case.items()), end="")  # fmt: skip
+    for label, case in (
+        ("undefended", none),
+        ("outlier-rejection", rejected),
+        ("source-quota 0.2", quota),
+        ("source-quota 0.05", tight),
+    ):
+        print(
+            f"\nlabel-flip 6k, {label}: "
+            + ", ".join(f"{k} {np.mean(v):.3f} ({np.min(v):.3f}-{np.max(v):.3f})" for k, v in case.items()),
+            end="",
+        )
 
 
 @pytest.mark.slow
@@ -338,8 +380,15 @@ def test_a_defended_learner_checkpoints_its_model_options_and_window_mirror(tmp_
     from poisonsim.pipeline.learner import Learner
     from poisonsim.services import checkpoint
 
-    scenario = _scenario(1, [{"kind": "fpr-reset", "alpha": 0.1, "every": 100}, {"kind": "robust-centroid"},
-                             {"kind": "source-quota", "quota": 0.9}], radius=2.45)  # fmt: skip
+    scenario = _scenario(
+        1,
+        [
+            {"kind": "fpr-reset", "alpha": 0.1, "every": 100},
+            {"kind": "robust-centroid"},
+            {"kind": "source-quota", "quota": 0.9},
+        ],
+        radius=2.45,
+    )
     world = World.build(scenario)
     stream, learner = world.stream(), Learner(world)
     for size in list(world.batch_sizes())[:20]:

@@ -29,11 +29,23 @@ ROOT = Path(__file__).parents[2]
 MNIST = ROOT / "scenarios" / "mnist_badnets.toml"
 DIGITS = ROOT / "scenarios" / "badnets_cnn.toml"
 SEEDS = (21, 22, 23, 24)  # no other test runs these
-SMALL_MNIST = ["--set", "stream.n_events=500", "--set", "model.pretrain_events=200", "--set", "evaluation.every=250",
-               "--set", "evaluation.explain_inputs=24"]  # fmt: skip
-TINY_DIGITS = {"seed": 5, "stream": {"source": "digits", "n_events": 600},
-               "model": {"kind": "cnn", "pretrain_events": 200, "device": "cpu"},
-               "attack": {"kind": "badnets", "rate": 0.1}, "evaluation": {"every": 300}}  # fmt: skip
+SMALL_MNIST = [
+    "--set",
+    "stream.n_events=500",
+    "--set",
+    "model.pretrain_events=200",
+    "--set",
+    "evaluation.every=250",
+    "--set",
+    "evaluation.explain_inputs=24",
+]
+TINY_DIGITS = {
+    "seed": 5,
+    "stream": {"source": "digits", "n_events": 600},
+    "model": {"kind": "cnn", "pretrain_events": 200, "device": "cpu"},
+    "attack": {"kind": "badnets", "rate": 0.1},
+    "evaluation": {"every": 300},
+}
 
 
 def assert_png(path: Path, min_height: int = 300, min_width: int = 400) -> None:
@@ -71,15 +83,23 @@ def test_explanations_are_off_by_default_and_skipped_with_a_reason_where_they_do
     write_results(plain, Scenario.from_dict(TINY_DIGITS), tmp_path)
     assert not (tmp_path / "analysis").exists()
     cases = {
-        "not a torch net": {"stream": {"source": "digits", "n_events": 100}, "model": {"kind": "centroid-classifier"},
-                            "attack": {"kind": "badnets", "rate": 0.1}},
-        "not square images": {"stream": {"source": "blobs", "n_events": 100, "n_classes": 3},
-                              "model": {"kind": "mlp", "pretrain_events": 50, "device": "cpu"},
-                              "attack": {"kind": "badnets", "rate": 0.1}},
+        "not a torch net": {
+            "stream": {"source": "digits", "n_events": 100},
+            "model": {"kind": "centroid-classifier"},
+            "attack": {"kind": "badnets", "rate": 0.1},
+        },
+        "not square images": {
+            "stream": {"source": "blobs", "n_events": 100, "n_classes": 3},
+            "model": {"kind": "mlp", "pretrain_events": 50, "device": "cpu"},
+            "attack": {"kind": "badnets", "rate": 0.1},
+        },
         "no trigger": {**TINY_DIGITS, "attack": {"kind": "label-flip", "rate": 0.1}},
-    }  # fmt: skip
-    reasons = {"not a torch net": "not a torch net", "not square images": "not square images",
-               "no trigger": "no trigger"}  # fmt: skip
+    }
+    reasons = {
+        "not a torch net": "not a torch net",
+        "not square images": "not square images",
+        "no trigger": "no trigger",
+    }
     for case, scenario in cases.items():
         scenario = {**scenario, "evaluation": {"every": 100, "explain": True}}
         result = run(Scenario.from_dict(scenario))
@@ -88,8 +108,13 @@ def test_explanations_are_off_by_default_and_skipped_with_a_reason_where_they_do
 
 
 def test_a_blend_has_no_region_to_share_but_its_maps_are_drawn(tmp_path):
-    scenario = Scenario.from_dict({**TINY_DIGITS, "attack": {"kind": "blended", "rate": 0.1},
-                                   "evaluation": {"every": 300, "explain": True, "explain_inputs": 20}})  # fmt: skip
+    scenario = Scenario.from_dict(
+        {
+            **TINY_DIGITS,
+            "attack": {"kind": "blended", "rate": 0.1},
+            "evaluation": {"every": 300, "explain": True, "explain_inputs": 20},
+        }
+    )
     result = run(scenario)
     figures = result.summary["analysis"]
     assert figures["trigger_region_pixel_share"] == 1.0 and figures["trigger_attribution_share"] is None
@@ -99,8 +124,7 @@ def test_a_blend_has_no_region_to_share_but_its_maps_are_drawn(tmp_path):
 
 
 def test_the_same_seed_explains_the_same_inputs_the_same_way():
-    scenario = Scenario.from_dict({**TINY_DIGITS, "evaluation": {"every": 300, "explain": True,
-                                                                 "explain_inputs": 30}})  # fmt: skip
+    scenario = Scenario.from_dict({**TINY_DIGITS, "evaluation": {"every": 300, "explain": True, "explain_inputs": 30}})
     first, again = run(scenario), run(scenario)
     assert first.summary["analysis"] == again.summary["analysis"]
     a, b = first.analysis["attributions"], again.analysis["attributions"]
@@ -140,9 +164,13 @@ def test_report_redraws_a_runs_analysis_from_its_arrays(mnist_run):
 
 
 def test_a_sweep_report_draws_the_analysis_of_a_run_that_kept_it(tmp_path):
-    grid = Grid.from_dict({"base": {**TINY_DIGITS, "evaluation": {"every": 300, "explain": True,
-                                                                  "explain_inputs": 20}},
-                           "seeds": [1], "axes": {"attack.rate": [0.1]}})  # fmt: skip
+    grid = Grid.from_dict(
+        {
+            "base": {**TINY_DIGITS, "evaluation": {"every": 300, "explain": True, "explain_inputs": 20}},
+            "seeds": [1],
+            "axes": {"attack.rate": [0.1]},
+        }
+    )
     run_sweep(grid, tmp_path, workers=1)
     (folder,) = (tmp_path / POINTS_DIR).iterdir()
     assert (folder / "analysis" / "attributions.npz").exists()
@@ -180,10 +208,15 @@ class MaskKeeper(Defense):
 def test_a_defenses_artifacts_are_saved_and_drawn_by_its_classes_figure(tmp_path, monkeypatch):
     found = explain.defense_artifacts([MaskKeeper(), Defense()])  # the base has no artifacts()
     assert list(found) == ["mask-keeper"] and set(found["mask-keeper"]) == {"mask", "pattern"}
-    monkeypatch.setattr(explain, "defense_figure", lambda kind: explain.figure_of(MaskKeeper) if kind ==
-                        "mask-keeper" else None)  # fmt: skip
-    trigger = {"region": np.array([54, 55, 62, 63]), "image_side": np.int64(8), "n_features": np.int64(64),
-               "target_class": np.int64(0)}  # fmt: skip
+    monkeypatch.setattr(
+        explain, "defense_figure", lambda kind: explain.figure_of(MaskKeeper) if kind == "mask-keeper" else None
+    )
+    trigger = {
+        "region": np.array([54, 55, 62, 63]),
+        "image_side": np.int64(8),
+        "n_features": np.int64(64),
+        "target_class": np.int64(0),
+    }
     written = explain.write_analysis({**found, "trigger": trigger}, tmp_path / "analysis")
     assert set(written) == {"mask-keeper"}
     assert_png(written["mask-keeper"], min_height=250, min_width=500)
@@ -240,12 +273,32 @@ def test_a_plugged_defenses_artifacts_are_saved_by_run_and_redrawn_by_report(tmp
     out = tmp_path / "run"
 
     def poisonsim(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "poisonsim.cli", *args], capture_output=True, text=True,
-                              cwd=ROOT, env=env, timeout=300)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "poisonsim.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=300,
+        )
 
-    done = poisonsim("run", str(DIGITS), "--set", "stream.n_events=600", "--set", "model.pretrain_events=200",
-                     "--set", "evaluation.every=300", "--set", 'plugins=["mask_defense"]',
-                     "--set", 'defense=[{kind="mask-keeper"}]', "--quiet", "--out", str(out))  # fmt: skip
+    done = poisonsim(
+        "run",
+        str(DIGITS),
+        "--set",
+        "stream.n_events=600",
+        "--set",
+        "model.pretrain_events=200",
+        "--set",
+        "evaluation.every=300",
+        "--set",
+        'plugins=["mask_defense"]',
+        "--set",
+        'defense=[{kind="mask-keeper"}]',
+        "--quiet",
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     saved = read_analysis(out / "analysis")
     assert set(saved) == {"mask-keeper", "trigger"}  # explanations are off in this scenario

@@ -20,9 +20,11 @@ TWIN_KEYS = ("twin_", "accuracy_drop", "disagreement")
 CLEAN = {  # model section -> a stream it learns; no attack, no defense
     "centroid-classifier": {"stream": {"source": "digits", "n_events": 3000}},
     "centroid-detector": {"stream": {"n_events": 3000}},
-    "mlp": {"stream": {"source": "digits", "n_events": 1500},
-            "model": {"kind": "mlp", "pretrain_events": 300, "hidden": 16, "device": "cpu"}},
-}  # fmt: skip
+    "mlp": {
+        "stream": {"source": "digits", "n_events": 1500},
+        "model": {"kind": "mlp", "pretrain_events": 300, "hidden": 16, "device": "cpu"},
+    },
+}
 FLIP_SEEDS = (61, 62, 63, 64, 65, 66)  # no other test runs these
 
 
@@ -44,13 +46,16 @@ def test_without_poison_or_defenses_the_twin_is_the_model(kind):
         assert row["twin_clean_accuracy"] == row["clean_accuracy"]
 
 
-@pytest.mark.parametrize("path, overrides", [
-    ("centroid_shift.toml", ["stream.n_events=4000"]),  # a white-box attacker writes its events from the model
-    ("centroid_defended.toml", ["stream.n_events=4000"]),  # defenses drop events and reset the model
-    ("front_running.toml", ["stream.n_events=4000"]),  # snapshots served
-    ("badnets_cnn.toml", ["stream.n_events=800", "evaluation.every=400"]),  # a torch net
-    ("malicious_training.toml", ["stream.n_events=600", "evaluation.every=300"]),  # the attacker supplies the model
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "path, overrides",
+    [
+        ("centroid_shift.toml", ["stream.n_events=4000"]),  # a white-box attacker writes its events from the model
+        ("centroid_defended.toml", ["stream.n_events=4000"]),  # defenses drop events and reset the model
+        ("front_running.toml", ["stream.n_events=4000"]),  # snapshots served
+        ("badnets_cnn.toml", ["stream.n_events=800", "evaluation.every=400"]),  # a torch net
+        ("malicious_training.toml", ["stream.n_events=600", "evaluation.every=300"]),  # the attacker supplies the model
+    ],
+)
 def test_the_twin_changes_nothing_the_attacked_side_sees(path, overrides):
     with_twin = run(Scenario.from_toml(ROOT / "scenarios" / path, overrides))
     without = run(Scenario.from_toml(ROOT / "scenarios" / path, [*overrides, "evaluation.twin=false"]))
@@ -62,14 +67,18 @@ def test_the_twin_changes_nothing_the_attacked_side_sees(path, overrides):
 
 
 def test_the_twin_learns_the_victims_own_pretraining_when_the_attacker_supplies_the_model():
-    summary = run(Scenario.from_toml(ROOT / "scenarios" / "malicious_training.toml",
-                                     ["stream.n_events=600", "evaluation.every=300"])).summary  # fmt: skip
+    summary = run(
+        Scenario.from_toml(
+            ROOT / "scenarios" / "malicious_training.toml", ["stream.n_events=600", "evaluation.every=300"]
+        )
+    ).summary
     assert summary["attack_success_rate"] > 0.5 and summary["twin_attack_success_rate"] < 0.1
 
 
 def test_over_the_stream_means_the_rows_after_the_first_poison_event():
-    result = run(Scenario.from_toml(ROOT / "scenarios" / "label_flip.toml", ["stream.n_events=6000",
-                                                                             "attack.start=2500"]))  # fmt: skip
+    result = run(
+        Scenario.from_toml(ROOT / "scenarios" / "label_flip.toml", ["stream.n_events=6000", "attack.start=2500"])
+    )
     after = [row for row in result.timeseries if row["events"] > 2500]
     assert [row["events"] for row in after] == [3000, 4000, 5000, 6000]
     for key in ("accuracy_drop", "clean_accuracy", "disagreement"):
@@ -82,8 +91,13 @@ def test_a_resumed_learner_keeps_its_twin_and_a_checkpoint_without_one_is_refuse
     scenario = Scenario.from_toml(ROOT / "scenarios" / "label_flip.toml", ["stream.n_events=3000"])
     first, resumed = resumed_after_first_batch(scenario)
     assert resumed.evaluator.rows == run(scenario).timeseries
-    untwinned = Learner(World.build(Scenario.from_toml(ROOT / "scenarios" / "label_flip.toml",
-                                                       ["stream.n_events=3000", "evaluation.twin=false"])))  # fmt: skip
+    untwinned = Learner(
+        World.build(
+            Scenario.from_toml(
+                ROOT / "scenarios" / "label_flip.toml", ["stream.n_events=3000", "evaluation.twin=false"]
+            )
+        )
+    )
     with pytest.raises(ValueError, match="twin: the checkpoint holds a clean twin"):
         untwinned.set_state(first.get_state())
 
@@ -100,6 +114,10 @@ def test_label_flipping_costs_accuracy_against_the_twin_over_seeds():
     drop, worst, changed = np.array(over_seeds(_flip_damage, FLIP_SEEDS)).T
     assert drop.mean() - margin(drop) > 0.03
     assert (worst >= drop).all() and (changed >= drop).all()  # every lost prediction is a changed one
-    summary = {"attack": "label-flip", "poison_events_total": 4509, "accuracy_drop_mean": float(drop[0]),
-               "accuracy_drop_worst": float(worst[0])}  # fmt: skip
+    summary = {
+        "attack": "label-flip",
+        "poison_events_total": 4509,
+        "accuracy_drop_mean": float(drop[0]),
+        "accuracy_drop_worst": float(worst[0]),
+    }
     assert "of held-out accuracy against the clean twin" in verdict(summary)

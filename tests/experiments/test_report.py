@@ -40,14 +40,18 @@ def assert_png(path: Path) -> None:
 def kloft_laskov(tmp_path_factory) -> Path:
     """Attacker alone against three window policies, every event evaluated, two seeds."""
     out = tmp_path_factory.mktemp("kl")
-    grid = Grid.from_dict({
-        "base": {"stream": {"n_events": 2 * N, "n_features": 3},
-                 "model": {"window_size": N, "radius": 2.0},
-                 "attack": {"kind": "centroid-shift", "rate": 1.0, "target_distance": 20.0},
-                 "evaluation": {"every": 1}},
-        "seeds": [1, 2],
-        "axes": {"model.window_policy": ["average-out", "fifo", "infinite"]},
-    })  # fmt: skip
+    grid = Grid.from_dict(
+        {
+            "base": {
+                "stream": {"n_events": 2 * N, "n_features": 3},
+                "model": {"window_size": N, "radius": 2.0},
+                "attack": {"kind": "centroid-shift", "rate": 1.0, "target_distance": 20.0},
+                "evaluation": {"every": 1},
+            },
+            "seeds": [1, 2],
+            "axes": {"model.window_policy": ["average-out", "fifo", "infinite"]},
+        }
+    )
     run_sweep(grid, out, workers=1)
     return out
 
@@ -56,12 +60,18 @@ def kloft_laskov(tmp_path_factory) -> Path:
 def rho_sweep(tmp_path_factory) -> Path:
     """A greedy attacker at three rates against two window policies, three seeds."""
     out = tmp_path_factory.mktemp("rho")
-    grid = Grid.from_dict({
-        "base": {"stream": {"n_events": 6000}, "model": {"window_size": 50},
-                 "attack": {"kind": "centroid-shift", "start": 2000}, "evaluation": {"every": 500}},
-        "seeds": [1, 2, 3],
-        "axes": {"attack.rate": [0.0, 0.1, 0.4], "model.window_policy": ["average-out", "fifo"]},
-    })  # fmt: skip
+    grid = Grid.from_dict(
+        {
+            "base": {
+                "stream": {"n_events": 6000},
+                "model": {"window_size": 50},
+                "attack": {"kind": "centroid-shift", "start": 2000},
+                "evaluation": {"every": 500},
+            },
+            "seeds": [1, 2, 3],
+            "axes": {"attack.rate": [0.0, 0.1, 0.4], "model.window_policy": ["average-out", "fifo"]},
+        }
+    )
     run_sweep(grid, out, workers=1)
     return out
 
@@ -80,16 +90,24 @@ def test_displacement_figure_draws_each_policy_under_the_kloft_laskov_curves(klo
     assert_png(report.figures["displacement"])
     (ax,) = report.drawn["displacement"].axes
     assert ax.get_xlabel() == "attacker events i" and ax.get_ylabel() == "displacement D (radii)"
-    assert labels(ax) == ["window_policy = average-out", "window_policy = fifo", "window_policy = infinite",
-                          "i/n", "ln(1 + i/n)", "sum 1/(n + k)",
-                          "fifo expectation ((1 + 1/n)^i - 1 up to i = n)"]  # fmt: skip
+    assert labels(ax) == [
+        "window_policy = average-out",
+        "window_policy = fifo",
+        "window_policy = infinite",
+        "i/n",
+        "ln(1 + i/n)",
+        "sum 1/(n + k)",
+        "fifo expectation ((1 + 1/n)^i - 1 up to i = n)",
+    ]
     measured = line(ax, "window_policy = average-out")
     i = np.asarray(measured.get_xdata())  # attacker events at each evaluation (every event here)
     assert set(range(1, 2 * N + 1)) <= set(i) and i.max() == 2 * N
     np.testing.assert_allclose(measured.get_ydata(), i / N * (1 - ATTACKER_MARGIN), rtol=1e-6, atol=1e-12)
     harmonic = np.r_[0.0, np.cumsum(1.0 / (N + np.arange(1, 2 * N + 1)))]  # sum_{k <= i} 1 / (n + k)
     infinite = line(ax, "window_policy = infinite")
-    np.testing.assert_allclose(infinite.get_ydata(), harmonic[np.asarray(infinite.get_xdata(), dtype=int)] * (1 - ATTACKER_MARGIN))
+    np.testing.assert_allclose(
+        infinite.get_ydata(), harmonic[np.asarray(infinite.get_xdata(), dtype=int)] * (1 - ATTACKER_MARGIN)
+    )
     theory = np.arange(0, 2 * N + 1)
     np.testing.assert_allclose(line(ax, "i/n").get_ydata(), theory / N)
     np.testing.assert_allclose(line(ax, "ln(1 + i/n)").get_ydata(), np.log1p(theory / N))
@@ -125,10 +143,19 @@ def test_rho_figure_has_a_line_per_policy_with_the_mean_over_seeds(rho_sweep):
 
 def test_rho_figure_draws_one_line_per_defense_with_its_spread():
     rng = np.random.default_rng(0)
-    rows = [{"attack.rate": rate, "defense": defense, "seed": seed, "error": None,
-             "attack_success_rate": min(1.0, rate * (2 if defense == "none" else 0.5) + 0.05 * rng.random()),
-             "clean_accuracy": 0.9 - rate * (0.5 if defense == "none" else 0.1)}
-            for rate in (0.0, 0.1, 0.2) for defense in ("none", "quota") for seed in (1, 2, 3)]  # fmt: skip
+    rows = [
+        {
+            "attack.rate": rate,
+            "defense": defense,
+            "seed": seed,
+            "error": None,
+            "attack_success_rate": min(1.0, rate * (2 if defense == "none" else 0.5) + 0.05 * rng.random()),
+            "clean_accuracy": 0.9 - rate * (0.5 if defense == "none" else 0.1),
+        }
+        for rate in (0.0, 0.1, 0.2)
+        for defense in ("none", "quota")
+        for seed in (1, 2, 3)
+    ]
     success, clean = rho_figure(pd.DataFrame(rows), ["defense"]).axes
     assert labels(success) == ["defense = none", "defense = quota"]
     np.testing.assert_allclose(line(clean, "defense = quota").get_ydata(), [0.9, 0.89, 0.88])
@@ -143,12 +170,20 @@ def test_rho_figure_draws_one_line_per_defense_with_its_spread():
 
 def test_strip_figure_shows_clean_and_triggered_entropies_and_a_roc_per_group():
     rng = np.random.default_rng(1)
-    scores = pd.concat([
-        pd.DataFrame({"score": np.r_[rng.normal(1.6, 0.2, 300), rng.normal(0.3, 0.1, 100)],
-                      "is_triggered": [0] * 300 + [1] * 100, "group": "defense = strip"}),
-        pd.DataFrame({"score": rng.normal(1.0, 0.3, 400), "is_triggered": [0] * 200 + [1] * 200,
-                      "group": "defense = blind"}),
-    ])  # fmt: skip
+    scores = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "score": np.r_[rng.normal(1.6, 0.2, 300), rng.normal(0.3, 0.1, 100)],
+                    "is_triggered": [0] * 300 + [1] * 100,
+                    "group": "defense = strip",
+                }
+            ),
+            pd.DataFrame(
+                {"score": rng.normal(1.0, 0.3, 400), "is_triggered": [0] * 200 + [1] * 200, "group": "defense = blind"}
+            ),
+        ]
+    )
     blind_hist, strip_hist, roc = strip_figure(scores).axes
     assert strip_hist.get_title() == "STRIP entropy: defense = strip"
     assert labels(strip_hist) == ["clean", "triggered"]
@@ -172,8 +207,9 @@ def test_report_draws_strip_only_when_runs_carry_scores(rho_sweep, tmp_path):
     assert "strip_scores.csv" in write_report(rho_sweep).skipped["strip"]
     rng = np.random.default_rng(2)
     path = rho_sweep / "points" / "p0005-s1" / "strip_scores.csv"
-    pd.DataFrame({"score": np.r_[rng.normal(1.5, 0.2, 50), rng.normal(0.2, 0.1, 50)],
-                  "is_triggered": [0] * 50 + [1] * 50}).to_csv(path, index=False)  # fmt: skip
+    pd.DataFrame(
+        {"score": np.r_[rng.normal(1.5, 0.2, 50), rng.normal(0.2, 0.1, 50)], "is_triggered": [0] * 50 + [1] * 50}
+    ).to_csv(path, index=False)
     try:
         report = write_report(rho_sweep)
         assert_png(report.figures["strip"])
@@ -230,24 +266,39 @@ def test_markdown_summary_names_counts_figures_and_means(rho_sweep):
 
 
 def test_cli_report_writes_figures_and_refuses_an_unknown_run(kloft_laskov):
-    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", "report", str(kloft_laskov)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "poisonsim.cli", "report", str(kloft_laskov)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "displacement: " in done.stdout and "report.md" in done.stdout
-    bad = subprocess.run([sys.executable, "-m", "poisonsim.cli", "report", str(kloft_laskov), "--run", "p9999-s1"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    bad = subprocess.run(
+        [sys.executable, "-m", "poisonsim.cli", "report", str(kloft_laskov), "--run", "p9999-s1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "--run p9999-s1: no finished run" in bad.stderr
 
 
 def test_displacement_figure_keeps_apart_what_else_was_swept(tmp_path):
     """Only seeds are averaged: a further axis (here the attacker's target distance) gets its own lines."""
-    grid = Grid.from_dict({
-        "base": {"stream": {"n_events": 2 * N, "n_features": 3},
-                 "model": {"window_size": N, "radius": 2.0, "window_policy": "average-out"},
-                 "attack": {"kind": "centroid-shift", "rate": 1.0}, "evaluation": {"every": 1}},
-        "seeds": [1, 2],
-        "axes": {"attack.target_distance": [1.0, 20.0]},
-    })  # fmt: skip
+    grid = Grid.from_dict(
+        {
+            "base": {
+                "stream": {"n_events": 2 * N, "n_features": 3},
+                "model": {"window_size": N, "radius": 2.0, "window_policy": "average-out"},
+                "attack": {"kind": "centroid-shift", "rate": 1.0},
+                "evaluation": {"every": 1},
+            },
+            "seeds": [1, 2],
+            "axes": {"attack.target_distance": [1.0, 20.0]},
+        }
+    )
     run_sweep(grid, tmp_path, workers=1)
     (ax,) = write_report(tmp_path).drawn["displacement"].axes
     assert labels(ax)[:2] == ["target_distance = 1.0", "target_distance = 20.0"]

@@ -57,8 +57,13 @@ def test_grid_file_expands_axes_by_seeds_with_base_beside_the_file_and_fixed_key
     assert [r.id for r in runs[:4]] == ["p0000-s1", "p0000-s3", "p0001-s1", "p0001-s3"]
     # first axis slowest; seeds sorted; [set] applied to every run
     assert [(r.values["attack.rate"], r.values["model.window_policy"]) for r in runs[::2]] == [
-        (0.0, "fifo"), (0.0, "infinite"), (0.1, "fifo"), (0.1, "infinite"), (0.2, "fifo"), (0.2, "infinite")
-    ]  # fmt: skip
+        (0.0, "fifo"),
+        (0.0, "infinite"),
+        (0.1, "fifo"),
+        (0.1, "infinite"),
+        (0.2, "fifo"),
+        (0.2, "infinite"),
+    ]
     last = runs[-1].scenario
     assert (last.name, last.seed, last.attack.rate, last.model.window_policy) == ("b", 3, 0.2, "infinite")
     assert {r.scenario.stream.n_events for r in runs} == {1234}
@@ -75,8 +80,10 @@ def test_zip_mode_pairs_axis_values_and_without_seeds_uses_the_base_seed():
     grid = Grid.from_dict({"base": {"seed": 9}, "mode": "zip", "axes": axes})
     runs = grid.runs()
     assert [(r.scenario.model.window_size, r.scenario.model.window_policy, r.seed) for r in runs] == [
-        (10, "fifo", 9), (20, "infinite", 9), (30, "fifo", 9)
-    ]  # fmt: skip
+        (10, "fifo", 9),
+        (20, "infinite", 9),
+        (30, "fifo", 9),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -114,13 +121,15 @@ def test_a_top_level_axis_of_lists_of_tables_sets_that_key_and_is_labelled_by_ki
 def test_a_whole_table_axis_keeps_the_narrower_keys_of_set_and_of_other_axes():
     """``attack = {...}`` replaces the section; ``[set] attack.start`` and an ``attack.rate`` axis still hold."""
     axes = {"attack.rate": [0.0, 0.2], "attack": [{"kind": "none"}, {"kind": "label-flip", "flip": "cyclic"}]}
-    grid = Grid.from_dict({"base": {"attack": {"kind": "centroid-shift", "start": 9}}, "axes": axes,
-                           "set": {"attack.start": 500}})  # fmt: skip
+    grid = Grid.from_dict(
+        {"base": {"attack": {"kind": "centroid-shift", "start": 9}}, "axes": axes, "set": {"attack.start": 500}}
+    )
     runs = grid.runs()
     flipped = [r for r in runs if r.values["attack"] == "label-flip"]
     assert [(r.values["attack.rate"], r.scenario.attack.rate, r.scenario.attack.start) for r in flipped] == [
-        (0.0, 0.0, 500), (0.2, 0.2, 500)
-    ]  # fmt: skip
+        (0.0, 0.0, 500),
+        (0.2, 0.2, 500),
+    ]
     assert flipped[1].scenario.attack.flip == "cyclic"
     refused = [r for r in runs if r.error]  # no attack at rate 0.2: refused with its reason, not run at rate 0
     assert [(r.values["attack"], r.values["attack.rate"]) for r in refused] == [("none", 0.2)]
@@ -130,10 +139,16 @@ def test_a_whole_table_axis_keeps_the_narrower_keys_of_set_and_of_other_axes():
     "axes, fixed, message",
     [
         ({"attack.rate": [0.1, 0.2]}, {"attack.rate": 0.3}, "axes.attack.rate: also in [set]"),
-        ({"attack": [{"kind": "label-flip", "rate": 0.3}]}, {"attack.rate": 0.1},
-         "axes.attack: a value sets attack.rate, which set.attack.rate sets too"),
-        ({"attack": [{"kind": "badnets", "trigger": {"size": 2}}], "attack.trigger.size": [3, 4]}, {},
-         "axes.attack: a value sets attack.trigger.size, which axes.attack.trigger.size sets too"),
+        (
+            {"attack": [{"kind": "label-flip", "rate": 0.3}]},
+            {"attack.rate": 0.1},
+            "axes.attack: a value sets attack.rate, which set.attack.rate sets too",
+        ),
+        (
+            {"attack": [{"kind": "badnets", "trigger": {"size": 2}}], "attack.trigger.size": [3, 4]},
+            {},
+            "axes.attack: a value sets attack.trigger.size, which axes.attack.trigger.size sets too",
+        ),
     ],
 )
 def test_a_key_set_in_two_places_is_refused(axes, fixed, message):
@@ -145,8 +160,10 @@ def test_zip_axes_may_repeat_a_value_and_keep_it_as_it_is():
     axes = {"attack.kind": ["centroid-shift", "boiling-frog", "centroid-shift"], "attack.rate": [0.1, 0.1, 0.3]}
     runs = Grid.from_dict({"mode": "zip", "axes": axes}).runs()
     assert [(r.values["attack.kind"], r.values["attack.rate"]) for r in runs] == [
-        ("centroid-shift", 0.1), ("boiling-frog", 0.1), ("centroid-shift", 0.3)
-    ]  # fmt: skip
+        ("centroid-shift", 0.1),
+        ("boiling-frog", 0.1),
+        ("centroid-shift", 0.3),
+    ]
 
 
 def test_one_worker_and_two_workers_give_the_same_table(tmp_path):
@@ -248,8 +265,14 @@ def test_another_grid_into_the_same_results_is_refused(tmp_path):
 
 
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "poisonsim.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "poisonsim.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def _cpu_bound_grid(tmp_path: Path, n_events: int) -> Path:
@@ -293,8 +316,16 @@ def test_ctrl_c_stops_the_sweep_and_its_workers_and_says_how_to_resume(tmp_path)
     grid_file, out = _cpu_bound_grid(tmp_path, 3_000_000), tmp_path / "out"
     # started as from a terminal: Ctrl-C handled, even where this test runs in the background of a
     # non-interactive shell (whose children inherit SIGINT ignored)
-    sweep = _cli("sweep", str(grid_file), "--out", str(out), "--workers", "2", start_new_session=True,
-                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    sweep = _cli(
+        "sweep",
+        str(grid_file),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while not done_counts(out) and sweep.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -341,8 +372,23 @@ def test_cli_sweep_writes_tables_and_shows_progress(tmp_path):
         'base = "scenarios/centroid_shift.toml"\nseeds = [1, 2]\n[axes]\n"attack.rate" = [0.0, 0.2]\n'
         '[set]\n"stream.n_events" = 4000\n"attack.start" = 1000\n"evaluation.every" = 1000\n'
     )
-    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", "sweep", str(grid_file), "--out", str(tmp_path / "o"),
-                           "--workers", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "poisonsim.cli",
+            "sweep",
+            str(grid_file),
+            "--out",
+            str(tmp_path / "o"),
+            "--workers",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "4/4" in done.stdout and "0 failed" in done.stdout
     assert "4 runs done, 0 failed, 0 already finished" in done.stdout
@@ -355,8 +401,13 @@ def test_cli_sweep_writes_tables_and_shows_progress(tmp_path):
 def test_cli_sweep_refuses_a_bad_grid_clearly(tmp_path):
     grid_file = tmp_path / "grid.toml"
     grid_file.write_text('mode = "zip"\n[axes]\n"attack.rate" = [0.1]\n"model.window_size" = [1, 2]\n')
-    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", "sweep", str(grid_file), "--out",
-                           str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "poisonsim.cli", "sweep", str(grid_file), "--out", str(tmp_path / "o")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert 'axes: mode "zip" needs axes of equal length' in done.stderr
 

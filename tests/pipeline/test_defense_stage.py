@@ -27,14 +27,16 @@ def gate():
 
 
 def _scenario(kind: str = "drop-label-one"):
-    return Scenario.from_dict({
-        "seed": 3,
-        "stream": {"source": "digits", "n_events": 3000},
-        "model": {"kind": "centroid-classifier", "window_size": 30},
-        "attack": {"kind": "label-flip", "rate": 0.3},
-        "evaluation": {"every": 1000},
-        "defense": [{"kind": kind}],
-    })  # fmt: skip
+    return Scenario.from_dict(
+        {
+            "seed": 3,
+            "stream": {"source": "digits", "n_events": 3000},
+            "model": {"kind": "centroid-classifier", "window_size": 30},
+            "attack": {"kind": "label-flip", "rate": 0.3},
+            "evaluation": {"every": 1000},
+            "defense": [{"kind": kind}],
+        }
+    )
 
 
 def test_a_gate_keeps_flagged_events_from_the_model_and_is_scored_against_truth(gate):

@@ -20,12 +20,18 @@ def _concat(parts):
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"stream": {"n_events": 5000}, "attack": {"kind": "centroid-shift", "rate": 0.3},
-         "model": {"window_policy": "random-out"}},
-        {"stream": {"source": "digits", "n_events": 5000}, "model": {"kind": "centroid-classifier", "window_size": 30},
-         "attack": {"kind": "label-flip", "rate": 0.2}},
+        {
+            "stream": {"n_events": 5000},
+            "attack": {"kind": "centroid-shift", "rate": 0.3},
+            "model": {"window_policy": "random-out"},
+        },
+        {
+            "stream": {"source": "digits", "n_events": 5000},
+            "model": {"kind": "centroid-classifier", "window_size": 30},
+            "attack": {"kind": "label-flip", "rate": 0.2},
+        },
     ],
-)  # fmt: skip
+)
 def test_learner_is_independent_of_batch_boundaries(overrides):
     scenario = Scenario.from_dict({"seed": 5, "evaluation": {"every": 700}} | overrides)
     reference = run(scenario)
@@ -45,17 +51,24 @@ def test_learner_is_independent_of_batch_boundaries(overrides):
     "overrides",
     [
         {"attack": {"kind": "centroid-shift", "rate": 0.3}},  # a white-box attacker: its turns need no truth
-        {"stream": {"source": "digits"}, "model": {"kind": "centroid-classifier", "window_size": 30},
-         "attack": {"kind": "label-flip", "rate": 0.2}, "defense": [{"kind": "outlier-rejection"}]},
+        {
+            "stream": {"source": "digits"},
+            "model": {"kind": "centroid-classifier", "window_size": 30},
+            "attack": {"kind": "label-flip", "rate": 0.2},
+            "defense": [{"kind": "outlier-rejection"}],
+        },
     ],
-)  # fmt: skip
+)
 def test_the_model_and_defenses_never_read_ground_truth(overrides):
     """Feed the learner inverted truth: only the evaluator's counts change, never what the model learned.
 
     ``is_adaptive`` stays: it is the white-box attacker's own record of its events, which it writes at delivery.
     """
-    scenario = Scenario.from_dict({"seed": 8, "stream": {"n_events": 3000}, "evaluation": {"every": 1000}}
-                                  | overrides | {"stream": {**overrides.get("stream", {}), "n_events": 3000}})
+    scenario = Scenario.from_dict(
+        {"seed": 8, "stream": {"n_events": 3000}, "evaluation": {"every": 1000}}
+        | overrides
+        | {"stream": {**overrides.get("stream", {}), "n_events": 3000}}
+    )
     learners = []
     for invert in (False, True):
         world = World.build(scenario)

@@ -28,15 +28,28 @@ SEEDS = range(1, 9)
 
 
 def _scenario(seed: int, **model) -> Scenario:
-    return Scenario.from_dict({
-        "seed": seed,
-        "stream": {"source": "digits", "n_events": 10_000, "n_test": 500},
-        "model": {"kind": "centroid-classifier", "window_size": 50, "window_policy": "fifo",
-                  "snapshot_every": 2_000, **model},
-        "attack": {"kind": "targeted", "channel": "front-running", "burst_size": 50, "lead": 0,
-                   "target_class": 3, "target_count": 1},
-        "evaluation": {"every": 100},
-    })  # fmt: skip
+    return Scenario.from_dict(
+        {
+            "seed": seed,
+            "stream": {"source": "digits", "n_events": 10_000, "n_test": 500},
+            "model": {
+                "kind": "centroid-classifier",
+                "window_size": 50,
+                "window_policy": "fifo",
+                "snapshot_every": 2_000,
+                **model,
+            },
+            "attack": {
+                "kind": "targeted",
+                "channel": "front-running",
+                "burst_size": 50,
+                "lead": 0,
+                "target_class": 3,
+                "target_count": 1,
+            },
+            "evaluation": {"every": 100},
+        }
+    )
 
 
 def _per_seed(summaries: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -119,9 +132,14 @@ def test_quarantine_with_detector_evidence_vetoes_the_poisoned_snapshots():
     assert all(s["snapshots_taken"] == s["snapshots_deployed"] + s["snapshots_vetoed"] + 1 for s in vetted)
     # the detector flags the bursts, not the benign stream: without an attacker nothing is vetoed, in any seed
     for seed in SEEDS:
-        clean = _run_with_detector(Scenario.from_dict({
-            **_scenario(seed, quarantine=100, veto_flags=10).to_dict(), "attack": {"kind": "none"},
-        }))  # fmt: skip
+        clean = _run_with_detector(
+            Scenario.from_dict(
+                {
+                    **_scenario(seed, quarantine=100, veto_flags=10).to_dict(),
+                    "attack": {"kind": "none"},
+                }
+            )
+        )
         assert clean["snapshots_vetoed"] == 0 and clean["snapshots_deployed"] == 4
 
 
@@ -144,11 +162,16 @@ def test_front_running_keys_are_checked():
     with pytest.raises(ConfigError, match="model.snapshot_every"):
         Scenario.from_dict({"attack": {"kind": "targeted", "channel": "front-running"}})
     with pytest.raises(ConfigError, match="attack.burst_size"):
-        Scenario.from_dict({"attack": {"kind": "targeted", "channel": "front-running", "burst_size": 90, "lead": 20},
-                            "model": {"snapshot_every": 100}})  # fmt: skip
+        Scenario.from_dict(
+            {
+                "attack": {"kind": "targeted", "channel": "front-running", "burst_size": 90, "lead": 20},
+                "model": {"snapshot_every": 100},
+            }
+        )
     with pytest.raises(ConfigError, match="attack.rate"):
-        Scenario.from_dict({"attack": {"kind": "targeted", "channel": "front-running", "rate": 0.1},
-                            "model": {"snapshot_every": 100}})  # fmt: skip
+        Scenario.from_dict(
+            {"attack": {"kind": "targeted", "channel": "front-running", "rate": 0.1}, "model": {"snapshot_every": 100}}
+        )
     with pytest.raises(ConfigError, match="model.quarantine"):
         Scenario.from_dict({"model": {"quarantine": 10}})
 

@@ -19,9 +19,24 @@ ROOT = Path(__file__).parents[2]
 def run_on_cores(cores: str, out: Path, *overrides: str) -> tuple[dict, str]:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     env.pop("OMP_NUM_THREADS", None)
-    command = ["taskset", "-c", cores, sys.executable, "-m", "poisonsim.cli", "run",
-               str(ROOT / "scenarios" / "badnets_cnn.toml"), "--set", "stream.n_events=1200",
-               "--set", "evaluation.every=400", *overrides, "--quiet", "--out", str(out)]  # fmt: skip
+    command = [
+        "taskset",
+        "-c",
+        cores,
+        sys.executable,
+        "-m",
+        "poisonsim.cli",
+        "run",
+        str(ROOT / "scenarios" / "badnets_cnn.toml"),
+        "--set",
+        "stream.n_events=1200",
+        "--set",
+        "evaluation.every=400",
+        *overrides,
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     subprocess.run(command, check=True, env=env, cwd=ROOT, timeout=600)
     summary = json.loads((out / "summary.json").read_text())
     return {k: v for k, v in summary.items() if k not in TIMING_FIELDS}, (out / "timeseries.csv").read_text()

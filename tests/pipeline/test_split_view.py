@@ -21,13 +21,15 @@ N_EVENTS = 6_000
 
 def _scenario(seed: int, pin: bool, kind: str = "targeted") -> Scenario:
     target = {"target_class": 3, "target_count": 1} if kind == "targeted" else {}  # label-flip takes no target
-    return Scenario.from_dict({
-        "seed": seed,
-        "stream": {"source": "digits", "n_events": N_EVENTS, "n_test": 500},
-        "model": {"kind": "centroid-classifier", "window_size": 50, "window_policy": "fifo", "pin_content": pin},
-        "attack": {"kind": kind, "channel": "split-view", "controlled_share": SHARE, "start": 1_000, **target},
-        "evaluation": {"every": 1_000},
-    })  # fmt: skip
+    return Scenario.from_dict(
+        {
+            "seed": seed,
+            "stream": {"source": "digits", "n_events": N_EVENTS, "n_test": 500},
+            "model": {"kind": "centroid-classifier", "window_size": 50, "window_policy": "fifo", "pin_content": pin},
+            "attack": {"kind": kind, "channel": "split-view", "controlled_share": SHARE, "start": 1_000, **target},
+            "evaluation": {"every": 1_000},
+        }
+    )
 
 
 @pytest.mark.parametrize("kind", ["targeted", "label-flip"])
@@ -46,8 +48,11 @@ def test_without_pinning_swapped_content_reaches_the_model_at_the_attackers_shar
     assert abs(np.mean(share) - SHARE) + margin(share) <= 0.01  # seeds 1-8, targeted: 0.202 (0.190-0.214)
     if kind == "targeted":  # seeds 1-8: 0.95 (0.8-1; X' back to its class at the last row of seeds 2 and 8)
         assert np.mean(success) - margin(success) >= 0.8, success
-    print(f"\n{kind}: poison reached the model at share {np.mean(share):.3f} ({min(share):.3f}-{max(share):.3f})"
-          + (f", X' a 3 in {np.mean(success):.2f} of the rows after the start" if success else ""), end="")
+    print(
+        f"\n{kind}: poison reached the model at share {np.mean(share):.3f} ({min(share):.3f}-{max(share):.3f})"
+        + (f", X' a 3 in {np.mean(success):.2f} of the rows after the start" if success else ""),
+        end="",
+    )
 
 
 @pytest.mark.parametrize("kind", ["targeted", "label-flip"])
@@ -76,8 +81,12 @@ def test_vetting_saw_clean_content_and_nothing_marks_the_attackers_references():
 
 def test_split_view_without_pinning_is_the_stream_attack_at_the_same_share():
     split = World.build(_scenario(2, pin=False)).stream().next_batch(3_000)[0]
-    stream = Scenario.from_dict({**_scenario(2, pin=False).to_dict(), "attack": {
-        "kind": "targeted", "rate": SHARE, "start": 1_000, "target_class": 3, "target_count": 1}})  # fmt: skip
+    stream = Scenario.from_dict(
+        {
+            **_scenario(2, pin=False).to_dict(),
+            "attack": {"kind": "targeted", "rate": SHARE, "start": 1_000, "target_class": 3, "target_count": 1},
+        }
+    )
     mixed = World.build(stream).stream().next_batch(3_000)[0]
     assert np.array_equal(split.x, mixed.x) and np.array_equal(split.y, mixed.y)
     assert mixed.pin is None

@@ -16,19 +16,25 @@ from poisonsim.transport.codec import Codec
 
 N_EVENTS = 6_000
 SCENARIOS = {
-    "badnets on digits": {"stream": {"source": "digits"}, "model": {"kind": "mlp", "pretrain_events": 200},
-                          "attack": {"kind": "badnets", "rate": 0.05, "start": 700}},
-    "bursts of label flips on blobs": {"stream": {"n_classes": 3}, "model": {"kind": "centroid-classifier"},
-                                       "attack": {"kind": "label-flip", "rate": 0.2, "schedule": "bursts",
-                                                  "burst_length": 37, "budget": 900}},
+    "badnets on digits": {
+        "stream": {"source": "digits"},
+        "model": {"kind": "mlp", "pretrain_events": 200},
+        "attack": {"kind": "badnets", "rate": 0.05, "start": 700},
+    },
+    "bursts of label flips on blobs": {
+        "stream": {"n_classes": 3},
+        "model": {"kind": "centroid-classifier"},
+        "attack": {"kind": "label-flip", "rate": 0.2, "schedule": "bursts", "burst_length": 37, "budget": 900},
+    },
     "a white-box centroid shift": {"attack": {"kind": "centroid-shift", "rate": 0.3}},
-}  # fmt: skip
+}
 
 
 def _scenario(case: str, every: int) -> Scenario:
     raw = SCENARIOS[case]
-    return Scenario.from_dict({"seed": 41, **raw, "stream": {**raw.get("stream", {}), "n_events": N_EVENTS},
-                               "evaluation": {"every": every}})  # fmt: skip
+    return Scenario.from_dict(
+        {"seed": 41, **raw, "stream": {**raw.get("stream", {}), "n_events": N_EVENTS}, "evaluation": {"every": every}}
+    )
 
 
 def _stream(scenario: Scenario, sizes) -> tuple[EventBatch, Truth]:
@@ -49,8 +55,9 @@ def test_the_evaluation_cadence_and_batch_sizes_do_not_change_the_stream(case):
     cadences = {every: World.build(_scenario(case, every)).batch_sizes() for every in (100, 3_000)}
     reference = _stream(_scenario(case, 3_000), cadences[3_000])
     _same(reference, _stream(_scenario(case, 100), cadences[100]))
-    odd = np.diff(np.r_[0, np.sort(np.random.default_rng(5).choice(np.arange(1, N_EVENTS), 60, replace=False)),
-                        N_EVENTS])  # fmt: skip
+    odd = np.diff(
+        np.r_[0, np.sort(np.random.default_rng(5).choice(np.arange(1, N_EVENTS), 60, replace=False)), N_EVENTS]
+    )
     _same(reference, _stream(_scenario(case, 3_000), odd))
     _same(reference, _stream(_scenario(case, 3_000), [1] * 300 + [N_EVENTS - 300]))
     assert reference[1].is_poison.sum() > 0
@@ -76,9 +83,13 @@ def test_a_defended_run_gives_the_same_results_at_any_evaluation_cadence_it_shar
     """Rows at shared steps agree when the defense's units and the cadences line up (multiples of 64)."""
     from poisonsim.pipeline.engine import run
 
-    base = {"seed": 9, "stream": {"source": "digits", "n_events": 1_536},
-            "model": {"kind": "centroid-classifier", "window_size": 30},
-            "attack": {"kind": "label-flip", "rate": 0.3}, "defense": [{"kind": "outlier-rejection"}]}  # fmt: skip
+    base = {
+        "seed": 9,
+        "stream": {"source": "digits", "n_events": 1_536},
+        "model": {"kind": "centroid-classifier", "window_size": 30},
+        "attack": {"kind": "label-flip", "rate": 0.3},
+        "defense": [{"kind": "outlier-rejection"}],
+    }
     coarse = run(Scenario.from_dict({**base, "evaluation": {"every": 768}})).timeseries
     fine = {row["events"]: row for row in run(Scenario.from_dict({**base, "evaluation": {"every": 128}})).timeseries}
     for row in coarse:
@@ -102,5 +113,4 @@ def test_identities_are_checked_against_the_benign_ids():
     from poisonsim.config import ConfigError
 
     with pytest.raises(ConfigError, match="attack.identities: 20 shared ids need stream.benign_sources >= 20, got 5"):
-        World.build(_scenario("badnets on digits", 1_000).replace(
-            ["stream.benign_sources=5", "attack.identities=20"]))  # fmt: skip
+        World.build(_scenario("badnets on digits", 1_000).replace(["stream.benign_sources=5", "attack.identities=20"]))

@@ -40,18 +40,52 @@ from pathlib import Path
 
 import numpy as np
 
-SHARES = frozenset({
-    "prequential_accuracy", "clean_accuracy", "attack_success_rate", "attack_success_rate_mean",
-    "deployed_clean_accuracy", "deployed_attack_success_rate", "deployed_attack_success_rate_mean",
-    "attack_success_behind", "attack_success_behind_mean", "attack_success_behind_worst",
-    "far", "far_mean", "far_worst", "far_all", "far_all_mean", "far_all_worst",
-    "frr", "frr_mean", "frr_worst", "trusted_accuracy_before", "trusted_accuracy_after", "trusted_accuracy_pruned",
-    "surrogate_clean_accuracy", "surrogate_after_trigger_accuracy", "success", "attack_success_by_class",
-    "attack_success_rate_worst", "clean_accuracy_mean", "clean_accuracy_worst", "deployed_attack_success_rate_worst",
-    "deployed_clean_accuracy_mean", "deployed_clean_accuracy_worst", "twin_clean_accuracy", "twin_clean_accuracy_mean",
-    "twin_attack_success_rate", "twin_attack_success_rate_mean", "accuracy_drop", "accuracy_drop_mean",
-    "accuracy_drop_worst", "disagreement", "disagreement_mean", "disagreement_worst",
-})  # fmt: skip
+SHARES = frozenset(
+    {
+        "prequential_accuracy",
+        "clean_accuracy",
+        "attack_success_rate",
+        "attack_success_rate_mean",
+        "deployed_clean_accuracy",
+        "deployed_attack_success_rate",
+        "deployed_attack_success_rate_mean",
+        "attack_success_behind",
+        "attack_success_behind_mean",
+        "attack_success_behind_worst",
+        "far",
+        "far_mean",
+        "far_worst",
+        "far_all",
+        "far_all_mean",
+        "far_all_worst",
+        "frr",
+        "frr_mean",
+        "frr_worst",
+        "trusted_accuracy_before",
+        "trusted_accuracy_after",
+        "trusted_accuracy_pruned",
+        "surrogate_clean_accuracy",
+        "surrogate_after_trigger_accuracy",
+        "success",
+        "attack_success_by_class",
+        "attack_success_rate_worst",
+        "clean_accuracy_mean",
+        "clean_accuracy_worst",
+        "deployed_attack_success_rate_worst",
+        "deployed_clean_accuracy_mean",
+        "deployed_clean_accuracy_worst",
+        "twin_clean_accuracy",
+        "twin_clean_accuracy_mean",
+        "twin_attack_success_rate",
+        "twin_attack_success_rate_mean",
+        "accuracy_drop",
+        "accuracy_drop_mean",
+        "accuracy_drop_worst",
+        "disagreement",
+        "disagreement_mean",
+        "disagreement_worst",
+    }
+)
 """Figures that count predictions of the net on held-out or trusted inputs (one flipped prediction moves them
 by 1/n); ``defense.strip.far`` and the like in ``timeseries.csv`` are matched on their last part."""
 
@@ -89,7 +123,7 @@ class Gap:
     def __str__(self) -> str:
         if self.kind == "exact":
             return f"{self.name}: {self.recorded!r} recorded, {self.new!r} now"
-        return (f"{self.name}: {self.recorded!r} recorded, {self.new!r} now ({self.kind} gap {self.size:.2g})")
+        return f"{self.name}: {self.recorded!r} recorded, {self.new!r} now ({self.kind} gap {self.size:.2g})"
 
 
 def differences(recorded, new, tolerance: Tolerance, name: str = "") -> list[str]:
@@ -99,8 +133,11 @@ def differences(recorded, new, tolerance: Tolerance, name: str = "") -> list[str
 
 def _outside(found, tolerance: Tolerance) -> list[str]:
     """The gaps of ``found`` beyond ``tolerance``, each with what was allowed."""
-    return [f"{gap}, allowed {gap.allowed(tolerance):g}" if gap.kind != "exact" else str(gap)
-            for gap in found if not gap.within(tolerance)]  # fmt: skip
+    return [
+        f"{gap}, allowed {gap.allowed(tolerance):g}" if gap.kind != "exact" else str(gap)
+        for gap in found
+        if not gap.within(tolerance)
+    ]
 
 
 def gaps(recorded, new, tolerance: Tolerance, name: str = ""):
@@ -213,5 +250,8 @@ def _length(value) -> object:
 def figure_files(directory: Path) -> list[str]:
     """The files under ``directory`` that the corpus compares, as paths relative to it (no scenario file, no
     drawings: a PNG's bytes follow matplotlib's version, and its arrays are kept beside it)."""
-    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*")
-                  if p.is_file() and p.name != "scenario.toml" and p.suffix != ".png")  # fmt: skip
+    return sorted(
+        str(p.relative_to(directory))
+        for p in directory.rglob("*")
+        if p.is_file() and p.name != "scenario.toml" and p.suffix != ".png"
+    )

@@ -58,8 +58,11 @@ def record_under(name: str, switches: dict[str, str], cases: list[str], into: Pa
 
 def case_gaps(case: str, folder: Path, reference: Path = CORPUS) -> list[tuple[str, Gap]]:
     """Every figure of ``folder/case`` that differs from ``reference/case``, with the file it is in."""
-    return [(file, gap) for file in figure_files(reference / case)
-            for gap in file_gaps(reference / case / file, folder / case / file, tolerance_of(case))]  # fmt: skip
+    return [
+        (file, gap)
+        for file in figure_files(reference / case)
+        for gap in file_gaps(reference / case / file, folder / case / file, tolerance_of(case))
+    ]
 
 
 def largest_gaps(gaps: list[tuple[str, Gap]]) -> dict[str, float]:
@@ -72,8 +75,15 @@ def largest_gaps(gaps: list[tuple[str, Gap]]) -> dict[str, float]:
 
 def check_under(name: str, switches: dict[str, str]) -> tuple[str, int, str]:
     """``test_corpus.py`` run under ``switches``: the setting, pytest's exit status and its closing line."""
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__).with_name(
-        "test_corpus.py"))]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(Path(__file__).with_name("test_corpus.py")),
+    ]
     done = subprocess.run(command, env=_env(switches), capture_output=True, text=True, cwd=Path(__file__).parents[2])
     lines = done.stdout.strip().splitlines() or [done.stderr.strip()]
     report = done.stdout if done.returncode else lines[-1]
@@ -114,8 +124,9 @@ def main() -> int:
                 largest = largest_gaps(gaps)
                 if any(largest.values()):
                     print(f"{case:34} {name:22} " + " ".join(f"{largest[kind]:9.2g}" for kind in KINDS))
-                outside += [f"{case} under {name}: {file} {gap}" for file, gap in gaps
-                            if not gap.within(tolerance_of(case))]  # fmt: skip
+                outside += [
+                    f"{case} under {name}: {file} {gap}" for file, gap in gaps if not gap.within(tolerance_of(case))
+                ]
     print("\n".join(["", f"{len(outside)} figures outside their tolerance", *outside]))
     return 1 if outside else 0
 

@@ -38,8 +38,11 @@ def test_case_matches_corpus(name, tmp_path):
     write_results(result, scenario, tmp_path)
     recorded = figure_files(CORPUS / name)
     assert recorded == figure_files(tmp_path)
-    changed = [f"{file} {d}" for file in recorded
-               for d in file_differences(CORPUS / name / file, tmp_path / file, tolerance_of(name))]  # fmt: skip
+    changed = [
+        f"{file} {d}"
+        for file in recorded
+        for d in file_differences(CORPUS / name / file, tmp_path / file, tolerance_of(name))
+    ]
     assert not changed, f"{name}: {len(changed)} figures moved beyond {tolerance_of(name)}:\n" + "\n".join(changed[:20])
 
 

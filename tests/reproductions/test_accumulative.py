@@ -36,8 +36,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the floats do not de
 
 def _fitted(**keys) -> tuple[Accumulative, object]:
     src = Blobs(n_features=4, n_classes=3).load(np.random.default_rng(0))
-    victim = NeuralClassifier(n_classes=3, n_features=4, hidden=8, batch_size=8, optimizer="sgd", lr=0.05,
-                              device="cpu", pretrain_events=64)  # fmt: skip
+    victim = NeuralClassifier(
+        n_classes=3, n_features=4, hidden=8, batch_size=8, optimizer="sgd", lr=0.05, device="cpu", pretrain_events=64
+    )
     victim.learn_many(*src.sample(np.random.default_rng(1), 64))
     keys = {"accumulate": 16, "trigger_size": 8, "steps": 3, "validation_events": 32, **keys}
     return Accumulative(**keys).fit(attacker_knowledge(src, model=victim), np.random.default_rng(2)), src
@@ -89,8 +90,9 @@ def test_a_step_along_the_lookahead_direction_raises_the_after_trigger_loss_not_
     before = lookahead_direction(net, trigger, validation, lr=0.5, clean_limit=float("inf"))
     u = before[0]
     with torch.no_grad():
-        torch.nn.utils.vector_to_parameters(torch.nn.utils.parameters_to_vector(net.parameters()) + 0.01 * u,
-                                            net.parameters())  # fmt: skip
+        torch.nn.utils.vector_to_parameters(
+            torch.nn.utils.parameters_to_vector(net.parameters()) + 0.01 * u, net.parameters()
+        )
     after = lookahead_direction(net, trigger, validation, lr=0.5, clean_limit=float("inf"))
     gained = after[1]["after_trigger_loss"] - before[1]["after_trigger_loss"]
     assert gained > 0 and after[1]["clean_loss"] - before[1]["clean_loss"] < gained / 10
@@ -125,10 +127,14 @@ def _figures(seed: int, scenario: Path = SCENARIO) -> dict:
     after = TRIGGER_AT + 32
     for timeline in (attacked, alone):  # the trigger's 32 events are the ones learned between the two rows
         assert timeline[after]["poison_events"] - timeline[TRIGGER_AT]["poison_events"] == 32
-    return {"before": attacked[TRIGGER_AT]["clean_accuracy"], "after": attacked[after]["clean_accuracy"],
-            "alone_before": alone[TRIGGER_AT]["clean_accuracy"], "alone_after": alone[after]["clean_accuracy"],
-            "clean": clean[TRIGGER_AT]["clean_accuracy"],
-            "accumulated": summary["attack_details"]["accumulated"]}  # fmt: skip
+    return {
+        "before": attacked[TRIGGER_AT]["clean_accuracy"],
+        "after": attacked[after]["clean_accuracy"],
+        "alone_before": alone[TRIGGER_AT]["clean_accuracy"],
+        "alone_after": alone[after]["clean_accuracy"],
+        "clean": clean[TRIGGER_AT]["clean_accuracy"],
+        "accumulated": summary["attack_details"]["accumulated"],
+    }
 
 
 @pytest.mark.slow

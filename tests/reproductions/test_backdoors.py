@@ -75,7 +75,8 @@ def test_gradient_alignment_raises_the_target_probability_over_the_same_budget_o
     assert crafted["observed_poisoning_rate"].mean() <= 0.02
     assert (crafted["poison_events_total"] == control["poison_events_total"]).all()
     assert control["attack_success_rate"].sum() == 0 and crafted["attack_success_rate"].sum() <= 2  # measured 1
-    gain = np.log10(np.maximum(crafted["target_class_probability"], 1e-30)
-                    / np.maximum(control["target_class_probability"], 1e-30))  # fmt: skip
+    gain = np.log10(
+        np.maximum(crafted["target_class_probability"], 1e-30) / np.maximum(control["target_class_probability"], 1e-30)
+    )
     assert (gain > 0).sum() >= 10  # a sign test: 10 of 12 has p = 0.019 if crafting did nothing
     assert gain.mean() - margin(gain) > 5  # measured 10^5.2 to 10^12.7 (mean of the orders 9.4, 2 s.e. 1.4)

@@ -33,13 +33,15 @@ SEEDS = range(8)
 
 
 def _attacker_only(policy: str, seed: int = 0, n_events: int = 2 * N) -> tuple[np.ndarray, np.ndarray]:
-    scenario = Scenario.from_dict({
-        "seed": seed,
-        "stream": {"n_events": n_events, "n_features": 3},
-        "model": {"window_size": N, "window_policy": policy, "radius": 2.0},
-        "attack": {"kind": "centroid-shift", "rate": 1.0, "target_distance": 20.0},
-        "evaluation": {"every": 1},
-    })  # fmt: skip
+    scenario = Scenario.from_dict(
+        {
+            "seed": seed,
+            "stream": {"n_events": n_events, "n_features": 3},
+            "model": {"window_size": N, "window_policy": policy, "radius": 2.0},
+            "attack": {"kind": "centroid-shift", "rate": 1.0, "target_distance": 20.0},
+            "evaluation": {"every": 1},
+        }
+    )
     rows = run(scenario).timeseries[1:]  # row 0 is the start: D_0 = 0
     return np.array([r["poison_events"] for r in rows]), np.array([r["displacement_radii"] for r in rows])
 
@@ -93,13 +95,15 @@ def test_share_nu_against_average_out_settles_at_nu_over_one_minus_nu(nu):
     within 10% with the margin."""
     settled = []
     for seed in range(40):
-        scenario = Scenario.from_dict({
-            "seed": seed,
-            "stream": {"n_events": 20_000, "n_features": 2},
-            "model": {"window_size": N, "learn": "all", "warmup": 500},
-            "attack": {"kind": "centroid-shift", "rate": nu, "target_distance": 10.0},
-            "evaluation": {"every": 100},
-        })  # fmt: skip
+        scenario = Scenario.from_dict(
+            {
+                "seed": seed,
+                "stream": {"n_events": 20_000, "n_features": 2},
+                "model": {"window_size": N, "learn": "all", "warmup": 500},
+                "attack": {"kind": "centroid-shift", "rate": nu, "target_distance": 10.0},
+                "evaluation": {"every": 100},
+            }
+        )
         rows = run(scenario).timeseries
         settled.append(np.mean([r["displacement_radii"] for r in rows[50:]]))
     assert abs(np.mean(settled) - nu / (1 - nu)) + margin(settled) <= 0.10 * nu / (1 - nu)
@@ -109,13 +113,15 @@ def test_share_nu_against_average_out_settles_at_nu_over_one_minus_nu(nu):
 def test_learning_only_accepted_points_lets_a_30_percent_attacker_capture_the_detector(seed):
     """Benign points left outside the moved sphere stop pulling it back: in every seed of 0-7 A is accepted
     after 166-321 poison events and the window ends all poison."""
-    scenario = Scenario.from_dict({
-        "seed": seed,
-        "stream": {"n_events": 20_000},
-        "model": {"window_size": N, "learn": "accepted", "warmup": 500},
-        "attack": {"kind": "centroid-shift", "rate": 0.3, "target_distance": 3.0},
-        "evaluation": {"every": 500},
-    })  # fmt: skip
+    scenario = Scenario.from_dict(
+        {
+            "seed": seed,
+            "stream": {"n_events": 20_000},
+            "model": {"window_size": N, "learn": "accepted", "warmup": 500},
+            "attack": {"kind": "centroid-shift", "rate": 0.3, "target_distance": 3.0},
+            "evaluation": {"every": 500},
+        }
+    )
     summary = run(scenario).summary
     assert summary["attack_success_rate"] == 1.0
     assert summary["window_contamination"] > 0.9

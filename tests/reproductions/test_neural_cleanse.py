@@ -54,20 +54,30 @@ def _figures(seeds, *overrides: str, compare: bool = True) -> dict[str, np.ndarr
     undefended_runs = _summaries(seeds, (*overrides, "defense=[]")) if compare else defended_runs
     for seed, defended, undefended in zip(seeds, defended_runs, undefended_runs):
         section = defended["defenses"]["neural-cleanse"]
-        rows.append({
-            "flagged": len(section["suspect_classes"]) > 0,
-            "target_found": section.get("target_found"),
-            "mask_iou": section.get("mask_iou"),
-            "success_before": undefended["attack_success_rate"],
-            "success_after": defended["attack_success_rate"],
-            "clean_before": undefended["clean_accuracy"],
-            "clean_after": defended["clean_accuracy"],
-            "target_index": section["anomaly_index"]["0"],
-            "mask_l1": [section["mask_l1"][str(c)] for c in range(10)],
-        })  # fmt: skip
-        print(seed, *overrides, rows[-1], "suspects", section["suspect_classes"],
-              "mask_l1", [round(v, 1) for v in section["mask_l1"].values()],
-              "index", [round(v, 2) for v in section["anomaly_index"].values()])  # fmt: skip
+        rows.append(
+            {
+                "flagged": len(section["suspect_classes"]) > 0,
+                "target_found": section.get("target_found"),
+                "mask_iou": section.get("mask_iou"),
+                "success_before": undefended["attack_success_rate"],
+                "success_after": defended["attack_success_rate"],
+                "clean_before": undefended["clean_accuracy"],
+                "clean_after": defended["clean_accuracy"],
+                "target_index": section["anomaly_index"]["0"],
+                "mask_l1": [section["mask_l1"][str(c)] for c in range(10)],
+            }
+        )
+        print(
+            seed,
+            *overrides,
+            rows[-1],
+            "suspects",
+            section["suspect_classes"],
+            "mask_l1",
+            [round(v, 1) for v in section["mask_l1"].values()],
+            "index",
+            [round(v, 2) for v in section["anomaly_index"].values()],
+        )
     return {k: np.array([r[k] for r in rows]) for k in rows[0]}
 
 
@@ -101,11 +111,16 @@ def test_neural_cleanse_needs_images():
 
 def test_a_planted_shortcut_is_reversed_flagged_and_drawn():
     """The host digits CNN after a short BadNets stream: the search runs, gives one mask per class, draws."""
-    scenario = Scenario.from_dict({
-        "seed": 3, "stream": {"source": "digits", "n_events": 600}, "evaluation": {"every": 600},
-        "model": {"kind": "cnn", "hidden": 16, "batch_size": 16, "pretrain_events": 200, "device": "cpu"},
-        "attack": {"kind": "badnets", "rate": 0.1}, "defense": [{"kind": "neural-cleanse", "steps": 60}],
-    })  # fmt: skip
+    scenario = Scenario.from_dict(
+        {
+            "seed": 3,
+            "stream": {"source": "digits", "n_events": 600},
+            "evaluation": {"every": 600},
+            "model": {"kind": "cnn", "hidden": 16, "batch_size": 16, "pretrain_events": 200, "device": "cpu"},
+            "attack": {"kind": "badnets", "rate": 0.1},
+            "defense": [{"kind": "neural-cleanse", "steps": 60}],
+        }
+    )
     world = World.build(scenario)
     summary = run(scenario, world=world).summary
     section = summary["defenses"]["neural-cleanse"]

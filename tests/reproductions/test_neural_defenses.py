@@ -33,11 +33,14 @@ def test_batched_strip_entropy_equals_the_per_input_loop():
         batched = strip_entropy(world.model, x, backgrounds, how)
         assert np.allclose(batched, strip_entropy_loop(world.model, x, backgrounds, how), atol=1e-5)
     both, own = strip_entropy(world.model, x, backgrounds, "additive", own_share=True), world.model.predict_many(x)
-    kept = [world.model.predict_proba_many(superimpose(x[i : i + 1], backgrounds[i], "additive")[0])[:, c].mean()
-            for i, c in enumerate(own)]  # fmt: skip
+    kept = [
+        world.model.predict_proba_many(superimpose(x[i : i + 1], backgrounds[i], "additive")[0])[:, c].mean()
+        for i, c in enumerate(own)
+    ]
     assert np.allclose(both[:, 0], batched) and np.allclose(both[:, 1], 1 - np.array(kept), atol=1e-5)
-    probabilities = [world.model.predict_proba_many(superimpose(x[i : i + 1], backgrounds[i], "additive")[0])
-                     for i in range(len(x))]  # fmt: skip
+    probabilities = [
+        world.model.predict_proba_many(superimpose(x[i : i + 1], backgrounds[i], "additive")[0]) for i in range(len(x))
+    ]
     medians = [np.median(-(p * np.log2(np.clip(p, 1e-12, None))).sum(axis=1)) for p in probabilities]
     assert np.allclose(strip_entropy(world.model, x, backgrounds, "additive", median=True), medians, atol=1e-5)
     assert not np.allclose(medians, batched, atol=1e-3)  # the median is not the mean
@@ -69,8 +72,9 @@ def test_strip_calibration_overlays_each_trusted_input_on_the_other_half_only(mo
     from poisonsim.models.neural import NeuralClassifier
 
     seen = []
-    monkeypatch.setattr(strip, "strip_entropy",
-                        lambda model, x, bg, how, own_share, median: seen.append((x, bg)) or np.arange(len(x)))
+    monkeypatch.setattr(
+        strip, "strip_entropy", lambda model, x, bg, how, own_share, median: seen.append((x, bg)) or np.arange(len(x))
+    )
     clean_x = np.repeat(np.arange(1000, dtype=np.float32)[:, None], 4, axis=1)  # row i is i everywhere
     knowledge = DefenderKnowledge(clean_x, np.zeros(1000, dtype=np.int64), n_classes=2)
     model = NeuralClassifier(n_classes=2, n_features=4, device="cpu")
@@ -88,12 +92,15 @@ def test_strip_confidence_sets_how_far_below_the_frr_quantile_the_threshold_sits
     from poisonsim.defenses.base import DefenderKnowledge
     from poisonsim.models.neural import NeuralClassifier
 
-    monkeypatch.setattr(strip, "strip_entropy",
-                        lambda model, x, bg, how, own_share, median: np.arange(len(x), dtype=float))
+    monkeypatch.setattr(
+        strip, "strip_entropy", lambda model, x, bg, how, own_share, median: np.arange(len(x), dtype=float)
+    )
     model = NeuralClassifier(n_classes=2, n_features=4, device="cpu")
     knowledge = DefenderKnowledge(np.zeros((1000, 4), dtype=np.float32), np.zeros(1000, dtype=np.int64), n_classes=2)
-    ranks = {c: strip.Strip(overlays=8, confidence=c).fit(knowledge, model, np.random.default_rng(0)).rank_
-             for c in (0.5, 0.9, 0.99)}  # fmt: skip
+    ranks = {
+        c: strip.Strip(overlays=8, confidence=c).fit(knowledge, model, np.random.default_rng(0)).rank_
+        for c in (0.5, 0.9, 0.99)
+    }
     assert ranks == {0.5: 10, 0.9: 6, 0.99: 3}  # 0.5: the median of Binomial(1000, 0.01), the 1% quantile
     small = DefenderKnowledge(np.zeros((359, 4), dtype=np.float32), np.zeros(359, dtype=np.int64), n_classes=2)
     with pytest.raises(ValueError, match="frr: 359 trusted clean inputs cannot bound .* 0.005 with 90% confidence"):
@@ -147,8 +154,16 @@ def test_strip_builds_backgrounds_a_block_of_inputs_at_a_time(monkeypatch):
 
 @pytest.mark.slow
 def test_strip_drop_mode_keeps_flagged_events_from_the_net():
-    summary = run(_scenario("strip_badnets.toml", ["stream.n_events=3000", "evaluation.every=3000",
-                                                     "defense=[{kind='strip',superimpose='additive',mode='drop'}]"])).summary  # fmt: skip
+    summary = run(
+        _scenario(
+            "strip_badnets.toml",
+            [
+                "stream.n_events=3000",
+                "evaluation.every=3000",
+                "defense=[{kind='strip',superimpose='additive',mode='drop'}]",
+            ],
+        )
+    ).summary
     tally = summary["defenses"]["strip"]
     assert summary["dropped_events"] == tally["tp"] + tally["fp"] > 0
 

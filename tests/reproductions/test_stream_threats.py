@@ -64,7 +64,7 @@ def test_provoking_bursts_make_drift_reset_throw_away_learning_ten_times_per_10k
         clean_rate = 10_000 * sum(e > 10_000 for e in clean["alarm_events"]) / 20_000  # the same span
         added.append(provoked["attack_alarms_per_10k"] - clean_rate)
     assert np.mean(added) - margin(added) >= 10, added
-    adwin = "defense=[{kind = \"drift-reset\", detector = \"adwin\", every = 1000}]"
+    adwin = 'defense=[{kind = "drift-reset", detector = "adwin", every = 1000}]'
     for run in summaries("provoke.toml", seeds, "attack.burst_length=20", adwin):
         figures = run["defenses"]["drift-reset"]
         assert figures["false_alarms"] == 0 and figures["resets"] == figures["alarms"]
@@ -77,8 +77,13 @@ def test_drift_bench_lists_every_detector_and_baseline_and_is_the_same_with_one_
     misses every attack, and one worker or two give the same table."""
     grid = Grid.from_toml(ROOT / "sweeps" / "drift_bench.toml")
     attacks = [{**a, "start": 2_000} if a["kind"] != "none" else a for a in grid.axes["attack"]]
-    small = Grid(grid.base, (1, 2), grid.mode, {"name": grid.axes["name"], "attack": attacks},
-                 {"stream.n_events": 4_000, "evaluation.every": 1_000})  # fmt: skip
+    small = Grid(
+        grid.base,
+        (1, 2),
+        grid.mode,
+        {"name": grid.axes["name"], "attack": attacks},
+        {"stream.n_events": 4_000, "evaluation.every": 1_000},
+    )
     tables = []
     for workers in (1, 2):
         run_sweep(small, tmp_path / f"w{workers}", workers=workers)
@@ -103,6 +108,7 @@ def test_an_attacker_that_listens_takes_back_all_of_outlier_rejections_gain_and_
     0.02; the attacker that shortens its step when refused reaches A (3 radii) in every seed, after 333-447 of
     its events, while the defense refuses 2% of its points instead of all. fpr-reset refuses no point, so there is nothing to hear:
     the adaptive run is the plain one, event for event."""
+
     def late(*overrides: str) -> float:
         raw = read_toml(ROOT / "scenarios" / "adaptive_centroid_shift.toml", "scenario")
         runs = []
@@ -116,9 +122,9 @@ def test_an_attacker_that_listens_takes_back_all_of_outlier_rejections_gain_and_
     listening = late()
     gain, taken_back = undefended - defended, listening - defended  # paired by seed
     assert gain.mean() - margin(gain) >= 0.3
-    assert (listening == pytest.approx(3.0, abs=0.01)), listening  # A reached: attack success 1
+    assert listening == pytest.approx(3.0, abs=0.01), listening  # A reached: attack success 1
     assert taken_back.mean() - margin(taken_back) >= gain.mean() + margin(gain)
-    fpr = "defense=[{kind = \"fpr-reset\", alpha = 0.1, every = 100}]"
+    fpr = 'defense=[{kind = "fpr-reset", alpha = 0.1, every = 100}]'
     assert np.array_equal(late(fpr, "attack.adaptive=false"), late(fpr))
 
 
@@ -128,14 +134,28 @@ def test_an_attacker_that_queries_the_detector_dodges_fpr_resets_but_gets_less_f
     8 % are flagged is reset 2.5 times a run instead of 38, but its displacement over the second half is 0.15
     radii against the plain attacker's 0.27 (undefended 0.41): each reset costs the plain attacker little, as it
     pushes back at once; listening takes back none of fpr-reset's gain, it only hides the attack from it."""
+
     def runs(defense: list, **attack) -> tuple[np.ndarray, np.ndarray]:
         late, resets = [], []
         for seed in range(8):
-            result = engine.run(Scenario.from_dict({
-                "seed": seed, "stream": {"n_events": 5000, "n_features": 2},
-                "model": {"window_size": 50, "learn": "all", "warmup": 500, "radius": 2.45},
-                "attack": {"kind": "centroid-shift", "rate": 0.3, "target_distance": 10.0, "budget": 1500, **attack},
-                "evaluation": {"every": 100}, "defense": defense}))  # fmt: skip
+            result = engine.run(
+                Scenario.from_dict(
+                    {
+                        "seed": seed,
+                        "stream": {"n_events": 5000, "n_features": 2},
+                        "model": {"window_size": 50, "learn": "all", "warmup": 500, "radius": 2.45},
+                        "attack": {
+                            "kind": "centroid-shift",
+                            "rate": 0.3,
+                            "target_distance": 10.0,
+                            "budget": 1500,
+                            **attack,
+                        },
+                        "evaluation": {"every": 100},
+                        "defense": defense,
+                    }
+                )
+            )
             late.append(np.mean([r["displacement_radii"] for r in result.timeseries[25:]]))
             resets.append(result.summary.get("defenses", {}).get("fpr-reset", {}).get("resets", 0))
         return np.array(late), np.array(resets)

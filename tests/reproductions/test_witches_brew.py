@@ -21,8 +21,16 @@ from poisonsim.models.retrain import retrain_rngs
 from poisonsim.pipeline.engine import run
 
 SCENARIO = Path(__file__).parents[2] / "scenarios" / "witches_brew_retrain.toml"
-SMALL = dict(architecture="cnn", image_side=4, hidden=8, batch_size=16, device="cpu", pretrain_events=60,
-             retrain_every=50, retrain_epochs=2)  # fmt: skip
+SMALL = dict(
+    architecture="cnn",
+    image_side=4,
+    hidden=8,
+    batch_size=16,
+    device="cpu",
+    pretrain_events=60,
+    retrain_every=50,
+    retrain_epochs=2,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the floats do not depend on the core count
@@ -98,11 +106,24 @@ def test_a_checkpoint_holds_the_lake_and_resumes_exactly(tmp_path):
 
 
 def _tiny_scenario() -> Scenario:
-    return Scenario.from_toml(SCENARIO, [
-        "stream.n_events=300", "model.pretrain_events=300", "model.retrain_every=300", "model.retrain_epochs=2",
-        "model.hidden=16", "attack.start=20", "attack.poisons=6", "attack.budget=6", "attack.burst_length=6",
-        "attack.steps=3", "attack.restarts=1", "attack.supplier_events=300", "evaluation.every=100",
-    ])  # fmt: skip
+    return Scenario.from_toml(
+        SCENARIO,
+        [
+            "stream.n_events=300",
+            "model.pretrain_events=300",
+            "model.retrain_every=300",
+            "model.retrain_epochs=2",
+            "model.hidden=16",
+            "attack.start=20",
+            "attack.poisons=6",
+            "attack.budget=6",
+            "attack.burst_length=6",
+            "attack.steps=3",
+            "attack.restarts=1",
+            "attack.supplier_events=300",
+            "evaluation.every=100",
+        ],
+    )
 
 
 def test_the_scenario_runs_and_a_restored_learner_ends_like_the_uninterrupted_one():
@@ -151,8 +172,10 @@ def test_witches_brew_against_a_victim_retrained_from_scratch():
     control = _p_target(seeds, 0.0)
     crafted = _p_target(seeds, 16 / 255)
     strong = _p_target(seeds, 0.3)
-    gain = {name: np.log10(np.maximum(runs[:, 1], 1e-30) / np.maximum(control[:, 1], 1e-30))
-            for name, runs in (("16/255", crafted), ("0.3", strong))}  # fmt: skip
+    gain = {
+        name: np.log10(np.maximum(runs[:, 1], 1e-30) / np.maximum(control[:, 1], 1e-30))
+        for name, runs in (("16/255", crafted), ("0.3", strong))
+    }
     assert control[:, 0].sum() == 0  # unperturbed images of class 0, correctly labelled, flip no target
     assert abs(crafted[:, 2].mean() - control[:, 2].mean()) < 0.02  # the poisons cost no clean accuracy
     for name, floor in (("16/255", 0.3), ("0.3", 3.0)):

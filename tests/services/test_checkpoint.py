@@ -17,22 +17,44 @@ from poisonsim.pipeline.world import World
 from poisonsim.services import checkpoint
 
 SCENARIOS = [
-    {"stream": {"n_events": 4000}, "attack": {"kind": "centroid-shift", "rate": 0.3}, "model": {"window_policy": "random-out"}},
-    {"stream": {"n_events": 4000}, "attack": {"kind": "centroid-shift", "rate": 0.2}, "model": {"window_policy": "fifo"}},
-    {"stream": {"source": "digits", "n_events": 4000}, "model": {"kind": "centroid-classifier", "window_size": 30,
-     "window_policy": "random-out"}, "attack": {"kind": "label-flip", "rate": 0.2}},
+    {
+        "stream": {"n_events": 4000},
+        "attack": {"kind": "centroid-shift", "rate": 0.3},
+        "model": {"window_policy": "random-out"},
+    },
+    {
+        "stream": {"n_events": 4000},
+        "attack": {"kind": "centroid-shift", "rate": 0.2},
+        "model": {"window_policy": "fifo"},
+    },
+    {
+        "stream": {"source": "digits", "n_events": 4000},
+        "model": {"kind": "centroid-classifier", "window_size": 30, "window_policy": "random-out"},
+        "attack": {"kind": "label-flip", "rate": 0.2},
+    },
     # defenses resume too: trusted window states, a river detector's input, isolation buffers, analysis
-    {"stream": {"n_events": 4000}, "attack": {"kind": "centroid-shift", "rate": 0.3, "start": 1500},
-     "model": {"learn": "all", "warmup": 500, "window_size": 50},
-     "defense": [{"kind": "fpr-reset", "every": 100}, {"kind": "drift-reset", "detector": "kswin", "every": 300}]},
-    {"stream": {"source": "digits", "n_events": 4000}, "model": {"kind": "cnn", "pretrain_events": 500},
-     "attack": {"kind": "badnets", "rate": 0.05},
-     "defense": [{"kind": "isolation", "at": 3000}, {"kind": "activation-analysis", "at": 3500}]},
-    {"stream": {"source": "digits", "n_events": 4000}, "model": {"kind": "cnn"},  # pruned at 1536, saved at 2100
-     "attack": {"kind": "badnets", "rate": 0.05, "start": 1200},
-     "defense": [{"kind": "strip", "superimpose": "additive", "every": 1000, "judge": "snapshot"},
-                 {"kind": "fine-pruning", "when": "drift", "detector": "page-hinkley", "every": 500}]},
-]  # fmt: skip
+    {
+        "stream": {"n_events": 4000},
+        "attack": {"kind": "centroid-shift", "rate": 0.3, "start": 1500},
+        "model": {"learn": "all", "warmup": 500, "window_size": 50},
+        "defense": [{"kind": "fpr-reset", "every": 100}, {"kind": "drift-reset", "detector": "kswin", "every": 300}],
+    },
+    {
+        "stream": {"source": "digits", "n_events": 4000},
+        "model": {"kind": "cnn", "pretrain_events": 500},
+        "attack": {"kind": "badnets", "rate": 0.05},
+        "defense": [{"kind": "isolation", "at": 3000}, {"kind": "activation-analysis", "at": 3500}],
+    },
+    {
+        "stream": {"source": "digits", "n_events": 4000},
+        "model": {"kind": "cnn"},  # pruned at 1536, saved at 2100
+        "attack": {"kind": "badnets", "rate": 0.05, "start": 1200},
+        "defense": [
+            {"kind": "strip", "superimpose": "additive", "every": 1000, "judge": "snapshot"},
+            {"kind": "fine-pruning", "when": "drift", "detector": "page-hinkley", "every": 500},
+        ],
+    },
+]
 
 
 @pytest.mark.parametrize("overrides", SCENARIOS)

@@ -19,8 +19,17 @@ from test_exporter import exposed_names
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "poisonsim.json"
 COMPOSE = ROOT / "docker-compose.yml"
-REQUIRED_PANELS = ("clean accuracy", "attack success", "displacement", "observed rho", "detections", "drift alarms",
-                   "dead letters", "lag", "events / s")  # fmt: skip
+REQUIRED_PANELS = (
+    "clean accuracy",
+    "attack success",
+    "displacement",
+    "observed rho",
+    "detections",
+    "drift alarms",
+    "dead letters",
+    "lag",
+    "events / s",
+)
 
 
 def _compose_binary() -> str:
@@ -31,8 +40,13 @@ def _compose_binary() -> str:
 
 
 def compose_config(**env: str) -> dict:
-    done = subprocess.run([_compose_binary(), "-f", COMPOSE, "config", "--format", "json"], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, **env})  # fmt: skip
+    done = subprocess.run(
+        [_compose_binary(), "-f", COMPOSE, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -66,25 +80,38 @@ def test_every_dashboard_query_names_only_metrics_the_exporter_exposes():
 
 
 def test_compose_file_validates_and_wires_the_deploy_files():
-    done = subprocess.run([_compose_binary(), "-f", COMPOSE, "config", "-q"], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [_compose_binary(), "-f", COMPOSE, "config", "-q"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     services = compose_config()["services"]
-    assert {"kafka", "kafka-init", "produce-benign", "produce-attack", "learner", "detector", "prometheus",
-            "grafana"} <= set(services)  # fmt: skip
+    assert {
+        "kafka",
+        "kafka-init",
+        "produce-benign",
+        "produce-attack",
+        "learner",
+        "detector",
+        "prometheus",
+        "grafana",
+    } <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
     mounts = {m["target"]: m["source"] for m in services["grafana"]["volumes"]}
     assert Path(mounts["/var/lib/grafana/dashboards"]) == DASHBOARD.parent
-    assert "path: /var/lib/grafana/dashboards" in (ROOT / "deploy/grafana/provisioning/dashboards/poisonsim.yml").read_text()
+    assert (
+        "path: /var/lib/grafana/dashboards"
+        in (ROOT / "deploy/grafana/provisioning/dashboards/poisonsim.yml").read_text()
+    )
     scraped = (ROOT / "deploy" / "prometheus.yml").read_text()
     for name in ("prometheus", "grafana"):  # dashboards are not published beyond this machine
         assert all(port["host_ip"] == "127.0.0.1" for port in services[name]["ports"]), services[name]["ports"]
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
     for name in ("prometheus", "grafana", "learner", "detector", "produce-benign", "produce-attack"):
         assert services[name]["healthcheck"]["test"], name
-    assert {"target": "/results"}.items() <= next(m for m in services["learner"]["volumes"]
-                                                  if m["target"] == "/results").items()  # fmt: skip
+    assert {"target": "/results"}.items() <= next(
+        m for m in services["learner"]["volumes"] if m["target"] == "/results"
+    ).items()
     for name in ("learner", "detector", "produce-benign", "produce-attack"):
         key = services[name]["environment"]["POISONSIM_SIGNING_KEY_FILE"]
         assert any(m["target"] == str(Path(key).parent) for m in services[name]["volumes"])  # signed records
@@ -96,8 +123,9 @@ def test_compose_file_validates_and_wires_the_deploy_files():
 
 def test_prometheus_config_passes_promtool():
     promtool = require_binary("promtool", "apt-get install prometheus, which ships it")
-    check = subprocess.run([promtool, "check", "config", ROOT / "deploy" / "prometheus.yml"], capture_output=True,
-                           text=True, timeout=60)  # fmt: skip
+    check = subprocess.run(
+        [promtool, "check", "config", ROOT / "deploy" / "prometheus.yml"], capture_output=True, text=True, timeout=60
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "SUCCESS" in check.stdout + check.stderr
 
@@ -119,30 +147,48 @@ def test_each_python_service_command_runs_locally_against_the_test_broker(broker
     for name in ("learner", "detector", "produce-benign", "produce-attack"):
         env = dict(python[name]["environment"])
         ports[name] = free_port()
-        env.update(POISONSIM_BOOTSTRAP_SERVERS=broker.bootstrap, POISONSIM_BENIGN_TOPIC=topics.benign,
-                   POISONSIM_ATTACK_TOPIC=topics.attack, POISONSIM_DEAD_LETTER_TOPIC=topics.dead_letter,
-                   POISONSIM_METRICS_PORT=str(ports[name]), POISONSIM_METRICS_ADDRESS="127.0.0.1",
-                   POISONSIM_CHECKPOINT_DIR=str(tmp_path / "state"), POISONSIM_SIGNING_KEY_FILE=str(key))  # fmt: skip
+        env.update(
+            POISONSIM_BOOTSTRAP_SERVERS=broker.bootstrap,
+            POISONSIM_BENIGN_TOPIC=topics.benign,
+            POISONSIM_ATTACK_TOPIC=topics.attack,
+            POISONSIM_DEAD_LETTER_TOPIC=topics.dead_letter,
+            POISONSIM_METRICS_PORT=str(ports[name]),
+            POISONSIM_METRICS_ADDRESS="127.0.0.1",
+            POISONSIM_CHECKPOINT_DIR=str(tmp_path / "state"),
+            POISONSIM_SIGNING_KEY_FILE=str(key),
+        )
         command = [str(tmp_path / "results") if arg == "/results" else arg for arg in python[name]["command"]]
         processes[name] = poisonsim_process(command, tmp_path / f"{name}.log", env)
     try:
-        wait_all([processes["produce-benign"], processes["produce-attack"]], timeout=120,
-                 logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"])  # fmt: skip
-        wait_for_log(tmp_path / "learner.log", "serving metrics until SIGTERM", timeout=120, process=processes["learner"])
+        wait_all(
+            [processes["produce-benign"], processes["produce-attack"]],
+            timeout=120,
+            logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"],
+        )
+        wait_for_log(
+            tmp_path / "learner.log", "serving metrics until SIGTERM", timeout=120, process=processes["learner"]
+        )
         learned = urllib.request.urlopen(f"http://127.0.0.1:{ports['learner']}/metrics", timeout=10).read().decode()
         assert "poisonsim_stream_position_events 10000.0" in learned
-        wait_for_log(tmp_path / "detector.log", "model snapshot at stream position 10000", timeout=60,
-                     process=processes["detector"])  # fmt: skip
+        wait_for_log(
+            tmp_path / "detector.log",
+            "model snapshot at stream position 10000",
+            timeout=60,
+            process=processes["detector"],
+        )
         detected = urllib.request.urlopen(f"http://127.0.0.1:{ports['detector']}/metrics", timeout=10).read().decode()
         assert 'poisonsim_detections_total{detector="model",outcome="tn",role="detector"}' in detected
         for name in ("learner", "detector"):  # compose's own healthcheck code, against the running services
             check = python[name]["healthcheck"]["test"][3]
-            subprocess.run([sys.executable, "-c", check], check=True, timeout=30,
-                           env={**os.environ, "POISONSIM_METRICS_PORT": str(ports[name])})  # fmt: skip
+            subprocess.run(
+                [sys.executable, "-c", check],
+                check=True,
+                timeout=30,
+                env={**os.environ, "POISONSIM_METRICS_PORT": str(ports[name])},
+            )
     finally:
         codes = dict(zip(processes, stop_all(*processes.values())))  # each, whatever failed
     assert codes == dict.fromkeys(processes, 0)
     assert "stopped after judging" in (tmp_path / "detector.log").read_text()
     assert not any("no signing key" in (tmp_path / f"{name}.log").read_text() for name in processes)
     assert (tmp_path / "results" / "summary.json").exists()  # the learner's --out, the results volume in compose
-

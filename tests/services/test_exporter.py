@@ -36,8 +36,14 @@ from poisonsim.services.exporter import (
     ProducerMetrics,
 )
 
-SCENARIO = Scenario.from_dict({"seed": 3, "stream": {"n_events": 6000}, "evaluation": {"every": 1000},
-                               "attack": {"kind": "centroid-shift", "rate": 0.3, "start": 500}})  # fmt: skip
+SCENARIO = Scenario.from_dict(
+    {
+        "seed": 3,
+        "stream": {"n_events": 6000},
+        "evaluation": {"every": 1000},
+        "attack": {"kind": "centroid-shift", "rate": 0.3, "start": 500},
+    }
+)
 
 
 def exposed_names() -> set[str]:
@@ -97,20 +103,30 @@ def test_learner_detections_are_its_confusion_matrix_against_ground_truth():
         for flag, poison in zip(alarms, truth.is_poison):
             counts[("t" if flag == poison else "f") + ("p" if flag else "n")] += 1
     for outcome, n in counts.items():
-        assert registry.get_sample_value("poisonsim_detections_total", {"role": "learner", "detector": "model", "outcome": outcome}) == n
+        assert (
+            registry.get_sample_value(
+                "poisonsim_detections_total", {"role": "learner", "detector": "model", "outcome": outcome}
+            )
+            == n
+        )
 
 
 def test_every_labelled_series_exists_at_zero_and_labels_are_bounded():
     registry = CollectorRegistry()
     metrics = ConsumerMetrics(registry)
     text = generate_latest(registry).decode()
-    assert 'poisonsim_events_total{stream="benign"} 0.0' in text and 'poisonsim_consumer_lag_messages{stream="attack"} 0.0' in text
+    assert (
+        'poisonsim_events_total{stream="benign"} 0.0' in text
+        and 'poisonsim_consumer_lag_messages{stream="attack"} 0.0' in text
+    )
     metrics.processing.observe(0.002)
     assert registry.get_sample_value("poisonsim_processing_seconds_count") == 1
     detector = DetectorMetrics(registry, "model")
     detector.count("model", np.array([True, True, False, False]), np.array([True, False, True, False]))
-    assert [registry.get_sample_value("poisonsim_detections_total", {"role": "detector", "detector": "model", "outcome": o})
-            for o in ("tp", "fp", "tn", "fn")] == [1, 1, 1, 1]  # fmt: skip
+    assert [
+        registry.get_sample_value("poisonsim_detections_total", {"role": "detector", "detector": "model", "outcome": o})
+        for o in ("tp", "fp", "tn", "fn")
+    ] == [1, 1, 1, 1]
     for family in registry.collect():  # no label carries an id or a name
         for sample in family.samples:
             assert set(sample.labels) <= {"stream", "reason", "model", "class", "role", "detector", "outcome", "le"}
@@ -150,23 +166,37 @@ def _query(prometheus_port: int, expression: str) -> list:
 @pytest.mark.slow
 def test_a_real_prometheus_scrapes_the_consumer(broker, topics, tmp_path):
     binary = require_binary("prometheus", "apt-get install prometheus")
-    scenario = ["scenarios/centroid_shift.toml", "--set", "stream.n_events=10000", "--set", "attack.start=1000",
-                "--set", "attack.rate=0.4"]  # fmt: skip
+    scenario = [
+        "scenarios/centroid_shift.toml",
+        "--set",
+        "stream.n_events=10000",
+        "--set",
+        "attack.start=1000",
+        "--set",
+        "attack.rate=0.4",
+    ]
     metrics_port, prometheus_port = free_port(), free_port()
     producers = produce_both(broker, topics, scenario, tmp_path)
     consumer = poisonsim_process(
         consume_command(scenario, broker, topics, tmp_path, "--metrics-port", metrics_port, "--keep-serving"),
         tmp_path / "consume.log",
-    )  # fmt: skip
+    )
     config = tmp_path / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: poisonsim\n    static_configs:\n"
-                      f"      - targets: ['127.0.0.1:{metrics_port}']\n")  # fmt: skip
+    config.write_text(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: poisonsim\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{metrics_port}']\n"
+    )
     with open(tmp_path / "prometheus.log", "wb") as log:
         prometheus = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{prometheus_port}"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prometheus_port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_all(producers, timeout=120, logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"])
         wait_for_log(tmp_path / "consume.log", "serving metrics until SIGTERM", timeout=120, process=consumer)
@@ -205,8 +235,10 @@ def test_drift_monitor_alarms_when_the_prequential_error_jumps_and_not_before():
 
 
 def test_defenses_verdicts_and_drift_alarms_are_exported():
-    scenario = Scenario.from_toml(Path(__file__).parents[2] / "scenarios" / "centroid_defended.toml",
-                                  ["stream.n_events=6000", "attack.start=3000"])  # fmt: skip
+    scenario = Scenario.from_toml(
+        Path(__file__).parents[2] / "scenarios" / "centroid_defended.toml",
+        ["stream.n_events=6000", "attack.start=3000"],
+    )
     world = World.build(scenario)
     learner, stream = Learner(world), world.stream()
     for size in world.batch_sizes():
@@ -216,7 +248,9 @@ def test_defenses_verdicts_and_drift_alarms_are_exported():
     counts = learner.evaluator.defense_counts
     for kind in ("outlier-rejection", "robust-centroid", "drift-reset"):
         for outcome in ("tp", "fp", "tn", "fn"):
-            value = registry.get_sample_value("poisonsim_detections_total", {"role": "learner", "detector": kind, "outcome": outcome})
+            value = registry.get_sample_value(
+                "poisonsim_detections_total", {"role": "learner", "detector": kind, "outcome": outcome}
+            )
             assert value == counts[kind][outcome]
     drift = next(d for d in learner.defenses if d.kind == "drift-reset")
     exported = registry.get_sample_value("poisonsim_drift_alarms_total", {"detector": "drift-reset"})
@@ -228,7 +262,9 @@ def test_the_readme_names_every_metric_the_processes_expose():
     producer, detector = CollectorRegistry(), CollectorRegistry()
     ProducerMetrics(producer)
     DetectorMetrics(detector, "model")
-    families = {family.name for registry in (exposed_registry()[0], producer, detector) for family in registry.collect()}
+    families = {
+        family.name for registry in (exposed_registry()[0], producer, detector) for family in registry.collect()
+    }
     # a counter family "x" is exposed as x_total; an info family as x_info
     shown = {name for name in families if not any(f"`{name}{end}" in readme for end in ("", "_total", "_info"))}
     assert not shown, sorted(shown)

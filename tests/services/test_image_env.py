@@ -74,42 +74,64 @@ def test_the_image_installs_what_it_copies():
 
 def test_the_distribution_installs_the_import_name_poisonsim_alone(image_env, tmp_path):
     python, _ = image_env
-    code = ("from importlib.metadata import distribution; "
-            "print(' '.join(sorted({f.parts[0] for f in distribution('poisonsim').files if f.suffix == '.py'})))")
+    code = (
+        "from importlib.metadata import distribution; "
+        "print(' '.join(sorted({f.parts[0] for f in distribution('poisonsim').files if f.suffix == '.py'})))"
+    )
     done = subprocess.run([python, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["poisonsim"]  # no simulator, services, producers or consumers beside it
 
 
-@pytest.mark.parametrize("scenario, n_events, detector", [
-    ("scenarios/centroid_shift.toml", 4_000, "model"),
-    ("scenarios/strip_badnets.toml", 1_500, "strip"),
-])  # fmt: skip
-def test_every_service_runs_from_the_image_environment(image_env, broker, topics, tmp_path, scenario, n_events,
-                                                       detector):  # fmt: skip
+@pytest.mark.parametrize(
+    "scenario, n_events, detector",
+    [
+        ("scenarios/centroid_shift.toml", 4_000, "model"),
+        ("scenarios/strip_badnets.toml", 1_500, "strip"),
+    ],
+)
+def test_every_service_runs_from_the_image_environment(
+    image_env, broker, topics, tmp_path, scenario, n_events, detector
+):
     python, app = image_env
-    common = [scenario, "--set", f"stream.n_events={n_events}", "--bootstrap-servers", broker.bootstrap,
-              *topics.flags()]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "PASSIVE", "POISONSIM_CHECKPOINT_DIR":
-           str(tmp_path / "state"), "VIRTUAL_ENV": str(python.parent.parent)}  # fmt: skip
+    common = [
+        scenario,
+        "--set",
+        f"stream.n_events={n_events}",
+        "--bootstrap-servers",
+        broker.bootstrap,
+        *topics.flags(),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "POISONSIM_CHECKPOINT_DIR": str(tmp_path / "state"),
+        "VIRTUAL_ENV": str(python.parent.parent),
+    }
     env.pop("PYTHONPATH", None)
 
     def service(name: str, *args: str) -> subprocess.Popen:
         with open(tmp_path / f"{name}.log", "ab") as log:
-            return subprocess.Popen([python.parent / "poisonsim", *args], cwd=app, stdout=log,
-                                    stderr=subprocess.STDOUT, env=env)  # fmt: skip
+            return subprocess.Popen(
+                [python.parent / "poisonsim", *args], cwd=app, stdout=log, stderr=subprocess.STDOUT, env=env
+            )
 
     processes = {
-        "learner": service("learner", "consume", *common, "--out", str(tmp_path / "results"),
-                           "--metrics-port", str(free_port())),
+        "learner": service(
+            "learner", "consume", *common, "--out", str(tmp_path / "results"), "--metrics-port", str(free_port())
+        ),
         "detector": service("detector", "consume", "--role", "detector", *common, "--metrics-port", str(free_port())),
         "produce-benign": service("produce-benign", "produce", "benign", *common),
         "produce-attack": service("produce-attack", "produce", "attack", *common),
-    }  # fmt: skip
+    }
     logs = {name: tmp_path / f"{name}.log" for name in processes}
     try:
-        wait_all([processes[n] for n in ("produce-benign", "produce-attack", "learner")], timeout=600,
-                 logs=[logs[n] for n in ("produce-benign", "produce-attack", "learner")])  # fmt: skip
+        wait_all(
+            [processes[n] for n in ("produce-benign", "produce-attack", "learner")],
+            timeout=600,
+            logs=[logs[n] for n in ("produce-benign", "produce-attack", "learner")],
+        )
         wait_for_log(logs["detector"], "stopped after judging", timeout=180, process=processes["detector"])
     finally:
         codes = dict(zip(processes, stop_all(*processes.values())))  # each, whatever failed

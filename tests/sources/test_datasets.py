@@ -57,12 +57,14 @@ def test_same_seed_same_source():
 
 @pytest.mark.parametrize("name", BUNDLED_RIVER_SETS)
 def test_bundled_river_sets_stream_through_the_classifier(name):
-    scenario = Scenario.from_dict({
-        "stream": {"source": f"river:{name}", "n_events": 3000, "n_test": 500},
-        "model": {"kind": "centroid-classifier", "window_size": 50},
-        "attack": {"kind": "label-flip", "rate": 0.1},
-        "evaluation": {"every": 1000},
-    })  # fmt: skip
+    scenario = Scenario.from_dict(
+        {
+            "stream": {"source": f"river:{name}", "n_events": 3000, "n_test": 500},
+            "model": {"kind": "centroid-classifier", "window_size": 50},
+            "attack": {"kind": "label-flip", "rate": 0.1},
+            "evaluation": {"every": 1000},
+        }
+    )
     summary = run(scenario).summary
     assert summary["events_total"] == 3000
     # a nearest-centroid classifier under 10% flipped labels (seed 0): 0.44, 0.80, 0.91, 0.96; Bananas' two
@@ -84,12 +86,22 @@ def test_mnist_splits_into_disjoint_pools_of_real_28x28_digits():
     assert all(not (pools[i] & pools[j]) for i in range(3) for j in range(i + 1, 3))
 
 
-NEURAL_ATTACKS = [{"kind": "badnets", "trigger": {"size": 3}}, {"kind": "blended"}, {"kind": "label-flip"},
-                  {"kind": "targeted"}, {"kind": "gradient-alignment", "poisons": 8, "steps": 5, "supplier_events": 300},
-                  {"kind": "malicious-training", "supplier_events": 300},
-                  {"kind": "malicious-architecture", "supplier_events": 300}]  # fmt: skip
-NEURAL_DEFENSES = [{"kind": "strip", "overlays": 4, "every": 200}, {"kind": "isolation"}, {"kind": "fine-pruning"},
-                   {"kind": "activation-analysis"}, {"kind": "neural-cleanse"}]  # fmt: skip
+NEURAL_ATTACKS = [
+    {"kind": "badnets", "trigger": {"size": 3}},
+    {"kind": "blended"},
+    {"kind": "label-flip"},
+    {"kind": "targeted"},
+    {"kind": "gradient-alignment", "poisons": 8, "steps": 5, "supplier_events": 300},
+    {"kind": "malicious-training", "supplier_events": 300},
+    {"kind": "malicious-architecture", "supplier_events": 300},
+]
+NEURAL_DEFENSES = [
+    {"kind": "strip", "overlays": 4, "every": 200},
+    {"kind": "isolation"},
+    {"kind": "fine-pruning"},
+    {"kind": "activation-analysis"},
+    {"kind": "neural-cleanse"},
+]
 
 
 @pytest.mark.slow
@@ -108,6 +120,12 @@ def test_every_neural_defense_runs_on_mnist_with_lenet(defense):
 
 
 def _mnist_scenario(extra: dict) -> Scenario:
-    return Scenario.from_dict({"seed": 3, "stream": {"source": "mnist", "n_events": 600},
-                               "model": {"kind": "lenet", "pretrain_events": 300, "device": "cpu"},
-                               "evaluation": {"every": 300}, **extra})  # fmt: skip
+    return Scenario.from_dict(
+        {
+            "seed": 3,
+            "stream": {"source": "mnist", "n_events": 600},
+            "model": {"kind": "lenet", "pretrain_events": 300, "device": "cpu"},
+            "evaluation": {"every": 300},
+            **extra,
+        }
+    )

@@ -18,8 +18,9 @@ CODEC = Codec(n_features=D, n_classes=4, n_events=10_000, max_bytes=4096, n_sour
 
 def make(n: int, seed: int = 0, first_id: int = 0) -> tuple[EventBatch, Truth]:
     rng = np.random.default_rng(seed)
-    batch = EventBatch.from_arrays(rng.normal(size=(n, D)), rng.integers(0, 4, n), first_id=first_id,
-                                   source=rng.integers(0, 2, n))  # fmt: skip
+    batch = EventBatch.from_arrays(
+        rng.normal(size=(n, D)), rng.integers(0, 4, n), first_id=first_id, source=rng.integers(0, 2, n)
+    )
     return batch, Truth(rng.random(n) < 0.3, rng.random(n) < 0.2)
 
 
@@ -55,7 +56,9 @@ def test_payload_is_compact_float32_and_holds_no_ground_truth():
 
 def test_encode_refuses_bad_arguments():
     batch, truth = make(4)
-    with pytest.raises(ValueError, match=r"events_per_message: expected 1..120 \(messages of at most 4096 bytes\), got 0"):
+    with pytest.raises(
+        ValueError, match=r"events_per_message: expected 1..120 \(messages of at most 4096 bytes\), got 0"
+    ):
         CODEC.encode(batch, truth, 0)
     with pytest.raises(ValueError, match="events_per_message"):
         CODEC.encode(batch, truth, 10_000)
@@ -132,7 +135,9 @@ def test_arbitrary_bytes_never_crash_the_decoder(value, bits):
 @given(data=st.data())
 def test_mutated_messages_are_refused_or_decode_identically_in_bulk(data):
     """A fuzzer: flip, cut or extend valid messages; bulk and single decoding always agree."""
-    messages = CODEC.encode(*make(12, seed=data.draw(st.integers(0, 100))), events_per_message=data.draw(st.integers(1, 4)))
+    messages = CODEC.encode(
+        *make(12, seed=data.draw(st.integers(0, 100))), events_per_message=data.draw(st.integers(1, 4))
+    )
     values, truths = [bytearray(v) for v, _ in messages], [t for _, t in messages]
     for _ in range(data.draw(st.integers(0, 6))):
         i = data.draw(st.integers(0, len(values) - 1))

@@ -13,8 +13,14 @@ from poisonsim.pipeline.learner import Learner
 from poisonsim.pipeline.world import World
 from poisonsim.transport.merge import Merger
 
-SCENARIO = Scenario.from_dict({"seed": 2, "stream": {"n_events": 3000}, "evaluation": {"every": 500},
-                               "attack": {"kind": "centroid-shift", "rate": 0.3, "start": 300}})  # fmt: skip
+SCENARIO = Scenario.from_dict(
+    {
+        "seed": 2,
+        "stream": {"n_events": 3000},
+        "evaluation": {"every": 500},
+        "attack": {"kind": "centroid-shift", "rate": 0.3, "start": 300},
+    }
+)
 
 
 def _stream(scenario):

@@ -72,9 +72,17 @@ def test_with_a_key_only_records_signed_with_it_for_their_own_topic_decode():
     other = [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, Signer(b"o" * 32).sign(KEY, TOPIC, value, bits))]
     reordered = [good[1], good[0]]
     elsewhere = [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, signer.sign(KEY, "attack", value, bits))]
-    got = r._decode(0, [record(0, value, [(TRUTH_HEADER, bits)]), record(1, value, forged_truth),
-                        record(2, value, other), record(3, value, good), record(4, value, reordered),
-                        record(5, value, elsewhere)])  # fmt: skip
+    got = r._decode(
+        0,
+        [
+            record(0, value, [(TRUTH_HEADER, bits)]),
+            record(1, value, forged_truth),
+            record(2, value, other),
+            record(3, value, good),
+            record(4, value, reordered),
+            record(5, value, elsewhere),
+        ],
+    )
     assert dead.sent == [(0, "bad_signature"), (1, "bad_signature"), (2, "bad_signature"), (5, "bad_signature")]
     assert got.offsets.tolist() == [3, 4]  # header order does not matter; a record signed for another topic: refused
 
