@@ -67,7 +67,7 @@ SCENARIO_VALUES = [  # (scenario file, override, what the error must name)
     (
         BADNETS,
         "stream.n_events=500|model.pretrain_events=200|defense=[{kind='fine-pruning',at=1000}]",
-        "defense.fine-pruning.at: 1,000 is after the stream's end (500 events), so it would never come",
+        "defense[0].at: 1,000 is after the stream's end (500 events), so it would never come",
     ),
     (CENTROID, "streem.n_events=3", "streem: unknown key"),
     (CENTROID, "stream=3", "stream: expected a table"),

@@ -51,7 +51,7 @@ class ActivationAnalysis(Defense):
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> ActivationAnalysis:
         require(model, "activation-analysis", "embeddings")
-        self.at_ = event_to_act_at(self.at, knowledge, "activation-analysis")
+        self.at_ = event_to_act_at(self.at, knowledge)
         self.clean_x_, self.clean_y_ = knowledge.clean_x, knowledge.clean_y
         self._x = np.empty((0, knowledge.clean_x.shape[1]), dtype=np.float32)
         self._y = np.empty(0, dtype=np.int64)

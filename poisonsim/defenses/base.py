@@ -83,22 +83,22 @@ def median_mad(values: np.ndarray) -> tuple[float, float]:
     return median, MAD_TO_SD * float(np.median(np.abs(values - median)))
 
 
-def event_to_act_at(at: int | None, knowledge: DefenderKnowledge, defense: str) -> int | None:
+def event_to_act_at(at: int | None, knowledge: DefenderKnowledge) -> int | None:
     """``at``, or the stream's end when it is unset; an ``at`` past the end is refused (it would never come).
 
     >>> knowledge = DefenderKnowledge(np.zeros((1, 1)), np.zeros(1), 2, n_events=1500)
-    >>> event_to_act_at(None, knowledge, "fine-pruning"), event_to_act_at(1500, knowledge, "fine-pruning")
+    >>> event_to_act_at(None, knowledge), event_to_act_at(1500, knowledge)
     (1500, 1500)
-    >>> event_to_act_at(10000, knowledge, "fine-pruning")
+    >>> event_to_act_at(10000, knowledge)
     Traceback (most recent call last):
     ...
-    ValueError: defense.fine-pruning.at: 10,000 is after the stream's end (1,500 events), so it would never come; leave `at` unset to act at the end
+    ValueError: at: 10,000 is after the stream's end (1,500 events), so it would never come; leave `at` unset to act at the end
     """
     if at is None:
         return knowledge.n_events
     if knowledge.n_events is not None and at > knowledge.n_events:
         raise ValueError(
-            f"defense.{defense}.at: {at:,} is after the stream's end ({knowledge.n_events:,} events), "
+            f"at: {at:,} is after the stream's end ({knowledge.n_events:,} events), "
             "so it would never come; leave `at` unset to act at the end"
         )
     return at
@@ -111,11 +111,11 @@ def require(model, defense: str, capability: str) -> None:
     >>> require(Model(), "strip", "torch-net")
     Traceback (most recent call last):
     ...
-    ValueError: defense.kind: strip needs a model that offers torch-net (model.kind = "cnn", "lenet" or "mlp")
+    ValueError: kind: strip needs a model that offers torch-net (model.kind = "cnn", "lenet" or "mlp")
     """
     if capability not in model.offers:
         raise ValueError(
-            f"defense.kind: {defense} needs a model that offers {capability} "
+            f"kind: {defense} needs a model that offers {capability} "
             f"(model.kind = {either(MODELS.offering(capability))})"
         )
 

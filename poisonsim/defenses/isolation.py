@@ -144,7 +144,7 @@ class Isolation(Defense):
         self.clean_x_, self.clean_y_ = knowledge.clean_x, knowledge.clean_y
         # the reference learns on one half of the trusted sample; the percentile rule calibrates on the other
         self._calibration = (knowledge.clean_x[1::2], knowledge.clean_y[1::2])
-        self.at_ = event_to_act_at(self.at, knowledge, "isolation")
+        self.at_ = event_to_act_at(self.at, knowledge)
         self._rng = rng
         self.reference_ = self._train_reference(model, knowledge.clean_x[::2], knowledge.clean_y[::2], rng)
         self._history: deque[float] = deque(maxlen=HISTORY)

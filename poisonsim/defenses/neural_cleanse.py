@@ -314,7 +314,7 @@ class NeuralCleanse(ScheduledRepair):
         require(model, "neural-cleanse", "torch-net")
         if not knowledge.image_side:
             raise ValueError(
-                "defense.kind: neural-cleanse reverses triggers on square images; the source has none "
+                "kind: neural-cleanse reverses triggers on square images; the source has none "
                 '(stream.source = "digits" or "mnist")'
             )
         self.image_side_, self.n_classes_ = int(knowledge.image_side), int(knowledge.n_classes)

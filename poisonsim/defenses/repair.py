@@ -59,7 +59,7 @@ class ScheduledRepair(Defense):
         """A clear error for schedule keys that do not go together (each key alone is checked by its Key)."""
         if self.when == "drift" and self.at is not None:
             name = self.kind or type(self).__name__
-            raise ValueError(f'defense.at: {name} repairs at drift alarms with when = "drift"; leave `at` unset')
+            raise ValueError(f'at: {name} repairs at drift alarms with when = "drift"; leave `at` unset')
 
     @abstractmethod
     def repair(self, model, position: int) -> dict:
@@ -68,7 +68,7 @@ class ScheduledRepair(Defense):
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> ScheduledRepair:
         self.model_ = model
         self.clean_x_, self.clean_y_ = knowledge.clean_x, knowledge.clean_y
-        self.at_ = event_to_act_at(self.at, knowledge, self.kind or type(self).__name__)
+        self.at_ = event_to_act_at(self.at, knowledge)
         self.rng_ = rng
         self.repairs_: list[dict] = []
         self.alarm_events_: list[int] = []

@@ -194,10 +194,17 @@ def _naming(section: str, keys: Section) -> Iterator[None]:
 
 def _defenses(scenario: Scenario, source: Source, model) -> list[Defense]:
     """The scenario's defenses, fitted on a trusted clean sample the defender owns."""
-    defenses = build_defenses(scenario.defense)
+    defenses = []
+    for i, section in enumerate(scenario.defense):
+        with _naming(f"defense[{i}]", section):
+            defenses.append(*build_defenses([section]))
     if not defenses:
         return defenses
     rng = np.random.default_rng(seeds_of(scenario).defender)
     clean_x, clean_y = source.trusted_sample(rng, TRUSTED_EVENTS)
     knowledge = DefenderKnowledge(clean_x, clean_y, source.n_classes, source.image_side, scenario.stream.n_events)
-    return [defense.fit(knowledge, model, rng) for defense in defenses]
+    fitted = []
+    for i, (section, defense) in enumerate(zip(scenario.defense, defenses)):
+        with _naming(f"defense[{i}]", section):  # a refusal names the key as the scenario file writes it
+            fitted.append(defense.fit(knowledge, model, rng))
+    return fitted

@@ -105,7 +105,7 @@ def test_neural_cleanse_needs_images():
 
     knowledge = DefenderKnowledge(np.zeros((10, 5), dtype=np.float32), np.arange(10) % 2, n_classes=2)
     model = NeuralClassifier(n_classes=2, n_features=5, device="cpu")
-    with pytest.raises(ValueError, match="defense.kind: neural-cleanse"):
+    with pytest.raises(ValueError, match="kind: neural-cleanse reverses triggers on square images"):
         NeuralCleanse().fit(knowledge, model, np.random.default_rng(0))
 
 
