@@ -314,7 +314,7 @@ class Evaluator:
         return summary
 
     def _centers(self) -> np.ndarray:
-        return self.model.center[None, :] if self.is_detector else self.model.centers
+        return self.model.centers  # one row per window (the detector: its one centroid)
 
     def _shifts(self) -> np.ndarray:
         return np.linalg.norm(self._centers() - self.initial_centers, axis=1)

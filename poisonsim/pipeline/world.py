@@ -23,7 +23,7 @@ import numpy as np
 from poisonsim.attacks import Attack, build_attack, build_schedule
 from poisonsim.combinations import pins_content
 from poisonsim.config import ConfigError, Scenario, Section
-from poisonsim.defenses import TRUSTED_EVENTS, DefenderKnowledge, Defense, build_defenses
+from poisonsim.defenses import TRUSTED_EVENTS, DefenderKnowledge, Defense
 from poisonsim.models import build_model
 from poisonsim.pipeline.stream import MergedStream, attacker_knowledge, source_id_count
 from poisonsim.resources import check_memory
@@ -194,17 +194,13 @@ def _naming(section: str, keys: Section) -> Iterator[None]:
 
 def _defenses(scenario: Scenario, source: Source, model) -> list[Defense]:
     """The scenario's defenses, fitted on a trusted clean sample the defender owns."""
-    defenses = []
-    for i, section in enumerate(scenario.defense):
-        with _naming(f"defense[{i}]", section):
-            defenses.append(*build_defenses([section]))
-    if not defenses:
-        return defenses
+    if not scenario.defense:
+        return []
     rng = np.random.default_rng(seeds_of(scenario).defender)
     clean_x, clean_y = source.trusted_sample(rng, TRUSTED_EVENTS)
     knowledge = DefenderKnowledge(clean_x, clean_y, source.n_classes, source.image_side, scenario.stream.n_events)
-    fitted = []
-    for i, (section, defense) in enumerate(zip(scenario.defense, defenses)):
+    defenses = []
+    for i, section in enumerate(scenario.defense):
         with _naming(f"defense[{i}]", section):  # a refusal names the key as the scenario file writes it
-            fitted.append(defense.fit(knowledge, model, rng))
-    return fitted
+            defenses.append(section.build().fit(knowledge, model, rng))
+    return defenses
