@@ -57,7 +57,7 @@ DRIFT = [
     "stream.n_events=6000",
     "evaluation.every=64",
     "attack.start=3000",
-    "defense=[{kind='fine-pruning',when='drift',detector='page-hinkley',every=1000}]",
+    "defense=[{kind='fine-pruning',when='drift',monitor='page-hinkley',every=1000}]",
 ]
 ANALYSIS = ["stream.n_events=6000", "evaluation.every=6000", "defense=[{kind='activation-analysis'}]"]
 TWIN = ("twin_", "accuracy_drop", "disagreement")  # figures that need the clean twin: without them, no twin

@@ -34,7 +34,7 @@ CAPABILITIES: dict[str, str] = {
     "embeddings": "penultimate-layer activations (embed_many)",
     "losses": "per-event training losses (losses_many)",
     "probabilities": "class probabilities (predict_proba_many)",
-    "torch-net": "a torch net (net, device_) that runtime detectors, repairs and attributions work on",
+    "torch-net": "a torch net (net, device_) that judges, repairs and attributions work on",
     "window": "sliding windows the window defenses steer (configure, centers, window_counts, refusals_, frozen)",
     # sources
     "images": "square images (Source.image_side)",
@@ -47,7 +47,7 @@ CAPABILITIES: dict[str, str] = {
     "runs-ahead": "bursts timed to land just before each snapshot the learner publishes (model.snapshot_every)",
     "swaps-content": "content swapped after vetting; events carry the vetted content's hash (model.pin_content)",
     # defenses
-    "judges-inputs": "a runtime detector: flag and score judge any input, FAR and FRR are measured",
+    "judges-inputs": "a judge of inputs: flag and score judge any input, FAR and FRR are measured",
     "reverses-triggers": "reconstructs a trigger per class (reversed_masks), scored against the true one",
 }
 

@@ -146,10 +146,11 @@ def _parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=_sweep)
     bench = commands.add_parser(
         "drift-bench",
-        help="every drift detector and trivial baseline on clean and attacked streams (a sweep); delay, false alarms",
+        help="every drift monitor (river's detectors, trivial baselines) on clean and attacked streams (a sweep)"
+        "; delay, false alarms",
         description="Run a drift-bench grid (runs with a drift-watch defense, each stream named by `name`) like "
         "`poisonsim sweep`, then write drift_bench.csv, drift_bench.parquet and drift_bench.png: per stream and "
-        "detector, false alarms per 10,000 clean events, detection delay, missed attacks.",
+        "drift monitor, false alarms per 10,000 clean events, detection delay, missed attacks.",
     )
     bench.add_argument(
         "grid",
@@ -329,7 +330,7 @@ def _drift_bench(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if not args.quiet:
-        shown = table[["stream", "detector", "runs", "false_alarms_per_10k", "detection_delay", "missed"]]
+        shown = table[["stream", "monitor", "runs", "false_alarms_per_10k", "detection_delay", "missed"]]
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         print(f"bench written to {args.out}/{TABLE}.csv, .parquet, .png")
     return code

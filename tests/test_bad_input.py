@@ -51,7 +51,7 @@ SCENARIO_VALUES = [  # (scenario file, override, what the error must name)
     (CENTROID, "name=3", "name: expected a string"),
     (CENTROID, "plugins=['no_such_module_here']", "plugins: cannot import 'no_such_module_here'"),
     (CENTROID, "defense=[{kind='strip-typo'}]", 'defense[0].kind: defense kind "strip-typo" does not exist'),
-    (CENTROID, "defense=[{kind='drift-reset', detector='adwin', quota=3}]", "defense[0].quota: not a key"),
+    (CENTROID, "defense=[{kind='drift-reset', monitor='adwin', quota=3}]", "defense[0].quota: not a key"),
     (CENTROID, "defense=[{}]", "defense[0].kind: required"),
     (BADNETS, "defense=[{kind='strip', confidence=0.3}]", "defense[0].confidence: expected a number >= 0.5"),
     (STRIP, "defense.0.check=-1", "defense[0].check: expected an integer >= 0"),
@@ -159,8 +159,8 @@ FLAGS = [  # (command, what the error must name)
     (["consume", CENTROID, "--metrics-port", "70000"], "--metrics-port: expected 0..65535"),
     (["consume", CENTROID, "--signing-key-file", "/nonexistent/key"], "--signing-key-file: cannot read"),
     (
-        ["consume", CENTROID, "--role", "detector", "--detector", "nope"],
-        "--detector: expected auto or one of this scenario's judges (model); got 'nope'",
+        ["consume", CENTROID, "--role", "judge", "--judge", "nope"],
+        "--judge: expected auto or one of this scenario's judges (model); got 'nope'",
     ),
     (["produce", "benign", CENTROID, "--set", "attack.rate=nan"], "attack.rate: expected a finite number"),
 ]

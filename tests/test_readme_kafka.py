@@ -30,9 +30,9 @@ def readme_commands() -> str:
 def test_the_readme_kafka_commands_end_with_the_embedded_summary(tmp_path):
     script = readme_commands()
     assert (ROOT / ".venv/bin/poisonsim").exists(), "run `make setup` first"
-    broker, detector = free_port(), free_port()
+    broker, judge = free_port(), free_port()
     script = script.replace("poisonsim broker &", f"poisonsim broker --port {broker} &")
-    script = script.replace("9092", str(broker)).replace("9401", str(detector))
+    script = script.replace("9092", str(broker)).replace("9401", str(judge))
     script = script.replace("results/kafka", str(tmp_path / "kafka"))
     env = {**os.environ, "POISONSIM_CHECKPOINT_DIR": str(tmp_path / "checkpoints"), "POISONSIM_METRICS_PORT": "0"}
     shell = subprocess.Popen(

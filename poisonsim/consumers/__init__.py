@@ -1,2 +1,2 @@
 """Kafka consumer processes: ``poisonsim consume SCENARIO`` (the learner, :mod:`poisonsim.consumers.learner`)
-and ``poisonsim consume --role detector SCENARIO`` (:mod:`poisonsim.consumers.detector`)."""
+and ``poisonsim consume --role judge SCENARIO`` (:mod:`poisonsim.consumers.judge`)."""

@@ -1,4 +1,4 @@
-"""``poisonsim consume SCENARIO``: the learner (default) or a detector, over Kafka.
+"""``poisonsim consume SCENARIO``: the learner (default) or a judge, over Kafka.
 
 The learner merges the scenario's benign and attack topics back into the
 embedded order, learns test-then-train, evaluates, exports Prometheus metrics
@@ -7,7 +7,8 @@ and restarted, it resumes from its checkpoint and ends with the same results
 as an uninterrupted run; with --out it writes the same summary.json,
 timeseries.csv and scenario.toml as `poisonsim run`.
 
-With --role detector it judges every event with a detector on a snapshot of
+With --role judge it judges every event with one of the scenario's judges
+(a defense that judges inputs, or the model's own alarms) on a snapshot of
 the learner's model (read from the learner's checkpoint), as its own group.
 """
 
@@ -28,17 +29,17 @@ def add_parser(commands) -> None:
     env = os.environ.get
     parser = commands.add_parser(
         "consume",
-        help="learn a scenario from Kafka (or detect, with --role detector)",
+        help="learn a scenario from Kafka (or judge its events, with --role judge)",
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     service.add_scenario_arguments(parser)
-    parser.add_argument("--role", choices=("learner", "detector"), default=env("POISONSIM_ROLE", "learner"))
+    parser.add_argument("--role", choices=("learner", "judge"), default=env("POISONSIM_ROLE", "learner"))
     parser.add_argument("--out", type=Path, help="directory for summary.json, timeseries.csv, scenario.toml")
     parser.add_argument(
         "--group-id",
         default=env("POISONSIM_GROUP_ID"),
-        help="consumer group (default poisonsim-learner or poisonsim-detector)",
+        help="consumer group (default poisonsim-learner or poisonsim-judge)",
     )
     parser.add_argument(
         "--checkpoint-dir",
@@ -75,17 +76,17 @@ def add_parser(commands) -> None:
         "their end (default 0: wait forever, nothing is skipped)",
     )
     parser.add_argument(
-        "--detector",
-        default=env("POISONSIM_DETECTOR", "auto"),
+        "--judge",
+        default=env("POISONSIM_JUDGE", "auto"),
         metavar="auto|KIND|model",
-        help="detector: what judges events: a defense kind of the scenario that judges inputs "
+        help="judge role: what judges events: a defense kind of the scenario that judges inputs "
         "(strip, or a plug-in's), model (the model's own alarms), or auto (the first of those the "
         "scenario has; default %(default)s)",
     )
     parser.add_argument(
         "--snapshot",
         type=Path,
-        help="detector: the learner checkpoint to take the model from (default: the learner's in --checkpoint-dir)",
+        help="judge role: the learner checkpoint to take the model from (default: the learner's in --checkpoint-dir)",
     )
     service.add_kafka_arguments(parser)
     service.add_metrics_arguments(parser, default_port=DEFAULT_METRICS_PORT)
@@ -110,29 +111,29 @@ def main(args: argparse.Namespace) -> int:
     checkpoint_path = args.checkpoint_dir / f"{key}.npz"
     topics = (args.benign_topic, args.attack_topic)
     registry, stop = CollectorRegistry(), service.StopFlag(log)
-    if args.role == "detector":
-        from poisonsim.consumers.detector import DetectorProcess, check_judge, detector_for
+    if args.role == "judge":
+        from poisonsim.consumers.judge import JudgeProcess, check_judge, judge_for
 
-        if args.detector == "auto":
-            args.detector = detector_for(scenario)
-            if args.detector is None:  # compose starts a detector for every scenario: nothing to judge is no error
+        if args.judge == "auto":
+            args.judge = judge_for(scenario)
+            if args.judge is None:  # compose starts a judge for every scenario: nothing to judge is no error
                 log.info(
-                    "no runtime detector for this scenario (no defense judges inputs, model %s raises no "
+                    "no judge for this scenario (no defense judges inputs, model %s raises no "
                     "alarms): nothing to judge",
                     scenario.model.kind,
                 )
                 return 0
-        check_judge(scenario, args.detector)
-        log.info("detector: %s", args.detector)
+        check_judge(scenario, args.judge)
+        log.info("judge: %s", args.judge)
         signer = service.signer(args, log)
 
-        process = DetectorProcess(
+        process = JudgeProcess(
             scenario,
             settings,
             topics,
-            args.group_id or "poisonsim-detector",
+            args.group_id or "poisonsim-judge",
             args.snapshot or checkpoint_path,
-            args.detector,
+            args.judge,
             registry,
             stop,
             signer,

@@ -15,9 +15,9 @@ A defense sees each batch twice, in stream order:
 A checkpoint holds what a defense learned from the stream (:meth:`Defense.get_state`);
 what it fitted before the stream is fitted again, identically, from the seed.
 
-A runtime detector offers ``judges-inputs``: :meth:`Defense.flag` and
+A judge of inputs offers ``judges-inputs``: :meth:`Defense.flag` and
 :meth:`Defense.score` judge any input, and :meth:`Defense.new_model` hears of
-each new model it will judge with (the Kafka detector role runs any such
+each new model it will judge with (the Kafka judge role runs any such
 defense on snapshots of the learner's model).
 
 For the analysis figures a defense may also return ``artifacts() -> dict[str,
@@ -49,9 +49,9 @@ from poisonsim.registry import MODELS, Key, either
 Every = Annotated[int, Key("events between the defense's checks", ge=1, le=10**9)]
 At = Annotated[int | None, Key("event index to act at (default: the end of the stream)", ge=0)]
 When = Annotated[str, Key("repair once (at `at`), or on drift alarms", choices=("once", "drift"))]
-DriftDetector = Annotated[str, Key("river drift detector", choices=("adwin", "page-hinkley", "kswin"))]
+MonitorKind = Annotated[str, Key("drift monitor (a river drift detector)", choices=("adwin", "page-hinkley", "kswin"))]
 Signal = Annotated[
-    str, Key("signal the detector watches, read before the model learns each event", choices=("distance", "confidence"))
+    str, Key("signal the monitor watches, read before the model learns each event", choices=("distance", "confidence"))
 ]
 
 DEFENSE_UNIT = 64  # events a defense judges at a time (the learner cuts batches into units of this size)
@@ -145,15 +145,15 @@ class Defense(Estimator):
         return None
 
     def flag(self, X: np.ndarray, model) -> np.ndarray:
-        """A runtime detector's verdict on inputs ``X`` (True: rejected)."""
+        """A judge's verdict on inputs ``X`` (True: rejected)."""
         raise NotImplementedError(f"{type(self).__name__} judges no inputs")
 
     def score(self, X: np.ndarray, model) -> np.ndarray:
-        """A runtime detector's score of each input (written to ``<kind>_scores.csv`` at the end of a run)."""
+        """A judge's score of each input (written to ``<kind>_scores.csv`` at the end of a run)."""
         raise NotImplementedError(f"{type(self).__name__} judges no inputs")
 
     def new_model(self, model) -> None:
-        """A runtime detector: ``model`` is the one it judges with from now on (the Kafka detector role's
+        """A judge: ``model`` is the one it judges with from now on (the Kafka judge role's
         latest snapshot of the learner's model); recalibrate what depends on it."""
 
     def reversed_masks(self) -> np.ndarray | None:
@@ -170,8 +170,8 @@ class Defense(Estimator):
         return {}
 
     def alarms(self) -> dict[str, list[int]]:
-        """Where its drift detectors fired (events into the stream), by detector name ("" for its one
-        detector): the evaluator reads them against the attack's start. None fired: ``{}``."""
+        """Where its drift monitors fired (events into the stream), by monitor name ("" for its one
+        monitor): the evaluator reads them against the attack's start. None fired: ``{}``."""
         return {}
 
     def report(self) -> dict:

@@ -1,4 +1,4 @@
-"""``drift-reset``: a river drift detector over a per-event signal resets or freezes learning on alarm.
+"""``drift-reset``: a drift monitor (a river drift detector) over a per-event signal resets or freezes learning on alarm.
 
 Signals, per event as delivered (a white-box attacker fills its points in
 while the model runs, so they are read after it), against the centroids as
@@ -9,7 +9,7 @@ they were when the unit started:
 - ``confidence``: detector, ``max(0, 1 - ||x - c|| / r)``; classifier,
   ``(d2 - d1) / (d2 + d1)`` with ``d1 <= d2`` the two nearest centroids.
 
-Detectors: river's ``ADWIN``, ``PageHinkley`` and ``KSWIN`` (river's defaults,
+Monitors (``monitor``): river's ``ADWIN``, ``PageHinkley`` and ``KSWIN`` (river's defaults,
 fresh after each alarm). Actions, taken at the end of the unit (64 events)
 in which the alarm fires:
 
@@ -25,14 +25,14 @@ seen while frozen. ``report()`` gives the alarms and where they fired
 reads the alarms against the attack's start (detection delay, false alarms
 per 10,000 clean events).
 
-``drift-watch`` acts on nothing: it feeds every detector at once, river's on
+``drift-watch`` acts on nothing: it feeds every monitor at once, river's on
 the chosen signal (ADWIN, PageHinkley, KSWIN), river's binary ones on the
 error signal (DDM, EDDM, HDDM_A, HDDM_W: the detector flagged the event, or
 the classifier got its label wrong), and the trivial baselines (never,
 always, every ``period`` events), for ``poisonsim drift-bench``.
 
->>> DriftReset(detector="page-hinkley")
-DriftReset(detector='page-hinkley', signal='distance', action='reset', every=500)
+>>> DriftReset(monitor="page-hinkley")
+DriftReset(monitor='page-hinkley', signal='distance', action='reset', every=500)
 """
 
 from __future__ import annotations
@@ -44,19 +44,19 @@ import numpy as np
 from river import drift
 from river.drift import binary
 
-from poisonsim.defenses.base import DefenderKnowledge, Defense, DriftDetector, Every, Signal
+from poisonsim.defenses.base import DefenderKnowledge, Defense, Every, MonitorKind, Signal
 from poisonsim.defenses.window import restore_window, window_model
 from poisonsim.events import EventBatch
 from poisonsim.registry import DEFENSES, Key
 
-DETECTORS = {"adwin": drift.ADWIN, "page-hinkley": drift.PageHinkley, "kswin": drift.KSWIN}  # on a number
-BINARY_DETECTORS = {"ddm": binary.DDM, "eddm": binary.EDDM, "hddm-a": binary.HDDMA, "hddm-w": binary.HDDMW}  # 0 / 1
-BASELINES = ("never", "always", "periodic")  # trivial detectors a real one has to beat
+MONITORS = {"adwin": drift.ADWIN, "page-hinkley": drift.PageHinkley, "kswin": drift.KSWIN}  # on a number
+BINARY_MONITORS = {"ddm": binary.DDM, "eddm": binary.EDDM, "hddm-a": binary.HDDMA, "hddm-w": binary.HDDMW}  # 0 / 1
+BASELINES = ("never", "always", "periodic")  # trivial monitors a real one has to beat
 MAX_ALARMS_REPORTED = 100
 
 
 class Baseline:
-    """A trivial drift detector: ``never`` fires, ``always`` fires on every value, ``periodic`` every ``period``.
+    """A trivial drift monitor: ``never`` fires, ``always`` fires on every value, ``periodic`` every ``period``.
 
     >>> periodic = Baseline("periodic", period=3)
     >>> [periodic.update(v) or periodic.drift_detected for v in range(7)]
@@ -71,30 +71,30 @@ class Baseline:
         self.drift_detected = self.kind == "always" or (self.kind == "periodic" and self.seen % self.period == 0)
 
 
-def new_detector(kind: str, seed: int, period: int = 1000):
-    """A fresh detector of ``kind``: river's (KSWIN seeded), or a :class:`Baseline`."""
+def new_monitor(kind: str, seed: int, period: int = 1000):
+    """A fresh monitor of ``kind``: river's (KSWIN seeded), or a :class:`Baseline`."""
     if kind == "kswin":
         return drift.KSWIN(seed=seed)
     if kind in BASELINES:
         return Baseline(kind, period)
-    return {**DETECTORS, **BINARY_DETECTORS}[kind]()
+    return {**MONITORS, **BINARY_MONITORS}[kind]()
 
 
 class DriftMonitor:
-    """A drift detector (river's, or a trivial baseline) that keeps what it was fed, so a checkpoint can
+    """A drift monitor: a river drift detector, or a trivial baseline, that keeps what it was fed, so a checkpoint can
     replay it (river's detectors hold no plain state to save).
 
-    >>> detector = DriftMonitor("page-hinkley", seed=0)
-    >>> alarms = [detector.update(v) for v in [0.0] * 200 + [5.0] * 50]
+    >>> monitor = DriftMonitor("page-hinkley", seed=0)
+    >>> alarms = [monitor.update(v) for v in [0.0] * 200 + [5.0] * 50]
     >>> any(alarms[:200]), any(alarms[200:])
     (False, True)
-    >>> again = DriftMonitor("page-hinkley", 0, detector.fed())  # the saved one, fed again
-    >>> again.fed().tolist() == detector.fed().tolist()
+    >>> again = DriftMonitor("page-hinkley", 0, monitor.fed())  # the saved one, fed again
+    >>> again.fed().tolist() == monitor.fed().tolist()
     True
     """
 
     def __init__(self, kind: str, seed: int, fed=(), period: int = 1000):
-        self._river = new_detector(kind, seed, period)
+        self._river = new_monitor(kind, seed, period)
         self._fed = array("d")
         for value in np.asarray(fed, dtype=np.float64).tolist():
             self.update(value)
@@ -148,19 +148,19 @@ def window_signal(signal: str, batch: EventBatch, model, scale: np.ndarray, cent
 @DEFENSES.register(
     "drift-reset",
     requires=("window",),
-    examples=[{"every": 50}, {"detector": "page-hinkley", "action": "freeze", "every": 50}],
+    examples=[{"every": 50}, {"monitor": "page-hinkley", "action": "freeze", "every": 50}],
 )
 class DriftReset(Defense):
-    """Reset or freeze the window when a drift detector fires on the chosen signal."""
+    """Reset or freeze the window when the drift monitor fires on the chosen signal."""
 
     def __init__(
         self,
-        detector: DriftDetector = "adwin",
+        monitor: MonitorKind = "adwin",
         signal: Signal = "distance",
         action: Annotated[str, Key("on alarm", choices=("reset", "freeze"))] = "reset",
         every: Every = 500,
     ):
-        self.detector = detector
+        self.monitor = monitor
         self.signal = signal
         self.action = action
         self.every = every
@@ -170,7 +170,7 @@ class DriftReset(Defense):
         self.scale_ = class_scales(knowledge, model)
         self.alarm_events_: list[int] = []
         self.seed_ = int(rng.integers(2**31))  # KSWIN samples its reference window: seeded from the defender's stream
-        self.detector_ = self._new_detector()
+        self.monitor_ = self._new_monitor()
         self.trusted_state_ = self.candidate_state_ = model.get_state()
         self.trusted_at_ = self.candidate_at_ = 0
         self.resets_ = self.frozen_events_ = self.undone_events_ = self.last_reset_at_ = 0
@@ -178,8 +178,8 @@ class DriftReset(Defense):
         self.saved_at_ = self.restored_from_ = None  # for the evaluator's window mirror
         return self
 
-    def _new_detector(self, fed=()) -> DriftMonitor:
-        return DriftMonitor(self.detector, self.seed_ + len(self.alarm_events_), fed)
+    def _new_monitor(self, fed=()) -> DriftMonitor:
+        return DriftMonitor(self.monitor, self.seed_ + len(self.alarm_events_), fed)
 
     def signal_values(self, batch: EventBatch, model, centers: np.ndarray | None = None) -> np.ndarray:
         """The watched signal for each event of ``batch``, against ``centers`` (default: the model's now)."""
@@ -196,7 +196,7 @@ class DriftReset(Defense):
         first = position - len(batch)  # events into the stream before this unit
         alarm = None
         for i, value in enumerate(self.signal_values(batch, model, self._centers)):
-            if self.detector_.update(float(value)):
+            if self.monitor_.update(float(value)):
                 alarm = i if alarm is None else alarm
                 self.alarm_events_.append(first + i + 1)
         flags = np.full(len(batch), self._was_frozen)
@@ -204,7 +204,7 @@ class DriftReset(Defense):
         if alarm is not None:
             flags[alarm:] = True
             self.quiet_since_ = position
-            self.detector_ = self._new_detector()
+            self.monitor_ = self._new_monitor()
             if self.action == "reset":
                 restore_window(model, self.trusted_state_)
                 # learning the reset throws away, each event counted once (an earlier reset may have undone some)
@@ -228,7 +228,7 @@ class DriftReset(Defense):
 
     def get_state(self) -> dict:
         return {
-            "fed": self.detector_.fed(),
+            "fed": self.monitor_.fed(),
             "alarm_events": list(self.alarm_events_),
             "trusted": [self.trusted_state_, self.trusted_at_],
             "candidate": [self.candidate_state_, self.candidate_at_],
@@ -237,7 +237,7 @@ class DriftReset(Defense):
 
     def set_state(self, state: dict, model) -> None:
         self.alarm_events_ = list(state["alarm_events"])
-        self.detector_ = self._new_detector(state["fed"])
+        self.monitor_ = self._new_monitor(state["fed"])
         self.trusted_state_, self.trusted_at_ = state["trusted"]
         self.candidate_state_, self.candidate_at_ = state["candidate"]
         (self.resets_, self.frozen_events_, self.quiet_since_, self.undone_events_, self.last_reset_at_) = state[
@@ -257,12 +257,12 @@ class DriftReset(Defense):
         }
 
 
-WATCHED = (*DETECTORS, *BINARY_DETECTORS, *BASELINES)
+WATCHED = (*MONITORS, *BINARY_MONITORS, *BASELINES)
 
 
 @DEFENSES.register("drift-watch", requires=("window",), examples=[{}, {"signal": "confidence", "period": 100}])
 class DriftWatch(Defense):
-    """Every drift detector and trivial baseline watching the stream at once; acts on nothing (a benchmark)."""
+    """Every drift monitor (river's and the trivial baselines) watching the stream at once; acts on nothing (a benchmark)."""
 
     def __init__(
         self,
@@ -281,11 +281,11 @@ class DriftWatch(Defense):
         return self
 
     def _replay(self, values: np.ndarray, errors: np.ndarray) -> None:
-        """Fresh detectors fed the two signals so far (kept once for all of them, for a checkpoint)."""
-        self.monitors_ = {kind: new_detector(kind, self.seed_, self.period) for kind in WATCHED}
+        """Fresh monitors fed the two signals so far (kept once for all of them, for a checkpoint)."""
+        self.monitors_ = {kind: new_monitor(kind, self.seed_, self.period) for kind in WATCHED}
         self._values, self._errors = array("d", values.tolist()), array("d", errors.tolist())
         for kind, monitor in self.monitors_.items():
-            for value in self._errors if kind in BINARY_DETECTORS else self._values:
+            for value in self._errors if kind in BINARY_MONITORS else self._values:
                 monitor.update(value)
 
     def inspect(self, batch: EventBatch, model) -> np.ndarray | None:
@@ -301,7 +301,7 @@ class DriftWatch(Defense):
         self._values.extend(values)
         self._errors.extend(errors)
         for kind, monitor in self.monitors_.items():
-            fed = errors if kind in BINARY_DETECTORS else values
+            fed = errors if kind in BINARY_MONITORS else values
             alarms = self.alarm_events_[kind]
             for i, value in enumerate(fed):
                 monitor.update(value)
@@ -310,7 +310,7 @@ class DriftWatch(Defense):
         return None
 
     def alarms(self) -> dict[str, list[int]]:
-        """Every detector's alarms (the evaluator scores them; read, do not change)."""
+        """Every monitor's alarms (the evaluator scores them; read, do not change)."""
         return self.alarm_events_
 
     def get_state(self) -> dict:

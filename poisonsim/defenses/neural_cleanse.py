@@ -74,8 +74,8 @@ from torch import nn
 from poisonsim.defenses.base import (
     At,
     DefenderKnowledge,
-    DriftDetector,
     Every,
+    MonitorKind,
     Signal,
     When,
     median_mad,
@@ -296,7 +296,7 @@ class NeuralCleanse(ScheduledRepair):
         unlearn_share: Annotated[float, Key("share of the trusted inputs stamped for unlearning", gt=0, le=1)] = 0.2,
         at: At = None,
         when: When = "once",
-        detector: DriftDetector = "adwin",
+        monitor: MonitorKind = "adwin",
         signal: Signal = "distance",
         every: Every = 500,
     ):
@@ -308,7 +308,7 @@ class NeuralCleanse(ScheduledRepair):
         self.norm_scale = norm_scale
         self.unlearn = unlearn
         self.unlearn_share = unlearn_share
-        super().__init__(at=at, when=when, detector=detector, signal=signal, every=every)
+        super().__init__(at=at, when=when, monitor=monitor, signal=signal, every=every)
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> NeuralCleanse:
         require(model, "neural-cleanse", "torch-net")

@@ -14,7 +14,7 @@ well), so neither fine-tuning nor further online learning revives it.
 
 When to repair is :class:`poisonsim.defenses.repair.ScheduledRepair`'s:
 ``when = "once"``, one repair at event ``at`` (default: the stream's end);
-``when = "drift"``, a repair after a river detector (``detector``) on each
+``when = "drift"``, a repair after a drift monitor (``monitor``) on each
 event's ``signal`` (``distance``: the cross-entropy of its label under the
 net, alarm on a rise; ``confidence``: top probability minus runner-up, alarm
 on a drop) says the net got worse, at most once per ``every`` events.
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from poisonsim.defenses.base import At, DefenderKnowledge, DriftDetector, Every, Signal, When, require
+from poisonsim.defenses.base import At, DefenderKnowledge, Every, MonitorKind, Signal, When, require
 from poisonsim.defenses.repair import ScheduledRepair
 from poisonsim.models.nets import train_offline
 from poisonsim.registry import DEFENSES, Key
@@ -150,12 +150,12 @@ class FinePruning(ScheduledRepair):
         margin: Annotated[float, Key("clean accuracy drop allowed while pruning", gt=0, lt=1)] = 0.03,
         at: At = None,
         when: When = "once",
-        detector: DriftDetector = "adwin",
+        monitor: MonitorKind = "adwin",
         signal: Signal = "distance",
         every: Every = 500,
     ):
         self.margin = margin
-        super().__init__(at=at, when=when, detector=detector, signal=signal, every=every)
+        super().__init__(at=at, when=when, monitor=monitor, signal=signal, every=every)
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> FinePruning:
         require(model, "fine-pruning", "embeddings")

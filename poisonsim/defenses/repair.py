@@ -4,13 +4,13 @@ A :class:`ScheduledRepair` is a defense that changes the model now and then;
 the subclass says *how* (:meth:`ScheduledRepair.repair`), this base says *when*:
 
 - ``when = "once"``: one repair at event ``at`` (default: the stream's end);
-- ``when = "drift"``: a river detector (``detector``) watches each event's
+- ``when = "drift"``: a drift monitor (``monitor``: a river drift detector) watches each event's
   signal, read before the net learns the event (test-then-train), and a
   repair follows an alarm that says the signal got worse, at most once per
   ``every`` events (the cool-down). Signals, as ``drift-reset``'s for a net:
   ``distance``, the cross-entropy of the event's label under the net
   (mislabelled poison raises it: alarm on a rise), and ``confidence``, the top
-  probability minus the runner-up (alarm on a drop). The detector starts
+  probability minus the runner-up (alarm on a drop). The monitor starts
   fresh after each alarm and after each repair; an alarm whose recent signal
   is better than before (the net still improving) only restarts it.
 
@@ -45,12 +45,10 @@ SIGNALS = {"distance": 1.0, "confidence": -1.0}  # sign: +1 a rise is worse, -1 
 class ScheduledRepair(Defense):
     """Base of defenses that repair the model once at ``at`` or on drift alarms; subclasses give :meth:`repair`."""
 
-    def __init__(
-        self, at=None, when: str = "once", detector: str = "adwin", signal: str = "distance", every: int = 500
-    ):
+    def __init__(self, at=None, when: str = "once", monitor: str = "adwin", signal: str = "distance", every: int = 500):
         self.at = at
         self.when = when
-        self.detector = detector
+        self.monitor = monitor
         self.signal = signal
         self.every = every
         self.check_schedule()
@@ -76,7 +74,7 @@ class ScheduledRepair(Defense):
             self.seed_ = int(rng.integers(2**31))  # KSWIN samples its reference window: seeded, as in drift-reset
             self.due_ = False  # an alarm waits out the cool-down, then repairs
             self.restarts_ = 0
-            self._restart_detector()
+            self._restart_monitor()
         return self
 
     def inspect(self, batch: EventBatch, model) -> np.ndarray | None:
@@ -101,7 +99,7 @@ class ScheduledRepair(Defense):
         if len(ids) != len(batch):  # a gate before us kept some events from the net
             values = values[np.isin(ids, batch.ids)]
         for i, value in enumerate(values):
-            alarm = self.detector_.update(float(value))
+            alarm = self.monitor_.update(float(value))
             self._recent.append(float(value))
             self._total += float(value)
             self._count += 1
@@ -109,11 +107,11 @@ class ScheduledRepair(Defense):
                 if self._got_worse():
                     self.due_ = True
                     self.alarm_events_.append(first + i + 1)
-                self._restart_detector()
+                self._restart_monitor()
         if self.due_ and (not self.repairs_ or position - self.repairs_[-1]["event"] >= self.every):
             self._repair_now(model, position)
             self.due_ = False
-            self._restart_detector()  # the repaired net reads the signal afresh
+            self._restart_monitor()  # the repaired net reads the signal afresh
 
     def trusted_accuracy(self, model) -> float:
         """The model's accuracy on the defender's trusted sample (a repair's before and after)."""
@@ -132,9 +130,9 @@ class ScheduledRepair(Defense):
         before = (self._total - recent * len(self._recent)) / (self._count - len(self._recent))
         return SIGNALS[self.signal] * (recent - before) > 0
 
-    def _restart_detector(self, fed=()) -> None:
+    def _restart_monitor(self, fed=()) -> None:
         seed, self.restarts_ = self.seed_ + self.restarts_, self.restarts_ + 1
-        self.detector_ = DriftMonitor(self.detector, seed, fed)
+        self.monitor_ = DriftMonitor(self.monitor, seed, fed)
         self._recent: deque = deque(maxlen=RECENT)
         self._total, self._count = 0.0, 0
 
@@ -160,7 +158,7 @@ class ScheduledRepair(Defense):
         }
         if self.when == "drift":
             state["drift"] = {
-                "fed": self.detector_.fed(),
+                "fed": self.monitor_.fed(),
                 "recent": list(self._recent),
                 "total": self._total,
                 "count": self._count,
@@ -175,6 +173,6 @@ class ScheduledRepair(Defense):
         if self.when == "drift":
             saved = state["drift"]
             self.restarts_ = saved["restarts"] - 1
-            self._restart_detector(saved["fed"])
+            self._restart_monitor(saved["fed"])
             self._recent.extend(saved["recent"])
             self._total, self._count, self.due_ = saved["total"], saved["count"], saved["due"]

@@ -597,7 +597,7 @@ class Strip(Defense):
         return self.threshold_
 
     def new_model(self, model) -> None:
-        """A new model to judge with (the Kafka detector role's snapshot): recalibrate on it."""
+        """A new model to judge with (the Kafka judge role's snapshot): recalibrate on it."""
         self.calibrate(model)
 
     def flag(self, X: np.ndarray, model) -> np.ndarray:

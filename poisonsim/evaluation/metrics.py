@@ -122,7 +122,7 @@ class Evaluator:
         self.alarm_displacement: dict[str, float | None] = {}  # detector -> displacement at its first attack alarm
         self.input_judges = {d.kind: d for d in self.defenses if "judges-inputs" in d.offers}  # FAR/FRR held out
         self.rows: list[dict] = []
-        self.probes: list[dict] = []  # runtime detectors' held-out rates at positions they do not know
+        self.probes: list[dict] = []  # judges' held-out rates at positions they do not know
         self.probe_plan = probe_plan
         self._last_on_targets: tuple[int | None, np.ndarray | None] = (None, None)  # the last row's events, predictions
         if self.has_windows:
@@ -271,7 +271,7 @@ class Evaluator:
         return row
 
     def probe_if_due(self) -> None:
-        """Take the runtime detectors' held-out rates when the stream reaches this interval's probe position."""
+        """Take the judges' held-out rates when the stream reaches this interval's probe position."""
         if self.probe_plan is None or not self.input_judges or self.events == 0:
             return
         seed, every, unit, n_events = self.probe_plan
@@ -392,7 +392,7 @@ class Evaluator:
         }
 
     def input_scores(self) -> dict[str, list[dict]]:
-        """Each runtime detector's scores of the held-out clean inputs and of the triggered ones (ROC curves)."""
+        """Each judge's scores of the held-out clean inputs and of the triggered ones (ROC curves)."""
         if self.attack.target_x_ is None:
             return {}
         scores = {}
@@ -403,7 +403,7 @@ class Evaluator:
         return scores
 
     def _runtime_rates(self, detector, on_targets: np.ndarray | None) -> dict:
-        """A runtime detector on held-out inputs: FRR on clean ones; FAR, the share it accepts of the attacker's
+        """A judge on held-out inputs: FRR on clean ones; FAR, the share it accepts of the attacker's
         success inputs that do reach the target class (a trigger that does not fire is no attack to detect;
         ``far_all``: of all of them); and the attack success behind it (success inputs it accepts that reach the
         target class, over all of them). ``on_targets``: the model's predictions on the success inputs."""

@@ -8,7 +8,7 @@ it let through in between. Two figures are kept per defense:
   evaluation interval after the attack starts, ``precision``, ``recall`` and
   ``stream_frr`` (the share of clean stream events it flagged), then their
   mean over intervals and the worst interval;
-- for a runtime detector judged on held-out inputs: probes taken at random
+- for a judge of inputs, on held-out inputs: probes taken at random
   positions the defense does not know (one per evaluation interval), then
   the mean and the worst of ``frr``, ``far`` and ``attack_success_behind``.
 
@@ -54,7 +54,7 @@ def interval_figures(rows: list[dict], kind: str, attack_start: int) -> dict:
 
 
 def probe_figures(probes: list[dict], kind: str, attack_start: int) -> dict:
-    """Mean and worst of a runtime detector's held-out rates over the probes taken after ``attack_start``."""
+    """Mean and worst of a judge's held-out rates over the probes taken after ``attack_start``."""
     prefix = f"defense.{kind}."
     values: dict[str, list[float]] = {}
     for probe in probes:

@@ -38,7 +38,7 @@ class Learner:
         self.unit = DEFENSE_UNIT if self.defenses else self.every
         self.deployment = _deployment(world)  # snapshots served in place of the live model (None: the live one)
         self.pin_content = world.scenario.model.pin_content
-        # held-out probes of runtime detectors at unit ends drawn from an evaluator-side seed the defenses never see
+        # held-out probes of judges at unit ends drawn from an evaluator-side seed the defenses never see
         probe_plan = (seed_int(seeds_of(world.scenario).evaluator), self.every, self.unit, self.n_events)
         self.evaluator = Evaluator(
             world.model,
@@ -135,7 +135,7 @@ class Learner:
             self.deployment.observe_flags(int(np.logical_or.reduce(list(flags.values())).sum()))
 
     def result(self, elapsed: float) -> RunResult:
-        """The finished run, embedded or over Kafka alike: summary, timeseries, the runtime detectors' scores of
+        """The finished run, embedded or over Kafka alike: summary, timeseries, the judges' scores of
         held-out inputs, and the end-of-run analysis (:func:`analyse`)."""
         result = RunResult(self.summary(elapsed), self.evaluator.rows, self.evaluator.input_scores())
         analyse(self.world, result)

@@ -23,7 +23,7 @@ class RunResult:
 
     summary: dict
     timeseries: list[dict]
-    scores: dict[str, list[dict]] = field(default_factory=dict)  # runtime detector -> scores of held-out inputs
+    scores: dict[str, list[dict]] = field(default_factory=dict)  # judge -> scores of held-out inputs
     # arrays behind the analysis figures, saved as analysis/<name>.npz: "attributions" (evaluation.explain),
     # "trigger" (the true trigger, evaluator side) and each defense kind with artifacts()
     analysis: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
@@ -57,7 +57,7 @@ def analyse(world: World, result: RunResult) -> None:
 
 
 def write_results(result: RunResult, scenario: Scenario, out: str | Path) -> Path:
-    """Write ``summary.json``, ``timeseries.csv``, the resolved ``scenario.toml``, per runtime detector
+    """Write ``summary.json``, ``timeseries.csv``, the resolved ``scenario.toml``, per judge
     ``<kind>_scores.csv`` (e.g. ``strip_scores.csv``) and, when the run has any, the analysis arrays and
     figures: ``analysis/attributions.{npz,png}`` (``evaluation.explain``), ``analysis/<defense kind>.npz``
     (and ``.png`` when the defense draws them), ``analysis/trigger.npz``."""

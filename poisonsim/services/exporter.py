@@ -139,25 +139,25 @@ class ProducerMetrics:
             self.messages.labels(stream=stream)
 
 
-class DetectorMetrics:
-    """A detector consumer's verdicts against ground truth."""
+class JudgeMetrics:
+    """A judge consumer's verdicts against ground truth."""
 
-    def __init__(self, registry: CollectorRegistry, detector: str):
+    def __init__(self, registry: CollectorRegistry, judge: str):
         self.detections = Counter(
             "poisonsim_detections",
-            "Detector verdicts against ground truth",
-            ["role", "detector", "outcome"],
+            "Verdicts against ground truth, by role and judge",
+            ["role", "judge", "outcome"],
             registry=registry,
         )
         self.snapshot_events = Gauge(
-            "poisonsim_detector_snapshot_events",
-            "Stream position of the model snapshot the detector uses",
+            "poisonsim_judge_snapshot_events",
+            "Stream position of the model snapshot the judge uses",
             registry=registry,
         )
         for outcome in OUTCOMES:
-            self.detections.labels(role="detector", detector=detector, outcome=outcome)
+            self.detections.labels(role="judge", judge=judge, outcome=outcome)
 
-    def count(self, detector: str, flags, is_poison) -> None:
+    def count(self, judge: str, flags, is_poison) -> None:
         """Add a batch of verdicts (numpy bool arrays)."""
         tp = int((flags & is_poison).sum())
         fp = int((flags & ~is_poison).sum())
@@ -165,7 +165,7 @@ class DetectorMetrics:
         tn = len(flags) - tp - fp - fn
         for outcome, n in zip(OUTCOMES, (tp, fp, tn, fn)):
             if n:
-                self.detections.labels(role="detector", detector=detector, outcome=outcome).inc(n)
+                self.detections.labels(role="judge", judge=judge, outcome=outcome).inc(n)
 
 
 class ErrorDriftAlarm:
@@ -180,7 +180,7 @@ class ErrorDriftAlarm:
     def __init__(self, threshold: float = 0.3):
         from river.drift import PageHinkley
 
-        self._detector = PageHinkley(min_instances=5, threshold=threshold)
+        self._monitor = PageHinkley(min_instances=5, threshold=threshold)
         self.alarms = 0
         self._seen = 0
         self._previous = (0.0, 0)
@@ -191,8 +191,8 @@ class ErrorDriftAlarm:
             correct = (row.get("prequential_accuracy") or 0.0) * judged
             step = judged - self._previous[1]
             if step > 0:
-                self._detector.update(1.0 - (correct - self._previous[0]) / step)
-                self.alarms += int(self._detector.drift_detected)
+                self._monitor.update(1.0 - (correct - self._previous[0]) / step)
+                self.alarms += int(self._monitor.drift_detected)
             self._previous = (correct, judged)
         self._seen = len(rows)
 
@@ -227,7 +227,7 @@ class LearnerCollector(Collector):
             self.drift.update(evaluator.rows, evaluator.is_detector)
         snapshot["drift_alarms"] = self.drift.alarms
         snapshot["defense_counts"] = {kind: dict(counts) for kind, counts in evaluator.defense_counts.items()}
-        snapshot["defense_alarms"] = {  # every defense's drift alarms: "<kind>", or "<kind>/<detector>" for several
+        snapshot["defense_alarms"] = {  # every defense's drift alarms: "<kind>", or "<kind>/<monitor>" for several
             f"{d.kind}/{name}" if name else d.kind: len(positions)
             for d in learner.defenses
             for name, positions in d.alarms().items()
@@ -274,7 +274,9 @@ class LearnerCollector(Collector):
             position.add_metric([], s["events"])
             length.add_metric([], s["n_events"])
         detections = CounterMetricFamily(
-            "poisonsim_detections", "Detector verdicts against ground truth", labels=["role", "detector", "outcome"]
+            "poisonsim_detections",
+            "Verdicts against ground truth, by role and judge",
+            labels=["role", "judge", "outcome"],
         )
         if s.get("is_detector"):  # the learner's own model, and its defenses: role "learner"
             for outcome, n in zip(OUTCOMES, _confusion(s)):
@@ -283,7 +285,9 @@ class LearnerCollector(Collector):
             for outcome in OUTCOMES:
                 detections.add_metric(["learner", kind, outcome], counts.get(outcome, 0))
         drift = CounterMetricFamily(
-            "poisonsim_drift_alarms", "Drift alarms on the prequential error, by detector", labels=["detector"]
+            "poisonsim_drift_alarms",
+            "Drift alarms, by monitor: page-hinkley on the prequential error, each defense's as <kind>[/<monitor>]",
+            labels=["monitor"],
         )
         drift.add_metric([self.drift.name], s.get("drift_alarms", 0))
         for name, alarms in s.get("defense_alarms", {}).items():

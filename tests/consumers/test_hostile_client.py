@@ -6,7 +6,7 @@ the broker's 1 MB, forged and unsigned records carrying real ids, a real
 record signed for the other topic, malformed payloads) arrive interleaved
 with the real stream: every one lands in the dead-letter topic with its
 reason and is counted, the learner ends exactly as the embedded run, and the
-detector keeps running. A flood of forged copies of coming events is refused
+judge keeps running. A flood of forged copies of coming events is refused
 at a bounded cost in dead letters and log lines and takes no real event's
 place. On an explicitly unsigned run (``--insecure-unsigned``) a flood
 repeating one future id costs bounded memory and skips no real event, and two
@@ -152,9 +152,9 @@ def test_poison_pills_are_dead_lettered_and_the_signed_run_ends_as_embedded(brok
         consume_command(CENTROID, broker, topics, tmp_path, "--metrics-port", port, "--keep-serving"),
         tmp_path / "consume.log",
     )
-    detector = poisonsim_process(
-        consume_command(CENTROID, broker, topics, tmp_path, "--role", "detector", "--no-metrics"),
-        tmp_path / "detector.log",
+    judge = poisonsim_process(
+        consume_command(CENTROID, broker, topics, tmp_path, "--role", "judge", "--no-metrics"),
+        tmp_path / "judge.log",
     )
     try:
         # ... and among it: once both producers publish, about 5 s of paced stream are left (not a fixed delay,
@@ -165,12 +165,12 @@ def test_poison_pills_are_dead_lettered_and_the_signed_run_ends_as_embedded(brok
         wait_all(producers, timeout=120, logs=[tmp_path / "produce-benign.log", tmp_path / "produce-attack.log"])
         wait_for_log(tmp_path / "consume.log", "serving metrics until SIGTERM", timeout=120, process=learner)
         exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        assert detector.wait(timeout=60) == 0  # it ran to the stream's end and stopped by itself
+        assert judge.wait(timeout=60) == 0  # it ran to the stream's end and stopped by itself
     finally:
-        codes = stop_all(learner, detector)  # both, whatever failed: a live detector would hold its group
+        codes = stop_all(learner, judge)  # both, whatever failed: a live judge would hold its group
     assert codes[0] == 0
-    assert "stream complete" in (tmp_path / "detector.log").read_text()
-    assert "Traceback" not in (tmp_path / "detector.log").read_text()
+    assert "stream complete" in (tmp_path / "judge.log").read_text()
+    assert "Traceback" not in (tmp_path / "judge.log").read_text()
     assert read_summary(tmp_path / "out") == embedded(CENTROID)[0]
     for reason in {r for *_, r in records}:
         expected = sum(r == reason for *_, r in records)

@@ -202,7 +202,7 @@ def _drift_run(seed: int, detector: str, attacked: bool):
             "model": {"window_size": N, "learn": "all", "warmup": 500},
             "attack": attack,
             "evaluation": {"every": 500},
-            "defense": [{"kind": "drift-reset", "detector": detector, "signal": "distance", "every": 500}],
+            "defense": [{"kind": "drift-reset", "monitor": detector, "signal": "distance", "every": 500}],
         }
     )
     return run(scenario).summary["defenses"]["drift-reset"]
@@ -252,7 +252,7 @@ def test_kswin_is_seeded_and_freeze_flags_what_it_kept_out():
             "model": {"window_size": N, "learn": "all", "warmup": 500},
             "attack": {"kind": "centroid-shift", "rate": NU, "target_distance": 10.0, "start": 3000},
             "evaluation": {"every": 500},
-            "defense": [{"kind": "drift-reset", "detector": "adwin", "action": "freeze", "every": 500}],
+            "defense": [{"kind": "drift-reset", "monitor": "adwin", "action": "freeze", "every": 500}],
         }
     )
     figures = run(scenario).summary["defenses"]["drift-reset"]

@@ -155,7 +155,7 @@ CASES: dict[str, tuple[str, list[str]]] = {
             "attack.start=1000",
             "attack.flip=random",
             "model.window_policy=nearest-out",
-            "defense=[{kind='drift-reset',detector='kswin',action='freeze',every=500}]",
+            "defense=[{kind='drift-reset',monitor='kswin',action='freeze',every=500}]",
         ],
     ),
     "blobs_classifier_infinite": (
@@ -192,7 +192,7 @@ CASES: dict[str, tuple[str, list[str]]] = {
             "model.optimizer=sgd",
             "model.lr=0.05",
             "evaluation.every=64",
-            "defense=[{kind='fine-pruning',when='drift',detector='page-hinkley',every=300}]",
+            "defense=[{kind='fine-pruning',when='drift',monitor='page-hinkley',every=300}]",
         ],
     ),
     "cnn_isolation_loss_blended_noise": (

@@ -39,11 +39,11 @@ def test_boiling_frog_moves_twice_as_far_as_the_greedy_attacker_gets_before_adwi
     frog = summaries("boiling_frog.toml", SEEDS)
     greedy = summaries("boiling_frog.toml", SEEDS, "attack.kind=centroid-shift")
     reached = np.array([s["displacement_radii"] for s in frog])
-    for detector in ("adwin", "page-hinkley"):
-        assert all(s["defenses"]["drift-watch"][detector]["alarms"] == 0 for s in frog), detector
-        caught = np.array([s["defenses"]["drift-watch"][detector]["displacement_at_alarm"] for s in greedy])
-        assert all(s["defenses"]["drift-watch"][detector]["detection_delay"] < 1_000 for s in greedy), detector
-        assert reached.mean() - margin(reached) >= 2 * (caught.mean() + margin(caught)), (detector, reached, caught)
+    for monitor in ("adwin", "page-hinkley"):
+        assert all(s["defenses"]["drift-watch"][monitor]["alarms"] == 0 for s in frog), monitor
+        caught = np.array([s["defenses"]["drift-watch"][monitor]["displacement_at_alarm"] for s in greedy])
+        assert all(s["defenses"]["drift-watch"][monitor]["detection_delay"] < 1_000 for s in greedy), monitor
+        assert reached.mean() - margin(reached) >= 2 * (caught.mean() + margin(caught)), (monitor, reached, caught)
     # the frog is not invisible: KSWIN compares whole distributions and fires within a few thousand events
     assert all(s["defenses"]["drift-watch"]["kswin"]["detection_delay"] is not None for s in frog)
 
@@ -64,15 +64,15 @@ def test_provoking_bursts_make_drift_reset_throw_away_learning_ten_times_per_10k
         clean_rate = 10_000 * sum(e > 10_000 for e in clean["alarm_events"]) / 20_000  # the same span
         added.append(provoked["attack_alarms_per_10k"] - clean_rate)
     assert np.mean(added) - margin(added) >= 10, added
-    adwin = 'defense=[{kind = "drift-reset", detector = "adwin", every = 1000}]'
+    adwin = 'defense=[{kind = "drift-reset", monitor = "adwin", every = 1000}]'
     for run in summaries("provoke.toml", seeds, "attack.burst_length=20", adwin):
         figures = run["defenses"]["drift-reset"]
         assert figures["false_alarms"] == 0 and figures["resets"] == figures["alarms"]
         assert figures["attack_alarms_per_10k"] >= 10, figures
 
 
-def test_drift_bench_lists_every_detector_and_baseline_and_is_the_same_with_one_or_two_workers(tmp_path):
-    """A small bench (4,000 events, the attack from event 2,000): the table has every detector and baseline for
+def test_drift_bench_lists_every_monitor_and_is_the_same_with_one_or_two_workers(tmp_path):
+    """A small bench (4,000 events, the attack from event 2,000): the table has every drift monitor (baselines included) for
     every stream, the always-firing baseline raises 10,000 false alarms per 10,000 clean events, the silent one
     misses every attack, and one worker or two give the same table."""
     grid = Grid.from_toml(ROOT / "sweeps" / "drift_bench.toml")
@@ -92,10 +92,10 @@ def test_drift_bench_lists_every_detector_and_baseline_and_is_the_same_with_one_
     table = tables[0]
     expected = {"adwin", "page-hinkley", "kswin", "ddm", "eddm", "hddm-a", "hddm-w", "never", "always", "periodic"}
     for stream in ("clean", "sudden", "gradual", "boiling-frog", "provoking-bursts"):
-        assert set(table[table["stream"] == stream]["detector"]) == expected, stream
-    by = table.set_index(["stream", "detector"])
-    assert (by.xs("always", level="detector")["false_alarms_per_10k"] == 10_000).all()
-    assert (by.xs("never", level="detector")["false_alarms_per_10k"] == 0).all()
+        assert set(table[table["stream"] == stream]["monitor"]) == expected, stream
+    by = table.set_index(["stream", "monitor"])
+    assert (by.xs("always", level="monitor")["false_alarms_per_10k"] == 10_000).all()
+    assert (by.xs("never", level="monitor")["false_alarms_per_10k"] == 0).all()
     assert by.loc[("sudden", "never"), "missed"] == 1.0 and by.loc[("sudden", "always"), "detection_delay"] == 1
     assert by.loc[("clean", "periodic"), "false_alarms_per_10k"] == pytest.approx(10, abs=0.5)
     assert (tmp_path / "w1" / "drift_bench.png").stat().st_size > 10_000

@@ -37,7 +37,7 @@ SCENARIOS = [
         "stream": {"n_events": 4000},
         "attack": {"kind": "centroid-shift", "rate": 0.3, "start": 1500},
         "model": {"learn": "all", "warmup": 500, "window_size": 50},
-        "defense": [{"kind": "fpr-reset", "every": 100}, {"kind": "drift-reset", "detector": "kswin", "every": 300}],
+        "defense": [{"kind": "fpr-reset", "every": 100}, {"kind": "drift-reset", "monitor": "kswin", "every": 300}],
     },
     {
         "stream": {"source": "digits", "n_events": 4000},
@@ -51,7 +51,7 @@ SCENARIOS = [
         "attack": {"kind": "badnets", "rate": 0.05, "start": 1200},
         "defense": [
             {"kind": "strip", "superimpose": "additive", "every": 1000, "judge": "snapshot"},
-            {"kind": "fine-pruning", "when": "drift", "detector": "page-hinkley", "every": 500},
+            {"kind": "fine-pruning", "when": "drift", "monitor": "page-hinkley", "every": 500},
         ],
     },
 ]

@@ -68,7 +68,7 @@ def test_every_dashboard_query_names_only_metrics_the_exporter_exposes():
             assert not re.search(r"\[\d+[smh]\]", target["expr"]), target["expr"]  # $__rate_interval, not fixed
             for name in metrics:  # every series filtered by the job variable
                 assert re.search(name + r'\{job=~"\$job"\}', target["expr"]), target["expr"]
-            if "poisonsim_detections_total" in target["expr"]:  # the learner's and the detector's kept apart
+            if "poisonsim_detections_total" in target["expr"]:  # the learner's and the judge's kept apart
                 assert "role" in target["expr"] and "job" in target["expr"], target["expr"]
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
@@ -91,7 +91,7 @@ def test_compose_file_validates_and_wires_the_deploy_files():
         "produce-benign",
         "produce-attack",
         "learner",
-        "detector",
+        "judge",
         "prometheus",
         "grafana",
     } <= set(services)
@@ -107,12 +107,12 @@ def test_compose_file_validates_and_wires_the_deploy_files():
     for name in ("prometheus", "grafana"):  # dashboards are not published beyond this machine
         assert all(port["host_ip"] == "127.0.0.1" for port in services[name]["ports"]), services[name]["ports"]
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
-    for name in ("prometheus", "grafana", "learner", "detector", "produce-benign", "produce-attack"):
+    for name in ("prometheus", "grafana", "learner", "judge", "produce-benign", "produce-attack"):
         assert services[name]["healthcheck"]["test"], name
     assert {"target": "/results"}.items() <= next(
         m for m in services["learner"]["volumes"] if m["target"] == "/results"
     ).items()
-    for name in ("learner", "detector", "produce-benign", "produce-attack"):
+    for name in ("learner", "judge", "produce-benign", "produce-attack"):
         key = services[name]["environment"]["POISONSIM_SIGNING_KEY_FILE"]
         assert any(m["target"] == str(Path(key).parent) for m in services[name]["volumes"])  # signed records
         assert services[name]["depends_on"]["keygen"]["condition"] == "service_completed_successfully"
@@ -135,7 +135,7 @@ def test_each_python_service_command_runs_locally_against_the_test_broker(broker
     """The compose file's own commands and environment, with the broker, topics, ports and state dir swapped."""
     services = compose_config(N_EVENTS="10000", RATE="0")["services"]
     python = {name: s for name, s in services.items() if "build" in s}
-    assert set(python) == {"keygen", "produce-benign", "produce-attack", "learner", "detector"}
+    assert set(python) == {"keygen", "produce-benign", "produce-attack", "learner", "judge"}
     key = tmp_path / "keys" / "signing.key"
     key.parent.mkdir()
     keygen = python.pop("keygen")  # its own code, writing here instead of the keys volume
@@ -144,7 +144,7 @@ def test_each_python_service_command_runs_locally_against_the_test_broker(broker
     assert len(bytes.fromhex(key.read_text())) == 32
     ports = {}
     processes = {}
-    for name in ("learner", "detector", "produce-benign", "produce-attack"):
+    for name in ("learner", "judge", "produce-benign", "produce-attack"):
         env = dict(python[name]["environment"])
         ports[name] = free_port()
         env.update(
@@ -171,14 +171,14 @@ def test_each_python_service_command_runs_locally_against_the_test_broker(broker
         learned = urllib.request.urlopen(f"http://127.0.0.1:{ports['learner']}/metrics", timeout=10).read().decode()
         assert "poisonsim_stream_position_events 10000.0" in learned
         wait_for_log(
-            tmp_path / "detector.log",
+            tmp_path / "judge.log",
             "model snapshot at stream position 10000",
             timeout=60,
-            process=processes["detector"],
+            process=processes["judge"],
         )
-        detected = urllib.request.urlopen(f"http://127.0.0.1:{ports['detector']}/metrics", timeout=10).read().decode()
-        assert 'poisonsim_detections_total{detector="model",outcome="tn",role="detector"}' in detected
-        for name in ("learner", "detector"):  # compose's own healthcheck code, against the running services
+        detected = urllib.request.urlopen(f"http://127.0.0.1:{ports['judge']}/metrics", timeout=10).read().decode()
+        assert 'poisonsim_detections_total{judge="model",outcome="tn",role="judge"}' in detected
+        for name in ("learner", "judge"):  # compose's own healthcheck code, against the running services
             check = python[name]["healthcheck"]["test"][3]
             subprocess.run(
                 [sys.executable, "-c", check],
@@ -189,6 +189,6 @@ def test_each_python_service_command_runs_locally_against_the_test_broker(broker
     finally:
         codes = dict(zip(processes, stop_all(*processes.values())))  # each, whatever failed
     assert codes == dict.fromkeys(processes, 0)
-    assert "stopped after judging" in (tmp_path / "detector.log").read_text()
+    assert "stopped after judging" in (tmp_path / "judge.log").read_text()
     assert not any("no signing key" in (tmp_path / f"{name}.log").read_text() for name in processes)
     assert (tmp_path / "results" / "summary.json").exists()  # the learner's --out, the results volume in compose

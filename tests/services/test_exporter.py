@@ -30,7 +30,7 @@ from poisonsim.pipeline.learner import Learner
 from poisonsim.pipeline.world import World
 from poisonsim.services.exporter import (
     ConsumerMetrics,
-    DetectorMetrics,
+    JudgeMetrics,
     LearnerCollector,
     MetricsServer,
     ProducerMetrics,
@@ -47,12 +47,12 @@ SCENARIO = Scenario.from_dict(
 
 
 def exposed_names() -> set[str]:
-    """Every metric name (families and samples) the learner, producer and detector processes expose."""
-    producer, detector = CollectorRegistry(), CollectorRegistry()
+    """Every metric name (families and samples) the learner, producer and judge processes expose."""
+    producer, judge = CollectorRegistry(), CollectorRegistry()
     ProducerMetrics(producer)
-    DetectorMetrics(detector, "model")
+    JudgeMetrics(judge, "model")
     names = set()
-    for registry in (exposed_registry()[0], producer, detector):
+    for registry in (exposed_registry()[0], producer, judge):
         for family in registry.collect():
             names.add(family.name)
             names.update(sample.name for sample in family.samples)
@@ -105,7 +105,7 @@ def test_learner_detections_are_its_confusion_matrix_against_ground_truth():
     for outcome, n in counts.items():
         assert (
             registry.get_sample_value(
-                "poisonsim_detections_total", {"role": "learner", "detector": "model", "outcome": outcome}
+                "poisonsim_detections_total", {"role": "learner", "judge": "model", "outcome": outcome}
             )
             == n
         )
@@ -121,15 +121,25 @@ def test_every_labelled_series_exists_at_zero_and_labels_are_bounded():
     )
     metrics.processing.observe(0.002)
     assert registry.get_sample_value("poisonsim_processing_seconds_count") == 1
-    detector = DetectorMetrics(registry, "model")
-    detector.count("model", np.array([True, True, False, False]), np.array([True, False, True, False]))
+    judge = JudgeMetrics(registry, "model")
+    judge.count("model", np.array([True, True, False, False]), np.array([True, False, True, False]))
     assert [
-        registry.get_sample_value("poisonsim_detections_total", {"role": "detector", "detector": "model", "outcome": o})
+        registry.get_sample_value("poisonsim_detections_total", {"role": "judge", "judge": "model", "outcome": o})
         for o in ("tp", "fp", "tn", "fn")
     ] == [1, 1, 1, 1]
     for family in registry.collect():  # no label carries an id or a name
         for sample in family.samples:
-            assert set(sample.labels) <= {"stream", "reason", "model", "class", "role", "detector", "outcome", "le"}
+            assert set(sample.labels) <= {
+                "stream",
+                "reason",
+                "model",
+                "class",
+                "role",
+                "judge",
+                "monitor",
+                "outcome",
+                "le",
+            }
 
 
 def test_the_metrics_endpoint_binds_to_loopback_by_default():
@@ -249,22 +259,20 @@ def test_defenses_verdicts_and_drift_alarms_are_exported():
     for kind in ("outlier-rejection", "robust-centroid", "drift-reset"):
         for outcome in ("tp", "fp", "tn", "fn"):
             value = registry.get_sample_value(
-                "poisonsim_detections_total", {"role": "learner", "detector": kind, "outcome": outcome}
+                "poisonsim_detections_total", {"role": "learner", "judge": kind, "outcome": outcome}
             )
             assert value == counts[kind][outcome]
     drift = next(d for d in learner.defenses if d.kind == "drift-reset")
-    exported = registry.get_sample_value("poisonsim_drift_alarms_total", {"detector": "drift-reset"})
+    exported = registry.get_sample_value("poisonsim_drift_alarms_total", {"monitor": "drift-reset"})
     assert exported == len(drift.alarm_events_) >= 1  # the attack from event 3,000 sets it off
 
 
 def test_the_readme_names_every_metric_the_processes_expose():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    producer, detector = CollectorRegistry(), CollectorRegistry()
+    producer, judge = CollectorRegistry(), CollectorRegistry()
     ProducerMetrics(producer)
-    DetectorMetrics(detector, "model")
-    families = {
-        family.name for registry in (exposed_registry()[0], producer, detector) for family in registry.collect()
-    }
+    JudgeMetrics(judge, "model")
+    families = {family.name for registry in (exposed_registry()[0], producer, judge) for family in registry.collect()}
     # a counter family "x" is exposed as x_total; an info family as x_info
     shown = {name for name in families if not any(f"`{name}{end}" in readme for end in ("", "_total", "_info"))}
     assert not shown, sorted(shown)

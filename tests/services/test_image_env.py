@@ -84,15 +84,13 @@ def test_the_distribution_installs_the_import_name_poisonsim_alone(image_env, tm
 
 
 @pytest.mark.parametrize(
-    "scenario, n_events, detector",
+    "scenario, n_events, judge",
     [
         ("scenarios/centroid_shift.toml", 4_000, "model"),
         ("scenarios/strip_badnets.toml", 1_500, "strip"),
     ],
 )
-def test_every_service_runs_from_the_image_environment(
-    image_env, broker, topics, tmp_path, scenario, n_events, detector
-):
+def test_every_service_runs_from_the_image_environment(image_env, broker, topics, tmp_path, scenario, n_events, judge):
     python, app = image_env
     common = [
         scenario,
@@ -121,7 +119,7 @@ def test_every_service_runs_from_the_image_environment(
         "learner": service(
             "learner", "consume", *common, "--out", str(tmp_path / "results"), "--metrics-port", str(free_port())
         ),
-        "detector": service("detector", "consume", "--role", "detector", *common, "--metrics-port", str(free_port())),
+        "judge": service("judge", "consume", "--role", "judge", *common, "--metrics-port", str(free_port())),
         "produce-benign": service("produce-benign", "produce", "benign", *common),
         "produce-attack": service("produce-attack", "produce", "attack", *common),
     }
@@ -132,12 +130,12 @@ def test_every_service_runs_from_the_image_environment(
             timeout=600,
             logs=[logs[n] for n in ("produce-benign", "produce-attack", "learner")],
         )
-        wait_for_log(logs["detector"], "stopped after judging", timeout=180, process=processes["detector"])
+        wait_for_log(logs["judge"], "stopped after judging", timeout=180, process=processes["judge"])
     finally:
         codes = dict(zip(processes, stop_all(*processes.values())))  # each, whatever failed
     assert codes == dict.fromkeys(processes, 0), {n: logs[n].read_text()[-2000:] for n in processes}
     summary = json.loads((tmp_path / "results" / "summary.json").read_text())
     assert summary["events_total"] == n_events
-    assert f"detector: {detector}" in logs["detector"].read_text()  # --detector auto chose it from the scenario
+    assert f"judge: {judge}" in logs["judge"].read_text()  # --judge auto chose it from the scenario
     for name, log in logs.items():
         assert "Traceback" not in log.read_text() and "ModuleNotFoundError" not in log.read_text(), name

@@ -1,7 +1,7 @@
-"""The Kafka detector role runs a plug-in defense that judges inputs, written in a file outside the repository.
+"""The Kafka judge role runs a plug-in defense that judges inputs, written in a file outside the repository.
 
 The plug-in offers ``judges-inputs``; nothing in the project names it. Over a
-real broker, ``poisonsim consume --role detector`` picks it (``auto``), hears of
+real broker, ``poisonsim consume --role judge`` picks it (``auto``), hears of
 each snapshot it loads (``new_model``) and scores its verdicts; they are the
 plug-in's own verdicts on every event of the embedded stream, and it catches
 the trigger.
@@ -80,7 +80,7 @@ every = 1000
 
 
 @pytest.mark.slow
-def test_the_detector_role_runs_a_plugin_defense_that_judges_inputs(broker, topics, tmp_path):
+def test_the_judge_role_runs_a_plugin_defense_that_judges_inputs(broker, topics, tmp_path):
     (tmp_path / "corner_judge.py").write_text(textwrap.dedent(PLUGIN))
     scenario_file = tmp_path / "corner.toml"
     scenario_file.write_text(textwrap.dedent(SCENARIO))
@@ -101,28 +101,28 @@ def test_the_detector_role_runs_a_plugin_defense_that_judges_inputs(broker, topi
                 "consume",
                 *common,
                 "--role",
-                "detector",
+                "judge",
                 "--checkpoint-dir",
                 tmp_path / "ck",
                 "--metrics-port",
                 port,
                 "--keep-serving",
             ],
-            tmp_path / "detector.log",
+            tmp_path / "judge.log",
             env,
         ),
     ]
     logs = [tmp_path / f"{name}.log" for name in ("produce-benign", "produce-attack", "learner")]
     try:
         wait_all(processes[:3], timeout=300, logs=logs)
-        wait_for_log(tmp_path / "detector.log", "serving metrics until SIGTERM", timeout=120, process=processes[3])
+        wait_for_log(tmp_path / "judge.log", "serving metrics until SIGTERM", timeout=120, process=processes[3])
         exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     finally:
         codes = stop_all(*processes)
-    detector_log = (tmp_path / "detector.log").read_text()
-    assert codes == [0, 0, 0, 0], detector_log[-3000:]
-    assert "detector: corner-judge" in detector_log  # auto picked the scenario's defense that judges inputs
-    assert "corner-judge: judging with a new model" in detector_log  # it heard of the snapshots it loaded
+    judge_log = (tmp_path / "judge.log").read_text()
+    assert codes == [0, 0, 0, 0], judge_log[-3000:]
+    assert "judge: corner-judge" in judge_log  # auto picked the scenario's defense that judges inputs
+    assert "corner-judge: judging with a new model" in judge_log  # it heard of the snapshots it loaded
     counted = {outcome: _sample(exposition, outcome) for outcome in ("tp", "fp", "tn", "fn")}
     assert counted == _embedded_verdicts(scenario_file, tmp_path)
     assert counted["tp"] / (counted["tp"] + counted["fn"]) >= 0.95  # the patch is brighter than any clean corner
@@ -130,7 +130,7 @@ def test_the_detector_role_runs_a_plugin_defense_that_judges_inputs(broker, topi
 
 
 def _sample(exposition: str, outcome: str) -> int:
-    line = f'poisonsim_detections_total{{detector="corner-judge",outcome="{outcome}",role="detector"}} '
+    line = f'poisonsim_detections_total{{judge="corner-judge",outcome="{outcome}",role="judge"}} '
     found = [row for row in exposition.splitlines() if row.startswith(line)]
     assert found, f"{line} not exposed"
     return int(float(found[0][len(line) :]))

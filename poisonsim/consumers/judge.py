@@ -1,14 +1,14 @@
-"""The detector process: judge every event on a snapshot of the learner's model.
+"""The judge process: judge every event on a snapshot of the learner's model.
 
-It joins its own consumer group (``poisonsim-detector`` by default), so it
+It joins its own consumer group (``poisonsim-judge`` by default), so it
 reads the stream independently of the learner and scales with partitions;
 it never learns. The model it judges with is the learner's, loaded from the
 learner's latest checkpoint (reloaded when that changes) on top of the
 scenario's rebuilt world. Verdicts are scored against the ground-truth header
-into ``poisonsim_detections_total{role="detector",detector,outcome}``; offsets are committed
+into ``poisonsim_detections_total{role="judge",judge,outcome}``; offsets are committed
 after each poll is scored.
 
-What judges (``--detector``): any of the scenario's defenses that offers
+What judges (``--judge``): any of the scenario's defenses that offers
 ``judges-inputs`` (STRIP, or a plug-in's), named by its kind, which hears of
 each new snapshot through :meth:`~poisonsim.Defense.new_model` (STRIP
 recalibrates its threshold on it); or ``model``, the model's own alarms, for
@@ -30,11 +30,11 @@ from poisonsim.combinations import offers
 from poisonsim.config import ConfigError, Scenario
 from poisonsim.pipeline.world import World
 from poisonsim.services import checkpoint
-from poisonsim.services.exporter import MODEL_ALARMS, DetectorMetrics, scenario_info
+from poisonsim.services.exporter import MODEL_ALARMS, JudgeMetrics, scenario_info
 from poisonsim.transport import kafka as kafka_io
 from poisonsim.transport.codec import Codec
 
-log = logging.getLogger("detect")
+log = logging.getLogger("judge")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Judge:
 
 
 def judge_names(scenario: Scenario) -> list[str]:
-    """What ``--detector`` may name for ``scenario``: each defense kind that judges inputs, in the scenario's
+    """What ``--judge`` may name for ``scenario``: each defense kind that judges inputs, in the scenario's
     order, then ``model`` when the model raises alarms.
 
     >>> judge_names(Scenario.from_dict({})), judge_names(Scenario.from_dict({"model": {"kind": "mlp"}}))
@@ -57,8 +57,8 @@ def judge_names(scenario: Scenario) -> list[str]:
     return names + [MODEL_ALARMS] if "alarms" in offers(scenario.model) else names
 
 
-def detector_for(scenario: Scenario) -> str | None:
-    """``--detector auto``: the scenario's first judge (:func:`judge_names`), None when it has none."""
+def judge_for(scenario: Scenario) -> str | None:
+    """``--judge auto``: the scenario's first judge (:func:`judge_names`), None when it has none."""
     names = judge_names(scenario)
     return names[0] if names else None
 
@@ -69,11 +69,11 @@ def check_judge(scenario: Scenario, name: str) -> None:
     >>> check_judge(Scenario.from_dict({}), "strip")
     Traceback (most recent call last):
     ...
-    poisonsim.config.ConfigError: --detector: expected auto or one of this scenario's judges (model); got 'strip'
+    poisonsim.config.ConfigError: --judge: expected auto or one of this scenario's judges (model); got 'strip'
     """
     if name not in judge_names(scenario):
         have = ", ".join(judge_names(scenario)) or "none: no defense offers judges-inputs, the model raises no alarms"
-        raise ConfigError(f"--detector: expected auto or one of this scenario's judges ({have}); got {name!r}")
+        raise ConfigError(f"--judge: expected auto or one of this scenario's judges ({have}); got {name!r}")
 
 
 def judge(world: World, name: str) -> Judge:
@@ -85,7 +85,7 @@ def judge(world: World, name: str) -> Judge:
     return Judge(name, defense.flag, defense.new_model)
 
 
-class DetectorProcess:
+class JudgeProcess:
     def __init__(
         self,
         scenario,
@@ -93,18 +93,18 @@ class DetectorProcess:
         topics: tuple[str, str],
         group_id: str,
         snapshot: Path,
-        detector: str,
+        judge_name: str,
         registry,
         stop,
         signer=None,
         snapshot_interval_s: float = 5.0,
     ):
-        check_judge(scenario, detector)
+        check_judge(scenario, judge_name)
         self.world = World.build(scenario)
-        self.judge = judge(self.world, detector)
+        self.judge = judge(self.world, judge_name)
         self.scenario, self.settings, self.topics, self.group_id = scenario, settings, topics, group_id
         self.snapshot, self.snapshot_interval_s = snapshot, snapshot_interval_s
-        self.detector, self.stop = detector, stop
+        self.stop = stop
         self.key = kafka_io.scenario_key(scenario)
         n_events = scenario.stream.n_events
         self.codec = Codec(
@@ -114,8 +114,8 @@ class DetectorProcess:
             pinned=self.world.pins_content,
             n_sources=self.world.n_source_ids,
         )
-        self.metrics = DetectorMetrics(registry, detector)
-        scenario_info(registry, scenario, self.key.decode(), "detector")
+        self.metrics = JudgeMetrics(registry, judge_name)
+        scenario_info(registry, scenario, self.key.decode(), "judge")
         self._mtime: float | None = None
         self.judged = 0
         self.signer = signer
@@ -164,9 +164,9 @@ class DetectorProcess:
             self.settings, list(self.topics), self.key, self.codec, None, None, self.group_id, self.signer
         )
         log.info(
-            "%s: detector %r in group %s on %s (%s)",
+            "%s: judge %r in group %s on %s (%s)",
             self.key.decode(),
-            self.detector,
+            self.judge.name,
             self.group_id,
             ", ".join(self.topics),
             counts,
@@ -192,7 +192,7 @@ class DetectorProcess:
                 ):
                     log.info(
                         "stream complete: the learner's model has learned all %d events and every event "
-                        "in this detector's partitions is judged",
+                        "in this judge's partitions is judged",
                         self.n_events,
                     )
                     break
@@ -205,5 +205,5 @@ class DetectorProcess:
         if not real.any():
             return
         flags = np.asarray(self.judge.flag(decoded.batch.x[real], self.world.model), dtype=bool)
-        self.metrics.count(self.detector, flags, decoded.truth.is_poison[real])
+        self.metrics.count(self.judge.name, flags, decoded.truth.is_poison[real])
         self.judged += int(real.sum())
