@@ -12,7 +12,9 @@ run is by default:
 
 Printed for each: the learner's time (its first poll to the stream's end,
 ``elapsed_seconds``), the flood's ratio to clean, the bytes the learner
-logged, and the dead letters counted, written and withheld. Then the time
+logged, and the dead letters counted, written and withheld; and, as the
+floor any learner on this client library pays, the time a bare kafka-python
+consumer takes to fetch and parse the flood's records alone. Then the time
 to first event: a ``poisonsim consume`` process started beside topics that
 already hold the stream, from its start to its metrics endpoint answering
 and to its stream position leaving 0 (sampled every 20 ms).
@@ -105,6 +107,29 @@ def produce_stream(settings: KafkaSettings, s: Scenario, args: SimpleNamespace) 
         produce(s, role, settings, args, CollectorRegistry(), logging.getLogger("bench"), lambda: False)
 
 
+def client_read_seconds(settings: KafkaSettings, topic: str, count: int) -> float:
+    """Seconds a bare kafka-python consumer (the receiver's fetch sizes) takes to read ``count`` records of
+    ``topic`` from its start: fetch and parse, nothing else."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        **settings.client_config(),
+        group_id=None,
+        enable_auto_commit=False,
+        max_poll_records=20_000,
+        fetch_max_bytes=1024 * 1024,
+        max_partition_fetch_bytes=512 * 1024,
+    )
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_beginning()
+    read, started = 0, time.monotonic()
+    while read < count:
+        read += sum(len(records) for records in consumer.poll(timeout_ms=200).values())
+    seconds = time.monotonic() - started
+    consumer.close()
+    return seconds
+
+
 def learn(settings: KafkaSettings, s: Scenario, flood: list, state: Path) -> dict:
     """One phase: the flood (if any) ahead of the stream, then the learner; its time, log bytes, dead letters."""
     from prometheus_client import CollectorRegistry
@@ -141,6 +166,7 @@ def learn(settings: KafkaSettings, s: Scenario, flood: list, state: Path) -> dic
     counted = registry.get_sample_value("poisonsim_dead_letters_total", refused)
     withheld = registry.get_sample_value("poisonsim_dead_letters_withheld_total", refused)
     return {
+        "client_seconds": client_read_seconds(settings, args.benign_topic, len(flood)) if flood else 0.0,
         "seconds": result.summary["elapsed_seconds"],
         "log_bytes": len(logged.getvalue().encode()),
         "dead": int(counted),
@@ -234,6 +260,11 @@ def run_phases(args: argparse.Namespace, bootstrap: str) -> None:
                 f"{run['log_bytes']:,} | {run['dead']:,} | {run['dead'] - run['withheld']:,} | "
                 f"{run['withheld']:,} |"
             )
+        floor = min(run["client_seconds"] for run in runs["flood"])
+        print(
+            f"\nthe client library alone (a bare kafka-python consumer) fetching and parsing the flood's "
+            f"{args.flood:,} records: {floor:.2f} s"
+        )
         firsts = [time_to_first_event(bootstrap, state) for _ in range(args.repeat)]
         answering, first = min(f[0] for f in firsts), min(f[1] for f in firsts)
         print(

@@ -19,7 +19,6 @@ never interrupted.
 
 from __future__ import annotations
 
-import collections
 import gc
 import logging
 import time
@@ -236,7 +235,7 @@ class LearnerProcess:
                 self.last_id[part.stream] = int(batch.ids[-1])
             if part.ignored:
                 self.metrics.ignored.inc(part.ignored)
-            for reason, n in collections.Counter(part.dead).items():
+            for reason, n in part.dead.items():
                 self._count_dead_letter(reason, n)
             arrived += len(batch)
         self._dead_letter_conflicts()

@@ -28,7 +28,9 @@ from poisonsim.models.inputs import OneAtATime
 
 @dataclass(frozen=True)
 class AttackerHook:
-    """Rows a white-box attacker fills in when they are delivered, with ``rule(center, radius, params, out)``."""
+    """Rows a white-box attacker fills in when they are delivered, with ``rule(center, radius, params, out)``:
+    a numba ``njit`` function of float64 arrays (C-contiguous) and a float64 radius that writes ``out`` and
+    returns nothing."""
 
     rows: np.ndarray  # bool mask over the batch: the attacker's own turns
     rule: Callable  # a numba-compiled function

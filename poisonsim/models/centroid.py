@@ -17,10 +17,14 @@ in a compiled inner loop (see :mod:`poisonsim.models.window`).
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Annotated
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core.types import WrapperAddressProtocol
+from numba.experimental.function_type import _get_wrapper_address
+from numba.extending import typeof_impl
 
 from poisonsim.models.base import AttackerHook, Model
 from poisonsim.models.inputs import check_features, check_labels
@@ -29,6 +33,33 @@ from poisonsim.models.window import COUNT, NOT_LEARNED, POLICY_CODES, guarded_le
 from poisonsim.registry import MODELS, Key
 
 _NO_HOOK = AttackerHook(np.zeros(0, dtype=np.bool_), None, np.zeros(0))
+# a white-box attacker's rule(center, radius, params, out), as the hooked kernel calls it
+RULE_SIGNATURE = types.void(types.float64[::1], types.float64, types.float64[::1], types.float64[::1])
+_RULE_TYPE = types.FunctionType(RULE_SIGNATURE)
+
+
+class _RuleAddress(WrapperAddressProtocol):
+    """An attacker's compiled rule passed by address, typed by :data:`RULE_SIGNATURE` alone: the hooked
+    kernel's signature then names no particular rule, so numba's disk cache keeps it between processes."""
+
+    def __init__(self, rule):
+        self._address = _get_wrapper_address(rule, RULE_SIGNATURE)
+
+    def __wrapper_address__(self) -> int:
+        return self._address
+
+    def signature(self):
+        return RULE_SIGNATURE
+
+
+@typeof_impl.register(_RuleAddress)
+def _typeof_rule_address(value, context):
+    return _RULE_TYPE  # made once: numba would build the type anew at every call of the kernel
+
+
+@cache
+def _rule_address(rule) -> _RuleAddress:
+    return _RuleAddress(rule)
 
 
 class CentroidModel(WindowOptions, Model):
@@ -198,7 +229,8 @@ class CentroidDetector(CentroidModel):
         if hook.rule is None:
             _detector_kernel(X, lo, hi, *state, *judged)
         else:
-            _detector_kernel_with_hook(X, lo, hi, *state, hook.rows, hook.rule, hook.params, *judged)
+            rule = _rule_address(hook.rule)
+            _detector_kernel_with_hook(X, lo, hi, *state, hook.rows, rule, hook.params, *judged)
 
     def _calibrate(self) -> None:
         if self.radius is not None:
@@ -398,7 +430,7 @@ def _detector_kernel(
             refusals[i] = OVER_QUOTA if slots[i] == NOT_LEARNED else LEARNED
 
 
-@njit(cache=False)
+@njit(cache=True)
 def _detector_kernel_with_hook(
     X,
     lo,
@@ -426,8 +458,8 @@ def _detector_kernel_with_hook(
 ):
     """:func:`_detector_kernel` with the white-box attacker's turns (``rows``): the events before a turn go
     through the cached kernel, then the attacker's rule fills the turn's row from the public state (centroid,
-    radius) it sees now. Only this small loop is compiled in each process: numba's on-disk cache cannot store
-    a signature that holds a function."""
+    radius) it sees now. ``rule`` comes by address (:class:`_RuleAddress`), so one compiled loop, kept in numba's
+    disk cache, serves every rule."""
     d = X.shape[1]
     x = np.empty(d)
     start = lo

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from poisonsim.services.page_hinkley import PageHinkley
 from poisonsim.transport.codec import REASONS
 
 MODEL_ALARMS = "model"  # the detections metric's label for the model's own alarms (a model that offers "alarms")
@@ -169,7 +170,8 @@ class JudgeMetrics:
 
 
 class ErrorDriftAlarm:
-    """Page-Hinkley (river) on the prequential error of each evaluation step; counts its alarms.
+    """Page-Hinkley (:mod:`poisonsim.services.page_hinkley`, river's test) on the prequential error of each
+    evaluation step; counts its alarms.
 
     Monitoring only: it reads the evaluator's rows, so it gives the same alarms
     however the stream was cut, and after a restart (rows are checkpointed).
@@ -178,8 +180,6 @@ class ErrorDriftAlarm:
     name = "page-hinkley"
 
     def __init__(self, threshold: float = 0.3):
-        from river.drift import PageHinkley
-
         self._monitor = PageHinkley(min_instances=5, threshold=threshold)
         self.alarms = 0
         self._seen = 0
@@ -191,8 +191,7 @@ class ErrorDriftAlarm:
             correct = (row.get("prequential_accuracy") or 0.0) * judged
             step = judged - self._previous[1]
             if step > 0:
-                self._monitor.update(1.0 - (correct - self._previous[0]) / step)
-                self.alarms += int(self._monitor.drift_detected)
+                self.alarms += self._monitor.update(1.0 - (correct - self._previous[0]) / step)
             self._previous = (correct, judged)
         self._seen = len(rows)
 

@@ -43,6 +43,9 @@ class TokenBucket:
     >>> now[0] = 1.0  # a second later: two more
     >>> [bucket.take() for _ in range(3)]
     [True, True, False]
+    >>> now[0] = 3.0
+    >>> bucket.take_up_to(5), bucket.take_up_to(5)  # refilled to the burst, no more
+    (3, 0)
     """
 
     def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
@@ -50,13 +53,16 @@ class TokenBucket:
         self._tokens, self._at = float(burst), clock()
 
     def take(self) -> bool:
+        return self.take_up_to(1) == 1
+
+    def take_up_to(self, n: int) -> int:
+        """As many of ``n`` as the bucket allows now (taken)."""
         now = self.clock()
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
+        taken = min(n, int(self._tokens))
+        self._tokens -= taken
+        return taken
 
 
 class RefusalLog:
@@ -84,14 +90,17 @@ class RefusalLog:
         self._logged: set[str] = set()
         self._since = clock()
 
-    def refused(self, record, reason: str, detail: str) -> None:
+    def refused(self, record, reason: str, detail: str, n: int = 1) -> None:
+        """``n`` refused records for one reason, ``record`` the first of them."""
         if reason in self._logged:
-            self._more[reason] += 1
+            self._more[reason] += n
         else:
             self._logged.add(reason)
             self.write(
                 "dead letter: %s[%s] offset %d: %s: %s", record.topic, record.partition, record.offset, reason, detail
             )
+            if n > 1:
+                self._more[reason] += n - 1
         self.tick()
 
     def tick(self) -> None:
@@ -164,12 +173,23 @@ class DeadLetters:
         self.producer = retry(lambda: KafkaProducer(**config), "connecting the dead-letter producer")
         self._futures: list = []
 
+    def send_many(self, records: list, reason: str, detail: str) -> None:
+        """Queue the dead letters of ``records``, all refused for one reason, as far as the rate allows."""
+        allowed = self._bucket.take_up_to(len(records))
+        if allowed < len(records):
+            self.withheld[reason] += len(records) - allowed
+        for record in records[:allowed]:
+            self._publish(record, reason, detail)
+
     def send(self, record, reason: str, detail: str) -> bool:
         """Queue ``record``'s dead letter; False when it is withheld (past the rate) or cannot be published
         (counted, logged)."""
         if not self._bucket.take():
             self.withheld[reason] += 1
             return False
+        return self._publish(record, reason, detail)
+
+    def _publish(self, record, reason: str, detail: str) -> bool:
         value, headers = dead_letter_headers(record, reason, detail, self.truth_header)
         key = record.key if isinstance(record.key, bytes) and len(record.key) < 10_000 else None
         for attempt in range(1, ATTEMPTS + 1):

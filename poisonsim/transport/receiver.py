@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,7 +43,7 @@ class Received:
     offsets: np.ndarray
     next_offset: int
     ignored: int
-    dead: list[str]
+    dead: Counter[str]  # records refused, by reason
 
 
 class EventReceiver:
@@ -114,7 +115,7 @@ class EventReceiver:
     def _decode(self, stream: int, records: list) -> Received:
         key, unsigned = self.key, self.signer is None
         mine = [r for r in records if r.key == key]
-        screened, truths, refused = [], [], []
+        screened, truths, refused, forged = [], [], [], []
         for r in mine:
             headers = r.headers or []
             if (
@@ -139,19 +140,23 @@ class EventReceiver:
                     screened.append(r)
                     truths.append(headers[0][1])
                 else:  # the usual shape, a wrong tag: refused without screening (and verifying) again
-                    self.dead_letter(r, "bad_signature", "signature does not match")
-                    refused.append(("bad_signature", ""))
+                    forged.append(r)
             elif reason := self._screen(r):
                 self.dead_letter(r, *reason)
                 refused.append(reason)
             else:
                 screened.append(r)
                 truths.append(_truth_header(headers))
+        if forged:  # counted, logged and dead-lettered together: a flood of them costs little more than its parse
+            self.dead_letter_many(forged, "bad_signature", "signature does not match")
         decoded = self.codec.decode_many([r.value for r in screened], truths)
         for i, error in decoded.errors:
             self.dead_letter(screened[i], error.reason, error.detail)
         offsets = np.array([r.offset for r in screened], dtype=np.int64)[decoded.message]
-        dead = [reason for reason, _ in refused] + [error.reason for _, error in decoded.errors]
+        dead = Counter(reason for reason, _ in refused)
+        dead.update(error.reason for _, error in decoded.errors)
+        if forged:
+            dead["bad_signature"] += len(forged)
         return Received(stream, decoded, offsets, records[-1].offset + 1, len(records) - len(mine), dead)
 
     def _screen(self, record) -> tuple[str, str] | None:
@@ -176,6 +181,12 @@ class EventReceiver:
         if self.dead_letters is not None:
             self.dead_letters.send(record, reason, detail)
 
+    def dead_letter_many(self, records: list, reason: str, detail: str) -> None:
+        """:meth:`dead_letter` for several records refused for one reason."""
+        self.refusals.refused(records[0], reason, detail, len(records))
+        if self.dead_letters is not None:
+            self.dead_letters.send_many(records, reason, detail)
+
     def _skip_unreadable(self, exc: Exception) -> Received:
         """Find the partition whose next record the client cannot parse, dead-letter it and seek past it."""
         positions = {tp: self.consumer.position(tp) for tp in sorted(self.consumer.assignment())}
@@ -186,7 +197,7 @@ class EventReceiver:
         self.dead_letter(RecordAt(tp.topic, tp.partition, offset), "unreadable", str(exc))
         self.consumer.seek(tp, offset + 1)
         empty = self.codec.decode_many([], [])
-        return Received(self._stream[tp.topic], empty, np.zeros(0, np.int64), offset + 1, 0, ["unreadable"])
+        return Received(self._stream[tp.topic], empty, np.zeros(0, np.int64), offset + 1, 0, Counter(unreadable=1))
 
     def _find_unreadable(self, positions: dict, timeout_s: float = PROBE_TIMEOUT_S):
         """The partition whose record at its position makes the client raise, or None.

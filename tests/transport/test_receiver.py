@@ -6,12 +6,14 @@ an empty value instead); other clients can, so it is screened here.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 from kafka.consumer.fetcher import ConsumerRecord
 
 from poisonsim.events import EventBatch, Truth
 from poisonsim.transport.codec import TRUTH_HEADER, Codec
-from poisonsim.transport.dead_letters import RefusalLog
+from poisonsim.transport.dead_letters import DeadLetters, RefusalLog, TokenBucket
 from poisonsim.transport.receiver import EventReceiver
 from poisonsim.transport.signing import SIGNATURE_HEADER, Signer
 
@@ -28,6 +30,10 @@ class Collected:
 
     def send(self, record, reason, detail):
         self.sent.append((record.offset, reason))
+
+    def send_many(self, records, reason, detail):
+        for r in records:
+            self.send(r, reason, detail)
 
 
 def receiver(signer=None) -> tuple[EventReceiver, Collected]:
@@ -60,7 +66,7 @@ def test_null_repeated_and_missing_headers_are_dead_letters_and_the_rest_decodes
     got = r._decode(0, records)
     assert dead.sent == [(0, "bad_header"), (1, "bad_header"), (2, "bad_header"), (3, "empty")]
     assert got.decoded.batch.ids.tolist() == [3] and got.offsets.tolist() == [4]
-    assert got.ignored == 1 and got.next_offset == 6 and got.dead == ["bad_header"] * 3 + ["empty"]
+    assert got.ignored == 1 and got.next_offset == 6 and got.dead == {"bad_header": 3, "empty": 1}
 
 
 def test_with_a_key_only_records_signed_with_it_for_their_own_topic_decode():
@@ -85,6 +91,38 @@ def test_with_a_key_only_records_signed_with_it_for_their_own_topic_decode():
     )
     assert dead.sent == [(0, "bad_signature"), (1, "bad_signature"), (2, "bad_signature"), (5, "bad_signature")]
     assert got.offsets.tolist() == [3, 4]  # header order does not matter; a record signed for another topic: refused
+
+
+class Producer:
+    """A dead-letter producer that keeps what it is sent."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, topic, value, key=None, headers=None):
+        self.sent.append(dict(headers)["source-offset"])
+
+
+def test_a_flood_of_forged_records_is_counted_whole_logged_once_and_written_at_the_bucket_s_rate():
+    signer, lines = Signer(b"k" * 32), []
+    r, _ = receiver(signer)
+    r.refusals = RefusalLog(lambda *a: lines.append(a[0] % a[1:]))
+    r.dead_letters = DeadLetters.__new__(DeadLetters)  # no broker: its producer keeps what it is sent
+    r.dead_letters.topic, r.dead_letters.truth_header, r.dead_letters.failed = "dead", TRUTH_HEADER, 0
+    r.dead_letters.withheld, r.dead_letters._futures = Counter(), []
+    r.dead_letters._bucket, r.dead_letters.producer = TokenBucket(rate=0, burst=1_000, clock=lambda: 0.0), Producer()
+    value, bits = message(7)
+    good = [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, signer.sign(KEY, TOPIC, value, bits))]
+    forged = [(TRUTH_HEADER, bits), (SIGNATURE_HEADER, b"\0" * 32)]
+    got = r._decode(0, [record(i, value, forged) for i in range(2_500)] + [record(2_500, value, good)])
+    assert got.dead == {"bad_signature": 2_500} and got.offsets.tolist() == [2_500]
+    assert r.dead_letters.producer.sent == [str(i).encode() for i in range(1_000)]  # the burst, in order
+    assert r.dead_letters.withheld == {"bad_signature": 1_500}
+    r.refusals.flush()
+    assert lines == [
+        "dead letter: t[0] offset 0: bad_signature: signature does not match",
+        "2499 more dead letters in the last 0 s: bad_signature 2499",
+    ]
 
 
 class SlowProbe:
