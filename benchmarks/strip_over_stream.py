@@ -65,6 +65,8 @@ CONFIGS = {  # name -> STRIP's keys over the paper's (pooled entropy, one layer,
     "snapshot-every-250": [*UNION, *_strip(confidence=0.5, judge="snapshot", every=250)],
     "snapshot-3-layers-64": DEEP,
     "snapshot-3-layers-64-frr-0.02": [*DEEP, *_strip(frr=0.02)],
+    "snapshot-3-layers-64-frr-0.015": [*DEEP, *_strip(frr=0.015)],
+    "snapshot-4-layers-64": [*DEEP, *_strip(layers=4)],
 }
 SHIPPED = "snapshot-3-layers-64"  # the configuration the ready scenarios run (a test holds them to it)
 STRIP_FIGURES = (

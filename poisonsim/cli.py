@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 # OpenMP threads that finish early sleep instead of spinning, so torch beside other work does not burn the
@@ -20,64 +21,24 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from poisonsim import __version__
 from poisonsim.config import ConfigError, Scenario, describe_options
-
-SUMMARY_ROWS = (  # over the stream first (mean over the evaluations after the attack's first event, worst one),
-    # then at the end; "vs clean twin": against the same model learning the same stream without the poison
-    ("events_total", "events"),
-    ("poison_events_total", "poison events"),
-    ("observed_poisoning_rate", "observed rho (stream)"),
-    ("learned_poisoning_rate", "rho of all it learned from"),
-    ("attack_success_rate_mean", "attack success, mean over the stream"),
-    ("attack_success_rate_worst", "attack success, worst"),
-    ("attack_success_rate", "attack success at the end"),
-    ("twin_attack_success_rate_mean", "clean twin: attack success, mean (base rate)"),
-    ("accuracy_drop_mean", "accuracy lost vs clean twin, mean"),
-    ("accuracy_drop_worst", "accuracy lost vs clean twin, worst"),
-    ("accuracy_drop", "accuracy lost vs clean twin at the end"),
-    ("disagreement_mean", "held-out predictions changed vs clean twin, mean"),
-    ("clean_accuracy_mean", "clean accuracy (held-out), mean"),
-    ("clean_accuracy", "clean accuracy (held-out) at the end"),
-    ("twin_clean_accuracy", "clean twin: clean accuracy at the end"),
-    ("prequential_accuracy", "prequential accuracy"),
-    ("displacement_radii", "displacement (radii)"),
-    ("twin_displacement_radii", "clean twin: displacement (radii)"),
-    ("centroid_displacement", "centroid displacement"),
-    ("window_contamination", "window contamination"),
-    ("first_success_poison_events", "poison events to first success"),
-    ("deployed_attack_success_rate_mean", "deployed model: attack success, mean"),
-    ("deployed_attack_success_rate", "deployed model: attack success at the end"),
-    ("deployed_clean_accuracy", "deployed model: clean accuracy at the end"),
-    ("snapshots_deployed", "snapshots deployed"),
-    ("snapshots_vetoed", "snapshots vetoed"),
-    ("events_per_second", "events / s"),
-)
-DEFENSE_FIGURES = (  # over time after the attack starts (mean, worst interval), then at the end of the stream
-    ("precision_mean", "precision, mean"),
-    ("recall_mean", "recall, mean"),
-    ("recall_worst", "recall, worst"),
-    ("stream_frr_mean", "clean stream events flagged, mean"),
-    ("far_mean", "FAR, mean"),
-    ("far_worst", "FAR, worst"),
-    ("frr_mean", "FRR, mean"),
-    ("frr_worst", "FRR, worst"),
-    ("attack_success_behind_mean", "attack success behind it, mean"),
-    ("precision", "precision at the end"),
-    ("recall", "recall at the end"),
-    ("far", "FAR at the end"),
-    ("frr", "FRR at the end"),
-    ("attack_success_behind", "attack success behind it at the end"),
-    ("resets", "resets"),
-)
+from poisonsim.evaluation.glossary import DEFENSE, RUN, explain
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.handler(args)
     except ConfigError as exc:
         print(f"poisonsim: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr (``poisonsim: warning: ...``), without the source line Python adds."""
+    print(f"poisonsim: warning: {message}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument("--out", type=Path, help="directory for summary.json, timeseries.csv, scenario.toml")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    run.add_argument("--explain", action="store_true", help="each figure's unit and definition beside it")
     run.add_argument(
         "--metrics-port",
         type=int,
@@ -220,6 +182,8 @@ def _run(args: argparse.Namespace) -> int:
     from poisonsim.pipeline.world import World
 
     scenario = Scenario.from_toml(args.scenario, args.overrides, args.seed)
+    if args.quiet and not args.out and args.metrics_port is None:
+        raise ConfigError("--quiet: with neither --out nor --metrics-port the run would show and keep nothing")
     if args.out:
         check_out(args.out)
     metrics = _embedded_metrics(args, scenario) if args.metrics_port is not None else None
@@ -230,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
         else:
             world = World.build(scenario)  # a scenario the model, attack or defenses refuse fails before the bar
             result = _run_with_progress(scenario, partial(run, world=world, observe=observe))
-            _print_summary(scenario, result.summary)
+            _print_summary(scenario, result.summary, args.explain)
         if args.out:
             out = write_results(result, scenario, args.out)
             if not args.quiet:
@@ -348,29 +312,44 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(scenario: Scenario, summary: dict) -> None:
+def _print_summary(scenario: Scenario, summary: dict, explain: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{scenario.name}: {scenario.model.kind} under {scenario.attack.kind} (seed {scenario.seed})")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    for label, value in summary_rows(summary):
-        table.add_row(label, value)
+    if explain:
+        table.add_column("unit: what it is")
+    for label, value, meaning in summary_rows(summary):
+        table.add_row(label, value, *([meaning] if explain else []))
     Console().print(table)
+    if not explain:
+        print(
+            "over the stream: mean over the evaluation steps after the attack's first poison event; --explain "
+            "defines every row"
+        )
     print(verdict(summary))
+    if summary.get("events_per_second"):
+        print(
+            f"(this machine: {summary['events_total']:,} events in {summary['elapsed_seconds']:.2f} s, "
+            f"{summary['events_per_second']:,.0f} events/s)"
+        )
 
 
-def summary_rows(summary: dict) -> list[tuple[str, str]]:
-    """The printed table's rows: the run's figures, then each defense's (verdicts scored against ground truth).
+def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
+    """The printed table's rows (label, value, unit and definition): the run's figures, then each defense's
+    (its verdicts scored against ground truth); the machine's speed is no result and is left out.
 
-    >>> summary_rows({"events_total": 1000, "defenses": {"strip": {"precision": 0.5, "far": 0.03, "tp": 3}}})
-    [('events', '1,000'), ('strip: precision at the end', '0.5'), ('strip: FAR at the end', '0.03')]
+    >>> summary_rows({"events_total": 1000, "defenses": {"strip": {"precision": 0.5, "tp": 3}}})[1]
+    ('strip: precision at the end', '0.5', 'share of flags: flagged events that were poison, whole stream')
     """
-    rows = [(label, _shown(summary[key])) for key, label in SUMMARY_ROWS if summary.get(key) is not None]
+    rows = [(f.label, _shown(summary[key]), explain(key)) for key, f in RUN.items() if summary.get(key) is not None]
     for kind, figures in (summary.get("defenses") or {}).items():
         rows += [
-            (f"{kind}: {label}", _shown(figures[key])) for key, label in DEFENSE_FIGURES if figures.get(key) is not None
+            (f"{kind}: {f.label}", _shown(figures[key]), explain(f"defense.{key}"))
+            for key, f in DEFENSE.items()
+            if figures.get(key) is not None
         ]
     return rows
 
@@ -415,6 +394,10 @@ the stream (worst 0.114)'
         if drop is None:
             return f"{attack}: {poison:,} poison events; this attack has no success measure on this model"
         return f"{attack}: {how}{cost}"
+    whose, mean = "", summary.get("attack_success_rate_mean")
+    if summary.get("deployed_attack_success_rate") is not None:  # snapshots serve: the served model is the target
+        whose, success = "deployed model's ", summary["deployed_attack_success_rate"]
+        mean = summary.get("deployed_attack_success_rate_mean")
     outcome = "succeeded" if success >= 0.5 else "partly succeeded" if success > 0 else "failed"
     behind = [
         f"{kind} {f['attack_success_behind']:.3g}"
@@ -422,10 +405,12 @@ the stream (worst 0.114)'
         if f.get("attack_success_behind") is not None
     ]
     shown = f"; behind {', '.join(behind)}" if behind else ""
-    mean = summary.get("attack_success_rate_mean")
     over = "" if mean is None else f"; mean over the stream {mean:.3g}"
     why = _why_short(summary) if success < 0.5 else ""
-    return f"{attack}: {outcome} at the end of the stream (attack success {success:.3g}{shown}{over}) {how}{why}{cost}"
+    return (
+        f"{attack}: {outcome} at the end of the stream ({whose}attack success {success:.3g}{shown}{over}) "
+        f"{how}{why}{cost}"
+    )
 
 
 def _why_short(summary: dict) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -61,6 +62,10 @@ from poisonsim.registry import (
 
 class ConfigError(ValueError):
     """A scenario value was refused; the message names the key."""
+
+
+class ScenarioWarning(UserWarning):
+    """A scenario that runs, but likely not as its author meant (the CLI prints it as ``poisonsim: warning``)."""
 
 
 class StreamKeys:
@@ -343,8 +348,15 @@ class Scenario:
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: list[str] = (), seed: int | None = None) -> Scenario:
-        """Read a scenario file, apply ``--set`` overrides and an optional seed."""
-        raw = apply_overrides(read_toml(Path(path), "scenario"), overrides)
+        """Read a scenario file, apply ``--set`` overrides and an optional seed (a file that sets nothing, with
+        no overrides, runs every default: a :class:`ScenarioWarning` says so)."""
+        raw = read_toml(Path(path), "scenario")
+        if not raw and not overrides:
+            warnings.warn(
+                ScenarioWarning(f"{path} sets nothing: every section runs its defaults (see poisonsim run --help)"),
+                stacklevel=2,
+            )
+        raw = apply_overrides(raw, overrides)
         if seed is not None:
             raw["seed"] = seed
         return cls.from_dict(raw)

@@ -138,6 +138,27 @@ def test_an_unreadable_scenario_file_is_named(content, expected, capsys, tmp_pat
     assert rc == 2 and expected in err and str(path) in err and "Traceback" not in err, err
 
 
+def test_a_run_that_would_run_other_than_meant_says_so(capsys, tmp_path):
+    """An empty scenario file runs every default, with a warning; --quiet with nowhere to put the results is
+    refused (it would print and write nothing)."""
+    empty = tmp_path / "empty.toml"
+    empty.write_text("# nothing set yet\n")
+    rc, err = run_cli(["run", str(empty), "--quiet", "--out", str(tmp_path / "out")], capsys)
+    assert (
+        rc == 0
+        and err
+        == f"poisonsim: warning: {empty} sets nothing: every section runs its defaults (see poisonsim run --help)\n"
+    )
+    rc, err = run_cli(["run", str(empty), "--set", "stream.n_events=500", "--quiet", "--out", str(tmp_path)], capsys)
+    assert rc == 0 and err == ""  # an override is a choice: no warning
+    rc, err = run_cli(["run", CENTROID, "--quiet"], capsys)
+    assert (
+        rc == 2
+        and err
+        == "poisonsim: error: --quiet: with neither --out nor --metrics-port the run would show and keep nothing\n"
+    )
+
+
 def test_an_unwritable_out_is_refused_before_the_run(capsys, tmp_path):
     (tmp_path / "a-file").write_text("")
     for out, expected in ((tmp_path / "a-file", "is a file"), (Path("/proc/poisonsim-results"), "cannot write")):

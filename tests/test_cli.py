@@ -111,7 +111,8 @@ def test_the_printed_summary_shows_defense_and_deployment_figures_and_a_verdict(
     assert "outlier-rejection: precision" in defended and "drift-reset: resets" in defended
     deployed = poisonsim("run", "scenarios/front_running.toml", "--set", "stream.n_events=4000").stdout
     assert "deployed model: attack success" in deployed
-    assert "targeted: succeeded at the end of the stream (attack success 1; mean over the stream" in deployed
+    # the verdict judges the model that serves: the deployed snapshot
+    assert "targeted: succeeded at the end of the stream (deployed model's attack success 1; mean over" in deployed
     assert "with 100 poison events; it cost" in deployed  # the accuracy it cost against the clean twin
     late = poisonsim(
         "run", "scenarios/label_flip.toml", "--set", "stream.n_events=1000", "--set", "attack.start=5000"
@@ -171,3 +172,14 @@ def test_metrics_port_errors_name_the_flag():
         timeout=120,
     )
     assert done.returncode == 2 and "--metrics-port: expected 0..65535, got 70000" in done.stderr
+
+
+def test_explain_puts_each_figure_s_unit_and_definition_beside_it_and_speed_apart():
+    plain = poisonsim("run", "scenarios/centroid_shift.toml", "--set", "stream.n_events=3000").stdout
+    assert "--explain defines every row" in plain and "unit: what it is" not in plain
+    assert "events / s" not in plain and "(this machine: 3,000 events in " in plain  # speed is no result
+    explained = poisonsim(
+        "run", "scenarios/centroid_shift.toml", "--set", "stream.n_events=3000", "--explain"
+    ).stdout.replace("\n", " ")
+    assert "unit: what it is" in explained and "radii: how far the" in explained
+    assert "share of held-out inputs" in explained

@@ -41,16 +41,15 @@ from array import array
 from typing import Annotated
 
 import numpy as np
-from river import drift
-from river.drift import binary
 
 from poisonsim.defenses.base import DefenderKnowledge, Defense, Every, MonitorKind, Signal
 from poisonsim.defenses.window import restore_window, window_model
 from poisonsim.events import EventBatch
 from poisonsim.registry import DEFENSES, Key
 
-MONITORS = {"adwin": drift.ADWIN, "page-hinkley": drift.PageHinkley, "kswin": drift.KSWIN}  # on a number
-BINARY_MONITORS = {"ddm": binary.DDM, "eddm": binary.EDDM, "hddm-a": binary.HDDMA, "hddm-w": binary.HDDMW}  # 0 / 1
+# river's drift detectors, by name (imported when first made: river.drift imports scikit-learn, about 1 s)
+MONITORS = {"adwin": "ADWIN", "page-hinkley": "PageHinkley", "kswin": "KSWIN"}  # on a number
+BINARY_MONITORS = {"ddm": "DDM", "eddm": "EDDM", "hddm-a": "HDDMA", "hddm-w": "HDDMW"}  # on 0 / 1
 BASELINES = ("never", "always", "periodic")  # trivial monitors a real one has to beat
 MAX_ALARMS_REPORTED = 100
 
@@ -73,11 +72,14 @@ class Baseline:
 
 def new_monitor(kind: str, seed: int, period: int = 1000):
     """A fresh monitor of ``kind``: river's (KSWIN seeded), or a :class:`Baseline`."""
-    if kind == "kswin":
-        return drift.KSWIN(seed=seed)
     if kind in BASELINES:
         return Baseline(kind, period)
-    return {**MONITORS, **BINARY_MONITORS}[kind]()
+    from river import drift
+    from river.drift import binary
+
+    if kind in BINARY_MONITORS:
+        return getattr(binary, BINARY_MONITORS[kind])()
+    return drift.KSWIN(seed=seed) if kind == "kswin" else getattr(drift, MONITORS[kind])()
 
 
 class DriftMonitor:
