@@ -113,7 +113,7 @@ def test_the_ready_strip_scenarios_run_the_configuration_the_docs_call_shipped(s
     from poisonsim.config import Scenario
 
     paper, _ = bench.SETTINGS[setting]
-    measured = Scenario.from_toml(bench.ROOT / "scenarios" / paper, bench.CONFIGS[bench.SHIPPED])
+    measured = Scenario.from_toml(bench.ROOT / "scenarios" / paper, bench.CONFIGS[bench.SHIPPED[setting]])
     ready = Scenario.from_toml(bench.ROOT / "scenarios" / bench.READY[setting])
     assert ready.to_dict()["defense"] == measured.to_dict()["defense"]
     assert {k: v for k, v in ready.to_dict().items() if k not in ("defense", "name")} == {
