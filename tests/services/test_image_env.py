@@ -81,6 +81,9 @@ def test_the_distribution_installs_the_import_name_poisonsim_alone(image_env, tm
     done = subprocess.run([python, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["poisonsim"]  # no simulator, services, producers or consumers beside it
+    marker = "from importlib.metadata import distribution; print([str(f) for f in distribution('poisonsim').files])"
+    done = subprocess.run([python, "-c", marker], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert "poisonsim/py.typed" in done.stdout  # the type hints are the library's users' too (PEP 561)
 
 
 @pytest.mark.parametrize(
