@@ -401,7 +401,16 @@ def _check_kind(path: str, param: Param, value: Any) -> Any:
 
 
 def _coerce(path: str, kind: str, value: Any) -> Any:
+    """``value`` as the key's type, or a ValueError saying what was expected (and how to write it).
+
+    >>> _coerce("stream.n_events", "int", 1e12)
+    Traceback (most recent call last):
+    ...
+    ValueError: stream.n_events: expected an integer, got 1000000000000.0 (a float: write 1_000_000_000_000)
+    """
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        raise ValueError(f"{path}: expected an integer, got {value!r} (a float: write {int(value):_})")
     if kind == "int" and number and isinstance(value, int):
         return value
     if kind == "float" and number:

@@ -23,6 +23,10 @@ def test_ready_scenarios_load_and_round_trip(path):
     [
         ({"model": {"window_size": 0}}, "model.window_size: expected an integer >= 1, got 0"),
         ({"model": {"window_size": 2.5}}, "model.window_size: expected an integer, got 2.5"),
+        (
+            {"stream": {"n_events": 1e12}},
+            "stream.n_events: expected an integer, got 1000000000000.0 (a float: write 1_",
+        ),
         ({"model": {"window_policy": "lifo"}}, "model.window_policy: expected one of fifo, average-out"),
         (
             {"model": {"windowsize": 3}},
