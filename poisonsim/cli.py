@@ -30,10 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            return args.handler(args)
+            code = args.handler(args)
+        sys.stdout.flush()  # a reader that went away shows here, not as a traceback at exit
+        return code
     except ConfigError as exc:
         print(f"poisonsim: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`poisonsim kinds | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -183,3 +183,13 @@ def test_explain_puts_each_figure_s_unit_and_definition_beside_it_and_speed_apar
     ).stdout.replace("\n", " ")
     assert "unit: what it is" in explained and "radii: how far the" in explained
     assert "share of held-out inputs" in explained
+
+
+def test_a_reader_that_stops_early_ends_the_listing_quietly():
+    """``poisonsim kinds | head -1``: no traceback when the pipe closes, and the status a shell expects (141)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "poisonsim.cli", "kinds"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
+    )
+    process.stdout.close()  # the reader goes away before the listing is written
+    assert process.wait(timeout=120) == 141
+    assert process.stderr.read() == b""
