@@ -98,8 +98,10 @@ def scenario(
         raw = spec.to_dict()
     elif isinstance(spec, dict):
         raw = spec
-    else:
+    elif isinstance(spec, (str, Path)):
         return Scenario.from_toml(spec, list(overrides), seed)
+    else:
+        raise ConfigError(f"scenario: expected a TOML file's path, a dict or a Scenario, got {spec!r}")
     raw = apply_overrides(raw, list(overrides))
     if seed is not None:
         raw["seed"] = seed

@@ -17,7 +17,7 @@ one-line doc, bounds, choices). Parameters the world supplies (a model's
 >>> things.get("boxx")
 Traceback (most recent call last):
 ...
-poisonsim.registry.UnknownKind: thing kind "boxx" does not exist (known: box)
+poisonsim.registry.UnknownKind: thing kind "boxx" does not exist (did you mean "box"?) (known: box)
 
 Built-in kinds live in the modules a registry is given; they are imported on
 first need (the torch-based ones only when a scenario asks for one).
@@ -28,6 +28,7 @@ entry-point group ``poisonsim.<concept>s`` or named in a scenario's
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import inspect
@@ -240,7 +241,11 @@ class Registry:
             self._load_entry_points()
         if name not in self._kinds:
             failed = "".join(f"; {m} not loaded ({why})" for m, why in self._failed.items())
-            raise UnknownKind(f'{self.concept} kind "{name}" does not exist (known: {", ".join(self.names())}){failed}')
+            near = difflib.get_close_matches(str(name), self.names(), n=1)
+            hint = f' (did you mean "{near[0]}"?)' if near else ""
+            raise UnknownKind(
+                f'{self.concept} kind "{name}" does not exist{hint} (known: {", ".join(self.names())}){failed}'
+            )
         return self._kinds[name]
 
     def build_spec(self, spec: str | dict[str, Any], default: str) -> Any:

@@ -50,7 +50,11 @@ SCENARIO_VALUES = [  # (scenario file, override, what the error must name)
     (CENTROID, "seed='x'", "seed: expected an integer >= 0"),
     (CENTROID, "name=3", "name: expected a string"),
     (CENTROID, "plugins=['no_such_module_here']", "plugins: cannot import 'no_such_module_here'"),
-    (CENTROID, "defense=[{kind='strip-typo'}]", 'defense[0].kind: defense kind "strip-typo" does not exist'),
+    (
+        CENTROID,
+        "defense=[{kind='strip-typo'}]",
+        'defense[0].kind: defense kind "strip-typo" does not exist (did you mean "strip"?)',
+    ),
     (CENTROID, "defense=[{kind='drift-reset', monitor='adwin', quota=3}]", "defense[0].quota: not a key"),
     (CENTROID, "defense=[{}]", "defense[0].kind: required"),
     (BADNETS, "defense=[{kind='strip', confidence=0.3}]", "defense[0].confidence: expected a number >= 0.5"),

@@ -47,6 +47,14 @@ def test_bad_values_are_refused_by_the_api_as_by_the_cli():
     for overrides in ("attack.rate=0.1", [("attack.rate", 0.1)]):  # a string alone would be read letter by letter
         with pytest.raises(poisonsim.ConfigError, match='overrides: expected a list of "section.key=value" strings'):
             poisonsim.scenario(ROOT / "scenarios" / "label_flip.toml", overrides)
+    with pytest.raises(
+        poisonsim.ConfigError, match="scenario: expected a TOML file's path, a dict or a Scenario, got 42"
+    ):
+        poisonsim.run(42)
+    with pytest.raises(
+        poisonsim.ConfigError, match='attack kind "badnest" does not exist \\(did you mean "badnets"\\?\\)'
+    ):
+        poisonsim.run({"attack": {"kind": "badnest"}})
 
 
 def test_models_take_river_rows_and_river_evaluates_them():
