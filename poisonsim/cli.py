@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from poisonsim import __version__
 from poisonsim.config import ConfigError, Scenario, describe_options
-from poisonsim.evaluation.glossary import DEFENSE, RUN, explain
+from poisonsim.evaluation.glossary import DEFENSE, RUN, explain, label
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,19 +317,19 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(scenario: Scenario, summary: dict, explain: bool = False) -> None:
+def _print_summary(scenario: Scenario, summary: dict, definitions: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{scenario.name}: {scenario.model.kind} under {scenario.attack.kind} (seed {scenario.seed})")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    if explain:
+    if definitions:
         table.add_column("unit: what it is")
-    for label, value, meaning in summary_rows(summary):
-        table.add_row(label, value, *([meaning] if explain else []))
+    for name, value, meaning in summary_rows(summary):
+        table.add_row(name, value, *([meaning] if definitions else []))
     Console().print(table)
-    if not explain:
+    if not definitions:
         print(
             "over the stream: mean over the evaluation steps after the attack's first poison event; --explain "
             "defines every row"
@@ -349,7 +349,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
     >>> summary_rows({"events_total": 1000, "defenses": {"strip": {"precision": 0.5, "tp": 3}}})[1]
     ('strip: precision at the end', '0.5', 'share of flags: flagged events that were poison, whole stream')
     """
-    rows = [(f.label, _shown(summary[key]), explain(key)) for key, f in RUN.items() if summary.get(key) is not None]
+    detector = summary.get("radius") is not None  # an anomaly detector's summary carries its radius
+    rows = [(label(key, detector), _shown(summary[key]), explain(key)) for key in RUN if summary.get(key) is not None]
     for kind, figures in (summary.get("defenses") or {}).items():
         rows += [
             (f"{kind}: {f.label}", _shown(figures[key]), explain(f"defense.{key}"))

@@ -89,7 +89,7 @@ RUN = {  # summary key -> figure, in the order the table shows them
     ),
     "twin_displacement_radii": Figure("clean twin: displacement (radii)", "radii", f"the same, of {TWIN}"),
     "centroid_displacement": Figure(
-        "centroid displacement",
+        "centroid displacement (feature units)",
         "feature units",
         "the largest distance of a class centroid (the detector's one) from where it started",
     ),
@@ -151,6 +151,21 @@ DEFENSE = {  # a defense's summary key -> figure (its verdicts scored against th
 }
 
 GLOSSARY = {**RUN, **{f"defense.{key}": figure for key, figure in DEFENSE.items()}}
+FOR_DETECTORS = {  # labels that say what the figure is for an anomaly detector (it accepts or flags, not classifies)
+    "clean_accuracy_mean": "clean inputs accepted (held-out), mean",
+    "clean_accuracy": "clean inputs accepted (held-out) at the end",
+    "twin_clean_accuracy": "clean twin: clean inputs accepted at the end",
+    "prequential_accuracy": "prequential accuracy (clean accepted, poison flagged)",
+}
+
+
+def label(key: str, detector: bool = False) -> str:
+    """The printed label of a run's summary key (``detector``: the model accepts or flags inputs).
+
+    >>> label("clean_accuracy"), label("clean_accuracy", detector=True)
+    ('clean accuracy (held-out) at the end', 'clean inputs accepted (held-out) at the end')
+    """
+    return FOR_DETECTORS[key] if detector and key in FOR_DETECTORS else RUN[key].label
 
 
 def explain(key: str) -> str:
