@@ -172,3 +172,23 @@ def explain(key: str) -> str:
     """``unit: definition`` of a summary key (``defense.<key>`` for a defense's figure)."""
     figure = GLOSSARY[key]
     return f"{figure.unit}: {figure.definition}"
+
+
+def markdown() -> str:
+    """The glossary as the documentation's tables (``python -m poisonsim.evaluation.glossary`` prints them)."""
+
+    def row(key: str, f: Figure) -> str:
+        return (
+            "| " + " | ".join(cell.replace("|", "\\|") for cell in (f"`{key}`", f.label, f.unit, f.definition)) + " |"
+        )
+
+    lines = ["## A run's figures", "", "| summary key | printed as | unit | what it is |", "|---|---|---|---|"]
+    lines += [row(key, f) for key, f in RUN.items()]
+    lines += ["", "## Each defense's figures (`defenses.<kind>.<key>`)", ""]
+    lines += ["| key | printed as | unit | what it is |", "|---|---|---|---|"]
+    lines += [row(key, f) for key, f in DEFENSE.items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
