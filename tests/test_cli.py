@@ -146,14 +146,15 @@ def test_an_embedded_run_serves_the_learners_metrics_live(tmp_path):
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline, text = time.monotonic() + 120, ""
-        while time.monotonic() < deadline and "poisonsim_stream_position_events 4000.0" not in text:
+        deadline, text, summary = time.monotonic() + 120, "", None
+        while time.monotonic() < deadline and summary is None:  # the stream learned and its results written
             time.sleep(0.3)
             try:
+                summary = json.loads((tmp_path / "summary.json").read_text())  # written once the run ended
                 text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-            except OSError:
+            except (OSError, ValueError):  # not serving yet, or the results not yet (all) written
                 continue
-        summary = json.loads((tmp_path / "summary.json").read_text())
+        assert summary is not None, "no results within 120 s"
         assert "poisonsim_stream_position_events 4000.0" in text
         assert f"poisonsim_poisoning_rate_ratio {summary['observed_poisoning_rate']}" in text
         assert 'role="embedded"' in text
