@@ -43,11 +43,13 @@ from typing import Annotated
 import numpy as np
 
 from poisonsim.defenses.base import DefenderKnowledge, Defense, Every, MonitorKind, Signal
+from poisonsim.defenses.page_hinkley import PageHinkley
 from poisonsim.defenses.window import restore_window, window_model
 from poisonsim.events import EventBatch
 from poisonsim.registry import DEFENSES, Key
 
-# river's drift detectors, by name (imported when first made: river.drift imports scikit-learn, about 1 s)
+# river's drift detectors, by name (imported when first made: river.drift imports scikit-learn, about 1 s;
+# page-hinkley is poisonsim.defenses.page_hinkley's, river's test value for value)
 MONITORS = {"adwin": "ADWIN", "page-hinkley": "PageHinkley", "kswin": "KSWIN"}  # on a number
 BINARY_MONITORS = {"ddm": "DDM", "eddm": "EDDM", "hddm-a": "HDDMA", "hddm-w": "HDDMW"}  # on 0 / 1
 BASELINES = ("never", "always", "periodic")  # trivial monitors a real one has to beat
@@ -74,6 +76,8 @@ def new_monitor(kind: str, seed: int, period: int = 1000):
     """A fresh monitor of ``kind``: river's (KSWIN seeded), or a :class:`Baseline`."""
     if kind in BASELINES:
         return Baseline(kind, period)
+    if kind == "page-hinkley":
+        return PageHinkley()  # river's test with river's defaults, without importing river's drift detectors
     from river import drift
     from river.drift import binary
 

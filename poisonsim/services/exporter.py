@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from poisonsim.services.page_hinkley import PageHinkley
+from poisonsim.defenses.page_hinkley import PageHinkley
 from poisonsim.transport.codec import REASONS
 
 MODEL_ALARMS = "model"  # the detections metric's label for the model's own alarms (a model that offers "alarms")
@@ -170,7 +170,7 @@ class JudgeMetrics:
 
 
 class ErrorDriftAlarm:
-    """Page-Hinkley (:mod:`poisonsim.services.page_hinkley`, river's test) on the prequential error of each
+    """Page-Hinkley (:mod:`poisonsim.defenses.page_hinkley`, river's test) on the prequential error of each
     evaluation step; counts its alarms.
 
     Monitoring only: it reads the evaluator's rows, so it gives the same alarms

@@ -285,7 +285,7 @@ def test_page_hinkley_raises_river_s_alarms_value_for_value(seed):
     defaults."""
     from river.drift import PageHinkley as RiverPageHinkley
 
-    from poisonsim.services.page_hinkley import PageHinkley
+    from poisonsim.defenses.page_hinkley import PageHinkley
 
     rng = np.random.default_rng(seed)
     levels = np.repeat(rng.uniform(0, 1, 12), 400)

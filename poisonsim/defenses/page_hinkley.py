@@ -1,10 +1,10 @@
 """The Page-Hinkley test (Page 1954) on a stream of numbers, as river's ``drift.PageHinkley`` computes it.
 
-The exporter watches each evaluation step's prequential error with it. It
-is written here, 30 lines, because importing river's drift detectors
-imports river's datasets and with them scikit-learn, scipy and pandas: 1.5 s
-of every learner's start-up, for a metric. A test holds it to river's
-alarms, value for value.
+The ``page-hinkley`` drift monitor of the drift defenses, and the
+exporter's test on each evaluation step's prequential error. It is written
+here, 30 lines, because importing river's drift detectors imports river's
+datasets and with them scikit-learn, scipy and pandas: 1.5 s of every
+learner's start-up. A test holds it to river's alarms, value for value.
 
 Two-sided, with a fading mean: ``up`` sums ``x - mean - delta`` and
 ``down`` sums ``x - mean + delta`` (each faded by ``alpha``); after
