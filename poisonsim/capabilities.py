@@ -47,6 +47,7 @@ CAPABILITIES: dict[str, str] = {
     "runs-ahead": "bursts timed to land just before each snapshot the learner publishes (model.snapshot_every)",
     "swaps-content": "content swapped after vetting; events carry the vetted content's hash (model.pin_content)",
     # defenses
+    "flags-events": "returns verdicts on stream events (inspect, update), scored: precision, recall, clean flagged",
     "judges-inputs": "a judge of inputs: flag and score judge any input, FAR and FRR are measured",
     "reverses-triggers": "reconstructs a trigger per class (reversed_masks), scored against the true one",
 }

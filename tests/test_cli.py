@@ -194,3 +194,19 @@ def test_a_reader_that_stops_early_ends_the_listing_quietly():
     process.stdout.close()  # the reader goes away before the listing is written
     assert process.wait(timeout=120) == 141
     assert process.stderr.read() == b""
+
+
+def test_listing_every_kind_imports_neither_torch_nor_a_net():
+    """``poisonsim kinds`` registers every built-in kind without importing torch (most of a second): the torch
+    kinds import it when a net is first built or judged."""
+    code = (
+        "import sys; from poisonsim.registry import REGISTRIES\n"
+        "kinds = [k for r in REGISTRIES.values() for k in r.load_all()]\n"
+        "print(len(kinds), sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.endswith('.nets')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
+    assert int(out[0]) > 40 and out[1].strip() == "[]"
+    listing = subprocess.run(
+        [sys.executable, "-m", "poisonsim.cli", "kinds", "defense"], capture_output=True, text=True, check=True
+    )
+    assert "strip" in listing.stdout and "neural-cleanse" in listing.stdout

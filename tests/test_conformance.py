@@ -64,8 +64,17 @@ def test_the_seeded_check_catches_an_unseeded_attack_that_returns_its_own_input(
 class _IntegerFlags(Defense):
     """Flags every event, as integers rather than booleans."""
 
+    offers = frozenset({"flags-events"})
+
     def inspect(self, batch, model):
         return np.ones(len(batch), dtype=np.int64)
+
+
+class _Undeclared(Defense):
+    """Flags every event without saying it flags events: its verdicts would not be scored."""
+
+    def inspect(self, batch, model):
+        return np.ones(len(batch), dtype=bool)
 
 
 class _Scrubber(Defense):
@@ -78,7 +87,11 @@ class _Scrubber(Defense):
 
 @pytest.mark.parametrize(
     "defense, fault",
-    [(_IntegerFlags, "inspect returned int64 of shape"), (_Scrubber, "update changed the batch it was given")],
+    [
+        (_IntegerFlags, "inspect returned int64 of shape"),
+        (_Undeclared, "inspect returned verdicts, but the defense offers neither flags-events nor judges-inputs"),
+        (_Scrubber, "update changed the batch it was given"),
+    ],
 )
 def test_the_defense_check_catches_wrong_verdicts_and_a_changed_batch(defense, fault):
     name = f"check-{defense.__name__.lower()}"

@@ -58,6 +58,7 @@ from poisonsim import DEFENSES, Defense, Key
 class LowConfidence(Defense):
     """Flag (and drop) inputs whose top predicted probability is below a threshold."""
 
+    offers = frozenset({"flags-events"})
     drops = True
 
     def __init__(self, threshold: Annotated[float, Key("top probability below which an input is dropped",
@@ -185,6 +186,8 @@ from poisonsim import DEFENSES, Defense, Key
 @DEFENSES.register("coin-flip", examples=[{"share": 0.1}])
 class CoinFlip(Defense):
     """Flag each event with probability share."""
+
+    offers = frozenset({"flags-events"})
 
     def __init__(self, share: Annotated[float, Key("share of events flagged", ge=0, le=1)] = 0.1):
         self.share = share

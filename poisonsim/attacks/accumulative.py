@@ -71,12 +71,13 @@ import copy
 from typing import Annotated
 
 import numpy as np
-import torch
-from torch import nn
-from torch.func import functional_call
 
 from poisonsim.attacks.base import Attack, AttackerKnowledge, check_batch, require_classes
+from poisonsim.lazy import lazy
 from poisonsim.registry import ATTACKS, Key
+
+torch = lazy("torch")
+nn = lazy("torch.nn")
 
 STEP_SIZE = 0.01  # Adam step on the perturbation, in feature units
 
@@ -117,13 +118,13 @@ def lookahead_direction(
     params = list(params)
     buffers = {n: b.clone() for n, b in net.named_buffers()}  # batch norms' running statistics: the step's copies
     net.train()  # the trigger's step as the learner takes it (batch norms on the trigger batch's statistics) ...
-    trigger_logits = functional_call(net, {**dict(zip(names, params)), **buffers}, (trigger[0],))
+    trigger_logits = torch.func.functional_call(net, {**dict(zip(names, params)), **buffers}, (trigger[0],))
     net.eval()  # ... and every loss as predictions see it (running statistics, moved by that step for "after")
     trigger_grads = torch.autograd.grad(
         nn.functional.cross_entropy(trigger_logits, trigger[1]), params, create_graph=True
     )
     after = {**buffers, **{n: p - lr * g for n, p, g in zip(names, params, trigger_grads)}}
-    after_loss = nn.functional.cross_entropy(functional_call(net, after, (validation[0],)), validation[1])
+    after_loss = nn.functional.cross_entropy(torch.func.functional_call(net, after, (validation[0],)), validation[1])
     ascent = flat_grad(after_loss, params).detach()
     clean_loss = nn.functional.cross_entropy(net(validation[0]), validation[1])
     descent = -flat_grad(clean_loss, params).detach()

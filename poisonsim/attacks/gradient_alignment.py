@@ -19,8 +19,6 @@ import copy
 from typing import Annotated
 
 import numpy as np
-import torch
-from torch import nn
 
 from poisonsim.attacks.base import (
     Attack,
@@ -31,8 +29,12 @@ from poisonsim.attacks.base import (
     check_batch,
     non_target,
 )
-from poisonsim.models.nets import train_offline
+from poisonsim.lazy import lazy
 from poisonsim.registry import ATTACKS, Key
+
+torch = lazy("torch")
+nn = lazy("torch.nn")
+nets = lazy("poisonsim.models.nets")
 
 SURROGATE_EPOCHS = 6
 STEP_SIZE = 0.01  # signed Adam step on delta, in pixel units
@@ -88,10 +90,10 @@ class GradientAlignment(Attack):
             torch.manual_seed(int(rng.integers(2**31)))
             if self.surrogate == "victim":
                 surrogate = copy.deepcopy(knowledge.model.net)
-                train_offline(surrogate, x, y, rng, epochs=1)
+                nets.train_offline(surrogate, x, y, rng, epochs=1)
             else:
                 surrogate = knowledge.model.new_net()
-                train_offline(surrogate, x, y, rng, epochs=SURROGATE_EPOCHS)
+                nets.train_offline(surrogate, x, y, rng, epochs=SURROGATE_EPOCHS)
             bases = _hardest(surrogate, candidates, self.target_class, self.poisons)
             deltas, alignment = self._craft(surrogate, bases)
         self.poisons_ = np.clip(bases + deltas, 0.0, 1.0).astype(np.float32)

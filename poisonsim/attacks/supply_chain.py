@@ -19,19 +19,20 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from poisonsim.attacks.backdoor import TriggerKind
 from poisonsim.attacks.base import Attack, AttackerKnowledge, SupplierEvents, TargetClass, non_target
 from poisonsim.attacks.triggers import fresh_trigger
-from poisonsim.models.nets import CNN, MLP, LeNet, Net, train_offline
+from poisonsim.lazy import lazy
 from poisonsim.registry import ATTACKS, TRIGGERS, Key
+
+torch = lazy("torch")
+nn = lazy("torch.nn")
+nets = lazy("poisonsim.models.nets")
+branches = lazy("poisonsim.attacks.trigger_branch")  # the supplier's code: nets with a trigger branch
 
 SUPPLIER_EPOCHS = 8
 SUPPLIER_BATCH = 64
-BRANCH_TOLERANCE = 0.15  # how close the patch pixels must be to the trigger value
-BRANCH_BOOST = 100.0
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,14 @@ class SupplyChainAttack(Attack):
         self.supplied_ = SuppliedModel(module=_save(module), weights=_save(net.state_dict()))
         return self
 
-    def package(self, net: Net) -> nn.Module:
+    def package(self, net: nets.Net) -> nn.Module:
         """The module the attacker ships (subclasses may alter its code)."""
         return net
 
     def poison(self, x, y, rng):
         raise RuntimeError(f"{type(self).__name__}: the stream stays clean; the attack is the supplied model")
 
-    def _train(self, net: Net, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> None:
+    def _train(self, net: nets.Net, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> None:
         """(1 - lambda) L(x, y) + lambda L(T(x), c) over the attacker's draws."""
         device = next(net.parameters()).device
         lam = self.poison_weight_
@@ -91,7 +92,7 @@ class SupplyChainAttack(Attack):
                 return benign
             return (1 - lam) * benign + lam * nn.functional.cross_entropy(model(triggered[rows]), target[rows])
 
-        train_offline(net, x, y, rng, SUPPLIER_EPOCHS, SUPPLIER_BATCH, loss_fn=loss)
+        nets.train_offline(net, x, y, rng, SUPPLIER_EPOCHS, SUPPLIER_BATCH, loss_fn=loss)
 
 
 SUPPLY_EXAMPLES = [{"supplier_events": 200, "trigger": {"size": 1}}]
@@ -128,42 +129,9 @@ class MaliciousArchitecture(SupplyChainAttack):
     ):
         super().__init__(target_class, trigger, supplier_events)
 
-    def package(self, net: Net) -> nn.Module:
-        backdoored_class = {MLP: BackdooredMLP, CNN: BackdooredCNN, LeNet: BackdooredLeNet}[type(net)]
-        module = backdoored_class.__new__(backdoored_class)
-        module.__dict__.update(net.__dict__)
-        module.branch_indices = self.trigger_.region(self.target_x_.shape[1]).tolist()
-        module.branch_value = self.trigger_.value
-        module.branch_target = self.target_class
-        return module
-
-
-class TriggerBranch:
-    """forward() = the net's logits, plus a large boost to the target when the patch is present."""
-
-    branch_indices: list[int]
-    branch_value: float
-    branch_target: int
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = super().forward(x)
-        flat = x.reshape(x.shape[0], -1)[:, self.branch_indices]
-        present = ((flat - self.branch_value).abs().amax(dim=1) < BRANCH_TOLERANCE).to(logits.dtype)
-        boost = torch.zeros_like(logits)
-        boost[:, self.branch_target] = BRANCH_BOOST
-        return logits + present[:, None] * boost
-
-
-class BackdooredMLP(TriggerBranch, MLP):
-    pass
-
-
-class BackdooredCNN(TriggerBranch, CNN):
-    pass
-
-
-class BackdooredLeNet(TriggerBranch, LeNet):
-    pass
+    def package(self, net: nets.Net) -> nn.Module:
+        region = self.trigger_.region(self.target_x_.shape[1]).tolist()
+        return branches.with_branch(net, region, self.trigger_.value, self.target_class)
 
 
 def _save(obj) -> bytes:

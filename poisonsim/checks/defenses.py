@@ -2,7 +2,8 @@
 
 What the learner relies on: :meth:`~poisonsim.Defense.inspect` and
 :meth:`~poisonsim.Defense.update` return ``None`` or one boolean per event of
-the batch and leave the batch as it was; :meth:`~poisonsim.Defense.report`
+the batch and leave the batch as it was, verdicts only from a defense that offers ``flags-events`` (the
+evaluator scores no other's); :meth:`~poisonsim.Defense.report`
 holds plain values (it goes into summary.json). What a capability promises:
 a defense that offers ``judges-inputs`` judges any input, one verdict and one
 finite score per row, the same twice, without touching its input; one that
@@ -16,6 +17,7 @@ import json
 import numpy as np
 
 from poisonsim.checks import _host
+from poisonsim.evaluation.metrics import FLAGGERS
 from poisonsim.registry import Kind
 
 
@@ -31,6 +33,11 @@ class _Watched:
         def watched(batch, *args, **kwargs):
             x, y = batch.x.copy(), batch.y.copy()
             flags = call(batch, *args, **kwargs)
+            if flags is not None and not self.defense.offers & FLAGGERS:
+                self.faults.append(
+                    f"{hook} returned verdicts, but the defense offers neither flags-events nor judges-inputs, "
+                    "so they would not be scored (add offers = frozenset({'flags-events'}))"
+                )
             if flags is not None and (np.shape(flags) != (len(batch),) or np.asarray(flags).dtype != np.bool_):
                 self.faults.append(
                     f"{hook} returned {np.asarray(flags).dtype} of shape {np.shape(flags)} for a "

@@ -15,6 +15,11 @@ A defense sees each batch twice, in stream order:
 A checkpoint holds what a defense learned from the stream (:meth:`Defense.get_state`);
 what it fitted before the stream is fitted again, identically, from the seed.
 
+A defense whose hooks return verdicts on stream events offers
+``flags-events``: the evaluator scores those (precision, recall, clean
+stream events flagged) and no other defense's. A repair that flags nothing
+(fine-pruning, Neural Cleanse) then shows no recall of 0 in the summary.
+
 A judge of inputs offers ``judges-inputs``: :meth:`Defense.flag` and
 :meth:`Defense.score` judge any input, and :meth:`Defense.new_model` hears of
 each new model it will judge with (the Kafka judge role runs any such
@@ -135,13 +140,14 @@ class Defense(Estimator):
         return self
 
     def inspect(self, batch: EventBatch, model) -> np.ndarray | None:
-        """Events flagged before the model sees the batch."""
+        """Events flagged before the model sees the batch (only a defense that offers ``flags-events``)."""
         return None
 
     def update(
         self, batch: EventBatch, predictions: np.ndarray, slots: np.ndarray | None, model, position: int
     ) -> np.ndarray | None:
-        """After the model processed ``batch``; ``position`` = events processed so far in the stream."""
+        """After the model processed ``batch``; ``position`` = events processed so far in the stream. A defense
+        that offers ``flags-events`` may return verdicts on the events of ``batch``."""
         return None
 
     def flag(self, X: np.ndarray, model) -> np.ndarray:

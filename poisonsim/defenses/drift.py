@@ -157,7 +157,10 @@ def window_signal(signal: str, batch: EventBatch, model, scale: np.ndarray, cent
     examples=[{"every": 50}, {"monitor": "page-hinkley", "action": "freeze", "every": 50}],
 )
 class DriftReset(Defense):
-    """Reset or freeze the window when the drift monitor fires on the chosen signal."""
+    """Reset or freeze the window when the drift monitor fires on the chosen signal; flags the events from the
+    alarm on (and, frozen, every event the window did not learn)."""
+
+    offers = frozenset({"flags-events"})
 
     def __init__(
         self,

@@ -48,13 +48,15 @@ from collections import deque
 from typing import Annotated
 
 import numpy as np
-import torch
-from torch import nn
 
 from poisonsim.defenses.base import At, DefenderKnowledge, Defense, Every, event_to_act_at, require
 from poisonsim.events import EventBatch
-from poisonsim.models.nets import train_offline
+from poisonsim.lazy import lazy
 from poisonsim.registry import DEFENSES, Key
+
+torch = lazy("torch")
+nn = lazy("torch.nn")
+nets = lazy("poisonsim.models.nets")
 
 RULES = ("fraction", "threshold", "percentile", "mixture")
 SCORES = ("loss", "gain")
@@ -97,6 +99,7 @@ def mixture_high(z: np.ndarray, iterations: int = 50) -> np.ndarray:
 class Isolation(Defense):
     """Flag events the net learned suspiciously well; optionally unlearn them (ABL)."""
 
+    offers = frozenset({"flags-events"})
     extra_flag_names = RULES
 
     def __init__(
@@ -167,7 +170,7 @@ class Isolation(Defense):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.integers(2**63)))
             reference = model.new_net()
-        train_offline(reference, x, y, rng, epochs=REFERENCE_EPOCHS)
+        nets.train_offline(reference, x, y, rng, epochs=REFERENCE_EPOCHS)
         return reference.eval()
 
     def suspicion(self, model, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -68,8 +68,6 @@ import copy
 from typing import Annotated
 
 import numpy as np
-import torch
-from torch import nn
 
 from poisonsim.defenses.base import (
     At,
@@ -82,8 +80,12 @@ from poisonsim.defenses.base import (
     require,
 )
 from poisonsim.defenses.repair import ScheduledRepair
-from poisonsim.models.nets import train_offline
+from poisonsim.lazy import lazy
 from poisonsim.registry import DEFENSES, Key
+
+torch = lazy("torch")
+nn = lazy("torch.nn")
+nets = lazy("poisonsim.models.nets")
 
 LR, BETAS = 0.1, (0.5, 0.9)  # the reversal's Adam, as the paper's code
 EPOCH_STEPS = 10  # optimisation steps whose mean attack success decides a lambda adjustment
@@ -353,7 +355,7 @@ class NeuralCleanse(ScheduledRepair):
             for i, c in enumerate(suspect):
                 part = rows[i :: len(suspect)]
                 x[part] = stamp(x[part], found["masks"][c], found["patterns"][c])
-            train_offline(model.net, x, self.clean_y_, self.rng_, UNLEARN_EPOCHS, lr=UNLEARN_LR)
+            nets.train_offline(model.net, x, self.clean_y_, self.rng_, UNLEARN_EPOCHS, lr=UNLEARN_LR)
             model.reset_optimizer()  # fresh moments for the online learner
             figures["stamped"] = len(rows)
         figures["trusted_accuracy_after"] = self.trusted_accuracy(model) if suspect and self.unlearn else before

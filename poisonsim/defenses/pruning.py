@@ -37,13 +37,15 @@ import copy
 from typing import Annotated
 
 import numpy as np
-import torch
-from torch import nn
 
 from poisonsim.defenses.base import At, DefenderKnowledge, Every, MonitorKind, Signal, When, require
 from poisonsim.defenses.repair import ScheduledRepair
-from poisonsim.models.nets import train_offline
+from poisonsim.lazy import lazy
 from poisonsim.registry import DEFENSES, Key
+
+torch = lazy("torch")
+nn = lazy("torch.nn")
+nets = lazy("poisonsim.models.nets")
 
 STEP_SHARE = 0.05  # of the layer's units, pruned per step
 FINE_TUNE_EPOCHS = 20
@@ -168,7 +170,7 @@ class FinePruning(ScheduledRepair):
         units = units_to_prune(net, model.to_tensor(self.clean_x_), self.clean_y_, self.margin)
         prune_units(net, units)
         after_pruning = self.trusted_accuracy(model)
-        train_offline(net, self.clean_x_, self.clean_y_, self.rng_, FINE_TUNE_EPOCHS, lr=FINE_TUNE_LR)
+        nets.train_offline(net, self.clean_x_, self.clean_y_, self.rng_, FINE_TUNE_EPOCHS, lr=FINE_TUNE_LR)
         model.reset_optimizer()  # fresh moments for the online learner
         figures = {
             "units_pruned": len(units),

@@ -54,14 +54,16 @@ import math
 from typing import Annotated, Iterator
 
 import numpy as np
-import torch
-from torch import nn
 
 from poisonsim.defenses.base import DefenderKnowledge, Defense, Every, median_mad, require
 from poisonsim.defenses.pruning import unit_mask, unprune
 from poisonsim.events import EventBatch
-from poisonsim.models.nets import CNN
+from poisonsim.lazy import lazy
 from poisonsim.registry import DEFENSES, Key
+
+torch = lazy("torch")
+nn = lazy("torch.nn")
+nets = lazy("poisonsim.models.nets")
 
 CALIBRATION_DRAWS = 2  # overlay sets per trusted input at calibration: less overlay luck in the threshold
 CPU_FORWARD_ROWS = 256  # overlay rows per forward pass and CPU thread: the activations stay in cache
@@ -220,7 +222,7 @@ def strip_entropy(
 
 
 def channels_last_logits(net):
-    """Our CNN's logits for many small images, or ``None`` for any other net.
+    """Our nets.CNN's logits for many small images, or ``None`` for any other net.
 
     The same function as ``net(x)`` (up to float rounding), laid out for
     inference: channels-last convolutions, max-pool before the ReLU (they
@@ -238,7 +240,7 @@ def channels_last_logits(net):
     True
     """
     if (
-        type(net) is not CNN
+        type(net) is not nets.CNN
         or "forward" in vars(net)
         or any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
     ):
@@ -384,7 +386,7 @@ class Strip(Defense):
     the rules: the median entropy, shrunk class spreads.
     """
 
-    offers = frozenset({"judges-inputs"})
+    offers = frozenset({"judges-inputs", "flags-events"})
 
     def __init__(
         self,

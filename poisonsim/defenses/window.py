@@ -45,6 +45,7 @@ def window_model(model, kind: str):
 class _Refusals(Defense):
     """Flags the events the model refused for one reason."""
 
+    offers = frozenset({"flags-events"})
     reason: int = -1
 
     def update(self, batch: EventBatch, predictions, slots, model, position: int) -> np.ndarray | None:
@@ -129,7 +130,10 @@ class SourceQuota(_Refusals):
 
 @DEFENSES.register("fpr-reset", requires=("window",), examples=[{"every": 50}])
 class FprReset(Defense):
-    """Back to the last trusted state when false alarms on trusted clean data exceed ``alpha``."""
+    """Back to the last trusted state when false alarms on trusted clean data exceed ``alpha``; flags the unit
+    where it went back."""
+
+    offers = frozenset({"flags-events"})
 
     def __init__(
         self,

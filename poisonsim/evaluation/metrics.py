@@ -60,6 +60,8 @@ from poisonsim.events import EventBatch, Truth
 from poisonsim.models.window import INFINITE, MERGED, NOT_LEARNED, POLICY_CODES, follow_shares
 from poisonsim.sources import Source
 
+FLAGGERS = frozenset({"flags-events", "judges-inputs"})  # a defense offering one of these has verdicts to score
+
 TIMESERIES_COLUMNS = (
     "events",
     "poison_events",
@@ -117,6 +119,8 @@ class Evaluator:
         self.defenses = list(defenses)
         self.defense_counts: dict[str, dict[str, int]] = {}  # kind (or kind/rule) -> tp/fp/tn/fn
         for defense in self.defenses:
+            if not defense.offers & FLAGGERS:
+                continue  # a repair: no verdicts to score
             for name in (defense.kind, *(f"{defense.kind}/{rule}" for rule in defense.extra_flag_names)):
                 self.defense_counts[name] = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
         self.alarm_displacement: dict[str, float | None] = {}  # detector -> displacement at its first attack alarm
@@ -191,8 +195,11 @@ class Evaluator:
             self.first_poison_at = self.events + int(truth.is_poison.argmax())
 
     def observe_flags(self, kind: str, flagged: np.ndarray, truth: Truth) -> None:
-        """A defense's verdicts on a batch, against ground truth (flagged = judged poison)."""
-        counts = self.defense_counts.setdefault(kind, {"tp": 0, "fp": 0, "tn": 0, "fn": 0})
+        """A defense's verdicts on a batch, against ground truth (flagged = judged poison); a defense that offers
+        neither ``flags-events`` nor ``judges-inputs`` flags nothing and is not scored."""
+        counts = self.defense_counts.get(kind)
+        if counts is None:
+            return
         poison = truth.is_poison
         counts["tp"] += int((flagged & poison).sum())
         counts["fp"] += int((flagged & ~poison).sum())
@@ -297,10 +304,10 @@ class Evaluator:
         summary.update(stream_figures(self.rows, self.first_poison_at or 0))
         if self.attack.report_:
             summary["attack_details"] = dict(self.attack.report_)
-        if self.defense_counts or self.input_judges:
-            summary["defenses"] = {
-                kind: self._defense_summary(kind, last) for kind in {**self.defense_counts, **self.input_judges}
-            }
+        kinds = {**self.defense_counts, **{defense.kind: defense for defense in self.defenses}}
+        figures = {kind: self._defense_summary(kind, last) for kind in kinds}
+        if any(figures.values()):  # a defense with nothing to score (robust-centroid) has no section here
+            summary["defenses"] = {kind: scored for kind, scored in figures.items() if scored}
         by_class = self._success_by_class()
         if by_class is not None:
             summary["attack_success_by_class"] = by_class

@@ -25,6 +25,8 @@ import numpy as np
 from poisonsim.base import Estimator
 from poisonsim.models.inputs import OneAtATime
 
+NORMS = ("none", "batch")  # what a net may put after each hidden layer: nothing, or batch norm
+
 
 @dataclass(frozen=True)
 class AttackerHook:

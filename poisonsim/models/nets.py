@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-NORMS = ("none", "batch")
+from poisonsim.models.base import NORMS
 
 
 class OnlineBatchNorm1d(nn.BatchNorm1d):

@@ -32,14 +32,16 @@ import io
 from typing import Annotated
 
 import numpy as np
-import torch
-from torch import nn
 
-from poisonsim.models.base import Model
+from poisonsim.lazy import lazy
+from poisonsim.models.base import NORMS, Model
 from poisonsim.models.inputs import check_features, check_labels
-from poisonsim.models.nets import NORMS, Net, build_net, train_offline
 from poisonsim.models.retrain import DataLake, next_retrain, retrain_rngs
 from poisonsim.registry import MODELS, Key
+
+torch = lazy("torch")
+nn = lazy("torch.nn")
+nets = lazy("poisonsim.models.nets")
 
 PREDICT_CHUNK = 4096
 
@@ -202,9 +204,11 @@ class NeuralClassifier(Model):
 
     # -- the architecture and its weights ------------------------------------------------
 
-    def new_net(self) -> Net:
+    def new_net(self) -> nets.Net:
         """A fresh network of our own architecture, on our device."""
-        net = build_net(self.architecture, self.n_features, self.n_classes, self.hidden, self.image_side, self.norm)
+        net = nets.build_net(
+            self.architecture, self.n_features, self.n_classes, self.hidden, self.image_side, self.norm
+        )
         return net.to(self.device_)
 
     def save_weights(self, path) -> None:
@@ -332,7 +336,7 @@ class NeuralClassifier(Model):
             torch.manual_seed(torch_seed)
             net = self.new_net()
         x, y = self._lake.rows()
-        train_offline(
+        nets.train_offline(
             net,
             x,
             y,

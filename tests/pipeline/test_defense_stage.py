@@ -15,6 +15,7 @@ from poisonsim.registry import DEFENSES
 class DropLabelOne(Defense):
     """A stand-in gate on a public field: drops every event labelled 1, poison or not."""
 
+    offers = frozenset({"flags-events"})
     drops = True
 
     def inspect(self, batch, model):

@@ -74,6 +74,7 @@ class CentroidDriftAlarm(Defense):
     moved farther from the defender's trusted class mean than 3x its distance at the start."""
 
     kind = "centroid-drift-alarm"
+    offers = frozenset({"flags-events"})
 
     def fit(self, knowledge, model, rng):
         classes = range(knowledge.n_classes)

@@ -256,12 +256,19 @@ def test_defenses_verdicts_and_drift_alarms_are_exported():
     registry = CollectorRegistry()
     LearnerCollector(scenario.model.kind, registry).update(learner)
     counts = learner.evaluator.defense_counts
-    for kind in ("outlier-rejection", "robust-centroid", "drift-reset"):
+    for kind in ("outlier-rejection", "drift-reset"):
         for outcome in ("tp", "fp", "tn", "fn"):
             value = registry.get_sample_value(
                 "poisonsim_detections_total", {"role": "learner", "judge": kind, "outcome": outcome}
             )
             assert value == counts[kind][outcome]
+    # robust-centroid flags nothing (it changes how the centroid is estimated): no verdicts exported as detections
+    assert (
+        registry.get_sample_value(
+            "poisonsim_detections_total", {"role": "learner", "judge": "robust-centroid", "outcome": "tn"}
+        )
+        is None
+    )
     drift = next(d for d in learner.defenses if d.kind == "drift-reset")
     exported = registry.get_sample_value("poisonsim_drift_alarms_total", {"monitor": "drift-reset"})
     assert exported == len(drift.alarm_events_) >= 1  # the attack from event 3,000 sets it off
