@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.installed-stamp
 TORCH   = torch==2.13.0
 PYTEST  = OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest
 
-.PHONY: demo test reproduce test-kernels lint test-all bench setup clean
+.PHONY: demo test reproduce test-kernels lint docs test-all bench setup clean
 
 setup: $(STAMP)
 
@@ -34,11 +34,15 @@ lint: $(STAMP)  # ruff, configured in pyproject.toml
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test-all: lint test reproduce test-kernels  # what CI runs
+docs: $(STAMP)  # the documentation site, from docs/ (mkdocs, material theme), into site/; a warning fails it
+	$(PY) -m pip install --quiet -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+test-all: lint docs test reproduce test-kernels  # what CI runs
 
 bench: $(STAMP)
 	$(PY) benchmarks/centroid_throughput.py
 	$(PY) benchmarks/neural_throughput.py
 
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) results .pytest_cache site

@@ -44,7 +44,7 @@ def scenario(n_features: int, n_events: int) -> Scenario:
             "evaluation.every=100000",
             "attack.start=0",
             "attack.rate=0.2",
-        ],  # the rate the README's figures were measured at
+        ],  # the rate the docs' figures were measured at
     )
 
 

@@ -18,7 +18,7 @@ CPU), and every case of the regression corpus with a torch net on CUDA
 on the device, its figures beside the CPU corpus's; a case that fails is a
 row with its error, so one run lists every kind that does not work there),
 and prints a Markdown table with the device named. The CPU side runs on one
-torch thread, as every CPU figure in the README. Without a GPU it measures
+torch thread, as every CPU figure in the docs. Without a GPU it measures
 the CPU column and says that the GPU one is not measured.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/cpu_vs_gpu.py [--out gpu.json] [--quick]
@@ -75,7 +75,7 @@ def measure(device: str, sizes: dict) -> dict:
 
 
 def scenario_on(device: str, quick: bool) -> dict:
-    """``scenarios/mnist_badnets.toml`` on ``device``: the figures a reader compares with the README's CPU ones."""
+    """``scenarios/mnist_badnets.toml`` on ``device``: the figures a reader compares with the docs' CPU ones."""
     import poisonsim
 
     overrides = [f"model.device={device}", *(["stream.n_events=1200", "evaluation.every=1200"] if quick else [])]

@@ -55,7 +55,7 @@ def scenario(n_events: int) -> Scenario:
     return Scenario.from_toml(
         ROOT / "scenarios/centroid_shift.toml",
         [f"stream.n_events={n_events}", "attack.start=2000", "attack.rate=0.2", "evaluation.every=10000"],
-    )  # the README's figures: rho = 0.2
+    )  # the docs' figures: rho = 0.2
 
 
 def encoded(s: Scenario, per_message: int) -> dict[str, list[tuple[bytes, bytes]]]:

@@ -1,4 +1,4 @@
-"""The README's MNIST attack x defense table, from a finished `poisonsim sweep sweeps/mnist_matrix.toml` directory.
+"""The MNIST attack x defense table of docs/mnist.md, from a finished `poisonsim sweep sweeps/mnist_matrix.toml` directory.
 
 Each cell: attack success / clean accuracy (percent), means over the seeds. Behind STRIP, attack success is
 what passes it (triggered inputs it accepts that reach the target; `attack_success_behind`), the net's own in

@@ -10,7 +10,7 @@ steps taken, steps per second, and the figures of the last run (mask L1 norm
 and anomaly index per class, suspects), as JSON.
 
 Measured on the 2-core development machine (shared with other jobs): see the
-README's Neural Cleanse section.
+docs/mnist.md's Neural Cleanse section.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/neural_cleanse_time.py [--seed 7] [--repeat 2] [--steps 600] \\
         [--device cpu|cuda|auto]

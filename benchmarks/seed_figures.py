@@ -1,10 +1,10 @@
-"""The README's headline figures over seeds: mean, standard deviation, min and max.
+"""The docs' headline figures over seeds: mean, standard deviation, min and max.
 
 Each case is a ready scenario with overrides and the figures it is quoted
 for: summary keys (``defenses.strip.far_mean`` reads
 ``summary["defenses"]["strip"]["far_mean"]``) and figures derived from the
 run. The reproductions under ``tests/reproductions`` assert on the same cases
-and seeds (:func:`figures_over_seeds`), so a README figure is a test figure.
+and seeds (:func:`figures_over_seeds`), so a figure in the docs is a test figure.
 
     .venv/bin/python benchmarks/seed_figures.py badnets blended --seeds 1-8 --workers 2
 """
@@ -59,12 +59,18 @@ DRIFT = [
     "attack.start=3000",
     "defense=[{kind='fine-pruning',when='drift',monitor='page-hinkley',every=1000}]",
 ]
+NC_DRIFT = [  # MNIST: BadNets from event 4,000; Neural Cleanse reverses and unlearns on drift alarms
+    "evaluation.every=250",
+    "attack.start=4000",
+    "defense=[{kind='neural-cleanse',when='drift',monitor='page-hinkley',every=2000}]",
+]
+OVER_THE_STREAM = ["attack_success_rate", "attack_success_rate_mean", "accuracy_drop_mean"]
 ANALYSIS = ["stream.n_events=6000", "evaluation.every=6000", "defense=[{kind='activation-analysis'}]"]
 TWIN = ("twin_", "accuracy_drop", "disagreement")  # figures that need the clean twin: without them, no twin
 
 
-def _after(start: int) -> Callable[[object], dict]:
-    """Attack success averaged over the rows after ``start``, and the fine-pruning repairs, if any."""
+def _after(start: int, repairer: str = "fine-pruning") -> Callable[[object], dict]:
+    """Attack success averaged over the rows after ``start``, and the repairs of defense ``repairer``, if any."""
 
     def derive(result) -> dict:
         rows = [
@@ -73,7 +79,7 @@ def _after(start: int) -> Callable[[object], dict]:
             if r["events"] > start and r["attack_success_rate"] is not None
         ]
         figures = {"attack_success_after_start_mean": float(np.mean(rows)) if rows else None}
-        section = result.summary.get("defenses", {}).get("fine-pruning")
+        section = result.summary.get("defenses", {}).get(repairer)
         if section:
             asr = {row["events"]: row["attack_success_rate"] for row in result.timeseries}
             repairs = [r["event"] for r in section["repairs"]]
@@ -81,7 +87,9 @@ def _after(start: int) -> Callable[[object], dict]:
                 repairs=len(repairs),
                 first_alarm_after_start=next((e - start for e in section["alarm_events"] if e > start), None),
                 alarms_before_start=sum(e <= start for e in section["alarm_events"]),
-                success_after_repair_max=max((asr[e] for e in repairs), default=None),
+                success_after_repair_max=max(  # at the first evaluation row at or after each repair
+                    (asr[min(row for row in asr if row >= e)] for e in repairs if e <= max(asr)), default=None
+                ),
             )
         return figures
 
@@ -214,6 +222,14 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
         _after(3000),
     ),
     "fine-pruning-drift-clean": ("fine_pruning_badnets.toml", [*DRIFT, NO_ATTACK], ["clean_accuracy"], _after(3000)),
+    "neural-cleanse-drift": ("mnist_neural_cleanse.toml", NC_DRIFT, OVER_THE_STREAM, _after(4000, "neural-cleanse")),
+    "neural-cleanse-drift-undefended": (
+        "mnist_neural_cleanse.toml",
+        [*NC_DRIFT, "defense=[]"],
+        OVER_THE_STREAM,
+        _after(4000, "neural-cleanse"),
+    ),
+    "neural-cleanse-end": ("mnist_neural_cleanse.toml", ["evaluation.every=250"], OVER_THE_STREAM, None),
     "malicious-architecture": (
         "malicious_architecture.toml",
         ["model.load_supplied=module"],
@@ -247,7 +263,7 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
     ),
     "activation-analysis": ("badnets_cnn.toml", ANALYSIS, ["attack_success_rate"], _analysis),
     "activation-analysis-clean": ("badnets_cnn.toml", [*ANALYSIS, NO_ATTACK], [], _analysis),
-    # centroid models, README "Window defenses and drift alarms" (seeds 0-7): label flipping at rho = 0.3 from the
+    # centroid models, docs/defenses.md "Window defenses and drift alarms" (seeds 0-7): label flipping at rho = 0.3 from the
     # first event against the digits classifier, 6,000 events, undefended and with a window defense; the defended
     # blobs scenario with and without its defenses (tests/defenses/test_window_defenses.py asserts on these)
     "label-flip-6k": _label_flip(None),
@@ -284,7 +300,7 @@ CASES: dict[str, tuple[str, list[str], list[str], Callable | None]] = {
             )
         },
     ),
-    # README "How poison gets in" (seeds 1-8): front-running (20,000 digits events, a snapshot every 2,000, bursts
+    # docs/channels.md (seeds 1-8): front-running (20,000 digits events, a snapshot every 2,000, bursts
     # of 50) with fixed and jittered snapshots; split-view (share 0.2 from event 5,000) without and with pinning
     "front-running": (
         "front_running.toml",

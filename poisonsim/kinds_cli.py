@@ -13,7 +13,7 @@ import argparse
 
 from poisonsim.capabilities import CAPABILITIES
 from poisonsim.config import ConfigError
-from poisonsim.registry import REGISTRIES, UnknownKind, import_plugins
+from poisonsim.registry import REGISTRIES, UnknownKind, import_plugins, toml_literal
 
 
 def add_parsers(commands) -> None:
@@ -69,6 +69,41 @@ def _kinds(args: argparse.Namespace) -> int:
             print(f"{concept}:")
         print(f"  {kind.name:<24} {kind.doc}")
     return 0
+
+
+def kinds_markdown(concept: str) -> str:
+    """Every registered kind of ``concept`` as the documentation writes it: its doc line, what it offers and
+    needs, and a table of its scenario keys (default, what is allowed, meaning), from the registry itself.
+
+    >>> print(kinds_markdown("trigger").split("\\n\\n")[0])
+    ## `blend`
+    """
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    parts = []
+    for kind in REGISTRIES[concept].load_all().values():
+        lines = [f"## `{kind.name}`", "", kind.doc or "(no description)", ""]
+        lines += [f"- offers `{tag}`: {CAPABILITIES[tag]}" for tag in sorted(kind.factory.offers)]
+        if kind.requires:
+            lines.append(f"- needs a model or source that offers: {', '.join(f'`{t}`' for t in sorted(kind.requires))}")
+        params = [(param.path, param) for param in kind.keys.values()]
+        for param in kind.keys.values():
+            if param.type == "kind":  # the keys of the default kind it names, as written in its table
+                params += [(f"{param.path}.{n.path}", n) for n in param.key.kinds.get(param.default).keys.values()]
+        if lines[-1]:
+            lines.append("")
+        if params:
+            lines += ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+            lines += [
+                f"| `{path}` | `{toml_literal(p.default)}` | {cell(p.expected())} | {cell(p.key.doc)} |"
+                for path, p in params
+            ]
+        else:
+            lines.append("No keys.")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -119,3 +120,19 @@ def test_the_ready_strip_scenarios_run_the_configuration_the_docs_call_shipped(s
     assert {k: v for k, v in ready.to_dict().items() if k not in ("defense", "name")} == {
         k: v for k, v in measured.to_dict().items() if k not in ("defense", "name")
     }  # the same stream and attack
+
+
+def test_the_readme_indexes_every_shipped_scenario_with_its_measured_time():
+    """One row per file of ``scenarios/``, and the time it shows is the data file's
+    (``benchmarks/scenario_times.py``), as the index writes it."""
+    from benchmarks import scenario_times
+
+    readme = (scenario_times.ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \|.*\| ([^|]+) \|$", readme, re.M))
+    shipped = sorted(path.stem for path in (scenario_times.ROOT / "scenarios").glob("*.toml"))
+    assert sorted(rows) == shipped
+    measured = scenario_times.read_rows()
+    assert sorted(measured) == shipped, "run benchmarks/scenario_times.py for the missing scenarios"
+    assert {name: rows[name].strip() for name in shipped} == {
+        name: scenario_times.shown(float(measured[name]["seconds"])) for name in shipped
+    }

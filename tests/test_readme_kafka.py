@@ -1,4 +1,4 @@
-"""The README's Kafka commands, taken from the README text and run in a shell as written.
+"""The Kafka page's commands (docs/kafka.md), taken from its text and run in a shell as written.
 
 Only the ports (to free ones) and the results directory are swapped, so the
 test neither clashes with a broker already on 9092 nor writes into the
@@ -19,9 +19,9 @@ from poisonsim.services.broker import tansu_binary
 
 
 def readme_commands() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "kafka.md").read_text()
     block = re.search(r"```sh\n(\.venv/bin/poisonsim broker &.*?)```", text, re.S)
-    assert block, "the README's Kafka section no longer starts with `poisonsim broker`"
+    assert block, "the Kafka page no longer starts with `poisonsim broker`"
     return block.group(1)
 
 

@@ -1,8 +1,9 @@
-"""The README's Python blocks run on their own, as written, each in a fresh interpreter.
+"""The Python blocks of the README and the documentation pages run on their own, as written, each in a fresh
+interpreter.
 
 A block's last line, when it is an expression, is printed, and a number the
-README writes beside it in a comment (``# Accuracy: 87.12%``) must be what
-it prints. The block that talks to a Kafka broker runs in
+page writes beside it in a comment (``# Accuracy: 87.12%``) must be what it
+prints. The block that talks to a Kafka broker runs in
 ``tests/test_readme_kafka.py``'s way instead (it needs one) and is left out.
 """
 
@@ -16,7 +17,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCKS = list(dict.fromkeys(b for page in PAGES for b in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)))
 STANDALONE = [block for block in BLOCKS if "KafkaSettings(" not in block]
 
 
@@ -29,7 +31,7 @@ def printing_the_last_expression(block: str) -> str:
     return ast.unparse(ast.fix_missing_locations(tree))
 
 
-def test_the_readme_has_its_python_blocks():
+def test_the_pages_have_their_python_blocks():
     assert len(STANDALONE) >= 3 and len(BLOCKS) == len(STANDALONE) + 1
 
 

@@ -10,7 +10,7 @@ they were when the unit started:
   ``(d2 - d1) / (d2 + d1)`` with ``d1 <= d2`` the two nearest centroids.
 
 Monitors (``monitor``): river's ``ADWIN``, ``PageHinkley`` and ``KSWIN`` (river's defaults,
-fresh after each alarm). Actions, taken at the end of the unit (64 events)
+fresh after each alarm; Page-Hinkley and KSWIN are computed here, river's value for value). Actions, taken at the end of the unit (64 events)
 in which the alarm fires:
 
 - ``reset``: the windows go back to the last trusted state, one that is at
@@ -43,13 +43,14 @@ from typing import Annotated
 import numpy as np
 
 from poisonsim.defenses.base import DefenderKnowledge, Defense, Every, MonitorKind, Signal
+from poisonsim.defenses.kswin import KSWIN
 from poisonsim.defenses.page_hinkley import PageHinkley
 from poisonsim.defenses.window import restore_window, window_model
 from poisonsim.events import EventBatch
 from poisonsim.registry import DEFENSES, Key
 
 # river's drift detectors, by name (imported when first made: river.drift imports scikit-learn, about 1 s;
-# page-hinkley is poisonsim.defenses.page_hinkley's, river's test value for value)
+# page-hinkley and kswin are poisonsim.defenses.page_hinkley's and .kswin's, river's tests value for value)
 MONITORS = {"adwin": "ADWIN", "page-hinkley": "PageHinkley", "kswin": "KSWIN"}  # on a number
 BINARY_MONITORS = {"ddm": "DDM", "eddm": "EDDM", "hddm-a": "HDDMA", "hddm-w": "HDDMW"}  # on 0 / 1
 BASELINES = ("never", "always", "periodic")  # trivial monitors a real one has to beat
@@ -76,14 +77,16 @@ def new_monitor(kind: str, seed: int, period: int = 1000):
     """A fresh monitor of ``kind``: river's (KSWIN seeded), or a :class:`Baseline`."""
     if kind in BASELINES:
         return Baseline(kind, period)
-    if kind == "page-hinkley":
-        return PageHinkley()  # river's test with river's defaults, without importing river's drift detectors
+    if kind == "page-hinkley":  # river's tests with river's defaults, without importing river's drift detectors
+        return PageHinkley()
+    if kind == "kswin":
+        return KSWIN(seed=seed)
     from river import drift
     from river.drift import binary
 
     if kind in BINARY_MONITORS:
         return getattr(binary, BINARY_MONITORS[kind])()
-    return drift.KSWIN(seed=seed) if kind == "kswin" else getattr(drift, MONITORS[kind])()
+    return getattr(drift, MONITORS[kind])()
 
 
 class DriftMonitor:
@@ -157,8 +160,9 @@ def window_signal(signal: str, batch: EventBatch, model, scale: np.ndarray, cent
     examples=[{"every": 50}, {"monitor": "page-hinkley", "action": "freeze", "every": 50}],
 )
 class DriftReset(Defense):
-    """Reset or freeze the window when the drift monitor fires on the chosen signal; flags the events from the
-    alarm on (and, frozen, every event the window did not learn)."""
+    """Reset or freeze the window when the drift monitor fires on the chosen signal.
+
+    It flags the events from the alarm on (and, frozen, every event the window did not learn)."""
 
     offers = frozenset({"flags-events"})
 

@@ -6,7 +6,7 @@ it (``score``):
 - ``loss`` (ABL's own signal): backdoor samples are learned faster than clean
   ones, so a low loss is suspect (suspicion = -log loss). It holds for a net
   trained from scratch on a hard task; a pre-trained net learning easy digits
-  online fits clean events as fast (see the README's measured precision).
+  online fits clean events as fast (see docs/defenses.md, measured precision).
 - ``gain``: how much better the live net fits the event than a reference net
   trained on half of the defender's own clean sample (reference loss - live
   loss; the other half calibrates the percentile rule).

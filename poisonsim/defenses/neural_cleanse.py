@@ -26,7 +26,7 @@ classes by a factor (on MNIST a 1 takes about twice a 2's), so the plain
 norms spread widely and a 3x3 trigger's index sits near 2 (found in 2 of 4
 seeds); ``norm_scale = "log"`` (the default) takes it on log norms, a
 ratio's spread, with ``anomaly = 3`` (the default): every target found and no
-clean class flagged in the seeds measured (README). ``report()`` gives ``mask_l1`` and ``anomaly_index`` per class,
+clean class flagged in the seeds measured (docs/mnist.md). ``report()`` gives ``mask_l1`` and ``anomaly_index`` per class,
 ``suspect_classes`` and every repair's figures.
 
 Repair (``unlearn = true``, when there is a suspect): the net is fine-tuned

@@ -14,7 +14,7 @@ those 8s passes. ``scale = "per-class"`` judges each input against clean
 inputs predicted as the same class: its log entropy standardised by their
 median and MAD, then one threshold on the standardised scores, calibrated as
 the pooled one. It fails the other way when the backdoor itself makes the
-target class keep its overlays (see the README for both, over target classes
+target class keep its overlays (see docs/mnist.md for both, over target classes
 and seeds). ``scale = "union"`` judges each input on both scales and on a
 third score, and flags it when any of the three is in its calibrated tail.
 ``layers`` stacks that many trusted inputs into each overlay's

@@ -130,8 +130,9 @@ class SourceQuota(_Refusals):
 
 @DEFENSES.register("fpr-reset", requires=("window",), examples=[{"every": 50}])
 class FprReset(Defense):
-    """Back to the last trusted state when false alarms on trusted clean data exceed ``alpha``; flags the unit
-    where it went back."""
+    """Back to the last trusted state when false alarms on trusted clean data exceed ``alpha``.
+
+    It flags the events of the unit where it went back."""
 
     offers = frozenset({"flags-events"})
 

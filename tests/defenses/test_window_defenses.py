@@ -27,7 +27,7 @@ nu / (1 - nu) = 0.43 radii. Each defense changes one thing:
 
 Every figure is over seeds 0-7 and every claim is asserted on the mean with
 a margin of two standard errors (paired where a defended run is compared with
-the undefended run of the same seed). ``pytest -s`` prints the README's
+the undefended run of the same seed). ``pytest -s`` prints the docs'
 table: each row's mean and range over the seeds.
 """
 
@@ -100,7 +100,7 @@ def _settled_cached(defense: str, kw: tuple) -> np.ndarray:
 
 
 def _row(label: str, defended, undefended=None) -> None:
-    """A row of the README's table (shown by ``pytest -s``): mean (min to max) over the seeds."""
+    """A row of the docs' table (shown by ``pytest -s``): mean (min to max) over the seeds."""
 
     def cell(v):
         return f"{np.mean(v):.2f} ({np.min(v):.2f} to {np.max(v):.2f})"

@@ -7,7 +7,7 @@ no attack. On the plain MLP (``scenarios/accumulative.toml``) the trigger
 makes a cliff with or without the accumulation, which adds no more than
 noise to it; with batch norm (``scenarios/accumulative_bn.toml``) the
 accumulation makes the trigger drop clean accuracy more than 3x as far as
-alone, at well under a point before it (see the README section).
+alone, at well under a point before it (see docs/stream-threats.md).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def test_the_trigger_is_a_cliff_with_or_without_the_accumulation_which_adds_only
     """Seeds 1-8 (seeds 9-12 measured alike): after 60 batches of look-ahead poisons the trigger drops clean
     accuracy 11.3 points on average (4.7-20.7); alone, at the same event, 9.4 (4.0-21.8): paired, +1.9 points
     (2 s.e. 1.9). Clean accuracy just before the trigger is 1.0 point (2 s.e. 0.3) below the run without
-    attack. Far short of the paper's 3x (see the README section)."""
+    attack. Far short of the paper's 3x (see docs/stream-threats.md)."""
     runs = over_seeds(_figures, SEEDS)
     figures = {key: np.array([run[key] for run in runs]) for key in runs[0]}
     assert (figures["accumulated"] == 1920).all()

@@ -185,7 +185,7 @@ def test_isolation_that_unlearns_every_1000_events_keeps_the_backdoor_out_over_t
     attack success 0.60-0.72 on average over the stream. Unlearning every 1,000 events (isolation going on): 0.003-
     0.041 (mean 0.014), at 0.006-0.033 more held-out accuracy than the clean twin (the fine-tuning on trusted data).
     On MNIST (LeNet, ``mnist_badnets.toml`` with the same defense, targets 0, 3, 6, 9): 0.021-0.096 against
-    0.45-0.59 (``benchmarks/seed_figures.py``-style runs, README)."""
+    0.45-0.59 (``benchmarks/seed_figures.py``-style runs, docs/defenses.md)."""
     figures = figures_over_seeds("isolation-unlearn-every-1000", seeds=(41, 42, 43, 44))
     success, cost = figures["attack_success_rate_mean"], figures["accuracy_drop_mean"]
     assert success.mean() + margin(success) <= 0.10

@@ -10,14 +10,14 @@ calibrated for; per-class STRIP's FAR averages 0.047 over classes and seeds,
 and with two trusted inputs stacked into each overlay's background
 (``layers = 2``) 0.021, lower in every seed (paired gains 0.021, 0.038,
 0.022, 0.025), target 0 at 0.007, nine classes of ten at 0.05 or less. What
-does not hold (README): FAR <= 0.05 for every class (two layers, per-class:
+does not hold (docs/mnist.md): FAR <= 0.05 for every class (two layers, per-class:
 target 2 at 0.080, nearly all of it seed 4, where the backdoor's overlays
 are the least sure); pooled alone is worse than per-class in most seeds.
 On the 8x8 digits (the 8x8 CNN, 10,000 events) two layers cut the pooled
 FAR from 0.234 to 0.105, lower in every seed; per-class stays worse there.
 Calibrated by the paper's rule (``confidence = 0.5``: the 1% quantile of the
 trusted clean scores) the FRR averages 1% instead of staying under it, and
-the digits' pooled two-layer FAR falls to 0.066 (README: even a threshold
+the digits' pooled two-layer FAR falls to 0.066 (docs/mnist.md: even a threshold
 at the held-out clean scores' own 1% quantile leaves classes above 0.05).
 Over the learning stream of ``scenarios/mnist_strip_paper.toml`` (probes between
 calibrations) per-class scales with two layers flag 9.2% of clean stream

@@ -274,8 +274,8 @@ def test_defenses_verdicts_and_drift_alarms_are_exported():
     assert exported == len(drift.alarm_events_) >= 1  # the attack from event 3,000 sets it off
 
 
-def test_the_readme_names_every_metric_the_processes_expose():
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+def test_the_docs_name_every_metric_the_processes_expose():
+    readme = (Path(__file__).parents[2] / "docs" / "kafka.md").read_text()
     producer, judge = CollectorRegistry(), CollectorRegistry()
     ProducerMetrics(producer)
     JudgeMetrics(judge, "model")
