@@ -70,6 +70,7 @@ CONFIGS = {  # name -> STRIP's keys over the paper's (pooled entropy, one layer,
     "snapshot-4-layers-64-every-125": [*DEEP, *_strip(layers=4, every=125)],
     "snapshot-5-layers-64": [*DEEP, *_strip(layers=5)],
     "snapshot-8-layers-64": [*DEEP, *_strip(layers=8)],
+    "snapshot-5-layers-64-frr-0.02": [*DEEP, *_strip(layers=5, frr=0.02)],
 }
 SHIPPED = {  # the configuration each setting's ready scenario runs (a test holds them to it)
     "digits": "snapshot-4-layers-64",

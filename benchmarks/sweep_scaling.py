@@ -1,14 +1,15 @@
-"""Sweep scaling: the same CPU-bound grid with 1 worker and with 2, side by side.
+"""Sweep scaling: the same CPU-bound grid with 1 worker and with more, side by side.
 
-    .venv/bin/python benchmarks/sweep_scaling.py [--runs 16] [--events 1000000] [--repeat 3]
+    .venv/bin/python benchmarks/sweep_scaling.py [--workers 1 2 4 8 16] [--runs 16] [--events 1000000] [--repeat 3]
 
 The grid is the greedy centroid-shift attack on a 64-feature detector, one run
 per (rate, seed). numba kernels are compiled (and cached on disk) by a warm-up
 run before any timing, so each worker process only loads them from the cache.
-``--workers 1`` runs in this process; ``--workers 2`` spawns a process pool,
-whose start-up is inside the timing. The two sides alternate, ``--repeat``
-rounds, and the best time of each is kept (the machine may be shared). The
-two tables are checked equal (timing fields aside) and the speed-up is printed.
+One worker runs in this process; more spawn a process pool, whose start-up is
+inside the timing. The worker counts alternate, ``--repeat`` rounds, and the
+best time of each is kept (the machine may be shared). Every table is checked
+equal to the one worker's (timing fields aside) and each count's speed-up over
+one worker is printed.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=16, help="runs in the grid (a multiple of 4)")
     parser.add_argument("--events", type=int, default=1_000_000, help="events per run")
     parser.add_argument("--repeat", type=int, default=3, help="time each side this many times, keep the best")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts (1 is always timed)")
     args = parser.parse_args()
+    counts = sorted({1, *args.workers})
     sweep = grid(args.runs, args.events)
     run(
         Scenario.from_dict(
@@ -69,11 +72,11 @@ def main() -> None:
         f"grid: {len(sweep.runs())} runs of {args.events:,} events (centroid-shift, 64 features); {os.cpu_count()} CPUs"
     )
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    timings: dict[int, list[float]] = {1: [], 2: []}
+    timings: dict[int, list[float]] = {workers: [] for workers in counts}
     tables = {}
     with tempfile.TemporaryDirectory() as tmp:
         for attempt in range(args.repeat):  # alternate, so a busy moment hits both sides alike
-            for workers in (1, 2):
+            for workers in counts:
                 out = Path(tmp) / f"w{workers}-{attempt}"
                 cpu, started = _cpu_seconds(), time.perf_counter()
                 run_sweep(sweep, out, workers=workers)
@@ -83,13 +86,13 @@ def main() -> None:
                 shutil.rmtree(out)
                 # fewer cores busy than workers means other processes had the machine
                 print(f"round {attempt + 1}, workers={workers}: {timings[workers][-1]:6.2f} s, {cores:.2f} cores busy")
-    pd.testing.assert_frame_equal(tables[1], tables[2])
+    for workers in counts[1:]:
+        pd.testing.assert_frame_equal(tables[1], tables[workers])
     best = {workers: min(times) for workers, times in timings.items()}
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(
-        f"best of {args.repeat}: 1 worker {best[1]:.2f} s, 2 workers {best[2]:.2f} s; "
-        f"speed-up {best[1] / best[2]:.2f}x (tables identical, timing fields aside)"
-    )
+    print(f"best of {args.repeat} (tables identical, timing fields aside):")
+    for workers in counts:
+        print(f"  {workers:>3} worker(s): {best[workers]:7.2f} s, speed-up {best[1] / best[workers]:5.2f}x")
 
 
 if __name__ == "__main__":

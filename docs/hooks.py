@@ -4,6 +4,9 @@ page becomes the tables it names, computed from the code or the benchmarks' data
 - ``<!-- poisonsim: kinds CONCEPT -->``: every registered kind of CONCEPT and its keys (the registry);
 - ``<!-- poisonsim: readme -->``: the README, its links made the site's (the home page).
 
+The docstrings of the API reference cross-reference in Sphinx's roles (``:class:`Scenario```); the rendered
+pages keep the name, as code, without the role.
+
 The glossary's and the benchmarks' tables are pages of their own that tests keep equal to their sources.
 """
 
@@ -13,6 +16,7 @@ import re
 from pathlib import Path
 
 MARKER = re.compile(r"<!-- poisonsim: (\w+) ?([\w-]*) -->")
+ROLE = re.compile(r":(?:class|meth|func|data|attr|mod|exc):(?=<code>)")
 
 
 def _expand(match: re.Match) -> str:
@@ -31,3 +35,7 @@ def _expand(match: re.Match) -> str:
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
     return MARKER.sub(_expand, markdown)
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    return ROLE.sub("", html)

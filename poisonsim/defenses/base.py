@@ -54,7 +54,9 @@ from poisonsim.registry import MODELS, Key, either
 Every = Annotated[int, Key("events between the defense's checks", ge=1, le=10**9)]
 At = Annotated[int | None, Key("event index to act at (default: the end of the stream)", ge=0)]
 When = Annotated[str, Key("repair once (at `at`), or on drift alarms", choices=("once", "drift"))]
-MonitorKind = Annotated[str, Key("drift monitor (a river drift detector)", choices=("adwin", "page-hinkley", "kswin"))]
+MonitorKind = Annotated[
+    str, Key("drift monitor (one of river's drift detectors)", choices=("adwin", "page-hinkley", "kswin"))
+]
 Signal = Annotated[
     str, Key("signal the monitor watches, read before the model learns each event", choices=("distance", "confidence"))
 ]

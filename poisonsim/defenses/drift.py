@@ -10,7 +10,8 @@ they were when the unit started:
   ``(d2 - d1) / (d2 + d1)`` with ``d1 <= d2`` the two nearest centroids.
 
 Monitors (``monitor``): river's ``ADWIN``, ``PageHinkley`` and ``KSWIN`` (river's defaults,
-fresh after each alarm; Page-Hinkley and KSWIN are computed here, river's value for value). Actions, taken at the end of the unit (64 events)
+fresh after each alarm), each as river computes it but none imported from ``river.drift``
+(:mod:`poisonsim.defenses.adwin`, ``page_hinkley``, ``kswin``, ``error_monitors``). Actions, taken at the end of the unit (64 events)
 in which the alarm fires:
 
 - ``reset``: the windows go back to the last trusted state, one that is at
@@ -42,17 +43,19 @@ from typing import Annotated
 
 import numpy as np
 
+from poisonsim.defenses.adwin import new_adwin
 from poisonsim.defenses.base import DefenderKnowledge, Defense, Every, MonitorKind, Signal
+from poisonsim.defenses.error_monitors import DDM, EDDM, HDDMA, HDDMW
 from poisonsim.defenses.kswin import KSWIN
 from poisonsim.defenses.page_hinkley import PageHinkley
 from poisonsim.defenses.window import restore_window, window_model
 from poisonsim.events import EventBatch
 from poisonsim.registry import DEFENSES, Key
 
-# river's drift detectors, by name (imported when first made: river.drift imports scikit-learn, about 1 s;
-# page-hinkley and kswin are poisonsim.defenses.page_hinkley's and .kswin's, river's tests value for value)
-MONITORS = {"adwin": "ADWIN", "page-hinkley": "PageHinkley", "kswin": "KSWIN"}  # on a number
-BINARY_MONITORS = {"ddm": "DDM", "eddm": "EDDM", "hddm-a": "HDDMA", "hddm-w": "HDDMW"}  # on 0 / 1
+# river's drift detectors, by name, each as river computes it (tests hold them to river's alarms) but none
+# imported from river.drift, which imports scikit-learn: about a second of every run that watches with one
+MONITORS = ("adwin", "page-hinkley", "kswin")  # on a number
+BINARY_MONITORS = {"ddm": DDM, "eddm": EDDM, "hddm-a": HDDMA, "hddm-w": HDDMW}  # on 0 / 1
 BASELINES = ("never", "always", "periodic")  # trivial monitors a real one has to beat
 MAX_ALARMS_REPORTED = 100
 
@@ -74,19 +77,16 @@ class Baseline:
 
 
 def new_monitor(kind: str, seed: int, period: int = 1000):
-    """A fresh monitor of ``kind``: river's (KSWIN seeded), or a :class:`Baseline`."""
+    """A fresh monitor of ``kind``: one of river's detectors (KSWIN seeded), or a :class:`Baseline`."""
     if kind in BASELINES:
         return Baseline(kind, period)
-    if kind == "page-hinkley":  # river's tests with river's defaults, without importing river's drift detectors
+    if kind == "page-hinkley":  # river's tests with river's defaults
         return PageHinkley()
     if kind == "kswin":
         return KSWIN(seed=seed)
-    from river import drift
-    from river.drift import binary
-
-    if kind in BINARY_MONITORS:
-        return getattr(binary, BINARY_MONITORS[kind])()
-    return getattr(drift, MONITORS[kind])()
+    if kind == "adwin":
+        return new_adwin()
+    return BINARY_MONITORS[kind]()
 
 
 class DriftMonitor:

@@ -20,7 +20,6 @@ above 0.1. After an alarm it starts afresh, its random draws too.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import itertools
 import math
@@ -29,13 +28,19 @@ import random
 
 def ks_statistic_steps(sample: list[float], other: list[float]) -> int:
     """The two-sided Kolmogorov-Smirnov statistic of two samples of one size n, times n: the largest gap
-    between their counts of values at most v, over every value v of either.
+    between their counts of values at most v, over every value v of either (read once all values equal to v
+    are counted).
 
-    >>> ks_statistic_steps([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])
-    1
+    >>> ks_statistic_steps([1.0, 2.0, 3.0], [2.0, 3.0, 4.0]), ks_statistic_steps([1.0, 1.0], [1.0, 2.0])
+    (1, 1)
     """
-    first, second = sorted(sample), sorted(other)
-    return max(abs(bisect.bisect_right(first, v) - bisect.bisect_right(second, v)) for v in first + second)
+    merged = sorted([(v, 1) for v in sample] + [(v, -1) for v in other])
+    gap = widest = 0
+    for (value, step), (following, _) in zip(merged, [*merged[1:], (math.nan, 0)]):
+        gap += step
+        if following != value:
+            widest = max(widest, abs(gap))
+    return widest
 
 
 def ks_exact_p_value(n: int, steps: int) -> float:
@@ -68,19 +73,23 @@ class KSWIN:
         self.p_value = 0.0
         self.window: collections.deque = collections.deque(maxlen=self.window_size)
         self._rng = random.Random(self.seed)
+        self._nans = 0  # NaNs in the window: only then are the samples searched for one
 
     def update(self, x: float) -> bool:
         """Feed one value; True when it sets the alarm off."""
         if self.drift_detected:
             self._reset()
+        if len(self.window) == self.window_size and self.window[0] != self.window[0]:
+            self._nans -= 1  # the NaN about to leave
         self.window.append(x)
+        self._nans += x != x
         self.drift_detected = False
         if len(self.window) < self.window_size:
             return False
         older = self.window_size - self.stat_size
         drawn = [self.window[i] for i in self._rng.sample(range(older), self.stat_size)]
         recent = list(itertools.islice(self.window, older, self.window_size))
-        if any(math.isnan(v) for v in itertools.chain(drawn, recent)):
+        if self._nans and any(v != v for v in itertools.chain(drawn, recent)):
             self.p_value = math.nan  # as scipy's test: no verdict on a NaN
             return False
         steps = ks_statistic_steps(drawn, recent)

@@ -46,3 +46,15 @@ def test_the_exact_p_value_is_scipy_s():
 
 def test_the_kswin_monitor_is_ours_and_imports_no_river_drift_detector():
     assert isinstance(new_monitor("kswin", seed=1), KSWIN)
+
+
+def test_a_nan_in_either_sample_gives_no_verdict_as_river_s():
+    from river.drift import KSWIN as RiverKSWIN
+
+    values = [0.0] * 150 + [float("nan")] + [0.0] * 40 + [3.0] * 150
+    ours, river = KSWIN(seed=2), RiverKSWIN(seed=2)
+    for value in values:
+        ours.update(value)
+        river.update(value)
+        assert ours.drift_detected == river.drift_detected
+        assert (ours.p_value != ours.p_value and river.p_value != river.p_value) or ours.p_value == river.p_value
