@@ -222,7 +222,7 @@ def strip_entropy(
 
 
 def channels_last_logits(net):
-    """Our nets.CNN's logits for many small images, or ``None`` for any other net.
+    """Our CNN's logits for many small images, or ``None`` for any other net.
 
     The same function as ``net(x)`` (up to float rounding), laid out for
     inference: channels-last convolutions, max-pool before the ReLU (they
