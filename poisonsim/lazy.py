@@ -6,10 +6,13 @@ lazy("torch")``; it is imported when one of them first reads an attribute of
 it, that is when a net is built or judged, not when the kind is registered.
 
 >>> import sys
->>> json = lazy("json")
->>> json.dumps([1])
-'[1]'
->>> "json" in sys.modules
+>>> sys.modules.pop("colorsys", None) and None  # a module nothing here imports
+>>> colorsys = lazy("colorsys")
+>>> "colorsys" in sys.modules
+False
+>>> colorsys.rgb_to_hsv(1.0, 0.0, 0.0)
+(0.0, 1.0, 1.0)
+>>> "colorsys" in sys.modules
 True
 """
 

@@ -17,7 +17,7 @@ import json
 import numpy as np
 
 from poisonsim.checks import _host
-from poisonsim.evaluation.metrics import FLAGGERS
+from poisonsim.defenses.base import FLAGGERS
 from poisonsim.registry import Kind
 
 

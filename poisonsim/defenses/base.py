@@ -61,6 +61,7 @@ Signal = Annotated[
     str, Key("signal the monitor watches, read before the model learns each event", choices=("distance", "confidence"))
 ]
 
+FLAGGERS = frozenset({"flags-events", "judges-inputs"})  # a defense offering one of these has verdicts to score
 DEFENSE_UNIT = 64  # events a defense judges at a time (the learner cuts batches into units of this size)
 TRUSTED_EVENTS = 1_000  # the trusted sample drawn from a distribution (a finite set gives its trusted pool)
 

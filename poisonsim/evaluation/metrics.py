@@ -54,13 +54,12 @@ import numpy as np
 from numba import njit
 
 from poisonsim.attacks import Attack
+from poisonsim.defenses.base import FLAGGERS
 from poisonsim.evaluation.alarms import alarm_figures
 from poisonsim.evaluation.over_time import interval_figures, probe_figures, probe_position, stream_figures
 from poisonsim.events import EventBatch, Truth
 from poisonsim.models.window import INFINITE, MERGED, NOT_LEARNED, POLICY_CODES, follow_shares
 from poisonsim.sources import Source
-
-FLAGGERS = frozenset({"flags-events", "judges-inputs"})  # a defense offering one of these has verdicts to score
 
 TIMESERIES_COLUMNS = (
     "events",
