@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -49,11 +50,7 @@ def timed_run(path: Path) -> dict:
         started = time.perf_counter()
         subprocess.run([*POISONSIM, "run", str(path), "--quiet", "--out", out], check=True, cwd=ROOT)
         seconds = time.perf_counter() - started
-        events = next(
-            line.split(":")[1].strip().rstrip(",")
-            for line in (Path(out) / "summary.json").read_text().splitlines()
-            if line.strip().startswith('"events_total"')
-        )
+        events = json.loads((Path(out) / "summary.json").read_text())["events_total"]
     return {"scenario": path.stem, "seconds": f"{seconds:.1f}", "events": events}
 
 

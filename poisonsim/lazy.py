@@ -25,9 +25,6 @@ import types
 class LazyModule(types.ModuleType):
     """Stands for module ``name`` until an attribute is read, then imports it; each attribute read is kept."""
 
-    def __init__(self, name: str):
-        super().__init__(name)
-
     def __getattr__(self, attribute: str):
         value = getattr(importlib.import_module(self.__name__), attribute)
         setattr(self, attribute, value)  # read once: the next read is a plain attribute

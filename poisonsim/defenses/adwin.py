@@ -20,8 +20,10 @@ try:
 except ImportError:  # pragma: no cover - an older river
     AdaptiveWindowing = None
 
+from poisonsim.defenses.fresh_after_alarm import FreshAfterAlarm
 
-class ADWIN:
+
+class ADWIN(FreshAfterAlarm):
     """river's ADWIN, its keys and defaults, on river's compiled adaptive window."""
 
     def __init__(
@@ -34,7 +36,6 @@ class ADWIN:
     ):
         self.delta, self.clock, self.max_buckets = delta, clock, max_buckets
         self.min_window_length, self.grace_period = min_window_length, grace_period
-        self.drift_detected = False
         self._reset()
 
     def _reset(self) -> None:
@@ -46,12 +47,8 @@ class ADWIN:
             grace_period=self.grace_period,
         )
 
-    def update(self, x: float) -> bool:
-        """Feed one value; True when it sets the alarm off (the next value starts a fresh window)."""
-        if self.drift_detected:
-            self._reset()
-        self.drift_detected = bool(self._window.update(x))
-        return self.drift_detected
+    def _alarm(self, x: float) -> bool:
+        return self._window.update(x)
 
 
 def new_adwin():

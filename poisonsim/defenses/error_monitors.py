@@ -34,36 +34,33 @@ import math
 
 from river import stats
 
+from poisonsim.defenses.fresh_after_alarm import FreshAfterAlarm
 
-class DDM:
+
+class DDM(FreshAfterAlarm):
     def __init__(self, warm_start: int = 30, drift_threshold: float = 3.0):
         self.warm_start, self.drift_threshold = warm_start, drift_threshold
-        self.drift_detected = False
         self._reset()
 
     def _reset(self) -> None:
         self._rate = stats.Mean()
         self._lowest = (math.inf, 0.0, 0.0)  # (rate + sd, rate, sd) where rate + sd was lowest
 
-    def update(self, error: float) -> bool:
-        if self.drift_detected:
-            self._reset()
+    def _alarm(self, error: float) -> bool:
         self._rate.update(error)
         rate, n = self._rate.get(), self._rate.n
         sd = math.sqrt(rate * (1 - rate) / n)
-        self.drift_detected = False
-        if n > self.warm_start:
-            if rate + sd <= self._lowest[0]:
-                self._lowest = (rate + sd, rate, sd)
-            _, lowest_rate, lowest_sd = self._lowest
-            self.drift_detected = rate + sd > lowest_rate + self.drift_threshold * lowest_sd
-        return self.drift_detected
+        if n <= self.warm_start:
+            return False
+        if rate + sd <= self._lowest[0]:
+            self._lowest = (rate + sd, rate, sd)
+        _, lowest_rate, lowest_sd = self._lowest
+        return rate + sd > lowest_rate + self.drift_threshold * lowest_sd
 
 
-class EDDM:
+class EDDM(FreshAfterAlarm):
     def __init__(self, warm_start: int = 30, beta: float = 0.9):
         self.warm_start, self.beta = warm_start, beta
-        self.drift_detected = False
         self._reset()
 
     def _reset(self) -> None:
@@ -71,28 +68,25 @@ class EDDM:
         self._seen = self._errors = self._last_error = 0
         self._highest = -1.0  # highest mean distance plus two standard deviations
 
-    def update(self, error: float) -> bool:
-        if self.drift_detected:
-            self._reset()
+    def _alarm(self, error: float) -> bool:
         self._seen += 1
-        self.drift_detected = False
-        if error == 1:
-            self._errors += 1
-            self._distances.update(self._seen - self._last_error)
-            if self._seen > self.warm_start:
-                level = self._distances.mean.get() + 2 * self._distances.get() ** 0.5
-                if level > self._highest:
-                    self._highest = level
-                elif self._errors > self.warm_start:
-                    self.drift_detected = level / self._highest < self.beta
-            self._last_error = self._seen
-        return self.drift_detected
+        if error != 1:
+            return False
+        self._errors += 1
+        self._distances.update(self._seen - self._last_error)
+        self._last_error = self._seen
+        if self._seen <= self.warm_start:
+            return False
+        level = self._distances.mean.get() + 2 * self._distances.get() ** 0.5
+        if level > self._highest:
+            self._highest = level
+            return False
+        return self._errors > self.warm_start and level / self._highest < self.beta
 
 
-class HDDMA:
+class HDDMA(FreshAfterAlarm):
     def __init__(self, drift_confidence: float = 0.001):
         self.drift_confidence = drift_confidence
-        self.drift_detected = False
         self._reset()
 
     def _reset(self) -> None:
@@ -103,20 +97,16 @@ class HDDMA:
         """Hoeffding's bound on a mean of ``n`` values in [0, 1]."""
         return math.sqrt(1.0 / (2 * n) * math.log(1.0 / self.drift_confidence))
 
-    def update(self, error: float) -> bool:
-        if self.drift_detected:
-            self._reset()
+    def _alarm(self, error: float) -> bool:
         self._all.update(error)
         n, mean = self._all.n, self._all.get()
         if self._cut is None or self._cut[1] + self._bound(self._cut[0]) >= mean + self._bound(n):
             self._cut = (n, mean)
         cut_n, cut_mean = self._cut
         if cut_n == n:
-            self.drift_detected = False
-        else:
-            m = (n - cut_n) / cut_n * (1.0 / n)
-            self.drift_detected = mean - cut_mean >= math.sqrt(m / 2 * math.log(2.0 / self.drift_confidence))
-        return self.drift_detected
+            return False
+        m = (n - cut_n) / cut_n * (1.0 / n)
+        return mean - cut_mean >= math.sqrt(m / 2 * math.log(2.0 / self.drift_confidence))
 
 
 class _Weighted:
@@ -134,10 +124,9 @@ class _Weighted:
         self.coefficient = self._squares[0] + self._squares[1] * self.coefficient
 
 
-class HDDMW:
+class HDDMW(FreshAfterAlarm):
     def __init__(self, drift_confidence: float = 0.001, lambda_: float = 0.05):
         self.drift_confidence, self.lambda_ = drift_confidence, lambda_
-        self.drift_detected = False
         self._reset()
 
     def _reset(self) -> None:
@@ -150,9 +139,7 @@ class HDDMW:
         """McDiarmid's bound for weights whose squares sum to ``coefficient``."""
         return math.sqrt(coefficient * math.log(1 / self.drift_confidence) / 2)
 
-    def update(self, error: float) -> bool:
-        if self.drift_detected:
-            self._reset()
+    def _alarm(self, error: float) -> bool:
         self._all.update(error)
         level = self._all.mean.get() + self._bound(self._all.coefficient)
         if level < self._cut:
@@ -160,10 +147,9 @@ class HDDMW:
             self._before, self._after = copy.deepcopy(self._all), _Weighted(self.lambda_)
         else:
             self._after.update(error)
-        self.drift_detected = (
+        return (
             self._before.started
             and self._after.started
             and self._after.mean.get() - self._before.mean.get()
             > self._bound(self._before.coefficient + self._after.coefficient)
         )
-        return self.drift_detected

@@ -25,6 +25,8 @@ import itertools
 import math
 import random
 
+from poisonsim.defenses.fresh_after_alarm import FreshAfterAlarm
+
 
 def ks_statistic_steps(sample: list[float], other: list[float]) -> int:
     """The two-sided Kolmogorov-Smirnov statistic of two samples of one size n, times n: the largest gap
@@ -61,12 +63,11 @@ def ks_exact_p_value(n: int, steps: int) -> float:
     return min(max(2 * outside, 0.0), 1.0)
 
 
-class KSWIN:
+class KSWIN(FreshAfterAlarm):
     def __init__(self, alpha: float = 0.005, window_size: int = 100, stat_size: int = 30, seed: int | None = None):
         if not 0 <= alpha <= 1 or window_size < stat_size or stat_size < 1:
             raise ValueError(f"KSWIN: expected 0 <= alpha <= 1 and 1 <= stat_size <= window_size, got {locals()}")
         self.alpha, self.window_size, self.stat_size, self.seed = alpha, window_size, stat_size, seed
-        self.drift_detected = False
         self._reset()
 
     def _reset(self) -> None:
@@ -75,15 +76,11 @@ class KSWIN:
         self._rng = random.Random(self.seed)
         self._nans = 0  # NaNs in the window: only then are the samples searched for one
 
-    def update(self, x: float) -> bool:
-        """Feed one value; True when it sets the alarm off."""
-        if self.drift_detected:
-            self._reset()
+    def _alarm(self, x: float) -> bool:
         if len(self.window) == self.window_size and self.window[0] != self.window[0]:
             self._nans -= 1  # the NaN about to leave
         self.window.append(x)
         self._nans += x != x
-        self.drift_detected = False
         if len(self.window) < self.window_size:
             return False
         older = self.window_size - self.stat_size
@@ -94,5 +91,4 @@ class KSWIN:
             return False
         steps = ks_statistic_steps(drawn, recent)
         self.p_value = ks_exact_p_value(self.stat_size, steps)
-        self.drift_detected = self.p_value <= self.alpha and steps / self.stat_size > 0.1
-        return self.drift_detected
+        return self.p_value <= self.alpha and steps / self.stat_size > 0.1

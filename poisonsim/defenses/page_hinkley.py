@@ -19,13 +19,14 @@ starts afresh with the next value.
 
 from __future__ import annotations
 
+from poisonsim.defenses.fresh_after_alarm import FreshAfterAlarm
 
-class PageHinkley:
+
+class PageHinkley(FreshAfterAlarm):
     def __init__(
         self, min_instances: int = 30, delta: float = 0.005, threshold: float = 50.0, alpha: float = 1 - 0.0001
     ):
         self.min_instances, self.delta, self.threshold, self.alpha = min_instances, delta, threshold, alpha
-        self.drift_detected = False
         self._reset()
 
     def _reset(self) -> None:
@@ -33,10 +34,7 @@ class PageHinkley:
         self._up, self._down = 0.0, 0.0
         self._lowest_up, self._highest_down = float("inf"), -1.0
 
-    def update(self, x: float) -> bool:
-        """Feed one value; True when it raises an alarm (also in :attr:`drift_detected`)."""
-        if self.drift_detected:
-            self._reset()
+    def _alarm(self, x: float) -> bool:
         self._n += 1
         self._mean += (1 / self._n) * (x - self._mean)
         deviation = x - self._mean
@@ -44,7 +42,6 @@ class PageHinkley:
         self._down = self.alpha * self._down + deviation + self.delta
         self._lowest_up = min(self._lowest_up, self._up)
         self._highest_down = max(self._highest_down, self._down)
-        self.drift_detected = self._n >= self.min_instances and (
+        return self._n >= self.min_instances and (
             self._up - self._lowest_up > self.threshold or self._highest_down - self._down > self.threshold
         )
-        return self.drift_detected
