@@ -11,7 +11,9 @@ after each poll is scored.
 What judges (``--judge``): any of the scenario's defenses that offers
 ``judges-inputs`` (STRIP, or a plug-in's), named by its kind, which hears of
 each new snapshot through :meth:`~poisonsim.Defense.new_model` (STRIP
-recalibrates its threshold on it); or ``model``, the model's own alarms, for
+recalibrates its threshold on it; STRIP's ``judge = "ahead"``, which trains
+its judge further on the stream the learner learns, judges here with the
+snapshot as it is); or ``model``, the model's own alarms, for
 a model that offers ``alarms``. A white-box attacker's events are
 placeholders until the learner fills them in, so they are not judged here.
 """

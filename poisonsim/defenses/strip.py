@@ -35,6 +35,15 @@ takes over only once it is calibrated: the clean scores stay exchangeable
 with the calibration sample, so the FRR bound holds by construction between
 calibrations. ``judge = "live"`` (the paper's, where one net is both) judges
 with the served net as it is; ``check`` then watches for a stale threshold.
+A snapshot still lets through what comes while the backdoor is half learned:
+the served net already sends some triggered inputs to the target, but their
+overlays do not yet stay there. ``judge = "ahead"`` takes the snapshot and
+trains it further, ``ahead_epochs`` passes over the last ``ahead_events``
+stream events (what the served net learns, labels and all; never which event
+is poison) with the served model's optimiser state, before it is calibrated: the judge learns the backdoor from the
+same poison sooner than the served net, so a half-learned trigger is already
+a sure one to it, and the FRR bound holds as for a snapshot. The Kafka judge
+role, which sees snapshots and not the stream, judges with the snapshot.
 
 All overlays of a batch are judged together (:func:`strip_entropy`: the net
 runs in cache-sized chunks, our CNN as :func:`channels_last_logits`);
@@ -75,7 +84,7 @@ LOG_FLOOR = 1e-3  # bits added before the log: entropies near 0 stay finite
 BACKGROUND_BYTES = 32 * 2**20  # backgrounds built at once (a block of inputs): memory stays flat in the batch size
 CHECK_INPUTS = 256  # trusted inputs re-scored at each check of the FRR between calibrations
 CHECK_LEVEL = 0.01  # a check recalibrates when so many are flagged that an FRR of frr would do so this rarely
-JUDGES = ("live", "snapshot")
+JUDGES = ("live", "snapshot", "ahead")
 
 
 def superimpose(x: np.ndarray, backgrounds: np.ndarray, how: str) -> np.ndarray:
@@ -294,6 +303,27 @@ class Snapshot:
         for weight in self.net.parameters():
             weight.requires_grad_(False)
 
+    def learn_ahead(self, model, X: np.ndarray, Y: np.ndarray, epochs: int, rng: np.random.Generator) -> None:
+        """Train the snapshot further on ``(X, Y)``, ``epochs`` shuffled passes in the served model's mini-batches
+        with the served model's optimiser as it stands (``judge = "ahead"``): what the stream teaches, learned
+        sooner."""
+        for weight in self.net.parameters():
+            weight.requires_grad_(True)
+        optimizer, batch = model.continued_optimizer(self.net), model.batch_size
+        x, y = torch.as_tensor(X, device=self.device_), torch.as_tensor(Y, dtype=torch.int64, device=self.device_)
+        self.net.train()
+        for _ in range(epochs):
+            order = torch.as_tensor(rng.permutation(len(X)), device=self.device_)
+            for i in range(0, len(X), batch):
+                rows = order[i : i + batch]
+                loss = nn.functional.cross_entropy(self.net(x[rows]), y[rows])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        self.net.eval()
+        for weight in self.net.parameters():
+            weight.requires_grad_(False)
+
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """Predicted classes of the snapshot's net."""
         rows = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device_)
@@ -349,6 +379,7 @@ def strip_entropy_loop(model, x: np.ndarray, backgrounds: np.ndarray, how: str) 
         {"overlays": 4, "scale": "union", "layers": 2, "robust": True, "every": 100},
         {"overlays": 4, "every": 200, "check": 50},
         {"overlays": 4, "every": 200, "judge": "snapshot"},
+        {"overlays": 4, "scale": "union", "every": 200, "judge": "ahead", "ahead_events": 300, "ahead_epochs": 1},
     ],
 )
 class Strip(Defense):
@@ -367,7 +398,9 @@ class Strip(Defense):
     check watches the net, not the stream, so the attacker's rate cannot
     trigger it. With ``judge = "snapshot"`` inputs are judged by the net the
     threshold was calibrated on (:class:`Snapshot`), and the check asks
-    whether the served net has drifted from it far enough to take a new one.
+    whether the served net has drifted from it far enough to take a new one;
+    with ``judge = "ahead"`` by that net trained further on the recent stream
+    (:meth:`Snapshot.learn_ahead`).
     With ``scale = "per-class"`` each half's scores are standardised by the
     other half's class scales (:func:`class_scales`) before the threshold is
     taken; inputs met later, by the scales of the whole sample.
@@ -443,10 +476,15 @@ class Strip(Defense):
             Key(
                 "the net that judges inputs: the served one as it is (live, the paper's), or the "
                 "one the threshold was calibrated on until the next calibration (snapshot: the "
-                "FRR bound holds between calibrations)",
+                "FRR bound holds between calibrations), or that one trained further on the recent stream "
+                "(ahead: a backdoor the served net half knows, the judge knows)",
                 choices=JUDGES,
             ),
         ] = "live",
+        ahead_events: Annotated[
+            int, Key("recent stream events the ahead judge learns again at each calibration", ge=1, le=10**6)
+        ] = 2000,
+        ahead_epochs: Annotated[int, Key("passes of the ahead judge over them", ge=1, le=100)] = 3,
     ):
         self.scale = scale
         self.layers = layers
@@ -459,6 +497,7 @@ class Strip(Defense):
         self.check = check
         self.robust = robust
         self.judge = judge
+        self.ahead_events, self.ahead_epochs = ahead_events, ahead_epochs
         self.drops = mode == "drop"
 
     def fit(self, knowledge: DefenderKnowledge, model, rng: np.random.Generator) -> Strip:
@@ -472,6 +511,9 @@ class Strip(Defense):
                 f"of {self.frr} with {self.confidence:.0%} confidence; raise frr or lower "
                 f"confidence"
             )
+        if self.judge == "ahead":  # the recent stream events, a ring
+            self.recent_x_ = np.zeros((self.ahead_events, self.pool_x_.shape[1]), dtype=np.float32)
+            self.recent_y_, self.recent_seen_ = np.zeros(self.ahead_events, dtype=np.int64), 0
         stream_seed, flag_seed = rng.spawn(2)
         self._stream_rng, self._flag_seed = stream_seed, int(flag_seed.integers(2**63))
         self.calibrations_ = self.checks_ = self.check_recalibrations_ = 0
@@ -567,9 +609,13 @@ class Strip(Defense):
 
     def calibrate(self, model) -> float:
         """Threshold from the trusted sample, each half overlaid on the other (see the class); with
-        ``judge = "snapshot"`` the net as it is now judges from here on."""
-        if self.judge == "snapshot":
+        ``judge = "snapshot"`` the net as it is now judges from here on (``"ahead"``: trained further first)."""
+        if self.judge != "live":
             self.snapshot_ = Snapshot(model)
+        if self.judge == "ahead" and self.recent_seen_:
+            kept = min(self.recent_seen_, self.ahead_events)
+            rng = np.random.default_rng([self._flag_seed, 3, self.calibrations_])
+            self.snapshot_.learn_ahead(model, self.recent_x_[:kept], self.recent_y_[:kept], self.ahead_epochs, rng)
         model = self._judge(model)
         rng, n = np.random.default_rng(self._flag_seed + 1), len(self.pool_x_)
         half = n // 2
@@ -599,7 +645,8 @@ class Strip(Defense):
         return self.threshold_
 
     def new_model(self, model) -> None:
-        """A new model to judge with (the Kafka judge role's snapshot): recalibrate on it."""
+        """A new model to judge with (the Kafka judge role's snapshot): recalibrate on it. The judge role sees
+        snapshots, not the stream, so ``judge = "ahead"`` judges there with the snapshot as it is."""
         self.calibrate(model)
 
     def flag(self, X: np.ndarray, model) -> np.ndarray:
@@ -607,7 +654,18 @@ class Strip(Defense):
         return self.score(X, model) < self.threshold_
 
     def inspect(self, batch: EventBatch, model) -> np.ndarray:
-        return self.score(batch.x, model, self._stream_rng) < self.threshold_
+        flagged = self.score(batch.x, model, self._stream_rng) < self.threshold_
+        if self.judge == "ahead":
+            self._keep_recent(batch.select(~flagged) if self.drops else batch)
+        return flagged
+
+    def _keep_recent(self, batch: EventBatch) -> None:
+        """Remember the last ``ahead_events`` events the served model learns (a ring)."""
+        m = len(batch.y)
+        rows = slice(max(0, m - self.ahead_events), m)  # a batch longer than the ring: its last events
+        slots = (self.recent_seen_ + np.arange(m)[rows]) % self.ahead_events
+        self.recent_x_[slots], self.recent_y_[slots] = batch.x[rows], batch.y[rows]
+        self.recent_seen_ += m
 
     def update(self, batch, predictions, slots, model, position: int) -> None:
         check_due = bool(self.check) and position >= self._next_check
@@ -649,8 +707,10 @@ class Strip(Defense):
             state.update(center=self.center_.copy(), spread=self.spread_.copy())
         if self.scale == "union":
             state.update(references=self.references_.copy())
-        if self.judge == "snapshot":
+        if self.judge != "live":
             state.update(snapshot=self.snapshot_.get_state())
+        if self.judge == "ahead":
+            state.update(recent_x=self.recent_x_.copy(), recent_y=self.recent_y_.copy(), recent_seen=self.recent_seen_)
         return state
 
     def set_state(self, state: dict, model) -> None:
@@ -658,8 +718,11 @@ class Strip(Defense):
             self.center_, self.spread_ = np.asarray(state["center"]), np.asarray(state["spread"])
         if self.scale == "union":
             self.references_ = np.asarray(state["references"])
-        if self.judge == "snapshot":
+        if self.judge != "live":
             self.snapshot_, self._saved_snapshot = None, state["snapshot"]
+        if self.judge == "ahead":
+            self.recent_x_, self.recent_y_ = np.array(state["recent_x"]), np.array(state["recent_y"])
+            self.recent_seen_ = int(state["recent_seen"])
         self.threshold_, self.calibrations_ = state["threshold"], state["calibrations"]
         self._next_calibration = state["next_calibration"]
         self._stream_rng.bit_generator.state = state["rng"]

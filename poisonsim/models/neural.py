@@ -28,6 +28,7 @@ True
 
 from __future__ import annotations
 
+import copy
 import io
 from typing import Annotated
 
@@ -169,7 +170,7 @@ class NeuralClassifier(Model):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = self.new_net()
-        self._optimizer = self._make_optimizer()
+        self._optimizer = self.make_optimizer()
         self._rng = np.random.default_rng(seed)
         self._pending_x = np.empty((0, n_features), dtype=np.float32)
         self._pending_y = np.empty(0, dtype=np.int64)
@@ -196,7 +197,7 @@ class NeuralClassifier(Model):
 
     def reset_optimizer(self) -> None:
         """Fresh optimiser moments (after a repair changed the weights)."""
-        self._optimizer = self._make_optimizer()
+        self._optimizer = self.make_optimizer()
 
     def to_tensor(self, X: np.ndarray) -> torch.Tensor:
         """``X`` as a float tensor on the net's device."""
@@ -226,12 +227,12 @@ class NeuralClassifier(Model):
         net = self.new_net()
         net.load_state_dict(state, strict=True)
         self.net = net
-        self._optimizer = self._make_optimizer()
+        self._optimizer = self.make_optimizer()
 
     def adopt_module(self, module: nn.Module) -> None:
         """Run a supplied module as it is, forward() included (the unsafe way)."""
         self.net = module.to(self.device_)
-        self._optimizer = self._make_optimizer()
+        self._optimizer = self.make_optimizer()
 
     def start_from(self, supplied, how: str | None = None) -> None:
         """Start from a supplied model: its ``weights`` only, or its whole ``module`` (runs its code);
@@ -343,11 +344,11 @@ class NeuralClassifier(Model):
             shuffle,
             self.retrain_epochs,
             self.batch_size,
-            optimizer=self._make_optimizer(net),
+            optimizer=self.make_optimizer(net),
             keep_last=True,
         )
         self.net = net
-        self._optimizer = self._make_optimizer()
+        self._optimizer = self.make_optimizer()
         self._pending_x, self._pending_y = self._pending_x[:0], self._pending_y[:0]
 
     def _online(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -407,11 +408,21 @@ class NeuralClassifier(Model):
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _make_optimizer(self, net: nn.Module | None = None) -> torch.optim.Optimizer:
+    def make_optimizer(self, net: nn.Module | None = None) -> torch.optim.Optimizer:
+        """A fresh optimiser of this model's kind and learning rate over ``net``'s weights (default: the served
+        net's)."""
         parameters = (self.net if net is None else net).parameters()
         if self.optimizer == "adam":
             return torch.optim.Adam(parameters, lr=self.lr)
         return torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum)
+
+    def continued_optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
+        """An optimiser over ``net``, a copy of the served net, that goes on where the served one stands (its
+        moments copied): a defense that trains the copy further (STRIP's ahead judge) trains it as the model
+        would."""
+        optimizer = self.make_optimizer(net)
+        optimizer.load_state_dict(copy.deepcopy(self._optimizer.state_dict()))
+        return optimizer
 
     def _retrain_state(self) -> dict:
         if not self.retrain_every:

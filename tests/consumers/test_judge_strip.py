@@ -27,7 +27,8 @@ def test_the_judge_process_strip_judges_with_a_snapshot_of_the_learners_model():
 def _snapshot_gap(seed: int) -> float:
     """One seed: the judge process's STRIP on the learner's snapshot agrees with the learner's own STRIP; the share of
     triggered inputs that fire the backdoor it rejects, less the share of clean inputs."""
-    scenario = Scenario.from_toml(SCENARIO, ["stream.n_events=4000", "evaluation.every=4000", f"seed={seed}"])
+    overrides = ["stream.n_events=4000", "evaluation.every=4000", f"seed={seed}", "defense.strip.judge=snapshot"]
+    scenario = Scenario.from_toml(SCENARIO, overrides)  # the judge role sees snapshots, not the stream: no "ahead"
     learner_world = World.build(scenario)  # the learner's side: trains on the poisoned stream
     learner, stream = Learner(learner_world), learner_world.stream()
     for size in learner_world.batch_sizes():

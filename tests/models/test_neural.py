@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import pickle
 
@@ -142,3 +143,23 @@ def test_batch_norm_nets_learn_on_batch_statistics_and_predict_on_running_ones(a
 def test_an_unknown_norm_is_refused_by_name():
     with pytest.raises(ValueError, match="norm: expected one of none, batch; got 'layer'"):
         NeuralClassifier(3, 6, norm="layer", device="cpu")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_continued_optimizer_trains_a_copy_as_the_served_model_would(optimizer):
+    """A copy of the net stepped with ``continued_optimizer`` lands on the weights the served model reaches on the
+    same batch; the served model's own optimiser state is left as it was."""
+    x, y = _data(m=40)
+    model = NeuralClassifier(3, 6, batch_size=20, optimizer=optimizer, device="cpu", seed=4)
+    model.learn_many(x[:20], y[:20])  # the served optimiser has moments now
+    before = {k: v.clone() for k, v in model._optimizer.state_dict()["state"][0].items()}
+    copy_net = copy.deepcopy(model.net)
+    continued = model.continued_optimizer(copy_net)
+    copy_net.train()
+    loss = torch.nn.functional.cross_entropy(copy_net(torch.as_tensor(x[20:])), torch.as_tensor(y[20:]))
+    loss.backward()
+    continued.step()
+    assert all(torch.equal(before[k], v) for k, v in model._optimizer.state_dict()["state"][0].items())
+    model.learn_many(x[20:], y[20:])
+    for served, copied in zip(model.net.parameters(), copy_net.parameters()):
+        torch.testing.assert_close(served, copied, rtol=1e-5, atol=1e-6)  # one step, the same arithmetic

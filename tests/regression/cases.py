@@ -247,13 +247,23 @@ it by 1/718 (the digits' trusted sample, two draws)."""
 
 LOOSER: dict[str, Tolerance] = {
     "cnn_strip_union_robust_check": UNION_RANKS,
-    "strip_badnets": UNION_RANKS,
+    # union ranks judged by a copy of the net trained further (judge = "ahead"): up to five ranks of 718 move
+    # (0.007, oneDNN AVX)
+    "strip_badnets": Tolerance(
+        relative=1e-3, absolute=1e-6, shares=0.01, arrays=1e-3, shared_names=frozenset({"score"})
+    ),
     "mnist_badnets": MNIST,
     "mnist_blended": MNIST,
-    # union ranks on MNIST, and one of 98 triggered inputs changes sides (FAR 0.969 / 0.980 under oneDNN SSE4.1
-    # and ATen's default vector width): two of them may
+    # union ranks on MNIST, judged by a copy of the net trained further with Adam (judge = "ahead"): each input's
+    # score is chaotic across kernels (ATen's default vector width moves 7.9% of them by more than 0.021, one by
+    # 0.51), their spread is not (sorted, at most 0.028 apart); every count and verdict as recorded
     "mnist_strip": Tolerance(
-        relative=5e-3, absolute=1e-6, shares=0.021, arrays=0.05, shared_names=frozenset({"score"})
+        relative=5e-3,
+        absolute=1e-6,
+        shares=0.03,
+        arrays=0.05,
+        shared_names=frozenset({"score"}),
+        sorted_columns=frozenset({"score"}),
     ),
     "mnist_strip_paper": MNIST,
     # Neural Cleanse fits a mask and a pattern per class with Adam: their pixels move by up to half their

@@ -100,6 +100,7 @@ class Tolerance:
     arrays: float = 1e-3  # a float array: its largest gap relative to its largest magnitude
     shared_names: frozenset[str] = frozenset()  # more names compared as shares in this case (e.g. a rank score)
     unchecked: frozenset[str] = frozenset()  # arrays not compared at all (each element chaotic), say why
+    sorted_columns: frozenset[str] = frozenset()  # CSV columns compared sorted: each row chaotic, their spread not
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,10 @@ def file_gaps(recorded: Path, new: Path, tolerance: Tolerance):
             yield Gap(f"{label} columns", "exact", math.inf, list(old), list(now))
             return
         for column, values in old.items():
-            yield from gaps(values, now[column], tolerance, f"{label}:{column}")
+            new_values = now[column]
+            if column in tolerance.sorted_columns and len(values) == len(new_values):
+                values, new_values = sorted(values), sorted(new_values)  # the values' spread, not which row has each
+            yield from gaps(values, new_values, tolerance, f"{label}:{column}")
     elif recorded.read_bytes() != new.read_bytes():
         yield Gap(label, "exact", math.inf, "bytes", "other bytes")
 

@@ -64,7 +64,7 @@ def test_retraining_is_seeded_and_from_scratch():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed)
         fresh = a.new_net()
-    train_offline(fresh, x, y, shuffle, epochs=2, batch_size=16, optimizer=a._make_optimizer(fresh), keep_last=True)
+    train_offline(fresh, x, y, shuffle, epochs=2, batch_size=16, optimizer=a.make_optimizer(fresh), keep_last=True)
     assert all(np.array_equal(u, v.detach().numpy()) for u, v in zip(_weights(a), fresh.state_dict().values()))
 
 
