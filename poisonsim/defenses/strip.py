@@ -40,9 +40,10 @@ the served net already sends some triggered inputs to the target, but their
 overlays do not yet stay there. ``judge = "ahead"`` takes the snapshot and
 trains it further, ``ahead_epochs`` passes over the last ``ahead_events``
 stream events (what the served net learns, labels and all; never which event
-is poison) with the served model's optimiser state, before it is calibrated: the judge learns the backdoor from the
-same poison sooner than the served net, so a half-learned trigger is already
-a sure one to it, and the FRR bound holds as for a snapshot. The Kafka judge
+is poison) with the served model's optimiser state, before it is calibrated:
+the judge learns the backdoor from the same poison sooner than the served
+net, so a half-learned trigger is already a sure one to it, and the FRR
+bound holds as for a snapshot. The Kafka judge
 role, which sees snapshots and not the stream, judges with the snapshot.
 
 All overlays of a batch are judged together (:func:`strip_entropy`: the net
@@ -309,17 +310,8 @@ class Snapshot:
         sooner."""
         for weight in self.net.parameters():
             weight.requires_grad_(True)
-        optimizer, batch = model.continued_optimizer(self.net), model.batch_size
-        x, y = torch.as_tensor(X, device=self.device_), torch.as_tensor(Y, dtype=torch.int64, device=self.device_)
-        self.net.train()
-        for _ in range(epochs):
-            order = torch.as_tensor(rng.permutation(len(X)), device=self.device_)
-            for i in range(0, len(X), batch):
-                rows = order[i : i + batch]
-                loss = nn.functional.cross_entropy(self.net(x[rows]), y[rows])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+        optimizer = model.continued_optimizer(self.net)
+        nets.train_offline(self.net, X, Y, rng, epochs, model.batch_size, optimizer=optimizer, keep_last=True)
         self.net.eval()
         for weight in self.net.parameters():
             weight.requires_grad_(False)
