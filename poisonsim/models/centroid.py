@@ -32,14 +32,21 @@ from poisonsim.models.options import FROZEN, LEARNED, OUTSIDE, OVER_QUOTA, Windo
 from poisonsim.models.window import COUNT, NOT_LEARNED, POLICY_CODES, guarded_learn, new_window, squared_distance
 from poisonsim.registry import MODELS, Key
 
-_NO_HOOK = AttackerHook(np.zeros(0, dtype=np.bool_), None, np.zeros(0))
-# a white-box attacker's rule(center, radius, params, out), as the hooked kernel calls it
+# a white-box attacker's rule(center, radius, params, out), as the detector's kernel calls it at its turns
 RULE_SIGNATURE = types.void(types.float64[::1], types.float64, types.float64[::1], types.float64[::1])
 _RULE_TYPE = types.FunctionType(RULE_SIGNATURE)
 
 
+@njit(cache=True)
+def _no_rule(center: np.ndarray, radius: float, params: np.ndarray, out: np.ndarray) -> None:
+    """The rule where no white-box attacker takes turns (never called)."""
+
+
+_NO_PARAMS = np.zeros(0)
+
+
 class _RuleAddress(WrapperAddressProtocol):
-    """An attacker's compiled rule passed by address, typed by :data:`RULE_SIGNATURE` alone: the hooked
+    """An attacker's compiled rule passed by address, typed by :data:`RULE_SIGNATURE` alone: the detector's
     kernel's signature then names no particular rule, so numba's disk cache keeps it between processes."""
 
     def __init__(self, rule):
@@ -203,7 +210,7 @@ class CentroidDetector(CentroidModel):
         alarms = np.zeros(m, dtype=bool)
         slots = np.full(m, NOT_LEARNED, dtype=np.int64)
         uniforms = self._rng.random(m)
-        hook = hook or _NO_HOOK
+        hook = hook or AttackerHook(np.zeros(m, dtype=np.bool_), _no_rule, _NO_PARAMS)
         start = 0
         if not self.is_ready:  # a filling window accepts everything; then the radius is calibrated
             start = min(m, max(self.window_size - int(self._state[COUNT]), 0))
@@ -226,11 +233,7 @@ class CentroidDetector(CentroidModel):
             *self._guard_args(),
             self.refusals_,
         )
-        if hook.rule is None:
-            _detector_kernel(X, lo, hi, *state, *judged)
-        else:
-            rule = _rule_address(hook.rule)
-            _detector_kernel_with_hook(X, lo, hi, *state, hook.rows, rule, hook.params, *judged)
+        _detector_kernel(X, lo, hi, *state, hook.rows, _rule_address(hook.rule), hook.params, *judged)
 
     def _calibrate(self) -> None:
         if self.radius is not None:
@@ -399,49 +402,6 @@ def _detector_kernel(
     radius,
     learn_factor,
     uniforms,
-    alarms,
-    slots,
-    sources,
-    slot_source,
-    shares,
-    estimator,
-    trim,
-    quota,
-    frozen,
-    refusals,
-):
-    """Judge, then learn, events ``lo`` to ``hi``. ``learn_factor``: learn only points within this many radii
-    (< 0: learn all)."""
-    d = X.shape[1]
-    x = np.empty(d)
-    for i in range(lo, hi):
-        for j in range(d):
-            x[j] = X[i, j]
-        d2 = squared_distance(x, center)
-        alarms[i] = radius > 0 and d2 > radius * radius
-        if frozen:
-            refusals[i] = FROZEN
-        elif radius > 0 and learn_factor >= 0 and d2 > (learn_factor * radius) ** 2:
-            refusals[i] = OUTSIDE
-        else:
-            slots[i] = guarded_learn(
-                center, window, state, policy, x, uniforms[i], estimator, trim, sources[i], quota, slot_source, shares
-            )
-            refusals[i] = OVER_QUOTA if slots[i] == NOT_LEARNED else LEARNED
-
-
-@njit(cache=True)
-def _detector_kernel_with_hook(
-    X,
-    lo,
-    hi,
-    center,
-    window,
-    state,
-    policy,
-    radius,
-    learn_factor,
-    uniforms,
     rows,
     rule,
     params,
@@ -456,63 +416,30 @@ def _detector_kernel_with_hook(
     frozen,
     refusals,
 ):
-    """:func:`_detector_kernel` with the white-box attacker's turns (``rows``): the events before a turn go
-    through the cached kernel, then the attacker's rule fills the turn's row from the public state (centroid,
-    radius) it sees now. ``rule`` comes by address (:class:`_RuleAddress`), so one compiled loop, kept in numba's
-    disk cache, serves every rule."""
+    """Judge, then learn, events ``lo`` to ``hi``. ``learn_factor``: learn only points within this many radii
+    (< 0: learn all). At the white-box attacker's turns (``rows``) its ``rule`` first fills the turn's row from
+    the public state (centroid, radius) it sees now. ``rule`` comes by address (:class:`_RuleAddress`), so one
+    compiled loop, kept in numba's disk cache, serves every rule."""
     d = X.shape[1]
     x = np.empty(d)
-    start = lo
     for i in range(lo, hi):
         if rows[i]:
-            _detector_kernel(
-                X,
-                start,
-                i,
-                center,
-                window,
-                state,
-                policy,
-                radius,
-                learn_factor,
-                uniforms,
-                alarms,
-                slots,
-                sources,
-                slot_source,
-                shares,
-                estimator,
-                trim,
-                quota,
-                frozen,
-                refusals,
-            )
             rule(center, radius, params, x)
             for j in range(d):  # element by element: a slice assignment compiles numba's shape checks (seconds)
                 X[i, j] = x[j]
-            start = i
-    _detector_kernel(
-        X,
-        start,
-        hi,
-        center,
-        window,
-        state,
-        policy,
-        radius,
-        learn_factor,
-        uniforms,
-        alarms,
-        slots,
-        sources,
-        slot_source,
-        shares,
-        estimator,
-        trim,
-        quota,
-        frozen,
-        refusals,
-    )
+        for j in range(d):
+            x[j] = X[i, j]
+        d2 = squared_distance(x, center)
+        alarms[i] = radius > 0 and d2 > radius * radius
+        if frozen:
+            refusals[i] = FROZEN
+        elif radius > 0 and learn_factor >= 0 and d2 > (learn_factor * radius) ** 2:
+            refusals[i] = OUTSIDE
+        else:
+            slots[i] = guarded_learn(
+                center, window, state, policy, x, uniforms[i], estimator, trim, sources[i], quota, slot_source, shares
+            )
+            refusals[i] = OVER_QUOTA if slots[i] == NOT_LEARNED else LEARNED
 
 
 @njit(cache=True)

@@ -30,6 +30,8 @@ True
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import numpy as np
 
 from poisonsim.attacks import Attack, AttackerKnowledge, Schedule
@@ -109,36 +111,75 @@ class MergedStream:
         self.position = 0  # events handed out
         self.attacker_events = 0  # attacker events made (blocks ahead of position included)
         self._made = 0  # events made
-        self._ready: list[tuple[EventBatch, Truth]] = []  # made, not yet handed out
+        self._ready: list[_Block] = []  # made, not yet handed out (the first from position on)
+        self._white_box = "white-box" in attack.offers
 
     def next_batch(self, m: int) -> tuple[EventBatch, Truth]:
         """The next ``m`` events of the stream and their ground truth."""
         while self._made < self.position + m:
             self._ready.append(self._make_block())
-        batch = EventBatch.concatenate([b for b, _ in self._ready])
-        truth = Truth.concatenate([t for _, t in self._ready])
-        rest = slice(m, len(batch))  # the ready events start at self.position
-        self._ready = [(batch.select(rest), truth.select(rest))] if m < len(batch) else []
+        ready = _Block.concatenate(self._ready)
+        self._ready = [ready.select(slice(m, None))] if m < len(ready.y) else []
+        first = ready.select(slice(0, m))
+        ids = np.arange(self.position, self.position + m, dtype=np.int64)
+        batch = EventBatch(ids=ids, ts=ids.copy(), x=first.x, y=first.y, source=first.source, pin=first.pin)
         self.position += m
-        return batch.select(slice(0, m)), truth.select(slice(0, m))
+        return batch, Truth(is_poison=first.is_poison, is_adaptive=first.is_adaptive)
 
-    def _make_block(self) -> tuple[EventBatch, Truth]:
+    def _make_block(self) -> _Block:
         m = BLOCK
         turns = self.schedule.turns(self._mix_rng, self._made, m, self.attacker_events)
         n_attack = int(turns.sum())
+        benign = ~turns
         x = np.empty((m, self.source.n_features), dtype=np.float32)
         y = np.empty(m, dtype=np.int64)
-        x[~turns], y[~turns] = self.source.sample(self._benign_rng, m - n_attack)
-        vetted_x, vetted_y = x.copy(), y.copy()  # split-view: what the vetting stage saw (filled below)
+        x[benign], y[benign] = self.source.sample(self._benign_rng, m - n_attack)
+        pin = None
         if n_attack:
             clean_x, clean_y = self.source.sample(self._attacker_rng, n_attack)
-            vetted_x[turns], vetted_y[turns] = clean_x, clean_y
+            if self.split_view:  # what the vetting stage saw: the attacker's clean draws at its turns
+                vetted_x, vetted_y = x.copy(), y.copy()
+                vetted_x[turns], vetted_y[turns] = clean_x, clean_y
+                pin = content_hash(vetted_x, vetted_y)
             x[turns], y[turns] = self.attack.poison(clean_x, clean_y, self._attacker_rng)
-        source = self._ids_rng.integers(0, self.benign_sources, size=m)
-        source[turns] = self.identities[self._ids_rng.integers(0, len(self.identities), size=n_attack)]
-        pin = content_hash(vetted_x, vetted_y) if self.split_view else None
-        batch = EventBatch.from_arrays(x, y, first_id=self._made, source=source, pin=pin)
-        adaptive = turns if "white-box" in self.attack.offers else np.zeros(m, dtype=bool)
+        elif self.split_view:
+            pin = content_hash(x, y)
+        source = _draw_ids(self._ids_rng, self.benign_sources, m)
+        source[turns] = self.identities[_draw_ids(self._ids_rng, len(self.identities), n_attack)]
         self._made += m
         self.attacker_events += n_attack
-        return batch, Truth(is_poison=turns, is_adaptive=adaptive)
+        adaptive = turns if self._white_box else np.zeros(m, dtype=bool)
+        return _Block(x, y, source, pin, turns, adaptive)
+
+
+def _draw_ids(rng: np.random.Generator, n_ids: int, m: int) -> np.ndarray:
+    """``m`` ids drawn uniformly from ``0 .. n_ids - 1`` (int16); one id needs no draw (numpy's would take none)."""
+    if n_ids == 1:
+        return np.zeros(m, dtype=np.int16)
+    return rng.integers(0, n_ids, size=m).astype(np.int16)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Events made and not yet handed out, as plain arrays (ids follow from the position)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    source: np.ndarray
+    pin: np.ndarray | None
+    is_poison: np.ndarray
+    is_adaptive: np.ndarray
+
+    def select(self, rows: slice) -> _Block:
+        pin = None if self.pin is None else self.pin[rows]
+        return _Block(self.x[rows], self.y[rows], self.source[rows], pin, self.is_poison[rows], self.is_adaptive[rows])
+
+    @staticmethod
+    def concatenate(blocks: list[_Block]) -> _Block:
+        if len(blocks) == 1:
+            return blocks[0]
+        return _Block(*(_concatenate([getattr(b, f.name) for b in blocks]) for f in fields(_Block)))
+
+
+def _concatenate(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+    return None if arrays[0] is None else np.concatenate(arrays)

@@ -89,8 +89,10 @@ class Source:
         """Draw ``m`` benign events ``(X float32, y int64)``."""
         if self._means is not None:
             y = rng.integers(0, self.n_classes, size=m)
-            x = self._means[y] + self._std * rng.standard_normal((m, self._means.shape[1]))
-            return x.astype(np.float32), y.astype(np.int64)
+            x = rng.standard_normal((m, self._means.shape[1]))
+            x *= self._std
+            x += self._means[y]
+            return x.astype(np.float32), y
         idx = rng.integers(0, self._train_x.shape[0], size=m)
         x, y = self._train_x[idx], self._train_y[idx]
         if self._augment:

@@ -1,7 +1,8 @@
-"""The white-box attacker's loop comes from numba's disk cache in every process, whatever the rule.
+"""The centroid detector's loop comes from numba's disk cache in every process, whatever the attacker's rule.
 
-Each rule is passed to the centroid detector's hooked loop by address, so
-the loop's compiled signature names no particular rule: after one process
+Each rule is passed to the centroid detector's loop by address, so the
+loop's compiled signature names no particular rule (a run without a
+white-box attacker passes one that is never called): after one process
 has compiled it, a fresh process loads it (a cache hit, no compilation, the
 start-up a Kafka learner needs), and another attacker's rule (the boiling
 frog's after the greedy centroid shift's) runs the same cached loop.
@@ -20,7 +21,7 @@ import json, sys
 import poisonsim
 from poisonsim.models import centroid
 poisonsim.run(sys.argv[1], overrides=["stream.n_events=3000", "attack.start=500"])
-stats = centroid._detector_kernel_with_hook.stats
+stats = centroid._detector_kernel.stats
 print(json.dumps({"hits": sum(stats.cache_hits.values()), "misses": sum(stats.cache_misses.values())}))
 """
 
