@@ -29,7 +29,17 @@ from numba.extending import typeof_impl
 from poisonsim.models.base import AttackerHook, Model
 from poisonsim.models.inputs import check_features, check_labels
 from poisonsim.models.options import FROZEN, LEARNED, OUTSIDE, OVER_QUOTA, WindowOptions, copy_or_none
-from poisonsim.models.window import COUNT, NOT_LEARNED, POLICY_CODES, guarded_learn, new_window, squared_distance
+from poisonsim.models.window import (
+    AVERAGE_OUT,
+    COUNT,
+    MEAN,
+    MERGED,
+    NOT_LEARNED,
+    POLICY_CODES,
+    guarded_learn,
+    new_window,
+    squared_distance,
+)
 from poisonsim.registry import MODELS, Key
 
 # a white-box attacker's rule(center, radius, params, out), as the detector's kernel calls it at its turns
@@ -422,6 +432,10 @@ def _detector_kernel(
     compiled loop, kept in numba's disk cache, serves every rule."""
     d = X.shape[1]
     x = np.empty(d)
+    n = window.shape[0]
+    # average-out with its window full and no window defense only moves the mean (learn's own arithmetic,
+    # written out here: through guarded_learn the loop runs several times slower)
+    mean_only = policy == AVERAGE_OUT and estimator == MEAN and quota >= 1.0 and state[COUNT] >= n
     for i in range(lo, hi):
         if rows[i]:
             rule(center, radius, params, x)
@@ -435,6 +449,11 @@ def _detector_kernel(
             refusals[i] = FROZEN
         elif radius > 0 and learn_factor >= 0 and d2 > (learn_factor * radius) ** 2:
             refusals[i] = OUTSIDE
+        elif mean_only:
+            for j in range(d):
+                center[j] += (x[j] - center[j]) / n
+            slots[i] = MERGED
+            refusals[i] = LEARNED
         else:
             slots[i] = guarded_learn(
                 center, window, state, policy, x, uniforms[i], estimator, trim, sources[i], quota, slot_source, shares
