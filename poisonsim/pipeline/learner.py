@@ -86,11 +86,12 @@ class Learner:
 
     def _teach_twin(self, batch: EventBatch, truth: Truth) -> None:
         """The clean twin learns the batch's events that are not poison, in order (no defense, no attacker)."""
+        x, y, source = batch.x, batch.y, batch.source if self.twin.needs_sources else None
         clean = ~truth.is_poison
-        if not clean.all():
-            batch = batch.select(clean)
-        if len(batch):
-            self.twin.process_many(batch.x, batch.y, None, batch.source if self.twin.needs_sources else None)
+        if not clean.all():  # only what the twin reads
+            x, y, source = x[clean], y[clean], None if source is None else source[clean]
+        if len(x):
+            self.twin.process_many(x, y, None, source)
 
     def _process(self, batch: EventBatch, truth: Truth) -> None:
         flags = {}

@@ -4,10 +4,14 @@ Benign events come from the source; at the attacker's turns (see
 :class:`~poisonsim.attacks.schedule.Schedule`) the attacker draws clean
 samples of its own and poisons them. Each batch comes with its ground truth.
 
-The stream is made in fixed blocks of :data:`BLOCK` events, each from the
-same random streams in the same order, and handed out in whatever sizes the
-caller asks for: the events do not depend on the evaluation cadence, the
-batch size or how a transport packs them.
+The stream is made in fixed blocks, each from the same random streams in
+the same order, and handed out in whatever sizes the caller asks for: the
+events do not depend on the evaluation cadence, the batch size or how a
+transport packs them. A block is :data:`BLOCK` events from a stored pool
+(digits, MNIST, river's sets) and :data:`DRAWN_BLOCK` from a distribution
+(``Source.stream_pool_size`` None: blobs), whose events cost so little to
+make and to learn (a centroid detector, a few features) that numpy's cost
+per call would otherwise dominate the run.
 
 Every event carries a public source id. Benign traffic spreads over
 ``benign_sources`` ids; the attacker spreads its events over ``identities``
@@ -40,7 +44,8 @@ from poisonsim.models.window import MAX_SOURCES
 from poisonsim.pipeline.content import content_hash
 from poisonsim.sources import Source
 
-BLOCK = 256  # events made at a time, whatever the batch sizes asked for
+BLOCK = 256  # events made at a time from a stored pool, whatever the batch sizes asked for
+DRAWN_BLOCK = 4096  # from a distribution (see above)
 IDENTITY_POOLS = ("shared", "own")
 
 
@@ -108,6 +113,7 @@ class MergedStream:
             self.identities = np.sort(self._ids_rng.choice(benign_sources, size=identities, replace=False))
         else:
             self.identities = np.arange(benign_sources, benign_sources + identities)
+        self.block = BLOCK if source.stream_pool_size is not None else DRAWN_BLOCK
         self.position = 0  # events handed out
         self.attacker_events = 0  # attacker events made (blocks ahead of position included)
         self._made = 0  # events made
@@ -127,7 +133,7 @@ class MergedStream:
         return batch, Truth(is_poison=first.is_poison, is_adaptive=first.is_adaptive)
 
     def _make_block(self) -> _Block:
-        m = BLOCK
+        m = self.block
         turns = self.schedule.turns(self._mix_rng, self._made, m, self.attacker_events)
         n_attack = int(turns.sum())
         benign = ~turns
