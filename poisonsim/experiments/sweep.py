@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import threading
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,6 @@ MANIFEST = "sweep.json"
 JOURNAL = "sweep.log"
 TABLE = "results"  # results.csv and results.parquet
 TIMESERIES = "timeseries.parquet"
-PARENT_POLL_S = 0.5  # how often a worker checks that its sweep is still there
 
 
 @dataclass
@@ -113,11 +111,14 @@ def _sweep(
 
 
 def _on_pool(runs: list[Run], workers: int) -> Iterator[Outcome]:
-    """A local process pool; workers are spawned (each loads numba's disk cache once)."""
-    import multiprocessing
+    """A local process pool, its workers forked from a server that has imported poisonsim and loaded the
+    compiled loops once (:mod:`~poisonsim.experiments.preload`); spawned, each importing anew, where the
+    platform has no fork server."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker)
+    context = _worker_context()
+    sweep_gone, sweep_alive = context.Pipe(duplex=False)  # only this process holds the write end
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(sweep_gone,))
     try:
         yield from _drain({pool.submit(execute, run): run.id for run in runs}, as_completed)
     except BaseException:  # Ctrl-C (or the sweep stopped): stop the workers now; their runs stay unfinished
@@ -126,11 +127,26 @@ def _on_pool(runs: list[Run], workers: int) -> Iterator[Outcome]:
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        sweep_alive.close()
 
 
-def _start_worker() -> None:
+def _worker_context():
+    """multiprocessing's fork server, preloading :mod:`~poisonsim.experiments.preload` (one server per
+    process, kept between sweeps); ``spawn`` where there is none (Windows)."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["poisonsim.experiments.preload"])
+    return context
+
+
+def _start_worker(sweep_gone) -> None:
     """Workers leave Ctrl-C to the sweep, which stops them, end when the sweep is gone (even killed with
-    ``kill -9``, which it cannot answer), and their torch threads sleep while they wait.
+    ``kill -9``, which it cannot answer: ``sweep_gone``, the read end of a pipe only the sweep writes to,
+    then reads end-of-file), and their torch threads sleep while they wait. The workers' parent is the
+    fork server, not the sweep, and it lives as long as they do.
 
     Each worker's torch keeps its default thread count (a net's results depend on it, so a sweep's run
     equals ``poisonsim run`` of its scenario on the same machine); with several workers those threads
@@ -139,13 +155,15 @@ def _start_worker() -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_end_with_sweep, args=(sweep_gone,), daemon=True).start()
 
 
-def _end_with_parent(parent: int) -> None:
-    """Exit once the process that started this worker is gone (its orphan is adopted by another)."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_POLL_S)
+def _end_with_sweep(sweep_gone) -> None:
+    """Exit once the sweep is gone: nothing is ever sent, so the read returns only at end-of-file."""
+    try:
+        sweep_gone.recv()
+    except (EOFError, OSError):
+        pass
     os._exit(1)
 
 

@@ -356,7 +356,7 @@ def test_workers_end_when_the_sweep_alone_is_killed(tmp_path):
     sweep.wait()
     left = [p for p in psutil.process_iter(["status"]) if _group(p.pid) == sweep.pid]
     _, alive = psutil.wait_procs(left, timeout=15)
-    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == [], [(p.cmdline(), p.status()) for p in alive]
 
 
 def _group(pid: int) -> int | None:
