@@ -1,7 +1,7 @@
 """What a sweep's workers start from: imported once, in the process they are forked from.
 
-A local sweep forks its workers from a server process (multiprocessing's
-``forkserver``) that imports this module first: poisonsim's engine, and the
+On Linux a local sweep forks its workers from a server process
+(multiprocessing's ``forkserver``) that imports this module first: poisonsim's engine, and the
 centroid models' compiled loops loaded from numba's disk cache by two tiny
 runs (a white-box attacker against the detector, label flips against the
 classifier). A worker then starts in milliseconds with all of it in memory,

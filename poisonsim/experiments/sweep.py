@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 import traceback
 from dataclasses import dataclass
@@ -112,8 +113,7 @@ def _sweep(
 
 def _on_pool(runs: list[Run], workers: int) -> Iterator[Outcome]:
     """A local process pool, its workers forked from a server that has imported poisonsim and loaded the
-    compiled loops once (:mod:`~poisonsim.experiments.preload`); spawned, each importing anew, where the
-    platform has no fork server."""
+    compiled loops once (:mod:`~poisonsim.experiments.preload`; Linux), or spawned, each importing anew."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     context = _worker_context()
@@ -131,11 +131,12 @@ def _on_pool(runs: list[Run], workers: int) -> Iterator[Outcome]:
 
 
 def _worker_context():
-    """multiprocessing's fork server, preloading :mod:`~poisonsim.experiments.preload` (one server per
-    process, kept between sweeps); ``spawn`` where there is none (Windows)."""
+    """multiprocessing's fork server on Linux, preloading :mod:`~poisonsim.experiments.preload` (one server
+    per process, kept between sweeps); ``spawn`` elsewhere (no fork server on Windows; on macOS numpy's
+    Accelerate is not safe to use across a fork)."""
     import multiprocessing
 
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    if not sys.platform.startswith("linux"):
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["poisonsim.experiments.preload"])
