@@ -34,8 +34,6 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import numpy as np
 
 from poisonsim.attacks import Attack, AttackerKnowledge, Schedule
@@ -117,22 +115,21 @@ class MergedStream:
         self.position = 0  # events handed out
         self.attacker_events = 0  # attacker events made (blocks ahead of position included)
         self._made = 0  # events made
-        self._ready: list[_Block] = []  # made, not yet handed out (the first from position on)
+        self._ready: list[tuple[EventBatch, Truth]] = []  # made, not yet handed out
         self._white_box = "white-box" in attack.offers
 
     def next_batch(self, m: int) -> tuple[EventBatch, Truth]:
         """The next ``m`` events of the stream and their ground truth."""
         while self._made < self.position + m:
             self._ready.append(self._make_block())
-        ready = _Block.concatenate(self._ready)
-        self._ready = [ready.select(slice(m, None))] if m < len(ready.y) else []
-        first = ready.select(slice(0, m))
-        ids = np.arange(self.position, self.position + m, dtype=np.int64)
-        batch = EventBatch(ids=ids, ts=ids.copy(), x=first.x, y=first.y, source=first.source, pin=first.pin)
+        batch = EventBatch.concatenate([b for b, _ in self._ready])
+        truth = Truth.concatenate([t for _, t in self._ready])
+        rest = slice(m, len(batch))  # the ready events start at self.position
+        self._ready = [(batch.select(rest), truth.select(rest))] if m < len(batch) else []
         self.position += m
-        return batch, Truth(is_poison=first.is_poison, is_adaptive=first.is_adaptive)
+        return batch.select(slice(0, m)), truth.select(slice(0, m))
 
-    def _make_block(self) -> _Block:
+    def _make_block(self) -> tuple[EventBatch, Truth]:
         m = self.block
         turns = self.schedule.turns(self._mix_rng, self._made, m, self.attacker_events)
         n_attack = int(turns.sum())
@@ -150,42 +147,10 @@ class MergedStream:
             x[turns], y[turns] = self.attack.poison(clean_x, clean_y, self._attacker_rng)
         elif self.split_view:
             pin = content_hash(x, y)
-        source = _draw_ids(self._ids_rng, self.benign_sources, m)
-        source[turns] = self.identities[_draw_ids(self._ids_rng, len(self.identities), n_attack)]
+        source = self._ids_rng.integers(0, self.benign_sources, size=m)
+        source[turns] = self.identities[self._ids_rng.integers(0, len(self.identities), size=n_attack)]
+        batch = EventBatch.from_arrays(x, y, first_id=self._made, source=source, pin=pin)
+        adaptive = turns if self._white_box else np.zeros(m, dtype=bool)
         self._made += m
         self.attacker_events += n_attack
-        adaptive = turns if self._white_box else np.zeros(m, dtype=bool)
-        return _Block(x, y, source, pin, turns, adaptive)
-
-
-def _draw_ids(rng: np.random.Generator, n_ids: int, m: int) -> np.ndarray:
-    """``m`` ids drawn uniformly from ``0 .. n_ids - 1`` (int16); one id needs no draw (numpy's would take none)."""
-    if n_ids == 1:
-        return np.zeros(m, dtype=np.int16)
-    return rng.integers(0, n_ids, size=m).astype(np.int16)
-
-
-@dataclass(frozen=True)
-class _Block:
-    """Events made and not yet handed out, as plain arrays (ids follow from the position)."""
-
-    x: np.ndarray
-    y: np.ndarray
-    source: np.ndarray
-    pin: np.ndarray | None
-    is_poison: np.ndarray
-    is_adaptive: np.ndarray
-
-    def select(self, rows: slice) -> _Block:
-        pin = None if self.pin is None else self.pin[rows]
-        return _Block(self.x[rows], self.y[rows], self.source[rows], pin, self.is_poison[rows], self.is_adaptive[rows])
-
-    @staticmethod
-    def concatenate(blocks: list[_Block]) -> _Block:
-        if len(blocks) == 1:
-            return blocks[0]
-        return _Block(*(_concatenate([getattr(b, f.name) for b in blocks]) for f in fields(_Block)))
-
-
-def _concatenate(arrays: list[np.ndarray | None]) -> np.ndarray | None:
-    return None if arrays[0] is None else np.concatenate(arrays)
+        return batch, Truth(is_poison=turns, is_adaptive=adaptive)
