@@ -40,9 +40,9 @@ docs: $(STAMP)  # the documentation site, from docs/ (mkdocs, material theme), i
 
 test-all: lint docs test reproduce test-kernels  # what CI runs
 
-bench: $(STAMP)
-	$(PY) benchmarks/centroid_throughput.py
-	$(PY) benchmarks/neural_throughput.py
+bench: $(STAMP)  # rows into results/bench/ (docs/data/ holds the rows the docs' tables show: --data there adds yours)
+	$(PY) benchmarks/centroid_throughput.py --data results/bench/centroid_throughput.csv
+	$(PY) benchmarks/neural_throughput.py --data results/bench/neural_throughput.csv
 
 clean:
 	rm -rf $(VENV) results .pytest_cache site

@@ -16,29 +16,41 @@ transport); "of lean" is poisonsim's rate over it, side by side in this
 process. Memory: peak RSS of a 1M-event run against a 10M-event run, each
 in a fresh process.
 
+Each measurement is kept as a row (machine, date, settings, d) of
+``docs/data/centroid_throughput.csv``, the memory in ``centroid_memory.csv``
+beside it; the performance page's tables are generated from them
+(``--table`` prints them), and a test holds the page to them.
+
     python benchmarks/centroid_throughput.py [--features 2 16 64] [--river-events 200000] [--set seed=11 ...]
+    python benchmarks/centroid_throughput.py --table
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from numba import njit
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from benchmarks.datafile import machine, read_rows, today, write_rows  # noqa: E402
 from poisonsim.config import Scenario  # noqa: E402
 from poisonsim.models import build_model  # noqa: E402
 from poisonsim.pipeline.engine import run  # noqa: E402
 
-SCENARIO = os.path.join(os.path.dirname(__file__), "..", "scenarios", "centroid_shift.toml")
+SCENARIO = ROOT / "scenarios" / "centroid_shift.toml"
+DATA = ROOT / "docs" / "data" / "centroid_throughput.csv"
+FIELDS = ("machine", "date", "settings", "features", "events", "poisonsim_eps", "river_eps", "lean_eps")
+KEY = ("machine", "settings", "features")
+MEMORY = DATA.with_name("centroid_memory.csv")
+MEMORY_FIELDS = ("machine", "date", "events", "peak_rss_mib")
 
 
 def scenario(n_features: int, n_events: int, overrides: list[str] = ()) -> Scenario:
@@ -161,9 +173,48 @@ def peak_rss_mib(n_features: int, n_events: int) -> float:
         f"run(scenario({n_features}, {n_events}));"
         "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0] / 1024)"
     )
-    root = os.path.join(os.path.dirname(__file__), "..")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict]) -> str:
+    """The docs' table of throughput, a line per row of the data file.
+
+    >>> print(table([{"machine": "Xeon, 1 of 2 cores", "date": "2026-12-07", "settings": "", "features": "2",
+    ...               "events": "3000000", "poisonsim_eps": "6e6", "river_eps": "8e5", "lean_eps": "1.8e7"}]))
+    | machine | date | `--set` | features d | events | poisonsim events/s | river events/s | ratio | lean loop events/s | of lean |
+    |---|---|---|---:|---:|---:|---:|---:|---:|---:|
+    | Xeon, 1 of 2 cores | 2026-12-07 | (none) | 2 | 3,000,000 | 6,000,000 | 800,000 | 8x | 18,000,000 | 0.333 |
+    """
+    lines = [
+        "| machine | date | `--set` | features d | events | poisonsim events/s | river events/s | ratio "
+        "| lean loop events/s | of lean |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        ours, river, lean = (float(row[k]) for k in ("poisonsim_eps", "river_eps", "lean_eps"))
+        settings = f"`{row['settings']}`" if row["settings"] else "(none)"
+        lines.append(
+            f"| {row['machine']} | {row['date']} | {settings} | {row['features']} | {int(row['events']):,} "
+            f"| {ours:,.0f} | {river:,.0f} | {ours / river:.0f}x | {lean:,.0f} | {ours / lean:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def memory_table(rows: list[dict]) -> str:
+    """The docs' table of peak memory, a line per row of the memory data file.
+
+    >>> print(memory_table([{"machine": "Xeon", "date": "2026-12-07", "events": "1000000", "peak_rss_mib": "162.8"}]))
+    | machine | date | events | peak RSS (MiB) |
+    |---|---|---:|---:|
+    | Xeon | 2026-12-07 | 1,000,000 | 162.8 |
+    """
+    lines = ["| machine | date | events | peak RSS (MiB) |", "|---|---|---:|---:|"]
+    for row in rows:
+        lines.append(
+            f"| {row['machine']} | {row['date']} | {int(row['events']):,} | {float(row['peak_rss_mib']):.1f} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -173,25 +224,36 @@ def main() -> None:
     parser.add_argument("--river-events", type=int, default=100_000)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="scenario overrides, e.g. seed=11")
+    parser.add_argument("--data", type=Path, default=DATA, help=f"the data file (default {DATA.relative_to(ROOT)})")
+    parser.add_argument("--table", action="store_true", help="print the tables from the data files and stop")
     args = parser.parse_args()
+    memory = args.data.with_name(MEMORY.name)
+    if args.table:
+        print(table(read_rows(args.data)), memory_table(read_rows(memory)), sep="\n\n")
+        return
 
-    results = []
+    where, when, settings = machine(), today(), " ".join(args.set)
     print(f"{'d':>4} {'poisonsim ev/s':>15} {'river ev/s':>12} {'ratio':>8} {'lean ev/s':>13} {'of lean':>8}")
     for d in args.features:
         ours = poisonsim_rate(scenario(d, args.events, args.set))
         theirs = river_rate(scenario(d, args.river_events, args.set), args.river_events)
         lean = lean_rate(scenario(d, args.events, args.set), args.events)
-        results.append(
-            {"features": d, "poisonsim_eps": ours, "river_eps": theirs, "ratio": ours / theirs, "lean_eps": lean}
-        )
         print(f"{d:>4} {ours:>15,.0f} {theirs:>12,.0f} {ours / theirs:>7.0f}x {lean:>13,.0f} {ours / lean:>8.3f}")
+        row = {"machine": where, "date": when, "settings": settings, "features": d, "events": args.events}
+        row |= {"poisonsim_eps": f"{ours:.0f}", "river_eps": f"{theirs:.0f}", "lean_eps": f"{lean:.0f}"}
+        write_rows(args.data, [row], FIELDS, KEY)
     if not args.skip_memory:
-        small, large = peak_rss_mib(2, 1_000_000), peak_rss_mib(2, 10_000_000)
+        sizes = (1_000_000, 10_000_000)
+        small, large = (peak_rss_mib(2, n) for n in sizes)
         print(
             f"peak RSS: {small:.1f} MiB at 1M events, {large:.1f} MiB at 10M events ({100 * (large / small - 1):+.1f}%)"
         )
-        results.append({"rss_mib_1m": small, "rss_mib_10m": large})
-    print(json.dumps(results))
+        rows = [
+            {"machine": where, "date": when, "events": n, "peak_rss_mib": f"{mib:.1f}"}
+            for n, mib in zip(sizes, (small, large))
+        ]
+        write_rows(memory, rows, MEMORY_FIELDS, ("machine", "events"))
+    print(f"rows kept in {args.data} and {memory}")
 
 
 if __name__ == "__main__":

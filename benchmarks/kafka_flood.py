@@ -17,10 +17,14 @@ floor any learner on this client library pays, the time a bare kafka-python
 consumer takes to fetch and parse the flood's records alone. Then the time
 to first event: a ``poisonsim consume`` process started beside topics that
 already hold the stream, from its start to its metrics endpoint answering
-and to its stream position leaving 0 (sampled every 20 ms).
+and to its stream position leaving 0 (sampled every 20 ms). The figures are
+kept as a row (machine, date, stream and flood sizes) of
+``docs/data/kafka_flood.csv``; the Kafka page's table is generated from it
+(``--table`` prints it), and a test holds the page to it.
 
     .venv/bin/python benchmarks/kafka_flood.py                 # starts a Tansu broker
     .venv/bin/python benchmarks/kafka_flood.py --bootstrap-servers HOST:PORT --flood 200000
+    .venv/bin/python benchmarks/kafka_flood.py --table
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import forged_copies, free_port  # noqa: E402
 
+from benchmarks.datafile import machine, read_rows, today, write_rows  # noqa: E402
 from benchmarks.kafka_throughput import local_broker  # noqa: E402
 from poisonsim.config import Scenario  # noqa: E402
 from poisonsim.pipeline.results import TIMING_FIELDS  # noqa: E402
@@ -56,6 +61,24 @@ from poisonsim.transport.codec import TRUTH_HEADER, Codec  # noqa: E402
 from poisonsim.transport.kafka import KafkaSettings, ensure_topics, scenario_key  # noqa: E402
 from poisonsim.transport.signing import KEY_VARIABLE, SIGNATURE_HEADER  # noqa: E402
 
+DATA = ROOT / "docs" / "data" / "kafka_flood.csv"
+FIELDS = (
+    "machine",
+    "date",
+    "events",
+    "flood",
+    "repeat",
+    "clean_s",
+    "flood_s",
+    "clean_log_bytes",
+    "flood_log_bytes",
+    "dead",
+    "withheld",
+    "client_s",
+    "metrics_s",
+    "first_event_s",
+)
+KEY = ("machine", "events", "flood")
 OVERRIDES = ["stream.n_events=200000", "attack.start=2000", "attack.rate=0.2", "evaluation.every=10000"]
 
 
@@ -223,12 +246,45 @@ def time_to_first_event(bootstrap: str, state: Path) -> tuple[float, float]:
         process.wait(timeout=30)
 
 
+def table(rows: list[dict]) -> str:
+    """The docs' table, a line per row of the data file.
+
+    >>> row = {"machine": "Xeon", "date": "2026-12-07", "events": "200000", "flood": "200000", "repeat": "3",
+    ...        "clean_s": "1.81", "flood_s": "3.66", "clean_log_bytes": "9700", "flood_log_bytes": "10100",
+    ...        "dead": "200000", "withheld": "198789", "client_s": "1.31", "metrics_s": "0.62", "first_event_s": "0.80"}
+    >>> print(table([row]).splitlines()[-1])
+    | Xeon | 2026-12-07 | 200,000 | 200,000 | 1.81 | 3.66 (2.02x) | 9.7 / 10.1 | 200,000 / 1,211 / 198,789 | 1.31 (0.72) | 0.62 | 0.80 |
+    """
+    lines = [
+        "| machine | date | stream events | forged records | clean run s | flooded run s | log kB, clean / flooded "
+        "| dead letters counted / written / withheld | kafka-python alone s (of clean) | metrics answer s "
+        "| first event s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        clean, flooded, client = float(row["clean_s"]), float(row["flood_s"]), float(row["client_s"])
+        dead, withheld = int(row["dead"]), int(row["withheld"])
+        lines.append(
+            f"| {row['machine']} | {row['date']} | {int(row['events']):,} | {int(row['flood']):,} | {clean:.2f} "
+            f"| {flooded:.2f} ({flooded / clean:.2f}x) "
+            f"| {int(row['clean_log_bytes']) / 1000:.1f} / {int(row['flood_log_bytes']) / 1000:.1f} "
+            f"| {dead:,} / {dead - withheld:,} / {withheld:,} | {client:.2f} ({client / clean:.2f}) "
+            f"| {float(row['metrics_s']):.2f} | {float(row['first_event_s']):.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap-servers", help="use this broker instead of starting Tansu")
     parser.add_argument("--flood", type=int, default=200_000, help="forged records ahead of the stream")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each phase, alternating; the best is shown")
+    parser.add_argument("--data", type=Path, default=DATA, help=f"the data file (default {DATA.relative_to(ROOT)})")
+    parser.add_argument("--table", action="store_true", help="print the table from the data file and stop")
     args = parser.parse_args()
+    if args.table:
+        print(table(read_rows(args.data)))
+        return
     os.environ[KEY_VARIABLE] = "00" * 32  # the bench's own key: producers and learner in this process share it
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger().setLevel(logging.INFO)  # what a learner logs by default
@@ -271,6 +327,14 @@ def run_phases(args: argparse.Namespace, bootstrap: str) -> None:
             f"\ntime to first event of a fresh learner (topics already full): metrics answer after {answering:.2f} "
             f"s, stream position > 0 after {first:.2f} s (best of {args.repeat})"
         )
+        row = {"machine": machine(), "date": today(), "events": s.stream.n_events, "flood": args.flood}
+        row |= {"repeat": args.repeat, "clean_s": f"{best['clean']['seconds']:.2f}"}
+        row |= {"flood_s": f"{best['flood']['seconds']:.2f}", "clean_log_bytes": best["clean"]["log_bytes"]}
+        row |= {"flood_log_bytes": best["flood"]["log_bytes"], "dead": best["flood"]["dead"]}
+        row |= {"withheld": best["flood"]["withheld"], "client_s": f"{floor:.2f}", "metrics_s": f"{answering:.2f}"}
+        row |= {"first_event_s": f"{first:.2f}"}
+        write_rows(args.data, [row], FIELDS, KEY)
+        print(f"row kept in {args.data}")
     finally:
         shutil.rmtree(state, ignore_errors=True)
 

@@ -16,9 +16,14 @@ itself, raw and poisonsim alternating (``--repeat`` times; the best time of
 each phase is kept, to see through other load on the machine); end to end is
 events / (produce time + consume time). Then producers
 at a fixed rate run as processes beside a consumer process, and the
-consumer's lag (its own metric) is sampled while they run.
+consumer's lag (its own metric) is sampled while they run. The figures are
+kept as rows (machine, date, signed or not, events per message) of
+``docs/data/kafka_throughput.csv`` and the lag as rows of
+``docs/data/kafka_lag.csv``; the Kafka page's tables are generated from them
+(``--table`` prints them), and a test holds the page to them.
 
     .venv/bin/python benchmarks/kafka_throughput.py            # starts a Tansu broker
+    .venv/bin/python benchmarks/kafka_throughput.py --table
     .venv/bin/python benchmarks/kafka_throughput.py --bootstrap-servers HOST:PORT
     .venv/bin/python benchmarks/kafka_throughput.py --insecure-unsigned   # records neither signed nor checked
 """
@@ -45,10 +50,27 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchmarks.datafile import machine, read_rows, today, write_rows  # noqa: E402
 from poisonsim.config import Scenario  # noqa: E402
 from poisonsim.pipeline.world import World  # noqa: E402
 from poisonsim.transport.codec import TRUTH_HEADER, Codec  # noqa: E402
 from poisonsim.transport.kafka import KafkaSettings, ensure_topics, scenario_key  # noqa: E402
+
+DATA = ROOT / "docs" / "data" / "kafka_throughput.csv"
+FIELDS = (
+    "machine",
+    "date",
+    "signed",
+    "per_message",
+    "events",
+    "raw_produce_s",
+    "raw_consume_s",
+    "produce_s",
+    "consume_s",
+)
+KEY = ("machine", "signed", "per_message", "events")
+LAG = DATA.with_name("kafka_lag.csv")
+LAG_FIELDS = ("machine", "date", "signed", "rate", "samples", "at_zero", "median", "max")
 
 
 def scenario(n_events: int) -> Scenario:
@@ -144,7 +166,7 @@ def ours(settings: KafkaSettings, s: Scenario, per_message: int, state: Path) ->
     return produced, result.summary["elapsed_seconds"]
 
 
-def lag_under_load(bootstrap: str, n_events: int, rate: float, state: Path) -> list[float]:
+def lag_under_load(bootstrap: str, n_events: int, rate: float, state: Path, unsigned: bool = False) -> list[float]:
     """Producers at ``rate`` merged events/s beside a consumer; its lag metric sampled each 0.5 s."""
     tag, port = uuid.uuid4().hex[:8], _free_port()
     common = [
@@ -163,6 +185,7 @@ def lag_under_load(bootstrap: str, n_events: int, rate: float, state: Path) -> l
         f"lag{tag}.attack",
         "--dead-letter-topic",
         f"lag{tag}.dead",
+        *(["--insecure-unsigned"] if unsigned else []),
     ]
     run = lambda *a: subprocess.Popen(
         [sys.executable, "-m", "poisonsim.cli", *a],
@@ -218,6 +241,51 @@ def _free_port() -> int:
     return free_port()
 
 
+def table(rows: list[dict]) -> str:
+    """The docs' table of events per second, a line per row of the data file.
+
+    >>> row = {"machine": "Xeon", "date": "2026-12-07", "signed": "yes", "per_message": "1", "events": "200000",
+    ...        "raw_produce_s": "2.0", "raw_consume_s": "1.0", "produce_s": "2.5", "consume_s": "2.0"}
+    >>> print(table([row]).splitlines()[-1])
+    | Xeon | 2026-12-07 | yes | 1 | 200,000 | 100,000 | 200,000 | 66,667 | 80,000 | 100,000 | 44,444 | 0.67x |
+    """
+    lines = [
+        "| machine | date | signed | events per message | events | raw produce ev/s | raw consume ev/s "
+        "| raw end to end ev/s | poisonsim produce ev/s | poisonsim consume ev/s | poisonsim end to end ev/s "
+        "| ratio |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        n = int(row["events"])
+        rp, rc, pp, pc = (float(row[k]) for k in ("raw_produce_s", "raw_consume_s", "produce_s", "consume_s"))
+        lines.append(
+            f"| {row['machine']} | {row['date']} | {row['signed']} | {row['per_message']} | {n:,} | {n / rp:,.0f} "
+            f"| {n / rc:,.0f} | {n / (rp + rc):,.0f} | {n / pp:,.0f} | {n / pc:,.0f} | {n / (pp + pc):,.0f} "
+            f"| {(rp + rc) / (pp + pc):.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def lag_table(rows: list[dict]) -> str:
+    """The docs' table of consumer lag under load, a line per row of the lag data file.
+
+    >>> row = {"machine": "Xeon", "date": "2026-12-07", "signed": "yes", "rate": "10000", "samples": "42",
+    ...        "at_zero": "40", "median": "0", "max": "28355"}
+    >>> print(lag_table([row]).splitlines()[-1])
+    | Xeon | 2026-12-07 | yes | 10,000 | 40 of 42 | 0 | 28,355 |
+    """
+    lines = [
+        "| machine | date | signed | producers, merged events/s | samples at lag 0 | median lag | largest lag |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['machine']} | {row['date']} | {row['signed']} | {float(row['rate']):,.0f} "
+            f"| {row['at_zero']} of {row['samples']} | {float(row['median']):,.0f} | {float(row['max']):,.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap-servers", help="use this broker instead of starting Tansu")
@@ -236,7 +304,12 @@ def main() -> None:
         action="store_true",
         help="poisonsim neither signs nor checks records (default: HMAC-SHA256 on every record)",
     )
+    parser.add_argument("--data", type=Path, default=DATA, help=f"the data file (default {DATA.relative_to(ROOT)})")
+    parser.add_argument("--table", action="store_true", help="print the tables from the data files and stop")
     args = parser.parse_args()
+    if args.table:
+        print(table(read_rows(args.data)), lag_table(read_rows(args.data.with_name(LAG.name))), sep="\n\n")
+        return
     os.environ.pop("POISONSIM_SIGNING_KEY", None)
     if not args.insecure_unsigned:
         os.environ["POISONSIM_SIGNING_KEY"] = "00" * 32
@@ -247,6 +320,7 @@ def main() -> None:
 
 def run_phases(args: argparse.Namespace, bootstrap: str) -> None:
     settings, state = KafkaSettings(bootstrap), Path(tempfile.mkdtemp())
+    where, when, signed = machine(), today(), "no" if args.insecure_unsigned else "yes"
     try:
         print(
             "| events per message | events | raw produce ev/s | raw consume ev/s | raw end to end ev/s | "
@@ -263,13 +337,21 @@ def run_phases(args: argparse.Namespace, bootstrap: str) -> None:
                 f"{n / pc:,.0f} | {n / (pp + pc):,.0f} | {(rp + rc) / (pp + pc):.2f}x |",
                 flush=True,
             )
-        lags = lag_under_load(bootstrap, args.lag_events, args.lag_rate, state)
+            row = {"machine": where, "date": when, "signed": signed, "per_message": per_message, "events": n}
+            row |= {"raw_produce_s": f"{rp:.4f}", "raw_consume_s": f"{rc:.4f}"}
+            row |= {"produce_s": f"{pp:.4f}", "consume_s": f"{pc:.4f}"}
+            write_rows(args.data, [row], FIELDS, KEY)
+        lags = lag_under_load(bootstrap, args.lag_events, args.lag_rate, state, args.insecure_unsigned)
         if lags:
             print(
                 f"\nconsumer lag with producers at {args.lag_rate:,.0f} merged events/s (one per message), "
                 f"{len(lags)} samples: max {max(lags):,.0f} messages, last {lags[-1]:,.0f}, "
                 f"median {sorted(lags)[len(lags) // 2]:,.0f}"
             )
+            row = {"machine": where, "date": when, "signed": signed, "rate": args.lag_rate, "samples": len(lags)}
+            row |= {"at_zero": sum(lag == 0 for lag in lags), "median": sorted(lags)[len(lags) // 2], "max": max(lags)}
+            write_rows(args.data.with_name(LAG.name), [row], LAG_FIELDS, ("machine", "signed", "rate"))
+        print(f"rows kept in {args.data} and {args.data.with_name(LAG.name)}")
     finally:
         shutil.rmtree(state, ignore_errors=True)
 

@@ -5,28 +5,36 @@ same events in the same order, one optimiser step per mini-batch. The plain
 loop only trains; the online learner also predicts every event before
 learning it (test-then-train), validates its input and keeps its pending
 batch, fed in chunks as the engine feeds it. The ratio is learner / plain.
+Each figure is kept as a row (machine, date, device, network, batch) of
+``docs/data/neural_throughput.csv``; the performance page's table is
+generated from it (``--table`` prints it), and a test holds the page to it.
 
     python benchmarks/neural_throughput.py [--device auto|cpu|cuda] [--events 20000]
+    python benchmarks/neural_throughput.py --table
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from benchmarks.datafile import machine, read_rows, today, write_rows  # noqa: E402
 from poisonsim.models.neural import NeuralClassifier  # noqa: E402
 from poisonsim.sources import Digits  # noqa: E402
 
 CHUNK = 1_000  # events per call, as the engine's batches
+DATA = ROOT / "docs" / "data" / "neural_throughput.csv"
+FIELDS = ("machine", "date", "device", "threads", "events", "architecture", "batch_size", "plain", "online")
+KEY = ("machine", "device", "threads", "architecture", "batch_size")
 
 
 def plain_loop(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int, device) -> float:
@@ -85,22 +93,64 @@ def measure(device: str = "auto", events: int = 20_000, repeats: int = 3) -> lis
     return results
 
 
+def device_name(device: str) -> str:
+    """``cpu``, or ``cuda`` with the GPU's name."""
+    if torch.device(device).type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(torch.device(device))})"
+    return "cpu"
+
+
+def table(rows: list[dict]) -> str:
+    """The docs' table, a line per row of the data file.
+
+    >>> print(table([{"machine": "Xeon", "date": "2026-12-07", "device": "cpu", "threads": "1", "events": "20000",
+    ...               "architecture": "mlp", "batch_size": "32", "plain": "61977", "online": "52952"}]))
+    | machine | date | device (torch threads) | network | batch | plain loop samples/s | online learner samples/s | ratio |
+    |---|---|---|---|---:|---:|---:|---:|
+    | Xeon | 2026-12-07 | cpu (1) | mlp | 32 | 61,977 | 52,952 | 0.85 |
+    """
+    lines = [
+        "| machine | date | device (torch threads) | network | batch | plain loop samples/s "
+        "| online learner samples/s | ratio |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        plain, online = float(row["plain"]), float(row["online"])
+        lines.append(
+            f"| {row['machine']} | {row['date']} | {row['device']} ({row['threads']}) | {row['architecture']} "
+            f"| {row['batch_size']} | {plain:,.0f} | {online:,.0f} | {online / plain:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (both sides)")
+    parser.add_argument("--data", type=Path, default=DATA, help=f"the data file (default {DATA.relative_to(ROOT)})")
+    parser.add_argument("--table", action="store_true", help="print the table from the data file and stop")
     args = parser.parse_args()
+    if args.table:
+        print(table(read_rows(args.data)))
+        return
     torch.set_num_threads(args.threads)
     results = measure(args.device, args.events, args.repeats)
+    rows = []
     for row in results:
         print(
             f"{row['architecture']} batch {row['batch_size']:>3} on {row['device']}: "
             f"plain {row['plain_samples_per_s']:>9,.0f}/s, online {row['online_samples_per_s']:>9,.0f}/s, "
             f"ratio {row['ratio']:.2f}"
         )
-    print(json.dumps(results))
+        rows.append(
+            {"machine": machine(), "date": today(), "device": device_name(row["device"]), "threads": args.threads}
+            | {"events": args.events, "architecture": row["architecture"], "batch_size": row["batch_size"]}
+            | {"plain": f"{row['plain_samples_per_s']:.0f}", "online": f"{row['online_samples_per_s']:.0f}"}
+        )
+    write_rows(args.data, rows, FIELDS, KEY)
+    print(f"rows kept in {args.data}")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,23 +22,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.datafile import machine, today  # noqa: E402
+
 DATA = ROOT / "docs" / "data" / "scenario_times.csv"
 COLUMNS = ("scenario", "seconds", "events", "machine", "date")
 POISONSIM = [sys.executable, "-m", "poisonsim.cli"]
-
-
-def machine() -> str:
-    """The CPU model and core count, as the rows name the machine."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    used = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model}, {used} of {os.cpu_count()} cores"
 
 
 def timed_run(path: Path) -> dict:
@@ -90,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     timed_run(ROOT / "scenarios" / "centroid_shift.toml")  # warm-up: the compiled kernels' cache
     rows = read_rows(args.data)
-    today, where = datetime.date.today().isoformat(), machine()
+    when, where = today(), machine()
     for path in paths:
-        row = {**timed_run(path), "machine": where, "date": today}
+        row = {**timed_run(path), "machine": where, "date": when}
         rows[row["scenario"]] = row
         write_rows(rows, args.data)  # each run kept as it ends
         print(f"{row['scenario']}: {row['seconds']} s ({row['events']} events)", flush=True)

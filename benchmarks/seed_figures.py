@@ -5,8 +5,14 @@ for: summary keys (``defenses.strip.far_mean`` reads
 ``summary["defenses"]["strip"]["far_mean"]``) and figures derived from the
 run. The reproductions under ``tests/reproductions`` assert on the same cases
 and seeds (:func:`figures_over_seeds`), so a figure in the docs is a test figure.
+Each case's figures are kept as rows (machine, date, case, seeds, figure:
+every seed's value, their mean, standard deviation, min and max) of
+``docs/data/seed_figures.csv``; the docs' tables of figures over seeds are
+generated from it (``--table CASE ...`` prints one), and a test holds each
+page to it.
 
     .venv/bin/python benchmarks/seed_figures.py badnets blended --seeds 1-8 --workers 2
+    .venv/bin/python benchmarks/seed_figures.py --table badnets badnets-clean
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ ROOT = Path(__file__).parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.datafile import machine, read_rows, today, write_rows  # noqa: E402
+
+DATA = ROOT / "docs" / "data" / "seed_figures.csv"
+FIELDS = ("machine", "date", "case", "seeds", "figure", "runs", "mean", "sd", "min", "max", "values")
+KEY = ("machine", "case", "seeds", "figure")
 SEEDS = tuple(range(1, 9))
 TEN_K = ["stream.n_events=10000", "evaluation.every=5000"]
 SIX_K = ["stream.n_events=6000", "evaluation.every=3000"]
@@ -378,6 +389,85 @@ def _read(summary: dict, key: str):
     return value
 
 
+def rows_of(case: str, seeds: list[int], figures: dict[str, np.ndarray]) -> list[dict]:
+    """The data file's rows of one case measured over ``seeds``: a row per figure (runs without it left out)."""
+    rows = []
+    for key, values in figures.items():
+        values = values[~np.isnan(values)]
+        if not len(values):
+            continue
+        sd = values.std(ddof=1) if len(values) > 1 else 0.0
+        row = {"machine": machine(), "date": today(), "case": case, "seeds": seeds_text(seeds), "figure": key}
+        row |= {"runs": len(values), "mean": f"{values.mean():.6g}", "sd": f"{sd:.6g}"}
+        row |= {"min": f"{values.min():.6g}", "max": f"{values.max():.6g}"}
+        rows.append(row | {"values": " ".join(f"{v:.6g}" for v in values)})
+    return rows
+
+
+def table(rows: list[dict], cases: list[str] | None = None) -> str:
+    """The docs' table of ``cases`` (default: every case of ``rows``), a line per row of the data file, in the
+    order of the cases given.
+
+    >>> rows = [{"machine": "Xeon", "date": "2026-12-07", "case": "badnets", "seeds": "1-8", "figure": f,
+    ...          "runs": "8", "mean": m, "sd": "0.03", "min": "0.89", "max": "1", "values": ""}
+    ...         for f, m in (("attack_success_rate", "0.955"), ("clean_accuracy", "0.957"))]
+    >>> print(table(rows, ["badnets"]).splitlines()[-1])
+    | `badnets` | clean_accuracy | 1-8 | 0.957 | 0.03 | 0.89-1 | Xeon, 2026-12-07 |
+    """
+    lines = [
+        "| case | figure | seeds | mean | sd | min-max | measured on |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    order = cases or list(dict.fromkeys(row["case"] for row in rows))
+    for case in order:
+        for row in (row for row in rows if row["case"] == case):
+            lines.append(
+                f"| `{case}` | {row['figure']} | {row['seeds']} | {float(row['mean']):.3g} | {float(row['sd']):.2g} "
+                f"| {float(row['min']):.3g}-{float(row['max']):.3g} | {row['machine']}, {row['date']} |"
+            )
+    return "\n".join(lines)
+
+
+def paired_table(rows: list[dict], pairs: list[tuple[str, str, str, str]]) -> str:
+    """The docs' table of paired comparisons, seed by seed: for each ``(case, against, figure, how)`` the case's
+    figure minus the other case's (``how = "difference"``) or log10 of their ratio (``"log10 ratio"``, each
+    floored at 1e-30), over the seeds both measured (the data file keeps each seed's value).
+
+    >>> rows = [{"machine": "Xeon", "date": "2026-12-07", "case": c, "seeds": "1-3", "figure": "clean_accuracy",
+    ...          "values": v} for c, v in (("badnets", "0.95 0.96 0.94"), ("badnets-clean", "0.96 0.96 0.95"))]
+    >>> print(paired_table(rows, [("badnets", "badnets-clean", "clean_accuracy", "difference")]).splitlines()[-1])
+    | `badnets` | `badnets-clean` | clean_accuracy, difference | 1-3 | -0.00667 | 0.00667 | -0.01 to 0 | 0 of 3 |
+    """
+    lines = [
+        "| case | against | figure, compared as | seeds | mean | 2 s.e. | min to max | above 0 in |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    for case, against, figure, how in pairs:
+        (mine,) = [row for row in rows if row["case"] == case and row["figure"] == figure]
+        (theirs,) = [
+            row for row in rows if row["case"] == against and row["figure"] == figure and row["seeds"] == mine["seeds"]
+        ]
+        a, b = (np.array(row["values"].split(), dtype=float) for row in (mine, theirs))
+        paired = a - b if how == "difference" else np.log10(np.maximum(a, 1e-30) / np.maximum(b, 1e-30))
+        two_se = 2 * paired.std(ddof=1) / np.sqrt(len(paired)) if len(paired) > 1 else 0.0
+        lines.append(
+            f"| `{case}` | `{against}` | {figure}, {how} | {mine['seeds']} | {paired.mean():.3g} | {two_se:.3g} "
+            f"| {paired.min():.3g} to {paired.max():.3g} | {int((paired > 0).sum())} of {len(paired)} |"
+        )
+    return "\n".join(lines)
+
+
+def seeds_text(seeds: list[int]) -> str:
+    """``1-8`` for a run of seeds, else ``1,3,5``.
+
+    >>> seeds_text([1, 2, 3]), seeds_text([0, 4])
+    ('1-3', '0,4')
+    """
+    if len(seeds) > 1 and list(seeds) == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
 def seeds_of(text: str) -> list[int]:
     """``1-8`` or ``1,3,5``."""
     if "-" in text:
@@ -392,10 +482,15 @@ def main() -> int:
     parser.add_argument("--seeds", default="1-8", type=seeds_of)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, help="write every seed's figures as JSON here")
+    parser.add_argument("--data", type=Path, default=DATA, help=f"the data file (default {DATA.relative_to(ROOT)})")
+    parser.add_argument("--table", action="store_true", help="print the table of the cases from the data file, stop")
     args = parser.parse_args()
     unknown = set(args.cases) - set(CASES)
     if unknown:
         parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; expected some of {', '.join(CASES)}")
+    if args.table:
+        print(table(read_rows(args.data), args.cases or None))
+        return 0
     report = {}
     for case in args.cases or CASES:
         figures = figures_over_seeds(case, tuple(args.seeds), args.workers)
@@ -406,6 +501,7 @@ def main() -> int:
             if len(values):
                 sd = values.std(ddof=1) if len(values) > 1 else 0.0
                 print(f"  {key:45s} {values.mean():.4f}  {sd:.4f}  {values.min():.4f}  {values.max():.4f}", flush=True)
+        write_rows(args.data, rows_of(case, args.seeds, figures), FIELDS, KEY)  # after each case, kept
         if args.out:  # after each case: a long measurement keeps what it has
             args.out.write_text(json.dumps({"seeds": args.seeds, "cases": report}, indent=1) + "\n")
     return 0

@@ -8,36 +8,38 @@ does; the batched side superimposes with array operations and runs the net in
 cache-sized chunks, the CNN as channels-last convolutions (same entropies to
 about 1e-6). The figures are inputs judged per second, best of ``--repeat``
 runs taken in turn so that both sides see the same load; the ratio is batched
-/ loop. One torch thread.
-
-Measured on the 2-core development machine (shared with other jobs), three
-runs: loop 1,276-1,319 inputs/s, batched 7,273-7,346, 5.6-5.7x (1.4x before
-the chunks and the layout). 10x is out of reach on one CPU core: the second
-convolution alone (0.3 M multiply-adds per overlay) runs at about 140 GFLOP/s,
-near the core's peak, and is two thirds of the batched time, which bounds the
-batched side at about 15,000 inputs/s (11x) even if all else were free.
+/ loop. One torch thread. Each measurement is kept as a row (machine, date,
+device, N, inputs) of ``docs/data/strip_throughput.csv``; the performance
+page's table is generated from it (``--table`` prints it), and a test holds
+the page to it.
 
     python benchmarks/strip_throughput.py [--device cpu|cuda|auto] [--inputs 2000] [--overlays 16] [--repeat 3]
+    python benchmarks/strip_throughput.py --table
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from poisonsim.config import Scenario
-from poisonsim.defenses.strip import strip_entropy, strip_entropy_loop
-from poisonsim.pipeline.world import World
+from benchmarks.datafile import machine, read_rows, today, write_rows  # noqa: E402
+from poisonsim.config import Scenario  # noqa: E402
+from poisonsim.defenses.strip import strip_entropy, strip_entropy_loop  # noqa: E402
+from poisonsim.pipeline.world import World  # noqa: E402
 
-SCENARIO = os.path.join(os.path.dirname(__file__), "..", "scenarios", "strip_badnets.toml")
+SCENARIO = ROOT / "scenarios" / "strip_badnets.toml"
+DATA = ROOT / "docs" / "data" / "strip_throughput.csv"
+FIELDS = ("machine", "date", "device", "overlays", "inputs", "loop", "batched", "max_abs_difference")
+KEY = ("machine", "device", "overlays", "inputs")
 
 
 def _rates(fns, model, x, backgrounds, how, repeat: int) -> list[tuple[float, np.ndarray]]:
@@ -73,15 +75,47 @@ def measure(device: str = "auto", inputs: int = 2000, overlays: int = 16, repeat
     }
 
 
+def table(rows: list[dict]) -> str:
+    """The docs' table, a line per row of the data file.
+
+    >>> print(table([{"machine": "Xeon", "date": "2026-12-07", "device": "cpu", "overlays": "16", "inputs": "2000",
+    ...               "loop": "1333", "batched": "7394", "max_abs_difference": "7e-07"}]).splitlines()[-1])
+    | Xeon | 2026-12-07 | cpu | 16 | 2,000 | 1,333 | 7,394 | 5.5x | 7e-07 |
+    """
+    lines = [
+        "| machine | date | device | overlays N | inputs | per-input loop inputs/s | batched inputs/s | batched / loop "
+        "| entropies differ by at most |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        loop, batched = float(row["loop"]), float(row["batched"])
+        lines.append(
+            f"| {row['machine']} | {row['date']} | {row['device']} | {row['overlays']} | {int(row['inputs']):,} "
+            f"| {loop:,.0f} | {batched:,.0f} | {batched / loop:.1f}x | {float(row['max_abs_difference']):.0e} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--inputs", type=int, default=2000)
     parser.add_argument("--overlays", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=DATA, help=f"the data file (default {DATA.relative_to(ROOT)})")
+    parser.add_argument("--table", action="store_true", help="print the table from the data file and stop")
     args = parser.parse_args()
+    if args.table:
+        print(table(read_rows(args.data)))
+        return
     torch.set_num_threads(1)
-    print(json.dumps(measure(args.device, args.inputs, args.overlays, args.repeat), indent=2))
+    result = measure(args.device, args.inputs, args.overlays, args.repeat)
+    print(json.dumps(result, indent=2))
+    row = {"machine": machine(), "date": today(), "device": result["device"], "overlays": result["overlays"]}
+    row |= {"inputs": result["inputs"], "loop": result["loop_inputs_per_second"]}
+    row |= {"batched": result["batched_inputs_per_second"], "max_abs_difference": f"{result['max_abs_difference']:.1e}"}
+    write_rows(args.data, [row], FIELDS, KEY)
+    print(f"row kept in {args.data}")
 
 
 if __name__ == "__main__":

@@ -6,28 +6,37 @@ per eps, plus the control (``attack.eps = 0``: the same base images, not
 perturbed), and prints a table: targets X' the retrained net calls the
 target class, mean and median p(target | X'), clean accuracy, and how often
 crafting raised p(target | X') over the control of the same seed. One seed
-is one target X'. Torch runs on one thread (``model.threads``).
+is one target X'. Torch runs on one thread (``model.threads``). Every run is
+kept as a row (machine, date, overrides, seed, eps) of
+``docs/data/witches_brew.csv``; the reproductions page's table is generated
+from it (``--table`` prints it), and a test holds the page to it.
 
     python benchmarks/witches_brew.py --seeds 0-19 --eps 0.0627 0.3 --out results/witches_brew
+    python benchmarks/witches_brew.py --table
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from benchmarks.datafile import machine, read_rows, today, write_rows  # noqa: E402
 from poisonsim.config import Scenario  # noqa: E402
 from poisonsim.pipeline.engine import run  # noqa: E402
 
-SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "witches_brew_retrain.toml"
+SCENARIO = ROOT / "scenarios" / "witches_brew_retrain.toml"
+DATA = ROOT / "docs" / "data" / "witches_brew.csv"
+NUMBERS = ("seed", "eps", "success", "p_target", "clean_accuracy", "poison_events", "alignment", "seconds")
+FIELDS = ("machine", "date", "overrides", *NUMBERS)
+KEY = ("machine", "overrides", "seed", "eps")
 PAPER = "Geiping et al. 2021, CIFAR-10 / ResNet-18 from scratch, eps 16/255, budget 1%: about 90% of targets"
 
 
@@ -82,6 +91,16 @@ def table(records: list[dict]) -> str:
     return "\n".join([*lines, "", f"paper: {PAPER}"])
 
 
+def records_of(rows: list[dict], overrides: str = "") -> list[dict]:
+    """The data file's runs made with ``overrides`` (space-separated ``KEY=VALUE``), as :func:`run_one` gives
+    them."""
+    return [
+        {k: int(row[k]) if k == "seed" else float(row[k]) for k in NUMBERS}
+        for row in rows
+        if row["overrides"] == overrides
+    ]
+
+
 def log10_gain(p: float, p_control: float) -> float:
     """How many orders of magnitude crafting raised p(target | X') over the control (floored at 1e-30)."""
     return float(np.log10(max(p, 1e-30) / max(p_control, 1e-30)))
@@ -106,13 +125,21 @@ def main(argv: list[str] | None = None) -> int:
         help="a scenario override for every run (e.g. attack.restarts=8)",
     )
     parser.add_argument("--out", type=Path, help="write records.json and table.md here")
+    parser.add_argument("--data", type=Path, default=DATA, help=f"the data file (default {DATA.relative_to(ROOT)})")
+    parser.add_argument("--table", action="store_true", help="print the table from the data file and stop")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(records_of(read_rows(args.data), " ".join(args.overrides))))
+        return 0
+    where, when = machine(), today()
     started = time.perf_counter()
     records = []
     for eps in [0.0, *[e for e in args.eps if e != 0]]:
         for seed in args.seeds:
             records.append(run_one(seed, eps, args.overrides))
             r = records[-1]
+            row = {"machine": where, "date": when, "overrides": " ".join(args.overrides)}
+            write_rows(args.data, [row | {k: f"{r[k]:.6g}" for k in NUMBERS}], FIELDS, KEY)  # each run kept
             print(
                 f"eps {eps:.4f} seed {seed}: success {r['success']:.0f} p {r['p_target']:.3g} "
                 f"clean {r['clean_accuracy']:.3f} ({r['seconds']:.1f} s)",

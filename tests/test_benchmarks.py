@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,3 +137,101 @@ def test_the_readme_indexes_every_shipped_scenario_with_its_measured_time():
     assert {name: rows[name].strip() for name in shipped} == {
         name: scenario_times.shown(float(measured[name]["seconds"])) for name in shipped
     }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "datafile",
+        "centroid_throughput",
+        "neural_throughput",
+        "strip_throughput",
+        "sweep_scaling",
+        "kafka_flood",
+        "kafka_throughput",
+        "scenario_times",
+        "strip_over_stream",
+    ],
+)
+def test_the_benchmarks_examples_hold(name):
+    import doctest
+    import importlib
+
+    failed, tried = doctest.testmod(importlib.import_module(f"benchmarks.{name}"))
+    assert tried > 0 and failed == 0
+
+
+def test_a_data_file_merges_rows_by_key_so_other_machines_add_theirs(tmp_path):
+    from benchmarks.datafile import read_rows, write_rows
+
+    fields, key = ("machine", "workers", "seconds"), ("machine", "workers")
+    write_rows(tmp_path / "rows.csv", [{"machine": "a", "workers": 1, "seconds": "9.0"}], fields, key)
+    write_rows(tmp_path / "rows.csv", [{"machine": "b", "workers": 1, "seconds": "4.0"}], fields, key)
+    write_rows(tmp_path / "rows.csv", [{"machine": "a", "workers": 1, "seconds": "8.5"}], fields, key)
+    assert read_rows(tmp_path / "rows.csv") == [
+        {"machine": "a", "workers": "1", "seconds": "8.5"},
+        {"machine": "b", "workers": "1", "seconds": "4.0"},
+    ]
+
+
+REPRODUCED_CASES = (  # the reproductions page's cases of benchmarks/seed_figures.py, in its order
+    "badnets",
+    "badnets-clean",
+    "blended",
+    "blended-clean",
+    "malicious-training",
+    "malicious-architecture",
+    "malicious-architecture-weights",
+    "gradient-alignment",
+    "gradient-alignment-control",
+)
+REPRODUCED_PAIRS = (  # and its paired comparisons (benchmarks.seed_figures.paired_table)
+    ("badnets", "badnets-clean", "clean_accuracy", "difference"),
+    ("blended", "blended-clean", "clean_accuracy", "difference"),
+    ("gradient-alignment", "gradient-alignment-control", "target_class_probability", "log10 ratio"),
+)
+
+
+def _tables_of(name: str) -> list[str]:
+    """The tables a benchmark generates from its data files (each with rows)."""
+    import importlib
+
+    from benchmarks.datafile import read_rows
+
+    bench = importlib.import_module(f"benchmarks.{name}")
+    if name == "seed_figures":
+        rows = read_rows(bench.DATA)
+        return [bench.table(rows, list(REPRODUCED_CASES)), bench.paired_table(rows, list(REPRODUCED_PAIRS))]
+    if name == "witches_brew":
+        return [bench.table(bench.records_of(read_rows(bench.DATA)))]
+    pairs = [(bench.table, bench.DATA)]
+    if name == "centroid_throughput":
+        pairs.append((bench.memory_table, bench.MEMORY))
+    if name == "kafka_throughput":
+        pairs.append((bench.lag_table, bench.LAG))
+    tables = []
+    for table, path in pairs:
+        rows = read_rows(path)
+        assert rows, f"{path.name} holds no row: run benchmarks/{name}.py"
+        tables.append(table(rows))
+    return tables
+
+
+@pytest.mark.parametrize(
+    "name, page",
+    [
+        ("centroid_throughput", "performance.md"),
+        ("neural_throughput", "performance.md"),
+        ("strip_throughput", "performance.md"),
+        ("sweep_scaling", "sweeps.md"),
+        ("kafka_flood", "kafka.md"),
+        ("kafka_throughput", "kafka.md"),
+        ("seed_figures", "reproductions.md"),
+        ("witches_brew", "reproductions.md"),
+    ],
+)
+def test_a_page_shows_the_tables_generated_from_its_benchmarks_data_files(name, page):
+    """The docs' measured tables are the benchmarks' rows (machine, date, figures), not typed by hand."""
+    text = (Path(__file__).parents[1] / "docs" / page).read_text()
+    for table in _tables_of(name):
+        assert table in text, f"docs/{page}: paste `.venv/bin/python benchmarks/{name}.py --table`"

@@ -39,7 +39,7 @@ def test_blended_at_10_percent_succeeds_and_costs_clean_accuracy_within_noise():
     attacked, clean = figures_over_seeds("blended"), figures_over_seeds("blended-clean")
     assert attacked["attack_success_rate"].mean() - margin(attacked["attack_success_rate"]) >= 0.88
     cost = attacked["clean_accuracy"] - clean["clean_accuracy"]
-    assert abs(cost.mean()) + margin(cost) <= 0.05  # measured 0.032
+    assert abs(cost.mean()) + margin(cost) <= 0.05  # measured 0.031
 
 
 def test_malicious_architecture_survives_retraining_unless_only_weights_are_loaded():
@@ -79,4 +79,4 @@ def test_gradient_alignment_raises_the_target_probability_over_the_same_budget_o
         np.maximum(crafted["target_class_probability"], 1e-30) / np.maximum(control["target_class_probability"], 1e-30)
     )
     assert (gain > 0).sum() >= 10  # a sign test: 10 of 12 has p = 0.019 if crafting did nothing
-    assert gain.mean() - margin(gain) > 5  # measured 10^5.2 to 10^12.7 (mean of the orders 9.4, 2 s.e. 1.4)
+    assert gain.mean() - margin(gain) > 5  # measured 10^3.8 to 10^12.8 (mean 9.6, 2 s.e. 1.5; docs/reproductions.md)
