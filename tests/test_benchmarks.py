@@ -151,6 +151,7 @@ def test_the_readme_indexes_every_shipped_scenario_with_its_measured_time():
         "kafka_throughput",
         "scenario_times",
         "strip_over_stream",
+        "sweep_tables",
     ],
 )
 def test_the_benchmarks_examples_hold(name):
@@ -198,6 +199,11 @@ def _tables_of(name: str) -> list[str]:
 
     from benchmarks.datafile import read_rows
 
+    if name.startswith("sweep_tables/"):
+        from benchmarks import sweep_tables
+
+        table = name.split("/")[1]
+        return sweep_tables.tables(table, read_rows(sweep_tables.data_path(table)))
     bench = importlib.import_module(f"benchmarks.{name}")
     if name == "seed_figures":
         rows = read_rows(bench.DATA)
@@ -228,10 +234,14 @@ def _tables_of(name: str) -> list[str]:
         ("kafka_throughput", "kafka.md"),
         ("seed_figures", "reproductions.md"),
         ("witches_brew", "reproductions.md"),
+        ("sweep_tables/badnets_defenses", "defenses.md"),
+        ("sweep_tables/drift_bench", "stream-threats.md"),
+        ("sweep_tables/mnist_matrix", "mnist.md"),
     ],
 )
 def test_a_page_shows_the_tables_generated_from_its_benchmarks_data_files(name, page):
     """The docs' measured tables are the benchmarks' rows (machine, date, figures), not typed by hand."""
     text = (Path(__file__).parents[1] / "docs" / page).read_text()
     for table in _tables_of(name):
-        assert table in text, f"docs/{page}: paste `.venv/bin/python benchmarks/{name}.py --table`"
+        command = name.replace("/", ".py ") if "/" in name else f"{name}.py"
+        assert table in text, f"docs/{page}: paste `.venv/bin/python benchmarks/{command} --table`"

@@ -436,7 +436,7 @@ def _detector_kernel(
     # average-out with its window full and no window defense only moves the mean (learn's own arithmetic,
     # written out here). Through guarded_learn an event costs ~60 ns instead of ~10: numba takes and drops a
     # reference (an atomic NRT call) on each array an inlined helper receives, and its pruning of those calls
-    # fails across the helper's branches and loops; the other policies still pay it.
+    # fails once a helper stores into an array ahead of a loop inside a branch; the other policies still pay it.
     mean_only = policy == AVERAGE_OUT and estimator == MEAN and quota >= 1.0 and state[COUNT] >= n
     for i in range(lo, hi):
         if rows[i]:
