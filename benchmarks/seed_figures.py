@@ -421,11 +421,21 @@ def table(rows: list[dict], cases: list[str] | None = None) -> str:
     order = cases or list(dict.fromkeys(row["case"] for row in rows))
     for case in order:
         for row in (row for row in rows if row["case"] == case):
+            mean, sd, low, high = (_shown(float(row[k])) for k in ("mean", "sd", "min", "max"))
             lines.append(
-                f"| `{case}` | {row['figure']} | {row['seeds']} | {float(row['mean']):.3g} | {float(row['sd']):.2g} "
-                f"| {float(row['min']):.3g}-{float(row['max']):.3g} | {row['machine']}, {row['date']} |"
+                f"| `{case}` | {row['figure']} | {row['seeds']} | {mean} | {sd} | {low}-{high} "
+                f"| {row['machine']}, {row['date']} |"
             )
     return "\n".join(lines)
+
+
+def _shown(value: float) -> str:
+    """A figure as the docs' tables show it: three significant digits, counts of thousands whole.
+
+    >>> [_shown(v) for v in (0.95512, 3020.875, 1.0, 9.18e-09)]
+    ['0.955', '3,021', '1', '9.18e-09']
+    """
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def paired_table(rows: list[dict], pairs: list[tuple[str, str, str, str]]) -> str:

@@ -193,6 +193,9 @@ REPRODUCED_PAIRS = (  # and its paired comparisons (benchmarks.seed_figures.pair
 )
 
 
+CHANNEL_CASES = ("front-running", "front-running-jitter", "split-view", "split-view-pinned")  # channels.md's
+
+
 def _tables_of(name: str) -> list[str]:
     """The tables a benchmark generates from its data files (each with rows)."""
     import importlib
@@ -204,10 +207,12 @@ def _tables_of(name: str) -> list[str]:
 
         table = name.split("/")[1]
         return sweep_tables.tables(table, read_rows(sweep_tables.data_path(table)))
-    bench = importlib.import_module(f"benchmarks.{name}")
-    if name == "seed_figures":
+    bench = importlib.import_module(f"benchmarks.{name.split('/')[0]}")
+    if name == "seed_figures/reproductions":
         rows = read_rows(bench.DATA)
         return [bench.table(rows, list(REPRODUCED_CASES)), bench.paired_table(rows, list(REPRODUCED_PAIRS))]
+    if name == "seed_figures/channels":
+        return [bench.table(read_rows(bench.DATA), list(CHANNEL_CASES))]
     if name == "witches_brew":
         return [bench.table(bench.records_of(read_rows(bench.DATA)))]
     pairs = [(bench.table, bench.DATA)]
@@ -232,7 +237,8 @@ def _tables_of(name: str) -> list[str]:
         ("sweep_scaling", "sweeps.md"),
         ("kafka_flood", "kafka.md"),
         ("kafka_throughput", "kafka.md"),
-        ("seed_figures", "reproductions.md"),
+        ("seed_figures/reproductions", "reproductions.md"),
+        ("seed_figures/channels", "channels.md"),
         ("witches_brew", "reproductions.md"),
         ("sweep_tables/badnets_defenses", "defenses.md"),
         ("sweep_tables/drift_bench", "stream-threats.md"),
@@ -243,5 +249,5 @@ def test_a_page_shows_the_tables_generated_from_its_benchmarks_data_files(name, 
     """The docs' measured tables are the benchmarks' rows (machine, date, figures), not typed by hand."""
     text = (Path(__file__).parents[1] / "docs" / page).read_text()
     for table in _tables_of(name):
-        command = name.replace("/", ".py ") if "/" in name else f"{name}.py"
+        command = f"{name.split('/')[0]}.py" + (f" {name.split('/')[1]}" if name.startswith("sweep_tables/") else "")
         assert table in text, f"docs/{page}: paste `.venv/bin/python benchmarks/{command} --table`"
