@@ -390,17 +390,18 @@ def _read(summary: dict, key: str):
 
 
 def rows_of(case: str, seeds: list[int], figures: dict[str, np.ndarray]) -> list[dict]:
-    """The data file's rows of one case measured over ``seeds``: a row per figure (runs without it left out)."""
+    """The data file's rows of one case measured over ``seeds``: a row per figure, its statistics over the runs
+    that have it, and every seed's value in seed order (``nan`` where a run has none)."""
     rows = []
-    for key, values in figures.items():
-        values = values[~np.isnan(values)]
+    for key, every in figures.items():
+        values = every[~np.isnan(every)]
         if not len(values):
             continue
         sd = values.std(ddof=1) if len(values) > 1 else 0.0
         row = {"machine": machine(), "date": today(), "case": case, "seeds": seeds_text(seeds), "figure": key}
         row |= {"runs": len(values), "mean": f"{values.mean():.6g}", "sd": f"{sd:.6g}"}
         row |= {"min": f"{values.min():.6g}", "max": f"{values.max():.6g}"}
-        rows.append(row | {"values": " ".join(f"{v:.6g}" for v in values)})
+        rows.append(row | {"values": " ".join(f"{v:.6g}" for v in every)})
     return rows
 
 
@@ -458,6 +459,8 @@ def paired_table(rows: list[dict], pairs: list[tuple[str, str, str, str]]) -> st
             row for row in rows if row["case"] == against and row["figure"] == figure and row["seeds"] == mine["seeds"]
         ]
         a, b = (np.array(row["values"].split(), dtype=float) for row in (mine, theirs))
+        both = ~np.isnan(a) & ~np.isnan(b)  # the seeds both have
+        a, b = a[both], b[both]
         paired = a - b if how == "difference" else np.log10(np.maximum(a, 1e-30) / np.maximum(b, 1e-30))
         two_se = 2 * paired.std(ddof=1) / np.sqrt(len(paired)) if len(paired) > 1 else 0.0
         lines.append(
