@@ -20,7 +20,7 @@ import datetime
 import fcntl
 import os
 import platform
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 
@@ -50,16 +50,24 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def write_rows(path: Path, rows: Iterable[dict], fields: Sequence[str], key: Sequence[str]) -> None:
-    """``rows`` merged into the file's (a row with the same ``key`` fields replaced), written whole in the order
-    first seen: a new file renamed over the old, under a lock, so that writers at once lose no row."""
+def write_rows(
+    path: Path,
+    rows: Iterable[dict],
+    fields: Sequence[str],
+    key: Sequence[str] | Callable[[dict], tuple],
+    sort: bool = False,
+) -> None:
+    """``rows`` merged into the file's (a row with the same key replaced), written whole, in the order first seen
+    or, with ``sort``, in key order: a new file renamed over the old, under a lock, so that writers at once lose
+    no row. ``key``: the fields that name a row (compared as text), or a function of the row."""
+    key_of = key if callable(key) else lambda row: tuple(str(row[k]) for k in key)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        merged = {tuple(str(row[k]) for k in key): row for row in [*read_rows(path), *rows]}
+        merged = {key_of(row): row for row in [*read_rows(path), *rows]}
         scratch = path.with_suffix(".tmp")
         with scratch.open("w", newline="") as file:
             writer = csv.DictWriter(file, fields, lineterminator="\n")
             writer.writeheader()
-            writer.writerows(merged.values())
+            writer.writerows(merged[k] for k in sorted(merged)) if sort else writer.writerows(merged.values())
         scratch.replace(path)

@@ -137,7 +137,7 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     results = measure(args.device, args.events, args.repeats)
-    rows = []
+    rows, where, when = [], machine(), today()
     for row in results:
         print(
             f"{row['architecture']} batch {row['batch_size']:>3} on {row['device']}: "
@@ -145,7 +145,7 @@ def main() -> None:
             f"ratio {row['ratio']:.2f}"
         )
         rows.append(
-            {"machine": machine(), "date": today(), "device": device_name(row["device"]), "threads": args.threads}
+            {"machine": where, "date": when, "device": device_name(row["device"]), "threads": args.threads}
             | {"events": args.events, "architecture": row["architecture"], "batch_size": row["batch_size"]}
             | {"plain": f"{row['plain_samples_per_s']:.0f}", "online": f"{row['online_samples_per_s']:.0f}"}
         )

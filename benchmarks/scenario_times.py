@@ -13,7 +13,6 @@ holds each to its row here.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -25,6 +24,7 @@ ROOT = Path(__file__).parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import datafile  # noqa: E402
 from benchmarks.datafile import machine, today  # noqa: E402
 
 DATA = ROOT / "docs" / "data" / "scenario_times.csv"
@@ -44,17 +44,11 @@ def timed_run(path: Path) -> dict:
 
 def read_rows(data: Path = DATA) -> dict[str, dict]:
     """The rows kept so far, by scenario."""
-    if not data.exists():
-        return {}
-    with data.open() as f:
-        return {row["scenario"]: row for row in csv.DictReader(f)}
+    return {row["scenario"]: row for row in datafile.read_rows(data)}
 
 
 def write_rows(rows: dict[str, dict], data: Path = DATA) -> None:
-    with data.open("w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows[name] for name in sorted(rows))
+    datafile.write_rows(data, rows.values(), COLUMNS, ("scenario",), sort=True)
 
 
 def shown(seconds: float) -> str:

@@ -392,13 +392,13 @@ def _read(summary: dict, key: str):
 def rows_of(case: str, seeds: list[int], figures: dict[str, np.ndarray]) -> list[dict]:
     """The data file's rows of one case measured over ``seeds``: a row per figure, its statistics over the runs
     that have it, and every seed's value in seed order (``nan`` where a run has none)."""
-    rows = []
+    rows, where, when = [], machine(), today()
     for key, every in figures.items():
         values = every[~np.isnan(every)]
         if not len(values):
             continue
         sd = values.std(ddof=1) if len(values) > 1 else 0.0
-        row = {"machine": machine(), "date": today(), "case": case, "seeds": seeds_text(seeds), "figure": key}
+        row = {"machine": where, "date": when, "case": case, "seeds": seeds_text(seeds), "figure": key}
         row |= {"runs": len(values), "mean": f"{values.mean():.6g}", "sd": f"{sd:.6g}"}
         row |= {"min": f"{values.min():.6g}", "max": f"{values.max():.6g}"}
         rows.append(row | {"values": " ".join(f"{v:.6g}" for v in every)})

@@ -25,8 +25,6 @@ documentation's table from that file alone.
 from __future__ import annotations
 
 import argparse
-import csv
-import fcntl
 import os
 import sys
 import time
@@ -39,6 +37,7 @@ ROOT = Path(__file__).parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import datafile  # noqa: E402
 from benchmarks.seed_figures import seeds_of  # noqa: E402
 
 DATA = ROOT / "docs" / "data" / "strip_over_stream.csv"
@@ -116,10 +115,7 @@ def measure(setting: str, config: str, seed: int, target: int) -> dict:
 
 def read_rows(data: Path = DATA) -> list[dict]:
     """The rows kept so far (seed and target as integers, the other numbers as floats)."""
-    if not data.exists():
-        return []
-    with data.open() as file:
-        return [{k: _cell(k, v) for k, v in row.items()} for row in csv.DictReader(file)]
+    return [{k: _cell(k, v) for k, v in row.items()} for row in datafile.read_rows(data)]
 
 
 def _cell(name: str, text: str):
@@ -131,23 +127,14 @@ def _cell(name: str, text: str):
 
 
 def key_of(row: dict) -> tuple:
-    """A row's key: setting, configuration, seed and target."""
-    return tuple(row[k] if k in ("setting", "config") else int(row[k]) for k in KEY)
+    """A row's key: setting, configuration, seed and target (as written or as read back)."""
+    return tuple(row[k] if k in ("setting", "config") else int(float(row[k])) for k in KEY)
 
 
 def write_rows(rows: list[dict], data: Path = DATA) -> None:
-    """``rows`` merged into the file's (a row of the same key replaced), sorted by key, written whole: a new file
-    renamed over the old, under a lock, so that benchmarks writing the same file at once lose no row."""
-    data.parent.mkdir(parents=True, exist_ok=True)
-    with open(data.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        merged = {key_of(row): row for row in [*read_rows(data), *rows]}
-        scratch = data.with_suffix(".tmp")
-        with scratch.open("w", newline="") as file:
-            writer = csv.DictWriter(file, FIELDS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(merged[key] for key in sorted(merged))
-        scratch.replace(data)
+    """``rows`` merged into the file's (a row of the same key replaced), sorted by key
+    (:func:`benchmarks.datafile.write_rows`: benchmarks writing the same file at once lose no row)."""
+    datafile.write_rows(data, rows, FIELDS, key_of, sort=True)
 
 
 def table(rows: list[dict]) -> str:

@@ -210,7 +210,7 @@ def data_path(name: str) -> Path:
 
 
 def rows_of(name: str, out: Path) -> tuple[list[dict], tuple[str, ...]]:
-    """The data file's rows of a finished sweep directory (a row per run that ended), and the key's fields."""
+    """The data file's rows of a finished sweep directory (a row per run that ended), and the sweep's axes."""
     from poisonsim.experiments.sweep import collect, read_manifest
 
     spec, axes = TABLES[name], tuple(read_manifest(out)["axes"])
@@ -218,11 +218,11 @@ def rows_of(name: str, out: Path) -> tuple[list[dict], tuple[str, ...]]:
     table = table[table["error"].isna()]
     where, when = machine(), today()
     rows = [
-        {"machine": where, "date": when, "seed": run["seed"], **{a: run[a] for a in axes}}
+        {"machine": where, "date": when, **{a: run[a] for a in axes}, "seed": run["seed"]}
         | {f: (None if pd.isna(run.get(f)) else _number(run.get(f))) for f in spec.figures}
         for run in table.to_dict("records")
     ]
-    return rows, ("machine", *axes, "seed")
+    return rows, axes
 
 
 def _number(value):
@@ -254,9 +254,9 @@ def main(argv: list[str] | None = None) -> int:
                 from poisonsim.experiments.sweep import run_sweep
 
                 run_sweep(Grid.from_toml(ROOT / TABLES[args.name].sweep), out, workers=args.workers)
-            rows, key = rows_of(args.name, out)
-        fields = (*key[:-1], "seed", *TABLES[args.name].figures)
-        write_rows(data, rows, ("machine", "date", *fields[1:]), key)
+            rows, axes = rows_of(args.name, out)
+        fields = ("machine", "date", *axes, "seed", *TABLES[args.name].figures)
+        write_rows(data, rows, fields, ("machine", *axes, "seed"))
         print(f"{len(rows)} runs kept in {data}")
     print(*tables(args.name, read_rows(data)), sep="\n\n")
     return 0
